@@ -1,0 +1,89 @@
+#include "base/thread_pool.h"
+
+#include <algorithm>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define PENG_CPU_RELAX() _mm_pause()
+#else
+#define PENG_CPU_RELAX() ((void)0)
+#endif
+
+namespace peng {
+namespace {
+// Spin briefly (jobs arrive microseconds apart during a forward pass), then yield the core, then
+// sleep on a futex. Yielding keeps an oversubscribed machine (a build running beside us) from
+// stalling every barrier for a whole scheduler time slice.
+constexpr int kSpinIterations = 4096;
+constexpr int kYieldIterations = 64;
+
+template <typename T, typename Pred>
+void AwaitChange(std::atomic<T>& a, Pred done) {
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (done(a.load(std::memory_order_acquire))) return;
+    PENG_CPU_RELAX();
+  }
+  for (int i = 0; i < kYieldIterations; ++i) {
+    if (done(a.load(std::memory_order_acquire))) return;
+    std::this_thread::yield();
+  }
+  while (true) {
+    const T v = a.load(std::memory_order_acquire);
+    if (done(v)) return;
+    a.wait(v, std::memory_order_acquire);
+  }
+}
+}  // namespace
+
+ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
+  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  stop_.store(true);
+  generation_.fetch_add(1);
+  generation_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::WorkerLoop(int index) {
+  uint32_t seen = 0;
+  while (true) {
+    AwaitChange(generation_, [seen](uint32_t g) { return g != seen; });
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    (*job_)(index, num_threads_);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+  }
+}
+
+void ThreadPool::Run(const std::function<void(int, int)>& fn) {
+  if (num_threads_ == 1) {
+    fn(0, 1);
+    return;
+  }
+  job_ = &fn;
+  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.notify_all();
+  fn(0, num_threads_);
+  AwaitChange(pending_, [](int p) { return p == 0; });
+}
+
+void ThreadPool::ParallelFor(int64_t n, int64_t grain,
+                             const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  const int64_t chunks = (n + grain - 1) / grain;
+  if (num_threads_ == 1 || chunks == 1) {
+    fn(0, n);
+    return;
+  }
+  Run([&](int t, int nt) {
+    const int64_t c0 = chunks * t / nt, c1 = chunks * (t + 1) / nt;
+    const int64_t b = std::min(n, c0 * grain), e = std::min(n, c1 * grain);
+    if (b < e) fn(b, e);
+  });
+}
+
+}  // namespace peng

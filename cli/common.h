@@ -1,0 +1,21 @@
+// Pieces shared by the peng subcommands: loading a model with a progress bar, one-line errors.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/model.h"
+
+namespace peng::cli {
+
+inline constexpr char kDefaultModel[] = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+// Loads the model, drawing a progress bar on stderr while layers load.
+absl::StatusOr<std::unique_ptr<Model>> LoadModelWithProgress(const std::string& path);
+
+// Prints "peng <command>: <message>" to stderr and returns the exit code for errors (2 for bad
+// arguments, 1 otherwise).
+int Fail(const char* command, const absl::Status& status);
+
+}  // namespace peng::cli

@@ -1,0 +1,35 @@
+// Flags: a small `--name value` / `--switch` command-line parser for the peng subcommands.
+// Each command declares its flags up front; unknown flags and malformed values are errors that
+// name the flag, so a typo never silently falls back to a default.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace peng::cli {
+
+class Flags {
+ public:
+  // `valued` take a value (`--name V` or `--name=V`); `switches` take none.
+  Flags(std::set<std::string> valued, std::set<std::string> switches)
+      : valued_(std::move(valued)), switches_(std::move(switches)) {}
+
+  // argv[0] is the subcommand name and is skipped.
+  absl::Status Parse(int argc, char** argv);
+
+  bool Has(const std::string& name) const { return values_.count(name) > 0; }
+  std::string String(const std::string& name, const std::string& def = "") const;
+  absl::StatusOr<int64_t> Int(const std::string& name, int64_t def, int64_t lo, int64_t hi) const;
+  absl::StatusOr<double> Double(const std::string& name, double def, double lo, double hi) const;
+
+ private:
+  std::set<std::string> valued_, switches_;
+  std::map<std::string, std::string> values_;
+};
+
+}  // namespace peng::cli

@@ -1,0 +1,183 @@
+// `peng generate`: one-shot or interactive (--chat) text generation on the CPU worker.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/status.h"
+#include "cli/chat_prompt.h"
+#include "cli/common.h"
+#include "cli/flags.h"
+#include "engine/forward.h"
+#include "engine/sampler.h"
+#include "engine/simple_kv_cache.h"
+
+namespace peng::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// One sequence's KV plus the tokens it holds, so that a follow-up prompt sharing a prefix (a
+// chat's next turn) only computes the new tokens.
+class Session {
+ public:
+  Session(const Model& model, int threads, int64_t max_tokens)
+      : model_(model),
+        forward_(model, ForwardOptions{.num_threads = threads}),
+        kv_(model.config.num_layers, model.config.num_kv_heads, model.config.head_dim, max_tokens) {}
+
+  // Prefills `prompt` (reusing the cached prefix) and samples up to max_new tokens, streaming
+  // text through on_text. Returns the generated ids.
+  absl::StatusOr<std::vector<int32_t>> Run(const std::vector<int32_t>& prompt, Sampler& sampler,
+                                           int64_t max_new, bool stream_text) {
+    size_t keep = 0;
+    while (keep < cached_.size() && keep < prompt.size() && cached_[keep] == prompt[keep]) ++keep;
+    if (keep == prompt.size()) --keep;  // always recompute the last token for its logits
+    cached_.resize(keep);
+    const int64_t ctx = model_.config.context_length;
+    if (static_cast<int64_t>(prompt.size()) >= ctx) {
+      return absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt.size(),
+                                                     " tokens; the model's context is ", ctx));
+    }
+    max_new = std::min<int64_t>(max_new, ctx - static_cast<int64_t>(prompt.size()));
+
+    ForwardOutput out;
+    const auto t0 = Clock::now();
+    std::span<const int32_t> fresh(prompt.data() + keep, prompt.size() - keep);
+    PENG_RETURN_IF_ERROR(Step(fresh, static_cast<int64_t>(keep), &out));
+    const auto t1 = Clock::now();
+    cached_ = prompt;
+
+    IncrementalDecoder decoder(*model_.tokenizer);
+    std::vector<int32_t> generated;
+    while (static_cast<int64_t>(generated.size()) < max_new) {
+      const SampledToken tok = sampler.Sample(out.row(0));
+      sampler.Accept(tok.id);
+      if (model_.tokenizer->IsEndOfGeneration(tok.id)) break;
+      generated.push_back(tok.id);
+      if (stream_text) {
+        std::fputs(decoder.Push(tok.id).c_str(), stdout);
+        std::fflush(stdout);
+      }
+      if (static_cast<int64_t>(generated.size()) == max_new) break;
+      const int32_t id = tok.id;
+      PENG_RETURN_IF_ERROR(Step({&id, 1}, static_cast<int64_t>(cached_.size()), &out));
+      cached_.push_back(id);
+    }
+    if (stream_text) std::fputs(decoder.Flush().c_str(), stdout);
+    const auto t2 = Clock::now();
+    std::fprintf(stderr, "\nprompt: %zu tokens (%zu computed) in %.3f s, %.1f tok/s | generation: %zu tokens in %.3f s, %.1f tok/s\n",
+                 prompt.size(), fresh.size(), Seconds(t0, t1), fresh.size() / Seconds(t0, t1),
+                 generated.size(), Seconds(t1, t2),
+                 generated.size() > 1 ? (generated.size() - 1) / Seconds(t1, t2) : 0.0);
+    return generated;
+  }
+
+ private:
+  absl::Status Step(std::span<const int32_t> tokens, int64_t start, ForwardOutput* out) {
+    ForwardBatch batch;
+    batch.chunks.push_back({.seq = 0, .start_pos = start, .tokens = tokens});
+    return forward_.Forward(batch, kv_, out);
+  }
+
+  const Model& model_;
+  LlamaForward forward_;
+  SimpleKvCache kv_;
+  std::vector<int32_t> cached_;
+};
+
+absl::StatusOr<SamplingParams> ParseSampling(const Flags& f, int vocab) {
+  SamplingParams p;
+  PENG_ASSIGN_OR_RETURN(double temperature, f.Double("temperature", 0.8, 0, 100));
+  PENG_ASSIGN_OR_RETURN(double top_p, f.Double("top-p", 0.95, 0, 1));
+  PENG_ASSIGN_OR_RETURN(int64_t top_k, f.Int("top-k", 40, -1, 1 << 24));
+  PENG_ASSIGN_OR_RETURN(double min_p, f.Double("min-p", 0.05, 0, 1));
+  PENG_ASSIGN_OR_RETURN(double rep, f.Double("repeat-penalty", 1.0, 0, 10));
+  PENG_ASSIGN_OR_RETURN(double presence, f.Double("presence-penalty", 0.0, -2, 2));
+  PENG_ASSIGN_OR_RETURN(double frequency, f.Double("frequency-penalty", 0.0, -2, 2));
+  p.temperature = static_cast<float>(temperature);
+  p.top_p = static_cast<float>(top_p);
+  p.top_k = static_cast<int32_t>(top_k);
+  p.min_p = static_cast<float>(min_p);
+  p.repetition_penalty = static_cast<float>(rep);
+  p.presence_penalty = static_cast<float>(presence);
+  p.frequency_penalty = static_cast<float>(frequency);
+  if (f.Has("seed")) {
+    PENG_ASSIGN_OR_RETURN(int64_t seed, f.Int("seed", 0, 0, INT64_MAX));
+    p.seed = static_cast<uint64_t>(seed);
+  }
+  PENG_RETURN_IF_ERROR(p.Validate(vocab));
+  return p;
+}
+
+absl::Status RunGenerate(int argc, char** argv) {
+  Flags f({"model", "prompt", "max-tokens", "temperature", "top-p", "top-k", "min-p", "seed",
+           "repeat-penalty", "presence-penalty", "frequency-penalty", "threads", "system"},
+          {"chat", "output-ids", "no-bos"});
+  PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
+  PENG_ASSIGN_OR_RETURN(int64_t max_tokens, f.Int("max-tokens", 256, 1, 1 << 20));
+  PENG_ASSIGN_OR_RETURN(int64_t threads, f.Int("threads", 2, 1, 256));
+  if (!f.Has("prompt") && !f.Has("chat")) {
+    return absl::InvalidArgumentError("give --prompt TEXT, or --chat for an interactive chat");
+  }
+  PENG_ASSIGN_OR_RETURN(auto model, LoadModelWithProgress(f.String("model", kDefaultModel)));
+  const Tokenizer& tok = *model->tokenizer;
+  PENG_ASSIGN_OR_RETURN(SamplingParams params, ParseSampling(f, model->config.vocab_size));
+  Session session(*model, static_cast<int>(threads), model->config.context_length);
+  const bool output_ids = f.Has("output-ids");
+
+  auto run = [&](const std::string& text, bool special) -> absl::StatusOr<std::vector<int32_t>> {
+    std::vector<int32_t> ids = tok.Encode(text, !f.Has("no-bos"), special);
+    PENG_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(params, model->config.vocab_size, ids));
+    return session.Run(ids, sampler, max_tokens, !output_ids);
+  };
+
+  if (!f.Has("chat")) {
+    PENG_ASSIGN_OR_RETURN(std::vector<int32_t> ids, run(f.String("prompt"), true));
+    if (output_ids) {
+      std::string s = "[";
+      for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&s, i ? ", " : "", ids[i]);
+      std::printf("%s]\n", s.c_str());
+    } else {
+      std::printf("\n");
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<ChatMessage> messages;
+  if (f.Has("system")) messages.push_back({"system", f.String("system")});
+  auto turn = [&](const std::string& user) -> absl::Status {
+    messages.push_back({"user", user});
+    PENG_ASSIGN_OR_RETURN(std::string prompt, RenderChat(tok.chat_template(), messages));
+    PENG_ASSIGN_OR_RETURN(std::vector<int32_t> ids, run(prompt, true));
+    messages.push_back({"assistant", tok.Decode(ids, true)});
+    std::printf("\n");
+    return absl::OkStatus();
+  };
+  if (f.Has("prompt")) return turn(f.String("prompt"));
+  std::fprintf(stderr, "chatting with %s — type a message, Ctrl-D to quit\n", model->config.name.c_str());
+  std::string line;
+  while (true) {
+    std::fprintf(stderr, "> ");
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    PENG_RETURN_IF_ERROR(turn(line));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunGenerateCommand(int argc, char** argv) {
+  absl::Status s = RunGenerate(argc, argv);
+  return s.ok() ? 0 : Fail("generate", s);
+}
+
+}  // namespace peng::cli

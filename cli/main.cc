@@ -1,0 +1,48 @@
+// peng: the command-line entry point. Subcommands live in their own files.
+#include <cstdio>
+#include <cstring>
+
+namespace peng::cli {
+int RunGenerateCommand(int argc, char** argv);
+int RunLogitsCommand(int argc, char** argv);
+int RunDumpTensorCommand(int argc, char** argv);
+int RunBenchCommand(int argc, char** argv);
+}  // namespace peng::cli
+namespace peng {
+int RunTokenizeCommand(int argc, char** argv);  // cli/tokenize_command.cc
+}  // namespace peng
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* help;
+};
+
+const Command kCommands[] = {
+    {"generate", peng::cli::RunGenerateCommand,
+     "--model PATH --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]"},
+    {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3]"},
+    {"tokenize", peng::RunTokenizeCommand, "--model PATH [--text TEXT] [--jsonl] [--decode]"},
+    {"logits", peng::cli::RunLogitsCommand, "--model PATH (--prompt TEXT | --ids 1,2,3) --out FILE.npy"},
+    {"dump-tensor", peng::cli::RunDumpTensorCommand, "--model FILE.gguf --tensor NAME --out FILE.npy"},
+};
+
+int Usage(FILE* out) {
+  std::fprintf(out, "usage: peng <command> [flags]\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.help);
+  return out == stdout ? 0 : 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return Usage(stderr);
+  if (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) return Usage(stdout);
+  for (const Command& c : kCommands) {
+    if (!std::strcmp(argv[1], c.name)) return c.run(argc - 1, argv + 1);
+  }
+  std::fprintf(stderr, "peng: unknown command '%s'\n", argv[1]);
+  return Usage(stderr);
+}

@@ -1,0 +1,220 @@
+#include "engine/forward.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "base/status.h"
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/ops.h"
+
+namespace peng {
+namespace {
+
+void AddInPlace(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+template <typename T>
+void Grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
+    : model_(model), c_(model.config), options_(options), pool_(options.num_threads) {
+  // Peng's pool splits BLAS calls across threads itself; OpenBLAS must not spawn its own.
+  openblas_set_num_threads(1);
+}
+
+void LlamaForward::MatMul(const kernels::MatrixView& w, const float* x, int64_t n, float* y) {
+  const int nt = pool_.num_threads();
+  if (n >= options_.blas_min_tokens) {
+    Grow(dense_w_, static_cast<size_t>(w.rows * w.cols));
+    float* dense = dense_w_.data();
+    pool_.ParallelFor(w.rows, 16, [&](int64_t r0, int64_t r1) {
+      kernels::DequantizeRows(w, r0, r1, dense + r0 * w.cols);
+    });
+    pool_.ParallelFor(w.rows, 64, [&](int64_t r0, int64_t r1) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                  static_cast<int>(r1 - r0), static_cast<int>(w.cols), 1.0f, x,
+                  static_cast<int>(w.cols), dense + r0 * w.cols, static_cast<int>(w.cols), 0.0f,
+                  y + r0, static_cast<int>(w.rows));
+    });
+    return;
+  }
+  Grow(row_scratch_, static_cast<size_t>(nt) * w.cols);
+  pool_.Run([&](int t, int threads) {
+    // Rows split in multiples of 8 so neighbouring threads do not share output cache lines.
+    const int64_t groups = (w.rows + 7) / 8;
+    const int64_t r0 = std::min(w.rows, groups * t / threads * 8);
+    const int64_t r1 = std::min(w.rows, groups * (t + 1) / threads * 8);
+    if (r0 < r1) {
+      kernels::MatMulRows(w, x, w.cols, n, y, w.rows, r0, r1, row_scratch_.data() + t * w.cols);
+    }
+  });
+}
+
+absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out) {
+  int64_t n = 0, max_kv = 0, logit_rows = 0;
+  for (size_t ci = 0; ci < batch.chunks.size(); ++ci) {
+    const SequenceChunk& ch = batch.chunks[ci];
+    if (ch.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("chunk ", ci, " has no tokens"));
+    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+    if (ch.start_pos < 0 || end > c_.context_length) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk ", ci, " covers positions [", ch.start_pos, ", ",
+                                                     end, ") beyond the context of ", c_.context_length));
+    }
+    for (int32_t id : ch.tokens) {
+      if (id < 0 || id >= c_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
+                                                       c_.vocab_size, ")"));
+      }
+    }
+    n += static_cast<int64_t>(ch.tokens.size());
+    max_kv = std::max(max_kv, end);
+    logit_rows += ch.logits == SequenceChunk::Logits::kAll ? static_cast<int64_t>(ch.tokens.size())
+                  : ch.logits == SequenceChunk::Logits::kLast ? 1 : 0;
+  }
+  for (const SequenceChunk& ch : batch.chunks) {
+    PENG_RETURN_IF_ERROR(kv.Reserve(ch.seq, ch.start_pos + static_cast<int64_t>(ch.tokens.size())));
+  }
+  for (int l = 0; l < c_.num_layers; ++l) {
+    if (!model_.weights.layers[l]) {
+      return absl::FailedPreconditionError(absl::StrCat("layer ", l, " is not loaded on this worker"));
+    }
+  }
+
+  const int64_t d = c_.d_model, qd = int64_t{c_.num_heads} * c_.head_dim;
+  const int64_t kvd = int64_t{c_.num_kv_heads} * c_.head_dim;
+  Grow(x_, n * d);
+  Grow(xn_, n * std::max(d, qd));
+  Grow(q_, n * qd);
+  Grow(k_, n * kvd);
+  Grow(v_, n * kvd);
+  Grow(attn_, n * qd);
+  Grow(gate_, n * c_.ffn_dim);
+  Grow(up_, n * c_.ffn_dim);
+  Grow(scores_, static_cast<size_t>(pool_.num_threads()) * max_kv);
+  pos_.resize(n);
+  chunk_of_.resize(n);
+
+  const kernels::MatrixView& embd = model_.weights.token_embd.view();
+  int64_t t = 0;
+  for (size_t ci = 0; ci < batch.chunks.size(); ++ci) {
+    const SequenceChunk& ch = batch.chunks[ci];
+    for (size_t i = 0; i < ch.tokens.size(); ++i, ++t) {
+      pos_[t] = ch.start_pos + static_cast<int64_t>(i);
+      chunk_of_[t] = static_cast<int32_t>(ci);
+      kernels::DequantizeRow(embd.type, embd.row(ch.tokens[i]), x_.data() + t * d, d);
+    }
+  }
+
+  for (int l = 0; l < c_.num_layers; ++l) RunLayer(l, batch, kv, n);
+
+  // Final norm and LM head over the requested rows only.
+  std::vector<int64_t> rows;
+  rows.reserve(logit_rows);
+  t = 0;
+  for (const SequenceChunk& ch : batch.chunks) {
+    const int64_t len = static_cast<int64_t>(ch.tokens.size());
+    if (ch.logits == SequenceChunk::Logits::kAll) {
+      for (int64_t i = 0; i < len; ++i) rows.push_back(t + i);
+    } else if (ch.logits == SequenceChunk::Logits::kLast) {
+      rows.push_back(t + len - 1);
+    }
+    t += len;
+  }
+  const int64_t m = static_cast<int64_t>(rows.size());
+  for (int64_t r = 0; r < m; ++r) {
+    kernels::RmsNormRow(x_.data() + rows[r] * d, model_.weights.output_norm.data(), c_.rms_eps, d,
+                        xn_.data() + r * d);
+  }
+  out->vocab_size = c_.vocab_size;
+  out->logits.resize(static_cast<size_t>(m) * c_.vocab_size);
+  if (m > 0) MatMul(model_.weights.lm_head(), xn_.data(), m, out->logits.data());
+  return absl::OkStatus();
+}
+
+void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, int64_t n) {
+  const LayerWeights& w = *model_.weights.layers[layer];
+  const int64_t d = c_.d_model, hd = c_.head_dim;
+  const int64_t qd = c_.num_heads * hd, kvd = c_.num_kv_heads * hd;
+
+  pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      kernels::RmsNormRow(x_.data() + t * d, w.attn_norm.data(), c_.rms_eps, d, xn_.data() + t * d);
+    }
+  });
+  MatMul(w.wq.view(), xn_.data(), n, q_.data());
+  MatMul(w.wk.view(), xn_.data(), n, k_.data());
+  MatMul(w.wv.view(), xn_.data(), n, v_.data());
+
+  pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* q = q_.data() + t * qd;
+      float* k = k_.data() + t * kvd;
+      float* v = v_.data() + t * kvd;
+      if (c_.qkv_bias) {
+        AddInPlace(q, w.bq.data(), qd);
+        AddInPlace(k, w.bk.data(), kvd);
+        AddInPlace(v, w.bv.data(), kvd);
+      }
+      kernels::RopeApply(q, c_.num_heads, c_.head_dim, c_.rope_dim, pos_[t], c_.rope_inv_freq.data(), c_.rope_style);
+      kernels::RopeApply(k, c_.num_kv_heads, c_.head_dim, c_.rope_dim, pos_[t], c_.rope_inv_freq.data(), c_.rope_style);
+      const SequenceChunk& ch = batch.chunks[chunk_of_[t]];
+      for (int h = 0; h < c_.num_kv_heads; ++h) {
+        std::memcpy(kv.KeyRow(ch.seq, layer, h, pos_[t]), k + h * hd, sizeof(float) * hd);
+        std::memcpy(kv.ValueRow(ch.seq, layer, h, pos_[t]), v + h * hd, sizeof(float) * hd);
+      }
+    }
+  });
+
+  // Spans of every (chunk, kv-head) up to the chunk's end; each query reads a prefix of them.
+  const size_t num_chunks = batch.chunks.size();
+  std::vector<std::vector<kernels::KvSpan>> spans(num_chunks * c_.num_kv_heads);
+  for (size_t ci = 0; ci < num_chunks; ++ci) {
+    const SequenceChunk& ch = batch.chunks[ci];
+    for (int h = 0; h < c_.num_kv_heads; ++h) {
+      kv.Spans(ch.seq, layer, h, ch.start_pos + static_cast<int64_t>(ch.tokens.size()),
+               &spans[ci * c_.num_kv_heads + h]);
+    }
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t max_kv = static_cast<int64_t>(scores_.size()) / pool_.num_threads();
+  const int64_t tasks = n * c_.num_heads;
+  pool_.Run([&](int thread, int threads) {
+    float* scores = scores_.data() + thread * max_kv;
+    for (int64_t task = tasks * thread / threads; task < tasks * (thread + 1) / threads; ++task) {
+      const int64_t t = task / c_.num_heads;
+      const int h = static_cast<int>(task % c_.num_heads);
+      const auto& sp = spans[chunk_of_[t] * c_.num_kv_heads + h / c_.gqa_group()];
+      kernels::AttendOne(q_.data() + t * qd + h * hd, sp.data(), static_cast<int>(sp.size()), pos_[t] + 1,
+                         static_cast<int>(hd), scale, attn_.data() + t * qd + h * hd, scores);
+    }
+  });
+
+  MatMul(w.wo.view(), attn_.data(), n, xn_.data());
+  pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
+      kernels::RmsNormRow(x_.data() + t * d, w.ffn_norm.data(), c_.rms_eps, d, xn_.data() + t * d);
+    }
+  });
+  MatMul(w.w_gate.view(), xn_.data(), n, gate_.data());
+  MatMul(w.w_up.view(), xn_.data(), n, up_.data());
+  pool_.ParallelFor(n * c_.ffn_dim, 1024, [&](int64_t b, int64_t e) {
+    kernels::SiluMulRow(gate_.data() + b, up_.data() + b, e - b);
+  });
+  MatMul(w.w_down.view(), gate_.data(), n, xn_.data());
+  pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
+  });
+}
+
+}  // namespace peng

@@ -1,0 +1,69 @@
+// LlamaForward: the batched forward pass of a Llama-family model on the CPU. One call runs
+// several sequences of different lengths (prefill chunks and single-token decodes mixed) through
+// every layer, writing new K/V into and attending over a KvCache. Owned by one worker thread; it
+// owns its thread pool and scratch buffers, which grow to the largest batch seen.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "base/thread_pool.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+
+namespace peng {
+
+// One sequence's slice of a batch: tokens at positions [start_pos, start_pos + tokens.size()).
+struct SequenceChunk {
+  int64_t seq = 0;               // KvCache sequence id
+  int64_t start_pos = 0;         // tokens before this chunk are already in the cache
+  std::span<const int32_t> tokens;
+  enum class Logits { kNone, kLast, kAll } logits = Logits::kLast;
+};
+
+struct ForwardBatch {
+  std::vector<SequenceChunk> chunks;
+};
+
+// Logits rows, in chunk order, for the positions each chunk asked for.
+struct ForwardOutput {
+  int64_t vocab_size = 0;
+  std::vector<float> logits;  // [rows x vocab_size]
+  int64_t rows() const { return vocab_size ? static_cast<int64_t>(logits.size()) / vocab_size : 0; }
+  std::span<const float> row(int64_t r) const {
+    return {logits.data() + r * vocab_size, static_cast<size_t>(vocab_size)};
+  }
+};
+
+struct ForwardOptions {
+  int num_threads = 2;
+  // Batches with at least this many tokens run their matmuls as dequantize + BLAS sgemm; smaller
+  // ones use the fused dequantizing kernels (measured crossover: engine/README.md).
+  int blas_min_tokens = 32;
+};
+
+class LlamaForward {
+ public:
+  LlamaForward(const Model& model, const ForwardOptions& options);
+
+  // Reserves KV for every chunk (nothing changes if any reservation fails), then runs the batch.
+  absl::Status Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out);
+
+ private:
+  void MatMul(const kernels::MatrixView& w, const float* x, int64_t n, float* y);
+  void RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, int64_t n);
+
+  const Model& model_;
+  const ModelConfig& c_;
+  ForwardOptions options_;
+  ThreadPool pool_;
+  // Scratch, [tokens x width] row-major.
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, scores_, row_scratch_, dense_w_;
+  std::vector<int64_t> pos_;       // position of each batch token
+  std::vector<int32_t> chunk_of_;  // chunk index of each batch token
+};
+
+}  // namespace peng

@@ -1,0 +1,35 @@
+// KvCache: where the batched forward writes new keys/values and finds the history it attends
+// to. Storage is per (sequence, layer, kv-head), handed to kernels as spans of contiguous tokens
+// (pages), so the paged KV manager of memory/ implements this interface without touching the
+// forward. Owned and used by one engine thread; not thread-safe for concurrent Reserve, but
+// KeyRow/ValueRow/Spans of distinct rows may be used from the forward's worker threads.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/cpu/attention.h"
+
+namespace peng {
+
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+
+  // Ensures storage for positions [0, end) of `seq` (creating the sequence if new). Fails with
+  // ResourceExhausted, changing nothing, when it cannot.
+  virtual absl::Status Reserve(int64_t seq, int64_t end) = 0;
+  // Drops every token of `seq` and frees its storage.
+  virtual void Release(int64_t seq) = 0;
+
+  // head_dim floats for the key / value of token `pos` (pos < reserved end).
+  virtual float* KeyRow(int64_t seq, int layer, int kv_head, int64_t pos) = 0;
+  virtual float* ValueRow(int64_t seq, int layer, int kv_head, int64_t pos) = 0;
+
+  // Spans covering tokens [0, len) in order (cleared first).
+  virtual void Spans(int64_t seq, int layer, int kv_head, int64_t len,
+                     std::vector<kernels::KvSpan>* out) const = 0;
+};
+
+}  // namespace peng

@@ -1,0 +1,37 @@
+// Model: a loaded Llama-family model — config, per-layer weights and tokenizer — from a GGUF
+// file or a Hugging Face folder (config.json + *.safetensors + tokenizer.json). Immutable after
+// load except for layer drop/reload, which its owning worker performs between steps.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/model_config.h"
+#include "engine/tokenizer.h"
+#include "engine/weights.h"
+
+namespace peng {
+
+struct Model {
+  std::string path;
+  ModelConfig config;
+  ModelWeights weights;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// Called as layers load: (layers done, layers total).
+using LoadProgress = std::function<void(int, int)>;
+
+// `path` is a .gguf file or a Hugging Face model folder.
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
+                                                 const LoadProgress& progress = nullptr);
+
+// Format-specific loaders (model_loader_gguf.cc, model_loader_hf.cc).
+absl::StatusOr<std::unique_ptr<Model>> LoadGgufModel(const std::string& path,
+                                                     const LoadProgress& progress);
+absl::StatusOr<std::unique_ptr<Model>> LoadHfModel(const std::string& dir,
+                                                   const LoadProgress& progress);
+
+}  // namespace peng

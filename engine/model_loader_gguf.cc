@@ -1,0 +1,185 @@
+// Loads a Llama-family model from GGUF: metadata -> ModelConfig, tensors -> per-layer weights.
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "engine/gguf.h"
+#include "engine/model.h"
+#include "kernels/cpu/dequantize.h"
+
+namespace peng {
+namespace {
+
+using kernels::GgmlType;
+
+absl::Status CheckShape(const GgufTensor& t, std::vector<int64_t> want) {
+  if (t.shape != want) {
+    auto fmt = [](const std::vector<int64_t>& s) {
+      std::string out = "[";
+      for (size_t i = 0; i < s.size(); ++i) absl::StrAppend(&out, i ? ", " : "", s[i]);
+      return out + "]";
+    };
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, " has shape ", fmt(t.shape),
+                                                   ", expected ", fmt(want)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const GgufTensor*> Need(const GgufFile& f, const std::string& name) {
+  const GgufTensor* t = f.FindTensor(name);
+  if (t == nullptr) return absl::NotFoundError(absl::StrCat("tensor ", name, " is missing"));
+  if (!kernels::Traits(t->type).supported) {
+    return absl::UnimplementedError(absl::StrCat("tensor ", name, " has type ",
+                                                 kernels::Traits(t->type).name,
+                                                 ", which Peng does not support"));
+  }
+  return t;
+}
+
+// A matrix stored as GGML [cols, rows].
+absl::StatusOr<WeightMatrix> LoadMatrix(const GgufFile& f, const std::string& name, int64_t rows,
+                                        int64_t cols) {
+  PENG_ASSIGN_OR_RETURN(const GgufTensor* t, Need(f, name));
+  PENG_RETURN_IF_ERROR(CheckShape(*t, {cols, rows}));
+  return WeightMatrix::Copy(t->type, rows, cols, t->data);
+}
+
+absl::StatusOr<std::vector<float>> LoadVector(const GgufFile& f, const std::string& name,
+                                              int64_t n) {
+  PENG_ASSIGN_OR_RETURN(const GgufTensor* t, Need(f, name));
+  PENG_RETURN_IF_ERROR(CheckShape(*t, {n}));
+  std::vector<float> v(n);
+  kernels::DequantizeRow(t->type, t->data, v.data(), n);
+  for (float x : v) {
+    if (!std::isfinite(x)) return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has non-finite values"));
+  }
+  return v;
+}
+
+class GgufWeightSource : public WeightSource {
+ public:
+  GgufWeightSource(std::shared_ptr<const GgufFile> file, ModelConfig config)
+      : file_(std::move(file)), c_(std::move(config)) {}
+
+  absl::StatusOr<std::unique_ptr<LayerWeights>> LoadLayer(int i) const override {
+    const GgufFile& f = *file_;
+    auto l = std::make_unique<LayerWeights>();
+    const std::string p = absl::StrCat("blk.", i, ".");
+    const int64_t q_dim = int64_t{c_.num_heads} * c_.head_dim;
+    const int64_t kv_dim = int64_t{c_.num_kv_heads} * c_.head_dim;
+    PENG_ASSIGN_OR_RETURN(l->attn_norm, LoadVector(f, p + "attn_norm.weight", c_.d_model));
+    PENG_ASSIGN_OR_RETURN(l->ffn_norm, LoadVector(f, p + "ffn_norm.weight", c_.d_model));
+    PENG_ASSIGN_OR_RETURN(l->wq, LoadMatrix(f, p + "attn_q.weight", q_dim, c_.d_model));
+    PENG_ASSIGN_OR_RETURN(l->wk, LoadMatrix(f, p + "attn_k.weight", kv_dim, c_.d_model));
+    PENG_ASSIGN_OR_RETURN(l->wv, LoadMatrix(f, p + "attn_v.weight", kv_dim, c_.d_model));
+    PENG_ASSIGN_OR_RETURN(l->wo, LoadMatrix(f, p + "attn_output.weight", c_.d_model, q_dim));
+    PENG_ASSIGN_OR_RETURN(l->w_gate, LoadMatrix(f, p + "ffn_gate.weight", c_.ffn_dim, c_.d_model));
+    PENG_ASSIGN_OR_RETURN(l->w_up, LoadMatrix(f, p + "ffn_up.weight", c_.ffn_dim, c_.d_model));
+    PENG_ASSIGN_OR_RETURN(l->w_down, LoadMatrix(f, p + "ffn_down.weight", c_.d_model, c_.ffn_dim));
+    if (c_.qkv_bias) {
+      PENG_ASSIGN_OR_RETURN(l->bq, LoadVector(f, p + "attn_q.bias", q_dim));
+      PENG_ASSIGN_OR_RETURN(l->bk, LoadVector(f, p + "attn_k.bias", kv_dim));
+      PENG_ASSIGN_OR_RETURN(l->bv, LoadVector(f, p + "attn_v.bias", kv_dim));
+    }
+    return l;
+  }
+
+ private:
+  std::shared_ptr<const GgufFile> file_;
+  ModelConfig c_;
+};
+
+absl::StatusOr<ModelConfig> ReadConfig(const GgufFile& f) {
+  ModelConfig c;
+  PENG_ASSIGN_OR_RETURN(c.arch, f.GetString("general.architecture"));
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2") {
+    return absl::UnimplementedError(absl::StrCat(
+        "model architecture '", c.arch, "' is not supported (llama, mistral, qwen2 are)"));
+  }
+  const std::string a = c.arch + ".";
+  PENG_ASSIGN_OR_RETURN(c.name, f.GetStringOr("general.name", c.arch));
+  PENG_ASSIGN_OR_RETURN(int64_t layers, f.GetInt(a + "block_count"));
+  PENG_ASSIGN_OR_RETURN(int64_t d, f.GetInt(a + "embedding_length"));
+  PENG_ASSIGN_OR_RETURN(int64_t ffn, f.GetInt(a + "feed_forward_length"));
+  PENG_ASSIGN_OR_RETURN(int64_t heads, f.GetInt(a + "attention.head_count"));
+  PENG_ASSIGN_OR_RETURN(int64_t kv_heads, f.GetIntOr(a + "attention.head_count_kv", heads));
+  PENG_ASSIGN_OR_RETURN(int64_t ctx, f.GetIntOr(a + "context_length", 2048));
+  PENG_ASSIGN_OR_RETURN(double eps, f.GetFloatOr(a + "attention.layer_norm_rms_epsilon", 1e-5));
+  PENG_ASSIGN_OR_RETURN(double base, f.GetFloatOr(a + "rope.freq_base", 10000.0));
+  if (heads <= 0 || heads > 1024 || d <= 0 || d > 65536) {
+    return absl::InvalidArgumentError("model config: head_count / embedding_length out of range");
+  }
+  PENG_ASSIGN_OR_RETURN(int64_t head_dim, f.GetIntOr(a + "attention.key_length", d / heads));
+  PENG_ASSIGN_OR_RETURN(int64_t rope_dim, f.GetIntOr(a + "rope.dimension_count", head_dim));
+  const GgufTensor* embd = f.FindTensor("token_embd.weight");
+  if (embd == nullptr) return absl::NotFoundError("tensor token_embd.weight is missing");
+  if (embd->shape.size() != 2) return absl::InvalidArgumentError("token_embd.weight must be 2-D");
+  PENG_ASSIGN_OR_RETURN(int64_t vocab, f.GetIntOr(a + "vocab_size", embd->shape[1]));
+  auto narrow = [](int64_t v) { return static_cast<int>(std::clamp<int64_t>(v, -1, 1 << 30)); };
+  c.num_layers = narrow(layers);
+  c.d_model = narrow(d);
+  c.ffn_dim = narrow(ffn);
+  c.num_heads = narrow(heads);
+  c.num_kv_heads = narrow(kv_heads);
+  c.head_dim = narrow(head_dim);
+  c.rope_dim = narrow(rope_dim);
+  c.vocab_size = narrow(vocab);
+  c.context_length = narrow(ctx);
+  c.rms_eps = static_cast<float>(eps);
+  c.rope_base = static_cast<float>(base);
+  c.rope_style = c.arch == "qwen2" ? kernels::RopeStyle::kNeox : kernels::RopeStyle::kInterleaved;
+  c.qkv_bias = f.FindTensor("blk.0.attn_q.bias") != nullptr;
+  c.tied_embeddings = f.FindTensor("output.weight") == nullptr;
+
+  PENG_ASSIGN_OR_RETURN(std::string scaling, f.GetStringOr(a + "rope.scaling.type", "none"));
+  PENG_ASSIGN_OR_RETURN(double factor, f.GetFloatOr(a + "rope.scaling.factor", 1.0));
+  float linear = 1.0f;
+  if (scaling == "linear") {
+    if (!(factor > 0)) return absl::InvalidArgumentError("rope.scaling.factor must be positive");
+    linear = static_cast<float>(factor);
+  } else if (scaling != "none") {
+    return absl::UnimplementedError(absl::StrCat("rope scaling type '", scaling, "' is not supported"));
+  }
+  if (c.rope_dim > 0 && c.rope_dim <= 512 && c.rope_dim % 2 == 0) {
+    c.rope_inv_freq.resize(c.rope_dim / 2);
+    kernels::RopeInvFreq(c.rope_dim, c.rope_base, linear, c.rope_inv_freq.data());
+    // Llama-3 style per-frequency factors are stored as a tensor.
+    if (f.FindTensor("rope_freqs.weight") != nullptr) {
+      PENG_ASSIGN_OR_RETURN(std::vector<float> factors, LoadVector(f, "rope_freqs.weight", c.rope_dim / 2));
+      for (int i = 0; i < c.rope_dim / 2; ++i) c.rope_inv_freq[i] /= factors[i];
+    }
+  }
+  PENG_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> LoadGgufModel(const std::string& path,
+                                                     const LoadProgress& progress) {
+  PENG_ASSIGN_OR_RETURN(std::shared_ptr<const GgufFile> file, GgufFile::Open(path));
+  auto model = std::make_unique<Model>();
+  model->path = path;
+  PENG_ASSIGN_OR_RETURN(model->config, ReadConfig(*file));
+  const ModelConfig& c = model->config;
+  PENG_ASSIGN_OR_RETURN(model->tokenizer, Tokenizer::FromGguf(*file));
+  if (model->tokenizer->vocab_size() > c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer has ", model->tokenizer->vocab_size(),
+                                                   " tokens but the model only ", c.vocab_size));
+  }
+  ModelWeights& w = model->weights;
+  PENG_ASSIGN_OR_RETURN(w.token_embd, LoadMatrix(*file, "token_embd.weight", c.vocab_size, c.d_model));
+  if (!c.tied_embeddings) {
+    PENG_ASSIGN_OR_RETURN(w.output, LoadMatrix(*file, "output.weight", c.vocab_size, c.d_model));
+  }
+  PENG_ASSIGN_OR_RETURN(w.output_norm, LoadVector(*file, "output_norm.weight", c.d_model));
+  w.source = std::make_unique<GgufWeightSource>(file, c);
+  w.layers.resize(c.num_layers);
+  for (int i = 0; i < c.num_layers; ++i) {
+    PENG_RETURN_IF_ERROR(Annotate(w.ReloadLayer(i), path));
+    if (progress) progress(i + 1, c.num_layers);
+  }
+  return model;
+}
+
+}  // namespace peng

@@ -1,0 +1,266 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "base/check.h"
+#include "base/status.h"
+
+namespace peng {
+namespace {
+
+// top-p sorts this many most likely tokens first, and finishes by sorting a range this small.
+constexpr int64_t kTopPSortedHead = 64;
+
+// Strict total order on token ids: higher logit first, then lower id. Every selection and
+// sort uses it, so candidate sets and their order do not depend on the algorithm's tie luck.
+struct MoreLikely {
+  const float* logits;
+  bool operator()(int32_t a, int32_t b) const {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  }
+};
+
+// absl::string_view: Debian's Abseil does not alias it to std::string_view.
+absl::Status OutOfRange(absl::string_view param, double value, absl::string_view range) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(param, " must be in ", range, ", got ", value));
+}
+
+}  // namespace
+
+absl::Status SamplingParams::Validate(int vocab_size) const {
+  // Comparisons are written so that NaN fails them.
+  if (vocab_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("vocab_size must be > 0, got ", vocab_size));
+  }
+  if (!(temperature >= 0.0f) || std::isinf(temperature)) {
+    return OutOfRange("temperature", temperature, "[0, inf)");
+  }
+  if (top_k < -1) return OutOfRange("top_k", top_k, "{-1, 0, 1, 2, ...} (-1 or 0 = off)");
+  if (!(top_p > 0.0f && top_p <= 1.0f)) return OutOfRange("top_p", top_p, "(0, 1]");
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) return OutOfRange("min_p", min_p, "[0, 1]");
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f)) {
+    return OutOfRange("presence_penalty", presence_penalty, "[-2, 2]");
+  }
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f)) {
+    return OutOfRange("frequency_penalty", frequency_penalty, "[-2, 2]");
+  }
+  if (!(repetition_penalty > 0.0f) || std::isinf(repetition_penalty)) {
+    return OutOfRange("repetition_penalty", repetition_penalty, "(0, inf)");
+  }
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "logit_bias token id ", id, " is outside the vocabulary [0, ", vocab_size, ")"));
+    }
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return OutOfRange(absl::StrCat("logit_bias[", id, "]"), bias, "[-100, 100]");
+    }
+  }
+  if (logprobs < -1 || logprobs > vocab_size) {
+    return OutOfRange("logprobs", logprobs, absl::StrCat("[-1, ", vocab_size, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Sampler> Sampler::Create(const SamplingParams& params, int vocab_size,
+                                        std::span<const int32_t> prompt_ids) {
+  PENG_RETURN_IF_ERROR(params.Validate(vocab_size));
+  for (size_t i = 0; i < prompt_ids.size(); ++i) {
+    if (prompt_ids[i] < 0 || prompt_ids[i] >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", prompt_ids[i],
+                                                     " at position ", i,
+                                                     " is outside the vocabulary [0, ",
+                                                     vocab_size, ")"));
+    }
+  }
+  uint64_t seed;
+  if (params.seed.has_value()) {
+    seed = *params.seed;
+  } else {
+    std::random_device device;
+    seed = (uint64_t{device()} << 32) ^ device();
+  }
+  Sampler sampler(params, vocab_size, seed);
+  if (sampler.has_penalties()) {
+    for (int32_t id : prompt_ids) sampler.history_[id].in_prompt = true;
+  }
+  return sampler;
+}
+
+Sampler::Sampler(const SamplingParams& params, int vocab_size, uint64_t seed)
+    : params_(params), vocab_size_(vocab_size), seed_(seed), rng_(seed) {}
+
+bool Sampler::has_penalties() const {
+  return params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+         params_.frequency_penalty != 0.0f;
+}
+
+void Sampler::Accept(int32_t id) {
+  PENG_CHECK(id >= 0 && id < vocab_size_);
+  if (has_penalties()) ++history_[id].generated;
+}
+
+void Sampler::ApplyPenaltiesAndBias(std::span<float> logits) const {
+  PENG_CHECK(static_cast<int64_t>(logits.size()) == vocab_size_);
+  for (const auto& [id, bias] : params_.logit_bias) logits[id] += bias;
+  if (!has_penalties()) return;
+  const float rep = params_.repetition_penalty;
+  for (const auto& [id, history] : history_) {
+    float& logit = logits[id];
+    if (rep != 1.0f) logit = logit > 0.0f ? logit / rep : logit * rep;
+    if (history.generated > 0) {
+      logit -= params_.presence_penalty +
+               params_.frequency_penalty * static_cast<float>(history.generated);
+    }
+  }
+}
+
+SampledToken Sampler::Sample(std::span<const float> logits) {
+  return Sample(logits, own_scratch_);
+}
+
+SampledToken Sampler::Sample(std::span<const float> logits, SamplingScratch& scratch) {
+  PENG_CHECK(static_cast<int64_t>(logits.size()) == vocab_size_);
+  scratch.logits.assign(logits.begin(), logits.end());
+  scratch.weights.resize(vocab_size_);
+  scratch.order.resize(vocab_size_);
+  ApplyPenaltiesAndBias(scratch.logits);
+
+  SampledToken result;
+  if (params_.greedy()) {
+    const float* l = scratch.logits.data();
+    // max_element returns the first maximum: ties go to the lowest id.
+    result.id = static_cast<int32_t>(std::max_element(l, l + vocab_size_) - l);
+  } else {
+    if (params_.temperature != 1.0f) {
+      for (float& logit : scratch.logits) logit /= params_.temperature;
+    }
+    result.id = DrawToken(scratch);
+  }
+  if (params_.logprobs >= 0) {
+    ComputeLogprobs(scratch, result);
+  } else {
+    result.logprob = std::numeric_limits<float>::quiet_NaN();
+  }
+  return result;
+}
+
+int32_t Sampler::DrawToken(SamplingScratch& scratch) {
+  const float* logits = scratch.logits.data();
+  float* weights = scratch.weights.data();
+  std::vector<int32_t>& order = scratch.order;
+  std::iota(order.begin(), order.end(), 0);
+  const MoreLikely more_likely{logits};
+
+  // top-k: the k most likely ids, unsorted, at the front.
+  int64_t n = vocab_size_;
+  if (params_.top_k > 0 && params_.top_k < vocab_size_) {
+    n = params_.top_k;
+    std::nth_element(order.begin(), order.begin() + (n - 1), order.end(), more_likely);
+  }
+
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) max_logit = std::max(max_logit, logits[order[i]]);
+  // The model forward never yields a row without a finite logit; bias is bounded.
+  PENG_CHECK(std::isfinite(max_logit));
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t id = order[i];
+    weights[id] = std::exp(logits[id] - max_logit);
+    total += weights[id];
+  }
+
+  // top-p: the shortest most-likely-first prefix holding top_p of the mass. Peaked LLM
+  // distributions reach it within the first few tokens, so sort those first; otherwise find
+  // the cut by a mass-weighted quickselect (expected O(n)) instead of sorting everything.
+  // Invariant: [0, lo) precede [lo, hi), which precede [hi, n), and `before` is the mass of
+  // [0, lo), which is short of the target.
+  if (params_.top_p < 1.0f) {
+    const double target = params_.top_p * total;
+    int64_t lo = 0;
+    int64_t hi = n;
+    double before = 0.0;
+    const auto first = order.begin();
+    std::partial_sort(first, first + std::min<int64_t>(n, kTopPSortedHead), first + n,
+                      more_likely);
+    if (n > kTopPSortedHead) {
+      double head = 0.0;
+      for (int64_t i = 0; i < kTopPSortedHead; ++i) head += weights[order[i]];
+      if (head < target) {
+        lo = kTopPSortedHead;
+        before = head;
+      } else {
+        hi = kTopPSortedHead;
+      }
+    }
+    while (hi - lo > kTopPSortedHead) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      std::nth_element(first + lo, first + mid, first + hi, more_likely);
+      double mass = 0.0;
+      for (int64_t i = lo; i <= mid; ++i) mass += weights[order[i]];
+      if (before + mass >= target) {
+        hi = mid + 1;
+      } else {
+        before += mass;
+        lo = mid + 1;
+      }
+    }
+    std::sort(first + lo, first + hi, more_likely);  // no-op on the sorted head
+    int64_t i = lo;
+    while (i < hi && (before += weights[order[i]]) < target) ++i;
+    n = std::min(i + 1, hi);  // i == hi only by rounding: keep the whole range
+  }
+
+  // min-p: weights are relative to the most likely token (weight exactly 1), which survives.
+  if (params_.min_p > 0.0f) {
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (weights[order[i]] >= params_.min_p) order[kept++] = order[i];
+    }
+    n = kept;
+  }
+
+  // Inverse CDF over the survivors, summed in the same order as the draw so u < total holds.
+  total = 0.0;
+  for (int64_t i = 0; i < n; ++i) total += weights[order[i]];
+  const double u = Uniform01() * total;
+  double cumulative = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    cumulative += weights[order[i]];
+    if (u < cumulative) return order[i];
+  }
+  PENG_CHECK(false);  // unreachable: u < total and the sums match
+  return order[n - 1];
+}
+
+void Sampler::ComputeLogprobs(SamplingScratch& scratch, SampledToken& result) const {
+  const float* logits = scratch.logits.data();
+  const float max_logit = *std::max_element(logits, logits + vocab_size_);
+  double sum = 0.0;
+  for (int32_t id = 0; id < vocab_size_; ++id) sum += std::exp(logits[id] - max_logit);
+  const float log_z = max_logit + static_cast<float>(std::log(sum));
+  result.logprob = logits[result.id] - log_z;
+
+  const int32_t k = params_.logprobs;
+  if (k == 0) return;
+  std::vector<int32_t>& order = scratch.order;
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), MoreLikely{logits});
+  result.top_logprobs.reserve(k);
+  for (int32_t i = 0; i < k; ++i) {
+    result.top_logprobs.emplace_back(order[i], logits[order[i]] - log_z);
+  }
+}
+
+double Sampler::Uniform01() {
+  // 53 random bits -> [0, 1). std::uniform_real_distribution is implementation-defined.
+  return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+}
+
+}  // namespace peng

@@ -1,0 +1,438 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace peng {
+namespace {
+
+using ::testing::HasSubstr;
+
+Sampler MakeSampler(const SamplingParams& params, int vocab_size,
+                    std::vector<int32_t> prompt = {}) {
+  absl::StatusOr<Sampler> sampler = Sampler::Create(params, vocab_size, prompt);
+  EXPECT_TRUE(sampler.ok()) << sampler.status();
+  return std::move(sampler).value();
+}
+
+std::vector<float> LogitsFromProbs(const std::vector<double>& probs) {
+  std::vector<float> logits;
+  for (double p : probs) logits.push_back(static_cast<float>(std::log(p)));
+  return logits;
+}
+
+std::vector<double> Softmax(const std::vector<float>& logits, double temperature) {
+  const double max = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> p;
+  double sum = 0;
+  for (float l : logits) sum += p.emplace_back(std::exp((l - max) / temperature));
+  for (double& x : p) x /= sum;
+  return p;
+}
+
+std::vector<int> Histogram(Sampler& sampler, const std::vector<float>& logits, int draws) {
+  std::vector<int> counts(logits.size(), 0);
+  for (int i = 0; i < draws; ++i) ++counts[sampler.Sample(logits).id];
+  return counts;
+}
+
+// Pearson's chi-square of observed counts against expected probabilities (cells with p > 0).
+double ChiSquare(const std::vector<int>& counts, const std::vector<double>& probs) {
+  const double n = std::accumulate(counts.begin(), counts.end(), 0.0);
+  double chi2 = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (probs[i] <= 0) continue;
+    const double expected = n * probs[i];
+    chi2 += (counts[i] - expected) * (counts[i] - expected) / expected;
+  }
+  return chi2;
+}
+
+// Critical value well above chi-square(df <= 4) at p = 1e-4 (18.5); seeds are fixed, so a
+// failure means a wrong distribution, not bad luck.
+constexpr double kChiSquareBound = 25.0;
+
+std::vector<float> RandomLogits(int vocab_size, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> logits(vocab_size);
+  for (float& l : logits) l = normal(rng);
+  return logits;
+}
+
+// Token ids sorted most likely first (ties: lower id), the sampler's documented order.
+std::vector<int32_t> ByLikelihood(const std::vector<float>& logits) {
+  std::vector<int32_t> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::stable_sort(ids.begin(), ids.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  return ids;
+}
+
+TEST(SamplerTest, GreedyIsArgmaxWithLowestIdOnTies) {
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.top_k = 3;  // truncation never changes the argmax
+  params.top_p = 0.5f;
+  Sampler sampler = MakeSampler(params, 5000);
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    std::vector<float> logits = RandomLogits(5000, seed, 3.0f);
+    const int32_t argmax = std::max_element(logits.begin(), logits.end()) - logits.begin();
+    EXPECT_EQ(sampler.Sample(logits).id, argmax);
+  }
+  std::vector<float> ties(5000, 0.0f);
+  ties[17] = ties[4000] = 1.0f;
+  EXPECT_EQ(sampler.Sample(ties).id, 17);
+}
+
+TEST(SamplerTest, TinyTemperatureIsGreedy) {
+  SamplingParams params;
+  params.temperature = 1e-7f;
+  Sampler sampler = MakeSampler(params, 4);
+  std::vector<float> logits = {1.0f, 1.0001f, 0.9f, -3.0f};
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(sampler.Sample(logits).id, 1);
+}
+
+TEST(SamplerTest, TopPNeverSamplesOutsideNucleusAndKeepsProportions) {
+  SamplingParams params;
+  params.top_p = 0.8f;  // cumulative 0.5, 0.7, 0.85 -> nucleus {0, 1, 2}
+  params.seed = 7;
+  Sampler sampler = MakeSampler(params, 5);
+  std::vector<int> counts =
+      Histogram(sampler, LogitsFromProbs({0.5, 0.2, 0.15, 0.1, 0.05}), 20000);
+  EXPECT_EQ(counts[3], 0);
+  EXPECT_EQ(counts[4], 0);
+  EXPECT_LT(ChiSquare(counts, {0.5 / 0.85, 0.2 / 0.85, 0.15 / 0.85, 0, 0}), kChiSquareBound);
+}
+
+TEST(SamplerTest, TopPOnLargeVocabMatchesFullSortReference) {
+  // A flat distribution makes the nucleus tens of thousands of tokens: the quickselect path.
+  // A peaked one (a few tokens far ahead) ends inside the sorted head of 64.
+  constexpr int kVocab = 100000;
+  std::vector<float> flat = RandomLogits(kVocab, 11, 1.0f);
+  std::vector<float> peaked = flat;
+  for (int id : {5, 500, 50000}) peaked[id] += 12.0f;
+  for (const auto& [logits, top_p] : std::vector<std::pair<std::vector<float>, float>>{
+           {flat, 0.05f}, {flat, 0.5f}, {flat, 0.95f}, {peaked, 0.5f}, {peaked, 0.9f}}) {
+    std::vector<int32_t> ranked = ByLikelihood(logits);
+    std::vector<double> probs = Softmax(logits, 1.0);
+    std::vector<bool> in_nucleus(kVocab, false);
+    double cumulative = 0;
+    for (int32_t id : ranked) {
+      in_nucleus[id] = true;
+      cumulative += probs[id];
+      if (cumulative >= top_p) break;
+    }
+    SamplingParams params;
+    params.top_p = top_p;
+    params.seed = 3;
+    Sampler sampler = MakeSampler(params, kVocab);
+    for (int i = 0; i < 200; ++i) {
+      const int32_t id = sampler.Sample(logits).id;
+      ASSERT_TRUE(in_nucleus[id]) << "top_p=" << top_p << " sampled " << id;
+    }
+  }
+}
+
+TEST(SamplerTest, TopKNeverSamplesOutsideTopK) {
+  constexpr int kVocab = 1000;
+  std::vector<float> logits = RandomLogits(kVocab, 5, 0.1f);  // nearly flat
+  std::vector<int32_t> ranked = ByLikelihood(logits);
+  SamplingParams params;
+  params.top_k = 10;
+  params.seed = 1;
+  Sampler sampler = MakeSampler(params, kVocab);
+  std::vector<int> counts = Histogram(sampler, logits, 5000);
+  for (int r = 0; r < kVocab; ++r) {
+    if (r < 10) {
+      EXPECT_GT(counts[ranked[r]], 0) << "rank " << r << " never drawn";
+    } else {
+      ASSERT_EQ(counts[ranked[r]], 0) << "rank " << r << " drawn";
+    }
+  }
+}
+
+TEST(SamplerTest, MinPNeverSamplesBelowThreshold) {
+  SamplingParams params;
+  params.min_p = 0.2f;  // threshold 0.2 * 0.4 = 0.08 -> keeps {0, 1, 2}
+  params.seed = 9;
+  Sampler sampler = MakeSampler(params, 5);
+  std::vector<int> counts =
+      Histogram(sampler, LogitsFromProbs({0.4, 0.3, 0.2, 0.06, 0.04}), 20000);
+  EXPECT_EQ(counts[3], 0);
+  EXPECT_EQ(counts[4], 0);
+  EXPECT_LT(ChiSquare(counts, {0.4 / 0.9, 0.3 / 0.9, 0.2 / 0.9, 0, 0}), kChiSquareBound);
+}
+
+TEST(SamplerTest, TopKTopPMinPCombineInDocumentedOrder) {
+  constexpr int kVocab = 50000;
+  std::vector<float> logits = RandomLogits(kVocab, 21, 2.0f);
+  std::vector<int32_t> ranked = ByLikelihood(logits);
+  SamplingParams params;
+  params.temperature = 0.7f;
+  params.top_k = 2000;
+  params.top_p = 0.9f;
+  params.min_p = 0.01f;
+  params.seed = 5;
+  // Reference: top-p over the renormalised top-k, then min-p relative to the top token.
+  std::vector<double> p(2000);
+  double z = 0;
+  for (int r = 0; r < 2000; ++r) z += p[r] = std::exp((logits[ranked[r]] - logits[ranked[0]]) / 0.7);
+  int nucleus = 0;
+  for (double cumulative = 0; nucleus < 2000 && cumulative < 0.9 * z;) cumulative += p[nucleus++];
+  int allowed = 0;
+  while (allowed < nucleus && p[allowed] >= 0.01) ++allowed;
+  ASSERT_GT(allowed, 5);
+  std::vector<bool> ok(kVocab, false);
+  for (int r = 0; r < allowed; ++r) ok[ranked[r]] = true;
+
+  Sampler sampler = MakeSampler(params, kVocab);
+  for (int i = 0; i < 2000; ++i) {
+    const int32_t id = sampler.Sample(logits).id;
+    ASSERT_TRUE(ok[id]) << "sampled " << id;
+  }
+}
+
+TEST(SamplerTest, SameSeedReproducesDifferentSeedsDiffer) {
+  constexpr int kVocab = 32000;
+  SamplingParams params;
+  params.temperature = 1.2f;
+  params.top_p = 0.95f;
+  auto generate = [&](uint64_t seed) {
+    params.seed = seed;
+    Sampler sampler = MakeSampler(params, kVocab, {1, 2, 3});
+    std::vector<int32_t> tokens;
+    for (int step = 0; step < 100; ++step) {
+      std::vector<float> logits = RandomLogits(kVocab, 1000 + step, 2.0f);
+      tokens.push_back(sampler.Sample(logits).id);
+      sampler.Accept(tokens.back());
+    }
+    return tokens;
+  };
+  EXPECT_EQ(generate(42), generate(42));
+  EXPECT_NE(generate(42), generate(43));
+}
+
+TEST(SamplerTest, UnseededSamplersGetDifferentSeeds) {
+  SamplingParams params;
+  EXPECT_NE(MakeSampler(params, 10).seed(), MakeSampler(params, 10).seed());
+}
+
+TEST(SamplerTest, TemperatureMatchesSoftmaxOfScaledLogits) {
+  const std::vector<float> logits = {2.0f, 1.0f, 0.5f, 0.0f, -1.0f};
+  for (float temperature : {0.5f, 2.0f}) {
+    SamplingParams params;
+    params.temperature = temperature;
+    params.seed = 123;
+    Sampler sampler = MakeSampler(params, 5);
+    std::vector<int> counts = Histogram(sampler, logits, 20000);
+    EXPECT_LT(ChiSquare(counts, Softmax(logits, temperature)), kChiSquareBound)
+        << "T=" << temperature;
+    // The same counts are far from the untempered distribution: the test can fail.
+    EXPECT_GT(ChiSquare(counts, Softmax(logits, 1.0)), 200.0) << "T=" << temperature;
+  }
+}
+
+TEST(SamplerTest, PenaltiesAndBiasChangeExactlyTheRightLogits) {
+  SamplingParams params;
+  params.repetition_penalty = 2.0f;
+  params.presence_penalty = 0.5f;
+  params.frequency_penalty = 0.25f;
+  params.logit_bias = {{1, 1.0f}, {5, -3.0f}};
+  Sampler sampler = MakeSampler(params, 8, /*prompt=*/{1, 2, 1});
+  sampler.Accept(2);
+  sampler.Accept(3);
+  sampler.Accept(3);
+  std::vector<float> logits = {0.5f, 4.0f, -1.0f, 3.0f, 2.0f, 1.0f, -2.0f, 7.0f};
+  sampler.ApplyPenaltiesAndBias(logits);
+  EXPECT_FLOAT_EQ(logits[0], 0.5f);                       // untouched
+  EXPECT_FLOAT_EQ(logits[1], (4.0f + 1.0f) / 2.0f);       // bias, then repetition (prompt)
+  EXPECT_FLOAT_EQ(logits[2], -1.0f * 2.0f - 0.5f - 0.25f);  // prompt + generated once
+  EXPECT_FLOAT_EQ(logits[3], 3.0f / 2.0f - 0.5f - 0.5f);  // generated twice
+  EXPECT_FLOAT_EQ(logits[4], 2.0f);
+  EXPECT_FLOAT_EQ(logits[5], 1.0f - 3.0f);                // bias only
+  EXPECT_FLOAT_EQ(logits[6], -2.0f);
+  EXPECT_FLOAT_EQ(logits[7], 7.0f);
+}
+
+TEST(SamplerTest, PresenceAndFrequencyIgnorePromptTokens) {
+  SamplingParams params;
+  params.presence_penalty = 1.0f;
+  params.frequency_penalty = -1.0f;
+  Sampler sampler = MakeSampler(params, 4, /*prompt=*/{0, 0, 1});
+  sampler.Accept(1);
+  std::vector<float> logits = {1.0f, 1.0f, 1.0f, 1.0f};
+  sampler.ApplyPenaltiesAndBias(logits);
+  EXPECT_FLOAT_EQ(logits[0], 1.0f);
+  EXPECT_FLOAT_EQ(logits[1], 1.0f - 1.0f + 1.0f);
+  EXPECT_FLOAT_EQ(logits[2], 1.0f);
+}
+
+TEST(SamplerTest, PenaltiesSteerSampling) {
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.frequency_penalty = 2.0f;
+  Sampler sampler = MakeSampler(params, 3);
+  const std::vector<float> logits = {3.0f, 2.5f, 0.0f};
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 4; ++i) {
+    tokens.push_back(sampler.Sample(logits).id);
+    sampler.Accept(tokens.back());
+  }
+  // 3 vs 2.5 -> 0; 1 vs 2.5 -> 1; 1 vs 0.5 -> 0; -1 vs 0.5 -> 1.
+  EXPECT_EQ(tokens, (std::vector<int32_t>{0, 1, 0, 1}));
+}
+
+TEST(SamplerTest, LogitBiasMinus100BansAndPlus100Forces) {
+  SamplingParams params;
+  params.seed = 4;
+  params.logit_bias = {{3, -100.0f}};
+  Sampler banned = MakeSampler(params, 10);
+  std::vector<float> flat(10, 0.0f);
+  EXPECT_EQ(Histogram(banned, flat, 20000)[3], 0);
+
+  params.logit_bias = {{6, 100.0f}};
+  Sampler forced = MakeSampler(params, 10);
+  std::vector<float> logits = RandomLogits(10, 2, 5.0f);
+  EXPECT_EQ(Histogram(forced, logits, 2000)[6], 2000);
+}
+
+TEST(SamplerTest, LogprobsAreLogSoftmaxOfProcessedLogits) {
+  constexpr int kVocab = 300;
+  std::vector<float> logits = RandomLogits(kVocab, 8, 2.0f);
+  SamplingParams params;
+  params.temperature = 0.8f;
+  params.top_k = 5;  // truncation does not change logprobs
+  params.logprobs = kVocab;
+  params.logit_bias = {{0, 3.0f}};
+  params.seed = 1;
+  Sampler sampler = MakeSampler(params, kVocab);
+  SampledToken token = sampler.Sample(logits);
+
+  std::vector<float> processed = logits;
+  processed[0] += 3.0f;
+  std::vector<double> expected = Softmax(processed, 0.8);
+  ASSERT_EQ(token.top_logprobs.size(), kVocab);
+  double total = 0;
+  for (size_t i = 0; i < token.top_logprobs.size(); ++i) {
+    const auto& [id, logprob] = token.top_logprobs[i];
+    total += std::exp(logprob);
+    EXPECT_NEAR(logprob, std::log(expected[id]), 1e-4) << "id " << id;
+    if (i > 0) {
+      EXPECT_GE(token.top_logprobs[i - 1].second, logprob);
+    }
+    if (id == token.id) {
+      EXPECT_FLOAT_EQ(token.logprob, logprob);
+    }
+  }
+  EXPECT_NEAR(total, 1.0, 1e-4);
+  EXPECT_NEAR(token.logprob, std::log(expected[token.id]), 1e-4);
+}
+
+TEST(SamplerTest, LogprobsZeroAndNone) {
+  std::vector<float> logits = {0.0f, 1.0f, 2.0f};
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.logprobs = 0;
+  SampledToken chosen_only = MakeSampler(params, 3).Sample(logits);
+  EXPECT_EQ(chosen_only.id, 2);
+  EXPECT_TRUE(chosen_only.top_logprobs.empty());
+  EXPECT_NEAR(chosen_only.logprob, std::log(Softmax(logits, 1.0)[2]), 1e-6);
+
+  params.logprobs = 2;
+  SampledToken top2 = MakeSampler(params, 3).Sample(logits);
+  ASSERT_EQ(top2.top_logprobs.size(), 2u);
+  EXPECT_EQ(top2.top_logprobs[0].first, 2);
+  EXPECT_EQ(top2.top_logprobs[1].first, 1);
+
+  params.logprobs = -1;
+  SampledToken none = MakeSampler(params, 3).Sample(logits);
+  EXPECT_TRUE(std::isnan(none.logprob));
+  EXPECT_TRUE(none.top_logprobs.empty());
+}
+
+TEST(SamplerTest, SharedScratchGivesSameTokensAsOwnScratch) {
+  constexpr int kVocab = 2000;
+  SamplingParams params;
+  params.top_p = 0.9f;
+  params.seed = 77;
+  Sampler own = MakeSampler(params, kVocab);
+  Sampler shared = MakeSampler(params, kVocab);
+  Sampler other = MakeSampler(params, kVocab);
+  SamplingScratch scratch;
+  for (int step = 0; step < 50; ++step) {
+    std::vector<float> logits = RandomLogits(kVocab, step, 1.5f);
+    other.Sample(RandomLogits(kVocab, 999, 1.0f), scratch);  // dirties the scratch
+    EXPECT_EQ(own.Sample(logits).id, shared.Sample(logits, scratch).id);
+  }
+}
+
+TEST(SamplingParamsTest, ValidateRejectsEachOutOfRangeValue) {
+  struct Case {
+    std::string param;
+    std::function<void(SamplingParams&)> set;
+  };
+  const std::vector<Case> cases = {
+      {"temperature", [](SamplingParams& p) { p.temperature = -0.1f; }},
+      {"temperature", [](SamplingParams& p) { p.temperature = NAN; }},
+      {"top_p", [](SamplingParams& p) { p.top_p = 0.0f; }},
+      {"top_p", [](SamplingParams& p) { p.top_p = 1.01f; }},
+      {"min_p", [](SamplingParams& p) { p.min_p = -0.01f; }},
+      {"min_p", [](SamplingParams& p) { p.min_p = 1.5f; }},
+      {"top_k", [](SamplingParams& p) { p.top_k = -2; }},
+      {"presence_penalty", [](SamplingParams& p) { p.presence_penalty = 2.5f; }},
+      {"presence_penalty", [](SamplingParams& p) { p.presence_penalty = -2.01f; }},
+      {"frequency_penalty", [](SamplingParams& p) { p.frequency_penalty = -3.0f; }},
+      {"frequency_penalty", [](SamplingParams& p) { p.frequency_penalty = 2.01f; }},
+      {"repetition_penalty", [](SamplingParams& p) { p.repetition_penalty = 0.0f; }},
+      {"repetition_penalty", [](SamplingParams& p) { p.repetition_penalty = -1.0f; }},
+      {"logit_bias token id 100", [](SamplingParams& p) { p.logit_bias = {{100, 1.0f}}; }},
+      {"logit_bias token id -1", [](SamplingParams& p) { p.logit_bias = {{-1, 1.0f}}; }},
+      {"logit_bias[3]", [](SamplingParams& p) { p.logit_bias = {{3, 100.5f}}; }},
+      {"logit_bias[3]", [](SamplingParams& p) { p.logit_bias = {{3, -101.0f}}; }},
+      {"logprobs", [](SamplingParams& p) { p.logprobs = -2; }},
+      {"logprobs", [](SamplingParams& p) { p.logprobs = 101; }},
+  };
+  for (const Case& c : cases) {
+    SamplingParams params;
+    c.set(params);
+    absl::Status status = params.Validate(/*vocab_size=*/100);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.param;
+    EXPECT_THAT(status.message(), HasSubstr(c.param));
+    EXPECT_FALSE(Sampler::Create(params, 100, {}).ok()) << c.param;
+  }
+}
+
+TEST(SamplingParamsTest, ValidateAcceptsBoundaryValues) {
+  SamplingParams params;
+  params.temperature = 0.0f;
+  params.top_k = 0;
+  params.top_p = 1.0f;
+  params.min_p = 1.0f;
+  params.presence_penalty = -2.0f;
+  params.frequency_penalty = 2.0f;
+  params.repetition_penalty = 0.01f;
+  params.logit_bias = {{0, -100.0f}, {99, 100.0f}};
+  params.logprobs = 100;
+  EXPECT_TRUE(params.Validate(100).ok()) << params.Validate(100);
+  params.top_k = 1000;  // larger than the vocabulary = off
+  EXPECT_TRUE(params.Validate(100).ok());
+}
+
+TEST(SamplerTest, CreateRejectsPromptIdsOutsideVocab) {
+  const std::vector<int32_t> prompt = {1, 2, 10};
+  absl::StatusOr<Sampler> sampler = Sampler::Create(SamplingParams(), 10, prompt);
+  ASSERT_FALSE(sampler.ok());
+  EXPECT_THAT(sampler.status().message(), HasSubstr("prompt token id 10 at position 2"));
+}
+
+}  // namespace
+}  // namespace peng

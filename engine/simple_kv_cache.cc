@@ -1,0 +1,61 @@
+#include "engine/simple_kv_cache.h"
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+
+namespace peng {
+
+SimpleKvCache::SimpleKvCache(int num_layers, int num_kv_heads, int head_dim, int64_t max_tokens,
+                             int tokens_per_page)
+    : num_layers_(num_layers),
+      num_kv_heads_(num_kv_heads),
+      head_dim_(head_dim),
+      max_tokens_(max_tokens),
+      tokens_per_page_(tokens_per_page) {}
+
+absl::Status SimpleKvCache::Reserve(int64_t seq, int64_t end) {
+  if (end > max_tokens_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("sequence needs ", end, " KV tokens, the cache holds ", max_tokens_));
+  }
+  Sequence& s = seqs_[seq];
+  if (s.tables.empty()) s.tables.resize(static_cast<size_t>(num_layers_) * num_kv_heads_);
+  const int64_t pages = (end + tokens_per_page_ - 1) / tokens_per_page_;
+  const size_t page_floats = static_cast<size_t>(tokens_per_page_) * head_dim_;
+  for (auto& table : s.tables) {
+    while (static_cast<int64_t>(table.size()) < pages) {
+      table.push_back({std::make_unique<float[]>(page_floats), std::make_unique<float[]>(page_floats)});
+    }
+  }
+  s.reserved = std::max(s.reserved, end);
+  return absl::OkStatus();
+}
+
+void SimpleKvCache::Release(int64_t seq) { seqs_.erase(seq); }
+
+SimpleKvCache::Page& SimpleKvCache::PageOf(int64_t seq, int layer, int kv_head, int64_t pos) {
+  auto it = seqs_.find(seq);
+  PENG_CHECK(it != seqs_.end() && pos < it->second.reserved);
+  return it->second.tables[static_cast<size_t>(layer) * num_kv_heads_ + kv_head][pos / tokens_per_page_];
+}
+
+float* SimpleKvCache::KeyRow(int64_t seq, int layer, int kv_head, int64_t pos) {
+  return PageOf(seq, layer, kv_head, pos).k.get() + (pos % tokens_per_page_) * head_dim_;
+}
+
+float* SimpleKvCache::ValueRow(int64_t seq, int layer, int kv_head, int64_t pos) {
+  return PageOf(seq, layer, kv_head, pos).v.get() + (pos % tokens_per_page_) * head_dim_;
+}
+
+void SimpleKvCache::Spans(int64_t seq, int layer, int kv_head, int64_t len,
+                          std::vector<kernels::KvSpan>* out) const {
+  out->clear();
+  auto it = seqs_.find(seq);
+  PENG_CHECK(it != seqs_.end() && len <= it->second.reserved);
+  const auto& table = it->second.tables[static_cast<size_t>(layer) * num_kv_heads_ + kv_head];
+  for (int64_t start = 0, p = 0; start < len; start += tokens_per_page_, ++p) {
+    out->push_back({table[p].k.get(), table[p].v.get(), std::min<int64_t>(tokens_per_page_, len - start)});
+  }
+}
+
+}  // namespace peng

@@ -1,0 +1,60 @@
+// Model weights, owned per layer so that a layer can be dropped and reloaded at run time
+// (KunServe parameter dropping). Matrices keep their stored GGML type; small vectors (norms,
+// biases) are float32. A ModelWeights is owned by one worker; a WeightSource knows how to
+// (re)load any layer from the model file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/cpu/matmul.h"
+
+namespace peng {
+
+// A weight matrix [rows x cols] in a stored GGML type, owning its bytes (64-byte aligned).
+class WeightMatrix {
+ public:
+  WeightMatrix() = default;
+  static WeightMatrix Copy(kernels::GgmlType type, int64_t rows, int64_t cols, const uint8_t* src);
+  const kernels::MatrixView& view() const { return view_; }
+  size_t bytes() const { return view_.rows * view_.row_bytes; }
+  bool empty() const { return view_.data == nullptr; }
+
+ private:
+  struct FreeDeleter { void operator()(uint8_t* p) const; };
+  std::unique_ptr<uint8_t, FreeDeleter> storage_;
+  kernels::MatrixView view_;
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;
+  std::vector<float> bq, bk, bv;  // empty unless the model has qkv bias
+  WeightMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
+  size_t bytes() const;
+};
+
+// Reads weights from a model file on demand.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual absl::StatusOr<std::unique_ptr<LayerWeights>> LoadLayer(int layer) const = 0;
+};
+
+struct ModelWeights {
+  WeightMatrix token_embd;           // [vocab x d_model]
+  WeightMatrix output;               // [vocab x d_model]; empty when tied to token_embd
+  std::vector<float> output_norm;
+  std::vector<std::unique_ptr<LayerWeights>> layers;  // null = dropped
+  std::unique_ptr<WeightSource> source;
+
+  const kernels::MatrixView& lm_head() const { return output.empty() ? token_embd.view() : output.view(); }
+  size_t bytes() const;
+  // Frees a layer's memory; Reload brings it back from the source.
+  void DropLayer(int layer) { layers[layer].reset(); }
+  absl::Status ReloadLayer(int layer);
+};
+
+}  // namespace peng

@@ -1,0 +1,46 @@
+#include "kernels/cpu/attention.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace peng::kernels {
+namespace {
+
+TEST(AttentionTest, SpansEqualOneContiguousHistoryAndDoubleReference) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  const int hd = 64;
+  const int64_t len = 45;
+  std::vector<float> k(len * hd), v(len * hd), q(hd);
+  for (auto& x : k) x = nd(rng);
+  for (auto& x : v) x = nd(rng);
+  for (auto& x : q) x = nd(rng);
+  const float scale = 1.0f / 8.0f;
+
+  // Reference in double.
+  std::vector<double> s(len), ref(hd, 0.0);
+  double m = -1e300, sum = 0;
+  for (int64_t j = 0; j < len; ++j) {
+    double d = 0;
+    for (int i = 0; i < hd; ++i) d += double(q[i]) * k[j * hd + i];
+    s[j] = d * scale;
+    m = std::max(m, s[j]);
+  }
+  for (int64_t j = 0; j < len; ++j) sum += std::exp(s[j] - m);
+  for (int64_t j = 0; j < len; ++j) {
+    for (int i = 0; i < hd; ++i) ref[i] += std::exp(s[j] - m) / sum * v[j * hd + i];
+  }
+
+  // Split the history into uneven spans (pages) with extra unused tokens at the end.
+  KvSpan spans[3] = {{k.data(), v.data(), 16}, {k.data() + 16 * hd, v.data() + 16 * hd, 7},
+                     {k.data() + 23 * hd, v.data() + 23 * hd, 30}};
+  std::vector<float> out(hd, NAN), scores(len);
+  AttendOne(q.data(), spans, 3, len, hd, scale, out.data(), scores.data());
+  for (int i = 0; i < hd; ++i) EXPECT_NEAR(out[i], ref[i], 1e-5);
+}
+
+}  // namespace
+}  // namespace peng::kernels

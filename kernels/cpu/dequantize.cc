@@ -1,0 +1,154 @@
+#include "kernels/cpu/dequantize.h"
+
+#include "kernels/cpu/fp16.h"
+
+namespace peng::kernels {
+namespace {
+
+void DequantQ4_0(const BlockQ4_0* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK) {
+    const float d = Fp16ToFp32(b[i].d);
+    for (int j = 0; j < kQK / 2; ++j) {
+      y[j] = d * ((b[i].qs[j] & 0x0f) - 8);
+      y[j + kQK / 2] = d * ((b[i].qs[j] >> 4) - 8);
+    }
+  }
+}
+
+void DequantQ4_1(const BlockQ4_1* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK) {
+    const float d = Fp16ToFp32(b[i].d), m = Fp16ToFp32(b[i].m);
+    for (int j = 0; j < kQK / 2; ++j) {
+      y[j] = d * (b[i].qs[j] & 0x0f) + m;
+      y[j + kQK / 2] = d * (b[i].qs[j] >> 4) + m;
+    }
+  }
+}
+
+template <typename Block, bool kHasMin>
+void DequantQ5(const Block* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK) {
+    const float d = Fp16ToFp32(b[i].d);
+    float m = 0;
+    if constexpr (kHasMin) m = Fp16ToFp32(b[i].m);
+    uint32_t qh;
+    __builtin_memcpy(&qh, b[i].qh, 4);
+    const int offset = kHasMin ? 0 : 16;
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int hi0 = ((qh >> j) << 4) & 0x10;
+      const int hi1 = (qh >> (j + 12)) & 0x10;
+      y[j] = d * (((b[i].qs[j] & 0x0f) | hi0) - offset) + m;
+      y[j + kQK / 2] = d * (((b[i].qs[j] >> 4) | hi1) - offset) + m;
+    }
+  }
+}
+
+void DequantQ8_0(const BlockQ8_0* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK) {
+    const float d = Fp16ToFp32(b[i].d);
+    for (int j = 0; j < kQK; ++j) y[j] = d * b[i].qs[j];
+  }
+}
+
+// 6-bit scale and min j of a Q4_K / Q5_K super-block (12 packed bytes hold 8 of each).
+inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+void DequantQ4_K(const BlockQ4_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = Fp16ToFp32(b[i].d), dmin = Fp16ToFp32(b[i].dmin);
+    const uint8_t* q = b[i].qs;
+    for (int j = 0; j < 4; ++j, q += 32) {
+      uint8_t sc, m;
+      ScaleMinK4(2 * j, b[i].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      ScaleMinK4(2 * j + 1, b[i].scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0x0f) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+    }
+  }
+}
+
+void DequantQ5_K(const BlockQ5_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = Fp16ToFp32(b[i].d), dmin = Fp16ToFp32(b[i].dmin);
+    const uint8_t* ql = b[i].qs;
+    const uint8_t* qh = b[i].qh;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0; j < 4; ++j, ql += 32, u1 <<= 2, u2 <<= 2) {
+      uint8_t sc, m;
+      ScaleMinK4(2 * j, b[i].scales, &sc, &m);
+      const float d1 = d * sc, m1 = dmin * m;
+      ScaleMinK4(2 * j + 1, b[i].scales, &sc, &m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+    }
+  }
+}
+
+void DequantQ6_K(const BlockQ6_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = Fp16ToFp32(b[i].d);
+    const uint8_t* ql = b[i].ql;
+    const uint8_t* qh = b[i].qh;
+    const int8_t* sc = b[i].scales;
+    for (int n = 0; n < kQK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q1 = ((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = d * sc[is] * q1;
+        y[l + 32] = d * sc[is + 2] * q2;
+        y[l + 64] = d * sc[is + 4] * q3;
+        y[l + 96] = d * sc[is + 6] * q4;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
+  switch (type) {
+    case GgmlType::kF32:
+      __builtin_memcpy(dst, src, n * sizeof(float));
+      return true;
+    case GgmlType::kF16: {
+      auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = Fp16ToFp32(s[i]);
+      return true;
+    }
+    case GgmlType::kBF16: {
+      auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFp32(s[i]);
+      return true;
+    }
+    case GgmlType::kQ4_0: DequantQ4_0(static_cast<const BlockQ4_0*>(src), dst, n / kQK); return true;
+    case GgmlType::kQ4_1: DequantQ4_1(static_cast<const BlockQ4_1*>(src), dst, n / kQK); return true;
+    case GgmlType::kQ5_0:
+      DequantQ5<BlockQ5_0, false>(static_cast<const BlockQ5_0*>(src), dst, n / kQK);
+      return true;
+    case GgmlType::kQ5_1:
+      DequantQ5<BlockQ5_1, true>(static_cast<const BlockQ5_1*>(src), dst, n / kQK);
+      return true;
+    case GgmlType::kQ8_0: DequantQ8_0(static_cast<const BlockQ8_0*>(src), dst, n / kQK); return true;
+    case GgmlType::kQ4_K: DequantQ4_K(static_cast<const BlockQ4_K*>(src), dst, n / kQK_K); return true;
+    case GgmlType::kQ5_K: DequantQ5_K(static_cast<const BlockQ5_K*>(src), dst, n / kQK_K); return true;
+    case GgmlType::kQ6_K: DequantQ6_K(static_cast<const BlockQ6_K*>(src), dst, n / kQK_K); return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace peng::kernels

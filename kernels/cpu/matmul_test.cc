@@ -1,0 +1,99 @@
+#include "kernels/cpu/matmul.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/fp16.h"
+
+namespace peng::kernels {
+namespace {
+
+// Random but well-formed blocks: finite fp16 scales, arbitrary code bytes.
+std::vector<uint8_t> RandomRows(GgmlType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const size_t row_bytes = RowBytes(type, cols);
+  std::vector<uint8_t> data(rows * row_bytes);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : data) b = static_cast<uint8_t>(byte(rng));
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  const GgmlTypeTraits& tr = Traits(type);
+  auto set_half = [&](uint8_t* p) {
+    const uint16_t h = Fp32ToFp16(scale(rng));
+    __builtin_memcpy(p, &h, 2);
+  };
+  for (size_t blk = 0; blk < data.size() / tr.block_bytes; ++blk) {
+    uint8_t* p = data.data() + blk * tr.block_bytes;
+    switch (type) {
+      case GgmlType::kF32: {
+        const float f = scale(rng);
+        __builtin_memcpy(p, &f, 4);
+        break;
+      }
+      case GgmlType::kF16: case GgmlType::kBF16: set_half(p); if (type == GgmlType::kBF16) { p[0] = 0; } break;
+      case GgmlType::kQ4_1: case GgmlType::kQ5_1: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
+        set_half(p); set_half(p + 2); break;
+      case GgmlType::kQ6_K: set_half(p + tr.block_bytes - 2); break;
+      default: set_half(p); break;
+    }
+  }
+  return data;
+}
+
+class MatMulTest : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(MatMulTest, MatchesDequantizedDoubleReference) {
+  const GgmlType type = GetParam();
+  std::mt19937 rng(42);
+  const int64_t rows = 37, cols = 512, tokens = 6;
+  std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
+  MatrixView w{type, rows, cols, data.data(), RowBytes(type, cols)};
+  std::vector<float> x(tokens * cols);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+
+  std::vector<float> dense(rows * cols);
+  DequantizeRows(w, 0, rows, dense.data());
+  std::vector<float> y(tokens * rows, NAN), scratch(cols);
+  MatMulRows(w, x.data(), cols, tokens, y.data(), rows, 0, rows, scratch.data());
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = 0, mag = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        ref += double(dense[r * cols + c]) * x[t * cols + c];
+        mag += std::fabs(double(dense[r * cols + c]) * x[t * cols + c]);
+      }
+      ASSERT_NEAR(y[t * rows + r], ref, 1e-5 * mag + 1e-6) << Traits(type).name << " t=" << t << " r=" << r;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest,
+                         ::testing::Values(GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16,
+                                           GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0,
+                                           GgmlType::kQ5_1, GgmlType::kQ8_0, GgmlType::kQ4_K,
+                                           GgmlType::kQ5_K, GgmlType::kQ6_K),
+                         [](const auto& info) { return std::string(Traits(info.param).name); });
+
+TEST(DequantizeTest, Q4_1KnownBlock) {
+  BlockQ4_1 b{};
+  b.d = Fp32ToFp16(0.5f);
+  b.m = Fp32ToFp16(-1.0f);
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  float y[32];
+  ASSERT_TRUE(DequantizeRow(GgmlType::kQ4_1, &b, y, 32));
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_FLOAT_EQ(y[j], 0.5f * j - 1.0f);
+    EXPECT_FLOAT_EQ(y[j + 16], 0.5f * (15 - j) - 1.0f);
+  }
+}
+
+TEST(Fp16Test, RoundTripsRepresentableValues) {
+  for (float f : {0.0f, 1.0f, -2.5f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f}) {
+    EXPECT_EQ(Fp16ToFp32(Fp32ToFp16(f)), f);
+  }
+}
+
+}  // namespace
+}  // namespace peng::kernels

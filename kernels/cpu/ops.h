@@ -1,0 +1,30 @@
+// Elementwise and row-wise CPU operators of the Llama-family forward pass. Raw pointers, no
+// allocation, no threads: the engine splits work across its pool.
+#pragma once
+
+#include <cstdint>
+
+namespace peng::kernels {
+
+// y = x / rms(x) * weight over one row of n.
+void RmsNormRow(const float* x, const float* weight, float eps, int64_t n, float* y);
+
+enum class RopeStyle {
+  kInterleaved,  // rotate pairs (2i, 2i+1): GGUF llama-arch (Q/K rows permuted by the converter)
+  kNeox,         // rotate pairs (i, i + d/2): Hugging Face layout, qwen2 in GGUF
+};
+
+// Precomputed inverse frequencies: inv_freq[i] = base^(-2i/rot_dim) / linear_scale.
+void RopeInvFreq(int rot_dim, float base, float linear_scale, float* inv_freq);
+
+// Rotates the first rot_dim dims of each of n_heads vectors of head_dim at position pos.
+void RopeApply(float* x, int n_heads, int head_dim, int rot_dim, int64_t pos,
+               const float* inv_freq, RopeStyle style);
+
+// gate[i] = silu(gate[i]) * up[i]
+void SiluMulRow(float* gate, const float* up, int64_t n);
+
+// In-place softmax of a row; returns log of the normaliser (max + log sum exp).
+float SoftmaxRow(float* x, int64_t n);
+
+}  // namespace peng::kernels
