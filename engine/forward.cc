@@ -32,31 +32,49 @@ LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
   openblas_set_num_threads(1);
 }
 
-void LlamaForward::MatMul(const kernels::MatrixView& w, const float* x, int64_t n, float* y) {
-  const int nt = pool_.num_threads();
-  if (n >= options_.blas_min_tokens) {
-    Grow(dense_w_, static_cast<size_t>(w.rows * w.cols));
-    float* dense = dense_w_.data();
-    pool_.ParallelFor(w.rows, 16, [&](int64_t r0, int64_t r1) {
-      kernels::DequantizeRows(w, r0, r1, dense + r0 * w.cols);
-    });
-    pool_.ParallelFor(w.rows, 64, [&](int64_t r0, int64_t r1) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-                  static_cast<int>(r1 - r0), static_cast<int>(w.cols), 1.0f, x,
-                  static_cast<int>(w.cols), dense + r0 * w.cols, static_cast<int>(w.cols), 0.0f,
-                  y + r0, static_cast<int>(w.rows));
-    });
-    return;
+void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
+                           const std::function<void(int64_t, int64_t)>& epilogue) {
+  const bool blas = n >= options_.blas_min_tokens;
+  int64_t max_cols = 0, dense_floats = 0;
+  for (const MatMulJob& j : jobs) {
+    max_cols = std::max(max_cols, j.w->cols);
+    dense_floats += j.w->rows * j.w->cols;
   }
-  Grow(row_scratch_, static_cast<size_t>(nt) * w.cols);
+  const int nt = pool_.num_threads();
+  if (blas) Grow(dense_w_, static_cast<size_t>(dense_floats));
+  Grow(row_scratch_, static_cast<size_t>(nt) * max_cols);
   pool_.Run([&](int t, int threads) {
-    // Rows split in multiples of 8 so neighbouring threads do not share output cache lines.
-    const int64_t groups = (w.rows + 7) / 8;
-    const int64_t r0 = std::min(w.rows, groups * t / threads * 8);
-    const int64_t r1 = std::min(w.rows, groups * (t + 1) / threads * 8);
-    if (r0 < r1) {
-      kernels::MatMulRows(w, x, w.cols, n, y, w.rows, r0, r1, row_scratch_.data() + t * w.cols);
+    int64_t dense_offset = 0;
+    int64_t first_r0 = 0, first_r1 = 0;
+    bool first = true;
+    for (const MatMulJob& j : jobs) {
+      const kernels::MatrixView& w = *j.w;
+      // Row ranges in multiples of 16 so threads never share an output cache line.
+      const int64_t groups = (w.rows + 15) / 16;
+      const int64_t r0 = std::min(w.rows, groups * t / threads * 16);
+      const int64_t r1 = std::min(w.rows, groups * (t + 1) / threads * 16);
+      if (first) {
+        first_r0 = r0;
+        first_r1 = r1;
+        first = false;
+      }
+      if (r0 < r1) {
+        if (blas) {
+          // Dequantize this thread's rows once, then one sgemm over them for all n tokens.
+          float* dense = dense_w_.data() + dense_offset + r0 * w.cols;
+          kernels::DequantizeRows(w, r0, r1, dense);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                      static_cast<int>(r1 - r0), static_cast<int>(w.cols), 1.0f, j.x,
+                      static_cast<int>(w.cols), dense, static_cast<int>(w.cols), 0.0f, j.y + r0,
+                      static_cast<int>(w.rows));
+        } else {
+          kernels::MatMulRows(w, j.x, w.cols, n, j.y, w.rows, r0, r1,
+                              row_scratch_.data() + t * max_cols);
+        }
+      }
+      dense_offset += w.rows * w.cols;
     }
+    if (epilogue && first_r0 < first_r1) epilogue(first_r0, first_r1);
   });
 }
 
@@ -137,7 +155,7 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
   }
   out->vocab_size = c_.vocab_size;
   out->logits.resize(static_cast<size_t>(m) * c_.vocab_size);
-  if (m > 0) MatMul(model_.weights.lm_head(), xn_.data(), m, out->logits.data());
+  if (m > 0) MatMuls({{&model_.weights.lm_head(), xn_.data(), out->logits.data()}}, m);
   return absl::OkStatus();
 }
 
@@ -151,9 +169,10 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
       kernels::RmsNormRow(x_.data() + t * d, w.attn_norm.data(), c_.rms_eps, d, xn_.data() + t * d);
     }
   });
-  MatMul(w.wq.view(), xn_.data(), n, q_.data());
-  MatMul(w.wk.view(), xn_.data(), n, k_.data());
-  MatMul(w.wv.view(), xn_.data(), n, v_.data());
+  MatMuls({{&w.wq.view(), xn_.data(), q_.data()},
+           {&w.wk.view(), xn_.data(), k_.data()},
+           {&w.wv.view(), xn_.data(), v_.data()}},
+          n);
 
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
@@ -199,19 +218,21 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
     }
   });
 
-  MatMul(w.wo.view(), attn_.data(), n, xn_.data());
+  MatMuls({{&w.wo.view(), attn_.data(), xn_.data()}}, n);
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
       kernels::RmsNormRow(x_.data() + t * d, w.ffn_norm.data(), c_.rms_eps, d, xn_.data() + t * d);
     }
   });
-  MatMul(w.w_gate.view(), xn_.data(), n, gate_.data());
-  MatMul(w.w_up.view(), xn_.data(), n, up_.data());
-  pool_.ParallelFor(n * c_.ffn_dim, 1024, [&](int64_t b, int64_t e) {
-    kernels::SiluMulRow(gate_.data() + b, up_.data() + b, e - b);
-  });
-  MatMul(w.w_down.view(), gate_.data(), n, xn_.data());
+  const int64_t ffn = c_.ffn_dim;
+  MatMuls({{&w.w_gate.view(), xn_.data(), gate_.data()}, {&w.w_up.view(), xn_.data(), up_.data()}}, n,
+          [&](int64_t r0, int64_t r1) {
+            for (int64_t t = 0; t < n; ++t) {
+              kernels::SiluMulRow(gate_.data() + t * ffn + r0, up_.data() + t * ffn + r0, r1 - r0);
+            }
+          });
+  MatMuls({{&w.w_down.view(), gate_.data(), xn_.data()}}, n);
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
   });

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <vector>
@@ -53,7 +55,16 @@ class LlamaForward {
   absl::Status Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out);
 
  private:
-  void MatMul(const kernels::MatrixView& w, const float* x, int64_t n, float* y);
+  // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: each thread
+  // takes the same fraction of every matrix's rows, then runs `epilogue(r0, r1)` over the rows
+  // of the first matrix it computed (so elementwise ops on equal-sized outputs need no barrier).
+  struct MatMulJob {
+    const kernels::MatrixView* w;
+    const float* x;
+    float* y;
+  };
+  void MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
+               const std::function<void(int64_t, int64_t)>& epilogue = nullptr);
   void RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, int64_t n);
 
   const Model& model_;

@@ -53,7 +53,7 @@ class GgufBuilder {
     PutString("a.weight"); Put<uint32_t>(2); Put<int64_t>(4); Put<int64_t>(2);
     Put<uint32_t>(0); Put<uint64_t>(0);
     PutString("b.weight"); Put<uint32_t>(1); Put<int64_t>(32);
-    Put<uint32_t>(8); Put<uint64_t>(64);
+    Put<uint32_t>(8); Put<uint64_t>(32);
     while (bytes_.size() % 32) bytes_.push_back(0);
     for (int i = 0; i < 8; ++i) Put<float>(float(i));
     while (bytes_.size() % 32) bytes_.push_back(0);

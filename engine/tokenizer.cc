@@ -278,11 +278,11 @@ void Tokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* ids) con
         const int32_t b = byte_symbol_[static_cast<uint8_t>(word[k])];
         if (b >= 0) {
           ids->push_back(b);
-        } else if (spec_.unk_id >= 0) {
+        } else if (spec_.unknown_to_unk && spec_.unk_id >= 0) {
           ids->push_back(spec_.unk_id);
         }
       }
-    } else if (spec_.unk_id >= 0) {
+    } else if (spec_.unknown_to_unk && spec_.unk_id >= 0) {
       ids->push_back(spec_.unk_id);
     }
   }

@@ -145,6 +145,7 @@ absl::StatusOr<TokenizerSpec> SpecFromGguf(const GgufFile& gguf) {
     spec.encoding = TextEncoding::kMetaspace;
     spec.merge_order = MergeOrder::kScores;
     spec.byte_fallback = true;
+    spec.unknown_to_unk = true;
     PENG_ASSIGN_OR_RETURN(spec.scores, gguf.GetFloatArray("tokenizer.ggml.scores"));
     PENG_ASSIGN_OR_RETURN(bool add_space_prefix,
                           gguf.GetBoolOr("tokenizer.ggml.add_space_prefix", true));

@@ -275,6 +275,7 @@ absl::StatusOr<TokenizerSpec> SpecFromHf(const std::string& json_path,
     ReadPostProcessor(j.value("post_processor", Json()), &spec, &bos_text);
     if (j["model"].contains("unk_token") && j["model"]["unk_token"].is_string()) {
       unk_text = j["model"]["unk_token"].get<std::string>();
+      spec.unknown_to_unk = true;
     }
     if (!config_path.empty()) {
       PENG_ASSIGN_OR_RETURN(Json c, ReadJson(config_path));

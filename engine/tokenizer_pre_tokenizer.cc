@@ -216,7 +216,7 @@ void PreTokenizer::Split(std::string_view text, bool first_segment,
           break;
         case PreTokenizerStep::Kind::kByteLevel:
           if (s.add_prefix_space && (piece.text.empty() || piece.text[0] != ' ')) {
-            piece.text.insert(0, " ");
+            piece.text.insert(piece.text.begin(), ' ');
           }
           if (step.regex == nullptr) {
             next.push_back(std::move(piece));

@@ -71,6 +71,9 @@ struct TokenizerSpec {
   std::vector<PreTokenizerStep> pre_tokenizer;
   bool ignore_merges = false;  // a word that is itself a token is emitted whole (Llama-3)
   bool byte_fallback = false;  // unknown characters become <0xNN> tokens
+  // A symbol BPE cannot map (no token, no byte fallback) becomes unk_id; otherwise it is
+  // dropped, as llama.cpp and Hugging Face do for byte-level vocabularies missing a byte.
+  bool unknown_to_unk = false;
   bool strip_decoded_leading_space = false;  // drop the " " a Prepend/Metaspace added
 
   int32_t bos_id = -1;

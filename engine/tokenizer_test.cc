@@ -1,8 +1,11 @@
 #include "engine/tokenizer.h"
 
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -248,12 +251,8 @@ TEST(Utf8Test, SanitizeReplacesMaximalSubparts) {
 }
 
 // SentencePiece-style: merge by the score of the merged piece, byte fallback for unknowns.
-std::unique_ptr<Tokenizer> TinySpm() {
+TokenizerSpec TinySpmVocab() {
   TokenizerSpec spec;
-  spec.source = "tiny-spm";
-  spec.encoding = TextEncoding::kMetaspace;
-  spec.merge_order = MergeOrder::kScores;
-  spec.byte_fallback = true;
   auto add = [&](const std::string& t, TokenKind k, float score) {
     spec.tokens.push_back(t);
     spec.kinds.push_back(k);
@@ -280,12 +279,23 @@ std::unique_ptr<Tokenizer> TinySpm() {
   add(sp + "hello", TokenKind::kNormal, -5);
   add(sp + "w", TokenKind::kNormal, -6);
   add("<s", TokenKind::kNormal, -6);
+  return spec;
+}
+
+std::unique_ptr<Tokenizer> TinySpm() {
+  TokenizerSpec spec = TinySpmVocab();
+  spec.source = "tiny-spm";
+  spec.encoding = TextEncoding::kMetaspace;
+  spec.merge_order = MergeOrder::kScores;
+  spec.byte_fallback = true;
+  const std::string sp = "\xE2\x96\x81";
   spec.normalizer = {{NormalizerStep::Kind::kReplace, " ", sp},
                      {NormalizerStep::Kind::kPrepend, "", sp}};
   spec.strip_decoded_leading_space = true;
   spec.bos_id = 1;
   spec.eos_id = 2;
   spec.unk_id = 0;
+  spec.unknown_to_unk = true;
   spec.add_bos = true;
   auto tok = Tokenizer::Create(std::move(spec));
   EXPECT_TRUE(tok.ok()) << tok.status();
@@ -315,6 +325,31 @@ TEST(TokenizerSpmTest, MergesByScoreWithByteFallback) {
   std::string streamed;
   for (int32_t t : tok->Encode("hello w\xC3\xA9", true, false)) streamed += dec.Push(t);
   EXPECT_EQ(streamed + dec.Flush(), "hello w\xC3\xA9");
+}
+
+// Arbitrary bytes (invalid UTF-8 included) survive encoding exactly: byte-level BPE maps every
+// byte, SentencePiece falls back to <0xNN> tokens.
+TEST(TokenizerFuzzTest, RandomBytesSurviveEncoding) {
+  auto bpe = LoadTiny();
+  auto spm = TinySpm();
+  ASSERT_NE(bpe, nullptr);
+  ASSERT_NE(spm, nullptr);
+  std::mt19937 rng(7);
+  const std::string alphabet = "helo wrd<s>|\n\t\xC3\xA9\xE2\x96\x81\xF0\x9F";
+  for (int iter = 0; iter < 500; ++iter) {
+    std::string text;
+    const int n = rng() % 40;
+    for (int i = 0; i < n; ++i) {
+      text.push_back(rng() % 2 ? alphabet[rng() % alphabet.size()] : static_cast<char>(rng()));
+    }
+    std::string pieces;
+    for (int32_t id : bpe->Encode(text, false, true)) pieces += bpe->TokenPiece(id);
+    EXPECT_EQ(pieces, text);
+    pieces.clear();
+    for (int32_t id : spm->Encode(text, false, false)) pieces += spm->TokenPiece(id);
+    if (!text.empty()) EXPECT_EQ(pieces, " " + text);
+    EXPECT_EQ(bpe->Decode(bpe->Encode(text, false, true), false), SanitizeUtf8(text));
+  }
 }
 
 TEST(TokenizerSpmTest, SpecErrors) {
@@ -363,6 +398,134 @@ TEST(PreTokenizerTest, Gpt2RegexIsUnicodeAware) {
   pre->Split("I'm caf\xC3\xA9 123  \xD9\x85\xD8\xB1\n", false, &words);
   EXPECT_THAT(words, ElementsAre("I", "'m", " caf\xC3\xA9", " 123", " ", " \xD9\x85\xD8\xB1",
                                  "\n"));
+}
+
+// Writes GGUF v3 metadata (no tensors) in memory.
+class GgufWriter {
+ public:
+  GgufWriter& Str(const std::string& key, const std::string& v) {
+    Key(key, 8);
+    Text(v);
+    return *this;
+  }
+  GgufWriter& U32(const std::string& key, uint32_t v) {
+    Key(key, 4);
+    Pod(v);
+    return *this;
+  }
+  GgufWriter& Bool(const std::string& key, bool v) {
+    Key(key, 7);
+    Pod(static_cast<uint8_t>(v));
+    return *this;
+  }
+  GgufWriter& Strs(const std::string& key, const std::vector<std::string>& v) {
+    Array(key, 8, v.size());
+    for (const auto& x : v) Text(x);
+    return *this;
+  }
+  template <typename T>
+  GgufWriter& Nums(const std::string& key, uint32_t type, const std::vector<T>& v) {
+    Array(key, type, v.size());
+    for (T x : v) Pod(x);
+    return *this;
+  }
+  absl::StatusOr<std::unique_ptr<Tokenizer>> Load() const {
+    std::string file = "GGUF";
+    auto put = [&](auto x) { file.append(reinterpret_cast<const char*>(&x), sizeof(x)); };
+    put(uint32_t{3});
+    put(uint64_t{0});
+    put(n_);
+    file += kv_;
+    std::vector<uint8_t> bytes(file.begin(), file.end());
+    auto gguf = GgufFile::ParseBuffer("test.gguf", bytes);
+    if (!gguf.ok()) return gguf.status();
+    return Tokenizer::FromGguf(**gguf);
+  }
+
+ private:
+  template <typename T>
+  void Pod(T x) { kv_.append(reinterpret_cast<const char*>(&x), sizeof(x)); }
+  void Text(const std::string& s) {
+    Pod(static_cast<uint64_t>(s.size()));
+    kv_ += s;
+  }
+  void Key(const std::string& key, uint32_t type) {
+    Text(key);
+    Pod(type);
+    ++n_;
+  }
+  void Array(const std::string& key, uint32_t elem_type, size_t n) {
+    Key(key, 9);
+    Pod(elem_type);
+    Pod(static_cast<uint64_t>(n));
+  }
+  std::string kv_;
+  uint64_t n_ = 0;
+};
+
+GgufWriter SpmGguf() {
+  TokenizerSpec v = TinySpmVocab();
+  std::vector<int32_t> types;
+  for (TokenKind k : v.kinds) types.push_back(static_cast<int32_t>(k));
+  GgufWriter w;
+  w.Str("tokenizer.ggml.model", "llama")
+      .Strs("tokenizer.ggml.tokens", v.tokens)
+      .Nums("tokenizer.ggml.token_type", 5, types)
+      .Nums("tokenizer.ggml.scores", 6, v.scores)
+      .U32("tokenizer.ggml.bos_token_id", 1)
+      .U32("tokenizer.ggml.eos_token_id", 2)
+      .U32("tokenizer.ggml.unknown_token_id", 0);
+  return w;
+}
+
+TEST(TokenizerGgufTest, SentencePieceFromMetadata) {
+  auto gguf_tok = SpmGguf().Load();
+  ASSERT_TRUE(gguf_tok.ok()) << gguf_tok.status();
+  auto spec_tok = TinySpm();
+  ASSERT_NE(spec_tok, nullptr);
+  EXPECT_TRUE((*gguf_tok)->add_bos_default());  // llama default
+  for (const std::string s : {"hello world", "<s>hello</s>", "h\xC3\xA9llo  w", " x"}) {
+    EXPECT_EQ((*gguf_tok)->Encode(s, true, true), spec_tok->Encode(s, true, true)) << s;
+    EXPECT_EQ((*gguf_tok)->Decode((*gguf_tok)->Encode(s, true, false), true), s);
+  }
+}
+
+TEST(TokenizerGgufTest, ByteLevelFromMetadataAndErrors) {
+  TinyBpe bpe;
+  std::vector<std::string> tokens(bpe.next_id);
+  for (const auto& [text, id] : bpe.vocab.items()) tokens[id.get<int32_t>()] = text;
+  std::vector<std::string> merges;
+  for (const auto& [a, b] : bpe.merges) merges.push_back(a + " " + b);
+  auto base = [&](const std::string& pre, const std::string& model = "gpt2") {
+    GgufWriter w;
+    w.Str("tokenizer.ggml.model", model).Strs("tokenizer.ggml.tokens", tokens)
+        .Strs("tokenizer.ggml.merges", merges).Str("tokenizer.ggml.pre", pre);
+    return w;
+  };
+  auto ok = base("smollm").Load();
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_THAT((*ok)->Encode("hello world", true, true),
+              ElementsAre(bpe.Id("hello"), bpe.Id("\xC4\xA0world")));
+  EXPECT_FALSE((*ok)->add_bos_default());
+
+  auto error_of = [](const absl::StatusOr<std::unique_ptr<Tokenizer>>& t) {
+    return t.ok() ? std::string("OK") : std::string(t.status().message());
+  };
+  EXPECT_THAT(error_of(base("mystery-pre").Load()),
+              HasSubstr("tokenizer.ggml.pre \"mystery-pre\" is not supported"));
+  EXPECT_THAT(error_of(base("gpt2").U32("tokenizer.ggml.bos_token_id", 99999).Load()),
+              HasSubstr("tokenizer.ggml.bos_token_id = 99999 is out of range"));
+  EXPECT_THAT(error_of(base("gpt2", "bert").Load()),
+              HasSubstr("tokenizer.ggml.model"));
+  merges.push_back("hello zzz");
+  EXPECT_THAT(error_of(base("gpt2").Load()), HasSubstr("merge #9 \"hello zzz\""));
+  merges.pop_back();
+  GgufWriter no_tokens;
+  no_tokens.Str("tokenizer.ggml.model", "gpt2");
+  EXPECT_THAT(error_of(no_tokens.Load()), HasSubstr("tokenizer.ggml.tokens"));
+  GgufWriter bad_types = base("gpt2");
+  bad_types.Nums("tokenizer.ggml.token_type", 5, std::vector<int32_t>{1, 2});
+  EXPECT_THAT(error_of(bad_types.Load()), HasSubstr("token_type has 2 entries"));
 }
 
 // The real default model, when present (scripts download it into models/).

@@ -33,7 +33,9 @@ float DotF32(const float* a, const float* b, int64_t n) {
 }
 
 #if defined(__AVX512F__)
-// Expands the 32 4-bit codes of a Q4 block into two vectors: elements 0..15 and 16..31.
+// Block decoders: dequantize block b of a row into two float vectors (elements 0..15, 16..31).
+// (A vpermps table lookup for the 4-bit codes measured 30% slower on Zen 4 than and/shift +
+// vpmovzxbd + cvt, so the codes are widened and converted.)
 inline void UnpackNibbles(const uint8_t* qs, __m512* lo, __m512* hi) {
   const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
   const __m128i mask = _mm_set1_epi8(0x0f);
@@ -41,7 +43,6 @@ inline void UnpackNibbles(const uint8_t* qs, __m512* lo, __m512* hi) {
   *hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), mask)));
 }
 
-// Dequantizes block b of a row into (lo, hi) float vectors; one instantiation per type.
 template <GgmlType T>
 inline void LoadBlock(const uint8_t* row, int64_t b, __m512* lo, __m512* hi);
 
@@ -49,10 +50,10 @@ template <>
 inline void LoadBlock<GgmlType::kQ4_0>(const uint8_t* row, int64_t b, __m512* lo, __m512* hi) {
   const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
   UnpackNibbles(blk->qs, lo, hi);
-  const __m512 d = _mm512_set1_ps(Fp16ToFp32(blk->d));
-  const __m512 off = _mm512_set1_ps(-8.0f * Fp16ToFp32(blk->d));
-  *lo = _mm512_fmadd_ps(*lo, d, off);
-  *hi = _mm512_fmadd_ps(*hi, d, off);
+  const float d = Fp16ToFp32(blk->d);
+  const __m512 dv = _mm512_set1_ps(d), off = _mm512_set1_ps(-8.0f * d);
+  *lo = _mm512_fmadd_ps(*lo, dv, off);
+  *hi = _mm512_fmadd_ps(*hi, dv, off);
 }
 
 template <>
@@ -89,23 +90,25 @@ inline void LoadBlock<GgmlType::kF32>(const uint8_t* row, int64_t b, __m512* lo,
   *hi = _mm512_loadu_ps(p + 16);
 }
 
-// One weight row against up to kTokenTile tokens; cols is a multiple of 32.
+// One weight row against up to kTokenTile tokens; cols is a multiple of 32. Separate
+// accumulators for the two halves of a block keep two FMA chains in flight per token (with one,
+// decode is bound by FMA latency, not throughput).
 template <GgmlType T, int kTokens>
 inline void RowTimesTokens(const uint8_t* row, int64_t cols, const float* x, int64_t ldx,
                            float* out) {
-  __m512 acc[kTokens];
-  for (int t = 0; t < kTokens; ++t) acc[t] = _mm512_setzero_ps();
+  __m512 acc_lo[kTokens], acc_hi[kTokens];
+  for (int t = 0; t < kTokens; ++t) acc_lo[t] = acc_hi[t] = _mm512_setzero_ps();
   const int64_t nb = cols / 32;
   for (int64_t b = 0; b < nb; ++b) {
     __m512 lo, hi;
     LoadBlock<T>(row, b, &lo, &hi);
     for (int t = 0; t < kTokens; ++t) {
       const float* xb = x + t * ldx + b * 32;
-      acc[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xb), acc[t]);
-      acc[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), acc[t]);
+      acc_lo[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xb), acc_lo[t]);
+      acc_hi[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), acc_hi[t]);
     }
   }
-  for (int t = 0; t < kTokens; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  for (int t = 0; t < kTokens; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc_lo[t], acc_hi[t]));
 }
 
 template <GgmlType T>

@@ -24,7 +24,8 @@ LONG = (
     "in later editions instead of multiplying with every copy. Historians still debate how "
     "much of the Reformation and the Scientific Revolution depended on this new technology, "
     "but few doubt that it was one of the most important inventions of the millennium. In "
-    "the centuries that followed,")
+    "the centuries that followed, newspapers, pamphlets and encyclopedias carried the same "
+    "revolution to every corner of the world, and")
 PROMPTS = {
     "plain": "The capital of France is Paris. The capital of Germany is",
     "chat": chat_prompt("Write a short poem about the ocean."),
