@@ -1,6 +1,7 @@
 #include "engine/forward.h"
 
-#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,8 +29,6 @@ void Grow(std::vector<T>& v, size_t n) {
 
 LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
     : model_(model), c_(model.config), options_(options), pool_(options.num_threads) {
-  // Peng's pool splits BLAS calls across threads itself; OpenBLAS must not spawn its own.
-  openblas_set_num_threads(1);
 }
 
 void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
@@ -61,12 +60,13 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
       if (r0 < r1) {
         if (blas) {
           // Dequantize this thread's rows once, then one sgemm over them for all n tokens.
+          // Peng's pool splits the rows; oneDNN must not start OpenMP threads of its own.
+          static thread_local const bool kSingleThreaded = (omp_set_num_threads(1), true);
+          (void)kSingleThreaded;
           float* dense = dense_w_.data() + dense_offset + r0 * w.cols;
           kernels::DequantizeRows(w, r0, r1, dense);
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-                      static_cast<int>(r1 - r0), static_cast<int>(w.cols), 1.0f, j.x,
-                      static_cast<int>(w.cols), dense, static_cast<int>(w.cols), 0.0f, j.y + r0,
-                      static_cast<int>(w.rows));
+          dnnl_sgemm('N', 'T', n, r1 - r0, w.cols, 1.0f, j.x, w.cols, dense, w.cols, 0.0f,
+                     j.y + r0, w.rows);
         } else {
           kernels::MatMulRows(w, j.x, w.cols, n, j.y, w.rows, r0, r1,
                               row_scratch_.data() + t * max_cols);

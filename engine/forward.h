@@ -42,9 +42,9 @@ struct ForwardOutput {
 
 struct ForwardOptions {
   int num_threads = 2;
-  // Batches with at least this many tokens run their matmuls as dequantize + BLAS sgemm; smaller
-  // ones use the fused dequantizing kernels (measured crossover: engine/README.md).
-  int blas_min_tokens = 32;
+  // Batches with at least this many tokens run their matmuls as dequantize + oneDNN sgemm;
+  // smaller ones use the fused dequantizing kernels (measured crossover: engine/README.md).
+  int blas_min_tokens = 64;
 };
 
 class LlamaForward {

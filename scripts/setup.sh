@@ -9,7 +9,7 @@ APT_PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libabsl-dev libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libboost-dev libboost-system-dev
-  libopenblas-dev libgloo-dev
+  libopenblas-dev libdnnl-dev libgloo-dev
   python3-venv python3-yaml python3-dev
 )
 
