@@ -93,7 +93,8 @@ class Session {
   std::vector<int32_t> cached_;
 };
 
-absl::StatusOr<SamplingParams> ParseSampling(const Flags& f, int vocab) {
+// Reads the sampling flags (range checks here; vocabulary-dependent checks after the load).
+absl::StatusOr<SamplingParams> ParseSampling(const Flags& f) {
   SamplingParams p;
   PENG_ASSIGN_OR_RETURN(double temperature, f.Double("temperature", 0.8, 0, 100));
   PENG_ASSIGN_OR_RETURN(double top_p, f.Double("top-p", 0.95, 0, 1));
@@ -113,7 +114,6 @@ absl::StatusOr<SamplingParams> ParseSampling(const Flags& f, int vocab) {
     PENG_ASSIGN_OR_RETURN(int64_t seed, f.Int("seed", 0, 0, INT64_MAX));
     p.seed = static_cast<uint64_t>(seed);
   }
-  PENG_RETURN_IF_ERROR(p.Validate(vocab));
   return p;
 }
 
@@ -127,9 +127,10 @@ absl::Status RunGenerate(int argc, char** argv) {
   if (!f.Has("prompt") && !f.Has("chat")) {
     return absl::InvalidArgumentError("give --prompt TEXT, or --chat for an interactive chat");
   }
+  PENG_ASSIGN_OR_RETURN(SamplingParams params, ParseSampling(f));
   PENG_ASSIGN_OR_RETURN(auto model, LoadModelWithProgress(f.String("model", kDefaultModel)));
   const Tokenizer& tok = *model->tokenizer;
-  PENG_ASSIGN_OR_RETURN(SamplingParams params, ParseSampling(f, model->config.vocab_size));
+  PENG_RETURN_IF_ERROR(params.Validate(model->config.vocab_size));
   Session session(*model, static_cast<int>(threads), model->config.context_length);
   const bool output_ids = f.Has("output-ids");
 
