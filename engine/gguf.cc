@@ -33,7 +33,7 @@ class Cursor {
     return absl::OkStatus();
   }
   absl::Status ReadString(std::string* out, absl::string_view what) {
-    uint64_t n;
+    uint64_t n = 0;
     PENG_RETURN_IF_ERROR(Read(&n, what));
     if (n > kMaxStringBytes) {
       return absl::InvalidArgumentError(
@@ -61,7 +61,7 @@ absl::Status ReadValue(Cursor& c, GgufType type, const std::string& key, int dep
   switch (type) {
 #define PENG_GGUF_INT(enum_name, ctype)                        \
   case GgufType::enum_name: {                                  \
-    ctype x;                                                   \
+    ctype x = 0;                                                   \
     PENG_RETURN_IF_ERROR(c.Read(&x, key));                     \
     if constexpr (std::is_signed_v<ctype>) {                   \
       v->i = x;                                                \
@@ -83,7 +83,7 @@ absl::Status ReadValue(Cursor& c, GgufType type, const std::string& key, int dep
     PENG_GGUF_INT(kInt64, int64_t)
 #undef PENG_GGUF_INT
     case GgufType::kFloat32: {
-      float x;
+      float x = 0;
       PENG_RETURN_IF_ERROR(c.Read(&x, key));
       v->f = x;
       return absl::OkStatus();
@@ -91,7 +91,7 @@ absl::Status ReadValue(Cursor& c, GgufType type, const std::string& key, int dep
     case GgufType::kFloat64:
       return c.Read(&v->f, key);
     case GgufType::kBool: {
-      uint8_t x;
+      uint8_t x = 0;
       PENG_RETURN_IF_ERROR(c.Read(&x, key));
       if (x > 1) {
         return absl::InvalidArgumentError(
@@ -107,8 +107,8 @@ absl::Status ReadValue(Cursor& c, GgufType type, const std::string& key, int dep
       if (depth >= kMaxNesting) {
         return absl::InvalidArgumentError(absl::StrCat(key, ": arrays nested too deeply"));
       }
-      uint32_t et;
-      uint64_t n;
+      uint32_t et = 0;
+      uint64_t n = 0;
       PENG_RETURN_IF_ERROR(c.Read(&et, key));
       PENG_RETURN_IF_ERROR(c.Read(&n, key));
       if (et > static_cast<uint32_t>(GgufType::kFloat64)) {
@@ -188,7 +188,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::ParseBuffer(absl::string_vie
 
 absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
   Cursor c(bytes);
-  uint32_t magic;
+  uint32_t magic = 0;
   PENG_RETURN_IF_ERROR(c.Read(&magic, "magic"));
   if (magic != kMagic) return absl::InvalidArgumentError("not a GGUF file (bad magic)");
   PENG_RETURN_IF_ERROR(c.Read(&version_, "version"));
@@ -196,7 +196,7 @@ absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("unsupported GGUF version ", version_, " (Peng reads 2 and 3)"));
   }
-  uint64_t n_tensors, n_kv;
+  uint64_t n_tensors = 0, n_kv = 0;
   PENG_RETURN_IF_ERROR(c.Read(&n_tensors, "tensor count"));
   PENG_RETURN_IF_ERROR(c.Read(&n_kv, "metadata count"));
   if (n_tensors > kMaxTensors || n_tensors > c.remaining()) {
@@ -210,7 +210,7 @@ absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key;
     PENG_RETURN_IF_ERROR(c.ReadString(&key, absl::StrCat("metadata key #", k)));
-    uint32_t type;
+    uint32_t type = 0;
     PENG_RETURN_IF_ERROR(c.Read(&type, key));
     if (type > static_cast<uint32_t>(GgufType::kFloat64)) {
       return absl::InvalidArgumentError(
@@ -236,7 +236,7 @@ absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensor t;
     PENG_RETURN_IF_ERROR(c.ReadString(&t.name, absl::StrCat("tensor #", k, " name")));
-    uint32_t n_dims;
+    uint32_t n_dims = 0;
     PENG_RETURN_IF_ERROR(c.Read(&n_dims, t.name));
     if (n_dims == 0 || n_dims > kMaxDims) {
       return absl::InvalidArgumentError(
@@ -244,7 +244,7 @@ absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
     }
     int64_t elems = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
-      int64_t dim;
+      int64_t dim = 0;
       PENG_RETURN_IF_ERROR(c.Read(&dim, t.name));
       if (dim <= 0 || dim > (int64_t{1} << 40) || elems > std::numeric_limits<int64_t>::max() / dim) {
         return absl::InvalidArgumentError(
@@ -253,7 +253,7 @@ absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
       elems *= dim;
       t.shape.push_back(dim);
     }
-    uint32_t type;
+    uint32_t type = 0;
     PENG_RETURN_IF_ERROR(c.Read(&type, t.name));
     const kernels::GgmlTypeTraits* tr = kernels::FindGgmlType(type);
     if (tr == nullptr) {

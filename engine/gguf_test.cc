@@ -101,7 +101,9 @@ TEST(GgufTest, EveryTruncationIsAnErrorNotACrash) {
   for (size_t len = 0; len < img.size(); ++len) {
     auto g = GgufFile::ParseBuffer("mem", std::span<const uint8_t>(img.data(), len));
     EXPECT_FALSE(g.ok()) << "length " << len;
-    if (!g.ok()) EXPECT_FALSE(g.status().message().empty());
+    if (!g.ok()) {
+      EXPECT_FALSE(g.status().message().empty());
+    }
   }
 }
 

@@ -62,26 +62,18 @@ class GgufWeightSource : public WeightSource {
       : file_(std::move(file)), c_(std::move(config)) {}
 
   absl::StatusOr<std::unique_ptr<LayerWeights>> LoadLayer(int i) const override {
-    const GgufFile& f = *file_;
-    auto l = std::make_unique<LayerWeights>();
     const std::string p = absl::StrCat("blk.", i, ".");
-    const int64_t q_dim = int64_t{c_.num_heads} * c_.head_dim;
-    const int64_t kv_dim = int64_t{c_.num_kv_heads} * c_.head_dim;
-    PENG_ASSIGN_OR_RETURN(l->attn_norm, LoadVector(f, p + "attn_norm.weight", c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->ffn_norm, LoadVector(f, p + "ffn_norm.weight", c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->wq, LoadMatrix(f, p + "attn_q.weight", q_dim, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->wk, LoadMatrix(f, p + "attn_k.weight", kv_dim, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->wv, LoadMatrix(f, p + "attn_v.weight", kv_dim, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->wo, LoadMatrix(f, p + "attn_output.weight", c_.d_model, q_dim));
-    PENG_ASSIGN_OR_RETURN(l->w_gate, LoadMatrix(f, p + "ffn_gate.weight", c_.ffn_dim, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->w_up, LoadMatrix(f, p + "ffn_up.weight", c_.ffn_dim, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->w_down, LoadMatrix(f, p + "ffn_down.weight", c_.d_model, c_.ffn_dim));
-    if (c_.qkv_bias) {
-      PENG_ASSIGN_OR_RETURN(l->bq, LoadVector(f, p + "attn_q.bias", q_dim));
-      PENG_ASSIGN_OR_RETURN(l->bk, LoadVector(f, p + "attn_k.bias", kv_dim));
-      PENG_ASSIGN_OR_RETURN(l->bv, LoadVector(f, p + "attn_v.bias", kv_dim));
-    }
-    return l;
+    const LayerTensorNames names{p + "attn_norm.weight", p + "ffn_norm.weight",
+                                 p + "attn_q.weight",    p + "attn_k.weight",
+                                 p + "attn_v.weight",    p + "attn_output.weight",
+                                 p + "ffn_gate.weight",  p + "ffn_up.weight",
+                                 p + "ffn_down.weight",  p + "attn_q.bias",
+                                 p + "attn_k.bias",      p + "attn_v.bias"};
+    const GgufFile& f = *file_;
+    return LoadLayerTensors(
+        c_, names,
+        [&](const std::string& name, int64_t rows, int64_t cols) { return LoadMatrix(f, name, rows, cols); },
+        [&](const std::string& name, int64_t n) { return LoadVector(f, name, n); });
   }
 
  private:

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "engine/json_file.h"
 #include "engine/model.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/dequantize.h"
@@ -17,18 +18,6 @@ namespace {
 
 using kernels::GgmlType;
 using nlohmann::json;
-
-absl::StatusOr<json> ReadJson(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON: ", e.what()));
-  }
-}
 
 // Reads config[key] as a number; absent keys take `def` (NaN = required).
 absl::StatusOr<double> Num(const json& cfg, const std::string& key, double def = NAN) {
@@ -41,7 +30,7 @@ absl::StatusOr<double> Num(const json& cfg, const std::string& key, double def =
   return it->get<double>();
 }
 
-absl::StatusOr<ModelConfig> ReadHfConfig(const json& cfg) {
+absl::StatusOr<ModelConfig> ReadHfConfigUnchecked(const json& cfg) {
   ModelConfig c;
   if (!cfg.is_object()) return absl::InvalidArgumentError("config.json: not an object");
   c.arch = cfg.value("model_type", std::string());
@@ -116,6 +105,15 @@ absl::StatusOr<ModelConfig> ReadHfConfig(const json& cfg) {
   return c;
 }
 
+// nlohmann's typed accessors (value<T>) throw on a wrong type: convert at this edge.
+absl::StatusOr<ModelConfig> ReadHfConfig(const json& cfg) {
+  try {
+    return ReadHfConfigUnchecked(cfg);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", e.what()));
+  }
+}
+
 absl::StatusOr<GgmlType> DtypeToGgml(const SafetensorsTensor& t) {
   if (t.dtype == "F32") return GgmlType::kF32;
   if (t.dtype == "F16") return GgmlType::kF16;
@@ -155,25 +153,18 @@ class HfWeightSource : public WeightSource {
       : files_(std::move(files)), c_(std::move(c)) {}
 
   absl::StatusOr<std::unique_ptr<LayerWeights>> LoadLayer(int i) const override {
-    const SafetensorsModel& m = *files_;
-    auto l = std::make_unique<LayerWeights>();
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    const int64_t qd = int64_t{c_.num_heads} * c_.head_dim, kvd = int64_t{c_.num_kv_heads} * c_.head_dim;
-    PENG_ASSIGN_OR_RETURN(l->attn_norm, Vector(m, p + "input_layernorm.weight", c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->ffn_norm, Vector(m, p + "post_attention_layernorm.weight", c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->wq, Matrix(m, p + "self_attn.q_proj.weight", qd, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->wk, Matrix(m, p + "self_attn.k_proj.weight", kvd, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->wv, Matrix(m, p + "self_attn.v_proj.weight", kvd, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->wo, Matrix(m, p + "self_attn.o_proj.weight", c_.d_model, qd));
-    PENG_ASSIGN_OR_RETURN(l->w_gate, Matrix(m, p + "mlp.gate_proj.weight", c_.ffn_dim, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->w_up, Matrix(m, p + "mlp.up_proj.weight", c_.ffn_dim, c_.d_model));
-    PENG_ASSIGN_OR_RETURN(l->w_down, Matrix(m, p + "mlp.down_proj.weight", c_.d_model, c_.ffn_dim));
-    if (c_.qkv_bias) {
-      PENG_ASSIGN_OR_RETURN(l->bq, Vector(m, p + "self_attn.q_proj.bias", qd));
-      PENG_ASSIGN_OR_RETURN(l->bk, Vector(m, p + "self_attn.k_proj.bias", kvd));
-      PENG_ASSIGN_OR_RETURN(l->bv, Vector(m, p + "self_attn.v_proj.bias", kvd));
-    }
-    return l;
+    const LayerTensorNames names{p + "input_layernorm.weight",    p + "post_attention_layernorm.weight",
+                                 p + "self_attn.q_proj.weight",   p + "self_attn.k_proj.weight",
+                                 p + "self_attn.v_proj.weight",   p + "self_attn.o_proj.weight",
+                                 p + "mlp.gate_proj.weight",      p + "mlp.up_proj.weight",
+                                 p + "mlp.down_proj.weight",      p + "self_attn.q_proj.bias",
+                                 p + "self_attn.k_proj.bias",     p + "self_attn.v_proj.bias"};
+    const SafetensorsModel& m = *files_;
+    return LoadLayerTensors(
+        c_, names,
+        [&](const std::string& name, int64_t rows, int64_t cols) { return Matrix(m, name, rows, cols); },
+        [&](const std::string& name, int64_t n) { return Vector(m, name, n); });
   }
 
  private:
@@ -184,7 +175,7 @@ class HfWeightSource : public WeightSource {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> LoadHfModel(const std::string& dir, const LoadProgress& progress) {
-  PENG_ASSIGN_OR_RETURN(json cfg, ReadJson(dir + "/config.json"));
+  PENG_ASSIGN_OR_RETURN(json cfg, ReadJsonFile(dir + "/config.json"));
   auto model = std::make_unique<Model>();
   model->path = dir;
   PENG_ASSIGN_OR_RETURN(model->config, ReadHfConfig(cfg));

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "engine/json_file.h"
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -17,18 +18,6 @@ namespace peng {
 namespace {
 
 using Json = nlohmann::json;
-
-absl::StatusOr<Json> ReadJson(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  try {
-    return Json::parse(buf.str());
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON: ", e.what()));
-  }
-}
 
 absl::Status Bad(const std::string& key_path, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(key_path, ": ", what));
@@ -262,7 +251,7 @@ absl::StatusOr<TokenizerSpec> SpecFromHf(const std::string& json_path,
   spec.source = json_path;
   spec.encoding = TextEncoding::kMetaspace;  // unless a ByteLevel step says otherwise
   spec.merge_order = MergeOrder::kRanks;
-  PENG_ASSIGN_OR_RETURN(Json j, ReadJson(json_path));
+  PENG_ASSIGN_OR_RETURN(Json j, ReadJsonFile(json_path));
   std::string bos_text, eos_text, unk_text;
   try {
     if (!j.is_object() || !j.contains("model")) return Bad(json_path, "no \"model\" object");
@@ -278,7 +267,7 @@ absl::StatusOr<TokenizerSpec> SpecFromHf(const std::string& json_path,
       spec.unknown_to_unk = true;
     }
     if (!config_path.empty()) {
-      PENG_ASSIGN_OR_RETURN(Json c, ReadJson(config_path));
+      PENG_ASSIGN_OR_RETURN(Json c, ReadJsonFile(config_path));
       absl::Status s = ReadConfig(c, &spec, &bos_text, &eos_text, &unk_text);
       if (!s.ok()) return Annotate(s, config_path);
     }

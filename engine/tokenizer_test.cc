@@ -347,7 +347,9 @@ TEST(TokenizerFuzzTest, RandomBytesSurviveEncoding) {
     EXPECT_EQ(pieces, text);
     pieces.clear();
     for (int32_t id : spm->Encode(text, false, false)) pieces += spm->TokenPiece(id);
-    if (!text.empty()) EXPECT_EQ(pieces, " " + text);
+    if (!text.empty()) {
+      EXPECT_EQ(pieces, " " + text);
+    }
     EXPECT_EQ(bpe->Decode(bpe->Encode(text, false, true), false), SanitizeUtf8(text));
   }
 }

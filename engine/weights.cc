@@ -36,6 +36,29 @@ size_t ModelWeights::bytes() const {
   return n;
 }
 
+absl::StatusOr<std::unique_ptr<LayerWeights>> LoadLayerTensors(const ModelConfig& c,
+                                                                const LayerTensorNames& n,
+                                                                const MatrixLoader& matrix,
+                                                                const VectorLoader& vector) {
+  auto l = std::make_unique<LayerWeights>();
+  const int64_t qd = int64_t{c.num_heads} * c.head_dim, kvd = int64_t{c.num_kv_heads} * c.head_dim;
+  PENG_ASSIGN_OR_RETURN(l->attn_norm, vector(n.attn_norm, c.d_model));
+  PENG_ASSIGN_OR_RETURN(l->ffn_norm, vector(n.ffn_norm, c.d_model));
+  PENG_ASSIGN_OR_RETURN(l->wq, matrix(n.wq, qd, c.d_model));
+  PENG_ASSIGN_OR_RETURN(l->wk, matrix(n.wk, kvd, c.d_model));
+  PENG_ASSIGN_OR_RETURN(l->wv, matrix(n.wv, kvd, c.d_model));
+  PENG_ASSIGN_OR_RETURN(l->wo, matrix(n.wo, c.d_model, qd));
+  PENG_ASSIGN_OR_RETURN(l->w_gate, matrix(n.w_gate, c.ffn_dim, c.d_model));
+  PENG_ASSIGN_OR_RETURN(l->w_up, matrix(n.w_up, c.ffn_dim, c.d_model));
+  PENG_ASSIGN_OR_RETURN(l->w_down, matrix(n.w_down, c.d_model, c.ffn_dim));
+  if (c.qkv_bias) {
+    PENG_ASSIGN_OR_RETURN(l->bq, vector(n.bq, qd));
+    PENG_ASSIGN_OR_RETURN(l->bk, vector(n.bk, kvd));
+    PENG_ASSIGN_OR_RETURN(l->bv, vector(n.bv, kvd));
+  }
+  return l;
+}
+
 absl::Status ModelWeights::ReloadLayer(int layer) {
   if (layers[layer]) return absl::OkStatus();
   PENG_ASSIGN_OR_RETURN(layers[layer], source->LoadLayer(layer));

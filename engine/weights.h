@@ -9,7 +9,10 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+
 #include "absl/status/statusor.h"
+#include "engine/model_config.h"
 #include "kernels/cpu/matmul.h"
 
 namespace peng {
@@ -35,6 +38,22 @@ struct LayerWeights {
   WeightMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
   size_t bytes() const;
 };
+
+// The file names of one layer's tensors in a model format (biases only used with qkv_bias).
+struct LayerTensorNames {
+  std::string attn_norm, ffn_norm, wq, wk, wv, wo, w_gate, w_up, w_down, bq, bk, bv;
+};
+using MatrixLoader =
+    std::function<absl::StatusOr<WeightMatrix>(const std::string& name, int64_t rows, int64_t cols)>;
+using VectorLoader =
+    std::function<absl::StatusOr<std::vector<float>>(const std::string& name, int64_t n)>;
+
+// Loads one layer with the shapes `config` implies, through a format's accessors (which check
+// each tensor's shape and type and name it in errors).
+absl::StatusOr<std::unique_ptr<LayerWeights>> LoadLayerTensors(const ModelConfig& config,
+                                                                const LayerTensorNames& names,
+                                                                const MatrixLoader& matrix,
+                                                                const VectorLoader& vector);
 
 // Reads weights from a model file on demand.
 class WeightSource {

@@ -2,7 +2,10 @@
 
 Reads weights with the `gguf` package (GGUFReader + gguf.quants.dequantize) and runs the
 forward pass in float64 (by default) with nothing shared with Peng's C++. Used by
-tests/python/ to check Peng's logits and greedy generations.
+tests/python/ to check Peng's logits and greedy generations. Rope: linear scaling
+(rope.scaling.type/factor) divides positions; a `rope_freqs.weight` tensor (Llama-3 scaling)
+divides the inverse frequencies. `LlamaRef.from_hf(folder)` runs the same pass on a Hugging
+Face folder (llama, mistral, qwen2; rope_scaling default, linear, llama3).
 
     python tests/reference/llama_ref.py MODEL.gguf --prompt "Hello" [--chat] [-n 32]
 
@@ -55,6 +58,72 @@ class LlamaRef:
         self.eos_id = _field(r, "tokenizer.ggml.eos_token_id")
         self.dtype = dtype
         self.w = {t.name: self._dequant(t) for t in r.tensors}
+        self._finish()
+
+    @classmethod
+    def from_hf(cls, folder: str, dtype=np.float64) -> "LlamaRef":
+        """The same forward pass on a Hugging Face folder (config.json + *.safetensors): HF rows
+        with NeoX rope, rope_scaling computed the way transformers does (default, linear,
+        llama3), independently of the GGUF converter's rope_freqs tensor."""
+        import glob
+        import json
+        import os
+
+        from safetensors.numpy import load_file
+
+        with open(os.path.join(folder, "config.json")) as f:
+            c = json.load(f)
+        if c["model_type"] not in ("llama", "mistral", "qwen2"):
+            raise NotImplementedError(f"llama_ref: model_type {c['model_type']!r} not supported")
+        self = cls.__new__(cls)
+        self.reader, self.arch, self.rope_style, self.dtype = None, c["model_type"], "neox", dtype
+        self.n_layer, self.d_model = c["num_hidden_layers"], c["hidden_size"]
+        self.n_head = c["num_attention_heads"]
+        self.n_kv = c.get("num_key_value_heads") or self.n_head
+        self.head_dim = c.get("head_dim") or self.d_model // self.n_head
+        self.n_rot, self.eps = self.head_dim, c["rms_norm_eps"]
+        self.rope_base, self.rope_scale = float(c.get("rope_theta", 10000.0)), 1.0
+        self.eos_id = c.get("eos_token_id")
+        rs = c.get("rope_scaling") or {}
+        rope_type = rs.get("rope_type", rs.get("type", "default"))
+        hf = {}
+        for shard in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
+            hf.update(load_file(shard))
+        names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
+                 "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                 "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+                 "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+        rename = {"model.embed_tokens.weight": "token_embd.weight",
+                  "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+        self.w = {}
+        for name, t in hf.items():
+            if name.startswith("model.layers."):
+                _, _, i, rest = name.split(".", 3)
+                module, kind = rest.rsplit(".", 1)
+                name = f"blk.{i}.{names[module]}.{kind}"
+            else:
+                name = rename[name]
+            self.w[name] = np.asarray(t, dtype=dtype)
+        if c.get("tie_word_embeddings"):
+            self.w.pop("output.weight", None)
+        if rope_type == "linear":
+            self.rope_scale = float(rs["factor"])
+        elif rope_type == "llama3":  # transformers' _compute_llama3_parameters
+            inv = self._base_inv_freq()
+            factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+            old_ctx = rs["original_max_position_embeddings"]
+            wavelen = 2 * np.pi / inv
+            scaled = np.where(wavelen > old_ctx / low, inv / factor, inv)
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+            medium = ~(wavelen < old_ctx / high) & ~(wavelen > old_ctx / low)
+            self.w["rope_freqs.weight"] = inv / np.where(medium, smoothed, scaled)
+        elif rope_type != "default":
+            raise NotImplementedError(f"llama_ref: rope_scaling {rope_type!r} not supported")
+        self._finish()
+        return self
+
+    def _finish(self):
         if "output.weight" not in self.w:  # tied embeddings
             self.w["output.weight"] = self.w["token_embd.weight"]
         self.vocab = self.w["output.weight"].shape[0]
@@ -68,10 +137,16 @@ class LlamaRef:
     def rms_norm(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
+    def _base_inv_freq(self) -> np.ndarray:
+        return self.rope_base ** (-np.arange(self.n_rot // 2, dtype=np.float64) * 2.0 / self.n_rot)
+
     def rope(self, x, pos):
-        """x: [T, H, head_dim]; pos: [T] absolute positions."""
+        """x: [T, H, head_dim]; pos: [T] absolute positions. A `rope_freqs.weight` tensor
+        (Llama-3 scaling, as llama.cpp stores it) divides the inverse frequencies."""
         half = self.n_rot // 2
-        inv = self.rope_base ** (-np.arange(half, dtype=np.float64) * 2.0 / self.n_rot)
+        inv = self._base_inv_freq()
+        if "rope_freqs.weight" in self.w:
+            inv = inv / self.w["rope_freqs.weight"]
         ang = (pos.astype(np.float64) / self.rope_scale)[:, None] * inv[None, :]  # [T, half]
         cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
         out = x.copy()
