@@ -123,13 +123,21 @@ absl::StatusOr<ModelConfig> ReadConfig(const GgufFile& f) {
   c.qkv_bias = f.FindTensor("blk.0.attn_q.bias") != nullptr;
   c.tied_embeddings = f.FindTensor("output.weight") == nullptr;
 
-  PENG_ASSIGN_OR_RETURN(std::string scaling, f.GetStringOr(a + "rope.scaling.type", "none"));
-  PENG_ASSIGN_OR_RETURN(double factor, f.GetFloatOr(a + "rope.scaling.factor", 1.0));
+  // As llama.cpp reads it: the type defaults to linear, the factor falls back to the older
+  // `rope.scale_linear` key, and a factor of 0 (or none) means unscaled.
+  PENG_ASSIGN_OR_RETURN(std::string scaling, f.GetStringOr(a + "rope.scaling.type", "linear"));
+  PENG_ASSIGN_OR_RETURN(double legacy, f.GetFloatOr(a + "rope.scale_linear", 0.0));
+  PENG_ASSIGN_OR_RETURN(double factor, f.GetFloatOr(a + "rope.scaling.factor", legacy));
+  if (factor == 0) factor = 1;
   float linear = 1.0f;
   if (scaling == "linear") {
     if (!(factor > 0)) return absl::InvalidArgumentError("rope.scaling.factor must be positive");
     linear = static_cast<float>(factor);
-  } else if (scaling != "none") {
+  } else if (scaling == "none") {
+    if (factor != 1) {
+      return absl::InvalidArgumentError("rope.scaling.type is none but rope.scaling.factor is not 1");
+    }
+  } else {
     return absl::UnimplementedError(absl::StrCat("rope scaling type '", scaling, "' is not supported"));
   }
   if (c.rope_dim > 0 && c.rope_dim <= 512 && c.rope_dim % 2 == 0) {

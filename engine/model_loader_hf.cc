@@ -69,6 +69,15 @@ absl::StatusOr<ModelConfig> ReadHfConfigUnchecked(const json& cfg) {
     return absl::InvalidArgumentError("config.json: head_dim must be even and at most 512");
   }
 
+  // Sliding-window attention is not implemented: refuse rather than compute full attention.
+  const bool window_on = cfg.value("use_sliding_window", c.arch == "mistral");
+  if (window_on && cfg.contains("sliding_window") && cfg["sliding_window"].is_number() &&
+      cfg["sliding_window"].get<double>() < ctx) {
+    return absl::UnimplementedError(absl::StrCat(
+        "config.json: sliding_window = ", cfg["sliding_window"].dump(),
+        " (sliding-window attention is not supported yet)"));
+  }
+
   float linear = 1.0f;
   const json* rs = cfg.contains("rope_scaling") && cfg["rope_scaling"].is_object() ? &cfg["rope_scaling"] : nullptr;
   std::string rope_type = rs ? rs->value("rope_type", rs->value("type", std::string("default"))) : "default";

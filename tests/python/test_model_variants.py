@@ -15,14 +15,6 @@ from llama_ref import LlamaRef
 from tiny_model import llama3_rope_factors, VARIANTS, write_tiny_model
 
 REL_TOL = 1e-5
-# Known Peng bug, expected to fail until fixed (strict: the fix makes these XPASS, so remove the
-# entry with it). engine/model_loader_gguf.cc ReadConfig reads rope.scaling.type with default
-# "none" and never reads `rope.scale_linear`, so it drops the linear factor of GGUFs that
-# llama.cpp (type defaults to "linear", factor falls back to the old key) scales.
-PENG_GGUF_BUGS = {
-    "rope-linear-notype": "Peng ignores rope.scaling.factor without rope.scaling.type",
-    "rope-linear-legacy": "Peng ignores the legacy rope.scale_linear key",
-}
 # 200 positions: well past original_max_position_embeddings (64) of the llama3 variant and
 # long enough for linear scaling to move the low frequencies. Ids cover the whole vocab.
 IDS = [int(i) for i in np.random.default_rng(7).integers(0, 300, 200)]
@@ -68,10 +60,7 @@ def logits(models, run_peng, tmp_path_factory):
 @pytest.mark.parametrize("got,want", [("peng_gguf", "ref_gguf"), ("peng_hf", "ref_hf"),
                                       ("peng_hf", "peng_gguf"), ("ref_hf", "ref_gguf")])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_variant_agrees(variant, got, want, logits, request):
-    if variant in PENG_GGUF_BUGS and "peng_gguf" in (got, want):
-        request.applymarker(pytest.mark.xfail(reason=PENG_GGUF_BUGS[variant], strict=True,
-                                              raises=AssertionError))
+def test_variant_agrees(variant, got, want, logits):
     err = rel_err(logits(variant, got), logits(variant, want))
     print(f"{variant}: {got} vs {want}: max rel err {err.max():.2e} at position {err.argmax()}")
     assert err.max() < REL_TOL

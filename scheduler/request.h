@@ -1,0 +1,68 @@
+// The native request and event types that cross the frontend/engine-loop boundary. Frontends
+// (HTTP, gRPC) build a GenerateRequest, hand it to the EngineLoop with a RequestStream, and
+// receive TokenEvents on it. Plain data; no proto or JSON types here.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+
+namespace peng {
+
+enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
+const char* FinishReasonName(FinishReason r);  // "stop", "length", "abort", "error"
+
+struct StopConditions {
+  int64_t max_tokens = 16;                 // generated tokens, >= 1
+  std::vector<std::string> stop;           // strings; matched text is never emitted
+  std::vector<int32_t> stop_token_ids;     // in addition to the model's end-of-generation ids
+  bool ignore_eos = false;
+  bool include_stop_str_in_output = false;
+};
+
+struct GenerateRequest {
+  std::string id;                          // unique per request (the frontend makes it)
+  std::vector<int32_t> prompt;             // token ids, validated by the frontend
+  SamplingParams sampling;
+  StopConditions stop;
+  int priority = 0;                        // lower value = served first (vLLM convention)
+  int n = 1;                               // choices; each is its own sequence
+  std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
+};
+
+// One sampled token's log-probability and its top alternatives.
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+// Progress of one choice of a request. Events of a choice arrive in order; the last has
+// finish_reason != kNone.
+struct TokenEvent {
+  std::string request_id;
+  int choice = 0;
+  std::vector<int32_t> token_ids;          // new tokens since the previous event
+  std::string text;                        // new text (UTF-8 complete, stop strings removed)
+  std::vector<TokenLogprob> logprobs;      // one per token when requested
+  FinishReason finish_reason = FinishReason::kNone;
+  std::string error;                       // with kError
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;           // total so far for this choice
+  int64_t cached_prompt_tokens = 0;        // prompt tokens served from the prefix cache
+};
+
+// Where the engine loop delivers a request's events. OnEvent is called on the engine thread
+// and must not block: frontends post the event to their own threads.
+class RequestStream {
+ public:
+  virtual ~RequestStream() = default;
+  virtual void OnEvent(TokenEvent event) = 0;
+};
+
+}  // namespace peng
