@@ -188,8 +188,7 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
       kernels::RopeApply(k, c_.num_kv_heads, c_.head_dim, c_.rope_dim, pos_[t], c_.rope_inv_freq.data(), c_.rope_style);
       const SequenceChunk& ch = batch.chunks[chunk_of_[t]];
       for (int h = 0; h < c_.num_kv_heads; ++h) {
-        std::memcpy(kv.KeyRow(ch.seq, layer, h, pos_[t]), k + h * hd, sizeof(float) * hd);
-        std::memcpy(kv.ValueRow(ch.seq, layer, h, pos_[t]), v + h * hd, sizeof(float) * hd);
+        kv.Store(ch.seq, layer, h, pos_[t], k + h * hd, v + h * hd);
       }
     }
   });

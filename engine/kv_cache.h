@@ -2,7 +2,7 @@
 // to. Storage is per (sequence, layer, kv-head), handed to kernels as spans of contiguous tokens
 // (pages), so the paged KV manager of memory/ implements this interface without touching the
 // forward. Owned and used by one engine thread; not thread-safe for concurrent Reserve, but
-// KeyRow/ValueRow/Spans of distinct rows may be used from the forward's worker threads.
+// Store/Spans of distinct rows may be used from the forward's worker threads.
 #pragma once
 
 #include <cstdint>
@@ -23,9 +23,10 @@ class KvCache {
   // Drops every token of `seq` and frees its storage.
   virtual void Release(int64_t seq) = 0;
 
-  // head_dim floats for the key / value of token `pos` (pos < reserved end).
-  virtual float* KeyRow(int64_t seq, int layer, int kv_head, int64_t pos) = 0;
-  virtual float* ValueRow(int64_t seq, int layer, int kv_head, int64_t pos) = 0;
+  // Writes the key and value (head_dim floats each, converted to the store's format) of token
+  // `pos` (pos < reserved end).
+  virtual void Store(int64_t seq, int layer, int kv_head, int64_t pos, const float* k,
+                     const float* v) = 0;
 
   // Spans covering tokens [0, len) in order (cleared first).
   virtual void Spans(int64_t seq, int layer, int kv_head, int64_t len,

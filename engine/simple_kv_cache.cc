@@ -1,5 +1,7 @@
 #include "engine/simple_kv_cache.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 
@@ -39,12 +41,12 @@ SimpleKvCache::Page& SimpleKvCache::PageOf(int64_t seq, int layer, int kv_head, 
   return it->second.tables[static_cast<size_t>(layer) * num_kv_heads_ + kv_head][pos / tokens_per_page_];
 }
 
-float* SimpleKvCache::KeyRow(int64_t seq, int layer, int kv_head, int64_t pos) {
-  return PageOf(seq, layer, kv_head, pos).k.get() + (pos % tokens_per_page_) * head_dim_;
-}
-
-float* SimpleKvCache::ValueRow(int64_t seq, int layer, int kv_head, int64_t pos) {
-  return PageOf(seq, layer, kv_head, pos).v.get() + (pos % tokens_per_page_) * head_dim_;
+void SimpleKvCache::Store(int64_t seq, int layer, int kv_head, int64_t pos, const float* k,
+                          const float* v) {
+  Page& page = PageOf(seq, layer, kv_head, pos);
+  const int64_t offset = (pos % tokens_per_page_) * head_dim_;
+  std::memcpy(page.k.get() + offset, k, sizeof(float) * head_dim_);
+  std::memcpy(page.v.get() + offset, v, sizeof(float) * head_dim_);
 }
 
 void SimpleKvCache::Spans(int64_t seq, int layer, int kv_head, int64_t len,

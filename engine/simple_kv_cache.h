@@ -17,8 +17,8 @@ class SimpleKvCache : public KvCache {
 
   absl::Status Reserve(int64_t seq, int64_t end) override;
   void Release(int64_t seq) override;
-  float* KeyRow(int64_t seq, int layer, int kv_head, int64_t pos) override;
-  float* ValueRow(int64_t seq, int layer, int kv_head, int64_t pos) override;
+  void Store(int64_t seq, int layer, int kv_head, int64_t pos, const float* k,
+             const float* v) override;
   void Spans(int64_t seq, int layer, int kv_head, int64_t len,
              std::vector<kernels::KvSpan>* out) const override;
 

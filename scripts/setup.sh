@@ -10,7 +10,7 @@ APT_PACKAGES=(
   libabsl-dev libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libboost-dev libboost-system-dev
   libopenblas-dev libdnnl-dev libgloo-dev
-  python3-venv python3-yaml python3-dev
+  python3-venv python3-yaml python3-dev prometheus
 )
 
 missing=()

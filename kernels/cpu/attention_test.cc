@@ -42,5 +42,29 @@ TEST(AttentionTest, SpansEqualOneContiguousHistoryAndDoubleReference) {
   for (int i = 0; i < hd; ++i) EXPECT_NEAR(out[i], ref[i], 1e-5);
 }
 
+TEST(AttentionTest, HalfPrecisionPagesMatchFloatWithinRounding) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  const int hd = 64;
+  const int64_t len = 33;
+  std::vector<float> k(len * hd), v(len * hd), q(hd);
+  for (auto& x : k) x = nd(rng);
+  for (auto& x : v) x = nd(rng);
+  for (auto& x : q) x = nd(rng);
+  std::vector<float> ref(hd), scores(len);
+  KvSpan f32{k.data(), v.data(), len, KvFormat::kF32};
+  AttendOne(q.data(), &f32, 1, len, hd, 0.125f, ref.data(), scores.data());
+  for (KvFormat f : {KvFormat::kF16, KvFormat::kBF16}) {
+    std::vector<uint16_t> kh(len * hd), vh(len * hd);
+    StoreKvRow(k.data(), f, len * hd, kh.data());
+    StoreKvRow(v.data(), f, len * hd, vh.data());
+    KvSpan half{kh.data(), vh.data(), len, f};
+    std::vector<float> out(hd, NAN);
+    AttendOne(q.data(), &half, 1, len, hd, 0.125f, out.data(), scores.data());
+    const float tol = f == KvFormat::kF16 ? 5e-3f : 4e-2f;
+    for (int i = 0; i < hd; ++i) EXPECT_NEAR(out[i], ref[i], tol) << KvFormatName(f) << " " << i;
+  }
+}
+
 }  // namespace
 }  // namespace peng::kernels
