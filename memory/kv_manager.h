@@ -12,6 +12,20 @@
 //
 // Owned by the engine loop thread; not thread-safe. Page memory may be read and written by the
 // forward's worker threads between Grow calls.
+//
+// Page layout (the worker writes and reads it; kernels/kv_format.h): a page of one (sequence,
+// layer, kv-head) is page_bytes() = 2 * tokens_per_page * head_dim * KvFormatBytes(format)
+// bytes: first the keys, a row-major [tokens_per_page x head_dim] array, then the values, the
+// same shape. Token t of a sequence lives in page PageTable(seq, layer, head)[t /
+// tokens_per_page], row t % tokens_per_page of the K and V halves:
+//   K row: PageData(page) + (t % tokens_per_page) * head_dim * bytes
+//   V row: PageData(page) + (tokens_per_page + t % tokens_per_page) * head_dim * bytes
+// Pages are not zeroed; rows past the tokens computed so far hold garbage. Page p starts at
+// PageData(0) + p * page_bytes(), and PageData(0) is aligned to PagePool::kAlignment (4096).
+//
+// Sharing rule: the first ReadOnlyTokens(seq) tokens of a sequence lie in full blocks that are
+// (or may become) shared through the prefix cache; the worker never writes them. Appends always
+// go to blocks that Grow allocated for this sequence alone (checked in CommitComputed).
 #pragma once
 
 #include <cstddef>
@@ -21,7 +35,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/kv_format.h"
+#include "memory/prefix_cache.h"
 
 namespace peng::memory {
 
@@ -38,6 +54,8 @@ struct KvManagerOptions {
   kernels::KvFormat format = kernels::KvFormat::kF16;
   int tokens_per_page = 16;
   bool enable_prefix_caching = true;
+  // Block hash of the prefix cache; nullptr = DefaultBlockHash. Tests inject colliding hashes.
+  BlockHashFn block_hash = nullptr;
 };
 
 struct Growth {
@@ -52,6 +70,12 @@ struct PrefixCacheStats {
 
 class KvManager {
  public:
+  // Checks shape and options (positive sizes, budget holds at least one logical block, page
+  // count fits int32) and allocates the pool. Use this for configuration input.
+  static absl::StatusOr<std::unique_ptr<KvManager>> Create(KvShape shape,
+                                                           KvManagerOptions options);
+  static absl::Status Validate(const KvShape& shape, const KvManagerOptions& options);
+  // Precondition: Validate(shape, options) is OK (checked; a failure aborts).
   KvManager(KvShape shape, KvManagerOptions options);
   ~KvManager();
 
@@ -64,32 +88,52 @@ class KvManager {
   int64_t pages_per_block() const;        // num_layers * num_kv_heads
   int64_t max_tokens() const;             // tokens one sequence could hold with the whole pool
   double bytes_per_token() const;         // page bytes per token, all layers and heads
+  int64_t evictable_pages() const;        // pages of unreferenced cached blocks (in free_pages)
 
-  // Pages a growth would take (0 if the sequence already holds new_len tokens).
+  // Pages a growth would take (0 if the sequence already holds new_len tokens). An unknown
+  // sequence counts as empty.
   int64_t PagesToGrow(SeqId seq, int64_t new_len) const;
+  // Whether Grow(growths) would succeed: the summed pages fit free_pages().
   bool CanGrow(std::span<const Growth> growths) const;
-  // Applies every growth or none (ResourceExhausted, state unchanged).
+  // Applies every growth or none (ResourceExhausted, state unchanged). Unknown sequences are
+  // created. Evicts least recently used unreferenced cached blocks when the free ring runs
+  // short. Shrinking is a no-op. A negative length or a sequence named twice is
+  // InvalidArgument.
   absl::Status Grow(std::span<const Growth> growths);
   // Releases the sequence's pages (full cached blocks stay in the prefix cache).
   void Free(SeqId seq);
   bool Has(SeqId seq) const;
-  int64_t Length(SeqId seq) const;        // tokens the sequence holds room for
+  int64_t Length(SeqId seq) const;        // tokens the sequence holds room for (0 if unknown)
+  // Leading tokens of the sequence in full, computed blocks (matched or committed): read-only.
+  int64_t ReadOnlyTokens(SeqId seq) const;
 
   // Prefix cache. For a new sequence: attaches the longest run of cached full blocks matching
   // the start of `prompt` (never the whole prompt: at least one token is left to compute) and
-  // returns how many tokens that covers. Counts queries and hits.
+  // returns how many tokens that covers. Counts queries and hits. The sequence must be unknown
+  // or hold no blocks (checked); it exists afterwards with Length = the returned count. With
+  // prefix caching off it returns 0 and counts nothing. To undo an admission, call Free.
   int64_t MatchPrefix(SeqId seq, std::span<const int32_t> prompt);
+  // Side-effect-free admission question: the pages that MatchPrefix(prompt) followed by
+  // Grow(new_len) would take from free_pages() (new blocks plus matched cached blocks that
+  // are unreferenced now and so stop counting as free).
+  int64_t PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len) const;
   // After the forward computed tokens [0, computed) of `tokens`, registers the newly full
-  // blocks so later requests can share them.
+  // blocks so later requests can share them. `tokens` are the sequence's tokens (prompt then
+  // generated), at least `computed` of them; computed <= Length(seq) (checked). Calls with a
+  // smaller `computed` than before do nothing. With prefix caching off it only advances
+  // ReadOnlyTokens.
   void CommitComputed(SeqId seq, std::span<const int32_t> tokens, int64_t computed);
   PrefixCacheStats prefix_cache_stats() const;
 
-  // Worker access: the page ids of (seq, layer, kv_head) in token order, and page memory.
+  // Worker access: the page ids of (seq, layer, kv_head) in token order (empty for an unknown
+  // sequence; the span stays valid until that sequence grows or is freed), and page memory.
   std::span<const int32_t> PageTable(SeqId seq, int layer, int kv_head) const;
   uint8_t* PageData(int32_t page);
+  const uint8_t* PageData(int32_t page) const;
 
  private:
   struct Impl;
+  explicit KvManager(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

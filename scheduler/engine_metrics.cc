@@ -1,0 +1,80 @@
+#include "scheduler/engine_metrics.h"
+
+namespace peng {
+namespace {
+
+double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+EngineMetrics::EngineMetrics(metrics::Registry* r)
+    : running_(r->AddGauge("peng:num_requests_running", "Sequences in the running batch.").Get()),
+      waiting_(r->AddGauge("peng:num_requests_waiting", "Sequences waiting to be scheduled.").Get()),
+      kv_usage_(r->AddGauge("peng:kv_cache_usage_perc", "KV-cache usage, 0 to 1 (1 = full).").Get()),
+      prefix_queries_(r->AddCounter("peng:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.").Get()),
+      prefix_hits_(r->AddCounter("peng:prefix_cache_hits", "Prompt tokens found in the prefix cache.").Get()),
+      preemptions_(r->AddCounter("peng:num_preemptions", "Sequences preempted (recompute).").Get()),
+      prompt_tokens_(r->AddCounter("peng:prompt_tokens", "Prompt tokens processed.").Get()),
+      generation_tokens_(r->AddCounter("peng:generation_tokens", "Tokens generated.").Get()),
+      success_(r->AddCounter("peng:request_success", "Finished sequences by finish reason.", {"finished_reason"})),
+      ttft_(r->AddHistogram("peng:time_to_first_token_seconds", "Time to first token.",
+                            metrics::kTimeToFirstTokenBuckets).Get()),
+      itl_(r->AddHistogram("peng:inter_token_latency_seconds", "Time between generated tokens.",
+                           metrics::kInterTokenLatencyBuckets).Get()),
+      e2e_(r->AddHistogram("peng:e2e_request_latency_seconds", "Arrival to last token.",
+                           metrics::kRequestLatencyBuckets).Get()),
+      queue_time_(r->AddHistogram("peng:request_queue_time_seconds", "Arrival to first scheduled.",
+                                  metrics::kRequestLatencyBuckets).Get()),
+      prefill_time_(r->AddHistogram("peng:request_prefill_time_seconds", "First scheduled to first token.",
+                                    metrics::kRequestLatencyBuckets).Get()),
+      decode_time_(r->AddHistogram("peng:request_decode_time_seconds", "First token to last token.",
+                                   metrics::kRequestLatencyBuckets).Get()),
+      request_prompt_tokens_(r->AddHistogram("peng:request_prompt_tokens", "Prompt tokens per request.",
+                                             metrics::OneTwoFiveBuckets(1 << 20)).Get()),
+      request_generation_tokens_(r->AddHistogram("peng:request_generation_tokens", "Generated tokens per request.",
+                                                 metrics::OneTwoFiveBuckets(1 << 20)).Get()),
+      iteration_tokens_(r->AddHistogram("peng:iteration_tokens_total", "Tokens computed per engine step.",
+                                        metrics::OneTwoFiveBuckets(1 << 16)).Get()) {
+  for (const char* reason : {"stop", "length", "abort", "error"}) success_.Labels({reason});
+}
+
+void EngineMetrics::OnScheduled(const Sequence& seq, double queue_seconds) {
+  queue_time_.Observe(queue_seconds);
+}
+
+void EngineMetrics::OnToken(const Sequence& seq, bool first, double since) {
+  generation_tokens_.Inc();
+  if (first) {
+    ttft_.Observe(since);
+  } else {
+    itl_.Observe(since);
+  }
+}
+
+void EngineMetrics::OnPreempted(const Sequence& seq) { preemptions_.Inc(); }
+
+void EngineMetrics::OnFinished(const Sequence& seq, FinishReason reason) {
+  success_.Labels({FinishReasonName(reason)}).Inc();
+  prompt_tokens_.Inc(static_cast<double>(seq.prompt_len));
+  request_prompt_tokens_.Observe(static_cast<double>(seq.prompt_len));
+  request_generation_tokens_.Observe(static_cast<double>(seq.num_generated()));
+  const auto now = Clock::now();
+  e2e_.Observe(Secs(now - seq.request->arrival));
+  if (seq.first_scheduled != Clock::time_point{} && seq.first_token != Clock::time_point{}) {
+    prefill_time_.Observe(Secs(seq.first_token - seq.first_scheduled));
+    decode_time_.Observe(Secs(seq.last_token - seq.first_token));
+  }
+}
+
+void EngineMetrics::OnStep(const Scheduler& s, const memory::KvManager& kv, int64_t step_tokens) {
+  running_.Set(static_cast<double>(s.num_running()));
+  waiting_.Set(static_cast<double>(s.num_waiting()));
+  kv_usage_.Set(kv.usage());
+  const memory::PrefixCacheStats p = kv.prefix_cache_stats();
+  prefix_queries_.Inc(static_cast<double>(p.queries - last_prefix_.queries));
+  prefix_hits_.Inc(static_cast<double>(p.hits - last_prefix_.hits));
+  last_prefix_ = p;
+  if (step_tokens > 0) iteration_tokens_.Observe(static_cast<double>(step_tokens));
+}
+
+}  // namespace peng

@@ -1,0 +1,188 @@
+#include "scheduler/local_engine_loop.h"
+
+#include <climits>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+
+namespace peng {
+namespace {
+
+memory::KvShape ShapeOf(const ModelConfig& c) { return {c.num_layers, c.num_kv_heads, c.head_dim}; }
+
+SchedulerOptions WithModel(SchedulerOptions o, const ModelConfig& c) {
+  o.vocab_size = c.vocab_size;
+  if (o.max_model_len <= 0 || o.max_model_len > c.context_length) o.max_model_len = c.context_length;
+  return o;
+}
+
+}  // namespace
+
+LocalEngineLoop::LocalEngineLoop(const Model& model, LocalEngineLoopOptions options,
+                                 metrics::Registry* registry)
+    : model_(model),
+      options_([&] {
+        options.scheduler = WithModel(options.scheduler, model.config);
+        return options;
+      }()),
+      kv_(ShapeOf(model.config), options_.kv),
+      kv_view_(&kv_),
+      metrics_(registry ? std::make_unique<EngineMetrics>(registry) : nullptr),
+      scheduler_(options_.scheduler, &kv_, model.tokenizer.get(), metrics_.get()),
+      forward_(model, ForwardOptions{.num_threads = options_.threads,
+                                     .blas_min_tokens = options_.batch_invariant ? INT_MAX : 64}) {
+  PublishStats();
+}
+
+LocalEngineLoop::~LocalEngineLoop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void LocalEngineLoop::Start() { thread_ = std::thread([this] { Run(); }); }
+
+absl::Status LocalEngineLoop::Submit(std::unique_ptr<GenerateRequest> request,
+                                     std::shared_ptr<RequestStream> stream) {
+  if (draining_.load()) return absl::UnavailableError("the server is draining");
+  // CheckFits reads only immutable limits, so it is safe off the loop thread.
+  PENG_RETURN_IF_ERROR(scheduler_.CheckFits(*request));
+  const int64_t queued = stat_waiting_requests_.load() + pending_requests_.load();
+  if (queued >= options_.scheduler.max_waiting_requests) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the waiting queue is full (", queued, " requests)"));
+  }
+  pending_requests_.fetch_add(1);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.push_back({std::shared_ptr<GenerateRequest>(std::move(request)), std::move(stream), "", false});
+  }
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+void LocalEngineLoop::Abort(const std::string& request_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.push_back({nullptr, nullptr, request_id, false});
+  }
+  cv_.notify_one();
+}
+
+EngineStats LocalEngineLoop::Stats() const {
+  EngineStats s;
+  s.num_running = stat_running_.load();
+  s.num_waiting = stat_waiting_.load() + pending_requests_.load();
+  s.kv_total_pages = kv_.total_pages();
+  s.kv_free_pages = stat_free_pages_.load();
+  s.kv_usage = s.kv_total_pages ? 1.0 - double(s.kv_free_pages) / s.kv_total_pages : 0.0;
+  return s;
+}
+
+void LocalEngineLoop::Drain(std::chrono::milliseconds timeout) {
+  draining_.store(true);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto busy = [&] {
+    const EngineStats s = Stats();
+    return s.num_running + s.num_waiting > 0;
+  };
+  while (busy() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (busy()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back({nullptr, nullptr, "", true});
+    }
+    cv_.notify_one();
+    while (busy()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void LocalEngineLoop::DrainTasks() {
+  std::deque<Task> tasks;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return stop_ || !tasks_.empty() || !scheduler_.idle(); });
+    tasks.swap(tasks_);
+  }
+  for (Task& t : tasks) {
+    if (t.abort_all) {
+      scheduler_.AbortAll();
+    } else if (t.request == nullptr) {
+      scheduler_.Abort(t.abort_id);
+    } else {
+      pending_requests_.fetch_sub(1);
+      const std::string id = t.request->id;
+      absl::Status s = scheduler_.Add(t.request, t.stream);
+      if (!s.ok()) {
+        TokenEvent ev;
+        ev.request_id = id;
+        ev.finish_reason = FinishReason::kError;
+        ev.error = std::string(s.message());
+        ev.prompt_tokens = static_cast<int64_t>(t.request->prompt.size());
+        t.stream->OnEvent(std::move(ev));
+      }
+    }
+  }
+}
+
+void LocalEngineLoop::Step() {
+  const StepPlan plan = scheduler_.Schedule();
+  if (plan.empty()) {
+    PublishStats();
+    if (!scheduler_.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return;
+  }
+  ForwardBatch batch;
+  batch.chunks.reserve(plan.chunks.size());
+  for (const ScheduledChunk& c : plan.chunks) {
+    const Sequence& s = scheduler_.sequence(c.seq);
+    batch.chunks.push_back({.seq = c.seq,
+                            .start_pos = c.start,
+                            .tokens = {s.tokens.data() + c.start, static_cast<size_t>(c.num_tokens)},
+                            .logits = c.sample ? SequenceChunk::Logits::kLast : SequenceChunk::Logits::kNone});
+  }
+  const absl::Status status = forward_.Forward(batch, kv_view_, &out_);
+  if (!status.ok()) {
+    std::fprintf(stderr, "peng: step failed: %s\n", std::string(status.message()).c_str());
+    scheduler_.FailStep(plan, std::string(status.message()));
+    PublishStats();
+    return;
+  }
+  sampled_.clear();
+  int64_t row = 0;
+  for (const ScheduledChunk& c : plan.chunks) {
+    if (!c.sample) continue;
+    sampled_.push_back(scheduler_.sequence(c.seq).sampler->Sample(out_.row(row++), scratch_));
+  }
+  scheduler_.Update(plan, sampled_);
+  PublishStats(plan.num_tokens());
+}
+
+void LocalEngineLoop::PublishStats(int64_t step_tokens) {
+  stat_running_.store(scheduler_.num_running());
+  stat_waiting_.store(scheduler_.num_waiting());
+  stat_waiting_requests_.store(scheduler_.num_waiting_requests());
+  stat_free_pages_.store(kv_.free_pages());
+  if (metrics_) metrics_->OnStep(scheduler_, kv_, step_tokens);
+}
+
+void LocalEngineLoop::Run() {
+  while (true) {
+    DrainTasks();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) break;
+    }
+    Step();
+  }
+  scheduler_.AbortAll();
+  PublishStats();
+}
+
+}  // namespace peng

@@ -1,0 +1,48 @@
+#include "scheduler/paged_kv_view.h"
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "kernels/cpu/attention.h"
+
+namespace peng {
+
+PagedKvView::PagedKvView(memory::KvManager* kv)
+    : kv_(kv),
+      tokens_per_page_(kv->options().tokens_per_page),
+      row_bytes_(kernels::KvFormatBytes(kv->options().format) * kv->shape().head_dim),
+      value_offset_(row_bytes_ * kv->options().tokens_per_page) {}
+
+absl::Status PagedKvView::Reserve(int64_t seq, int64_t end) {
+  if (!kv_->Has(seq) || kv_->Length(seq) < end) {
+    return absl::InternalError(absl::StrCat("sequence ", seq, " was not given KV room for ", end, " tokens"));
+  }
+  return absl::OkStatus();
+}
+
+void PagedKvView::Release(int64_t seq) { kv_->Free(seq); }
+
+void PagedKvView::Store(int64_t seq, int layer, int kv_head, int64_t pos, const float* k,
+                        const float* v) {
+  const std::span<const int32_t> table = kv_->PageTable(seq, layer, kv_head);
+  const size_t p = static_cast<size_t>(pos / tokens_per_page_);
+  PENG_CHECK(p < table.size());
+  uint8_t* page = kv_->PageData(table[p]);
+  const size_t row = static_cast<size_t>(pos % tokens_per_page_) * row_bytes_;
+  const int hd = kv_->shape().head_dim;
+  kernels::StoreKvRow(k, kv_->options().format, hd, page + row);
+  kernels::StoreKvRow(v, kv_->options().format, hd, page + value_offset_ + row);
+}
+
+void PagedKvView::Spans(int64_t seq, int layer, int kv_head, int64_t len,
+                        std::vector<kernels::KvSpan>* out) const {
+  out->clear();
+  const std::span<const int32_t> table = kv_->PageTable(seq, layer, kv_head);
+  for (int64_t start = 0, p = 0; start < len; start += tokens_per_page_, ++p) {
+    PENG_CHECK(static_cast<size_t>(p) < table.size());
+    uint8_t* page = kv_->PageData(table[p]);
+    out->push_back({page, page + value_offset_, std::min<int64_t>(tokens_per_page_, len - start),
+                    kv_->options().format});
+  }
+}
+
+}  // namespace peng

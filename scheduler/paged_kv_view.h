@@ -1,0 +1,31 @@
+// PagedKvView: the engine's KvCache interface over the KvManager's pages, so the forward pass
+// reads and writes the page pool directly. Page layout (memory/kv_manager.h): keys
+// [tokens_per_page x head_dim] then values [tokens_per_page x head_dim], in the pool's format.
+// Reserve() does not allocate — the scheduler grew every sequence before the step — it only
+// checks. Used on the engine thread; Store/Spans of distinct rows from the forward's threads.
+#pragma once
+
+#include "engine/kv_cache.h"
+#include "memory/kv_manager.h"
+
+namespace peng {
+
+class PagedKvView : public KvCache {
+ public:
+  explicit PagedKvView(memory::KvManager* kv);
+
+  absl::Status Reserve(int64_t seq, int64_t end) override;
+  void Release(int64_t seq) override;
+  void Store(int64_t seq, int layer, int kv_head, int64_t pos, const float* k,
+             const float* v) override;
+  void Spans(int64_t seq, int layer, int kv_head, int64_t len,
+             std::vector<kernels::KvSpan>* out) const override;
+
+ private:
+  memory::KvManager* kv_;
+  int tokens_per_page_;
+  size_t row_bytes_;    // one token's key (or value) row
+  size_t value_offset_; // bytes from a page's start to its values
+};
+
+}  // namespace peng

@@ -1,0 +1,265 @@
+// The scheduler as a step function: driven with fabricated sampled tokens and no model.
+#include "scheduler/scheduler.h"
+
+#include <map>
+
+#include "gtest/gtest.h"
+
+namespace peng {
+namespace {
+
+class RecordingStream : public RequestStream {
+ public:
+  void OnEvent(TokenEvent e) override { events.push_back(std::move(e)); }
+  bool finished() const { return !events.empty() && events.back().finish_reason != FinishReason::kNone; }
+  std::vector<int32_t> tokens() const {
+    std::vector<int32_t> t;
+    for (const auto& e : events) t.insert(t.end(), e.token_ids.begin(), e.token_ids.end());
+    return t;
+  }
+  std::vector<TokenEvent> events;
+};
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  // 2 layers x 1 kv-head, 4 tokens per page: a 4-token block takes 2 pages.
+  void Init(int64_t pages, SchedulerOptions opts = {}) {
+    memory::KvManagerOptions ko;
+    ko.format = kernels::KvFormat::kF32;
+    ko.tokens_per_page = 4;
+    ko.budget_bytes = static_cast<size_t>(pages) * 2 * 4 * 4 * sizeof(float);
+    kv_ = std::make_unique<memory::KvManager>(memory::KvShape{2, 1, 4}, ko);
+    opts.vocab_size = 100;
+    if (opts.max_model_len == 8192) opts.max_model_len = 256;
+    sched_ = std::make_unique<Scheduler>(opts, kv_.get(), nullptr);
+  }
+  std::shared_ptr<RecordingStream> Add(const std::string& id, int prompt_len, int max_tokens,
+                                       int priority = 0, int first_token = 10) {
+    auto r = std::make_shared<GenerateRequest>();
+    r->id = id;
+    for (int i = 0; i < prompt_len; ++i) r->prompt.push_back(first_token + i % 50);
+    r->stop.max_tokens = max_tokens;
+    r->sampling.temperature = 0;
+    r->priority = priority;
+    auto stream = std::make_shared<RecordingStream>();
+    EXPECT_TRUE(sched_->Add(r, stream).ok());
+    return stream;
+  }
+  // Runs one step, "sampling" token 42 + step index for every sampled chunk.
+  StepPlan Step() {
+    StepPlan plan = sched_->Schedule();
+    std::vector<SampledToken> sampled;
+    for (const auto& c : plan.chunks) {
+      if (c.sample) sampled.push_back({static_cast<int32_t>(42 + steps_ % 7), 0.f, {}});
+    }
+    ++steps_;
+    sched_->Update(plan, sampled);
+    return plan;
+  }
+  int RunToIdle(int max_steps = 1000) {
+    int n = 0;
+    while (!sched_->idle() && n < max_steps) {
+      Step();
+      ++n;
+    }
+    return n;
+  }
+  std::unique_ptr<memory::KvManager> kv_;
+  std::unique_ptr<Scheduler> sched_;
+  int steps_ = 0;
+};
+
+TEST_F(SchedulerTest, ChunkedPrefillUnderTheTokenBudgetThenDecodesToMaxTokens) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 8;
+  o.long_prefill_threshold = 1000;
+  Init(64, o);
+  auto s = Add("a", 20, 3);
+  StepPlan p1 = Step();
+  ASSERT_EQ(p1.chunks.size(), 1u);
+  EXPECT_EQ(p1.chunks[0].num_tokens, 8);
+  EXPECT_FALSE(p1.chunks[0].sample);
+  EXPECT_EQ(Step().chunks[0].num_tokens, 8);
+  StepPlan p3 = Step();
+  EXPECT_EQ(p3.chunks[0].num_tokens, 4);
+  EXPECT_TRUE(p3.chunks[0].sample);
+  EXPECT_EQ(s->tokens().size(), 1u);
+  Step();
+  Step();
+  ASSERT_TRUE(s->finished());
+  EXPECT_EQ(s->events.back().finish_reason, FinishReason::kLength);
+  EXPECT_EQ(s->events.back().completion_tokens, 3);
+  EXPECT_EQ(s->events.back().prompt_tokens, 20);
+  EXPECT_TRUE(sched_->idle());
+  EXPECT_EQ(kv_->free_pages(), kv_->total_pages());
+}
+
+TEST_F(SchedulerTest, DecodesAndPrefillsShareAStepWithinTheBudget) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 6;
+  Init(64, o);
+  auto a = Add("a", 3, 10);
+  Step();  // a prefills and samples its first token
+  auto b = Add("b", 10, 10);
+  StepPlan p = Step();
+  ASSERT_EQ(p.chunks.size(), 2u);
+  EXPECT_EQ(p.chunks[0].num_tokens, 1);  // a's decode comes first
+  EXPECT_EQ(p.chunks[1].num_tokens, 5);  // b's prefill gets the rest of the budget
+  EXPECT_EQ(p.num_tokens(), 6);
+}
+
+TEST_F(SchedulerTest, StopTokenIdsFinishWithStop) {
+  Init(64);
+  auto r = std::make_shared<GenerateRequest>();
+  r->id = "s";
+  r->prompt = {1, 2, 3};
+  r->stop.max_tokens = 50;
+  r->stop.stop_token_ids = {44};
+  auto stream = std::make_shared<RecordingStream>();
+  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  RunToIdle();
+  ASSERT_TRUE(stream->finished());
+  EXPECT_EQ(stream->events.back().finish_reason, FinishReason::kStop);
+  EXPECT_EQ(stream->tokens().back(), 44);  // 42, 43, 44
+  EXPECT_EQ(stream->tokens().size(), 3u);
+}
+
+TEST_F(SchedulerTest, KvExhaustionPreemptsAndEveryRequestStillCompletes) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 64;
+  Init(12, o);  // 6 blocks = 24 tokens in all
+  std::vector<std::shared_ptr<RecordingStream>> streams;
+  for (int i = 0; i < 4; ++i) streams.push_back(Add("r" + std::to_string(i), 5, 12));
+  RunToIdle(2000);
+  for (auto& s : streams) {
+    ASSERT_TRUE(s->finished());
+    EXPECT_EQ(s->events.back().finish_reason, FinishReason::kLength);
+    EXPECT_EQ(s->tokens().size(), 12u);
+  }
+  EXPECT_GT(sched_->num_preemptions(), 0);
+  EXPECT_EQ(kv_->free_pages(), kv_->total_pages());
+}
+
+TEST_F(SchedulerTest, PreemptionIsSpreadAcrossRequests) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 64;
+  Init(16, o);
+  std::map<memory::SeqId, int> preempted;
+  std::vector<std::shared_ptr<RecordingStream>> streams;
+  for (int i = 0; i < 6; ++i) streams.push_back(Add("r" + std::to_string(i), 6, 20));
+  for (int step = 0; step < 3000 && !sched_->idle(); ++step) {
+    StepPlan p = Step();
+    for (auto id : p.preempted) ++preempted[id];
+  }
+  for (auto& s : streams) EXPECT_TRUE(s->finished());
+  int max_count = 0;
+  for (auto [id, n] : preempted) max_count = std::max(max_count, n);
+  // With the fewest-preemptions-first rule no single sequence absorbs them all.
+  EXPECT_LE(max_count, static_cast<int>(sched_->num_preemptions()) / 2 + 1);
+}
+
+TEST_F(SchedulerTest, AbortInEveryStateFreesKvAndEmitsAbort) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 4;
+  o.max_num_seqs = 1;
+  Init(64, o);
+  auto running = Add("run", 10, 10);
+  auto waiting = Add("wait", 3, 10);
+  Step();  // "run" is prefilling, "wait" still queued
+  EXPECT_EQ(sched_->num_running(), 1);
+  EXPECT_EQ(sched_->num_waiting(), 1);
+  sched_->Abort("wait");
+  sched_->Abort("run");
+  EXPECT_EQ(running->events.back().finish_reason, FinishReason::kAbort);
+  EXPECT_EQ(waiting->events.back().finish_reason, FinishReason::kAbort);
+  EXPECT_TRUE(sched_->idle());
+  EXPECT_EQ(kv_->free_pages(), kv_->total_pages());
+  sched_->Abort("unknown");  // harmless
+}
+
+TEST_F(SchedulerTest, BoundedQueueRejectsWhenFull) {
+  SchedulerOptions o;
+  o.max_waiting_requests = 2;
+  Init(64, o);
+  Add("a", 3, 2);
+  Add("b", 3, 2);
+  auto r = std::make_shared<GenerateRequest>();
+  r->id = "c";
+  r->prompt = {1, 2};
+  r->stop.max_tokens = 2;
+  EXPECT_EQ(sched_->Add(r, std::make_shared<RecordingStream>()).code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(SchedulerTest, RequestsThatCanNeverFitAreRejectedUpFront) {
+  Init(8);  // 4 blocks = 16 tokens
+  GenerateRequest r;
+  r.id = "x";
+  r.prompt.assign(10, 5);
+  r.stop.max_tokens = 10;
+  const absl::Status kv = sched_->CheckFits(r);
+  EXPECT_EQ(kv.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(kv.message().find("KV"), std::string::npos);
+  r.stop.max_tokens = 300;
+  const absl::Status ctx = sched_->CheckFits(r);
+  EXPECT_NE(ctx.message().find("maximum context length is 256"), std::string::npos) << ctx;
+  EXPECT_NE(ctx.message().find("310"), std::string::npos);
+}
+
+TEST_F(SchedulerTest, PrefixCacheHitSkipsComputedBlocks) {
+  Init(64);
+  auto a = Add("a", 13, 1);
+  RunToIdle();
+  auto b = Add("b", 13, 1);
+  StepPlan p = Step();
+  ASSERT_EQ(p.chunks.size(), 1u);
+  EXPECT_EQ(p.chunks[0].start, 12);  // three full 4-token blocks came from the cache
+  EXPECT_EQ(p.chunks[0].num_tokens, 1);
+  EXPECT_EQ(b->events.back().cached_prompt_tokens, 12);
+  EXPECT_EQ(kv_->prefix_cache_stats().hits, 12);
+}
+
+TEST_F(SchedulerTest, LowerPriorityValueIsServedFirst) {
+  SchedulerOptions o;
+  o.max_num_seqs = 1;
+  Init(64, o);
+  auto late = Add("late", 3, 1, /*priority=*/5);
+  auto urgent = Add("urgent", 3, 1, /*priority=*/0);
+  Step();
+  EXPECT_TRUE(urgent->finished());
+  EXPECT_FALSE(late->finished());
+}
+
+TEST_F(SchedulerTest, AtMostOneLongPrefillAtATime) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 64;
+  o.long_prefill_threshold = 16;
+  o.max_long_prefills = 1;
+  Init(256, o);
+  Add("long1", 40, 1);
+  Add("long2", 40, 1);
+  auto short1 = Add("short", 4, 1);
+  StepPlan p = Step();
+  ASSERT_EQ(p.chunks.size(), 2u);  // long1 (up to budget) and short; long2 waits
+  EXPECT_EQ(p.chunks[0].num_tokens, 40);
+  EXPECT_EQ(p.chunks[1].num_tokens, 4);
+}
+
+TEST_F(SchedulerTest, NChoicesAreSeparateSequencesWithTheirOwnEvents) {
+  Init(64);
+  auto r = std::make_shared<GenerateRequest>();
+  r->id = "n";
+  r->prompt = {1, 2, 3, 4, 5};
+  r->stop.max_tokens = 4;
+  r->n = 3;
+  auto stream = std::make_shared<RecordingStream>();
+  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  RunToIdle();
+  std::map<int, int> finished;
+  for (const auto& e : stream->events) {
+    if (e.finish_reason != FinishReason::kNone) ++finished[e.choice];
+  }
+  EXPECT_EQ(finished, (std::map<int, int>{{0, 1}, {1, 1}, {2, 1}}));
+}
+
+}  // namespace
+}  // namespace peng
