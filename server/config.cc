@@ -1,0 +1,642 @@
+#include "server/config.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "yaml-cpp/yaml.h"
+
+namespace peng {
+namespace {
+
+using kernels::KvFormat;
+
+template <typename E>
+using EnumNames = std::vector<std::pair<E, const char*>>;
+
+const EnumNames<KvFormat>& KvFormatNames() {
+  static const auto* names =
+      new EnumNames<KvFormat>{{KvFormat::kF32, "f32"}, {KvFormat::kF16, "f16"}, {KvFormat::kBF16, "bf16"}};
+  return *names;
+}
+
+const EnumNames<LogConfig::Level>& LogLevelNames() {
+  using L = LogConfig::Level;
+  static const auto* names = new EnumNames<L>{
+      {L::kDebug, "debug"}, {L::kInfo, "info"}, {L::kWarning, "warning"}, {L::kError, "error"}};
+  return *names;
+}
+
+// ---- did you mean ----
+
+// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+int EditDistance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<int>> d(a.size() + 1, std::vector<int>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const int cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// "; did you mean \"x\"?" for the closest candidate within a few edits, else "".
+std::string DidYouMean(const std::string& got, const std::vector<std::string>& candidates,
+                       absl::string_view prefix = "") {
+  const int limit = std::clamp(static_cast<int>(got.size()) / 3, 1, 3);
+  const std::string* best = nullptr;
+  int best_distance = limit + 1;
+  for (const std::string& c : candidates) {
+    const int distance = EditDistance(absl::AsciiStrToLower(got), c);
+    if (distance < best_distance) best = &c, best_distance = distance;
+  }
+  return best ? absl::StrCat("; did you mean ", prefix, *best, "?") : "";
+}
+
+// ---- problems, collected rather than returned one by one ----
+
+// Where a value came from: "line 3, column 14" or "from --threads". Problems are listed in
+// file order; those without a line (flags, defaults) come last.
+struct Where {
+  std::string text;
+  int line = std::numeric_limits<int>::max();
+};
+
+Where WhereOf(const YAML::Mark& m) {
+  if (m.is_null()) return {};
+  return {absl::StrCat("line ", m.line + 1, ", column ", m.column + 1), m.line};
+}
+
+class Problems {
+ public:
+  // `where` defaults to the origin recorded for `path`, if any.
+  void Add(std::string path, std::string message, Where where = {}) {
+    list_.push_back({std::move(path), std::move(message), std::move(where)});
+  }
+  void SetOrigin(const std::string& path, Where where) { origin_[path] = std::move(where); }
+  bool empty() const { return list_.empty(); }
+
+  absl::Status ToStatus(absl::string_view source) const {
+    if (list_.empty()) return absl::OkStatus();
+    std::vector<Entry> list = list_;
+    for (Entry& e : list) {
+      if (auto it = origin_.find(e.path); e.where.text.empty() && it != origin_.end()) e.where = it->second;
+    }
+    std::stable_sort(list.begin(), list.end(),
+                     [](const Entry& a, const Entry& b) { return a.where.line < b.where.line; });
+    std::string msg = absl::StrCat("invalid configuration", source.empty() ? "" : " ", source,
+                                   " (", list.size(), list.size() == 1 ? " error" : " errors", "):");
+    for (const Entry& e : list) {
+      absl::StrAppend(&msg, "\n  ", e.path, ": ", e.message);
+      if (!e.where.text.empty()) absl::StrAppend(&msg, " (", e.where.text, ")");
+    }
+    return absl::InvalidArgumentError(msg);
+  }
+
+ private:
+  struct Entry {
+    std::string path, message;
+    Where where;
+  };
+  std::vector<Entry> list_;
+  std::map<std::string, Where> origin_;
+};
+
+std::string Quoted(const std::string& s) { return absl::StrCat("\"", absl::CEscape(s), "\""); }
+
+// ---- every field, once: the reader, the writer and the flag table walk this ----
+
+template <typename Config, typename Visitor>
+void VisitConfig(Config& c, Visitor& v) {
+  v.Section("model", [&] {
+    v.Field("path", c.model.path);
+    v.Field("name", c.model.name);
+    v.Field("chat_template", c.model.chat_template);
+    v.Field("max_model_len", c.model.max_model_len);
+  });
+  v.Section("server", [&] {
+    v.Field("host", c.server.host);
+    v.Field("http_port", c.server.http_port);
+    v.Field("grpc_port", c.server.grpc_port);
+    v.Field("api_keys", c.server.api_keys);
+    v.Field("metrics_auth", c.server.metrics_auth);
+    v.Field("drain_timeout_s", c.server.drain_timeout_s);
+    v.Size("max_request_bytes", c.server.max_request_bytes);
+  });
+  v.Section("engine", [&] {
+    v.Field("threads", c.engine.threads);
+    v.Size("kv_budget", c.engine.kv_budget_bytes);
+    v.Enum("kv_format", c.engine.kv_format, KvFormatNames());
+    v.Field("tokens_per_page", c.engine.tokens_per_page);
+    v.Field("enable_prefix_caching", c.engine.enable_prefix_caching);
+  });
+  v.Section("scheduler", [&] {
+    v.Field("max_num_seqs", c.scheduler.max_num_seqs);
+    v.Field("max_num_batched_tokens", c.scheduler.max_num_batched_tokens);
+    v.Field("max_long_prefills", c.scheduler.max_long_prefills);
+    v.Field("long_prefill_threshold", c.scheduler.long_prefill_threshold);
+    v.Field("max_waiting_requests", c.scheduler.max_waiting_requests);
+    v.Field("max_waiting_tokens", c.scheduler.max_waiting_tokens);
+    v.Field("overload_status", c.scheduler.overload_status);
+    v.Field("retry_after_s", c.scheduler.retry_after_s);
+  });
+  v.Section("log", [&] { v.Enum("level", c.log.level, LogLevelNames()); });
+}
+
+// Reads a YAML tree into a ServeConfig, keeping defaults for absent or null keys and reporting
+// type errors, duplicate keys and unknown keys (with suggestions) to `problems`.
+class YamlReader {
+ public:
+  explicit YamlReader(Problems* problems) : problems_(problems) {}
+
+  void Read(const YAML::Node& root, ServeConfig& config) {
+    if (!root.IsDefined() || root.IsNull()) return;
+    if (!root.IsMap()) {
+      problems_->Add("<root>",
+                     absl::StrCat("expected a mapping of sections (model, server, ...), got ", KindName(root)),
+                     WhereOf(root.Mark()));
+      return;
+    }
+    frames_.push_back({root, "", {}});
+    VisitConfig(config, *this);
+    EndFrame();
+  }
+
+  template <typename Body>
+  void Section(const char* key, Body body) {
+    YAML::Node node = Child(key);
+    if (!node.IsDefined() || node.IsNull()) return;
+    const std::string path = PathOf(key);
+    if (!node.IsMap()) {
+      problems_->Add(path, absl::StrCat("expected a mapping, got ", KindName(node)), WhereOf(node.Mark()));
+      return;
+    }
+    frames_.push_back({node, path, {}});
+    body();
+    EndFrame();
+  }
+
+  void Field(const char* key, std::string& v) {
+    if (auto s = Scalar(key, "a string")) v = *s;
+  }
+  void Field(const char* key, bool& v) {
+    auto s = Scalar(key, "true or false");
+    if (!s) return;
+    const std::string lower = absl::AsciiStrToLower(*s);
+    // "1" and "0" too: cli::Flags records a switch given without a value as "1".
+    if (lower == "true" || lower == "yes" || lower == "on" || lower == "1") v = true;
+    else if (lower == "false" || lower == "no" || lower == "off" || lower == "0") v = false;
+    else Fail(key, absl::StrCat("expected true or false, got ", Quoted(*s)));
+  }
+  void Field(const char* key, int& v) {
+    int64_t wide = v;
+    if (ReadInt(key, wide)) {
+      if (wide < std::numeric_limits<int>::min() || wide > std::numeric_limits<int>::max()) {
+        Fail(key, absl::StrCat("expected a 32-bit integer, got ", wide));
+      } else {
+        v = static_cast<int>(wide);
+      }
+    }
+  }
+  void Field(const char* key, int64_t& v) { ReadInt(key, v); }
+  void Field(const char* key, double& v) {
+    auto s = Scalar(key, "a number");
+    if (!s) return;
+    double d;
+    if (!absl::SimpleAtod(*s, &d) || !std::isfinite(d)) {
+      Fail(key, absl::StrCat("expected a number, got ", Quoted(*s)));
+    } else {
+      v = d;
+    }
+  }
+  void Field(const char* key, std::vector<std::string>& v) {
+    YAML::Node node = Child(key);
+    if (!node.IsDefined() || node.IsNull()) return;
+    Note(key, node);
+    if (!node.IsSequence()) {
+      Fail(key, absl::StrCat("expected a list of strings, got ", KindName(node)));
+      return;
+    }
+    std::vector<std::string> out;
+    for (size_t i = 0; i < node.size(); ++i) {
+      if (!node[i].IsScalar()) {
+        problems_->Add(absl::StrCat(PathOf(key), "[", i, "]"),
+                       absl::StrCat("expected a string, got ", KindName(node[i])), WhereOf(node[i].Mark()));
+        return;
+      }
+      out.push_back(node[i].Scalar());
+    }
+    v = std::move(out);
+  }
+  void Size(const char* key, int64_t& v) {
+    auto s = Scalar(key, "a byte size");
+    if (!s) return;
+    absl::StatusOr<int64_t> bytes = ParseByteSize(*s);
+    if (bytes.ok()) v = *bytes;
+    else Fail(key, std::string(bytes.status().message()));
+  }
+  template <typename E>
+  void Enum(const char* key, E& v, const EnumNames<E>& names) {
+    std::vector<std::string> choices;
+    for (const auto& [value, name] : names) choices.push_back(name);
+    auto s = Scalar(key, absl::StrCat("one of ", absl::StrJoin(choices, ", ")));
+    if (!s) return;
+    for (const auto& [value, name] : names) {
+      if (*s == name) {
+        v = value;
+        return;
+      }
+    }
+    Fail(key, absl::StrCat("expected one of ", absl::StrJoin(choices, ", "), ", got ", Quoted(*s),
+                           DidYouMean(*s, choices)));
+  }
+
+ private:
+  struct Frame {
+    YAML::Node node;
+    std::string path;
+    std::vector<std::string> known;  // keys the visitor asked for
+  };
+
+  static std::string KindName(const YAML::Node& n) {
+    if (n.IsMap()) return "a mapping";
+    if (n.IsSequence()) return "a list";
+    if (n.IsNull()) return "null";
+    return Quoted(n.Scalar());
+  }
+
+  std::string PathOf(const std::string& key) const {
+    const std::string& base = frames_.back().path;
+    return base.empty() ? key : absl::StrCat(base, ".", key);
+  }
+
+  // The value under `key` in the current mapping (undefined node when absent).
+  YAML::Node Child(const char* key) {
+    Frame& f = frames_.back();
+    f.known.push_back(key);
+    for (auto it = f.node.begin(); it != f.node.end(); ++it) {
+      if (it->first.IsScalar() && it->first.Scalar() == key) return it->second;
+    }
+    return YAML::Node(YAML::NodeType::Undefined);
+  }
+
+  // Records where `key`'s value was written, for messages from later validation.
+  void Note(const char* key, const YAML::Node& node) {
+    if (!node.Mark().is_null()) problems_->SetOrigin(PathOf(key), WhereOf(node.Mark()));
+  }
+  void Fail(const char* key, std::string message) { problems_->Add(PathOf(key), std::move(message)); }
+
+  // The scalar text under `key`; nullopt when absent, null, or not a scalar (reported).
+  std::optional<std::string> Scalar(const char* key, absl::string_view expected) {
+    YAML::Node node = Child(key);
+    if (!node.IsDefined() || node.IsNull()) return std::nullopt;
+    Note(key, node);
+    if (!node.IsScalar()) {
+      Fail(key, absl::StrCat("expected ", expected, ", got ", KindName(node)));
+      return std::nullopt;
+    }
+    return node.Scalar();
+  }
+
+  bool ReadInt(const char* key, int64_t& v) {
+    auto s = Scalar(key, "an integer");
+    if (!s) return false;
+    int64_t i;
+    if (!absl::SimpleAtoi(*s, &i)) {
+      Fail(key, absl::StrCat("expected an integer, got ", Quoted(*s)));
+      return false;
+    }
+    v = i;
+    return true;
+  }
+
+  // Reports duplicate and unknown keys of the mapping being left.
+  void EndFrame() {
+    Frame f = std::move(frames_.back());
+    frames_.pop_back();
+    std::set<std::string> seen;
+    auto path_of = [&](const std::string& key) { return f.path.empty() ? key : absl::StrCat(f.path, ".", key); };
+    for (auto it = f.node.begin(); it != f.node.end(); ++it) {
+      if (!it->first.IsScalar()) {
+        problems_->Add(f.path.empty() ? "<root>" : f.path,
+                       absl::StrCat("keys must be plain names, got ", KindName(it->first)),
+                       WhereOf(it->first.Mark()));
+        continue;
+      }
+      const std::string& key = it->first.Scalar();
+      if (!seen.insert(key).second) {
+        problems_->Add(path_of(key), "duplicate key", WhereOf(it->first.Mark()));
+      } else if (std::find(f.known.begin(), f.known.end(), key) == f.known.end()) {
+        problems_->Add(path_of(key), absl::StrCat("unknown key", DidYouMean(key, f.known)),
+                       WhereOf(it->first.Mark()));
+      }
+    }
+  }
+
+  Problems* problems_;
+  std::vector<Frame> frames_;
+};
+
+// Shortest text that reads back as exactly `v` (30, 0.1, 2.5e-05).
+std::string FormatDouble(double v) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  return ec == std::errc() ? std::string(buf, end) : absl::StrCat(v);
+}
+
+// Emits the config through the same visitor, so every field appears, in declaration order.
+class YamlWriter {
+ public:
+  explicit YamlWriter(bool redact) : redact_(redact) { out_ << YAML::BeginMap; }
+  std::string Finish() {
+    out_ << YAML::EndMap;
+    return std::string(out_.c_str()) + "\n";
+  }
+
+  template <typename Body>
+  void Section(const char* key, Body body) {
+    out_ << YAML::Key << key << YAML::Value << YAML::BeginMap;
+    body();
+    out_ << YAML::EndMap;
+  }
+  void Field(const char* key, const std::string& v) {
+    out_ << YAML::Key << key << YAML::Value << YAML::DoubleQuoted << v;
+  }
+  void Field(const char* key, bool v) { out_ << YAML::Key << key << YAML::Value << v; }
+  void Field(const char* key, int v) { out_ << YAML::Key << key << YAML::Value << v; }
+  void Field(const char* key, int64_t v) { out_ << YAML::Key << key << YAML::Value << v; }
+  void Field(const char* key, double v) {
+    out_ << YAML::Key << key << YAML::Value << FormatDouble(v);
+  }
+  void Field(const char* key, const std::vector<std::string>& v) {
+    out_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const std::string& s : v) out_ << YAML::DoubleQuoted << (redact_ ? "<redacted>" : s);
+    out_ << YAML::EndSeq;
+  }
+  void Size(const char* key, int64_t v) { out_ << YAML::Key << key << YAML::Value << FormatByteSize(v); }
+  template <typename E>
+  void Enum(const char* key, E v, const EnumNames<E>& names) {
+    for (const auto& [value, name] : names) {
+      if (value == v) out_ << YAML::Key << key << YAML::Value << name;
+    }
+  }
+
+ private:
+  YAML::Emitter out_;
+  const bool redact_;
+};
+
+// ---- validation ----
+
+void Validate(const ServeConfig& c, Problems& p) {
+  auto in_range = [&](const char* path, int64_t v, int64_t lo, int64_t hi, const char* note = "") {
+    if (v < lo || v > hi) p.Add(path, absl::StrCat("must be in [", lo, ", ", hi, "]", note, ", got ", v));
+  };
+  auto not_empty = [&](const char* path, const std::string& v) {
+    if (v.empty()) p.Add(path, "must not be empty");
+  };
+  constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+
+  not_empty("model.path", c.model.path);
+  in_range("model.max_model_len", c.model.max_model_len, 0, kMaxInt, " (0 = the model's context)");
+
+  not_empty("server.host", c.server.host);
+  in_range("server.http_port", c.server.http_port, 1, 65535);
+  in_range("server.grpc_port", c.server.grpc_port, 0, 65535, " (0 = off)");
+  if (c.server.grpc_port != 0 && c.server.grpc_port == c.server.http_port) {
+    p.Add("server.grpc_port", absl::StrCat("must differ from server.http_port, both are ", c.server.http_port));
+  }
+  for (size_t i = 0; i < c.server.api_keys.size(); ++i) {
+    const std::string& key = c.server.api_keys[i];
+    if (key.empty() || std::any_of(key.begin(), key.end(), [](char ch) { return absl::ascii_isspace(ch); })) {
+      p.Add(absl::StrCat("server.api_keys[", i, "]"), "must be non-empty without whitespace");
+    }
+  }
+  if (!(c.server.drain_timeout_s >= 0 && c.server.drain_timeout_s <= 3600)) {
+    p.Add("server.drain_timeout_s", absl::StrCat("must be in [0, 3600], got ", FormatDouble(c.server.drain_timeout_s)));
+  }
+  in_range("server.max_request_bytes", c.server.max_request_bytes, 1024, int64_t{1} << 30);
+
+  in_range("engine.threads", c.engine.threads, 1, 1024);
+  in_range("engine.kv_budget", c.engine.kv_budget_bytes, 1, std::numeric_limits<int64_t>::max());
+  const int tpp = c.engine.tokens_per_page;
+  if (tpp < 1 || tpp > 1024 || (tpp & (tpp - 1)) != 0) {
+    p.Add("engine.tokens_per_page", absl::StrCat("must be a power of two in [1, 1024], got ", tpp));
+  }
+
+  const SchedulerConfig& s = c.scheduler;
+  in_range("scheduler.max_num_seqs", s.max_num_seqs, 1, 65536);
+  in_range("scheduler.max_num_batched_tokens", s.max_num_batched_tokens, 1, kMaxInt);
+  if (s.max_num_seqs >= 1 && s.max_num_batched_tokens >= 1 && s.max_num_batched_tokens < s.max_num_seqs) {
+    p.Add("scheduler.max_num_batched_tokens",
+          absl::StrCat("must be >= scheduler.max_num_seqs (", s.max_num_seqs,
+                       ") so that every running request can decode in one step, got ",
+                       s.max_num_batched_tokens));
+  }
+  in_range("scheduler.max_long_prefills", s.max_long_prefills, 1, kMaxInt);
+  in_range("scheduler.long_prefill_threshold", s.long_prefill_threshold, 0, kMaxInt, " (0 = off)");
+  in_range("scheduler.max_waiting_requests", s.max_waiting_requests, 0, kMaxInt);
+  in_range("scheduler.max_waiting_tokens", s.max_waiting_tokens, 0, std::numeric_limits<int64_t>::max());
+  if (s.overload_status != 429 && s.overload_status != 503) {
+    p.Add("scheduler.overload_status", absl::StrCat("must be 429 or 503, got ", s.overload_status));
+  }
+  in_range("scheduler.retry_after_s", s.retry_after_s, 0, 3600);
+}
+
+// ---- flags ----
+
+// Applies flags as a YAML overlay, so they are parsed (and reported) exactly like the file.
+void ReadFlags(const std::map<std::string, std::string>& flags, ServeConfig& config, Problems& p) {
+  const auto& names = ConfigFlagNames();
+  YAML::Node overlay(YAML::NodeType::Map);
+  for (const auto& [raw_name, value] : flags) {
+    std::string name(absl::StripPrefix(raw_name, "--"));
+    auto it = names.find(name);
+    if (it == names.end()) {
+      std::vector<std::string> all;
+      for (const auto& [n, path] : names) all.push_back(n);
+      p.Add(absl::StrCat("--", name), absl::StrCat("unknown config flag", DidYouMean(name, all, "--")));
+      continue;
+    }
+    const std::string& path = it->second;
+    const size_t dot = path.find('.');
+    const std::string section = path.substr(0, dot), key = path.substr(dot + 1);
+    p.SetOrigin(path, {absl::StrCat("from --", name)});
+    if (key == "api_keys") {
+      YAML::Node list(YAML::NodeType::Sequence);
+      list.push_back(value);
+      overlay[section][key] = list;
+    } else if (value.empty() && (key == "metrics_auth" || key == "enable_prefix_caching")) {
+      overlay[section][key] = "true";
+    } else {
+      overlay[section][key] = value;
+    }
+  }
+  YamlReader(&p).Read(overlay, config);
+}
+
+bool EndsWithNoCase(absl::string_view s, absl::string_view suffix) {
+  return s.size() >= suffix.size() &&
+         absl::AsciiStrToLower(s.substr(s.size() - suffix.size())) == absl::AsciiStrToLower(suffix);
+}
+
+}  // namespace
+
+absl::StatusOr<ServeConfig> ParseConfig(absl::string_view yaml, absl::string_view source,
+                                        const std::map<std::string, std::string>& flags) {
+  ServeConfig config;
+  Problems problems;
+  try {
+    const YAML::Node root = YAML::Load(std::string(yaml));
+    YamlReader(&problems).Read(root, config);
+  } catch (const YAML::Exception& e) {  // syntax errors: nothing after them can be trusted
+    const std::string where =
+        e.mark.is_null() ? "" : absl::StrCat(":", e.mark.line + 1, ":", e.mark.column + 1);
+    return absl::InvalidArgumentError(absl::StrCat(source, where, ": invalid YAML: ", e.msg));
+  }
+  ReadFlags(flags, config, problems);
+  Validate(config, problems);
+  if (absl::Status s = problems.ToStatus(source); !s.ok()) return s;
+  return config;
+}
+
+absl::StatusOr<ServeConfig> LoadConfigFile(const std::string& path,
+                                           const std::map<std::string, std::string>& flags) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), path, flags);
+}
+
+absl::Status ApplyFlags(ServeConfig& config, const std::map<std::string, std::string>& flags) {
+  Problems problems;
+  ServeConfig updated = config;  // untouched on error
+  ReadFlags(flags, updated, problems);
+  Validate(updated, problems);
+  if (absl::Status s = problems.ToStatus("from flags"); !s.ok()) return s;
+  config = std::move(updated);
+  return absl::OkStatus();
+}
+
+const std::map<std::string, std::string>& ConfigFlagNames() {
+  static const auto* names = new std::map<std::string, std::string>{
+      {"model", "model.path"},
+      {"served-model-name", "model.name"},
+      {"chat-template", "model.chat_template"},
+      {"max-model-len", "model.max_model_len"},
+      {"host", "server.host"},
+      {"http-port", "server.http_port"},
+      {"grpc-port", "server.grpc_port"},
+      {"api-key", "server.api_keys"},
+      {"metrics-auth", "server.metrics_auth"},
+      {"drain-timeout-s", "server.drain_timeout_s"},
+      {"threads", "engine.threads"},
+      {"kv-budget", "engine.kv_budget"},
+      {"kv-format", "engine.kv_format"},
+      {"tokens-per-page", "engine.tokens_per_page"},
+      {"enable-prefix-caching", "engine.enable_prefix_caching"},
+      {"max-num-seqs", "scheduler.max_num_seqs"},
+      {"max-num-batched-tokens", "scheduler.max_num_batched_tokens"},
+      {"max-waiting-requests", "scheduler.max_waiting_requests"},
+      {"log-level", "log.level"},
+  };
+  return *names;
+}
+
+absl::Status ValidateConfig(const ServeConfig& config) {
+  Problems problems;
+  Validate(config, problems);
+  return problems.ToStatus("");
+}
+
+std::string ToYaml(const ServeConfig& config, bool redact_api_keys) {
+  YamlWriter writer(redact_api_keys);
+  VisitConfig(config, writer);
+  return writer.Finish();
+}
+
+std::string ServedModelName(const ServedModelConfig& model) {
+  if (!model.name.empty()) return model.name;
+  absl::string_view base = absl::StripSuffix(model.path, "/");
+  if (size_t slash = base.rfind('/'); slash != absl::string_view::npos) base = base.substr(slash + 1);
+  if (EndsWithNoCase(base, ".gguf")) {
+    base.remove_suffix(5);
+    // Drop a trailing quantisation tag: .Q4_1, .Q8_0, .IQ4_XS, .F16, .BF16, .F32.
+    if (size_t dot = base.rfind('.'); dot != absl::string_view::npos) {
+      const std::string tag = absl::AsciiStrToUpper(base.substr(dot + 1));
+      const bool quant = tag == "F16" || tag == "F32" || tag == "BF16" ||
+                         (tag.size() >= 2 && tag[0] == 'Q' && absl::ascii_isdigit(tag[1])) ||
+                         (tag.size() >= 3 && tag.rfind("IQ", 0) == 0 && absl::ascii_isdigit(tag[2]));
+      if (quant) base = base.substr(0, dot);
+    }
+  }
+  return std::string(base);
+}
+
+absl::StatusOr<int64_t> ParseByteSize(absl::string_view text) {
+  const absl::string_view s = absl::StripAsciiWhitespace(text);
+  size_t n = 0;
+  while (n < s.size() && (absl::ascii_isdigit(s[n]) || s[n] == '.')) ++n;
+  const absl::string_view number = s.substr(0, n);
+  const std::string unit = absl::AsciiStrToLower(absl::StripAsciiWhitespace(s.substr(n)));
+  static const auto* units = new std::vector<std::pair<std::string, double>>{
+      {"", 1},        {"b", 1},         {"kb", 1e3},        {"mb", 1e6},        {"gb", 1e9},
+      {"tb", 1e12},   {"kib", 1024.0},  {"mib", 1048576.0}, {"gib", 1073741824.0},
+      {"tib", 1099511627776.0}};
+  const auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected a byte size like 64MiB or 2GB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)",
+        why, ", got ", Quoted(std::string(text))));
+  };
+  double value;
+  if (number.empty() || !absl::SimpleAtod(number, &value)) return bad("");
+  auto it = std::find_if(units->begin(), units->end(), [&](const auto& u) { return u.first == unit; });
+  if (it == units->end()) {
+    std::vector<std::string> names;
+    for (const auto& u : *units) names.push_back(u.first);
+    return bad(DidYouMean(unit, names));
+  }
+  const double bytes = value * it->second;
+  if (bytes >= 9.2e18) return bad(" (too large)");
+  const double whole = std::round(bytes);
+  if (std::fabs(bytes - whole) > 1e-6 * std::max(1.0, bytes)) return bad(" (not a whole number of bytes)");
+  return static_cast<int64_t>(whole);
+}
+
+std::string FormatByteSize(int64_t bytes) {
+  if (bytes > 0) {
+    for (const auto& [shift, unit] : {std::pair{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}}) {
+      if (bytes % (int64_t{1} << shift) == 0) return absl::StrCat(bytes >> shift, unit);
+    }
+  }
+  return absl::StrCat(bytes);
+}
+
+const char* LogLevelName(LogConfig::Level level) {
+  for (const auto& [value, name] : LogLevelNames()) {
+    if (value == level) return name;
+  }
+  return "?";
+}
+
+}  // namespace peng

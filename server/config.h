@@ -1,0 +1,105 @@
+// ServeConfig: the typed configuration of `peng serve`, loaded from YAML (configs/*.yaml, keys
+// documented in configs/README.md), overridden by command-line flags and validated before
+// anything starts. Loading reports EVERY problem at once, each with its key path (and line or
+// flag where known): type errors, unknown keys (with "did you mean"), out-of-range values.
+// Plain data: built once in main, then passed by const reference; no globals.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/kv_format.h"
+
+namespace peng {
+
+struct ServedModelConfig {
+  std::string path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";  // GGUF file or HF directory
+  std::string name;           // served model id; empty = derived from path (ServedModelName)
+  std::string chat_template;  // Jinja override; empty = the model's own template
+  int max_model_len = 0;      // context limit in tokens; 0 = the model's context length
+};
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int http_port = 8000;
+  int grpc_port = 50051;              // 0 = no gRPC frontend
+  std::vector<std::string> api_keys;  // empty = no authentication
+  bool metrics_auth = false;          // whether /metrics, /health, /live, /ready need a key
+  double drain_timeout_s = 30;        // on SIGTERM: finish running requests for this long
+  int64_t max_request_bytes = 1 << 20;
+};
+
+struct EngineConfig {
+  int threads = 2;
+  int64_t kv_budget_bytes = int64_t{64} << 20;  // YAML key `kv_budget`, e.g. 64MiB
+  kernels::KvFormat kv_format = kernels::KvFormat::kF16;
+  int tokens_per_page = 16;
+  bool enable_prefix_caching = true;
+};
+
+struct SchedulerConfig {
+  int max_num_seqs = 64;                // running requests
+  int max_num_batched_tokens = 512;     // tokens per step
+  int max_long_prefills = 1;            // long prefills in one step
+  int long_prefill_threshold = 256;     // prompt tokens above which a prefill is "long"
+  int max_waiting_requests = 256;       // bounded queue: reject beyond this...
+  int64_t max_waiting_tokens = 262144;  // ...or beyond this many queued prompt tokens
+  int overload_status = 429;            // 429 or 503 when rejecting
+  int retry_after_s = 1;                // Retry-After header on rejection
+};
+
+struct LogConfig {
+  enum class Level { kDebug, kInfo, kWarning, kError };
+  Level level = Level::kInfo;
+};
+
+struct ServeConfig {
+  ServedModelConfig model;
+  ServerConfig server;
+  EngineConfig engine;
+  SchedulerConfig scheduler;
+  LogConfig log;
+};
+
+// Parses YAML text over the defaults, then applies `flags` (see ApplyFlags) and validates.
+// `source` names the text in messages (usually the file path). An empty document = defaults.
+// On error: InvalidArgument listing every problem, one per line.
+absl::StatusOr<ServeConfig> ParseConfig(absl::string_view yaml, absl::string_view source = "<config>",
+                                        const std::map<std::string, std::string>& flags = {});
+// Reads `path` and calls ParseConfig (NotFound if it cannot be read).
+absl::StatusOr<ServeConfig> LoadConfigFile(const std::string& path,
+                                           const std::map<std::string, std::string>& flags = {});
+
+// Overrides fields from command-line flags, then validates the result. Keys are flag names with
+// or without the leading "--" ("http-port" or "--http-port"); values are parsed exactly as the
+// YAML scalars are (so --kv-budget 2GiB works). Unknown names are errors: route only
+// ConfigFlagNames() here. --api-key sets the key list to that one key. The booleans
+// (--metrics-auth, --enable-prefix-caching) take true/false/1/0; an empty value means true.
+absl::Status ApplyFlags(ServeConfig& config, const std::map<std::string, std::string>& flags);
+// The flag names ApplyFlags accepts (without "--"), each with the key path it sets.
+const std::map<std::string, std::string>& ConfigFlagNames();
+
+// Range and consistency checks over the whole config; every violation in one status.
+absl::Status ValidateConfig(const ServeConfig& config);
+
+// The effective config as YAML (for --print-config); ParseConfig(ToYaml(c)) reproduces c.
+// redact_api_keys replaces each key with "<redacted>" (then it no longer round-trips).
+std::string ToYaml(const ServeConfig& config, bool redact_api_keys = false);
+
+// model.name, or when empty the model path's base name without ".gguf" and a trailing
+// quantisation tag: models/SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct.
+std::string ServedModelName(const ServedModelConfig& model);
+
+// "64MiB", "1.5 GiB", "512KB", "1048576" -> bytes (binary and decimal units, case-insensitive).
+absl::StatusOr<int64_t> ParseByteSize(absl::string_view text);
+// Bytes as the largest exact binary unit: 67108864 -> "64MiB", 1000 -> "1000".
+std::string FormatByteSize(int64_t bytes);
+
+const char* LogLevelName(LogConfig::Level level);
+
+}  // namespace peng

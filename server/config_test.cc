@@ -1,0 +1,311 @@
+#include "server/config.h"
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace peng {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string ErrorOf(absl::string_view yaml, const std::map<std::string, std::string>& flags = {}) {
+  absl::StatusOr<ServeConfig> c = ParseConfig(yaml, "test.yaml", flags);
+  EXPECT_FALSE(c.ok()) << "expected an error for:\n" << yaml;
+  if (c.ok()) return "";
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(c.status().message());
+}
+
+TEST(ConfigTest, EmptyDocumentGivesValidDefaults) {
+  absl::StatusOr<ServeConfig> c = ParseConfig("", "empty.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.path, "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  EXPECT_EQ(ServedModelName(c->model), "SmolLM2-135M-Instruct");
+  EXPECT_EQ(c->server.host, "127.0.0.1");
+  EXPECT_EQ(c->server.http_port, 8000);
+  EXPECT_EQ(c->server.grpc_port, 50051);
+  EXPECT_TRUE(c->server.api_keys.empty());
+  EXPECT_EQ(c->engine.kv_budget_bytes, 64 << 20);
+  EXPECT_EQ(c->engine.kv_format, kernels::KvFormat::kF16);
+  EXPECT_EQ(c->scheduler.overload_status, 429);
+  EXPECT_EQ(c->log.level, LogConfig::Level::kInfo);
+  EXPECT_TRUE(ValidateConfig(ServeConfig{}).ok());
+}
+
+TEST(ConfigTest, FullFileSetsEveryField) {
+  absl::StatusOr<ServeConfig> c = ParseConfig(R"(
+model:
+  path: /m/qwen.gguf
+  name: qwen
+  chat_template: "{{ messages }}"
+  max_model_len: 2048
+server:
+  host: 0.0.0.0
+  http_port: 9000
+  grpc_port: 0
+  api_keys: [k1, "k2"]
+  metrics_auth: true
+  drain_timeout_s: 2.5
+  max_request_bytes: 4MiB
+engine:
+  threads: 8
+  kv_budget: 1.5GiB
+  kv_format: bf16
+  tokens_per_page: 32
+  enable_prefix_caching: false
+scheduler:
+  max_num_seqs: 16
+  max_num_batched_tokens: 1024
+  max_long_prefills: 2
+  long_prefill_threshold: 0
+  max_waiting_requests: 10
+  max_waiting_tokens: 5000
+  overload_status: 503
+  retry_after_s: 5
+log:
+  level: debug
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.path, "/m/qwen.gguf");
+  EXPECT_EQ(ServedModelName(c->model), "qwen");
+  EXPECT_EQ(c->model.chat_template, "{{ messages }}");
+  EXPECT_EQ(c->model.max_model_len, 2048);
+  EXPECT_EQ(c->server.host, "0.0.0.0");
+  EXPECT_EQ(c->server.http_port, 9000);
+  EXPECT_EQ(c->server.grpc_port, 0);
+  EXPECT_THAT(c->server.api_keys, testing::ElementsAre("k1", "k2"));
+  EXPECT_TRUE(c->server.metrics_auth);
+  EXPECT_EQ(c->server.drain_timeout_s, 2.5);
+  EXPECT_EQ(c->server.max_request_bytes, 4 << 20);
+  EXPECT_EQ(c->engine.threads, 8);
+  EXPECT_EQ(c->engine.kv_budget_bytes, int64_t{3} << 29);
+  EXPECT_EQ(c->engine.kv_format, kernels::KvFormat::kBF16);
+  EXPECT_EQ(c->engine.tokens_per_page, 32);
+  EXPECT_FALSE(c->engine.enable_prefix_caching);
+  EXPECT_EQ(c->scheduler.max_num_seqs, 16);
+  EXPECT_EQ(c->scheduler.max_num_batched_tokens, 1024);
+  EXPECT_EQ(c->scheduler.max_long_prefills, 2);
+  EXPECT_EQ(c->scheduler.long_prefill_threshold, 0);
+  EXPECT_EQ(c->scheduler.max_waiting_requests, 10);
+  EXPECT_EQ(c->scheduler.max_waiting_tokens, 5000);
+  EXPECT_EQ(c->scheduler.overload_status, 503);
+  EXPECT_EQ(c->scheduler.retry_after_s, 5);
+  EXPECT_EQ(c->log.level, LogConfig::Level::kDebug);
+}
+
+TEST(ConfigTest, PartialSectionsKeepOtherDefaultsAndNullMeansDefault) {
+  absl::StatusOr<ServeConfig> c = ParseConfig("server:\n  http_port: 8080\n  api_keys:\nengine:\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.http_port, 8080);
+  EXPECT_EQ(c->server.grpc_port, 50051);
+  EXPECT_EQ(c->engine.threads, 2);
+}
+
+TEST(ConfigTest, EveryErrorIsReportedTogetherWithItsPath) {
+  const std::string msg = ErrorOf(R"(
+model:
+  path: ""
+server:
+  http_port: 70000
+  http_prot: 1
+  grpc_port: abc
+  api_keys: secret
+engine:
+  threads: 0
+  kv_budget: 12 parsecs
+  kv_format: fp16
+  tokens_per_page: 12
+schedular:
+  max_num_seqs: 1
+scheduler:
+  max_num_seqs: 64
+  max_num_batched_tokens: 32
+  overload_status: 500
+  retry_after_s: [1]
+log:
+  level: verbose
+)");
+  EXPECT_THAT(msg, HasSubstr("test.yaml (14 errors):"));
+  EXPECT_THAT(msg, HasSubstr("\n  model.path: must not be empty (line 3, column 9)"));
+  EXPECT_THAT(msg, HasSubstr("\n  server.http_port: must be in [1, 65535], got 70000 (line 5, column 14)"));
+  EXPECT_THAT(msg, HasSubstr("\n  server.http_prot: unknown key; did you mean http_port? (line 6, column 3)"));
+  EXPECT_THAT(msg, HasSubstr("\n  server.grpc_port: expected an integer, got \"abc\""));
+  EXPECT_THAT(msg, HasSubstr("\n  server.api_keys: expected a list of strings, got \"secret\""));
+  EXPECT_THAT(msg, HasSubstr("\n  engine.threads: must be in [1, 1024], got 0"));
+  EXPECT_THAT(msg, HasSubstr("\n  engine.kv_budget: expected a byte size like 64MiB"));
+  EXPECT_THAT(msg, HasSubstr("\n  engine.kv_format: expected one of f32, f16, bf16, got \"fp16\"; did you mean f16?"));
+  EXPECT_THAT(msg, HasSubstr("\n  engine.tokens_per_page: must be a power of two in [1, 1024], got 12"));
+  EXPECT_THAT(msg, HasSubstr("\n  schedular: unknown key; did you mean scheduler?"));
+  EXPECT_THAT(msg, HasSubstr("\n  scheduler.max_num_batched_tokens: must be >= scheduler.max_num_seqs (64)"));
+  EXPECT_THAT(msg, HasSubstr("\n  scheduler.overload_status: must be 429 or 503, got 500"));
+  EXPECT_THAT(msg, HasSubstr("\n  scheduler.retry_after_s: expected an integer, got a list"));
+  EXPECT_THAT(msg, HasSubstr("\n  log.level: expected one of debug, info, warning, error, got \"verbose\""));
+  // Listed in file order, whichever check found them.
+  EXPECT_LT(msg.find("model.path"), msg.find("server.http_port"));
+  EXPECT_LT(msg.find("server.http_port"), msg.find("server.http_prot"));
+  EXPECT_LT(msg.find("engine.tokens_per_page"), msg.find("schedular"));
+  EXPECT_LT(msg.find("scheduler.retry_after_s"), msg.find("log.level"));
+}
+
+TEST(ConfigTest, WrongTypesNameTheKeyAndTheValue) {
+  EXPECT_THAT(ErrorOf("server:\n  http_port: \"eighty\"\n"),
+              HasSubstr("server.http_port: expected an integer, got \"eighty\""));
+  EXPECT_THAT(ErrorOf("server:\n  http_port: 80.5\n"),
+              HasSubstr("server.http_port: expected an integer, got \"80.5\""));
+  EXPECT_THAT(ErrorOf("server:\n  http_port: 99999999999\n"),
+              HasSubstr("server.http_port: expected a 32-bit integer, got 99999999999"));
+  EXPECT_THAT(ErrorOf("server:\n  metrics_auth: maybe\n"),
+              HasSubstr("server.metrics_auth: expected true or false, got \"maybe\""));
+  EXPECT_THAT(ErrorOf("server:\n  drain_timeout_s: soon\n"),
+              HasSubstr("server.drain_timeout_s: expected a number, got \"soon\""));
+  EXPECT_THAT(ErrorOf("server: 8000\n"), HasSubstr("server: expected a mapping, got \"8000\""));
+  EXPECT_THAT(ErrorOf("model:\n  path: {a: 1}\n"), HasSubstr("model.path: expected a string, got a mapping"));
+  EXPECT_THAT(ErrorOf("server:\n  api_keys: [a, [b]]\n"),
+              HasSubstr("server.api_keys[1]: expected a string, got a list"));
+  EXPECT_THAT(ErrorOf("- a\n- b\n"), HasSubstr("<root>: expected a mapping of sections"));
+  EXPECT_THAT(ErrorOf("server:\n  http_port: 1\n  http_port: 2\n"),
+              HasSubstr("server.http_port: duplicate key (line 3, column 3)"));
+}
+
+TEST(ConfigTest, BadYamlSyntaxGivesLineAndColumn) {
+  const std::string msg = ErrorOf("server:\n  http_port: [8000\n  host: x\n");
+  EXPECT_THAT(msg, HasSubstr("test.yaml:"));
+  EXPECT_THAT(msg, HasSubstr("invalid YAML"));
+  EXPECT_THAT(msg, testing::ContainsRegex("test\\.yaml:[0-9]+:[0-9]+: invalid YAML: "));
+  EXPECT_THAT(ErrorOf("model: {path: a\n"), testing::ContainsRegex("test\\.yaml:[0-9]+:[0-9]+: invalid YAML"));
+}
+
+TEST(ConfigTest, ByteSizes) {
+  EXPECT_EQ(*ParseByteSize("1048576"), 1048576);
+  EXPECT_EQ(*ParseByteSize("64MiB"), 64 << 20);
+  EXPECT_EQ(*ParseByteSize("64 mib"), 64 << 20);
+  EXPECT_EQ(*ParseByteSize("2KiB"), 2048);
+  EXPECT_EQ(*ParseByteSize("2KB"), 2000);
+  EXPECT_EQ(*ParseByteSize("1.5GB"), 1500000000);
+  EXPECT_EQ(*ParseByteSize("3GiB"), int64_t{3} << 30);
+  EXPECT_EQ(*ParseByteSize("0.1KB"), 100);
+  EXPECT_EQ(*ParseByteSize("512B"), 512);
+  EXPECT_FALSE(ParseByteSize("1.3KiB").ok());  // 1331.2 bytes
+  EXPECT_FALSE(ParseByteSize("-1MiB").ok());
+  EXPECT_FALSE(ParseByteSize("MiB").ok());
+  EXPECT_FALSE(ParseByteSize("1e9").ok());
+  EXPECT_FALSE(ParseByteSize("99999999TB").ok());
+  EXPECT_THAT(std::string(ParseByteSize("4 Mebibytes").status().message()), HasSubstr("\"4 Mebibytes\""));
+  EXPECT_EQ(*ParseByteSize(" 4MIB "), 4 << 20);
+  EXPECT_EQ(FormatByteSize(64 << 20), "64MiB");
+  EXPECT_EQ(FormatByteSize(1536), "1536");  // not a whole number of KiB
+  EXPECT_EQ(FormatByteSize(int64_t{3} << 30), "3GiB");
+  EXPECT_EQ(FormatByteSize(1000), "1000");
+}
+
+TEST(ConfigTest, FlagsOverrideTheFile) {
+  absl::StatusOr<ServeConfig> c = ParseConfig("server:\n  http_port: 8001\n  host: 0.0.0.0\n", "f.yaml",
+                                              {{"http-port", "9001"}, {"--kv-budget", "256MiB"},
+                                               {"model", "x/tiny.Q8_0.gguf"}, {"api-key", "sk-1"},
+                                               {"threads", "4"}, {"grpc-port", "0"},
+                                               {"metrics-auth", ""}, {"kv-format", "f32"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.http_port, 9001);
+  EXPECT_EQ(c->server.host, "0.0.0.0");  // from the file, no flag
+  EXPECT_EQ(c->engine.kv_budget_bytes, 256 << 20);
+  EXPECT_EQ(c->model.path, "x/tiny.Q8_0.gguf");
+  EXPECT_EQ(ServedModelName(c->model), "tiny");
+  EXPECT_THAT(c->server.api_keys, testing::ElementsAre("sk-1"));
+  EXPECT_EQ(c->engine.threads, 4);
+  EXPECT_EQ(c->server.grpc_port, 0);
+  EXPECT_TRUE(c->server.metrics_auth);
+  EXPECT_EQ(c->engine.kv_format, kernels::KvFormat::kF32);
+
+  ServeConfig d;
+  ASSERT_TRUE(ApplyFlags(d, {{"host", "::1"}, {"http-port", "1234"}, {"enable-prefix-caching", "0"}}).ok());
+  EXPECT_FALSE(d.engine.enable_prefix_caching);
+  EXPECT_EQ(d.server.host, "::1");
+  EXPECT_EQ(d.server.http_port, 1234);
+}
+
+TEST(ConfigTest, BadFlagsAreReportedWithTheFlagAndLeaveTheConfigAlone) {
+  ServeConfig c;
+  absl::Status s = ApplyFlags(c, {{"http-port", "70000"}, {"threads", "many"}, {"kv-budgte", "1GiB"},
+                                  {"kv-budget", "lots"}});
+  ASSERT_FALSE(s.ok());
+  const std::string msg(s.message());
+  EXPECT_THAT(msg, HasSubstr("(4 errors)"));
+  EXPECT_THAT(msg, HasSubstr("server.http_port: must be in [1, 65535], got 70000 (from --http-port)"));
+  EXPECT_THAT(msg, HasSubstr("engine.threads: expected an integer, got \"many\" (from --threads)"));
+  EXPECT_THAT(msg, HasSubstr("--kv-budgte: unknown config flag; did you mean --kv-budget?"));
+  EXPECT_THAT(msg, HasSubstr("engine.kv_budget: expected a byte size"));
+  EXPECT_EQ(c.server.http_port, 8000);
+  EXPECT_EQ(c.engine.threads, 2);
+  for (const auto& [flag, path] : ConfigFlagNames()) EXPECT_THAT(path, HasSubstr(".")) << flag;
+}
+
+TEST(ConfigTest, ToYamlRoundTrips) {
+  ServeConfig c;
+  c.model.path = "models/a b.gguf";
+  c.model.name = "true";  // strings that look like other types stay strings
+  c.model.chat_template = "{% for m in messages %}{{ m.content }}\n{% endfor %}: \"#x\"";
+  c.server.api_keys = {"k1", "with,comma", "null"};
+  c.server.drain_timeout_s = 0.1;
+  c.server.max_request_bytes = 12345;
+  c.engine.kv_budget_bytes = int64_t{5} << 30;
+  c.engine.kv_format = kernels::KvFormat::kBF16;
+  c.engine.enable_prefix_caching = false;
+  c.scheduler.max_waiting_tokens = int64_t{1} << 40;
+  c.log.level = LogConfig::Level::kWarning;
+  const std::string yaml = ToYaml(c);
+  EXPECT_THAT(yaml, AllOf(HasSubstr("kv_budget: 5GiB"), HasSubstr("kv_format: bf16"),
+                          HasSubstr("drain_timeout_s: 0.1\n"), HasSubstr("max_request_bytes: 12345\n"),
+                          HasSubstr("level: warning")));
+  absl::StatusOr<ServeConfig> back = ParseConfig(yaml, "printed");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
+  EXPECT_EQ(ToYaml(*back), yaml);
+  EXPECT_EQ(back->model.path, c.model.path);
+  EXPECT_EQ(back->model.name, "true");
+  EXPECT_EQ(back->model.chat_template, c.model.chat_template);
+  EXPECT_EQ(back->server.api_keys, c.server.api_keys);
+  EXPECT_EQ(back->server.drain_timeout_s, 0.1);
+  EXPECT_EQ(back->server.max_request_bytes, 12345);
+  EXPECT_EQ(back->engine.kv_budget_bytes, c.engine.kv_budget_bytes);
+  EXPECT_EQ(back->scheduler.max_waiting_tokens, c.scheduler.max_waiting_tokens);
+  EXPECT_FALSE(back->engine.enable_prefix_caching);
+  EXPECT_EQ(back->log.level, LogConfig::Level::kWarning);
+
+  EXPECT_THAT(ToYaml(c, /*redact_api_keys=*/true), AllOf(HasSubstr("<redacted>"), Not(HasSubstr("k1"))));
+  EXPECT_EQ(ToYaml(*ParseConfig("")), ToYaml(ServeConfig{}));
+}
+
+TEST(ConfigTest, ServedModelNameStripsExtensionAndQuantTag) {
+  auto name = [](std::string path) {
+    ServedModelConfig m;
+    m.path = std::move(path);
+    return ServedModelName(m);
+  };
+  EXPECT_EQ(name("models/SmolLM2-135M-Instruct.Q4_1.gguf"), "SmolLM2-135M-Instruct");
+  EXPECT_EQ(name("m/Llama-3.2-1B.IQ4_XS.gguf"), "Llama-3.2-1B");
+  EXPECT_EQ(name("m/Llama-3.2-1B.BF16.gguf"), "Llama-3.2-1B");
+  EXPECT_EQ(name("m/Llama-3.2-1B.gguf"), "Llama-3.2-1B");
+  EXPECT_EQ(name("models/Qwen2-0.5B/"), "Qwen2-0.5B");
+  ServedModelConfig named;
+  named.name = "mine";
+  EXPECT_EQ(ServedModelName(named), "mine");
+}
+
+TEST(ConfigTest, DefaultYamlInTheRepositoryLoads) {
+  const char* root = std::getenv("PENG_SOURCE_DIR");
+  const std::string path = std::string(root ? root : ".") + "/configs/default.yaml";
+  absl::StatusOr<ServeConfig> c = LoadConfigFile(path);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.path, "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  EXPECT_EQ(ServedModelName(c->model), "SmolLM2-135M-Instruct");
+  EXPECT_EQ(c->server.host, "127.0.0.1");
+  EXPECT_EQ(c->server.http_port, 8000);
+  EXPECT_EQ(c->server.grpc_port, 50051);
+  EXPECT_EQ(LoadConfigFile("/nonexistent.yaml").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace peng
