@@ -22,7 +22,7 @@ test: build model
 	@.venv/bin/python -m pytest -q tests/python
 
 serve: build model
-	@$(BUILD_DIR)/peng generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --chat
+	@$(BUILD_DIR)/peng serve --config configs/default.yaml
 
 bench: build model
 	@.venv/bin/python tests/bench/run_bench.py

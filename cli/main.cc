@@ -7,6 +7,7 @@ int RunGenerateCommand(int argc, char** argv);
 int RunLogitsCommand(int argc, char** argv);
 int RunDumpTensorCommand(int argc, char** argv);
 int RunBenchCommand(int argc, char** argv);
+int RunServeCommand(int argc, char** argv);
 }  // namespace peng::cli
 namespace peng {
 int RunTokenizeCommand(int argc, char** argv);  // cli/tokenize_command.cc
@@ -21,6 +22,8 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"serve", peng::cli::RunServeCommand,
+     "[--config FILE] [--model PATH] [--http-port N] [--grpc-port N] [--api-key KEY] [--kv-budget SIZE] [--print-config]"},
     {"generate", peng::cli::RunGenerateCommand,
      "--model PATH --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]"},
     {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3]"},

@@ -1,0 +1,176 @@
+// `peng serve`: load the model, start the engine loop and the HTTP (OpenAI) frontend, serve
+// until SIGTERM/SIGINT, then drain: stop accepting, /ready -> 503, let in-flight requests
+// finish up to server.drain_timeout_s, exit 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "base/metrics.h"
+#include "base/status.h"
+#include "cli/common.h"
+#include "engine/model.h"
+#include "memory/kv_manager.h"
+#include "scheduler/local_engine_loop.h"
+#include "server/chat_template.h"
+#include "server/config.h"
+#include "server/http_server.h"
+
+namespace peng::cli {
+namespace {
+
+void Log(const std::string& line) {
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+  std::fprintf(stderr, "%s peng: %s\n", stamp, line.c_str());
+}
+
+// Splits argv into config-flag overrides plus the command's own switches.
+absl::Status ParseArgs(int argc, char** argv, std::string* config_path, bool* print_config,
+                       std::map<std::string, std::string>* flags) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
+    std::string name = arg.substr(2), value;
+    const size_t eq = name.find('=');
+    const bool has_value = eq != std::string::npos;
+    if (has_value) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    if (name == "print-config") {
+      *print_config = true;
+      continue;
+    }
+    const bool takes_value = ConfigFlagNames().count(name) > 0 || name == "config";
+    if (!has_value && takes_value) {
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      value = argv[++i];
+    }
+    if (name == "config") {
+      *config_path = value;
+    } else {
+      (*flags)[name] = value;  // unknown names are reported by the config loader
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunServe(int argc, char** argv) {
+  std::string config_path;
+  bool print_config = false;
+  std::map<std::string, std::string> flags;
+  PENG_RETURN_IF_ERROR(ParseArgs(argc, argv, &config_path, &print_config, &flags));
+  absl::StatusOr<ServeConfig> loaded =
+      config_path.empty() ? ParseConfig("{}", "<defaults>", flags) : LoadConfigFile(config_path, flags);
+  if (!loaded.ok()) return loaded.status();
+  const ServeConfig& cfg = *loaded;
+  if (print_config) {
+    std::fputs(ToYaml(cfg, /*redact_api_keys=*/true).c_str(), stdout);
+    return absl::OkStatus();
+  }
+
+  // Signals are taken by one thread with sigwait; every thread started later inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadModelWithProgress(cfg.model.path));
+  const ModelConfig& mc = model->config;
+
+  LocalEngineLoopOptions lo;
+  lo.threads = cfg.engine.threads;
+  lo.kv.budget_bytes = static_cast<size_t>(cfg.engine.kv_budget_bytes);
+  lo.kv.format = cfg.engine.kv_format;
+  lo.kv.tokens_per_page = cfg.engine.tokens_per_page;
+  lo.kv.enable_prefix_caching = cfg.engine.enable_prefix_caching;
+  lo.scheduler.max_num_seqs = cfg.scheduler.max_num_seqs;
+  lo.scheduler.max_num_batched_tokens = cfg.scheduler.max_num_batched_tokens;
+  lo.scheduler.max_long_prefills = cfg.scheduler.max_long_prefills;
+  lo.scheduler.long_prefill_threshold = cfg.scheduler.long_prefill_threshold;
+  lo.scheduler.max_waiting_requests = cfg.scheduler.max_waiting_requests;
+  lo.scheduler.max_waiting_tokens = cfg.scheduler.max_waiting_tokens;
+  const int64_t max_model_len = cfg.model.max_model_len > 0 ? std::min<int64_t>(cfg.model.max_model_len, mc.context_length)
+                                                            : mc.context_length;
+  lo.scheduler.max_model_len = max_model_len;
+  const memory::KvShape shape{mc.num_layers, mc.num_kv_heads, mc.head_dim};
+  PENG_RETURN_IF_ERROR(Annotate(memory::KvManager::Validate(shape, lo.kv), "engine.kv_budget"));
+
+  std::unique_ptr<ChatTemplate> chat_override;
+  if (!cfg.model.chat_template.empty()) {
+    PENG_ASSIGN_OR_RETURN(ChatTemplate t, ChatTemplate::Parse(cfg.model.chat_template));
+    chat_override = std::make_unique<ChatTemplate>(std::move(t));
+  }
+
+  metrics::Registry registry;
+  LocalEngineLoop engine(*model, lo, &registry);
+  const memory::KvManager& kv = engine.kv();
+  const int64_t kv_tokens = kv.total_pages() / kv.pages_per_block() * kv.options().tokens_per_page;
+  Log(absl::StrFormat("model %s (%s): %d layers, d_model %d, %d heads / %d kv heads, context %d",
+                      mc.name, cfg.model.path, mc.num_layers, mc.d_model, mc.num_heads, mc.num_kv_heads,
+                      mc.context_length));
+  Log(absl::StrFormat("weights %.1f MiB; KV %s, %.0f bytes per token, budget %.1f MiB = %d pages of %d bytes "
+                      "(%d tokens each) = %d KV tokens; max concurrency at full context (%d tokens): %.2f",
+                      model->weights.bytes() / 1048576.0, kernels::KvFormatName(kv.options().format),
+                      kv.bytes_per_token(), cfg.engine.kv_budget_bytes / 1048576.0, kv.total_pages(),
+                      kv.page_bytes(), kv.options().tokens_per_page, kv_tokens, max_model_len,
+                      static_cast<double>(kv_tokens) / max_model_len));
+  // A sequence can never hold more tokens than the KV budget: advertise that as the limit.
+  const int64_t served_len = std::min<int64_t>(max_model_len, kv.max_tokens());
+  if (served_len < max_model_len) {
+    Log(absl::StrFormat("max_model_len %d exceeds what the KV budget holds for one sequence; serving %d "
+                        "(raise engine.kv_budget for longer contexts)", max_model_len, served_len));
+  }
+  engine.Start();
+
+  std::atomic<bool> ready{false};
+  server::HttpServerOptions ho;
+  ho.host = cfg.server.host;
+  ho.port = cfg.server.http_port;
+  ho.api_keys = cfg.server.api_keys;
+  ho.metrics_auth = cfg.server.metrics_auth;
+  ho.max_request_bytes = cfg.server.max_request_bytes;
+  ho.model_name = ServedModelName(cfg.model);
+  ho.max_model_len = served_len;
+  ho.overload_status = cfg.scheduler.overload_status;
+  ho.retry_after_s = cfg.scheduler.retry_after_s;
+  server::HttpServerDeps deps;
+  deps.engine = &engine;
+  deps.tokenizer = model->tokenizer.get();
+  deps.chat_template = chat_override.get();
+  deps.registry = &registry;
+  deps.ready = &ready;
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<server::HttpServer> http, server::HttpServer::Create(ho, deps));
+  PENG_RETURN_IF_ERROR(http->Start());
+  ready.store(true);
+  Log(absl::StrFormat("serving %s: HTTP http://%s:%d (OpenAI API, /metrics)", ho.model_name, ho.host,
+                      http->port()));
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  Log(absl::StrFormat("received %s: draining (up to %.0f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                      cfg.server.drain_timeout_s));
+  ready.store(false);
+  http->StopAccepting();
+  engine.Drain(std::chrono::milliseconds(static_cast<int64_t>(cfg.server.drain_timeout_s * 1000)));
+  http->Stop();
+  Log("drained; bye");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunServeCommand(int argc, char** argv) {
+  absl::Status s = RunServe(argc, argv);
+  return s.ok() ? 0 : Fail("serve", s);
+}
+
+}  // namespace peng::cli

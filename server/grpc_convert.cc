@@ -1,0 +1,158 @@
+#include "server/grpc_convert.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "base/status.h"
+
+namespace peng::server {
+namespace {
+
+absl::Status Bad(absl::string_view message) { return absl::InvalidArgumentError(message); }
+
+absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids,
+                      absl::string_view field, int vocab) {
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      return Bad(absl::StrCat(field, "[", i, "]: token id ", ids[i],
+                              " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ConvertSampling(const v1::SamplingParams& in, const GrpcModelInfo& info,
+                             SamplingParams* out) {
+  if (in.has_temperature()) out->temperature = in.temperature();
+  if (in.has_top_p()) out->top_p = in.top_p();
+  if (in.has_top_k()) out->top_k = in.top_k();
+  if (in.has_min_p()) out->min_p = in.min_p();
+  if (in.has_seed()) out->seed = in.seed();
+  if (in.has_repetition_penalty()) out->repetition_penalty = in.repetition_penalty();
+  if (in.has_presence_penalty()) out->presence_penalty = in.presence_penalty();
+  if (in.has_frequency_penalty()) out->frequency_penalty = in.frequency_penalty();
+  for (const auto& [id, bias] : in.logit_bias()) out->logit_bias[id] = bias;
+  if (in.has_logprobs()) {
+    if (in.logprobs() < 0 || in.logprobs() > info.max_logprobs) {
+      return Bad(absl::StrCat("sampling.logprobs must be in [0, ", info.max_logprobs,
+                              "], got ", in.logprobs()));
+    }
+    out->logprobs = in.logprobs();
+  }
+  // SamplingParams::Validate's messages start with the parameter's name.
+  if (absl::Status s = out->Validate(info.tokenizer->vocab_size()); !s.ok()) {
+    return Bad(absl::StrCat("sampling.", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> ConvertPrompt(const v1::GenerateRequest& in,
+                                                   const Tokenizer& tok) {
+  switch (in.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      if (in.text().empty()) return Bad("text: the prompt is empty");
+      return tok.Encode(in.text(), /*add_bos=*/true, /*parse_special=*/true);
+    }
+    case v1::GenerateRequest::kTokenIds: {
+      const auto& ids = in.token_ids().ids();
+      if (ids.empty()) return Bad("token_ids.ids: the prompt is empty");
+      PENG_RETURN_IF_ERROR(CheckIds(ids, "token_ids.ids", tok.vocab_size()));
+      return std::vector<int32_t>(ids.begin(), ids.end());
+    }
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      break;
+  }
+  return Bad("prompt: one of 'text' or 'token_ids' is required");
+}
+
+}  // namespace
+
+absl::Status CheckModel(const std::string& model, const GrpcModelInfo& info) {
+  if (model.empty() || model == info.model_name) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("model: the model `", model,
+                                          "` does not exist (serving `", info.model_name, "`)"));
+}
+
+absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
+                                                  const GrpcModelInfo& info) {
+  if (info.tokenizer == nullptr) return absl::InternalError("no tokenizer");
+  const Tokenizer& tok = *info.tokenizer;
+  PENG_RETURN_IF_ERROR(CheckModel(in.model(), info));
+
+  GenerateRequest out;
+  // Cheap checks first, then tokenization.
+  PENG_RETURN_IF_ERROR(ConvertSampling(in.sampling(), info, &out.sampling));
+  if (in.has_max_tokens() && in.max_tokens() < 1) {
+    return Bad(absl::StrCat("max_tokens must be at least 1, got ", in.max_tokens()));
+  }
+  PENG_RETURN_IF_ERROR(CheckIds(in.stop_token_ids(), "stop_token_ids", tok.vocab_size()));
+  for (const std::string& s : in.stop()) {
+    if (!s.empty()) out.stop.stop.push_back(s);
+  }
+  out.stop.stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
+  out.stop.ignore_eos = in.ignore_eos();
+  out.stop.include_stop_str_in_output = in.include_stop_str_in_output();
+  out.priority = in.priority();
+
+  PENG_ASSIGN_OR_RETURN(out.prompt, ConvertPrompt(in, tok));
+  const int64_t prompt_len = static_cast<int64_t>(out.prompt.size());
+  const char* prompt_field = in.prompt_case() == v1::GenerateRequest::kText ? "text" : "token_ids";
+  if (prompt_len >= info.max_model_len) {
+    return Bad(absl::StrCat(prompt_field, ": this model's maximum context length is ",
+                            info.max_model_len, " tokens, but the prompt has ", prompt_len,
+                            " tokens"));
+  }
+  if (in.has_max_tokens() && prompt_len + in.max_tokens() > info.max_model_len) {
+    return Bad(absl::StrCat("max_tokens: this model's maximum context length is ",
+                            info.max_model_len, " tokens, but ", prompt_len + in.max_tokens(),
+                            " were requested (", prompt_len, " in the prompt, ",
+                            in.max_tokens(), " in the completion)"));
+  }
+  out.stop.max_tokens = in.has_max_tokens() ? in.max_tokens() : info.max_model_len - prompt_len;
+  return out;
+}
+
+v1::FinishReason ToProtoFinishReason(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kAbort: return v1::FINISH_REASON_ABORT;
+    case FinishReason::kNone:
+    case FinishReason::kError: break;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void AppendTokenEvent(const TokenEvent& event, const Tokenizer& tokenizer,
+                      v1::GenerateResponse* message) {
+  for (int32_t id : event.token_ids) message->add_token_ids(id);
+  message->mutable_text()->append(event.text);
+  for (const TokenLogprob& lp : event.logprobs) {
+    v1::TokenLogprob* p = message->add_logprobs();
+    p->set_token_id(lp.id);
+    p->set_token(tokenizer.TokenPiece(lp.id));
+    p->set_logprob(lp.logprob);
+    for (const auto& [id, logprob] : lp.top) {
+      v1::TopLogprob* t = p->add_top_logprobs();
+      t->set_token_id(id);
+      t->set_token(tokenizer.TokenPiece(id));
+      t->set_logprob(logprob);
+    }
+  }
+  if (event.finish_reason != FinishReason::kNone) {
+    message->set_finish_reason(ToProtoFinishReason(event.finish_reason));
+    v1::Usage* usage = message->mutable_usage();
+    usage->set_prompt_tokens(event.prompt_tokens);
+    usage->set_completion_tokens(event.completion_tokens);
+    usage->set_cached_prompt_tokens(event.cached_prompt_tokens);
+  }
+}
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+}  // namespace peng::server

@@ -1,0 +1,178 @@
+#include "server/grpc_generate_call.h"
+
+#include <deque>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "server/grpc_convert.h"
+
+namespace peng::server {
+namespace {
+
+class GenerateCall;
+
+// Outlives the reactor: the engine's RequestStream keeps it until the engine drops the request.
+struct CallLink {
+  absl::Mutex mu;
+  GenerateCall* call ABSL_GUARDED_BY(mu) = nullptr;  // null once the call is done
+};
+
+class EventSink final : public RequestStream {
+ public:
+  explicit EventSink(std::shared_ptr<CallLink> link) : link_(std::move(link)) {}
+  void OnEvent(TokenEvent event) override;
+
+ private:
+  std::shared_ptr<CallLink> link_;
+};
+
+class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  GenerateCall(grpc::CallbackServerContext* context, EngineLoop* engine,
+               const Tokenizer* tokenizer, std::unique_ptr<GenerateRequest> request,
+               int retry_after_s)
+      : engine_(engine), tokenizer_(tokenizer), id_(request->id),
+        link_(std::make_shared<CallLink>()) {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->call = this;
+    }
+    absl::Status s = engine_->Submit(std::move(request), std::make_shared<EventSink>(link_));
+    if (!s.ok()) {
+      if (absl::IsResourceExhausted(s)) {
+        context->AddTrailingMetadata(kRetryAfterKey, std::to_string(retry_after_s));
+      }
+      absl::MutexLock lock(&link_->mu);
+      engine_done_ = true;  // nothing was queued: there is nothing to abort
+      final_status_ = ToGrpcStatus(s);
+      PumpLocked();
+    }
+  }
+
+  // Engine thread, under link_->mu.
+  void OnEventLocked(TokenEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
+    if (engine_done_ || cancelled_) return;
+    if (event.finish_reason == FinishReason::kError) {
+      engine_done_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::INTERNAL,
+                                   "generation failed: " + event.error);
+      PumpLocked();
+      return;
+    }
+    if (pending_.empty() || pending_.back().token_ids_size() >= kMaxTokensPerMessage) {
+      pending_.emplace_back();
+      pending_.back().set_request_id(id_);
+    }
+    AppendTokenEvent(event, *tokenizer_, &pending_.back());
+    if (event.finish_reason != FinishReason::kNone) {
+      engine_done_ = true;
+      final_status_ = grpc::Status::OK;
+    }
+    PumpLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool abort = false;
+    {
+      absl::MutexLock lock(&link_->mu);
+      writing_ = false;
+      in_flight_.Clear();
+      if (!ok) abort = CancelLocked();  // the stream is broken
+      PumpLocked();
+    }
+    if (abort) engine_->Abort(id_);
+  }
+
+  void OnCancel() override {
+    bool abort = false;
+    {
+      absl::MutexLock lock(&link_->mu);
+      abort = CancelLocked();
+      PumpLocked();
+    }
+    if (abort) engine_->Abort(id_);
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->call = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  // Marks the call cancelled; true when the caller must call EngineLoop::Abort (once).
+  bool CancelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
+    cancelled_ = true;
+    pending_.clear();
+    if (engine_done_ || abort_sent_) return false;
+    abort_sent_ = true;
+    return true;
+  }
+
+  // Starts the next write, or finishes once everything is written. One write in flight.
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
+    if (finished_ || writing_) return;
+    if (cancelled_) {
+      finished_ = true;
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+      return;
+    }
+    if (!pending_.empty()) {
+      in_flight_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      StartWrite(&in_flight_);
+      return;
+    }
+    if (final_status_.has_value()) {
+      finished_ = true;
+      Finish(*final_status_);
+    }
+  }
+
+  EngineLoop* const engine_;
+  const Tokenizer* const tokenizer_;
+  const std::string id_;
+  const std::shared_ptr<CallLink> link_;
+
+  std::deque<v1::GenerateResponse> pending_ ABSL_GUARDED_BY(link_->mu);
+  v1::GenerateResponse in_flight_ ABSL_GUARDED_BY(link_->mu);  // alive until OnWriteDone
+  std::optional<grpc::Status> final_status_ ABSL_GUARDED_BY(link_->mu);
+  bool writing_ ABSL_GUARDED_BY(link_->mu) = false;
+  bool finished_ ABSL_GUARDED_BY(link_->mu) = false;    // Finish() called
+  bool engine_done_ ABSL_GUARDED_BY(link_->mu) = false; // last event seen (or never submitted)
+  bool cancelled_ ABSL_GUARDED_BY(link_->mu) = false;
+  bool abort_sent_ ABSL_GUARDED_BY(link_->mu) = false;
+};
+
+void EventSink::OnEvent(TokenEvent event) {
+  absl::MutexLock lock(&link_->mu);
+  if (link_->call != nullptr) {
+    link_->call->OnEventLocked(std::move(event));
+  }
+}
+
+class FinishedCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  explicit FinishedCall(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* StartGenerateCall(
+    grpc::CallbackServerContext* context, EngineLoop* engine, const Tokenizer* tokenizer,
+    std::unique_ptr<GenerateRequest> request, int retry_after_s) {
+  return new GenerateCall(context, engine, tokenizer, std::move(request), retry_after_s);
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* FinishedGenerateCall(grpc::Status status) {
+  return new FinishedCall(std::move(status));
+}
+
+}  // namespace peng::server

@@ -1,0 +1,189 @@
+#include "server/http_routes.h"
+
+#include <string_view>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "boost/beast/http/status.hpp"
+#include "server/openai_api.h"
+
+namespace peng::server {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+      };
+      int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+// Constant-time comparison: a key check must not leak the matching prefix length.
+bool SameKey(std::string_view a, std::string_view b) {
+  if (a.size() != b.size() || b.empty()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+HttpReply StatusReply(const absl::StatusOr<Json>& r) {
+  if (!r.ok()) return ErrorReply(ApiErrorFromStatus(r.status()));
+  return JsonReply(200, DumpJson(*r));
+}
+
+}  // namespace
+
+RouteMatch MatchRoute(const std::string& target) {
+  std::string_view path(target);
+  if (size_t q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
+  RouteMatch m;
+  struct Entry {
+    std::string_view path;
+    Route route;
+    const char* method;
+  };
+  static constexpr Entry kRoutes[] = {
+      {"/v1/chat/completions", Route::kChatCompletions, "POST"},
+      {"/v1/completions", Route::kCompletions, "POST"},
+      {"/v1/models", Route::kModels, "GET"},
+      {"/tokenize", Route::kTokenize, "POST"},
+      {"/detokenize", Route::kDetokenize, "POST"},
+      {"/health", Route::kHealth, "GET"},
+      {"/live", Route::kLive, "GET"},
+      {"/ready", Route::kReady, "GET"},
+      {"/metrics", Route::kMetrics, "GET"},
+      {"/version", Route::kVersion, "GET"},
+  };
+  for (const Entry& e : kRoutes) {
+    if (path == e.path) {
+      m.route = e.route;
+      m.label = std::string(e.path);
+      m.allowed = e.method;
+      return m;
+    }
+  }
+  constexpr std::string_view kModelPrefix = "/v1/models/";
+  if (path.size() > kModelPrefix.size() && path.substr(0, kModelPrefix.size()) == kModelPrefix) {
+    m.route = Route::kModel;
+    m.label = "/v1/models/{id}";
+    m.allowed = "GET";
+    m.model_id = PercentDecode(path.substr(kModelPrefix.size()));
+    return m;
+  }
+  m.label = "other";
+  return m;
+}
+
+HttpReply JsonReply(int status, std::string body) {
+  HttpReply r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+HttpReply ErrorReply(const ApiError& error) {
+  HttpReply r = JsonReply(error.status, error.Body());
+  if (error.retry_after_s > 0) r.headers.emplace_back("Retry-After", std::to_string(error.retry_after_s));
+  if (error.status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
+bool RequiresAuth(const ServerContext& ctx, Route route) {
+  if (ctx.options.api_keys.empty()) return false;
+  switch (route) {
+    case Route::kHealth:
+    case Route::kLive:
+    case Route::kReady:
+    case Route::kMetrics: return ctx.options.metrics_auth;
+    case Route::kVersion: return false;
+    default: return true;  // /v1/*, /tokenize, /detokenize (and unknown paths under them)
+  }
+}
+
+bool Authorized(const ServerContext& ctx, const std::string& authorization) {
+  constexpr std::string_view kBearer = "Bearer ";
+  std::string_view h(authorization);
+  if (h.size() <= kBearer.size() || h.substr(0, kBearer.size()) != kBearer) return false;
+  std::string_view key = h.substr(kBearer.size());
+  bool ok = false;
+  for (const std::string& k : ctx.options.api_keys) ok |= SameKey(key, k);
+  return ok;
+}
+
+HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
+                            const std::string& body) {
+  switch (match.route) {
+    case Route::kModels:
+      return JsonReply(200, DumpJson(ListModels(ctx.model, ctx.created)));
+    case Route::kModel:
+      return StatusReply(GetModel(ctx.model, match.model_id, ctx.created));
+    case Route::kTokenize:
+    case Route::kDetokenize: {
+      absl::StatusOr<Json> parsed = ParseJsonBody(body);
+      if (!parsed.ok()) return StatusReply(parsed.status());
+      return StatusReply(match.route == Route::kTokenize ? Tokenize(*parsed, ctx.model)
+                                                         : Detokenize(*parsed, ctx.model));
+    }
+    case Route::kLive:
+      return JsonReply(200, R"({"status":"live"})");
+    case Route::kReady: {
+      const bool ready = ctx.deps.ready == nullptr || ctx.deps.ready->load();
+      return ready ? JsonReply(200, R"({"status":"ready"})")
+                   : JsonReply(503, R"({"status":"not ready"})");
+    }
+    case Route::kHealth: {
+      EngineStats s = ctx.deps.engine->Stats();
+      return JsonReply(200, DumpJson(Json{{"status", "ok"},
+                                          {"num_requests_running", s.num_running},
+                                          {"num_requests_waiting", s.num_waiting},
+                                          {"kv_cache_usage_perc", s.kv_usage}}));
+    }
+    case Route::kMetrics: {
+      HttpReply r;
+      r.content_type = metrics::kContentType;
+      if (ctx.deps.registry != nullptr) r.body = ctx.deps.registry->Render();
+      return r;
+    }
+    case Route::kVersion:
+      return JsonReply(200, DumpJson(Json{{"version", ctx.options.version}}));
+    default:
+      return ErrorReply(MakeApiError(500, "route has no simple handler"));
+  }
+}
+
+std::string SerializeReply(const HttpReply& reply, bool keep_alive) {
+  const auto status = static_cast<boost::beast::http::status>(reply.status);
+  const auto reason = boost::beast::http::obsolete_reason(status);
+  std::string out = absl::StrCat("HTTP/1.1 ", reply.status, " ",
+                                 absl::string_view(reason.data(), reason.size()), "\r\n");
+  absl::StrAppend(&out, "Content-Type: ", reply.content_type, "\r\n");
+  absl::StrAppend(&out, "Content-Length: ", reply.body.size(), "\r\n");
+  for (const auto& [name, value] : reply.headers) absl::StrAppend(&out, name, ": ", value, "\r\n");
+  absl::StrAppend(&out, "Connection: ", keep_alive ? "keep-alive" : "close", "\r\n\r\n");
+  out += reply.body;
+  return out;
+}
+
+std::string SseResponseHead(bool keep_alive) {
+  return absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                      "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: ",
+                      keep_alive ? "keep-alive" : "close", "\r\n\r\n");
+}
+
+}  // namespace peng::server

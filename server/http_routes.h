@@ -1,0 +1,56 @@
+// The HTTP route table and the handlers that answer at once (everything but generation):
+// matching (404/405), Bearer-key authentication (401), /v1/models, /tokenize, /detokenize,
+// /health, /live, /ready, /metrics, /version. HttpReply is a complete response before
+// serialisation. Functions of the immutable ServerContext; thread-safe.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "server/http_context.h"
+#include "server/openai_error.h"
+
+namespace peng::server {
+
+enum class Route {
+  kNone, kChatCompletions, kCompletions, kModels, kModel, kTokenize, kDetokenize, kHealth,
+  kLive, kReady, kMetrics, kVersion,
+};
+
+struct RouteMatch {
+  Route route = Route::kNone;
+  std::string label;          // bounded-cardinality metrics label ("/v1/models/{id}", "other")
+  std::string allowed;        // "GET" or "POST"; empty when the path is unknown
+  std::string model_id;       // kModel: the percent-decoded id
+};
+
+// Matches the path (query string ignored). A known path with another method still sets
+// `route` and `allowed`; the caller answers 405.
+RouteMatch MatchRoute(const std::string& target);
+
+struct HttpReply {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+HttpReply JsonReply(int status, std::string body);
+HttpReply ErrorReply(const ApiError& error);
+
+// Whether `route` needs a key, and whether `authorization` (the header value) carries one of
+// the configured keys. OK when no keys are configured.
+bool RequiresAuth(const ServerContext& ctx, Route route);
+bool Authorized(const ServerContext& ctx, const std::string& authorization);
+
+// Answers every route except the two generation routes.
+HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
+                            const std::string& body);
+
+// HTTP/1.1 response bytes: status line, headers (Content-Length, Connection), body.
+std::string SerializeReply(const HttpReply& reply, bool keep_alive);
+// The response head of an SSE stream (chunked transfer encoding).
+std::string SseResponseHead(bool keep_alive);
+
+}  // namespace peng::server

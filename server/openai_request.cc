@@ -1,0 +1,465 @@
+#include "server/openai_request.h"
+
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "base/status.h"
+#include "server/chat_template.h"
+#include "server/openai_error.h"
+
+namespace peng::server {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kMaxN = 128;
+
+// The fields each endpoint understands; anything else is reported as ignored.
+const absl::flat_hash_set<std::string>& CommonFields() {
+  static const auto* f = new absl::flat_hash_set<std::string>{
+      "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
+      "stop_token_ids", "presence_penalty", "frequency_penalty", "repetition_penalty",
+      "logit_bias", "logprobs", "stream", "stream_options", "priority", "user", "ignore_eos",
+      "include_stop_str_in_output"};
+  return *f;
+}
+const absl::flat_hash_set<std::string>& ChatFields() {
+  static const auto* f = new absl::flat_hash_set<std::string>{
+      "messages", "max_completion_tokens", "top_logprobs", "add_generation_prompt",
+      "chat_template_kwargs", "tools"};
+  return *f;
+}
+const absl::flat_hash_set<std::string>& CompletionFields() {
+  static const auto* f = new absl::flat_hash_set<std::string>{"prompt", "echo"};
+  return *f;
+}
+
+// A present, non-null field; JSON null counts as absent (as in the OpenAI SDK).
+const Json* Field(const Json& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+absl::Status TypeError(absl::string_view name, absl::string_view want) {
+  return BadParam(name, absl::StrCat("'", name, "' must be ", want));
+}
+
+absl::StatusOr<std::optional<double>> GetNumber(const Json& body, const char* name) {
+  const Json* f = Field(body, name);
+  if (f == nullptr) return std::optional<double>();
+  if (!f->is_number()) return TypeError(name, "a number");
+  return std::optional<double>(f->get<double>());
+}
+
+absl::StatusOr<std::optional<int64_t>> GetInt(const Json& body, const char* name) {
+  const Json* f = Field(body, name);
+  if (f == nullptr) return std::optional<int64_t>();
+  if (f->is_number_integer()) return std::optional<int64_t>(f->get<int64_t>());
+  if (f->is_number_float()) {  // pydantic accepts 2.0 for an int field; so do we
+    double d = f->get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) {
+      return std::optional<int64_t>(static_cast<int64_t>(d));
+    }
+  }
+  return TypeError(name, "an integer");
+}
+
+absl::StatusOr<std::optional<bool>> GetBool(const Json& body, const char* name) {
+  const Json* f = Field(body, name);
+  if (f == nullptr) return std::optional<bool>();
+  if (!f->is_boolean()) return TypeError(name, "a boolean");
+  return std::optional<bool>(f->get<bool>());
+}
+
+absl::StatusOr<std::optional<std::string>> GetString(const Json& body, const char* name) {
+  const Json* f = Field(body, name);
+  if (f == nullptr) return std::optional<std::string>();
+  if (!f->is_string()) return TypeError(name, "a string");
+  return std::optional<std::string>(f->get<std::string>());
+}
+
+bool IsTokenList(const Json& j) {
+  if (!j.is_array() || j.empty()) return false;
+  for (const Json& e : j) {
+    if (!e.is_number_integer()) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::vector<int32_t>> TokenIds(const Json& j, const char* param, int vocab) {
+  std::vector<int32_t> ids;
+  ids.reserve(j.size());
+  for (const Json& e : j) {
+    int64_t id = e.get<int64_t>();
+    if (id < 0 || id >= vocab) {
+      return BadParam(param, absl::StrCat("token id ", id, " in '", param,
+                                          "' is outside the vocabulary [0, ", vocab, ")"));
+    }
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
+}
+
+// "temperature must be in ..." -> "temperature"; "logit_bias[5] must ..." -> "logit_bias".
+std::string ParamFromMessage(absl::string_view message) {
+  size_t end = message.find_first_of(" [");
+  return std::string(message.substr(0, end));
+}
+
+absl::Status ParsePrompt(const Json& body, const ModelContext& ctx, CompletionJob* job) {
+  const Json* p = Field(body, "prompt");
+  if (p == nullptr) return BadParam("prompt", "'prompt' is required");
+  const Tokenizer& tok = *ctx.tokenizer;
+  auto add_text = [&](const std::string& text) -> absl::Status {
+    std::vector<int32_t> ids = tok.Encode(text, /*add_bos=*/true, /*parse_special=*/true);
+    job->prompts.push_back(std::move(ids));
+    job->prompt_texts.push_back(text);
+    return absl::OkStatus();
+  };
+  auto add_ids = [&](const Json& list) -> absl::Status {
+    PENG_ASSIGN_OR_RETURN(std::vector<int32_t> ids, TokenIds(list, "prompt", tok.vocab_size()));
+    job->prompt_texts.push_back(tok.Decode(ids, /*skip_special=*/false));
+    job->prompts.push_back(std::move(ids));
+    return absl::OkStatus();
+  };
+  if (p->is_string()) {
+    PENG_RETURN_IF_ERROR(add_text(p->get<std::string>()));
+  } else if (IsTokenList(*p)) {
+    PENG_RETURN_IF_ERROR(add_ids(*p));
+  } else if (p->is_array() && !p->empty()) {
+    for (const Json& e : *p) {
+      if (e.is_string()) {
+        PENG_RETURN_IF_ERROR(add_text(e.get<std::string>()));
+      } else if (IsTokenList(e)) {
+        PENG_RETURN_IF_ERROR(add_ids(e));
+      } else {
+        return BadParam("prompt", "'prompt' must be a string, a list of strings, a list of "
+                                  "token ids or a list of token id lists");
+      }
+    }
+  } else {
+    return BadParam("prompt", "'prompt' must be a non-empty string, list of strings, list of "
+                              "token ids or list of token id lists");
+  }
+  for (const auto& ids : job->prompts) {
+    if (ids.empty()) return BadParam("prompt", "the prompt is empty after tokenization");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> MessageContent(const Json& m, size_t i) {
+  auto it = m.find("content");
+  if (it == m.end() || it->is_null()) return std::string();
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array()) {
+    std::string out;
+    for (const Json& part : *it) {
+      if (!part.is_object() || !part.contains("type") || !part["type"].is_string()) {
+        return BadParam("messages", absl::StrCat("messages[", i, "].content parts must be "
+                                                 "objects with a 'type'"));
+      }
+      const std::string type = part["type"].get<std::string>();
+      if (type != "text") {
+        return BadParam("messages", absl::StrCat("messages[", i, "].content: part type '", type,
+                                                 "' is not supported (text only)"));
+      }
+      if (!part.contains("text") || !part["text"].is_string()) {
+        return BadParam("messages",
+                        absl::StrCat("messages[", i, "].content: text part without 'text'"));
+      }
+      if (!out.empty()) out += "\n";
+      out += part["text"].get<std::string>();
+    }
+    return out;
+  }
+  return BadParam("messages", absl::StrCat("messages[", i, "].content must be a string or a "
+                                           "list of content parts"));
+}
+
+absl::Status ParseMessages(const Json& body, const ModelContext& ctx, CompletionJob* job) {
+  PENG_ASSIGN_OR_RETURN(std::string text, RenderChatPrompt(body, ctx));
+  job->prompts.push_back(EncodeChatPrompt(text, *ctx.tokenizer));
+  job->prompt_texts.push_back(std::move(text));
+  if (job->prompts.back().empty()) return BadParam("messages", "the rendered prompt is empty");
+  return absl::OkStatus();
+}
+
+absl::Status ParseStop(const Json& body, int vocab, StopConditions* stop) {
+  if (const Json* s = Field(body, "stop")) {
+    if (s->is_string()) {
+      if (!s->get<std::string>().empty()) stop->stop.push_back(s->get<std::string>());
+    } else if (s->is_array()) {
+      for (const Json& e : *s) {
+        if (!e.is_string()) return TypeError("stop", "a string or a list of strings");
+        if (!e.get<std::string>().empty()) stop->stop.push_back(e.get<std::string>());
+      }
+    } else {
+      return TypeError("stop", "a string or a list of strings");
+    }
+  }
+  if (const Json* ids = Field(body, "stop_token_ids")) {
+    if (!ids->is_array()) return TypeError("stop_token_ids", "a list of integers");
+    for (const Json& e : *ids) {
+      if (!e.is_number_integer()) return TypeError("stop_token_ids", "a list of integers");
+    }
+    PENG_ASSIGN_OR_RETURN(stop->stop_token_ids, TokenIds(*ids, "stop_token_ids", vocab));
+  }
+  PENG_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, GetBool(body, "ignore_eos"));
+  stop->ignore_eos = ignore_eos.value_or(false);
+  PENG_ASSIGN_OR_RETURN(std::optional<bool> incl, GetBool(body, "include_stop_str_in_output"));
+  stop->include_stop_str_in_output = incl.value_or(false);
+  return absl::OkStatus();
+}
+
+absl::Status ParseSampling(const Json& body, const ModelContext& ctx, CompletionJob* job) {
+  SamplingParams& sp = job->sampling;
+  auto set_float = [&](const char* name, float* out) -> absl::Status {
+    PENG_ASSIGN_OR_RETURN(std::optional<double> v, GetNumber(body, name));
+    if (v) *out = static_cast<float>(*v);
+    return absl::OkStatus();
+  };
+  PENG_RETURN_IF_ERROR(set_float("temperature", &sp.temperature));
+  PENG_RETURN_IF_ERROR(set_float("top_p", &sp.top_p));
+  PENG_RETURN_IF_ERROR(set_float("min_p", &sp.min_p));
+  PENG_RETURN_IF_ERROR(set_float("presence_penalty", &sp.presence_penalty));
+  PENG_RETURN_IF_ERROR(set_float("frequency_penalty", &sp.frequency_penalty));
+  PENG_RETURN_IF_ERROR(set_float("repetition_penalty", &sp.repetition_penalty));
+  PENG_ASSIGN_OR_RETURN(std::optional<int64_t> top_k, GetInt(body, "top_k"));
+  if (top_k) {
+    if (*top_k < -1 || *top_k > std::numeric_limits<int32_t>::max()) {
+      return BadParam("top_k", absl::StrCat("top_k must be -1 (off) or >= 0, got ", *top_k));
+    }
+    sp.top_k = static_cast<int32_t>(*top_k);
+  }
+  PENG_ASSIGN_OR_RETURN(std::optional<int64_t> seed, GetInt(body, "seed"));
+  if (seed) sp.seed = static_cast<uint64_t>(*seed);
+  if (const Json* lb = Field(body, "logit_bias")) {
+    if (!lb->is_object()) return TypeError("logit_bias", "an object of token id -> bias");
+    for (const auto& [key, value] : lb->items()) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(key, &id)) {
+        return BadParam("logit_bias", absl::StrCat("logit_bias key '", key,
+                                                   "' is not a token id"));
+      }
+      if (!value.is_number()) return TypeError("logit_bias", "an object of token id -> number");
+      if (id < 0 || id >= ctx.tokenizer->vocab_size()) {
+        return BadParam("logit_bias", absl::StrCat("logit_bias token id ", id,
+                                                   " is outside the vocabulary [0, ",
+                                                   ctx.tokenizer->vocab_size(), ")"));
+      }
+      sp.logit_bias[static_cast<int32_t>(id)] = value.get<float>();
+    }
+  }
+  // Logprobs: completions take an int; chat takes a bool plus top_logprobs.
+  if (job->kind == ApiKind::kCompletion) {
+    PENG_ASSIGN_OR_RETURN(std::optional<int64_t> lp, GetInt(body, "logprobs"));
+    if (lp) {
+      if (*lp < 0 || *lp > ctx.max_logprobs) {
+        return BadParam("logprobs", absl::StrCat("logprobs must be in [0, ", ctx.max_logprobs,
+                                                 "], got ", *lp));
+      }
+      job->want_logprobs = true;
+      job->top_logprobs = static_cast<int>(*lp);
+    }
+  } else {
+    PENG_ASSIGN_OR_RETURN(std::optional<bool> lp, GetBool(body, "logprobs"));
+    PENG_ASSIGN_OR_RETURN(std::optional<int64_t> top, GetInt(body, "top_logprobs"));
+    job->want_logprobs = lp.value_or(false);
+    if (top) {
+      if (*top < 0 || *top > ctx.max_logprobs) {
+        return BadParam("top_logprobs", absl::StrCat("top_logprobs must be in [0, ",
+                                                     ctx.max_logprobs, "], got ", *top));
+      }
+      if (!job->want_logprobs && *top > 0) {
+        return BadParam("top_logprobs", "top_logprobs requires logprobs to be true");
+      }
+      job->top_logprobs = static_cast<int>(*top);
+    }
+  }
+  sp.logprobs = job->want_logprobs ? job->top_logprobs : -1;
+
+  if (absl::Status s = sp.Validate(ctx.tokenizer->vocab_size()); !s.ok()) {
+    return WithParam(s, ParamFromMessage(s.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContext& ctx) {
+  const Json* msgs = Field(body, "messages");
+  if (msgs == nullptr) return BadParam("messages", "'messages' is required");
+  if (!msgs->is_array() || msgs->empty()) {
+    return BadParam("messages", "'messages' must be a non-empty list");
+  }
+  std::vector<ChatMessage> messages;
+  for (size_t i = 0; i < msgs->size(); ++i) {
+    const Json& m = (*msgs)[i];
+    if (!m.is_object()) return BadParam("messages", absl::StrCat("messages[", i, "] must be an object"));
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) {
+      return BadParam("messages", absl::StrCat("messages[", i, "].role must be a string"));
+    }
+    ChatMessage msg;
+    msg.role = role->get<std::string>();
+    if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" &&
+        msg.role != "tool" && msg.role != "developer") {
+      return BadParam("messages", absl::StrCat("messages[", i, "].role '", msg.role,
+                                               "' is not one of system, user, assistant, tool"));
+    }
+    PENG_ASSIGN_OR_RETURN(msg.content, MessageContent(m, i));
+    if (auto name = m.find("name"); name != m.end() && name->is_string()) {
+      msg.name = name->get<std::string>();
+    }
+    if (auto tc = m.find("tool_calls"); tc != m.end() && !tc->is_null()) msg.tool_calls = *tc;
+    if (auto id = m.find("tool_call_id"); id != m.end() && id->is_string()) {
+      msg.tool_call_id = id->get<std::string>();
+    }
+    messages.push_back(std::move(msg));
+  }
+  PENG_ASSIGN_OR_RETURN(std::optional<bool> agp, GetBool(body, "add_generation_prompt"));
+  Json extra = Json::object();
+  if (const Json* kw = Field(body, "chat_template_kwargs")) {
+    if (!kw->is_object()) return TypeError("chat_template_kwargs", "an object");
+    extra = *kw;
+  }
+  if (const Json* tools = Field(body, "tools")) extra["tools"] = *tools;
+
+  const Tokenizer& tok = *ctx.tokenizer;
+  if (ctx.chat_template == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "chat completions are unavailable: ",
+        ctx.chat_template_error.empty() ? "the model has no chat template"
+                                        : ctx.chat_template_error,
+        "; use /v1/completions or configure a chat template"));
+  }
+  const std::string bos = tok.bos_id() >= 0 ? tok.TokenPiece(tok.bos_id()) : std::string();
+  const std::string eos = tok.eos_id() >= 0 ? tok.TokenPiece(tok.eos_id()) : std::string();
+  absl::StatusOr<std::string> text =
+      ctx.chat_template->Render(messages, agp.value_or(true), bos, eos, extra);
+  if (!text.ok()) {
+    return BadParam("messages", absl::StrCat("chat template: ", text.status().message()));
+  }
+  return *std::move(text);
+}
+
+std::vector<int32_t> EncodeChatPrompt(const std::string& text, const Tokenizer& tok) {
+  const std::string bos = tok.bos_id() >= 0 ? tok.TokenPiece(tok.bos_id()) : std::string();
+  const bool has_bos_text = !bos.empty() && text.rfind(bos, 0) == 0;
+  return tok.Encode(text, /*add_bos=*/!has_bos_text, /*parse_special=*/true);
+}
+
+
+absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
+  Json body = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    return absl::InvalidArgumentError("the request body is not valid JSON");
+  }
+  if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  return body;
+}
+
+absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& body,
+                                                     const ModelContext& ctx,
+                                                     std::vector<std::string>* ignored_fields) {
+  if (ctx.tokenizer == nullptr) return absl::InternalError("no tokenizer");
+  CompletionJob job;
+  job.kind = kind;
+  if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  for (const auto& [key, value] : body.items()) {
+    bool known = CommonFields().contains(key) ||
+                 (kind == ApiKind::kChat ? ChatFields() : CompletionFields()).contains(key);
+    if (!known && ignored_fields != nullptr) ignored_fields->push_back(key);
+  }
+
+  PENG_ASSIGN_OR_RETURN(std::optional<std::string> model, GetString(body, "model"));
+  if (model && *model != ctx.model_name) {
+    return WithParam(absl::NotFoundError(absl::StrCat("The model `", *model,
+                                                      "` does not exist.")),
+                     "model");
+  }
+  job.model = ctx.model_name;
+
+  // Types and ranges first (cheap), then the prompt (tokenization, template rendering).
+  PENG_RETURN_IF_ERROR(ParseSampling(body, ctx, &job));
+  PENG_ASSIGN_OR_RETURN(std::optional<int64_t> n, GetInt(body, "n"));
+  job.n = static_cast<int>(n.value_or(1));
+  if (n && (*n < 1 || *n > kMaxN)) {
+    return BadParam("n", absl::StrCat("n must be in [1, ", kMaxN, "], got ", *n));
+  }
+  if (job.n > 1 && job.sampling.greedy()) {
+    return BadParam("n", "n > 1 requires sampling (temperature > 0): greedy choices would be "
+                         "identical");
+  }
+  PENG_RETURN_IF_ERROR(ParseStop(body, ctx.tokenizer->vocab_size(), &job.stop));
+  PENG_ASSIGN_OR_RETURN(std::optional<int64_t> priority, GetInt(body, "priority"));
+  job.priority = static_cast<int>(priority.value_or(0));
+  PENG_ASSIGN_OR_RETURN(std::optional<std::string> user, GetString(body, "user"));
+  job.user = user.value_or("");
+  PENG_ASSIGN_OR_RETURN(std::optional<bool> stream, GetBool(body, "stream"));
+  job.stream = stream.value_or(false);
+  if (const Json* so = Field(body, "stream_options")) {
+    if (!so->is_object()) return TypeError("stream_options", "an object");
+    if (!job.stream) {
+      return BadParam("stream_options", "stream_options can only be set when stream is true");
+    }
+    PENG_ASSIGN_OR_RETURN(std::optional<bool> iu, GetBool(*so, "include_usage"));
+    job.include_usage = iu.value_or(false);
+  }
+
+  PENG_ASSIGN_OR_RETURN(std::optional<int64_t> max_tokens, GetInt(body, "max_tokens"));
+  const char* max_param = "max_tokens";
+  if (kind == ApiKind::kChat) {
+    PENG_ASSIGN_OR_RETURN(std::optional<int64_t> mct, GetInt(body, "max_completion_tokens"));
+    if (mct) {
+      max_tokens = mct;
+      max_param = "max_completion_tokens";
+    }
+    PENG_RETURN_IF_ERROR(ParseMessages(body, ctx, &job));
+  } else {
+    PENG_ASSIGN_OR_RETURN(std::optional<bool> echo, GetBool(body, "echo"));
+    job.echo = echo.value_or(false);
+    if (job.echo && job.want_logprobs) {
+      return BadParam("echo", "echo together with logprobs is not supported (no prompt "
+                              "logprobs)");
+    }
+    PENG_RETURN_IF_ERROR(ParsePrompt(body, ctx, &job));
+  }
+  if (max_tokens && *max_tokens < 1) {
+    return BadParam(max_param, absl::StrCat(max_param, " must be at least 1, got ", *max_tokens));
+  }
+
+  // Context arithmetic, per prompt (vLLM's messages).
+  const char* prompt_param = kind == ApiKind::kChat ? "messages" : "prompt";
+  const char* where = kind == ApiKind::kChat ? "messages" : "prompt";
+  int64_t longest = 0;
+  for (const auto& p : job.prompts) longest = std::max<int64_t>(longest, p.size());
+  if (longest >= ctx.max_model_len) {
+    return BadParam(prompt_param,
+                    absl::StrCat("This model's maximum context length is ", ctx.max_model_len,
+                                 " tokens. However, your request has ", longest,
+                                 " input tokens. Please reduce the length of the input ", where,
+                                 "."));
+  }
+  if (max_tokens && longest + *max_tokens > ctx.max_model_len) {
+    return BadParam(max_param,
+                    absl::StrCat("This model's maximum context length is ", ctx.max_model_len,
+                                 " tokens. However, you requested ", longest + *max_tokens,
+                                 " tokens (", longest, " in the ", where, ", ", *max_tokens,
+                                 " in the completion). Please reduce the length of the ", where,
+                                 " or completion."));
+  }
+  // Default: the rest of the context (per prompt: see MaxTokensFor).
+  job.max_tokens = max_tokens.value_or(0);
+  job.stop.max_tokens = max_tokens ? *max_tokens : ctx.max_model_len - longest;
+  job.max_model_len = ctx.max_model_len;
+  return job;
+}
+
+}  // namespace peng::server

@@ -1,0 +1,82 @@
+// Parsing and validation of /v1/chat/completions and /v1/completions bodies into a
+// CompletionJob: the native GenerateRequest fields plus what the response needs (stream,
+// echo, logprobs format). Every client mistake becomes InvalidArgument (400) or NotFound (404,
+// param "model") with the offending field attached (see openai_error.h). Stateless functions
+// over const inputs; thread-safe as long as the tokenizer and template are (they are const).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "scheduler/request.h"
+
+namespace peng {
+class ChatTemplate;
+}
+
+namespace peng::server {
+
+enum class ApiKind { kChat, kCompletion };
+
+// What the parser needs to know about the served model.
+struct ModelContext {
+  std::string model_name;           // the only accepted "model" value
+  int64_t max_model_len = 2048;     // prompt + generated tokens
+  int max_logprobs = 20;            // cap on logprobs / top_logprobs
+  const Tokenizer* tokenizer = nullptr;
+  const ChatTemplate* chat_template = nullptr;  // required for chat
+  std::string chat_template_error;  // why there is none (shown in the chat 400)
+};
+
+struct CompletionJob {
+  ApiKind kind = ApiKind::kCompletion;
+  std::string model;
+  // One entry per prompt (chat and single-prompt completions have one). Each becomes its own
+  // GenerateRequest; choice index = prompt_index * n + choice (vLLM's batch order).
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::string> prompt_texts;  // for echo; decoded when the prompt was token ids
+  SamplingParams sampling;
+  StopConditions stop;
+  int n = 1;
+  int priority = 0;
+  bool stream = false;
+  bool include_usage = false;   // stream_options.include_usage
+  bool echo = false;            // completions only
+  // Completions: logprobs = k (0..max) -> the legacy {tokens, token_logprobs, ...} object.
+  // Chat: logprobs = true -> {content: [...]}, top_logprobs = k alternatives.
+  bool want_logprobs = false;
+  int top_logprobs = 0;
+  std::string user;
+  int64_t max_tokens = 0;       // as requested; 0 = not given (rest of the context)
+  int64_t max_model_len = 0;
+
+  // stop.max_tokens for prompt `i`: the request's value, or the rest of the context.
+  int64_t MaxTokensFor(size_t i) const {
+    return max_tokens > 0 ? max_tokens
+                          : max_model_len - static_cast<int64_t>(prompts[i].size());
+  }
+};
+
+// Parses a request body (already parsed as JSON). Unknown top-level fields are reported in
+// `ignored_fields` (the caller logs them); they never cause an error.
+absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const nlohmann::json& body,
+                                                     const ModelContext& ctx,
+                                                     std::vector<std::string>* ignored_fields);
+
+// Chat: validates `messages` (plus add_generation_prompt, chat_template_kwargs, tools) and
+// renders them with the chat template. Shared by chat completions and /tokenize.
+absl::StatusOr<std::string> RenderChatPrompt(const nlohmann::json& body, const ModelContext& ctx);
+// Tokenizes a rendered chat prompt: control tokens parsed, BOS added only when the model adds
+// one and the text does not already start with the BOS token's text.
+std::vector<int32_t> EncodeChatPrompt(const std::string& text, const Tokenizer& tokenizer);
+
+// Parses the raw body text first: invalid JSON and a non-object body are 400s.
+absl::StatusOr<nlohmann::json> ParseJsonBody(const std::string& text);
+
+}  // namespace peng::server

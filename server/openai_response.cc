@@ -1,0 +1,228 @@
+#include "server/openai_response.h"
+
+#include <utility>
+
+#include "server/openai_error.h"
+
+namespace peng::server {
+namespace {
+
+using Json = nlohmann::json;
+
+Json Bytes(const std::string& piece) {
+  Json b = Json::array();
+  for (unsigned char c : piece) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+}  // namespace
+
+const char* FinishReasonString(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone: return "";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kAbort: return "abort";
+    case FinishReason::kError: return "error";
+  }
+  return "";
+}
+
+CompletionResponder::CompletionResponder(const CompletionJob& job, const Tokenizer& tokenizer,
+                                         std::string id, int64_t created)
+    : job_(job), tokenizer_(tokenizer), id_(std::move(id)), created_(created) {
+  choices_.resize(job.prompts.size() * job.n);
+  prompt_tokens_.resize(job.prompts.size());
+  for (size_t p = 0; p < job.prompts.size(); ++p) {
+    prompt_tokens_[p] = static_cast<int64_t>(job.prompts[p].size());
+    for (int j = 0; j < job.n; ++j) {
+      Choice& c = choices_[p * job.n + j];
+      if (job.echo) {
+        c.text = job.prompt_texts[p];
+        c.text_offset = static_cast<int64_t>(c.text.size());
+      }
+      if (job.want_logprobs) {
+        c.logprobs = job.kind == ApiKind::kChat
+                         ? Json{{"content", Json::array()}}
+                         : Json{{"tokens", Json::array()},
+                                {"token_logprobs", Json::array()},
+                                {"top_logprobs", Json::array()},
+                                {"text_offset", Json::array()}};
+      }
+    }
+  }
+}
+
+Json CompletionResponder::ChunkBase() const {
+  return Json{{"id", id_},
+              {"object", job_.kind == ApiKind::kChat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created_},
+              {"model", job_.model}};
+}
+
+CompletionResponder::Choice& CompletionResponder::ChoiceOf(int prompt_index,
+                                                           const TokenEvent& event, int* index) {
+  int choice = event.choice;
+  if (choice < 0 || choice >= job_.n) choice = 0;  // a malformed event cannot index out
+  if (prompt_index < 0 || prompt_index >= static_cast<int>(prompt_tokens_.size())) prompt_index = 0;
+  *index = prompt_index * job_.n + choice;
+  return choices_[*index];
+}
+
+void CompletionResponder::NoteUsage(int prompt_index, const TokenEvent& event, Choice& c) {
+  if (event.prompt_tokens > 0 && prompt_index >= 0 &&
+      prompt_index < static_cast<int>(prompt_tokens_.size())) {
+    prompt_tokens_[prompt_index] = event.prompt_tokens;
+  }
+  if (event.completion_tokens > 0) {
+    c.completion_tokens = event.completion_tokens;
+  } else {
+    c.completion_tokens += static_cast<int64_t>(event.token_ids.size());
+  }
+  if (c.finish == FinishReason::kNone && event.finish_reason != FinishReason::kNone) {
+    c.finish = event.finish_reason;
+    ++finished_;
+  }
+}
+
+Json CompletionResponder::EventLogprobs(const TokenEvent& event, Choice& c) const {
+  if (!job_.want_logprobs) return nullptr;
+  const int k = job_.top_logprobs;
+  if (job_.kind == ApiKind::kChat) {
+    Json content = Json::array();
+    for (const TokenLogprob& lp : event.logprobs) {
+      const std::string piece = tokenizer_.TokenPiece(lp.id);
+      Json top = Json::array();
+      for (size_t i = 0; i < lp.top.size() && static_cast<int>(i) < k; ++i) {
+        const std::string alt = tokenizer_.TokenPiece(lp.top[i].first);
+        top.push_back({{"token", alt}, {"logprob", lp.top[i].second}, {"bytes", Bytes(alt)}});
+      }
+      content.push_back({{"token", piece},
+                         {"logprob", lp.logprob},
+                         {"bytes", Bytes(piece)},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return Json{{"content", std::move(content)}};
+  }
+  Json out{{"tokens", Json::array()},
+           {"token_logprobs", Json::array()},
+           {"top_logprobs", Json::array()},
+           {"text_offset", Json::array()}};
+  for (const TokenLogprob& lp : event.logprobs) {
+    const std::string piece = tokenizer_.TokenPiece(lp.id);
+    out["tokens"].push_back(piece);
+    out["token_logprobs"].push_back(lp.logprob);
+    Json top = Json::object();
+    // The sampled token is always present (vLLM), then up to k alternatives.
+    top[piece] = lp.logprob;
+    for (size_t i = 0; i < lp.top.size() && static_cast<int>(i) < k; ++i) {
+      top[tokenizer_.TokenPiece(lp.top[i].first)] = lp.top[i].second;
+    }
+    out["top_logprobs"].push_back(std::move(top));
+    out["text_offset"].push_back(c.text_offset);
+    c.text_offset += static_cast<int64_t>(piece.size());
+  }
+  return out;
+}
+
+void CompletionResponder::AppendLogprobs(const Json& lp, Choice& c) const {
+  if (lp.is_null()) return;
+  for (const auto& [key, arr] : lp.items()) {
+    for (const Json& e : arr) c.logprobs[key].push_back(e);
+  }
+}
+
+std::vector<std::string> CompletionResponder::StreamStart() {
+  std::vector<std::string> out;
+  for (int i = 0; i < num_choices(); ++i) {
+    Json chunk = ChunkBase();
+    if (job_.kind == ApiKind::kChat) {
+      chunk["choices"] = Json::array({{{"index", i},
+                                       {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                       {"logprobs", nullptr},
+                                       {"finish_reason", nullptr}}});
+    } else if (job_.echo) {
+      chunk["choices"] = Json::array({{{"index", i},
+                                       {"text", choices_[i].text},
+                                       {"logprobs", nullptr},
+                                       {"finish_reason", nullptr}}});
+    } else {
+      continue;
+    }
+    out.push_back(DumpJson(chunk));
+  }
+  return out;
+}
+
+std::vector<std::string> CompletionResponder::StreamEvent(int prompt_index,
+                                                          const TokenEvent& event) {
+  int index = 0;
+  Choice& c = ChoiceOf(prompt_index, event, &index);
+  if (c.finish != FinishReason::kNone) return {};  // nothing after a choice's end
+  NoteUsage(prompt_index, event, c);
+  Json lp = EventLogprobs(event, c);
+  const bool finished = c.finish != FinishReason::kNone;
+  if (event.text.empty() && !finished && (lp.is_null() || event.logprobs.empty())) return {};
+  Json choice{{"index", index}, {"logprobs", std::move(lp)}};
+  if (job_.kind == ApiKind::kChat) {
+    choice["delta"] = event.text.empty() ? Json::object() : Json{{"content", event.text}};
+  } else {
+    choice["text"] = event.text;
+  }
+  choice["finish_reason"] = finished ? Json(FinishReasonString(c.finish)) : Json(nullptr);
+  Json chunk = ChunkBase();
+  chunk["choices"] = Json::array({std::move(choice)});
+  return {DumpJson(chunk)};
+}
+
+std::vector<std::string> CompletionResponder::StreamEnd() {
+  if (!job_.include_usage) return {};
+  Json chunk = ChunkBase();
+  chunk["choices"] = Json::array();
+  chunk["usage"] = Usage();
+  return {DumpJson(chunk)};
+}
+
+void CompletionResponder::Collect(int prompt_index, const TokenEvent& event) {
+  int index = 0;
+  Choice& c = ChoiceOf(prompt_index, event, &index);
+  if (c.finish != FinishReason::kNone) return;
+  NoteUsage(prompt_index, event, c);
+  AppendLogprobs(EventLogprobs(event, c), c);
+  c.text += event.text;
+}
+
+Json CompletionResponder::Usage() const {
+  int64_t prompt = 0, completion = 0;
+  for (int64_t p : prompt_tokens_) prompt += p;
+  for (const Choice& c : choices_) completion += c.completion_tokens;
+  return Json{{"prompt_tokens", prompt},
+              {"completion_tokens", completion},
+              {"total_tokens", prompt + completion}};
+}
+
+std::string CompletionResponder::Body() const {
+  Json choices = Json::array();
+  for (int i = 0; i < num_choices(); ++i) {
+    const Choice& c = choices_[i];
+    Json choice{{"index", i}};
+    if (job_.kind == ApiKind::kChat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+    }
+    choice["logprobs"] = job_.want_logprobs ? c.logprobs : Json(nullptr);
+    choice["finish_reason"] =
+        c.finish == FinishReason::kNone ? Json(nullptr) : Json(FinishReasonString(c.finish));
+    choices.push_back(std::move(choice));
+  }
+  Json body{{"id", id_},
+            {"object", job_.kind == ApiKind::kChat ? "chat.completion" : "text_completion"},
+            {"created", created_},
+            {"model", job_.model},
+            {"choices", std::move(choices)},
+            {"usage", Usage()}};
+  return DumpJson(body);
+}
+
+}  // namespace peng::server

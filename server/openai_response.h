@@ -1,0 +1,73 @@
+// CompletionResponder: turns the TokenEvents of one CompletionJob into OpenAI response JSON,
+// either as stream chunks (chat.completion.chunk / text_completion) or, collected, as one
+// chat.completion / text_completion body with usage. Knows the chat and legacy completions
+// logprobs formats. One per HTTP request, used on that connection's strand only (not
+// thread-safe). Invariant: a choice is finished after its event with finish_reason != kNone;
+// done() when every choice of every prompt is finished.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "scheduler/request.h"
+#include "server/openai_request.h"
+
+namespace peng::server {
+
+// "stop", "length", "abort", "error" (OpenAI/vLLM finish_reason strings).
+const char* FinishReasonString(FinishReason r);
+
+class CompletionResponder {
+ public:
+  CompletionResponder(const CompletionJob& job, const Tokenizer& tokenizer, std::string id,
+                      int64_t created);
+
+  const std::string& id() const { return id_; }
+  int num_choices() const { return static_cast<int>(choices_.size()); }
+  bool done() const { return finished_ == static_cast<int>(choices_.size()); }
+
+  // Streaming. Each returns chunk JSON texts (SSE data payloads, without framing).
+  // Start: chat sends a {role: "assistant"} delta per choice; completions with echo send the
+  // prompt text per choice.
+  std::vector<std::string> StreamStart();
+  // The chunk for one event (none when it carries no text and does not finish a choice).
+  std::vector<std::string> StreamEvent(int prompt_index, const TokenEvent& event);
+  // After done(): the usage chunk (choices: []) when include_usage, else nothing.
+  std::vector<std::string> StreamEnd();
+
+  // Non-streaming: record an event; after done(), Body() is the whole response.
+  void Collect(int prompt_index, const TokenEvent& event);
+  std::string Body() const;
+
+  nlohmann::json Usage() const;
+
+ private:
+  struct Choice {
+    std::string text;
+    FinishReason finish = FinishReason::kNone;
+    int64_t completion_tokens = 0;
+    nlohmann::json logprobs;      // accumulated (non-streaming)
+    int64_t text_offset = 0;      // completions logprobs: offset of the next token
+  };
+
+  Choice& ChoiceOf(int prompt_index, const TokenEvent& event, int* index);
+  void NoteUsage(int prompt_index, const TokenEvent& event, Choice& c);
+  // Logprobs of `event` in this endpoint's format (null when not requested); advances the
+  // completions text offset.
+  nlohmann::json EventLogprobs(const TokenEvent& event, Choice& c) const;
+  void AppendLogprobs(const nlohmann::json& lp, Choice& c) const;
+  nlohmann::json ChunkBase() const;
+
+  const CompletionJob& job_;
+  const Tokenizer& tokenizer_;
+  std::string id_;
+  int64_t created_;
+  std::vector<Choice> choices_;             // prompt_index * n + choice
+  std::vector<int64_t> prompt_tokens_;      // per prompt
+  int finished_ = 0;
+};
+
+}  // namespace peng::server
