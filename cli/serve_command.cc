@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "base/metrics.h"
@@ -19,6 +20,7 @@
 #include "scheduler/local_engine_loop.h"
 #include "server/chat_template.h"
 #include "server/config.h"
+#include "server/grpc_server.h"
 #include "server/http_server.h"
 
 namespace peng::cli {
@@ -150,9 +152,24 @@ absl::Status RunServe(int argc, char** argv) {
   deps.ready = &ready;
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<server::HttpServer> http, server::HttpServer::Create(ho, deps));
   PENG_RETURN_IF_ERROR(http->Start());
+  std::unique_ptr<server::GrpcServer> grpc;
+  if (cfg.server.grpc_port != 0) {
+    server::GrpcServerOptions go;
+    go.host = cfg.server.host;
+    go.port = cfg.server.grpc_port;
+    go.api_keys = cfg.server.api_keys;
+    go.model_name = ho.model_name;
+    go.max_model_len = served_len;
+    go.retry_after_s = cfg.scheduler.retry_after_s;
+    grpc = std::make_unique<server::GrpcServer>(go, &engine, model->tokenizer.get());
+    PENG_RETURN_IF_ERROR(grpc->Start());
+  }
   ready.store(true);
-  Log(absl::StrFormat("serving %s: HTTP http://%s:%d (OpenAI API, /metrics)", ho.model_name, ho.host,
-                      http->port()));
+  Log(absl::StrFormat("serving %s: HTTP http://%s:%d (OpenAI API, /metrics)%s", ho.model_name, ho.host,
+                      http->port(),
+                      grpc ? absl::StrFormat(", gRPC %s:%d (peng.v1.Inference, health, reflection)",
+                                             cfg.server.host, grpc->port())
+                           : std::string()));
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -160,8 +177,15 @@ absl::Status RunServe(int argc, char** argv) {
                       cfg.server.drain_timeout_s));
   ready.store(false);
   http->StopAccepting();
-  engine.Drain(std::chrono::milliseconds(static_cast<int64_t>(cfg.server.drain_timeout_s * 1000)));
+  const auto drain = std::chrono::milliseconds(static_cast<int64_t>(cfg.server.drain_timeout_s * 1000));
+  std::thread grpc_drain;
+  if (grpc) {
+    grpc->SetServing(false);
+    grpc_drain = std::thread([&] { grpc->Shutdown(std::chrono::system_clock::now() + drain); });
+  }
+  engine.Drain(drain);
   http->Stop();
+  if (grpc_drain.joinable()) grpc_drain.join();
   Log("drained; bye");
   return absl::OkStatus();
 }

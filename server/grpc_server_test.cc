@@ -3,7 +3,9 @@
 #include "server/grpc_server.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -293,7 +295,8 @@ TEST_F(GrpcServerTest, ValidationErrorsNameTheField) {
        grpc::StatusCode::INVALID_ARGUMENT, "sampling.top_k"},
       {"presence", [](v1::GenerateRequest* r) { r->mutable_sampling()->set_presence_penalty(3); },
        grpc::StatusCode::INVALID_ARGUMENT, "sampling.presence_penalty"},
-      {"bias id", [](v1::GenerateRequest* r) { (*r->mutable_sampling()->mutable_logit_bias())[-3] = 1; },
+      {"bias id",
+       [](v1::GenerateRequest* r) { (*r->mutable_sampling()->mutable_logit_bias())[-3] = 1; },
        grpc::StatusCode::INVALID_ARGUMENT, "sampling.logit_bias"},
       {"logprobs", [](v1::GenerateRequest* r) { r->mutable_sampling()->set_logprobs(21); },
        grpc::StatusCode::INVALID_ARGUMENT, "sampling.logprobs"},
@@ -523,7 +526,8 @@ TEST_F(GrpcServerTest, ReflectionListsTheService) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   grpc::CompletionQueue cq;
-  auto call = generic.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto call = generic.PrepareCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
   void* tag;
   bool ok;
   call->StartCall(reinterpret_cast<void*>(1));

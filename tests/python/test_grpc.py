@@ -1,0 +1,273 @@
+"""The peng.v1.Inference gRPC API against a live `peng serve`, through grpcio stubs generated at
+test time from proto/peng/v1/inference.proto (nothing generated is committed).
+
+Needs the session fixture `peng_server` (tests/python/conftest.py: .http_url, .grpc_target and
+optionally .api_key). Covers: streaming Generate, cancellation mid-stream (the engine's running
+count drops back to 0), Tokenize/Detokenize round trip, ListModels, errors, the standard health
+service and server reflection (what grpcurl uses).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RPC_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    """(inference_pb2, inference_pb2_grpc), generated into a temporary directory."""
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("grpc_stubs")
+    args = [
+        "grpc_tools.protoc",
+        f"-I{os.path.join(REPO_ROOT, 'proto')}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        "peng/v1/inference.proto",
+    ]
+    assert protoc.main(args) == 0, "grpc_tools.protoc failed on proto/peng/v1/inference.proto"
+    sys.path.insert(0, str(out))
+    try:
+        pb2 = importlib.import_module("peng.v1.inference_pb2")
+        pb2_grpc = importlib.import_module("peng.v1.inference_pb2_grpc")
+    finally:
+        sys.path.remove(str(out))
+    return pb2, pb2_grpc
+
+
+@pytest.fixture(scope="session")
+def server(request):
+    """The live server, or a skip while the `peng_server` fixture is missing or cannot start."""
+    try:
+        return request.getfixturevalue("peng_server")
+    except pytest.FixtureLookupError:
+        reason = "the peng_server fixture is not defined yet (tests/python/conftest.py)"
+    except Exception as e:  # noqa: BLE001 - report any start-up failure as the skip reason
+        reason = f"peng_server could not start: {e!r}"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def channel(server):
+    ch = grpc.insecure_channel(server.grpc_target)
+    try:
+        grpc.channel_ready_future(ch).result(timeout=20)
+    except grpc.FutureTimeoutError:
+        pytest.fail(f"no gRPC server at {server.grpc_target} "
+                    "(is the gRPC frontend wired into `peng serve`?)")
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="session")
+def md(server):
+    key = getattr(server, "api_key", None)
+    return [("authorization", f"Bearer {key}")] if key else []
+
+
+@pytest.fixture(scope="session")
+def stub(pb, channel):
+    return pb[1].InferenceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def model(stub, pb, md):
+    models = stub.ListModels(pb[0].ListModelsRequest(), metadata=md, timeout=RPC_TIMEOUT)
+    assert len(models.models) == 1
+    return models.models[0]
+
+
+def _greedy(pb, text, max_tokens, **kw):
+    req = pb[0].GenerateRequest(text=text, max_tokens=max_tokens, **kw)
+    req.sampling.temperature = 0.0
+    return req
+
+
+def _wait_for(predicate, timeout=10.0, interval=0.05):
+    """Polls a live process's state until predicate() holds; returns the last value."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+def test_generate_streams_tokens_text_and_usage(stub, pb, md, model):
+    pb2 = pb[0]
+    prompt = "The capital of France is"
+    req = _greedy(pb, prompt, 12, ignore_eos=True, request_id="pytest-stream")
+    req.sampling.logprobs = 2
+    msgs = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+    assert len(msgs) >= 2, "a 12-token completion should arrive as a stream, not one message"
+    ids = [t for m in msgs for t in m.token_ids]
+    text = "".join(m.text for m in msgs)
+    for m in msgs[:-1]:
+        assert m.finish_reason == pb2.FINISH_REASON_UNSPECIFIED
+        assert not m.HasField("usage")
+    last = msgs[-1]
+    assert all(m.request_id.startswith("pytest-stream") for m in msgs)
+    assert last.finish_reason == pb2.FINISH_REASON_LENGTH
+    assert len(ids) == 12
+    assert last.usage.completion_tokens == 12
+    # One logprob entry per token, each with 2 alternatives; the sampled token is greedy, so it
+    # is the most likely one.
+    lps = [lp for m in msgs for lp in m.logprobs]
+    assert [lp.token_id for lp in lps] == ids
+    for lp in lps:
+        assert len(lp.top_logprobs) == 2
+        assert lp.top_logprobs[0].token_id == lp.token_id
+        assert lp.logprob <= 0.0
+
+    tok = stub.Tokenize(pb2.TokenizeRequest(text=prompt), metadata=md, timeout=RPC_TIMEOUT)
+    assert last.usage.prompt_tokens == tok.count
+    detok = stub.Detokenize(pb2.DetokenizeRequest(token_ids=ids, skip_special_tokens=True),
+                            metadata=md, timeout=RPC_TIMEOUT)
+    assert text == detok.text
+    assert text.strip(), "greedy SmolLM2 output should not be empty"
+
+    # Token-id prompts work too, and greedy decoding is deterministic.
+    req2 = pb2.GenerateRequest(max_tokens=12, ignore_eos=True)
+    req2.token_ids.ids.extend(tok.token_ids)
+    req2.sampling.temperature = 0.0
+    msgs2 = list(stub.Generate(req2, metadata=md, timeout=RPC_TIMEOUT))
+    assert [t for m in msgs2 for t in m.token_ids] == ids
+
+
+def _abort_count(server) -> float:
+    """peng:request_success_total{finished_reason="abort"} from /metrics."""
+    req = urllib.request.Request(server.http_url.rstrip("/") + "/metrics")
+    key = getattr(server, "api_key", None)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    with urllib.request.urlopen(req, timeout=RPC_TIMEOUT) as resp:
+        text = resp.read().decode()
+    m = re.search(r'^peng:request_success_total\{finished_reason="abort"\} (\S+)$', text, re.M)
+    assert m, "peng:request_success_total{finished_reason=\"abort\"} missing from /metrics"
+    return float(m.group(1))
+
+
+def test_cancel_mid_stream_frees_the_engine(server, stub, pb, md, model):
+    pb2 = pb[0]
+    aborts_before = _abort_count(server)
+    max_tokens = min(400, model.max_model_len - 16)
+    call = stub.Generate(_greedy(pb, "Write a long story about a dragon.", max_tokens,
+                                 ignore_eos=True), metadata=md, timeout=RPC_TIMEOUT)
+    got = 0
+    for m in call:
+        got += len(m.token_ids)
+        if got >= 2:
+            break
+    assert got >= 2
+    load = stub.GetLoad(pb2.GetLoadRequest(), metadata=md, timeout=RPC_TIMEOUT)
+    assert load.running + load.waiting >= 1
+    call.cancel()
+    with pytest.raises(grpc.RpcError) as err:
+        for _ in call:
+            pass
+    assert err.value.code() == grpc.StatusCode.CANCELLED
+
+    def idle():
+        load = stub.GetLoad(pb2.GetLoadRequest(), metadata=md, timeout=RPC_TIMEOUT)
+        return load if load.running == 0 and load.waiting == 0 else None
+
+    load = _wait_for(idle, timeout=10.0)
+    assert load is not None, "the cancelled request is still running 10 s after the cancel"
+    assert 0.0 <= load.kv_usage <= 1.0
+    # The engine counted it as an abort (it did not simply run to max_tokens).
+    assert _wait_for(lambda: _abort_count(server) >= aborts_before + 1, timeout=10.0)
+
+
+def test_tokenize_detokenize_round_trip(stub, pb, md):
+    pb2 = pb[0]
+    text = "Hello, world! Ünïcödé text, 你好, emoji 🐉 and  two  spaces."
+    tok = stub.Tokenize(pb2.TokenizeRequest(text=text, add_special_tokens=False),
+                        metadata=md, timeout=RPC_TIMEOUT)
+    assert tok.count == len(tok.token_ids) > 5
+    assert tok.max_model_len > 0
+    detok = stub.Detokenize(pb2.DetokenizeRequest(token_ids=tok.token_ids), metadata=md,
+                            timeout=RPC_TIMEOUT)
+    assert detok.text == text
+
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Detokenize(pb2.DetokenizeRequest(token_ids=[10**9]), metadata=md,
+                        timeout=RPC_TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "token_ids" in err.value.details()
+
+
+def test_list_models_matches_http(server, model):
+    assert model.id
+    assert model.max_model_len > 0
+    assert model.vocab_size > 0
+    req = urllib.request.Request(server.http_url.rstrip("/") + "/v1/models")
+    key = getattr(server, "api_key", None)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    with urllib.request.urlopen(req, timeout=RPC_TIMEOUT) as resp:
+        body = json.load(resp)
+    assert [m["id"] for m in body["data"]] == [model.id]
+
+
+def test_errors_map_to_status_codes(stub, pb, md, model):
+    pb2 = pb[0]
+    cases = [
+        (pb2.GenerateRequest(model="no-such-model", text="hi"), grpc.StatusCode.NOT_FOUND,
+         "no-such-model"),
+        (pb2.GenerateRequest(max_tokens=4), grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
+        (pb2.GenerateRequest(text="hi", max_tokens=0), grpc.StatusCode.INVALID_ARGUMENT,
+         "max_tokens"),
+        (pb2.GenerateRequest(text="hi", max_tokens=model.max_model_len),
+         grpc.StatusCode.INVALID_ARGUMENT, "max_tokens"),
+    ]
+    bad_temp = pb2.GenerateRequest(text="hi", max_tokens=4)
+    bad_temp.sampling.temperature = -1.0
+    cases.append((bad_temp, grpc.StatusCode.INVALID_ARGUMENT, "sampling.temperature"))
+    for req, code, field in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+        assert err.value.code() == code, (req, err.value.details())
+        assert field in err.value.details()
+
+
+def test_health_check_serving(channel):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "peng.v1.Inference"):
+        resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=RPC_TIMEOUT)
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_reflection_lists_and_describes_the_service(channel):
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="peng.v1.Inference"),
+    ]
+    listed, described = list(refl.ServerReflectionInfo(iter(requests), timeout=RPC_TIMEOUT))
+    names = {s.name for s in listed.list_services_response.service}
+    assert "peng.v1.Inference" in names
+    assert "grpc.health.v1.Health" in names
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in described.file_descriptor_response.file_descriptor_proto]
+    methods = {m.name for f in files if f.package == "peng.v1" for s in f.service
+               for m in s.method}
+    assert {"Generate", "Tokenize", "Detokenize", "ListModels", "GetLoad"} <= methods
