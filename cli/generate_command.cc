@@ -8,12 +8,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/status.h"
-#include "cli/chat_prompt.h"
 #include "cli/common.h"
 #include "cli/flags.h"
 #include "engine/forward.h"
 #include "engine/sampler.h"
 #include "engine/simple_kv_cache.h"
+#include "server/chat_template.h"
 
 namespace peng::cli {
 namespace {
@@ -135,6 +135,7 @@ absl::Status RunGenerate(int argc, char** argv) {
   const bool output_ids = f.Has("output-ids");
 
   auto run = [&](const std::string& text, bool special) -> absl::StatusOr<std::vector<int32_t>> {
+    // (Encode adds no second BOS to a rendered chat prompt that already starts with it.)
     std::vector<int32_t> ids = tok.Encode(text, !f.Has("no-bos"), special);
     PENG_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(params, model->config.vocab_size, ids));
     return session.Run(ids, sampler, max_tokens, !output_ids);
@@ -152,13 +153,17 @@ absl::Status RunGenerate(int argc, char** argv) {
     return absl::OkStatus();
   }
 
+  if (tok.chat_template().empty()) return absl::FailedPreconditionError("the model has no chat template");
+  PENG_ASSIGN_OR_RETURN(ChatTemplate chat_template, ChatTemplate::Parse(tok.chat_template()));
+  const std::string bos = tok.bos_id() >= 0 ? tok.TokenPiece(tok.bos_id()) : "";
+  const std::string eos = tok.eos_id() >= 0 ? tok.TokenPiece(tok.eos_id()) : "";
   std::vector<ChatMessage> messages;
-  if (f.Has("system")) messages.push_back({"system", f.String("system")});
+  if (f.Has("system")) messages.push_back({.role = "system", .content = f.String("system")});
   auto turn = [&](const std::string& user) -> absl::Status {
-    messages.push_back({"user", user});
-    PENG_ASSIGN_OR_RETURN(std::string prompt, RenderChat(tok.chat_template(), messages));
+    messages.push_back({.role = "user", .content = user});
+    PENG_ASSIGN_OR_RETURN(std::string prompt, chat_template.Render(messages, true, bos, eos));
     PENG_ASSIGN_OR_RETURN(std::vector<int32_t> ids, run(prompt, true));
-    messages.push_back({"assistant", tok.Decode(ids, true)});
+    messages.push_back({.role = "assistant", .content = tok.Decode(ids, true)});
     std::printf("\n");
     return absl::OkStatus();
   };

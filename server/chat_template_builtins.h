@@ -1,6 +1,7 @@
 // Built-in filters, tests, methods and globals of the chat template interpreter, matching
-// jinja2's (and Python's str/dict methods) for the subset chat templates use. Stateless; all
-// per-render state and limits come through the Renderer argument.
+// jinja2's (and Python's str/dict methods) for the subset chat templates use. Filters and tests
+// live in chat_template_builtins.cc, methods and globals in chat_template_methods.cc.
+// Stateless; all per-render state and limits come through the Renderer argument.
 #pragma once
 
 #include <string>

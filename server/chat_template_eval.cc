@@ -32,6 +32,10 @@ std::string OperandError(absl::string_view op, const Value& a, const Value& b) {
 Renderer::Renderer(const Program& program, const ChatTemplateOptions& options)
     : program_(program), options_(options), limits_(options.limits) {}
 
+Renderer::~Renderer() {
+  for (Value& ns : namespaces_) ns.mutable_dict().entries.clear();
+}
+
 absl::StatusOr<std::string> Renderer::Render(DictData variables) {
   Frame root;
   for (auto& [k, v] : variables.entries) root[k] = std::move(v);

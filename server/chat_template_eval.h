@@ -21,6 +21,7 @@ namespace peng::chat_template_internal {
 class Renderer {
  public:
   Renderer(const Program& program, const ChatTemplateOptions& options);
+  ~Renderer();
   Renderer(const Renderer&) = delete;
   Renderer& operator=(const Renderer&) = delete;
 
@@ -41,6 +42,9 @@ class Renderer {
   absl::StatusOr<std::vector<Value>> Iterate(const Value& v);
   // raise_exception(): an error whose message is exactly `message`.
   absl::Status Raise(std::string message);
+  // Records a namespace() object; the destructor empties them all, which breaks any
+  // reference cycle (`set ns.self = ns`): namespaces are the only mutable values.
+  void TrackNamespace(const Value& ns) { namespaces_.push_back(ns); }
   const ChatTemplateOptions& options() const { return options_; }
 
  private:
@@ -74,6 +78,7 @@ class Renderer {
   int64_t loop_iterations_ = 0;
   int call_depth_ = 0;
   bool error_located_ = false;  // the innermost failing expression already named its position
+  std::vector<Value> namespaces_;
 };
 
 }  // namespace peng::chat_template_internal

@@ -136,20 +136,17 @@ class Lexer {
   void SetLineStarting(size_t end) { line_starting_ = end > 0 && src_[end - 1] == '\n'; }
 
   absl::Status LexComment(size_t start) {
-    size_t p = pos_;
-    while (true) {
-      const size_t close = src_.find("#}", p);
-      if (close == std::string::npos) return Error(start, "missing end of comment tag");
-      size_t end = close + 2;
-      if (close > pos_ && src_[close - 1] == '-') {
-        SkipSpace(&end);
-      } else if (end < src_.size() && src_[end] == '\n') {
-        ++end;
-      }
-      pos_ = end;
-      SetLineStarting(end);
-      return absl::OkStatus();
+    const size_t close = src_.find("#}", pos_);
+    if (close == std::string::npos) return Error(start, "missing end of comment tag");
+    size_t end = close + 2;
+    if (close > pos_ && src_[close - 1] == '-') {
+      SkipSpace(&end);
+    } else if (end < src_.size() && src_[end] == '\n') {
+      ++end;  // trim_blocks applies to comments too
     }
+    pos_ = end;
+    SetLineStarting(end);
+    return absl::OkStatus();
   }
 
   // `{% raw %}` (with optional -/+ and spaces), given pos_ just after `{%` and its sign.

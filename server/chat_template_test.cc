@@ -294,6 +294,16 @@ TEST(ChatTemplateLimitTest, HostileTemplatesFailWithClearErrors) {
   }
 }
 
+TEST(ChatTemplateLimitTest, SelfReferencingNamespaceRendersAndIsFreed) {
+  // namespaces are the only mutable values; the renderer empties them when done, so this
+  // cycle does not leak (checked under ASan).
+  absl::StatusOr<std::string> out = RenderVars(
+      "{% set ns = namespace(n=1) %}{% set ns.self = ns %}{% set d = {'k': ns} %}"
+      "{% set ns.items = d.items %}{{ ns.self.self.n }}{{ ns.items() | length }}");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "11");
+}
+
 TEST(ChatTemplateLimitTest, EvaluationBudgetStopsLongLoops) {
   ChatTemplateOptions options;
   options.limits.max_steps = 200000;
