@@ -51,12 +51,20 @@ absl::Status LocalEngineLoop::Submit(std::unique_ptr<GenerateRequest> request,
   if (draining_.load()) return absl::UnavailableError("the server is draining");
   // CheckFits reads only immutable limits, so it is safe off the loop thread.
   PENG_RETURN_IF_ERROR(scheduler_.CheckFits(*request));
-  const int64_t queued = stat_waiting_requests_.load() + pending_requests_.load();
-  if (queued >= options_.scheduler.max_waiting_requests) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the waiting queue is full (", queued, " requests)"));
+  // Reserve, then check, so concurrent frontends cannot overfill the queue between the two.
+  const int64_t tokens = static_cast<int64_t>(request->prompt.size()) * request->n;
+  const int64_t reqs = pending_requests_.fetch_add(1) + 1;
+  const int64_t toks = pending_tokens_.fetch_add(tokens) + tokens;
+  const int64_t queued = stat_waiting_requests_.load() + reqs;
+  const int64_t queued_tokens = stat_waiting_tokens_.load() + toks;
+  if (queued > options_.scheduler.max_waiting_requests ||
+      queued_tokens > options_.scheduler.max_waiting_tokens) {
+    pending_requests_.fetch_sub(1);
+    pending_tokens_.fetch_sub(tokens);
+    return absl::ResourceExhaustedError(absl::StrCat("the waiting queue is full (", queued - 1,
+                                                     " requests, ", queued_tokens - tokens,
+                                                     " prompt tokens)"));
   }
-  pending_requests_.fetch_add(1);
   {
     std::lock_guard<std::mutex> lock(mu_);
     tasks_.push_back({std::shared_ptr<GenerateRequest>(std::move(request)), std::move(stream), "", false});
@@ -116,9 +124,15 @@ void LocalEngineLoop::DrainTasks() {
     } else if (t.request == nullptr) {
       scheduler_.Abort(t.abort_id);
     } else {
-      pending_requests_.fetch_sub(1);
       const std::string id = t.request->id;
-      absl::Status s = scheduler_.Add(t.request, t.stream);
+      // Submit already admitted it against the bounds: the scheduler must not reject it again.
+      absl::Status s = scheduler_.Add(t.request, t.stream, /*enforce_queue_bounds=*/false);
+      // Publish the new waiting counts before dropping the reservation, so Submit never sees
+      // the request in neither.
+      stat_waiting_requests_.store(scheduler_.num_waiting_requests());
+      stat_waiting_tokens_.store(scheduler_.num_waiting_tokens());
+      pending_requests_.fetch_sub(1);
+      pending_tokens_.fetch_sub(static_cast<int64_t>(t.request->prompt.size()) * t.request->n);
       if (!s.ok()) {
         TokenEvent ev;
         ev.request_id = id;
@@ -168,6 +182,7 @@ void LocalEngineLoop::PublishStats(int64_t step_tokens) {
   stat_running_.store(scheduler_.num_running());
   stat_waiting_.store(scheduler_.num_waiting());
   stat_waiting_requests_.store(scheduler_.num_waiting_requests());
+  stat_waiting_tokens_.store(scheduler_.num_waiting_tokens());
   stat_free_pages_.store(kv_.free_pages());
   if (metrics_) metrics_->OnStep(scheduler_, kv_, step_tokens);
 }

@@ -74,8 +74,9 @@ class LocalEngineLoop : public EngineLoop {
   std::deque<Task> tasks_;          // guarded by mu_
   bool stop_ = false;               // guarded by mu_
   std::atomic<bool> draining_{false};
-  std::atomic<int64_t> pending_requests_{0};
+  std::atomic<int64_t> pending_requests_{0}, pending_tokens_{0};
   std::atomic<int64_t> stat_running_{0}, stat_waiting_{0}, stat_waiting_requests_{0};
+  std::atomic<int64_t> stat_waiting_tokens_{0};
   std::atomic<int64_t> stat_free_pages_{0};
   std::thread thread_;
 };

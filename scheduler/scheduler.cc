@@ -46,6 +46,11 @@ absl::Status Scheduler::CheckFits(const GenerateRequest& r) const {
         " completion) but the KV budget holds at most ", kv_->max_tokens(), " tokens per sequence."));
   }
   if (r.n < 1) return absl::InvalidArgumentError("n must be at least 1");
+  if (prompt * r.n > options_.max_waiting_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "The request's ", prompt * r.n, " prompt tokens (", prompt, " x n=", r.n,
+        ") exceed the waiting queue's limit of ", options_.max_waiting_tokens, " tokens."));
+  }
   return absl::OkStatus();
 }
 
@@ -56,11 +61,11 @@ int64_t Scheduler::num_waiting_requests() const {
 }
 
 absl::Status Scheduler::Add(std::shared_ptr<const GenerateRequest> request,
-                            std::shared_ptr<RequestStream> stream) {
+                            std::shared_ptr<RequestStream> stream, bool enforce_queue_bounds) {
   PENG_RETURN_IF_ERROR(CheckFits(*request));
   const int64_t new_tokens = static_cast<int64_t>(request->prompt.size()) * request->n;
-  if (num_waiting_requests() + 1 > options_.max_waiting_requests ||
-      waiting_tokens_ + new_tokens > options_.max_waiting_tokens) {
+  if (enforce_queue_bounds && (num_waiting_requests() + 1 > options_.max_waiting_requests ||
+                               waiting_tokens_ + new_tokens > options_.max_waiting_tokens)) {
     return absl::ResourceExhaustedError("the waiting queue is full");
   }
   std::vector<std::unique_ptr<Sequence>> seqs;

@@ -96,9 +96,10 @@ class Scheduler {
 
   // Admission checks that need no queue state: the request can ever fit (context and KV).
   absl::Status CheckFits(const GenerateRequest& request) const;
-  // Queues a request (n sequences). ResourceExhausted when the waiting queue is full.
+  // Queues a request (n sequences). ResourceExhausted when the waiting queue is full, unless
+  // the caller already enforced the bounds (the engine loop does, at Submit).
   absl::Status Add(std::shared_ptr<const GenerateRequest> request,
-                   std::shared_ptr<RequestStream> stream);
+                   std::shared_ptr<RequestStream> stream, bool enforce_queue_bounds = true);
   // Ends every sequence of the request in whatever state, with FinishReason::kAbort.
   void Abort(const std::string& request_id);
   // Ends everything (drain timeout, shutdown).
