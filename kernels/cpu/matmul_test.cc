@@ -1,6 +1,8 @@
 #include "kernels/cpu/matmul.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -65,6 +67,32 @@ TEST_P(MatMulTest, MatchesDequantizedDoubleReference) {
         mag += std::fabs(double(dense[r * cols + c]) * x[t * cols + c]);
       }
       ASSERT_NEAR(y[t * rows + r], ref, 1e-5 * mag + 1e-6) << Traits(type).name << " t=" << t << " r=" << r;
+    }
+  }
+}
+
+TEST_P(MatMulTest, EveryBatchSizeGivesBitwiseTheSameRow) {
+  const GgmlType type = GetParam();
+  std::mt19937 rng(7);
+  const int64_t rows = 19, cols = 256, tokens = 13;
+  std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
+  MatrixView w{type, rows, cols, data.data(), RowBytes(type, cols)};
+  std::vector<float> x(tokens * cols);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  std::vector<float> scratch(cols), alone(tokens * rows), batched(tokens * rows);
+  for (int64_t t = 0; t < tokens; ++t) {
+    MatMulRows(w, x.data() + t * cols, cols, 1, alone.data() + t * rows, rows, 0, rows, scratch.data());
+  }
+  for (int64_t n : {2, 5, 13}) {  // decode-style, panel with a token remainder, panel
+    std::fill(batched.begin(), batched.end(), NAN);
+    for (int64_t t0 = 0; t0 < tokens; t0 += n) {
+      const int64_t m = std::min(n, tokens - t0);
+      MatMulRows(w, x.data() + t0 * cols, cols, m, batched.data() + t0 * rows, rows, 0, rows, scratch.data());
+    }
+    for (size_t i = 0; i < alone.size(); ++i) {
+      ASSERT_EQ(std::memcmp(&alone[i], &batched[i], sizeof(float)), 0)
+          << Traits(type).name << " batch " << n << " element " << i << ": " << alone[i] << " vs " << batched[i];
     }
   }
 }
