@@ -4,11 +4,10 @@
 #include "engine/forward.h"
 
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
 #include <numeric>
 
 #include "engine/simple_kv_cache.h"
+#include "engine/testing/test_model.h"
 #include "gtest/gtest.h"
 
 namespace peng {
@@ -16,15 +15,8 @@ namespace {
 
 class ForwardTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    const char* src = std::getenv("PENG_SOURCE_DIR");
-    const std::string path = std::string(src ? src : ".") + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-    if (!std::ifstream(path).good()) return;
-    auto m = LoadModel(path);
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = std::move(*m).release();
-  }
   void SetUp() override {
+    model_ = testing::SharedSmolLM2();
     if (model_ == nullptr) GTEST_SKIP() << "SmolLM2 not in models/ (run make model)";
   }
   std::unique_ptr<SimpleKvCache> NewKv() {
@@ -54,9 +46,8 @@ class ForwardTest : public ::testing::Test {
     }
     return std::sqrt(num / den);
   }
-  static Model* model_;
+  Model* model_ = nullptr;
 };
-Model* ForwardTest::model_ = nullptr;
 
 TEST_F(ForwardTest, BatchedSequencesMatchEachAlone) {
   const auto a = Tokens(7, 1), b = Tokens(3, 2), c = Tokens(12, 3);

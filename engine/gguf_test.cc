@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/testing/test_model.h"
 #include "gtest/gtest.h"
 
 namespace peng {
@@ -130,10 +131,7 @@ TEST(GgufTest, RandomMutationsNeverCrash) {
   EXPECT_GT(failures, 1000);  // most mutations must be detected
 }
 
-std::string RealModelPath() {
-  const char* src = std::getenv("PENG_SOURCE_DIR");
-  return std::string(src ? src : ".") + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+std::string RealModelPath() { return testing::SmolLM2Path(); }
 
 TEST(GgufTest, RealModelParsesAndItsMutatedHeaderNeverCrashes) {
   std::ifstream in(RealModelPath(), std::ios::binary);

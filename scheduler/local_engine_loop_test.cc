@@ -4,10 +4,9 @@
 #include "scheduler/local_engine_loop.h"
 
 #include <condition_variable>
-#include <cstdlib>
-#include <fstream>
 #include <mutex>
 
+#include "engine/testing/test_model.h"
 #include "gtest/gtest.h"
 
 namespace peng {
@@ -53,15 +52,8 @@ class CollectingStream : public RequestStream {
 
 class LocalEngineLoopTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    const char* src = std::getenv("PENG_SOURCE_DIR");
-    const std::string path = std::string(src ? src : ".") + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-    if (!std::ifstream(path).good()) return;
-    auto m = LoadModel(path);
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = std::move(*m).release();
-  }
   void SetUp() override {
+    model_ = testing::SharedSmolLM2();
     if (model_ == nullptr) GTEST_SKIP() << "SmolLM2 not in models/";
   }
   std::unique_ptr<GenerateRequest> Request(const std::string& id, const std::string& prompt, int max_tokens) {
@@ -78,9 +70,8 @@ class LocalEngineLoopTest : public ::testing::Test {
     o.scheduler.max_num_batched_tokens = 64;  // forces chunked prefills in the batch
     return o;
   }
-  static Model* model_;
+  Model* model_ = nullptr;
 };
-Model* LocalEngineLoopTest::model_ = nullptr;
 
 const char* kPrompts[] = {
     "The capital of France is",

@@ -1,10 +1,8 @@
 // Stop strings and detokenization on SmolLM2's real tokenizer (skipped without the model).
 #include "scheduler/stop_checker.h"
 
-#include <cstdlib>
-#include <fstream>
 
-#include "engine/gguf.h"
+#include "engine/testing/test_model.h"
 #include "gtest/gtest.h"
 
 namespace peng {
@@ -12,17 +10,9 @@ namespace {
 
 class StopCheckerTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    const char* src = std::getenv("PENG_SOURCE_DIR");
-    const std::string path = std::string(src ? src : ".") + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-    if (!std::ifstream(path).good()) return;
-    auto g = GgufFile::Open(path);
-    ASSERT_TRUE(g.ok());
-    auto t = Tokenizer::FromGguf(**g);
-    ASSERT_TRUE(t.ok());
-    tok_ = t->release();
-  }
   void SetUp() override {
+    const Model* model = testing::SharedSmolLM2();
+    tok_ = model ? model->tokenizer.get() : nullptr;
     if (tok_ == nullptr) GTEST_SKIP() << "SmolLM2 not in models/";
   }
   // Feeds the tokens of `text` and returns (emitted text, finish reason, tokens consumed).
@@ -38,9 +28,8 @@ class StopCheckerTest : public ::testing::Test {
     }
     return {out, FinishReason::kNone, n};
   }
-  static Tokenizer* tok_;
+  const Tokenizer* tok_ = nullptr;
 };
-Tokenizer* StopCheckerTest::tok_ = nullptr;
 
 TEST_F(StopCheckerTest, StopStringIsNeverEmittedEvenAcrossTokens) {
   StopConditions stop;

@@ -4,6 +4,7 @@
 // `with` and macro bodies get their own scope (a `set` inside a loop does not leak out; use
 // namespace()), `if` does not. Every evaluation step, loop iteration, built string and macro
 // call is charged against ChatTemplateLimits, so hostile templates end with a clear error.
+// Statements run in chat_template_eval.cc, expressions in chat_template_expr_eval.cc.
 #pragma once
 
 #include <string>

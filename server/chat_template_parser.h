@@ -2,7 +2,8 @@
 // for (tuple targets, `if` filter, else), set (name, tuple, ns.attr, block form), macro,
 // call, filter, with, break/continue, generation (transformers' marker, rendered as its body);
 // expressions with jinja2's precedence. Nesting is bounded so hostile input cannot exhaust
-// the stack. Pure function of its input.
+// the stack. Pure function of its input. Statements are parsed in chat_template_parser.cc,
+// expressions in chat_template_expr_parser.cc (the Parser class: chat_template_parser_internal.h).
 #pragma once
 
 #include <memory>

@@ -1,6 +1,7 @@
 // GrpcServer end to end over a real loopback channel, with FakeEngineLoop standing in for the
 // engine: streaming, cancellation, error codes, auth, health and the unary methods.
 #include "server/grpc_server.h"
+#include "server/http_test_util.h"
 
 #include <chrono>
 #include <condition_variable>
@@ -25,34 +26,12 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
-// Ids 0..255: the bytes; 256 <|im_start|>, 257 <|im_end|> (eos), 258 <s> (bos, added).
-std::unique_ptr<Tokenizer> MakeByteTokenizer() {
-  TokenizerSpec spec;
-  spec.source = "grpc-test";
-  for (int b = 0; b < 256; ++b) {
-    spec.tokens.emplace_back(ByteToUnicode(static_cast<uint8_t>(b)));
-    spec.kinds.push_back(TokenKind::kNormal);
-  }
-  for (const char* t : {"<|im_start|>", "<|im_end|>", "<s>"}) {
-    spec.tokens.emplace_back(t);
-    spec.kinds.push_back(TokenKind::kControl);
-  }
-  PreTokenizerStep step;
-  step.kind = PreTokenizerStep::Kind::kByteLevel;
-  spec.pre_tokenizer.push_back(step);
-  spec.eos_id = 257;
-  spec.bos_id = 258;
-  spec.add_bos = true;
-  auto tok = Tokenizer::Create(std::move(spec));
-  EXPECT_TRUE(tok.ok()) << tok.status();
-  return *std::move(tok);
-}
 
 class GrpcServerTest : public ::testing::Test {
  protected:
   void StartServer(FakeEngineLoop::Options engine_options = {},
                    std::vector<std::string> api_keys = {}) {
-    tokenizer_ = MakeByteTokenizer();
+    tokenizer_ = testing::MakeTestTokenizer();  // bytes + <|im_start|> <|im_end|> <s>
     engine_ = std::make_unique<FakeEngineLoop>(std::move(engine_options));
     GrpcServerOptions options;
     options.port = 0;
