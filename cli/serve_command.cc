@@ -26,6 +26,30 @@
 namespace peng::cli {
 namespace {
 
+// The EngineLoop frontends talk to from the start: Unavailable (503 / UNAVAILABLE) while the
+// model loads, then it forwards to the real loop.
+class LoadingEngineLoop : public EngineLoop {
+ public:
+  void Set(EngineLoop* target) { target_.store(target); }
+  absl::Status Submit(std::unique_ptr<GenerateRequest> request, std::shared_ptr<RequestStream> stream) override {
+    EngineLoop* t = target_.load();
+    return t ? t->Submit(std::move(request), std::move(stream)) : absl::UnavailableError("the model is loading");
+  }
+  void Abort(const std::string& id) override {
+    if (EngineLoop* t = target_.load()) t->Abort(id);
+  }
+  EngineStats Stats() const override {
+    EngineLoop* t = target_.load();
+    return t ? t->Stats() : EngineStats{};
+  }
+  void Drain(std::chrono::milliseconds timeout) override {
+    if (EngineLoop* t = target_.load()) t->Drain(timeout);
+  }
+
+ private:
+  std::atomic<EngineLoop*> target_{nullptr};
+};
+
 void Log(const std::string& line) {
   const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   char stamp[32];
@@ -85,8 +109,10 @@ absl::Status RunServe(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  PENG_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadModelWithProgress(cfg.model.path));
-  const ModelConfig& mc = model->config;
+  // Metadata and tokenizer first (fast), so the frontends can listen while the weights load:
+  // /ready answers 503 and gRPC health NOT_SERVING until the engine runs.
+  PENG_ASSIGN_OR_RETURN(const ModelConfig mc, LoadModelConfig(cfg.model.path));
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(cfg.model.path));
 
   LocalEngineLoopOptions lo;
   lo.threads = cfg.engine.threads;
@@ -100,11 +126,19 @@ absl::Status RunServe(int argc, char** argv) {
   lo.scheduler.long_prefill_threshold = cfg.scheduler.long_prefill_threshold;
   lo.scheduler.max_waiting_requests = cfg.scheduler.max_waiting_requests;
   lo.scheduler.max_waiting_tokens = cfg.scheduler.max_waiting_tokens;
-  const int64_t max_model_len = cfg.model.max_model_len > 0 ? std::min<int64_t>(cfg.model.max_model_len, mc.context_length)
-                                                            : mc.context_length;
+  const int64_t max_model_len = cfg.model.max_model_len > 0
+                                    ? std::min<int64_t>(cfg.model.max_model_len, mc.context_length)
+                                    : mc.context_length;
   lo.scheduler.max_model_len = max_model_len;
   const memory::KvShape shape{mc.num_layers, mc.num_kv_heads, mc.head_dim};
   PENG_RETURN_IF_ERROR(Annotate(memory::KvManager::Validate(shape, lo.kv), "engine.kv_budget"));
+  // A sequence can never hold more tokens than the KV budget: advertise that as the limit.
+  const int64_t kv_tokens = memory::KvManager::CapacityTokens(shape, lo.kv);
+  const int64_t served_len = std::min<int64_t>(max_model_len, kv_tokens);
+  if (served_len < max_model_len) {
+    Log(absl::StrFormat("max_model_len %d exceeds what the KV budget holds for one sequence; serving %d "
+                        "(raise engine.kv_budget for longer contexts)", max_model_len, served_len));
+  }
 
   std::unique_ptr<ChatTemplate> chat_override;
   if (!cfg.model.chat_template.empty()) {
@@ -113,26 +147,7 @@ absl::Status RunServe(int argc, char** argv) {
   }
 
   metrics::Registry registry;
-  LocalEngineLoop engine(*model, lo, &registry);
-  const memory::KvManager& kv = engine.kv();
-  const int64_t kv_tokens = kv.total_pages() / kv.pages_per_block() * kv.options().tokens_per_page;
-  Log(absl::StrFormat("model %s (%s): %d layers, d_model %d, %d heads / %d kv heads, context %d",
-                      mc.name, cfg.model.path, mc.num_layers, mc.d_model, mc.num_heads, mc.num_kv_heads,
-                      mc.context_length));
-  Log(absl::StrFormat("weights %.1f MiB; KV %s, %.0f bytes per token, budget %.1f MiB = %d pages of %d bytes "
-                      "(%d tokens each) = %d KV tokens; max concurrency at full context (%d tokens): %.2f",
-                      model->weights.bytes() / 1048576.0, kernels::KvFormatName(kv.options().format),
-                      kv.bytes_per_token(), cfg.engine.kv_budget_bytes / 1048576.0, kv.total_pages(),
-                      kv.page_bytes(), kv.options().tokens_per_page, kv_tokens, max_model_len,
-                      static_cast<double>(kv_tokens) / max_model_len));
-  // A sequence can never hold more tokens than the KV budget: advertise that as the limit.
-  const int64_t served_len = std::min<int64_t>(max_model_len, kv.max_tokens());
-  if (served_len < max_model_len) {
-    Log(absl::StrFormat("max_model_len %d exceeds what the KV budget holds for one sequence; serving %d "
-                        "(raise engine.kv_budget for longer contexts)", max_model_len, served_len));
-  }
-  engine.Start();
-
+  LoadingEngineLoop loading;
   std::atomic<bool> ready{false};
   server::HttpServerOptions ho;
   ho.host = cfg.server.host;
@@ -145,8 +160,8 @@ absl::Status RunServe(int argc, char** argv) {
   ho.overload_status = cfg.scheduler.overload_status;
   ho.retry_after_s = cfg.scheduler.retry_after_s;
   server::HttpServerDeps deps;
-  deps.engine = &engine;
-  deps.tokenizer = model->tokenizer.get();
+  deps.engine = &loading;
+  deps.tokenizer = tokenizer.get();
   deps.chat_template = chat_override.get();
   deps.registry = &registry;
   deps.ready = &ready;
@@ -161,9 +176,26 @@ absl::Status RunServe(int argc, char** argv) {
     go.model_name = ho.model_name;
     go.max_model_len = served_len;
     go.retry_after_s = cfg.scheduler.retry_after_s;
-    grpc = std::make_unique<server::GrpcServer>(go, &engine, model->tokenizer.get());
+    grpc = std::make_unique<server::GrpcServer>(go, &loading, tokenizer.get());
     PENG_RETURN_IF_ERROR(grpc->Start());
+    grpc->SetServing(false);
   }
+
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadModelWithProgress(cfg.model.path));
+  LocalEngineLoop engine(*model, lo, &registry);
+  const memory::KvManager& kv = engine.kv();
+  Log(absl::StrFormat("model %s (%s): %d layers, d_model %d, %d heads / %d kv heads, context %d",
+                      mc.name, cfg.model.path, mc.num_layers, mc.d_model, mc.num_heads, mc.num_kv_heads,
+                      mc.context_length));
+  Log(absl::StrFormat("weights %.1f MiB; KV %s, %.0f bytes per token, budget %.1f MiB = %d pages of %d bytes "
+                      "(%d tokens each) = %d KV tokens; max concurrency at full context (%d tokens): %.2f",
+                      model->weights.bytes() / 1048576.0, kernels::KvFormatName(kv.options().format),
+                      kv.bytes_per_token(), cfg.engine.kv_budget_bytes / 1048576.0, kv.total_pages(),
+                      kv.page_bytes(), kv.options().tokens_per_page, kv.max_tokens(), max_model_len,
+                      static_cast<double>(kv.max_tokens()) / max_model_len));
+  engine.Start();
+  loading.Set(&engine);
+  if (grpc) grpc->SetServing(true);
   ready.store(true);
   Log(absl::StrFormat("serving %s: HTTP http://%s:%d (OpenAI API, /metrics)%s", ho.model_name, ho.host,
                       http->port(),

@@ -28,7 +28,16 @@ using LoadProgress = std::function<void(int, int)>;
 absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path,
                                                  const LoadProgress& progress = nullptr);
 
+// Only the tokenizer of a model (fast: no weights), e.g. for frontends that start before the
+// model finishes loading.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
+
+// Only the hyper-parameters (fast: metadata / config.json, no weights).
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
+
 // Format-specific loaders (model_loader_gguf.cc, model_loader_hf.cc).
+absl::StatusOr<ModelConfig> LoadGgufModelConfig(const std::string& path);
+absl::StatusOr<ModelConfig> LoadHfModelConfig(const std::string& dir);
 absl::StatusOr<std::unique_ptr<Model>> LoadGgufModel(const std::string& path,
                                                      const LoadProgress& progress);
 absl::StatusOr<std::unique_ptr<Model>> LoadHfModel(const std::string& dir,

@@ -155,6 +155,13 @@ absl::StatusOr<ModelConfig> ReadConfig(const GgufFile& f) {
 
 }  // namespace
 
+absl::StatusOr<ModelConfig> LoadGgufModelConfig(const std::string& path) {
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::Open(path));
+  absl::StatusOr<ModelConfig> config = ReadConfig(*file);
+  if (!config.ok()) return Annotate(config.status(), path);
+  return config;
+}
+
 absl::StatusOr<std::unique_ptr<Model>> LoadGgufModel(const std::string& path,
                                                      const LoadProgress& progress) {
   PENG_ASSIGN_OR_RETURN(std::shared_ptr<const GgufFile> file, GgufFile::Open(path));

@@ -183,6 +183,11 @@ class HfWeightSource : public WeightSource {
 
 }  // namespace
 
+absl::StatusOr<ModelConfig> LoadHfModelConfig(const std::string& dir) {
+  PENG_ASSIGN_OR_RETURN(json cfg, ReadJsonFile(dir + "/config.json"));
+  return ReadHfConfig(cfg);
+}
+
 absl::StatusOr<std::unique_ptr<Model>> LoadHfModel(const std::string& dir, const LoadProgress& progress) {
   PENG_ASSIGN_OR_RETURN(json cfg, ReadJsonFile(dir + "/config.json"));
   auto model = std::make_unique<Model>();

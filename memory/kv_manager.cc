@@ -185,9 +185,13 @@ double KvManager::usage() const {
   return 1.0 - static_cast<double>(free_pages()) / static_cast<double>(total_pages());
 }
 int64_t KvManager::pages_per_block() const { return impl_->pages_per_block; }
-int64_t KvManager::max_tokens() const {
-  return total_pages() / impl_->pages_per_block * impl_->options.tokens_per_page;
+int64_t KvManager::CapacityTokens(const KvShape& shape, const KvManagerOptions& options) {
+  const int64_t total_pages = static_cast<int64_t>(options.budget_bytes / PageBytes(shape, options));
+  const int64_t pages_per_block = static_cast<int64_t>(shape.num_layers) * shape.num_kv_heads;
+  return total_pages / pages_per_block * options.tokens_per_page;
 }
+
+int64_t KvManager::max_tokens() const { return CapacityTokens(impl_->shape, impl_->options); }
 double KvManager::bytes_per_token() const {
   return static_cast<double>(impl_->page_bytes) * static_cast<double>(impl_->pages_per_block) /
          impl_->options.tokens_per_page;

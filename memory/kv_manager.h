@@ -75,6 +75,9 @@ class KvManager {
   static absl::StatusOr<std::unique_ptr<KvManager>> Create(KvShape shape,
                                                            KvManagerOptions options);
   static absl::Status Validate(const KvShape& shape, const KvManagerOptions& options);
+  // Tokens one sequence could hold with the whole pool of a manager with these options (what
+  // max_tokens() will report), without allocating it. Options must be valid.
+  static int64_t CapacityTokens(const KvShape& shape, const KvManagerOptions& options);
   // Precondition: Validate(shape, options) is OK (checked; a failure aborts).
   KvManager(KvShape shape, KvManagerOptions options);
   ~KvManager();
