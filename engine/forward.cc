@@ -58,7 +58,7 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
         first = false;
       }
       if (r0 < r1) {
-        if (blas) {
+        if (blas && !w.interleaved) {  // interleaved matrices are as fast through MatMulRows
           // Dequantize this thread's rows once, then one sgemm over them for all n tokens.
           // Peng's pool splits the rows; oneDNN must not start OpenMP threads of its own.
           static thread_local const bool kSingleThreaded = (omp_set_num_threads(1), true);
@@ -129,7 +129,7 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
     for (size_t i = 0; i < ch.tokens.size(); ++i, ++t) {
       pos_[t] = ch.start_pos + static_cast<int64_t>(i);
       chunk_of_[t] = static_cast<int32_t>(ci);
-      kernels::DequantizeRow(embd.type, embd.row(ch.tokens[i]), x_.data() + t * d, d);
+      kernels::DequantizeRows(embd, ch.tokens[i], ch.tokens[i] + 1, x_.data() + t * d);
     }
   }
 

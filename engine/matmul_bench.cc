@@ -10,6 +10,7 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/cpu/fp16.h"
+#include "kernels/cpu/interleaved.h"
 #include "kernels/cpu/matmul.h"
 
 namespace peng {
@@ -50,6 +51,22 @@ void BM_Fused(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * p.rows * p.cols, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
+void BM_Interleaved(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Problem p(n);
+  std::vector<uint8_t> packed(kernels::InterleavedBytes(GgmlType::kQ4_1, p.rows, p.cols));
+  kernels::Interleave(GgmlType::kQ4_1, p.q.data(), p.rows, p.cols, packed.data());
+  kernels::MatrixView w = p.w;
+  w.data = packed.data();
+  w.interleaved = true;
+  std::vector<float> scratch(p.cols);
+  for (auto _ : state) {
+    kernels::MatMulRows(w, p.x.data(), p.cols, n, p.y.data(), p.rows, 0, p.rows, scratch.data());
+    benchmark::DoNotOptimize(p.y.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * p.rows * p.cols, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
 void BM_OpenBlas(benchmark::State& state) {
   openblas_set_num_threads(1);
   const int64_t n = state.range(0);
@@ -76,6 +93,7 @@ void BM_OneDnn(benchmark::State& state) {
 }
 
 BENCHMARK(BM_Fused)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
+BENCHMARK(BM_Interleaved)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK(BM_OpenBlas)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK(BM_OneDnn)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 

@@ -4,6 +4,7 @@
 
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
+#include "kernels/cpu/interleaved.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -154,6 +155,9 @@ bool HasFusedMatMul(GgmlType type) {
 
 void MatMulRows(const MatrixView& w, const float* x, int64_t ldx, int64_t num_tokens, float* y,
                 int64_t ldy, int64_t r0, int64_t r1, float* scratch) {
+  if (w.interleaved) {
+    return MatMulInterleaved(w.type, w.data, w.cols, x, ldx, num_tokens, y, ldy, r0, r1);
+  }
 #if defined(__AVX512F__)
   if (w.cols % 32 == 0) {
     switch (w.type) {
@@ -173,6 +177,10 @@ void MatMulRows(const MatrixView& w, const float* x, int64_t ldx, int64_t num_to
 }
 
 void DequantizeRows(const MatrixView& w, int64_t r0, int64_t r1, float* dst) {
+  if (w.interleaved) {
+    for (int64_t r = r0; r < r1; ++r) DequantizeInterleavedRow(w.type, w.data, w.cols, r, dst + (r - r0) * w.cols);
+    return;
+  }
   for (int64_t r = r0; r < r1; ++r) DequantizeRow(w.type, w.row(r), dst + (r - r0) * w.cols, w.cols);
 }
 
