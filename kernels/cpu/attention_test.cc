@@ -1,4 +1,5 @@
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/ops.h"
 
 #include <cmath>
 #include <random>
@@ -63,6 +64,36 @@ TEST(AttentionTest, HalfPrecisionPagesMatchFloatWithinRounding) {
     AttendOne(q.data(), &half, 1, len, hd, 0.125f, out.data(), scores.data());
     const float tol = f == KvFormat::kF16 ? 5e-3f : 4e-2f;
     for (int i = 0; i < hd; ++i) EXPECT_NEAR(out[i], ref[i], tol) << KvFormatName(f) << " " << i;
+  }
+}
+
+}  // namespace
+}  // namespace peng::kernels
+
+namespace peng::kernels {
+namespace {
+
+TEST(OpsTest, VectorExpMatchesLibmInSoftmaxAndSilu) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-30.f, 30.f);
+  for (int64_t n : {1, 15, 16, 17, 100, 1000}) {
+    std::vector<float> x(n), ref(n);
+    for (auto& v : x) v = u(rng);
+    double m = -1e300, sum = 0;
+    for (float v : x) m = std::max<double>(m, v);
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(double(x[i]) - m);
+    for (int64_t i = 0; i < n; ++i) ref[i] = static_cast<float>(std::exp(double(x[i]) - m) / sum);
+    SoftmaxRow(x.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(x[i], ref[i], 1e-5f * ref[i] + 1e-12f) << n << " " << i;
+  }
+  std::vector<float> g(1000), up(1000), gc;
+  for (auto& v : g) v = u(rng);
+  for (auto& v : up) v = u(rng);
+  gc = g;
+  SiluMulRow(g.data(), up.data(), 1000);
+  for (int i = 0; i < 1000; ++i) {
+    const double want = gc[i] / (1 + std::exp(-double(gc[i]))) * up[i];
+    ASSERT_NEAR(g[i], want, 1e-5 * std::fabs(want) + 1e-6) << i;
   }
 }
 
