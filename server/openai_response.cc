@@ -17,17 +17,6 @@ Json Bytes(const std::string& piece) {
 
 }  // namespace
 
-const char* FinishReasonString(FinishReason r) {
-  switch (r) {
-    case FinishReason::kNone: return "";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kAbort: return "abort";
-    case FinishReason::kError: return "error";
-  }
-  return "";
-}
-
 CompletionResponder::CompletionResponder(const CompletionJob& job, const Tokenizer& tokenizer,
                                          std::string id, int64_t created)
     : job_(job), tokenizer_(tokenizer), id_(std::move(id)), created_(created) {
@@ -169,7 +158,7 @@ std::vector<std::string> CompletionResponder::StreamEvent(int prompt_index,
   } else {
     choice["text"] = event.text;
   }
-  choice["finish_reason"] = finished ? Json(FinishReasonString(c.finish)) : Json(nullptr);
+  choice["finish_reason"] = finished ? Json(FinishReasonName(c.finish)) : Json(nullptr);
   Json chunk = ChunkBase();
   chunk["choices"] = Json::array({std::move(choice)});
   return {DumpJson(chunk)};
@@ -213,7 +202,7 @@ std::string CompletionResponder::Body() const {
     }
     choice["logprobs"] = job_.want_logprobs ? c.logprobs : Json(nullptr);
     choice["finish_reason"] =
-        c.finish == FinishReason::kNone ? Json(nullptr) : Json(FinishReasonString(c.finish));
+        c.finish == FinishReason::kNone ? Json(nullptr) : Json(FinishReasonName(c.finish));
     choices.push_back(std::move(choice));
   }
   Json body{{"id", id_},

@@ -17,8 +17,6 @@
 
 namespace peng::server {
 
-// "stop", "length", "abort", "error" (OpenAI/vLLM finish_reason strings).
-const char* FinishReasonString(FinishReason r);
 
 class CompletionResponder {
  public:
