@@ -80,39 +80,25 @@ def _gguf_tokenizer_llama_cpp(path):
         n, special, eog, f"llama.cpp vocab of {os.path.basename(path)}")
 
 
+EOG_NAMES = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "</s>")
+
+
 def _gguf_tokenizer_hf(path):
+    """Without llama-cpp-python: the GGUF vocabulary through `tokenizers`, built by the numpy
+    reference's loader (tests/reference/llama_ref.py)."""
     import gguf
-    import tokenizers
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference"))
+    from llama_ref import load_tokenizer as reference_tokenizer
+    tok = reference_tokenizer(path)
+    added = tok.get_added_tokens_decoder()
+    special = [i for i, t in added.items() if t.special]
     reader = gguf.GGUFReader(path)
-
-    def strings(key):
-        f = reader.fields[key]
-        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-
-    tokens = strings("tokenizer.ggml.tokens")
-    merges = strings("tokenizer.ggml.merges")
-    f = reader.fields["tokenizer.ggml.token_type"]
-    types = [int(f.parts[i][0]) for i in f.data]
-    bpe = tokenizers.models.BPE(vocab={t: i for i, t in enumerate(tokens)},
-                                merges=[tuple(m.split(" ", 1)) for m in merges])
-    tok = tokenizers.Tokenizer(bpe)
-    pre = tokenizers.pre_tokenizers
-    # SmolLM2's pre-tokenizer ("smollm"); for other GGUF BPE models this is an approximation.
-    tok.pre_tokenizer = pre.Sequence([pre.Digits(individual_digits=True),
-                                      pre.ByteLevel(add_prefix_space=False, use_regex=True)])
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    special = [i for i, t in enumerate(types) if t == 3]
-    tok.add_special_tokens([tokenizers.AddedToken(tokens[i], special=True, normalized=False)
-                            for i in special])
-    eog = set()
+    eog = {i for i, t in added.items() if t.content in EOG_NAMES}
     for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"):
         if key in reader.fields:
             eog.add(int(reader.fields[key].parts[-1][0]))
-    for name in ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "</s>"):
-        if name in tokens and types[tokens.index(name)] == 3:
-            eog.add(tokens.index(name))
     return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
-                     lambda ids: tok.decode(list(ids)), len(tokens), special, sorted(eog),
+                     lambda ids: tok.decode(list(ids)), tok.get_vocab_size(), special, sorted(eog),
                      f"gguf+tokenizers of {os.path.basename(path)}")
 
 
@@ -121,7 +107,7 @@ def _json_tokenizer(path):
     tok = tokenizers.Tokenizer.from_file(path)
     added = tok.get_added_tokens_decoder()
     special = [i for i, t in added.items() if t.special]
-    eog = [i for i, t in added.items() if t.content in ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "</s>")]
+    eog = [i for i, t in added.items() if t.content in EOG_NAMES]
     return Tokenizer(lambda s: tok.encode(s, add_special_tokens=False).ids,
                      lambda ids: tok.decode(list(ids)), tok.get_vocab_size(), special, eog,
                      os.path.basename(path))
