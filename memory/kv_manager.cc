@@ -50,7 +50,7 @@ struct KvManager::Impl {
   static absl::StatusOr<std::unique_ptr<PagePool>> MakePool(const KvShape& s,
                                                              const KvManagerOptions& o) {
     const size_t bytes = PageBytes(s, o);
-    return PagePool::Create(bytes, static_cast<int64_t>(o.budget_bytes / bytes));
+    return PagePool::Create(bytes, static_cast<int64_t>(o.budget_bytes / bytes), o.page_memory);
   }
 
   int64_t BlocksFor(int64_t tokens) const {

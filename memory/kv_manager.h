@@ -21,7 +21,8 @@
 //   K row: PageData(page) + (t % tokens_per_page) * head_dim * bytes
 //   V row: PageData(page) + (tokens_per_page + t % tokens_per_page) * head_dim * bytes
 // Pages are not zeroed; rows past the tokens computed so far hold garbage. Page p starts at
-// PageData(0) + p * page_bytes(), and PageData(0) is aligned to PagePool::kAlignment (4096).
+// PageData(0) + p * page_bytes(), and PageData(0) is aligned to PagePool::kAlignment (4096), or
+// to kExternalAlignment (256) with options.page_memory.
 //
 // Sharing rule: the first ReadOnlyTokens(seq) tokens of a sequence lie in full blocks that are
 // (or may become) shared through the prefix cache; the worker never writes them. Appends always
@@ -56,6 +57,11 @@ struct KvManagerOptions {
   bool enable_prefix_caching = true;
   // Block hash of the prefix cache; nullptr = DefaultBlockHash. Tests inject colliding hashes.
   BlockHashFn block_hash = nullptr;
+  // Where the pages live: nullptr = a host allocation of the pool's own; otherwise external
+  // memory of at least budget_bytes (aligned to PagePool::kExternalAlignment, not owned, must
+  // outlive the manager), e.g. the CUDA worker's device memory (ForwardBackend::KvPoolMemory).
+  // The manager never touches page memory; PageData() then returns addresses in that memory.
+  uint8_t* page_memory = nullptr;
 };
 
 struct Growth {

@@ -1,5 +1,6 @@
 #include "memory/page_pool.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <new>
@@ -10,7 +11,8 @@
 namespace peng::memory {
 
 absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(size_t page_bytes,
-                                                           int64_t total_pages) {
+                                                           int64_t total_pages,
+                                                           uint8_t* external_memory) {
   if (page_bytes == 0) return absl::InvalidArgumentError("page pool: page_bytes is 0");
   if (total_pages < 1 || total_pages > std::numeric_limits<int32_t>::max()) {
     return absl::InvalidArgumentError(
@@ -18,6 +20,13 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(size_t page_bytes,
   }
   if (static_cast<size_t>(total_pages) > std::numeric_limits<size_t>::max() / page_bytes) {
     return absl::InvalidArgumentError("page pool: total_pages * page_bytes overflows");
+  }
+  if (external_memory != nullptr) {
+    if (reinterpret_cast<uintptr_t>(external_memory) % kExternalAlignment != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("page pool: external memory is not aligned to ",
+                                                     kExternalAlignment, " bytes"));
+    }
+    return std::unique_ptr<PagePool>(new PagePool(page_bytes, total_pages, external_memory, false));
   }
   size_t bytes = static_cast<size_t>(total_pages) * page_bytes;
   bytes = (bytes + kAlignment - 1) / kAlignment * kAlignment;  // aligned_alloc wants a multiple
@@ -27,20 +36,23 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(size_t page_bytes,
         absl::StrCat("page pool: cannot allocate ", bytes, " bytes for ", total_pages,
                      " pages of ", page_bytes, " bytes"));
   }
-  return std::unique_ptr<PagePool>(new PagePool(page_bytes, total_pages, memory));
+  return std::unique_ptr<PagePool>(new PagePool(page_bytes, total_pages, memory, true));
 }
 
-PagePool::PagePool(size_t page_bytes, int64_t total_pages, uint8_t* memory)
+PagePool::PagePool(size_t page_bytes, int64_t total_pages, uint8_t* memory, bool owned)
     : page_bytes_(page_bytes),
       total_pages_(total_pages),
       memory_(memory),
+      owned_(owned),
       ring_(total_pages),
       end_(total_pages),
       is_free_(total_pages, 1) {
   for (int64_t i = 0; i < total_pages; ++i) ring_[i] = static_cast<int32_t>(i);
 }
 
-PagePool::~PagePool() { std::free(memory_); }
+PagePool::~PagePool() {
+  if (owned_) std::free(memory_);
+}
 
 absl::StatusOr<PageBatch> PagePool::Allocate(std::span<const int64_t> needs) {
   // Phase 1: every requester states its need; the inclusive prefix sum gives disjoint offsets.

@@ -4,7 +4,10 @@
 // the counts gives each requester a disjoint run of ring slots, then all requesters apply (here
 // one after another; the GPU version runs the same algorithm with one thread per requester).
 // Invariant: every page id is either in the ring exactly once or owned by exactly one holder.
-// Owned by the KvManager (engine loop thread); not thread-safe.
+// Page memory is the pool's own (aligned host allocation) or external (e.g. device memory from
+// the CUDA worker, which then must outlive the pool); the pool itself never reads or writes page
+// memory, it only hands out addresses. Owned by the KvManager (engine loop thread); not
+// thread-safe.
 #pragma once
 
 #include <cstddef>
@@ -30,10 +33,14 @@ struct PageBatch {
 
 class PagePool {
  public:
-  static constexpr size_t kAlignment = 4096;  // start of page memory; pages follow densely
+  static constexpr size_t kAlignment = 4096;  // start of own page memory; pages follow densely
+  static constexpr size_t kExternalAlignment = 256;  // what external memory must be aligned to
 
-  // Creates the ring with all pages free. Fails if the sizes are invalid or do not fit.
-  static absl::StatusOr<std::unique_ptr<PagePool>> Create(size_t page_bytes, int64_t total_pages);
+  // Creates the ring with all pages free. Fails if the sizes are invalid or do not fit. With
+  // `external_memory` (not owned; at least page_bytes * total_pages bytes, aligned to
+  // kExternalAlignment) the pages live there instead of in an allocation of the pool's own.
+  static absl::StatusOr<std::unique_ptr<PagePool>> Create(size_t page_bytes, int64_t total_pages,
+                                                          uint8_t* external_memory = nullptr);
   ~PagePool();
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
@@ -55,11 +62,12 @@ class PagePool {
   bool IsFree(int32_t page) const { return is_free_[page] != 0; }
 
  private:
-  PagePool(size_t page_bytes, int64_t total_pages, uint8_t* memory);
+  PagePool(size_t page_bytes, int64_t total_pages, uint8_t* memory, bool owned);
 
   const size_t page_bytes_;
   const int64_t total_pages_;
-  uint8_t* const memory_;             // std::aligned_alloc, freed in the destructor
+  uint8_t* const memory_;             // std::aligned_alloc'd when owned_ (freed then), else external
+  const bool owned_;
   std::vector<int32_t> ring_;         // free ids live in slots [start_, end_) mod total_pages
   int64_t start_ = 0;                 // allocate cursor (monotonic; slot = cursor % total)
   int64_t end_ = 0;                   // release cursor

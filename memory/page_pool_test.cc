@@ -24,6 +24,18 @@ TEST(PagePoolTest, CreateRejectsBadSizes) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(PagePoolTest, ExternalMemoryHoldsThePagesAndIsNotOwned) {
+  alignas(PagePool::kExternalAlignment) static uint8_t region[8 * 256];
+  {
+    auto pool = PagePool::Create(256, 8, region);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    EXPECT_EQ((*pool)->Data(0), region);
+    EXPECT_EQ((*pool)->Data(5), region + 5 * 256);
+  }  // destroying the pool must not free `region` (ASan / the allocator would complain)
+  EXPECT_EQ(PagePool::Create(256, 8, region + 16).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PagePoolTest, BatchGivesDisjointPagesInPrefixSumOrder) {
   auto pool = MakePool(10);
   const std::vector<int64_t> needs = {3, 0, 2, 4};
