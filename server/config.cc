@@ -33,6 +33,12 @@ const EnumNames<KvFormat>& KvFormatNames() {
   return *names;
 }
 
+const EnumNames<EngineConfig::Device>& DeviceNames() {
+  using D = EngineConfig::Device;
+  static const auto* names = new EnumNames<D>{{D::kCpu, "cpu"}, {D::kCuda, "cuda"}};
+  return *names;
+}
+
 const EnumNames<LogConfig::Level>& LogLevelNames() {
   using L = LogConfig::Level;
   static const auto* names = new EnumNames<L>{
@@ -143,6 +149,8 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Size("max_request_bytes", c.server.max_request_bytes);
   });
   v.Section("engine", [&] {
+    v.Enum("device", c.engine.device, DeviceNames());
+    v.Field("cuda_device", c.engine.cuda_device);
     v.Field("threads", c.engine.threads);
     v.Size("kv_budget", c.engine.kv_budget_bytes);
     v.Enum("kv_format", c.engine.kv_format, KvFormatNames());
@@ -436,6 +444,7 @@ void Validate(const ServeConfig& c, Problems& p) {
   }
   in_range("server.max_request_bytes", c.server.max_request_bytes, 1024, int64_t{1} << 30);
 
+  in_range("engine.cuda_device", c.engine.cuda_device, 0, 1023);
   in_range("engine.threads", c.engine.threads, 1, 1024);
   in_range("engine.kv_budget", c.engine.kv_budget_bytes, 1, std::numeric_limits<int64_t>::max());
   const int tpp = c.engine.tokens_per_page;
@@ -550,6 +559,8 @@ const std::map<std::string, std::string>& ConfigFlagNames() {
       {"api-key", "server.api_keys"},
       {"metrics-auth", "server.metrics_auth"},
       {"drain-timeout-s", "server.drain_timeout_s"},
+      {"device", "engine.device"},
+      {"cuda-device", "engine.cuda_device"},
       {"threads", "engine.threads"},
       {"kv-budget", "engine.kv_budget"},
       {"kv-format", "engine.kv_format"},
@@ -635,6 +646,13 @@ std::string FormatByteSize(int64_t bytes) {
 const char* LogLevelName(LogConfig::Level level) {
   for (const auto& [value, name] : LogLevelNames()) {
     if (value == level) return name;
+  }
+  return "?";
+}
+
+const char* DeviceName(EngineConfig::Device device) {
+  for (const auto& [value, name] : DeviceNames()) {
+    if (value == device) return name;
   }
   return "?";
 }

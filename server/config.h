@@ -35,6 +35,9 @@ struct ServerConfig {
 };
 
 struct EngineConfig {
+  enum class Device { kCpu, kCuda };
+  Device device = Device::kCpu;  // where the worker runs: cpu | cuda (engine/forward_factory.h)
+  int cuda_device = 0;           // CUDA device ordinal when device is cuda
   int threads = 2;
   int64_t kv_budget_bytes = int64_t{64} << 20;  // YAML key `kv_budget`, e.g. 64MiB
   kernels::KvFormat kv_format = kernels::KvFormat::kF16;
@@ -101,5 +104,6 @@ absl::StatusOr<int64_t> ParseByteSize(absl::string_view text);
 std::string FormatByteSize(int64_t bytes);
 
 const char* LogLevelName(LogConfig::Level level);
+const char* DeviceName(EngineConfig::Device device);  // "cpu" | "cuda"
 
 }  // namespace peng

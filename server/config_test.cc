@@ -1,5 +1,6 @@
 #include "server/config.h"
 
+#include <cstdlib>
 #include <fstream>
 
 #include "gmock/gmock.h"
@@ -241,6 +242,22 @@ TEST(ConfigTest, BadFlagsAreReportedWithTheFlagAndLeaveTheConfigAlone) {
   EXPECT_EQ(c.server.http_port, 8000);
   EXPECT_EQ(c.engine.threads, 2);
   for (const auto& [flag, path] : ConfigFlagNames()) EXPECT_THAT(path, HasSubstr(".")) << flag;
+}
+
+TEST(ConfigTest, WorkerDeviceKeyAndFlags) {
+  absl::StatusOr<ServeConfig> c = ParseConfig("engine:\n  device: cuda\n  cuda_device: 1\n", "gpu.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->engine.device, EngineConfig::Device::kCuda);
+  EXPECT_EQ(c->engine.cuda_device, 1);
+  EXPECT_THAT(ToYaml(*c), AllOf(HasSubstr("device: cuda"), HasSubstr("cuda_device: 1")));
+  EXPECT_EQ(ParseConfig("", "x", {{"device", "cuda"}})->engine.device, EngineConfig::Device::kCuda);
+  EXPECT_THAT(ErrorOf("engine:\n  device: gpu\n"),
+              HasSubstr("engine.device: expected one of cpu, cuda, got \"gpu\""));
+  EXPECT_THAT(ErrorOf("engine:\n  cuda_device: -1\n"), HasSubstr("engine.cuda_device"));
+  const char* root = std::getenv("PENG_SOURCE_DIR");
+  absl::StatusOr<ServeConfig> gpu = LoadConfigFile(std::string(root ? root : ".") + "/configs/gpu.yaml");
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  EXPECT_EQ(gpu->engine.device, EngineConfig::Device::kCuda);
 }
 
 TEST(ConfigTest, ToYamlRoundTrips) {
