@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Packs what scripts/device-check.sh needs on a lent GPU machine (CUDA 13, CMake, Ninja, PyTorch,
+# but none of Peng's Debian libraries and no network) into ignored folders, each under the
+# device tool's 64 MiB carry limit:
+#
+#   device-bundle/        bundle.tar.xz: bin/ (peng, the CUDA test binaries, the attention
+#                         bench) and lib/ (every shared library they load except the C runtime
+#                         and the CUDA driver/runtime/cuBLAS, which the device machine has);
+#                         models/tiny*.gguf (tests/fixtures/tiny_model.py); the scripts.
+#   device-model-1/, device-model-2/
+#                         SmolLM2-135M-Instruct.Q4_1.gguf (~94 MiB) split in two halves plus
+#                         its SHA-256: the model alone is over the carry limit, so it travels in
+#                         two extra calls that stash the halves on the warm machine.
+#
+# Usage (here, after building build-cuda):  scripts/device-bundle.sh [BUILD_DIR]
+# Then run on the device (docs/DEVICE_CHECK.md):  scripts/device-check.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build-cuda}
+OUT=$ROOT/device-bundle
+MODEL=$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf
+LIMIT=$((64 * 1024 * 1024))
+
+die() { echo "device-bundle: $*" >&2; exit 1; }
+
+# The binaries: peng, every CUDA gtest binary, the attention bench.
+BINS=("$BUILD/peng" "$BUILD/engine/cuda/engine_cuda_test" "$BUILD/engine/cuda/cuda_attention_bench")
+while IFS= read -r f; do BINS+=("$f"); done < <(find "$BUILD/kernels" -maxdepth 2 -type f -name '*cuda*_test' -perm -u+x 2>/dev/null)
+for b in "${BINS[@]}"; do
+  [[ -x "$b" ]] || die "missing $b (build it: ninja -C $BUILD peng engine_cuda_test cuda_attention_bench kernels_cuda_attention_test)"
+done
+
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+mkdir -p "$STAGE/bin" "$STAGE/lib"
+cp "${BINS[@]}" "$STAGE/bin/"
+
+# Shared libraries from ldd, minus what the device machine provides itself: the C runtime
+# (glibc pieces, the loader) and CUDA (driver, runtime, cuBLAS/cuBLASLt come with CUDA 13 there).
+# libstdc++ / libgcc_s travel (GCC 12's may be newer than the device's).
+SKIP='^(linux-vdso|libc\.so|libm\.so|libpthread\.so|libdl\.so|librt\.so|ld-linux|libcuda\.so|libcudart\.so|libcublas|libcublasLt|libnvidia)'
+for b in "${BINS[@]}"; do
+  ldd "$b" | awk '/=> \// {print $1, $3}'
+done | sort -u | while read -r name path; do
+  if [[ "$name" =~ $SKIP ]]; then continue; fi
+  cp -L "$path" "$STAGE/lib/$name"
+done
+# Fail here, not on the device, if something is unresolved.
+if ldd "${BINS[@]}" | grep -q 'not found'; then
+  ldd "${BINS[@]}" | grep 'not found' >&2
+  die "unresolved libraries (above)"
+fi
+strip --strip-unneeded "$STAGE"/bin/* "$STAGE"/lib/* 2>/dev/null || true
+
+rm -rf "$OUT" "$ROOT/device-model-1" "$ROOT/device-model-2"
+mkdir -p "$OUT/models"
+tar -C "$STAGE" -cf - bin lib | xz -9 -T0 > "$OUT/bundle.tar.xz"
+
+# Tiny fixture models (GGUF, random weights): the forward test and generation always have a model.
+PY=$ROOT/.venv/bin/python
+[[ -x "$PY" ]] || PY=python3
+"$PY" "$ROOT/tests/fixtures/tiny_model.py" "$STAGE/tiny" --types Q8_0,Q4_1 >/dev/null
+cp "$STAGE/tiny/tiny.gguf" "$STAGE/tiny/tiny-Q8_0.gguf" "$STAGE/tiny/tiny-Q4_1.gguf" "$OUT/models/"
+(cd "$ROOT" && git rev-parse HEAD 2>/dev/null || echo unknown) > "$OUT/COMMIT"
+date -u +%FT%TZ > "$OUT/BUILT"
+
+bytes=$(du -sb "$OUT" | cut -f1)
+(( bytes < LIMIT )) || die "device-bundle/ is $bytes bytes, over the 64 MiB carry limit"
+echo "device-bundle/: $((bytes / 1024 / 1024)) MiB ($(tar -tJf "$OUT/bundle.tar.xz" | grep -c '^lib/.') libraries)"
+
+# SmolLM2 in two halves (each a separate carry).
+if [[ -f "$MODEL" ]]; then
+  size=$(stat -c %s "$MODEL")
+  half=$(( (size + 1) / 2 ))
+  sum=$(sha256sum "$MODEL" | cut -d' ' -f1)
+  for i in 1 2; do
+    mkdir -p "$ROOT/device-model-$i"
+    dd if="$MODEL" of="$ROOT/device-model-$i/part" bs=1M iflag=skip_bytes,count_bytes \
+       skip=$(( (i - 1) * half )) count=$half status=none
+    echo "$sum" > "$ROOT/device-model-$i/SHA256"
+    echo "$i" > "$ROOT/device-model-$i/INDEX"
+    b=$(du -sb "$ROOT/device-model-$i" | cut -f1)
+    (( b < LIMIT )) || die "device-model-$i is $b bytes, over the carry limit"
+  done
+  echo "device-model-1/, device-model-2/: SmolLM2 halves ($((size / 1024 / 1024)) MiB, sha256 ${sum:0:12}...)"
+else
+  echo "note: $MODEL not found; the device check will use the tiny models only (scripts/fetch_model.sh fetches it)"
+fi
