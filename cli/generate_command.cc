@@ -1,4 +1,5 @@
-// `peng generate`: one-shot or interactive (--chat) text generation on the CPU worker.
+// `peng generate`: one-shot or interactive (--chat) text generation on the CPU worker, or on
+// the CUDA worker with --device cuda.
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -11,6 +12,7 @@
 #include "cli/common.h"
 #include "cli/flags.h"
 #include "engine/forward.h"
+#include "engine/forward_factory.h"
 #include "engine/sampler.h"
 #include "engine/simple_kv_cache.h"
 #include "server/chat_template.h"
@@ -28,10 +30,8 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 // chat's next turn) only computes the new tokens.
 class Session {
  public:
-  Session(const Model& model, int threads, int64_t max_tokens)
-      : model_(model),
-        forward_(model, ForwardOptions{.num_threads = threads}),
-        kv_(model.config.num_layers, model.config.num_kv_heads, model.config.head_dim, max_tokens) {}
+  Session(const Model& model, std::unique_ptr<ForwardBackend> forward, std::unique_ptr<KvCache> kv)
+      : model_(model), forward_(std::move(forward)), kv_(std::move(kv)) {}
 
   // Prefills `prompt` (reusing the cached prefix) and samples up to max_new tokens, streaming
   // text through on_text. Returns the generated ids.
@@ -84,12 +84,12 @@ class Session {
   absl::Status Step(std::span<const int32_t> tokens, int64_t start, ForwardOutput* out) {
     ForwardBatch batch;
     batch.chunks.push_back({.seq = 0, .start_pos = start, .tokens = tokens});
-    return forward_.Forward(batch, kv_, out);
+    return forward_->Forward(batch, *kv_, out);
   }
 
   const Model& model_;
-  LlamaForward forward_;
-  SimpleKvCache kv_;
+  std::unique_ptr<ForwardBackend> forward_;
+  std::unique_ptr<KvCache> kv_;
   std::vector<int32_t> cached_;
 };
 
@@ -119,7 +119,8 @@ absl::StatusOr<SamplingParams> ParseSampling(const Flags& f) {
 
 absl::Status RunGenerate(int argc, char** argv) {
   Flags f({"model", "prompt", "max-tokens", "temperature", "top-p", "top-k", "min-p", "seed",
-           "repeat-penalty", "presence-penalty", "frequency-penalty", "threads", "system"},
+           "repeat-penalty", "presence-penalty", "frequency-penalty", "threads", "system",
+           "device", "cuda-device", "kv-format"},
           {"chat", "output-ids", "no-bos"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PENG_ASSIGN_OR_RETURN(int64_t max_tokens, f.Int("max-tokens", 256, 1, 1 << 20));
@@ -128,10 +129,26 @@ absl::Status RunGenerate(int argc, char** argv) {
     return absl::InvalidArgumentError("give --prompt TEXT, or --chat for an interactive chat");
   }
   PENG_ASSIGN_OR_RETURN(SamplingParams params, ParseSampling(f));
+  BackendOptions backend;
+  PENG_ASSIGN_OR_RETURN(backend.device, ParseDevice(f.String("device", "cpu")));
+  backend.cpu.num_threads = static_cast<int>(threads);
+  PENG_ASSIGN_OR_RETURN(int64_t cuda_device, f.Int("cuda-device", 0, 0, 1023));
+  backend.cuda_device = static_cast<int>(cuda_device);
+  const std::string kv_format = f.String("kv-format", "f16");
+  if (kv_format == "f32" || kv_format == "f16" || kv_format == "bf16") {
+    backend.kv_format = kv_format == "f32"   ? kernels::KvFormat::kF32
+                        : kv_format == "f16" ? kernels::KvFormat::kF16
+                                             : kernels::KvFormat::kBF16;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-format: expected f32, f16 or bf16, got \"", kv_format, "\""));
+  }
   PENG_ASSIGN_OR_RETURN(auto model, LoadModelWithProgress(f.String("model", kDefaultModel)));
   const Tokenizer& tok = *model->tokenizer;
   PENG_RETURN_IF_ERROR(params.Validate(model->config.vocab_size));
-  Session session(*model, static_cast<int>(threads), model->config.context_length);
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward, MakeForward(*model, backend));
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> kv,
+                        MakeKvCache(model->config, backend, model->config.context_length));
+  Session session(*model, std::move(forward), std::move(kv));
   const bool output_ids = f.Has("output-ids");
 
   auto run = [&](const std::string& text, bool special) -> absl::StatusOr<std::vector<int32_t>> {

@@ -25,7 +25,7 @@ const Command kCommands[] = {
     {"serve", peng::cli::RunServeCommand,
      "[--config FILE] [--model PATH] [--http-port N] [--grpc-port N] [--api-key KEY] [--kv-budget SIZE] [--print-config]"},
     {"generate", peng::cli::RunGenerateCommand,
-     "--model PATH --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]"},
+     "--model PATH --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--device cpu|cuda] [--output-ids]"},
     {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3]"},
     {"tokenize", peng::RunTokenizeCommand, "--model PATH [--text TEXT] [--jsonl] [--decode]"},
     {"logits", peng::cli::RunLogitsCommand, "--model PATH (--prompt TEXT | --ids 1,2,3) --out FILE.npy"},

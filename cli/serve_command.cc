@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/metrics.h"
 #include "base/status.h"
@@ -111,11 +112,15 @@ absl::Status RunServe(int argc, char** argv) {
 
   // Metadata and tokenizer first (fast), so the frontends can listen while the weights load:
   // /ready answers 503 and gRPC health NOT_SERVING until the engine runs.
+  const Device device = cfg.engine.device == EngineConfig::Device::kCuda ? Device::kCuda : Device::kCpu;
+  PENG_RETURN_IF_ERROR(Annotate(CheckDevice(device), "engine.device"));
   PENG_ASSIGN_OR_RETURN(const ModelConfig mc, LoadModelConfig(cfg.model.path));
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(cfg.model.path));
 
   LocalEngineLoopOptions lo;
   lo.threads = cfg.engine.threads;
+  lo.device = device;
+  lo.cuda_device = cfg.engine.cuda_device;
   lo.kv.budget_bytes = static_cast<size_t>(cfg.engine.kv_budget_bytes);
   lo.kv.format = cfg.engine.kv_format;
   lo.kv.tokens_per_page = cfg.engine.tokens_per_page;
@@ -182,7 +187,14 @@ absl::Status RunServe(int argc, char** argv) {
   }
 
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<Model> model, LoadModelWithProgress(cfg.model.path));
-  LocalEngineLoop engine(*model, lo, &registry);
+  absl::StatusOr<std::unique_ptr<LocalEngineLoop>> created = LocalEngineLoop::Create(*model, lo, &registry);
+  if (!created.ok()) {
+    return Annotate(created.status(), absl::StrCat("engine.device ", DeviceName(cfg.engine.device)));
+  }
+  LocalEngineLoop& engine = **created;
+  Log(absl::StrFormat("worker: %s%s", DeviceName(cfg.engine.device),
+                      cfg.engine.device == EngineConfig::Device::kCuda
+                          ? absl::StrFormat(" (device %d)", cfg.engine.cuda_device) : std::string()));
   const memory::KvManager& kv = engine.kv();
   Log(absl::StrFormat("model %s (%s): %d layers, d_model %d, %d heads / %d kv heads, context %d",
                       mc.name, cfg.model.path, mc.num_layers, mc.d_model, mc.num_heads, mc.num_kv_heads,

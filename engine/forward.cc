@@ -28,7 +28,7 @@ void Grow(std::vector<T>& v, size_t n) {
 }  // namespace
 
 LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
-    : model_(model), c_(model.config), options_(options), pool_(options.num_threads) {
+    : model_(model), c_(model.config), options_(options), pool_(options.num_threads), attention_(model.config) {
 }
 
 void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
@@ -99,6 +99,7 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
     logit_rows += ch.logits == SequenceChunk::Logits::kAll ? static_cast<int64_t>(ch.tokens.size())
                   : ch.logits == SequenceChunk::Logits::kLast ? 1 : 0;
   }
+  PENG_RETURN_IF_ERROR(attention_.Prepare(kv.format()));
   for (const SequenceChunk& ch : batch.chunks) {
     PENG_RETURN_IF_ERROR(kv.Reserve(ch.seq, ch.start_pos + static_cast<int64_t>(ch.tokens.size())));
   }
@@ -118,7 +119,6 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
   Grow(attn_, n * qd);
   Grow(gate_, n * c_.ffn_dim);
   Grow(up_, n * c_.ffn_dim);
-  Grow(scores_, static_cast<size_t>(pool_.num_threads()) * max_kv);
   pos_.resize(n);
   chunk_of_.resize(n);
 
@@ -193,29 +193,7 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
     }
   });
 
-  // Spans of every (chunk, kv-head) up to the chunk's end; each query reads a prefix of them.
-  const size_t num_chunks = batch.chunks.size();
-  std::vector<std::vector<kernels::KvSpan>> spans(num_chunks * c_.num_kv_heads);
-  for (size_t ci = 0; ci < num_chunks; ++ci) {
-    const SequenceChunk& ch = batch.chunks[ci];
-    for (int h = 0; h < c_.num_kv_heads; ++h) {
-      kv.Spans(ch.seq, layer, h, ch.start_pos + static_cast<int64_t>(ch.tokens.size()),
-               &spans[ci * c_.num_kv_heads + h]);
-    }
-  }
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t max_kv = static_cast<int64_t>(scores_.size()) / pool_.num_threads();
-  const int64_t tasks = n * c_.num_heads;
-  pool_.Run([&](int thread, int threads) {
-    float* scores = scores_.data() + thread * max_kv;
-    for (int64_t task = tasks * thread / threads; task < tasks * (thread + 1) / threads; ++task) {
-      const int64_t t = task / c_.num_heads;
-      const int h = static_cast<int>(task % c_.num_heads);
-      const auto& sp = spans[chunk_of_[t] * c_.num_kv_heads + h / c_.gqa_group()];
-      kernels::AttendOne(q_.data() + t * qd + h * hd, sp.data(), static_cast<int>(sp.size()), pos_[t] + 1,
-                         static_cast<int>(hd), scale, attn_.data() + t * qd + h * hd, scores);
-    }
-  });
+  attention_.Run(pool_, layer, batch, kv, q_.data(), attn_.data());
 
   MatMuls({{&w.wo.view(), attn_.data(), xn_.data()}}, n);
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {

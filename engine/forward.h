@@ -13,32 +13,12 @@
 
 #include "absl/status/status.h"
 #include "base/thread_pool.h"
+#include "engine/cpu_attention.h"
+#include "engine/forward_backend.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 
 namespace peng {
-
-// One sequence's slice of a batch: tokens at positions [start_pos, start_pos + tokens.size()).
-struct SequenceChunk {
-  int64_t seq = 0;               // KvCache sequence id
-  int64_t start_pos = 0;         // tokens before this chunk are already in the cache
-  std::span<const int32_t> tokens;
-  enum class Logits { kNone, kLast, kAll } logits = Logits::kLast;
-};
-
-struct ForwardBatch {
-  std::vector<SequenceChunk> chunks;
-};
-
-// Logits rows, in chunk order, for the positions each chunk asked for.
-struct ForwardOutput {
-  int64_t vocab_size = 0;
-  std::vector<float> logits;  // [rows x vocab_size]
-  int64_t rows() const { return vocab_size ? static_cast<int64_t>(logits.size()) / vocab_size : 0; }
-  std::span<const float> row(int64_t r) const {
-    return {logits.data() + r * vocab_size, static_cast<size_t>(vocab_size)};
-  }
-};
 
 struct ForwardOptions {
   int num_threads = 2;
@@ -47,12 +27,16 @@ struct ForwardOptions {
   int blas_min_tokens = 64;
 };
 
-class LlamaForward {
+class LlamaForward : public ForwardBackend {
  public:
   LlamaForward(const Model& model, const ForwardOptions& options);
 
   // Reserves KV for every chunk (nothing changes if any reservation fails), then runs the batch.
-  absl::Status Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out);
+  absl::Status Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out) override;
+
+  // Finds the generated attention kernels for this model and KV `format` now (Forward does it
+  // on first use); the error names the variant tuple that was not built.
+  absl::Status PrepareAttention(kernels::KvFormat format) { return attention_.Prepare(format); }
 
  private:
   // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: each thread
@@ -71,8 +55,9 @@ class LlamaForward {
   const ModelConfig& c_;
   ForwardOptions options_;
   ThreadPool pool_;
+  CpuAttention attention_;
   // Scratch, [tokens x width] row-major.
-  std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, scores_, row_scratch_, dense_w_;
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, row_scratch_, dense_w_;
   std::vector<int64_t> pos_;       // position of each batch token
   std::vector<int32_t> chunk_of_;  // chunk index of each batch token
 };

@@ -44,7 +44,12 @@ bool BuiltWithCuda() { return PENG_WITH_CUDA != 0; }
 
 absl::StatusOr<std::unique_ptr<ForwardBackend>> MakeForward(const Model& model,
                                                             const BackendOptions& options) {
-  if (options.device == Device::kCpu) return std::make_unique<LlamaForward>(model, options.cpu);
+  if (options.device == Device::kCpu) {
+    auto forward = std::make_unique<LlamaForward>(model, options.cpu);
+    // A missing attention variant fails here, at startup, naming the tuple.
+    PENG_RETURN_IF_ERROR(forward->PrepareAttention(options.kv_format));
+    return std::unique_ptr<ForwardBackend>(std::move(forward));
+  }
   PENG_RETURN_IF_ERROR(CheckCuda());
 #if PENG_WITH_CUDA
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<CudaForward> forward,

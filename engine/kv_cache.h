@@ -9,9 +9,19 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "kernels/cpu/attention.h"
+#include "kernels/attention/args.h"
 
 namespace peng {
+
+// Where a paged cache keeps its pages, for workers that address them through a page table
+// (the CUDA worker): every span's k is base + page * page_bytes, its v k + tokens_per_page
+// rows (memory/kv_manager.h's page layout). base may be a device pointer: never dereference it.
+struct KvPageLayout {
+  const uint8_t* base = nullptr;
+  int64_t page_bytes = 0;
+  int tokens_per_page = 0;
+  kernels::KvFormat format = kernels::KvFormat::kF32;
+};
 
 class KvCache {
  public:
@@ -31,6 +41,13 @@ class KvCache {
   // Spans covering tokens [0, len) in order (cleared first).
   virtual void Spans(int64_t seq, int layer, int kv_head, int64_t len,
                      std::vector<kernels::KvSpan>* out) const = 0;
+
+  // The element format of every page (what the attention kernels must read).
+  virtual kernels::KvFormat format() const = 0;
+
+  // The page layout, or base == nullptr when the pages do not live in one region in that
+  // layout (then only Store/Spans reach them).
+  virtual KvPageLayout PageLayout() const { return {}; }
 };
 
 }  // namespace peng

@@ -21,6 +21,7 @@ class SimpleKvCache : public KvCache {
              const float* v) override;
   void Spans(int64_t seq, int layer, int kv_head, int64_t len,
              std::vector<kernels::KvSpan>* out) const override;
+  kernels::KvFormat format() const override { return kernels::KvFormat::kF32; }
 
  private:
   struct Page {

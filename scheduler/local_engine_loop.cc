@@ -17,21 +17,44 @@ SchedulerOptions WithModel(SchedulerOptions o, const ModelConfig& c) {
   return o;
 }
 
+// The CPU worker's options: fused kernels for every batch size when batch-invariant.
+ForwardOptions CpuOptions(const LocalEngineLoopOptions& o) {
+  return ForwardOptions{.num_threads = o.threads, .blas_min_tokens = o.batch_invariant ? INT_MAX : 64};
+}
+
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<LocalEngineLoop>> LocalEngineLoop::Create(
+    const Model& model, LocalEngineLoopOptions options, metrics::Registry* registry) {
+  BackendOptions bo;
+  bo.device = options.device;
+  bo.cpu = CpuOptions(options);
+  bo.cuda_device = options.cuda_device;
+  bo.kv_format = options.kv.format;
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward, MakeForward(model, bo));
+  PENG_RETURN_IF_ERROR(memory::KvManager::Validate(ShapeOf(model.config), options.kv));
+  PENG_ASSIGN_OR_RETURN(options.kv.page_memory, forward->KvPoolMemory(options.kv.budget_bytes));
+  return std::unique_ptr<LocalEngineLoop>(
+      new LocalEngineLoop(model, std::move(options), registry, std::move(forward)));
+}
 
 LocalEngineLoop::LocalEngineLoop(const Model& model, LocalEngineLoopOptions options,
                                  metrics::Registry* registry)
+    : LocalEngineLoop(model, options, registry,
+                      std::make_unique<LlamaForward>(model, CpuOptions(options))) {}
+
+LocalEngineLoop::LocalEngineLoop(const Model& model, LocalEngineLoopOptions options,
+                                 metrics::Registry* registry, std::unique_ptr<ForwardBackend> forward)
     : model_(model),
       options_([&] {
         options.scheduler = WithModel(options.scheduler, model.config);
         return options;
       }()),
+      forward_(std::move(forward)),
       kv_(ShapeOf(model.config), options_.kv),
       kv_view_(&kv_),
       metrics_(registry ? std::make_unique<EngineMetrics>(registry) : nullptr),
-      scheduler_(options_.scheduler, &kv_, model.tokenizer.get(), metrics_.get()),
-      forward_(model, ForwardOptions{.num_threads = options_.threads,
-                                     .blas_min_tokens = options_.batch_invariant ? INT_MAX : 64}) {
+      scheduler_(options_.scheduler, &kv_, model.tokenizer.get(), metrics_.get()) {
   PublishStats();
 }
 
@@ -161,7 +184,7 @@ void LocalEngineLoop::Step() {
                             .tokens = {s.tokens.data() + c.start, static_cast<size_t>(c.num_tokens)},
                             .logits = c.sample ? SequenceChunk::Logits::kLast : SequenceChunk::Logits::kNone});
   }
-  const absl::Status status = forward_.Forward(batch, kv_view_, &out_);
+  const absl::Status status = forward_->Forward(batch, kv_view_, &out_);
   if (!status.ok()) {
     std::fprintf(stderr, "peng: step failed: %s\n", std::string(status.message()).c_str());
     scheduler_.FailStep(plan, std::string(status.message()));

@@ -1,5 +1,6 @@
 // LocalEngineLoop: the EngineLoop of a single-process deployment — one engine thread that owns
-// the Scheduler, the KvManager and the CPU worker (LlamaForward over the page pool). Frontends
+// the Scheduler, the KvManager and the worker (a ForwardBackend over the page pool: the CPU
+// worker, or the CUDA worker with the pool's pages in device memory). Frontends
 // talk to it only through Submit/Abort (a task queue) and the RequestStreams they pass in.
 #pragma once
 
@@ -12,6 +13,7 @@
 
 #include "base/metrics.h"
 #include "engine/forward.h"
+#include "engine/forward_factory.h"
 #include "engine/model.h"
 #include "memory/kv_manager.h"
 #include "scheduler/engine_loop.h"
@@ -25,6 +27,8 @@ struct LocalEngineLoopOptions {
   SchedulerOptions scheduler;
   memory::KvManagerOptions kv;
   int threads = 2;
+  Device device = Device::kCpu;  // which worker; kCuda puts the KV pages in device memory
+  int cuda_device = 0;
   // Fused kernels for every batch size, so a row's arithmetic never depends on what else is in
   // the batch (same tokens alone or batched at temperature 0). Off: prefill through oneDNN.
   bool batch_invariant = true;
@@ -32,7 +36,14 @@ struct LocalEngineLoopOptions {
 
 class LocalEngineLoop : public EngineLoop {
  public:
+  // Creates the worker options.device names (engine/forward_factory.h) and the KV pool where
+  // it reads (for CUDA: options.kv.budget_bytes of device memory owned by the worker). Fails
+  // with the factory's message when that worker cannot start, or on invalid KV options.
   // `registry` may be null (no metrics).
+  static absl::StatusOr<std::unique_ptr<LocalEngineLoop>> Create(const Model& model,
+                                                                 LocalEngineLoopOptions options,
+                                                                 metrics::Registry* registry);
+  // The CPU worker (options.device is ignored); options must be valid.
   LocalEngineLoop(const Model& model, LocalEngineLoopOptions options, metrics::Registry* registry);
   ~LocalEngineLoop() override;
 
@@ -57,14 +68,16 @@ class LocalEngineLoop : public EngineLoop {
   void DrainTasks();
   void Step();
   void PublishStats(int64_t step_tokens = 0);
+  LocalEngineLoop(const Model& model, LocalEngineLoopOptions options, metrics::Registry* registry,
+                  std::unique_ptr<ForwardBackend> forward);
 
   const Model& model_;
   LocalEngineLoopOptions options_;
+  std::unique_ptr<ForwardBackend> forward_;  // before kv_: it may own the pool's memory
   memory::KvManager kv_;
   PagedKvView kv_view_;
   std::unique_ptr<EngineMetrics> metrics_;
   Scheduler scheduler_;
-  LlamaForward forward_;
   SamplingScratch scratch_;
   std::vector<SampledToken> sampled_;
   ForwardOutput out_;

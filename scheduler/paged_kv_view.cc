@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
-#include "kernels/cpu/attention.h"
+#include "kernels/cpu/kv_store.h"
 
 namespace peng {
 
@@ -43,6 +43,11 @@ void PagedKvView::Spans(int64_t seq, int layer, int kv_head, int64_t len,
     out->push_back({page, page + value_offset_, std::min<int64_t>(tokens_per_page_, len - start),
                     kv_->options().format});
   }
+}
+
+KvPageLayout PagedKvView::PageLayout() const {
+  return {kv_->PageData(0), static_cast<int64_t>(kv_->page_bytes()), tokens_per_page_,
+          kv_->options().format};
 }
 
 }  // namespace peng

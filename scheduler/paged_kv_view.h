@@ -20,6 +20,8 @@ class PagedKvView : public KvCache {
              const float* v) override;
   void Spans(int64_t seq, int layer, int kv_head, int64_t len,
              std::vector<kernels::KvSpan>* out) const override;
+  KvPageLayout PageLayout() const override;
+  kernels::KvFormat format() const override { return kv_->options().format; }
 
  private:
   memory::KvManager* kv_;

@@ -1,0 +1,173 @@
+// Attention benchmark (a program, not a test): the generated CPU attention kernels, driven the
+// way the forward drives them (engine/cpu_attention.h), on SmolLM2's shape by default.
+//   paged decode: batch B of one-token queries at context N; GB/s of KV read, against this
+//                 machine's memcpy bandwidth (bytes read + written) measured in the same run;
+//   prefill:      one chunk of P tokens (causal) over its own keys; GFLOP/s.
+// KV lives in pages of 16 tokens in the chosen format; enough layers' worth of pages are cycled
+// that the working set is far larger than the last-level cache. Prints a Markdown table.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "engine/cpu_attention.h"
+#include "engine/kv_cache.h"
+#include "engine/model_config.h"
+#include "kernels/cpu/kv_store.h"
+
+namespace peng {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Pages of `tokens_per_page` tokens per (sequence, layer, kv-head), filled with random values.
+class BenchKv : public KvCache {
+ public:
+  BenchKv(int seqs, int layers, int heads, int head_dim, int64_t tokens, kernels::KvFormat format)
+      : layers_(layers), heads_(heads), hd_(head_dim), format_(format),
+        row_bytes_(kernels::KvFormatBytes(format) * head_dim),
+        pages_per_table_((tokens + kTpp - 1) / kTpp) {
+    const size_t bytes = static_cast<size_t>(seqs) * layers * heads * pages_per_table_ * 2 * kTpp * row_bytes_;
+    data_.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096)));
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd;
+    std::vector<float> row(head_dim);
+    for (size_t off = 0; off + row_bytes_ <= bytes; off += row_bytes_) {
+      for (float& x : row) x = nd(rng);
+      kernels::StoreKvRow(row.data(), format, head_dim, data_.get() + off);
+    }
+  }
+  absl::Status Reserve(int64_t, int64_t) override { return absl::OkStatus(); }
+  void Release(int64_t) override {}
+  void Store(int64_t, int, int, int64_t, const float*, const float*) override {}
+  void Spans(int64_t seq, int layer, int kv_head, int64_t len, std::vector<kernels::KvSpan>* out) const override {
+    out->clear();
+    const size_t table = (static_cast<size_t>(seq) * layers_ + layer) * heads_ + kv_head;
+    for (int64_t p = 0; p * kTpp < len; ++p) {
+      const uint8_t* page = data_.get() + (table * pages_per_table_ + p) * 2 * kTpp * row_bytes_;
+      out->push_back({page, page + kTpp * row_bytes_, std::min<int64_t>(kTpp, len - p * kTpp), format_});
+    }
+  }
+  kernels::KvFormat format() const override { return format_; }
+
+ private:
+  static constexpr int kTpp = 16;
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  int layers_, heads_, hd_;
+  kernels::KvFormat format_;
+  size_t row_bytes_;
+  int64_t pages_per_table_;
+  std::unique_ptr<uint8_t, Free> data_;
+};
+
+// memcpy of a 1 GiB buffer split across the pool; bytes read + written per second, best of 3.
+double MemcpyBandwidth(ThreadPool& pool) {
+  const size_t n = size_t{1} << 30;
+  std::unique_ptr<char[]> a(new char[n]), b(new char[n]);
+  std::memset(a.get(), 1, n);
+  std::memset(b.get(), 2, n);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = Clock::now();
+    pool.Run([&](int t, int nt) {
+      const size_t lo = n * t / nt, hi = n * (t + 1) / nt;
+      std::memcpy(b.get() + lo, a.get() + lo, hi - lo);
+    });
+    best = std::max(best, 2.0 * n / Since(t0));
+  }
+  return best;
+}
+
+int Run(int argc, char** argv) {
+  int threads = 2;
+  kernels::KvFormat format = kernels::KvFormat::kF16;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--threads=", 0) == 0) threads = std::atoi(a.c_str() + 10);
+    else if (a == "--format=f32") format = kernels::KvFormat::kF32;
+    else if (a == "--format=bf16") format = kernels::KvFormat::kBF16;
+    else if (a == "--format=f16") format = kernels::KvFormat::kF16;
+    else {
+      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32]\n");
+      return 2;
+    }
+  }
+  ModelConfig c;  // SmolLM2-135M's attention shape
+  c.num_heads = 9;
+  c.num_kv_heads = 3;
+  c.head_dim = 64;
+  ThreadPool pool(threads);
+  CpuAttention attention(c);
+  if (absl::Status s = attention.Prepare(format); !s.ok()) {
+    std::fprintf(stderr, "attention_bench: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  const double memcpy_bw = MemcpyBandwidth(pool);
+  const kernels::CpuIsa isa = kernels::BestCpuIsa();
+  std::printf("memcpy bandwidth (read + write, %d threads): %.1f GB/s; ISA %s; KV %s\n\n", threads,
+              memcpy_bw / 1e9, kernels::Name(isa), kernels::KvFormatName(format));
+  std::printf("| phase | context | batch | KV MB / pass | time / layer | GB/s or GFLOP/s | vs memcpy |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  const int64_t row = int64_t{c.num_heads} * c.head_dim;
+  const size_t kv_token_bytes = 2 * kernels::KvFormatBytes(format) * c.head_dim * c.num_kv_heads;
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd;
+
+  for (int64_t ctx : {512, 2048, 8192}) {
+    for (int batch : {1, 16}) {
+      const double layer_bytes = static_cast<double>(kv_token_bytes) * ctx * batch;
+      const int layers = static_cast<int>(std::clamp(std::ceil(512e6 / layer_bytes), 2.0, 64.0));
+      BenchKv kv(batch, layers, c.num_kv_heads, c.head_dim, ctx, format);
+      std::vector<float> q(batch * row), out(batch * row);
+      for (float& x : q) x = nd(rng);
+      std::vector<int32_t> tok(batch, 0);
+      ForwardBatch fb;
+      for (int s = 0; s < batch; ++s) fb.chunks.push_back({.seq = s, .start_pos = ctx - 1, .tokens = {&tok[s], 1}});
+      for (int l = 0; l < layers; ++l) attention.Run(pool, l, fb, kv, q.data(), out.data());  // warm-up
+      double best = 1e30;
+      for (int rep = 0; rep < 5; ++rep) {
+        const auto t0 = Clock::now();
+        for (int l = 0; l < layers; ++l) attention.Run(pool, l, fb, kv, q.data(), out.data());
+        best = std::min(best, Since(t0) / layers);
+      }
+      const double gbs = layer_bytes / best;
+      std::printf("| decode | %lld | %d | %.0f | %.1f µs | %.1f GB/s | %.0f%% |\n", (long long)ctx, batch,
+                  layer_bytes * layers / 1e6, best * 1e6, gbs / 1e9, 100 * gbs / memcpy_bw);
+    }
+  }
+  for (int64_t p : {512, 2048}) {
+    BenchKv kv(1, 2, c.num_kv_heads, c.head_dim, p, format);
+    std::vector<float> q(p * row), out(p * row);
+    for (float& x : q) x = nd(rng);
+    std::vector<int32_t> toks(p, 0);
+    ForwardBatch fb;
+    fb.chunks.push_back({.seq = 0, .start_pos = 0, .tokens = toks});
+    attention.Run(pool, 0, fb, kv, q.data(), out.data());
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t0 = Clock::now();
+      attention.Run(pool, rep % 2, fb, kv, q.data(), out.data());
+      best = std::min(best, Since(t0));
+    }
+    // QKᵀ and PV over the causal triangle: 4·head_dim flops per (query head, admitted key).
+    const double flops = 4.0 * c.head_dim * c.num_heads * (p * (p + 1) / 2.0);
+    std::printf("| prefill | %lld | 1 | %.1f | %.1f µs | %.1f GFLOP/s | |\n", (long long)p,
+                static_cast<double>(kv_token_bytes) * p / 1e6, best * 1e6, flops / best / 1e9);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace peng
+
+int main(int argc, char** argv) { return peng::Run(argc, argv); }

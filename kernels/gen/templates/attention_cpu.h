@@ -1,0 +1,433 @@
+// CPU attention template: the generator instantiates it once per variant and ISA
+// (kernels/gen/generate.py). A variant is AttnSpec<phase, kv_format, head_dim, group,
+// score_mod, mask_mod, reduction>; everything below is compile-time in those parameters.
+//
+// Shape of the computation (AttentionEngine's decomposition): rows are (query token, group
+// head) pairs of one kv-head; the kv range is walked in tiles of kTile tokens taken from the
+// page spans; each tile gives a [rows x kTile] block of logits (q·k, then score_mod, then
+// mask_mod → −inf), and the row reduction folds the block into per-row state (softmax: running
+// max m, sum l and output o rescaled by exp(m − m'); sigmoid: o += σ(s)·v). Decode is one query
+// (rows = the group) over a split [kv_begin, kv_end) followed by a log-sum-exp combine;
+// prefill is a tile of queries over the whole history. Framework-free; no allocation.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "kernels/attention/args.h"
+#include "kernels/attention/variant.h"
+#include "kernels/gen/templates/simd_cpu.h"
+
+namespace peng::kernels::gen::PENG_GEN_ISA_NS {
+
+template <AttentionPhase kPhase_, KvFormat kFormat_, int kHeadDim_, int kGroup_, ScoreMod kScore_,
+          MaskMod kMask_, Reduction kReduction_>
+struct AttnSpec {
+  static constexpr AttentionPhase kPhase = kPhase_;
+  static constexpr KvFormat kFormat = kFormat_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kGroup = kGroup_;
+  static constexpr ScoreMod kScore = kScore_;
+  static constexpr MaskMod kMask = kMask_;
+  static constexpr Reduction kReduction = kReduction_;
+  static_assert(kHeadDim % 8 == 0 && kHeadDim <= 256, "head_dim must be a multiple of 8, at most 256");
+  static_assert(kGroup >= 1 && kGroup <= 16, "GQA group must be 1..16");
+};
+
+inline constexpr int kTile = 16;  // kv tokens per logits block
+inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// --- KV page format hook ---------------------------------------------------------------------
+// Rows [t0, t0 + n) of a span's keys or values as floats, [n x HD]: the page itself for f32,
+// else widened into `scratch`. Packed per-token-quantized formats (LeanKV) decode here too:
+// they read their per-token scale/zero metadata from the span and write floats to scratch.
+template <KvFormat F, int HD>
+inline const float* PageRows(const void* base, int64_t t0, int n, float* scratch) {
+  if constexpr (F == KvFormat::kF32) {
+    return static_cast<const float*>(base) + t0 * HD;
+  } else {
+    const uint16_t* src = static_cast<const uint16_t*>(base) + t0 * HD;
+    const int total = n * HD;
+    if constexpr (HD % Simd::kW == 0) {
+      for (int i = 0; i < total; i += Simd::kW) {
+        if constexpr (F == KvFormat::kF16) Simd::WidenF16(src + i, scratch + i);
+        else Simd::WidenBf16(src + i, scratch + i);
+      }
+    } else {
+      for (int i = 0; i < total; ++i) scratch[i] = F == KvFormat::kF16 ? Fp16ToFp32(src[i]) : Bf16ToFp32(src[i]);
+    }
+    return scratch;
+  }
+}
+
+// --- small vector helpers over compile-time lengths ----------------------------------------
+template <int N>
+inline float Dot(const float* a, const float* b) {
+  if constexpr (N % Simd::kW == 0) {
+    typename Simd::Vec acc0 = Simd::Zero(), acc1 = Simd::Zero();
+    int i = 0;
+    for (; i + 2 * Simd::kW <= N; i += 2 * Simd::kW) {
+      acc0 = Simd::Fma(Simd::Load(a + i), Simd::Load(b + i), acc0);
+      acc1 = Simd::Fma(Simd::Load(a + i + Simd::kW), Simd::Load(b + i + Simd::kW), acc1);
+    }
+    if (i < N) acc0 = Simd::Fma(Simd::Load(a + i), Simd::Load(b + i), acc0);
+    return Simd::ReduceAdd(Simd::Add(acc0, acc1));
+  } else {
+    float s = 0;
+    for (int i = 0; i < N; ++i) s += a[i] * b[i];
+    return s;
+  }
+}
+
+// o[0:N] = o·alpha + Σ_t p[t]·v[t][0:N] over n rows of v (row stride N).
+template <int N>
+inline void ScaleAccumulate(float* o, float alpha, const float* p, const float* v, int n) {
+  if constexpr (N % Simd::kW == 0) {
+    constexpr int kVecs = N / Simd::kW;
+    constexpr int kBlock = kVecs < 4 ? kVecs : 4;
+    static_assert(kVecs % kBlock == 0, "head_dim / SIMD width must be a multiple of the block");
+    for (int b = 0; b < kVecs; b += kBlock) {
+      typename Simd::Vec acc[kBlock];
+      const typename Simd::Vec a = Simd::Set1(alpha);
+      for (int k = 0; k < kBlock; ++k) {
+        acc[k] = Simd::Load(o + (b + k) * Simd::kW);
+        if (alpha != 1.0f) acc[k] = Simd::Mul(acc[k], a);  // ×1 is exact: skipping it changes no bit
+      }
+      for (int t = 0; t < n; ++t) {
+        const typename Simd::Vec pt = Simd::Set1(p[t]);
+        const float* vr = v + t * N + b * Simd::kW;
+        for (int k = 0; k < kBlock; ++k) acc[k] = Simd::Fma(pt, Simd::Load(vr + k * Simd::kW), acc[k]);
+      }
+      for (int k = 0; k < kBlock; ++k) Simd::Store(o + (b + k) * Simd::kW, acc[k]);
+    }
+  } else {
+    for (int i = 0; i < N; ++i) o[i] *= alpha;
+    for (int t = 0; t < n; ++t)
+      for (int i = 0; i < N; ++i) o[i] += p[t] * v[t * N + i];
+  }
+}
+
+// --- score_mod and mask_mod ----------------------------------------------------------------
+template <class S>
+inline float ModScore(float s, int g, int64_t q_pos, int64_t kv_pos, const AttentionParams& p) {
+  if constexpr (S::kScore == ScoreMod::kNone) {
+    return s;
+  } else if constexpr (S::kScore == ScoreMod::kScale) {
+    return s * p.scale;
+  } else if constexpr (S::kScore == ScoreMod::kSoftcap) {
+    return p.softcap * std::tanh(s * p.scale / p.softcap);
+  } else {
+    return s * p.scale + p.alibi_slopes[g] * static_cast<float>(kv_pos - q_pos);
+  }
+}
+
+template <class S>
+inline bool Admit(int g, int64_t q_pos, int64_t kv_pos, const AttentionParams& p) {
+  if constexpr (S::kMask == MaskMod::kCausal) {
+    return kv_pos <= q_pos;
+  } else if constexpr (S::kMask == MaskMod::kSlidingWindow) {
+    return kv_pos <= q_pos && kv_pos > q_pos - p.window;
+  } else if constexpr (S::kMask == MaskMod::kFull) {
+    return true;
+  } else {
+    return (p.head_subset[g * p.subset_words + (kv_pos >> 6)] >> (kv_pos & 63)) & 1;
+  }
+}
+
+// The kv range [begin, end) that can hold admitted tokens for queries at [q_lo, q_hi]: the
+// block-level fast path of the masks (causal and window skip whole ranges).
+template <class S>
+inline void ClampRange(int64_t q_lo, int64_t q_hi, const AttentionParams& p, int64_t* begin, int64_t* end) {
+  if constexpr (S::kMask == MaskMod::kCausal || S::kMask == MaskMod::kSlidingWindow) {
+    *end = std::min(*end, q_hi + 1);
+  }
+  if constexpr (S::kMask == MaskMod::kSlidingWindow) {
+    *begin = std::max(*begin, q_lo - p.window + 1);
+  }
+}
+
+// --- the row block ---------------------------------------------------------------------------
+// Rows r < R: query q_row[r] (HD floats), group head g_row[r], position pos_row[r]. State per
+// row: o [R x HD], m, l. When raw is set, every logit after the mods and the mask is also
+// stored at raw[r * raw_stride + (kv − begin)].
+template <class S>
+struct RowBlock {
+  static constexpr int HD = S::kHeadDim;
+  static constexpr int kMaxRows = 32;
+  const float* q_row[kMaxRows];
+  int g_row[kMaxRows];
+  int64_t pos_row[kMaxRows];
+  int rows = 0;
+  float o[kMaxRows * HD];
+  float m[kMaxRows], l[kMaxRows];
+  float k_scratch[kTile * HD], v_scratch[kTile * HD];
+
+  void Reset() {
+    std::fill(o, o + rows * HD, 0.0f);
+    std::fill(m, m + rows, kNegInf);
+    std::fill(l, l + rows, 0.0f);
+  }
+
+  // Logits of every row against tile rows [t0, t0 + n) of one span at kv position kv0.
+  void Scores(const float* k, int n, int64_t kv0, const AttentionParams& p, float (*s)[kTile]) {
+    // Every row takes the same path whatever the block holds (one query in decode, many in
+    // prefill), so a token's result never depends on how it was batched or chunked.
+    // (Measured: a per-token dot with two accumulator chains beats a 16-token transpose-and-add
+    // tree for decode's few rows on AVX-512, 16 vs 13 GB/s per core.)
+    for (int r = 0; r < rows; ++r)
+      for (int t = 0; t < n; ++t) s[r][t] = Dot<HD>(q_row[r], k + t * HD);
+    if (TileAdmitsAll(kv0, n, p)) {
+      // Fast path (most tiles of causal attention): no per-element mask, vector score_mod.
+      for (int r = 0; r < rows; ++r) {
+        if constexpr (S::kScore == ScoreMod::kScale) {
+          for (int t = 0; t < n; ++t) s[r][t] *= p.scale;
+        } else if constexpr (S::kScore != ScoreMod::kNone) {
+          for (int t = 0; t < n; ++t) s[r][t] = ModScore<S>(s[r][t], g_row[r], pos_row[r], kv0 + t, p);
+        }
+        for (int t = n; t < kTile; ++t) s[r][t] = kNegInf;
+      }
+      return;
+    }
+    for (int r = 0; r < rows; ++r) {
+      for (int t = 0; t < kTile; ++t) {
+        const int64_t kv = kv0 + t;
+        s[r][t] = t < n && Admit<S>(g_row[r], pos_row[r], kv, p) ? ModScore<S>(s[r][t], g_row[r], pos_row[r], kv, p)
+                                                                 : kNegInf;
+      }
+    }
+  }
+
+  // True when every row admits every token of [kv0, kv0 + n) (mask evaluated on the block).
+  bool TileAdmitsAll(int64_t kv0, int n, const AttentionParams& p) const {
+    if constexpr (S::kMask == MaskMod::kFull) {
+      return true;
+    } else if constexpr (S::kMask == MaskMod::kHeadSubset) {
+      return false;
+    } else {
+      int64_t lo = pos_row[0], hi = pos_row[0];
+      for (int r = 1; r < rows; ++r) {
+        lo = std::min(lo, pos_row[r]);
+        hi = std::max(hi, pos_row[r]);
+      }
+      if (kv0 + n - 1 > lo) return false;  // causal: the last token is not after any query
+      return S::kMask == MaskMod::kCausal || kv0 > hi - p.window;
+    }
+  }
+
+  // Folds one tile of logits into the row state.
+  void Reduce(float (*s)[kTile], const float* v, int n) {
+    alignas(64) float pt[kTile];
+    for (int r = 0; r < rows; ++r) {
+      if constexpr (S::kReduction == Reduction::kSoftmax) {
+        typename Simd::Vec mx = Simd::Set1(kNegInf);
+        for (int c = 0; c < kTile; c += Simd::kW) mx = Simd::Max(mx, Simd::Load(s[r] + c));
+        const float tmax = Simd::ReduceMax(mx);
+        if (tmax == kNegInf) continue;  // nothing admitted in this tile
+        const float m_new = std::max(m[r], tmax);
+        // alpha = 1 exactly when the running max holds (the common case once it has settled).
+        const float alpha = m[r] == kNegInf ? 0.0f : m_new == m[r] ? 1.0f : std::exp(m[r] - m_new);
+        typename Simd::Vec sum = Simd::Zero();
+        const typename Simd::Vec mv = Simd::Set1(m_new);
+        for (int c = 0; c < kTile; c += Simd::kW) {
+          const typename Simd::Vec e = Simd::Exp(Simd::Sub(Simd::Load(s[r] + c), mv));
+          Simd::Store(pt + c, e);
+          sum = Simd::Add(sum, e);
+        }
+        l[r] = l[r] * alpha + Simd::ReduceAdd(sum);
+        m[r] = m_new;
+        ScaleAccumulate<HD>(o + r * HD, alpha, pt, v, n);
+      } else {
+        bool any = false;
+        for (int t = 0; t < kTile; ++t) {
+          pt[t] = s[r][t] == kNegInf ? 0.0f : 1.0f / (1.0f + std::exp(-s[r][t]));
+          any |= pt[t] != 0.0f;
+        }
+        if (any) ScaleAccumulate<HD>(o + r * HD, 1.0f, pt, v, n);
+      }
+    }
+  }
+
+  // Walks [begin, end) of the history tile by tile. raw (optional): logits per row.
+  void Run(const KvSpan* spans, int num_spans, int64_t begin, int64_t end, const AttentionParams& p,
+           float* raw = nullptr, int64_t raw_stride = 0) {
+    float s[kMaxRows][kTile];
+    int64_t span_start = 0;
+    for (int si = 0; si < num_spans && span_start < end; span_start += spans[si].num_tokens, ++si) {
+      const int64_t lo = std::max(begin, span_start), hi = std::min(end, span_start + spans[si].num_tokens);
+      for (int64_t j = lo; j < hi; j += kTile) {
+        const int n = static_cast<int>(std::min<int64_t>(kTile, hi - j));
+        const float* k = PageRows<S::kFormat, HD>(spans[si].k, j - span_start, n, k_scratch);
+        Scores(k, n, j, p, s);
+        if (raw != nullptr) {
+          for (int r = 0; r < rows; ++r) std::copy(s[r], s[r] + n, raw + r * raw_stride + (j - begin));
+        }
+        const float* v = PageRows<S::kFormat, HD>(spans[si].v, j - span_start, n, v_scratch);
+        Reduce(s, v, n);
+      }
+    }
+  }
+
+  // Writes normalised rows (softmax) or sums (sigmoid) and the rows' lse.
+  void Finish(float* const* out_row, float* lse_row_base, int lse_stride) const {
+    for (int r = 0; r < rows; ++r) {
+      const float inv = S::kReduction == Reduction::kSigmoid ? 1.0f : (l[r] > 0 ? 1.0f / l[r] : 0.0f);
+      for (int i = 0; i < HD; ++i) out_row[r][i] = o[r * HD + i] * inv;
+      if (lse_row_base != nullptr) {
+        lse_row_base[r * lse_stride] = S::kReduction == Reduction::kSigmoid ? 0.0f
+                                       : l[r] > 0 ? m[r] + std::log(l[r]) : kNegInf;
+      }
+    }
+  }
+};
+
+// Probability of a logit given its row's lse (softmax) or alone (sigmoid); 0 when masked.
+template <class S>
+inline float Probability(float s, float lse) {
+  if (s == kNegInf) return 0.0f;
+  if constexpr (S::kReduction == Reduction::kSoftmax) return std::exp(s - lse);
+  else return 1.0f / (1.0f + std::exp(-s));
+}
+
+// --- decode: one query, a split of the history ---------------------------------------------
+template <class S>
+void DecodePartial(const DecodeArgs& a) {
+  RowBlock<S> b;
+  b.rows = S::kGroup;
+  for (int g = 0; g < S::kGroup; ++g) {
+    b.q_row[g] = a.q + g * S::kHeadDim;
+    b.g_row[g] = g;
+    b.pos_row[g] = a.q_pos;
+  }
+  b.Reset();
+  int64_t begin = a.kv_begin, end = std::min(a.kv_end, a.kv_len);
+  const int64_t split_len = std::max<int64_t>(0, end - begin);
+  if (a.head_probs != nullptr) std::fill(a.head_probs, a.head_probs + S::kGroup * split_len, kNegInf);
+  ClampRange<S>(a.q_pos, a.q_pos, a.params, &begin, &end);
+  float* raw = a.head_probs != nullptr ? a.head_probs + (begin - a.kv_begin) : nullptr;
+  if (begin < end) b.Run(a.spans, a.num_spans, begin, end, a.params, raw, split_len);
+  float* out_rows[S::kGroup];
+  for (int g = 0; g < S::kGroup; ++g) out_rows[g] = a.out + g * S::kHeadDim;
+  float lse[S::kGroup];
+  b.Finish(out_rows, lse, 1);
+  if (a.lse != nullptr) std::copy(lse, lse + S::kGroup, a.lse);
+  if (a.head_probs != nullptr) {
+    for (int g = 0; g < S::kGroup; ++g) {
+      float* hp = a.head_probs + g * split_len;
+      for (int64_t j = 0; j < split_len; ++j) hp[j] = Probability<S>(hp[j], lse[g]);
+    }
+  }
+}
+
+template <class S>
+void CombineDecode(const CombineArgs& a) {
+  constexpr int HD = S::kHeadDim, G = S::kGroup;
+  float total[G];
+  for (int g = 0; g < G; ++g) {
+    if constexpr (S::kReduction == Reduction::kSoftmax) {
+      float mx = kNegInf;
+      for (int i = 0; i < a.num_splits; ++i) mx = std::max(mx, a.lse_parts[i * G + g]);
+      float sum = 0;
+      if (mx != kNegInf) {
+        for (int i = 0; i < a.num_splits; ++i) sum += std::exp(a.lse_parts[i * G + g] - mx);
+      }
+      total[g] = mx == kNegInf ? kNegInf : mx + std::log(sum);
+    } else {
+      total[g] = 0.0f;
+    }
+    float acc[HD] = {};
+    for (int i = 0; i < a.num_splits; ++i) {
+      float w = 1.0f;
+      if constexpr (S::kReduction == Reduction::kSoftmax) {
+        const float li = a.lse_parts[i * G + g];
+        w = li == kNegInf ? 0.0f : std::exp(li - total[g]);
+      }
+      if (w == 0.0f) continue;
+      const float* part = a.out_parts + (i * G + g) * HD;
+      for (int d = 0; d < HD; ++d) acc[d] += w * part[d];
+    }
+    std::copy(acc, acc + HD, a.out + g * HD);
+    if (a.lse != nullptr) a.lse[g] = total[g];
+  }
+  if (a.probs == nullptr) return;
+  for (int i = 0; i < a.num_splits; ++i) {
+    const int64_t b0 = a.split_begin[i], n = a.split_begin[i + 1] - b0;
+    float w[G];
+    for (int g = 0; g < G; ++g) {
+      w[g] = 1.0f;
+      if constexpr (S::kReduction == Reduction::kSoftmax) {
+        const float li = a.lse_parts[i * G + g];
+        w[g] = li == kNegInf ? 0.0f : std::exp(li - total[g]);
+      }
+    }
+    const float* hp = a.head_probs[i];
+    for (int64_t j = 0; j < n; ++j) {
+      float best = 0.0f;
+      for (int g = 0; g < G; ++g) best = std::max(best, hp[g * n + j] * w[g]);
+      a.probs[b0 + j] += best;
+    }
+  }
+}
+
+// --- prefill: a chunk of queries over the whole history ------------------------------------
+template <class S>
+void Prefill(const PrefillArgs& a) {
+  constexpr int G = S::kGroup;
+  constexpr int kTokensPerBlock = RowBlock<S>::kMaxRows / G > 0 ? RowBlock<S>::kMaxRows / G : 1;
+  static_assert(kTokensPerBlock * G <= RowBlock<S>::kMaxRows, "row block overflow");
+  RowBlock<S> b;
+  for (int64_t t0 = 0; t0 < a.num_q; t0 += kTokensPerBlock) {
+    const int nt = static_cast<int>(std::min<int64_t>(kTokensPerBlock, a.num_q - t0));
+    b.rows = nt * G;
+    float* out_rows[RowBlock<S>::kMaxRows];
+    for (int t = 0; t < nt; ++t) {
+      for (int g = 0; g < G; ++g) {
+        const int r = t * G + g;
+        b.q_row[r] = a.q + (t0 + t) * a.q_stride + g * S::kHeadDim;
+        b.g_row[r] = g;
+        b.pos_row[r] = a.q_pos0 + t0 + t;
+        out_rows[r] = a.out + (t0 + t) * a.out_stride + g * S::kHeadDim;
+      }
+    }
+    b.Reset();
+    int64_t begin = 0, end = a.kv_len;
+    ClampRange<S>(a.q_pos0 + t0, a.q_pos0 + t0 + nt - 1, a.params, &begin, &end);
+    if (begin < end) b.Run(a.spans, a.num_spans, begin, end, a.params);
+    float lse[RowBlock<S>::kMaxRows];
+    b.Finish(out_rows, lse, 1);
+    if (a.lse != nullptr) std::copy(lse, lse + b.rows, a.lse + t0 * G);
+    if (a.probs == nullptr || t0 + nt <= a.probs_q_begin) continue;
+    // Importance scores: a second pass over the admitted range with the final lse per row.
+    RowBlock<S> pb;
+    int first = static_cast<int>(std::max<int64_t>(0, a.probs_q_begin - t0));
+    pb.rows = (nt - first) * G;
+    for (int r = 0; r < pb.rows; ++r) {
+      pb.q_row[r] = b.q_row[first * G + r];
+      pb.g_row[r] = b.g_row[first * G + r];
+      pb.pos_row[r] = b.pos_row[first * G + r];
+    }
+    float s[RowBlock<S>::kMaxRows][kTile];
+    int64_t span_start = 0;
+    for (int si = 0; si < a.num_spans && span_start < end; span_start += a.spans[si].num_tokens, ++si) {
+      const int64_t lo = std::max(begin, span_start), hi = std::min(end, span_start + a.spans[si].num_tokens);
+      for (int64_t j = lo; j < hi; j += kTile) {
+        const int n = static_cast<int>(std::min<int64_t>(kTile, hi - j));
+        pb.Scores(PageRows<S::kFormat, S::kHeadDim>(a.spans[si].k, j - span_start, n, pb.k_scratch), n, j,
+                  a.params, s);
+        for (int tq = 0; tq < nt - first; ++tq) {
+          for (int t = 0; t < n; ++t) {
+            float best = 0.0f;
+            for (int g = 0; g < G; ++g) {
+              const int r = tq * G + g;
+              best = std::max(best, Probability<S>(s[r][t], lse[first * G + r]));
+            }
+            a.probs[j + t] += best;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace peng::kernels::gen::PENG_GEN_ISA_NS

@@ -1,0 +1,189 @@
+// The small SIMD vocabulary the CPU attention template is written in, one implementation per
+// ISA. Every generated CPU instance is compiled three times (CMake: kernels/gen/CMakeLists.txt)
+// with PENG_GEN_ISA = 1 (portable C++), 2 (AVX2 + FMA + F16C) or 3 (AVX-512 F/BW/DQ/VL), and
+// the matching -march; the dispatcher picks the best one the CPU has at run time.
+//
+// Vec: kW floats. Ops: Zero, Set1, Load, Store, Add, Sub, Mul, Max, Fma(a, b, c) = a·b + c,
+// Exp (relative error < 2e-7 on [-87, 88], 0 below), ReduceAdd, ReduceMax; Widen converts kW
+// f16/bf16 values to floats.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/fp16.h"
+#include "kernels/kv_format.h"
+
+#if PENG_GEN_ISA >= 2
+#include <immintrin.h>
+#endif
+
+#if PENG_GEN_ISA == 3
+#define PENG_GEN_ISA_NS isa_avx512
+#elif PENG_GEN_ISA == 2
+#define PENG_GEN_ISA_NS isa_avx2
+#elif PENG_GEN_ISA == 1
+#define PENG_GEN_ISA_NS isa_portable
+#else
+#error "PENG_GEN_ISA must be 1 (portable), 2 (avx2) or 3 (avx512)"
+#endif
+
+namespace peng::kernels::gen::PENG_GEN_ISA_NS {
+
+using kernels::Bf16ToFp32;
+using kernels::Fp16ToFp32;
+
+// Cody–Waite range reduction + degree-6 polynomial, shared by the vector paths through the
+// integer exponent trick; the portable path calls std::exp.
+inline constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+
+#if PENG_GEN_ISA == 3
+struct Simd {
+  using Vec = __m512;
+  static constexpr int kW = 16;
+  static Vec Zero() { return _mm512_setzero_ps(); }
+  static Vec Set1(float x) { return _mm512_set1_ps(x); }
+  static Vec Load(const float* p) { return _mm512_loadu_ps(p); }
+  static void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+  static Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static Vec Sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+  static Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+  static Vec Max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+  static Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static float ReduceAdd(Vec v) { return _mm512_reduce_add_ps(v); }
+  static float ReduceMax(Vec v) { return _mm512_reduce_max_ps(v); }
+  static Vec Exp(Vec x) {
+    const __mmask16 live = _mm512_cmp_ps_mask(x, Set1(-87.3365478515625f), _CMP_GE_OQ);
+    x = _mm512_max_ps(_mm512_min_ps(x, Set1(88.3762626647949f)), Set1(-87.3365478515625f));
+    const Vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, Set1(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    Vec r = _mm512_fnmadd_ps(n, Set1(kLn2Hi), x);
+    r = _mm512_fnmadd_ps(n, Set1(kLn2Lo), r);
+    Vec p = Set1(1.9875691500e-4f);
+    p = Fma(p, r, Set1(1.3981999507e-3f));
+    p = Fma(p, r, Set1(8.3334519073e-3f));
+    p = Fma(p, r, Set1(4.1665795894e-2f));
+    p = Fma(p, r, Set1(1.6666665459e-1f));
+    p = Fma(p, r, Set1(5.0000001201e-1f));
+    p = Fma(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, Set1(1.0f)));
+    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
+  }
+  static void WidenF16(const uint16_t* s, float* d) {
+    Store(d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s))));
+  }
+  static void WidenBf16(const uint16_t* s, float* d) {
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s));
+    Store(d, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
+  }
+};
+#elif PENG_GEN_ISA == 2
+struct Simd {
+  using Vec = __m256;
+  static constexpr int kW = 8;
+  static Vec Zero() { return _mm256_setzero_ps(); }
+  static Vec Set1(float x) { return _mm256_set1_ps(x); }
+  static Vec Load(const float* p) { return _mm256_loadu_ps(p); }
+  static void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+  static Vec Add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec Sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+  static Vec Mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+  static Vec Max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+  static Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static float ReduceAdd(Vec v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static float ReduceMax(Vec v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static Vec Exp(Vec x) {
+    const Vec live = _mm256_cmp_ps(x, Set1(-87.3365478515625f), _CMP_GE_OQ);
+    x = _mm256_max_ps(_mm256_min_ps(x, Set1(88.3762626647949f)), Set1(-87.3365478515625f));
+    const Vec n = _mm256_round_ps(_mm256_mul_ps(x, Set1(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    Vec r = _mm256_fnmadd_ps(n, Set1(kLn2Hi), x);
+    r = _mm256_fnmadd_ps(n, Set1(kLn2Lo), r);
+    Vec p = Set1(1.9875691500e-4f);
+    p = Fma(p, r, Set1(1.3981999507e-3f));
+    p = Fma(p, r, Set1(8.3334519073e-3f));
+    p = Fma(p, r, Set1(4.1665795894e-2f));
+    p = Fma(p, r, Set1(1.6666665459e-1f));
+    p = Fma(p, r, Set1(5.0000001201e-1f));
+    p = Fma(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, Set1(1.0f)));
+    // 2^n: n in [-127, 128) after the clamp; build the exponent in two halves so that n = 128
+    // (x near 88.7) and n = -126.. stay finite/normal where the result is.
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i half = _mm256_srai_epi32(ni, 1);
+    const Vec a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+    const Vec b = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+    return _mm256_and_ps(live, _mm256_mul_ps(_mm256_mul_ps(p, a), b));
+  }
+  static void WidenF16(const uint16_t* s, float* d) {
+    Store(d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))));
+  }
+  static void WidenBf16(const uint16_t* s, float* d) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+    Store(d, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16)));
+  }
+};
+#else
+// Plain C++ over 8-float arrays; the compiler vectorises what the baseline ISA allows.
+struct Simd {
+  struct Vec {
+    float x[8];
+  };
+  static constexpr int kW = 8;
+  static Vec Zero() { return Set1(0.0f); }
+  static Vec Set1(float s) {
+    Vec v{};
+    for (float& e : v.x) e = s;
+    return v;
+  }
+  static Vec Load(const float* p) {
+    Vec v{};
+    std::memcpy(v.x, p, sizeof(v.x));
+    return v;
+  }
+  static void Store(float* p, Vec v) { std::memcpy(p, v.x, sizeof(v.x)); }
+  template <typename F>
+  static Vec Map2(Vec a, Vec b, F f) {
+    for (int i = 0; i < kW; ++i) a.x[i] = f(a.x[i], b.x[i]);
+    return a;
+  }
+  static Vec Add(Vec a, Vec b) { return Map2(a, b, [](float u, float w) { return u + w; }); }
+  static Vec Sub(Vec a, Vec b) { return Map2(a, b, [](float u, float w) { return u - w; }); }
+  static Vec Mul(Vec a, Vec b) { return Map2(a, b, [](float u, float w) { return u * w; }); }
+  static Vec Max(Vec a, Vec b) { return Map2(a, b, [](float u, float w) { return u > w ? u : w; }); }
+  static Vec Fma(Vec a, Vec b, Vec c) {
+    for (int i = 0; i < kW; ++i) c.x[i] += a.x[i] * b.x[i];
+    return c;
+  }
+  static float ReduceAdd(Vec v) {
+    float s = 0;
+    for (float e : v.x) s += e;
+    return s;
+  }
+  static float ReduceMax(Vec v) {
+    float m = v.x[0];
+    for (float e : v.x) m = e > m ? e : m;
+    return m;
+  }
+  static Vec Exp(Vec v) {
+    for (float& e : v.x) e = std::exp(e);
+    return v;
+  }
+  static void WidenF16(const uint16_t* s, float* d) {
+    for (int i = 0; i < kW; ++i) d[i] = Fp16ToFp32(s[i]);
+  }
+  static void WidenBf16(const uint16_t* s, float* d) {
+    for (int i = 0; i < kW; ++i) d[i] = Bf16ToFp32(s[i]);
+  }
+};
+#endif
+
+}  // namespace peng::kernels::gen::PENG_GEN_ISA_NS
