@@ -12,12 +12,13 @@
 #                         its SHA-256: the model alone is over the carry limit, so it travels in
 #                         two extra calls that stash the halves on the warm machine.
 #
-# Usage (here, after building build-cuda):  scripts/device-bundle.sh [BUILD_DIR]
+# Usage (here, after building build-device as docs/DEVICE_CHECK.md says):
+#   scripts/device-bundle.sh [BUILD_DIR]
 # Then run on the device (docs/DEVICE_CHECK.md):  scripts/device-check.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${1:-$ROOT/build-cuda}
+BUILD=${1:-$ROOT/build-device}
 OUT=$ROOT/device-bundle
 MODEL=$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf
 LIMIT=$((64 * 1024 * 1024))
