@@ -33,16 +33,19 @@ class BenchKv : public KvCache {
  public:
   BenchKv(int seqs, int layers, int heads, int head_dim, int64_t tokens, kernels::KvFormat format)
       : layers_(layers), heads_(heads), hd_(head_dim), format_(format),
-        row_bytes_(kernels::KvFormatBytes(format) * head_dim),
+        seg_(kernels::PageSegmentsOf(format, head_dim, kTpp)),
         pages_per_table_((tokens + kTpp - 1) / kTpp) {
-    const size_t bytes = static_cast<size_t>(seqs) * layers * heads * pages_per_table_ * 2 * kTpp * row_bytes_;
-    data_.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096)));
+    const size_t pages = static_cast<size_t>(seqs) * layers * heads * pages_per_table_;
+    data_.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, (pages * seg_.page_bytes + 4095) / 4096 * 4096)));
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
-    std::vector<float> row(head_dim);
-    for (size_t off = 0; off + row_bytes_ <= bytes; off += row_bytes_) {
-      for (float& x : row) x = nd(rng);
-      kernels::StoreKvRow(row.data(), format, head_dim, data_.get() + off);
+    std::vector<float> k(head_dim), v(head_dim);
+    for (size_t p = 0; p < pages; ++p) {
+      for (int t = 0; t < kTpp; ++t) {
+        for (float& x : k) x = nd(rng);
+        for (float& x : v) x = nd(rng);
+        kernels::StoreKvToken(format, head_dim, kTpp, k.data(), v.data(), t, t, data_.get() + p * seg_.page_bytes);
+      }
     }
   }
   absl::Status Reserve(int64_t, int64_t) override { return absl::OkStatus(); }
@@ -52,8 +55,15 @@ class BenchKv : public KvCache {
     out->clear();
     const size_t table = (static_cast<size_t>(seq) * layers_ + layer) * heads_ + kv_head;
     for (int64_t p = 0; p * kTpp < len; ++p) {
-      const uint8_t* page = data_.get() + (table * pages_per_table_ + p) * 2 * kTpp * row_bytes_;
-      out->push_back({page, page + kTpp * row_bytes_, std::min<int64_t>(kTpp, len - p * kTpp), format_});
+      const uint8_t* page = data_.get() + (table * pages_per_table_ + p) * seg_.page_bytes;
+      kernels::KvSpan span;
+      span.k = page + seg_.k;
+      span.v = page + seg_.v;
+      span.k_meta = page + seg_.k_meta;
+      span.v_meta = page + seg_.v_meta;
+      span.num_tokens = std::min<int64_t>(kTpp, len - p * kTpp);
+      span.format = format_;
+      out->push_back(span);
     }
   }
   kernels::KvFormat format() const override { return format_; }
@@ -65,7 +75,7 @@ class BenchKv : public KvCache {
   };
   int layers_, heads_, hd_;
   kernels::KvFormat format_;
-  size_t row_bytes_;
+  kernels::KvPageSegments seg_;
   int64_t pages_per_table_;
   std::unique_ptr<uint8_t, Free> data_;
 };
@@ -94,11 +104,9 @@ int Run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--threads=", 0) == 0) threads = std::atoi(a.c_str() + 10);
-    else if (a == "--format=f32") format = kernels::KvFormat::kF32;
-    else if (a == "--format=bf16") format = kernels::KvFormat::kBF16;
-    else if (a == "--format=f16") format = kernels::KvFormat::kF16;
+    else if (a.rfind("--format=", 0) == 0 && kernels::ParseKvFormat(a.substr(9), &format)) continue;
     else {
-      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32]\n");
+      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32|k8v8|k8v4|k4v2]\n");
       return 2;
     }
   }
@@ -119,13 +127,14 @@ int Run(int argc, char** argv) {
   std::printf("| phase | context | batch | KV MB / pass | time / layer | GB/s or GFLOP/s | vs memcpy |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   const int64_t row = int64_t{c.num_heads} * c.head_dim;
-  const size_t kv_token_bytes = 2 * kernels::KvFormatBytes(format) * c.head_dim * c.num_kv_heads;
+  // Bytes of KV (metadata included) per token, all kv-heads of a layer.
+  const double kv_token_bytes = kernels::KvBytesPerToken(format, c.head_dim, 16) * c.num_kv_heads;
   std::mt19937 rng(2);
   std::normal_distribution<float> nd;
 
   for (int64_t ctx : {512, 2048, 8192}) {
     for (int batch : {1, 16}) {
-      const double layer_bytes = static_cast<double>(kv_token_bytes) * ctx * batch;
+      const double layer_bytes = kv_token_bytes * ctx * batch;
       const int layers = static_cast<int>(std::clamp(std::ceil(512e6 / layer_bytes), 2.0, 64.0));
       BenchKv kv(batch, layers, c.num_kv_heads, c.head_dim, ctx, format);
       std::vector<float> q(batch * row), out(batch * row);
@@ -162,7 +171,7 @@ int Run(int argc, char** argv) {
     // QKᵀ and PV over the causal triangle: 4·head_dim flops per (query head, admitted key).
     const double flops = 4.0 * c.head_dim * c.num_heads * (p * (p + 1) / 2.0);
     std::printf("| prefill | %lld | 1 | %.1f | %.1f µs | %.1f GFLOP/s | |\n", (long long)p,
-                static_cast<double>(kv_token_bytes) * p / 1e6, best * 1e6, flops / best / 1e9);
+                kv_token_bytes * p / 1e6, best * 1e6, flops / best / 1e9);
   }
   return 0;
 }

@@ -31,8 +31,7 @@ struct Sequence {
 };
 
 size_t PageBytes(const KvShape& shape, const KvManagerOptions& options) {
-  return 2 * static_cast<size_t>(options.tokens_per_page) * shape.head_dim *
-         kernels::KvFormatBytes(options.format);
+  return kernels::PageSegmentsOf(options.format, shape.head_dim, options.tokens_per_page).page_bytes;
 }
 
 }  // namespace

@@ -170,6 +170,11 @@ void LocalEngineLoop::DrainTasks() {
 
 void LocalEngineLoop::Step() {
   const StepPlan plan = scheduler_.Schedule();
+  // The waiting queue is final for this step once scheduled: publish it before any token of
+  // the step reaches a client, so a client that reacts to a token never finds the request it
+  // watched start still counted as waiting by Submit's bounds.
+  stat_waiting_requests_.store(scheduler_.num_waiting_requests());
+  stat_waiting_tokens_.store(scheduler_.num_waiting_tokens());
   if (plan.empty()) {
     PublishStats();
     if (!scheduler_.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));

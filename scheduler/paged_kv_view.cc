@@ -9,8 +9,7 @@ namespace peng {
 PagedKvView::PagedKvView(memory::KvManager* kv)
     : kv_(kv),
       tokens_per_page_(kv->options().tokens_per_page),
-      row_bytes_(kernels::KvFormatBytes(kv->options().format) * kv->shape().head_dim),
-      value_offset_(row_bytes_ * kv->options().tokens_per_page) {}
+      segments_(kernels::PageSegmentsOf(kv->options().format, kv->shape().head_dim, tokens_per_page_)) {}
 
 absl::Status PagedKvView::Reserve(int64_t seq, int64_t end) {
   if (!kv_->Has(seq) || kv_->Length(seq) < end) {
@@ -26,11 +25,8 @@ void PagedKvView::Store(int64_t seq, int layer, int kv_head, int64_t pos, const 
   const std::span<const int32_t> table = kv_->PageTable(seq, layer, kv_head);
   const size_t p = static_cast<size_t>(pos / tokens_per_page_);
   PENG_CHECK(p < table.size());
-  uint8_t* page = kv_->PageData(table[p]);
-  const size_t row = static_cast<size_t>(pos % tokens_per_page_) * row_bytes_;
-  const int hd = kv_->shape().head_dim;
-  kernels::StoreKvRow(k, kv_->options().format, hd, page + row);
-  kernels::StoreKvRow(v, kv_->options().format, hd, page + value_offset_ + row);
+  kernels::StoreKvToken(kv_->options().format, kv_->shape().head_dim, tokens_per_page_, k, v, pos,
+                        static_cast<int>(pos % tokens_per_page_), kv_->PageData(table[p]));
 }
 
 void PagedKvView::Spans(int64_t seq, int layer, int kv_head, int64_t len,
@@ -39,9 +35,17 @@ void PagedKvView::Spans(int64_t seq, int layer, int kv_head, int64_t len,
   const std::span<const int32_t> table = kv_->PageTable(seq, layer, kv_head);
   for (int64_t start = 0, p = 0; start < len; start += tokens_per_page_, ++p) {
     PENG_CHECK(static_cast<size_t>(p) < table.size());
-    uint8_t* page = kv_->PageData(table[p]);
-    out->push_back({page, page + value_offset_, std::min<int64_t>(tokens_per_page_, len - start),
-                    kv_->options().format});
+    const uint8_t* page = kv_->PageData(table[p]);
+    kernels::KvSpan span;
+    span.k = page + segments_.k;
+    span.v = page + segments_.v;
+    span.num_tokens = std::min<int64_t>(tokens_per_page_, len - start);
+    span.format = kv_->options().format;
+    if (kernels::IsQuantized(span.format)) {
+      span.k_meta = page + segments_.k_meta;
+      span.v_meta = page + segments_.v_meta;
+    }
+    out->push_back(span);
   }
 }
 

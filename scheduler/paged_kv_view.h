@@ -1,6 +1,6 @@
 // PagedKvView: the engine's KvCache interface over the KvManager's pages, so the forward pass
-// reads and writes the page pool directly. Page layout (memory/kv_manager.h): keys
-// [tokens_per_page x head_dim] then values [tokens_per_page x head_dim], in the pool's format.
+// reads and writes the page pool directly. Page layout: kernels/kv_format.h (dense: keys then
+// values; quantized: codes and per-token metadata segments), in the pool's format.
 // Reserve() does not allocate — the scheduler grew every sequence before the step — it only
 // checks. Used on the engine thread; Store/Spans of distinct rows from the forward's threads.
 #pragma once
@@ -26,8 +26,7 @@ class PagedKvView : public KvCache {
  private:
   memory::KvManager* kv_;
   int tokens_per_page_;
-  size_t row_bytes_;    // one token's key (or value) row
-  size_t value_offset_; // bytes from a page's start to its values
+  kernels::KvPageSegments segments_;  // where keys, values and their metadata sit in a page
 };
 
 }  // namespace peng

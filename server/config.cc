@@ -29,7 +29,8 @@ using EnumNames = std::vector<std::pair<E, const char*>>;
 
 const EnumNames<KvFormat>& KvFormatNames() {
   static const auto* names =
-      new EnumNames<KvFormat>{{KvFormat::kF32, "f32"}, {KvFormat::kF16, "f16"}, {KvFormat::kBF16, "bf16"}};
+      new EnumNames<KvFormat>{{KvFormat::kF32, "f32"},   {KvFormat::kF16, "f16"},   {KvFormat::kBF16, "bf16"},
+                              {KvFormat::kK8V8, "k8v8"}, {KvFormat::kK8V4, "k8v4"}, {KvFormat::kK4V2, "k4v2"}};
   return *names;
 }
 

@@ -12,14 +12,16 @@
 
 namespace peng::kernels {
 
-// Consecutive tokens of one (sequence, layer, kv-head): keys and values as [num_tokens x
-// head_dim] rows in `format`. Packed per-token-quantized formats (LeanKV) will add their
-// metadata pointers here; a format's page hook decodes a tile of rows to float (format.h).
+// Consecutive tokens of one (sequence, layer, kv-head) in `format` (kernels/kv_format.h): dense
+// keys and values as [num_tokens x head_dim] rows, or quantized codes with their per-token
+// metadata. The kernels' page-format hook decodes a tile of rows to float.
 struct KvSpan {
-  const void* k = nullptr;
+  const void* k = nullptr;  // dense: rows; quantized: packed codes, one row per token
   const void* v = nullptr;
   int64_t num_tokens = 0;
   KvFormat format = KvFormat::kF32;
+  const void* k_meta = nullptr;  // quantized: fp16 (scale, zero) per group, one row per token
+  const void* v_meta = nullptr;
 };
 
 // Runtime values of the score and mask mods (the mods themselves are compile-time).

@@ -144,26 +144,28 @@ AttentionProblem MakeAttentionProblem(const AttentionVariant& v, const Attention
   std::vector<float> k(static_cast<size_t>(c.kv_len) * hd), vv(k.size());
   for (float& x : k) x = nd(rng);
   for (float& x : vv) x = nd(rng);
-  // Store into pages, then read back what the format holds.
-  const size_t row_bytes = KvFormatBytes(v.kv_format) * hd;
-  for (int start = 0; start < c.kv_len; start += c.page) {
-    const int n = std::min(c.page, c.kv_len - start);
-    std::vector<uint8_t>& page = p.pages.emplace_back(2 * c.page * row_bytes);
-    for (int t = 0; t < n; ++t) {
-      StoreKvRow(&k[(start + t) * hd], v.kv_format, hd, page.data() + t * row_bytes);
-      StoreKvRow(&vv[(start + t) * hd], v.kv_format, hd, page.data() + (c.page + t) * row_bytes);
-    }
-  }
+  // Store into pages (memory/'s layout for the format), then read back what the format holds.
+  const KvPageSegments seg = PageSegmentsOf(v.kv_format, hd, c.page);
   p.k.resize(k.size());
   p.v.resize(vv.size());
-  for (size_t i = 0; i < p.pages.size(); ++i) {
-    const int start = static_cast<int>(i) * c.page, n = std::min(c.page, c.kv_len - start);
-    const uint8_t* page = p.pages[i].data();
+  for (int start = 0; start < c.kv_len; start += c.page) {
+    const int n = std::min(c.page, c.kv_len - start);
+    std::vector<uint8_t>& page = p.pages.emplace_back(seg.page_bytes);
     for (int t = 0; t < n; ++t) {
-      LoadKvRow(page + t * row_bytes, v.kv_format, hd, &p.k[(start + t) * hd]);
-      LoadKvRow(page + (c.page + t) * row_bytes, v.kv_format, hd, &p.v[(start + t) * hd]);
+      const int j = start + t;
+      StoreKvToken(v.kv_format, hd, c.page, &k[j * hd], &vv[j * hd], j, t, page.data());
+      LoadKvToken(v.kv_format, hd, c.page, page.data(), t, &p.k[j * hd], &p.v[j * hd]);
     }
-    p.spans.push_back({page, page + c.page * row_bytes, n, v.kv_format});
+    KvSpan span;
+    span.k = page.data() + seg.k;
+    span.v = page.data() + seg.v;
+    span.num_tokens = n;
+    span.format = v.kv_format;
+    if (IsQuantized(v.kv_format)) {
+      span.k_meta = page.data() + seg.k_meta;
+      span.v_meta = page.data() + seg.v_meta;
+    }
+    p.spans.push_back(span);
   }
   p.params.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   p.params.softcap = 1.5f;  // small enough that tanh bends most logits

@@ -1,5 +1,8 @@
 #include "kernels/cpu/kv_store.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/cpu/fp16.h"
@@ -16,6 +19,8 @@ void StoreKvRow(const float* src, KvFormat format, int64_t n, void* dst) {
       for (int64_t i = 0; i < n; ++i) d[i] = Fp32ToFp16(src[i]);
       return;
     }
+    default:
+      std::abort();  // invariant: dense formats only (quantized tokens go through StoreKvToken)
     case KvFormat::kBF16: {
       auto* d = static_cast<uint16_t*>(dst);
       for (int64_t i = 0; i < n; ++i) {  // round to nearest even
@@ -40,7 +45,77 @@ void LoadKvRow(const void* src, KvFormat format, int64_t n, float* dst) {
     case KvFormat::kBF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFp32(h[i]);
       return;
+    default:
+      std::abort();  // invariant: dense formats only (quantized tokens go through LoadKvToken)
   }
+}
+
+void QuantizeKvRow(const float* src, int n, int bits, int groups, uint16_t* codes, uint16_t* meta) {
+  const int per_group = n / groups, range = (1 << bits) - 1;
+  std::fill_n(codes, (n * bits + 15) / 16, 0);
+  for (int g = 0; g < groups; ++g) {
+    const float* x = src + g * per_group;
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < per_group; ++i) {
+      lo = std::min(lo, x[i]);
+      hi = std::max(hi, x[i]);
+    }
+    const uint16_t scale_h = Fp32ToFp16((hi - lo) / range), zero_h = Fp32ToFp16(lo);
+    meta[2 * g] = scale_h;
+    meta[2 * g + 1] = zero_h;
+    const float scale = Fp16ToFp32(scale_h), zero = Fp16ToFp32(zero_h);
+    const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+    for (int i = 0; i < per_group; ++i) {
+      const int idx = g * per_group + i;
+      const int code = std::clamp(static_cast<int>(std::lrint((x[i] - zero) * inv)), 0, range);
+      codes[idx * bits / 16] |= static_cast<uint16_t>(code << (idx * bits % 16));
+    }
+  }
+}
+
+void DequantizeKvRow(const uint16_t* codes, const uint16_t* meta, int n, int bits, int groups, float* dst) {
+  const int per_group = n / groups, mask = (1 << bits) - 1;
+  for (int idx = 0; idx < n; ++idx) {
+    const int g = idx / per_group;
+    const int code = (codes[idx * bits / 16] >> (idx * bits % 16)) & mask;
+    dst[idx] = code * Fp16ToFp32(meta[2 * g]) + Fp16ToFp32(meta[2 * g + 1]);
+  }
+}
+
+void StoreKvToken(KvFormat format, int head_dim, int tokens_per_page, const float* k, const float* v,
+                  int64_t position, int slot, uint8_t* page) {
+  const KvPageSegments s = PageSegmentsOf(format, head_dim, tokens_per_page);
+  if (!IsQuantized(format)) {
+    StoreKvRow(k, format, head_dim, page + s.k + slot * s.k_row);
+    StoreKvRow(v, format, head_dim, page + s.v + slot * s.v_row);
+    return;
+  }
+  const KvQuant q = QuantOf(format);
+  QuantizeKvRow(k, head_dim, q.k_bits, q.k_groups, reinterpret_cast<uint16_t*>(page + s.k + slot * s.k_row),
+                reinterpret_cast<uint16_t*>(page + s.k_meta + slot * s.k_meta_row));
+  QuantizeKvRow(v, head_dim, q.v_bits, q.v_groups, reinterpret_cast<uint16_t*>(page + s.v + slot * s.v_row),
+                reinterpret_cast<uint16_t*>(page + s.v_meta + slot * s.v_meta_row));
+  const float score = 0.0f;
+  const int32_t pos = static_cast<int32_t>(position);
+  std::memcpy(page + s.scores + 4 * slot, &score, 4);
+  std::memcpy(page + s.positions + 4 * slot, &pos, 4);
+}
+
+void LoadKvToken(KvFormat format, int head_dim, int tokens_per_page, const uint8_t* page, int slot,
+                 float* k, float* v) {
+  const KvPageSegments s = PageSegmentsOf(format, head_dim, tokens_per_page);
+  if (!IsQuantized(format)) {
+    LoadKvRow(page + s.k + slot * s.k_row, format, head_dim, k);
+    LoadKvRow(page + s.v + slot * s.v_row, format, head_dim, v);
+    return;
+  }
+  const KvQuant q = QuantOf(format);
+  DequantizeKvRow(reinterpret_cast<const uint16_t*>(page + s.k + slot * s.k_row),
+                  reinterpret_cast<const uint16_t*>(page + s.k_meta + slot * s.k_meta_row), head_dim, q.k_bits,
+                  q.k_groups, k);
+  DequantizeKvRow(reinterpret_cast<const uint16_t*>(page + s.v + slot * s.v_row),
+                  reinterpret_cast<const uint16_t*>(page + s.v_meta + slot * s.v_meta_row), head_dim, q.v_bits,
+                  q.v_groups, v);
 }
 
 }  // namespace peng::kernels

@@ -21,10 +21,15 @@ def run_gen(*args):
 
 
 def test_all_is_the_full_product_of_the_axes(tmp_path):
-    axes = yaml.safe_load(SPEC.read_text())["axes"]
-    expected = 1
-    for a in AXES:
-        expected *= len(axes[a])
+    spec = yaml.safe_load(SPEC.read_text())
+    axes = spec["axes"]
+    expected = 0
+    for backend in axes["backend"]:
+        n = len(spec["backend_formats"][backend])
+        for a in AXES:
+            if a not in ("backend", "kv_format"):
+                n *= len(axes[a])
+        expected += n
     out = run_gen("--spec", str(SPEC), "--out", str(tmp_path), "--set", "all", "--cuda", "--list")
     assert out.returncode == 0, out.stderr
     instances = [l for l in out.stdout.splitlines() if "/cpu/" in l or "/cuda/" in l]
@@ -36,11 +41,13 @@ def test_default_set_covers_every_axis_value_per_backend_and_phase(tmp_path):
     out = run_gen("--spec", str(SPEC), "--out", str(tmp_path), "--cuda")
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    axes = yaml.safe_load(SPEC.read_text())["axes"]
+    spec = yaml.safe_load(SPEC.read_text())
+    axes = spec["axes"]
     for backend, phase in itertools.product(axes["backend"], axes["phase"]):
         sel = [v for v in manifest if v["backend"] == backend and v["phase"] == phase]
         for axis in AXES[2:]:
-            missing = set(axes[axis]) - {v[axis] for v in sel}
+            values = spec["backend_formats"][backend] if axis == "kv_format" else axes[axis]
+            missing = set(values) - {v[axis] for v in sel}
             assert not missing, f"{backend}/{phase}: {axis} values {missing} not covered"
     for v in manifest:
         assert set(v) == set(AXES) | {"symbol"}
@@ -54,7 +61,7 @@ def test_the_build_manifest_names_the_default_models_variants(peng_bin):
     smol = [v for v in manifest if v["backend"] == "cpu" and v["head_dim"] == 64 and v["group"] == 3
             and v["score_mod"] == "scale" and v["mask_mod"] == "causal" and v["reduction"] == "softmax"]
     assert {(v["phase"], v["kv_format"]) for v in smol} == {
-        (p, f) for p in ("prefill", "decode") for f in ("f32", "f16", "bf16")}
+        (p, f) for p in ("prefill", "decode") for f in ("f32", "f16", "bf16", "k8v8", "k8v4", "k4v2")}
 
 
 @pytest.mark.parametrize("bad,message", [

@@ -40,13 +40,45 @@ inline constexpr int kTile = 16;  // kv tokens per logits block
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // --- KV page format hook ---------------------------------------------------------------------
-// Rows [t0, t0 + n) of a span's keys or values as floats, [n x HD]: the page itself for f32,
-// else widened into `scratch`. Packed per-token-quantized formats (LeanKV) decode here too:
-// they read their per-token scale/zero metadata from the span and write floats to scratch.
-template <KvFormat F, int HD>
-inline const float* PageRows(const void* base, int64_t t0, int n, float* scratch) {
+// Rows [t0, t0 + n) of a span's keys (kValue = false) or values as floats, [n x HD]: the page
+// itself for f32, else decoded into `scratch` — widened for f16/bf16, dequantized for the
+// per-token quantized formats (codes · scale + zero per group, metadata from the span).
+template <int HD, int kBits, int kGroups>
+inline void DequantRow(const uint8_t* codes, const uint16_t* meta, float* dst) {
+  constexpr int kPerGroup = HD / kGroups, kMask = (1 << kBits) - 1;
+  static_assert(HD % kGroups == 0, "head_dim must split into equal quantization groups");
+  for (int g = 0; g < kGroups; ++g) {
+    const float scale = Fp16ToFp32(meta[2 * g]), zero = Fp16ToFp32(meta[2 * g + 1]);
+    if constexpr (kPerGroup % 16 == 0) {
+      for (int i = 0; i < kPerGroup; i += 16) {
+        Simd::DequantCodes16<kBits>(codes, g * kPerGroup + i, scale, zero, dst + g * kPerGroup + i);
+      }
+    } else {
+      for (int i = g * kPerGroup; i < (g + 1) * kPerGroup; ++i) {
+        const int code = (codes[i * kBits / 8] >> (i * kBits % 8)) & kMask;
+        dst[i] = static_cast<float>(code) * scale + zero;
+      }
+    }
+  }
+}
+
+template <KvFormat F, int HD, bool kValue>
+inline const float* PageRows(const KvSpan& span, int64_t t0, int n, float* scratch) {
+  const void* base = kValue ? span.v : span.k;
   if constexpr (F == KvFormat::kF32) {
     return static_cast<const float*>(base) + t0 * HD;
+  } else if constexpr (IsQuantized(F)) {
+    constexpr KvQuant q = QuantOf(F);
+    constexpr int kBits = kValue ? q.v_bits : q.k_bits, kGroups = kValue ? q.v_groups : q.k_groups;
+    constexpr KvPageSegments seg = PageSegmentsOf(F, HD, 1);
+    constexpr size_t kRow = kValue ? seg.v_row : seg.k_row, kMetaRow = kValue ? seg.v_meta_row : seg.k_meta_row;
+    const uint8_t* codes = static_cast<const uint8_t*>(base) + t0 * kRow;
+    const uint8_t* meta = static_cast<const uint8_t*>(kValue ? span.v_meta : span.k_meta) + t0 * kMetaRow;
+    for (int t = 0; t < n; ++t) {
+      DequantRow<HD, kBits, kGroups>(codes + t * kRow, reinterpret_cast<const uint16_t*>(meta + t * kMetaRow),
+                                     scratch + t * HD);
+    }
+    return scratch;
   } else {
     const uint16_t* src = static_cast<const uint16_t*>(base) + t0 * HD;
     const int total = n * HD;
@@ -89,7 +121,7 @@ inline void ScaleAccumulate(float* o, float alpha, const float* p, const float* 
     constexpr int kBlock = kVecs < 4 ? kVecs : 4;
     static_assert(kVecs % kBlock == 0, "head_dim / SIMD width must be a multiple of the block");
     for (int b = 0; b < kVecs; b += kBlock) {
-      typename Simd::Vec acc[kBlock];
+      typename Simd::Vec acc[kBlock]{};  // (initialised: GCC 12 misreads the portable struct path)
       const typename Simd::Vec a = Simd::Set1(alpha);
       for (int k = 0; k < kBlock; ++k) {
         acc[k] = Simd::Load(o + (b + k) * Simd::kW);
@@ -258,12 +290,12 @@ struct RowBlock {
       const int64_t lo = std::max(begin, span_start), hi = std::min(end, span_start + spans[si].num_tokens);
       for (int64_t j = lo; j < hi; j += kTile) {
         const int n = static_cast<int>(std::min<int64_t>(kTile, hi - j));
-        const float* k = PageRows<S::kFormat, HD>(spans[si].k, j - span_start, n, k_scratch);
+        const float* k = PageRows<S::kFormat, HD, false>(spans[si], j - span_start, n, k_scratch);
         Scores(k, n, j, p, s);
         if (raw != nullptr) {
           for (int r = 0; r < rows; ++r) std::copy(s[r], s[r] + n, raw + r * raw_stride + (j - begin));
         }
-        const float* v = PageRows<S::kFormat, HD>(spans[si].v, j - span_start, n, v_scratch);
+        const float* v = PageRows<S::kFormat, HD, true>(spans[si], j - span_start, n, v_scratch);
         Reduce(s, v, n);
       }
     }
@@ -413,7 +445,7 @@ void Prefill(const PrefillArgs& a) {
       const int64_t lo = std::max(begin, span_start), hi = std::min(end, span_start + a.spans[si].num_tokens);
       for (int64_t j = lo; j < hi; j += kTile) {
         const int n = static_cast<int>(std::min<int64_t>(kTile, hi - j));
-        pb.Scores(PageRows<S::kFormat, S::kHeadDim>(a.spans[si].k, j - span_start, n, pb.k_scratch), n, j,
+        pb.Scores(PageRows<S::kFormat, S::kHeadDim, false>(a.spans[si], j - span_start, n, pb.k_scratch), n, j,
                   a.params, s);
         for (int tq = 0; tq < nt - first; ++tq) {
           for (int t = 0; t < n; ++t) {

@@ -33,6 +33,7 @@ struct AttnSpec {
   static constexpr Reduction kReduction = kReduction_;
   static_assert(kHeadDim % 8 == 0 && kHeadDim <= 256, "head_dim must be a multiple of 8, at most 256");
   static_assert(kGroup >= 1 && kGroup <= 16, "GQA group must be 1..16");
+  static_assert(!IsQuantized(kFormat), "quantized KV formats have no CUDA kernels yet (spec.yaml backend_formats)");
   // Rows per CTA: the group times as many query tokens as fit in 16 rows (prefill).
   static constexpr int kTokensPerBlock = kPhase == AttentionPhase::kDecode ? 1 : (16 / kGroup > 0 ? 16 / kGroup : 1);
   static constexpr int kRows = kTokensPerBlock * kGroup;

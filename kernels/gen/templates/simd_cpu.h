@@ -68,6 +68,40 @@ struct Simd {
     p = Fma(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, Set1(1.0f)));
     return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
   }
+  // d[0:16] = code(i0 + j)·scale + zero for the kBits-bit codes packed little-endian at p
+  // (i0 a multiple of 16): gather each lane's byte with a shuffle, shift, mask.
+  template <int kBits>
+  static void DequantCodes16(const uint8_t* p, int i0, float scale, float zero, float* d) {
+    const uint8_t* src = p + i0 * kBits / 8;  // 16 codes = 2·kBits bytes
+    __m128i bytes;
+    if constexpr (kBits == 8) bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+    else if constexpr (kBits == 4) bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
+    else {
+      int word;
+      std::memcpy(&word, src, 4);
+      bytes = _mm_cvtsi32_si128(word);
+    }
+    __m512i lanes;
+    if constexpr (kBits == 8) {
+      lanes = _mm512_cvtepu8_epi32(bytes);
+    } else {
+      constexpr int kPerByte = 8 / kBits;
+      alignas(16) static constexpr uint8_t kIdx[16] = {
+          0 / kPerByte, 1 / kPerByte, 2 / kPerByte, 3 / kPerByte, 4 / kPerByte, 5 / kPerByte,
+          6 / kPerByte, 7 / kPerByte, 8 / kPerByte, 9 / kPerByte, 10 / kPerByte, 11 / kPerByte,
+          12 / kPerByte, 13 / kPerByte, 14 / kPerByte, 15 / kPerByte};
+      const __m128i spread = _mm_shuffle_epi8(bytes, _mm_load_si128(reinterpret_cast<const __m128i*>(kIdx)));
+      const __m512i shifts = _mm512_setr_epi32(0 % kPerByte * kBits, 1 % kPerByte * kBits, 2 % kPerByte * kBits,
+                                               3 % kPerByte * kBits, 4 % kPerByte * kBits, 5 % kPerByte * kBits,
+                                               6 % kPerByte * kBits, 7 % kPerByte * kBits, 8 % kPerByte * kBits,
+                                               9 % kPerByte * kBits, 10 % kPerByte * kBits, 11 % kPerByte * kBits,
+                                               12 % kPerByte * kBits, 13 % kPerByte * kBits, 14 % kPerByte * kBits,
+                                               15 % kPerByte * kBits);
+      lanes = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(spread), shifts),
+                               _mm512_set1_epi32((1 << kBits) - 1));
+    }
+    Store(d, Fma(_mm512_cvtepi32_ps(lanes), Set1(scale), Set1(zero)));
+  }
   static void WidenF16(const uint16_t* s, float* d) {
     Store(d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s))));
   }
@@ -123,6 +157,14 @@ struct Simd {
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
     return _mm256_and_ps(live, _mm256_mul_ps(_mm256_mul_ps(p, a), b));
   }
+  // d[0:16] = code(i0 + j)·scale + zero for the kBits-bit codes packed little-endian at p.
+  template <int kBits>
+  static void DequantCodes16(const uint8_t* p, int i0, float scale, float zero, float* d) {
+    for (int j = 0; j < 16; ++j) {
+      const int i = i0 + j;
+      d[j] = static_cast<float>((p[i * kBits / 8] >> (i * kBits % 8)) & ((1 << kBits) - 1)) * scale + zero;
+    }
+  }
   static void WidenF16(const uint16_t* s, float* d) {
     Store(d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))));
   }
@@ -176,6 +218,14 @@ struct Simd {
   static Vec Exp(Vec v) {
     for (float& e : v.x) e = std::exp(e);
     return v;
+  }
+  // d[0:16] = code(i0 + j)·scale + zero for the kBits-bit codes packed little-endian at p.
+  template <int kBits>
+  static void DequantCodes16(const uint8_t* p, int i0, float scale, float zero, float* d) {
+    for (int j = 0; j < 16; ++j) {
+      const int i = i0 + j;
+      d[j] = static_cast<float>((p[i * kBits / 8] >> (i * kBits % 8)) & ((1 << kBits) - 1)) * scale + zero;
+    }
   }
   static void WidenF16(const uint16_t* s, float* d) {
     for (int i = 0; i < kW; ++i) d[i] = Fp16ToFp32(s[i]);
