@@ -8,6 +8,7 @@ int RunLogitsCommand(int argc, char** argv);
 int RunDumpTensorCommand(int argc, char** argv);
 int RunBenchCommand(int argc, char** argv);
 int RunServeCommand(int argc, char** argv);
+int RunPerplexityCommand(int argc, char** argv);
 }  // namespace peng::cli
 namespace peng {
 int RunTokenizeCommand(int argc, char** argv);  // cli/tokenize_command.cc
@@ -27,6 +28,8 @@ const Command kCommands[] = {
     {"generate", peng::cli::RunGenerateCommand,
      "--model PATH --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--device cpu|cuda] [--output-ids]"},
     {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3]"},
+    {"perplexity", peng::cli::RunPerplexityCommand,
+     "--model PATH --text FILE --ctx N [--max-windows W] [--kv-mode dense|quantized|leankv] [--kv-format F] [--chunk 16] [--threads T] [--config FILE]"},
     {"tokenize", peng::RunTokenizeCommand, "--model PATH [--text TEXT] [--jsonl] [--decode]"},
     {"logits", peng::cli::RunLogitsCommand, "--model PATH (--prompt TEXT | --ids 1,2,3) --out FILE.npy"},
     {"dump-tensor", peng::cli::RunDumpTensorCommand, "--model FILE.gguf --tensor NAME --out FILE.npy"},
