@@ -79,26 +79,8 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
 }
 
 absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out) {
-  int64_t n = 0, max_kv = 0, logit_rows = 0;
-  for (size_t ci = 0; ci < batch.chunks.size(); ++ci) {
-    const SequenceChunk& ch = batch.chunks[ci];
-    if (ch.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("chunk ", ci, " has no tokens"));
-    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
-    if (ch.start_pos < 0 || end > c_.context_length) {
-      return absl::InvalidArgumentError(absl::StrCat("chunk ", ci, " covers positions [", ch.start_pos, ", ",
-                                                     end, ") beyond the context of ", c_.context_length));
-    }
-    for (int32_t id : ch.tokens) {
-      if (id < 0 || id >= c_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
-                                                       c_.vocab_size, ")"));
-      }
-    }
-    n += static_cast<int64_t>(ch.tokens.size());
-    max_kv = std::max(max_kv, end);
-    logit_rows += ch.logits == SequenceChunk::Logits::kAll ? static_cast<int64_t>(ch.tokens.size())
-                  : ch.logits == SequenceChunk::Logits::kLast ? 1 : 0;
-  }
+  PENG_ASSIGN_OR_RETURN(const BatchTotals totals, CheckBatch(batch, c_));
+  const int64_t n = totals.tokens, logit_rows = totals.logit_rows;
   PENG_RETURN_IF_ERROR(attention_.Prepare(kv.format()));
   for (const SequenceChunk& ch : batch.chunks) {
     PENG_RETURN_IF_ERROR(kv.Reserve(ch.seq, ch.start_pos + static_cast<int64_t>(ch.tokens.size())));

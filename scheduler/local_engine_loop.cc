@@ -152,8 +152,7 @@ void LocalEngineLoop::DrainTasks() {
       absl::Status s = scheduler_.Add(t.request, t.stream, /*enforce_queue_bounds=*/false);
       // Publish the new waiting counts before dropping the reservation, so Submit never sees
       // the request in neither.
-      stat_waiting_requests_.store(scheduler_.num_waiting_requests());
-      stat_waiting_tokens_.store(scheduler_.num_waiting_tokens());
+      PublishWaiting();
       pending_requests_.fetch_sub(1);
       pending_tokens_.fetch_sub(static_cast<int64_t>(t.request->prompt.size()) * t.request->n);
       if (!s.ok()) {
@@ -173,8 +172,7 @@ void LocalEngineLoop::Step() {
   // The waiting queue is final for this step once scheduled: publish it before any token of
   // the step reaches a client, so a client that reacts to a token never finds the request it
   // watched start still counted as waiting by Submit's bounds.
-  stat_waiting_requests_.store(scheduler_.num_waiting_requests());
-  stat_waiting_tokens_.store(scheduler_.num_waiting_tokens());
+  PublishWaiting();
   if (plan.empty()) {
     PublishStats();
     if (!scheduler_.idle()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -206,11 +204,15 @@ void LocalEngineLoop::Step() {
   PublishStats(plan.num_tokens());
 }
 
+void LocalEngineLoop::PublishWaiting() {
+  stat_waiting_requests_.store(scheduler_.num_waiting_requests());
+  stat_waiting_tokens_.store(scheduler_.num_waiting_tokens());
+}
+
 void LocalEngineLoop::PublishStats(int64_t step_tokens) {
   stat_running_.store(scheduler_.num_running());
   stat_waiting_.store(scheduler_.num_waiting());
-  stat_waiting_requests_.store(scheduler_.num_waiting_requests());
-  stat_waiting_tokens_.store(scheduler_.num_waiting_tokens());
+  PublishWaiting();
   stat_free_pages_.store(kv_.free_pages());
   if (metrics_) metrics_->OnStep(scheduler_, kv_, step_tokens);
 }

@@ -68,6 +68,7 @@ class LocalEngineLoop : public EngineLoop {
   void DrainTasks();
   void Step();
   void PublishStats(int64_t step_tokens = 0);
+  void PublishWaiting();  // the waiting counts Submit's queue bounds read
   LocalEngineLoop(const Model& model, LocalEngineLoopOptions options, metrics::Registry* registry,
                   std::unique_ptr<ForwardBackend> forward);
 
