@@ -25,4 +25,25 @@ int Fail(const char* command, const absl::Status& status) {
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
+memory::KvManagerOptions KvOptionsOf(const ServeConfig& config) {
+  memory::KvManagerOptions o;
+  o.budget_bytes = static_cast<size_t>(config.engine.kv_budget_bytes);
+  o.format = config.engine.kv_format;
+  o.tokens_per_page = config.engine.tokens_per_page;
+  o.enable_prefix_caching = config.engine.enable_prefix_caching;
+  const KvConfig& kv = config.kv;
+  if (kv.mode == KvConfig::Mode::kLeanKv) {
+    o.leankv = true;
+    o.enable_prefix_caching = false;
+    o.lean.high = kv.high_format;
+    o.lean.low = kv.low_format;
+    o.lean.alpha_prune = kv.alpha_prune;
+    o.lean.alpha_quant = kv.alpha_quant;
+    o.lean.window = kv.window;
+    o.lean.page_bytes_min = static_cast<size_t>(kv.page_bytes_min);
+    o.lean.page_bytes_max = static_cast<size_t>(kv.page_bytes_max);
+  }
+  return o;
+}
+
 }  // namespace peng::cli

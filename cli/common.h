@@ -6,6 +6,8 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model.h"
+#include "memory/kv_manager.h"
+#include "server/config.h"
 
 namespace peng::cli {
 
@@ -17,5 +19,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModelWithProgress(const std::string& 
 // Prints "peng <command>: <message>" to stderr and returns the exit code for errors (2 for bad
 // arguments, 1 otherwise).
 int Fail(const char* command, const absl::Status& status);
+
+// The KV manager options of a config's engine and kv sections (budget, mode, formats, LeanKV
+// thresholds). Prefix caching is off in leankv mode (memory/README.md).
+memory::KvManagerOptions KvOptionsOf(const ServeConfig& config);
 
 }  // namespace peng::cli

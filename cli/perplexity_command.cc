@@ -41,6 +41,7 @@ struct PerplexityOptions {
   int tokens_per_page = 16;
   KvMode mode = KvMode::kDense;
   kernels::KvFormat format = kernels::KvFormat::kF16;
+  memory::LeanKvOptions lean;  // kv-mode leankv: the config's kv section, then the flags
 };
 
 absl::StatusOr<KvMode> ParseMode(const std::string& s) {
@@ -74,20 +75,32 @@ absl::StatusOr<kernels::KvFormat> FormatFor(KvMode mode, const Flags& f, const S
 }
 
 absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
-  Flags f({"model", "text", "ctx", "max-windows", "kv-mode", "kv-format", "chunk", "threads", "config"}, {});
+  Flags f({"model", "text", "ctx", "max-windows", "kv-mode", "kv-format", "chunk", "threads", "config",
+           "alpha-prune", "alpha-quant", "window"},
+          {});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PerplexityOptions o;
   PENG_ASSIGN_OR_RETURN(o.mode, ParseMode(f.String("kv-mode", "dense")));
-  if (o.mode == KvMode::kLeanKv) {
-    return absl::UnimplementedError(
-        "--kv-mode leankv is not implemented yet (issue 5: LeanKV); use dense or quantized");
-  }
   std::optional<ServeConfig> config;
   if (f.Has("config")) {
     PENG_ASSIGN_OR_RETURN(config, LoadConfigFile(f.String("config")));
     o.threads = config->engine.threads;
     o.tokens_per_page = config->engine.tokens_per_page;
+    ServeConfig lean_config = *config;  // the kv section's tiers and thresholds
+    lean_config.kv.mode = KvConfig::Mode::kLeanKv;
+    o.lean = KvOptionsOf(lean_config).lean;
   }
+  if (f.Has("alpha-prune")) {
+    PENG_ASSIGN_OR_RETURN(o.lean.alpha_prune, f.Double("alpha-prune", 0, 0, 1000));
+  }
+  if (f.Has("alpha-quant")) {
+    PENG_ASSIGN_OR_RETURN(o.lean.alpha_quant, f.Double("alpha-quant", 0, 0, 1000));
+  }
+  if (f.Has("window")) {
+    PENG_ASSIGN_OR_RETURN(const int64_t window, f.Int("window", 64, 1, 1 << 20));
+    o.lean.window = static_cast<int>(window);
+  }
+  if (o.mode == KvMode::kLeanKv) PENG_RETURN_IF_ERROR(memory::ValidateLeanKv(o.lean));
   o.model = f.String("model", config ? config->model.path : kDefaultModel);
   if (!f.Has("text")) return absl::InvalidArgumentError("--text FILE is required");
   o.text = f.String("text");
@@ -153,6 +166,9 @@ absl::StatusOr<WindowResult> RunWindow(std::span<const int32_t> window, int64_t 
   WindowResult r;
   ForwardOutput out;
   const int64_t n = static_cast<int64_t>(window.size());
+  // The first chunk is the "prompt" (prefill compression at its end); every later token is
+  // compressed by LeanKV's decode rule as it arrives, as in generation.
+  if (kv.lean() != nullptr) kv.MatchPrefix(kSeq, window.subspan(0, std::min(chunk, n)));
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t len = std::min(chunk, n - start);
     const memory::Growth growth{kSeq, start + len};
@@ -162,6 +178,7 @@ absl::StatusOr<WindowResult> RunWindow(std::span<const int32_t> window, int64_t 
                             .tokens = window.subspan(start, len),
                             .logits = SequenceChunk::Logits::kAll});
     PENG_RETURN_IF_ERROR(forward.Forward(batch, view, &out));
+    kv.CommitComputed(kSeq, window, start + len);
     if (out.rows() != len) {
       return absl::InternalError(absl::StrCat("forward returned ", out.rows(), " logits rows for ", len, " tokens"));
     }
@@ -170,14 +187,8 @@ absl::StatusOr<WindowResult> RunWindow(std::span<const int32_t> window, int64_t 
       ++r.predicted;
     }
   }
-  const memory::KvShape& shape = kv.shape();
-  int64_t pages = 0;
-  for (int layer = 0; layer < shape.num_layers; ++layer) {
-    for (int head = 0; head < shape.num_kv_heads; ++head) {
-      pages += static_cast<int64_t>(kv.PageTable(kSeq, layer, head).size());
-    }
-  }
-  r.kv_bytes = static_cast<double>(pages) * static_cast<double>(kv.page_bytes());
+  // The only sequence holds every page not free (prefix caching is off).
+  r.kv_bytes = static_cast<double>(kv.total_pages() - kv.free_pages()) * static_cast<double>(kv.page_bytes());
   kv.Free(kSeq);
   return r;
 }
@@ -194,6 +205,15 @@ absl::StatusOr<std::unique_ptr<memory::KvManager>> MakeKv(const ModelConfig& c,
   const int64_t blocks = (o.ctx + o.tokens_per_page - 1) / o.tokens_per_page + 1;
   kv_options.budget_bytes = static_cast<size_t>(blocks) * c.num_layers * c.num_kv_heads * 2 *
                             o.tokens_per_page * c.head_dim * sizeof(float);
+  if (o.mode == KvMode::kLeanKv) {  // every token at high precision, plus the step headroom
+    kv_options.leankv = true;
+    kv_options.lean = o.lean;
+    PENG_ASSIGN_OR_RETURN(const memory::PageSizeChoice pages,
+                          memory::ChoosePageSize(c.head_dim, o.lean.high, o.lean.low, o.lean.page_bytes_min,
+                                                 o.lean.page_bytes_max));
+    kv_options.budget_bytes = static_cast<size_t>((o.ctx + pages.high_tokens - 1) / pages.high_tokens + 2) *
+                              c.num_layers * c.num_kv_heads * pages.page_bytes;
+  }
   PENG_RETURN_IF_ERROR(memory::KvManager::Validate(shape, kv_options));
   if (memory::KvManager::CapacityTokens(shape, kv_options) < o.ctx) {
     return absl::InternalError(absl::StrCat("a KV pool of ", kv_options.budget_bytes,
@@ -225,10 +245,18 @@ absl::Status RunPerplexity(int argc, char** argv) {
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<memory::KvManager> kv, MakeKv(c, o));
   PagedKvView view(kv.get());
   LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(o.threads)});
-  PENG_RETURN_IF_ERROR(forward.PrepareAttention(o.format));
-  std::fprintf(stderr, "perplexity: %zu text tokens, %zu windows of %lld (%s), chunks of %lld, KV %s, %d tokens/page\n",
+  PENG_RETURN_IF_ERROR(forward.PrepareAttention(view.format(), view.low_format()));
+  std::string kv_desc = absl::StrCat(kernels::KvFormatName(o.format), ", ", o.tokens_per_page, " tokens/page");
+  if (const memory::LeanKv* lean = kv->lean(); lean != nullptr) {
+    kv_desc = absl::StrCat("leankv high ", kernels::KvFormatName(o.lean.high), " / low ",
+                           kernels::KvFormatName(o.lean.low), ", alpha_prune ", o.lean.alpha_prune,
+                           ", alpha_quant ", o.lean.alpha_quant, ", window ", o.lean.window, "; pages of ",
+                           lean->pages().page_bytes, " B (", lean->pages().high_tokens, " high / ",
+                           lean->pages().low_tokens, " low tokens)");
+  }
+  std::fprintf(stderr, "perplexity: %zu text tokens, %zu windows of %lld (%s), chunks of %lld, KV %s\n",
                ids.size(), windows.size(), static_cast<long long>(o.ctx), bos >= 0 ? "BOS first" : "no BOS",
-               static_cast<long long>(o.chunk), kernels::KvFormatName(o.format), o.tokens_per_page);
+               static_cast<long long>(o.chunk), kv_desc.c_str());
 
   double nll = 0, bytes_per_token_sum = 0;
   int64_t predicted = 0;
@@ -242,6 +270,13 @@ absl::Status RunPerplexity(int argc, char** argv) {
     std::fprintf(stderr, "window %zu/%zu: ppl %.4f, running ppl %.4f, %.0f tok/s\n", w + 1, windows.size(),
                  std::exp(r.nll / r.predicted), std::exp(nll / predicted),
                  static_cast<double>(predicted + w + 1) / s);
+  }
+  if (const memory::LeanKv* lean = kv->lean(); lean != nullptr) {
+    const memory::LeanKvStats st = lean->stats();
+    std::fprintf(stderr, "leankv: %lld tokens pruned, %lld demoted (all windows, all layers and kv-heads); "
+                 "mean per-head sparsity %.3f\n",
+                 static_cast<long long>(st.tokens_pruned), static_cast<long long>(st.tokens_demoted),
+                 st.mean_sparsity());
   }
   const double kv_bytes_per_token = bytes_per_token_sum / static_cast<double>(windows.size());
   const double fp16_bytes_per_token = 2.0 * c.head_dim * 2.0 * c.num_layers * c.num_kv_heads;

@@ -121,10 +121,7 @@ absl::Status RunServe(int argc, char** argv) {
   lo.threads = cfg.engine.threads;
   lo.device = device;
   lo.cuda_device = cfg.engine.cuda_device;
-  lo.kv.budget_bytes = static_cast<size_t>(cfg.engine.kv_budget_bytes);
-  lo.kv.format = cfg.engine.kv_format;
-  lo.kv.tokens_per_page = cfg.engine.tokens_per_page;
-  lo.kv.enable_prefix_caching = cfg.engine.enable_prefix_caching;
+  lo.kv = KvOptionsOf(cfg);
   lo.scheduler.max_num_seqs = cfg.scheduler.max_num_seqs;
   lo.scheduler.max_num_batched_tokens = cfg.scheduler.max_num_batched_tokens;
   lo.scheduler.max_long_prefills = cfg.scheduler.max_long_prefills;
@@ -136,7 +133,8 @@ absl::Status RunServe(int argc, char** argv) {
                                     : mc.context_length;
   lo.scheduler.max_model_len = max_model_len;
   const memory::KvShape shape{mc.num_layers, mc.num_kv_heads, mc.head_dim};
-  PENG_RETURN_IF_ERROR(Annotate(memory::KvManager::Validate(shape, lo.kv), "engine.kv_budget"));
+  PENG_RETURN_IF_ERROR(Annotate(memory::KvManager::Validate(shape, lo.kv),
+                                lo.kv.leankv ? "engine.kv_budget / kv" : "engine.kv_budget"));
   // A sequence can never hold more tokens than the KV budget: advertise that as the limit.
   const int64_t kv_tokens = memory::KvManager::CapacityTokens(shape, lo.kv);
   const int64_t served_len = std::min<int64_t>(max_model_len, kv_tokens);
@@ -199,11 +197,21 @@ absl::Status RunServe(int argc, char** argv) {
   Log(absl::StrFormat("model %s (%s): %d layers, d_model %d, %d heads / %d kv heads, context %d",
                       mc.name, cfg.model.path, mc.num_layers, mc.d_model, mc.num_heads, mc.num_kv_heads,
                       mc.context_length));
-  Log(absl::StrFormat("weights %.1f MiB; KV %s, %.0f bytes per token, budget %.1f MiB = %d pages of %d bytes "
-                      "(%d tokens each) = %d KV tokens; max concurrency at full context (%d tokens): %.2f",
-                      model->weights.bytes() / 1048576.0, kernels::KvFormatName(kv.options().format),
-                      kv.bytes_per_token(), cfg.engine.kv_budget_bytes / 1048576.0, kv.total_pages(),
-                      kv.page_bytes(), kv.options().tokens_per_page, kv.max_tokens(), max_model_len,
+  const memory::LeanKv* lean = kv.lean();
+  const std::string kv_kind =
+      lean == nullptr
+          ? absl::StrFormat("KV %s", kernels::KvFormatName(kv.options().format))
+          : absl::StrFormat("KV leankv (high %s, low %s, alpha_prune %g, alpha_quant %g, window %d; "
+                            "page-size rule over [%d, %d] B chose %d B: %d high / %d low tokens per page)",
+                            kernels::KvFormatName(lean->options().high), kernels::KvFormatName(lean->options().low),
+                            lean->options().alpha_prune, lean->options().alpha_quant, lean->options().window,
+                            lean->options().page_bytes_min, lean->options().page_bytes_max,
+                            lean->pages().page_bytes, lean->pages().high_tokens, lean->pages().low_tokens);
+  Log(absl::StrFormat("weights %.1f MiB; %s, %.0f bytes per token%s, budget %.1f MiB = %d pages of %d bytes "
+                      "= %d KV tokens; max concurrency at full context (%d tokens): %.2f",
+                      model->weights.bytes() / 1048576.0, kv_kind, kv.bytes_per_token(),
+                      lean == nullptr ? "" : " before pruning", cfg.engine.kv_budget_bytes / 1048576.0,
+                      kv.total_pages(), kv.page_bytes(), kv.max_tokens(), max_model_len,
                       static_cast<double>(kv.max_tokens()) / max_model_len));
   engine.Start();
   loading.Set(&engine);

@@ -3,36 +3,48 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "base/status.h"
 
 namespace peng {
 
-absl::Status CpuAttention::Prepare(kernels::KvFormat format) {
-  if (prefill_ != nullptr && format == format_) return absl::OkStatus();
+absl::StatusOr<CpuAttention::Kernels> CpuAttention::Find(const ModelConfig& c, kernels::KvFormat format) {
   kernels::AttentionVariant v;
   v.backend = kernels::AttentionBackend::kCpu;
   v.kv_format = format;
-  v.head_dim = c_.head_dim;
-  v.group = c_.gqa_group();
+  v.head_dim = c.head_dim;
+  v.group = c.gqa_group();
   v.score_mod = kernels::ScoreMod::kScale;
   v.mask_mod = kernels::MaskMod::kCausal;
   v.reduction = kernels::Reduction::kSoftmax;
+  Kernels k;
+  k.format = format;
   v.phase = kernels::AttentionPhase::kPrefill;
-  const kernels::CpuAttentionKernel* prefill = kernels::FindCpuAttention(v);
-  if (prefill == nullptr) return absl::UnimplementedError(kernels::NotBuiltMessage(v));
+  k.prefill = kernels::FindCpuAttention(v);
+  if (k.prefill == nullptr) return absl::UnimplementedError(kernels::NotBuiltMessage(v));
   v.phase = kernels::AttentionPhase::kDecode;
-  const kernels::CpuAttentionKernel* decode = kernels::FindCpuAttention(v);
-  if (decode == nullptr) return absl::UnimplementedError(kernels::NotBuiltMessage(v));
-  prefill_ = prefill;
-  decode_ = decode;
-  format_ = format;
+  k.decode = kernels::FindCpuAttention(v);
+  if (k.decode == nullptr) return absl::UnimplementedError(kernels::NotBuiltMessage(v));
+  return k;
+}
+
+absl::Status CpuAttention::Prepare(kernels::KvFormat format, kernels::KvFormat low) {
+  if (prefill_ != nullptr && format == high_.format && low == low_.format) return absl::OkStatus();
+  PENG_ASSIGN_OR_RETURN(const Kernels high_kernels, Find(c_, format));
+  PENG_ASSIGN_OR_RETURN(const Kernels low_kernels, Find(c_, low));
+  high_ = high_kernels;
+  low_ = low_kernels;
+  prefill_ = high_.prefill;
+  decode_ = high_.decode;
   params_.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
   return absl::OkStatus();
 }
 
 void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, const KvCache& kv,
                        const float* q, float* out) {
+  if (kv.partitioned()) return RunPartitioned(pool, layer, batch, kv, q, out);
   const int kvh = c_.num_kv_heads, group = c_.gqa_group();
   const int64_t hd = c_.head_dim, row = int64_t{c_.num_heads} * hd, head_block = group * hd;
   const size_t num_chunks = batch.chunks.size();
@@ -124,6 +136,205 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
     bounds += cb.num_splits + 1;
     decode_->combine(a);
   }
+}
+
+namespace {
+
+// Adds probs[0, n) into the score slots of the spans covering those tokens, in order.
+// `concurrent`: other threads may add to the same slots.
+void AddScores(const std::vector<kernels::KvSpan>& spans, const float* probs, bool concurrent) {
+  for (const kernels::KvSpan& sp : spans) {
+    for (int64_t t = 0; t < sp.num_tokens; ++t) {
+      if (concurrent) {
+        std::atomic_ref<float>(sp.scores[t]).fetch_add(probs[t], std::memory_order_relaxed);
+      } else {
+        sp.scores[t] += probs[t];
+      }
+    }
+    probs += sp.num_tokens;
+  }
+}
+
+}  // namespace
+
+void CpuAttention::PartitionedPrefill(const ForwardBatch& batch, size_t ci, int h, int64_t begin,
+                                      int64_t end, const float* q, float* out) const {
+  const int group = c_.gqa_group();
+  const int64_t hd = c_.head_dim, row = int64_t{c_.num_heads} * hd, head_block = group * hd;
+  const SequenceChunk& ch = batch.chunks[ci];
+  const KvPartitions& p = partitions_[ci * c_.num_kv_heads + h];
+  const int64_t nq = end - begin;
+  thread_local std::vector<float> lse_high, lse_low, out_low, lse_total, scratch, probs;
+  lse_high.resize(nq * group);
+  lse_low.assign(nq * group, -std::numeric_limits<float>::infinity());
+  out_low.resize(nq * head_block);
+
+  // One partition: the high list sees the older tokens and this chunk causally (the chunk is
+  // its tail, in order); the low list holds only older tokens, all visible.
+  const auto run = [&](bool low, int64_t first, float* o, int64_t o_stride, float* lse, const float* probs_lse,
+                       float* probs_out) {
+    kernels::PrefillArgs a;
+    a.q = q + (first_token_[ci] + begin + first) * row + h * head_block;
+    a.q_stride = row;
+    a.num_q = nq - first;
+    const std::vector<kernels::KvSpan>& spans = low ? p.low : p.high;
+    a.spans = spans.data();
+    a.num_spans = static_cast<int>(spans.size());
+    a.kv_len = low ? p.num_low : p.num_high;
+    a.q_pos0 = low ? p.num_low : p.high_before + begin + first;
+    a.out = o;
+    a.out_stride = o_stride;
+    a.lse = lse;
+    a.probs = probs_out;
+    a.probs_lse = probs_lse;
+    a.params = params_;
+    (low ? low_ : high_).prefill->prefill(a);
+  };
+  float* final_out = out + (first_token_[ci] + begin) * row + h * head_block;
+  run(false, 0, final_out, row, lse_high.data(), nullptr, nullptr);
+  if (p.num_low == 0) {
+    lse_total = lse_high;
+  } else {
+    run(true, 0, out_low.data(), head_block, lse_low.data(), nullptr, nullptr);
+    lse_total.resize(nq * group);
+    for (int64_t t = 0; t < nq; ++t) {
+      for (int g = 0; g < group; ++g) {
+        const int64_t r = t * group + g;
+        const float m = std::max(lse_high[r], lse_low[r]);
+        if (m == -std::numeric_limits<float>::infinity()) {
+          lse_total[r] = m;
+          continue;
+        }
+        const float wh = std::exp(lse_high[r] - m), wl = std::exp(lse_low[r] - m), inv = 1.0f / (wh + wl);
+        float* o = final_out + t * row + g * hd;
+        const float* ol = out_low.data() + t * head_block + g * hd;
+        for (int64_t d = 0; d < hd; ++d) o[d] = (o[d] * wh + ol[d] * wl) * inv;
+        lse_total[r] = m + std::log(wh + wl);
+      }
+    }
+  }
+  // Importance: rerun the queries that count with the merged lse, adding their probabilities.
+  const int64_t first = std::clamp<int64_t>(p.score_from - (ch.start_pos + begin), 0, nq);
+  if (first == nq) return;
+  scratch.resize(nq * head_block);
+  probs.assign(p.num_high + p.num_low, 0.0f);
+  const float* norm = lse_total.data() + first * group;
+  run(false, first, scratch.data(), head_block, nullptr, norm, probs.data());
+  if (p.num_low > 0) run(true, first, scratch.data(), head_block, nullptr, norm, probs.data() + p.num_high);
+  AddScores(p.high, probs.data(), /*concurrent=*/true);
+  AddScores(p.low, probs.data() + p.num_high, /*concurrent=*/true);
+}
+
+void CpuAttention::RunPartitioned(ThreadPool& pool, int layer, const ForwardBatch& batch,
+                                  const KvCache& kv, const float* q, float* out) {
+  const int kvh = c_.num_kv_heads, group = c_.gqa_group();
+  const int64_t hd = c_.head_dim, row = int64_t{c_.num_heads} * hd, head_block = group * hd;
+  const size_t num_chunks = batch.chunks.size();
+
+  // Plan: lists of every (chunk, kv-head); prefill tasks by query blocks; decode tasks by
+  // parts (each list split every kDecodeSplitTokens), merged per (chunk, kv-head).
+  partitions_.resize(std::max(partitions_.size(), num_chunks * kvh));
+  first_token_.resize(num_chunks);
+  tasks_.clear();
+  lean_parts_.clear();
+  lean_combines_.clear();
+  int64_t token = 0, probs_size = 0, head_probs_size = 0;
+  for (size_t ci = 0; ci < num_chunks; ++ci) {
+    const SequenceChunk& ch = batch.chunks[ci];
+    const int64_t len = static_cast<int64_t>(ch.tokens.size()), end = ch.start_pos + len;
+    first_token_[ci] = token;
+    token += len;
+    for (int h = 0; h < kvh; ++h) {
+      KvPartitions& p = partitions_[ci * kvh + h];
+      kv.Partitions(ch.seq, layer, h, end, &p);
+      if (len > 1) {
+        for (int64_t b = 0; b < len; b += kPrefillBlockTokens) {
+          tasks_.push_back({static_cast<int32_t>(ci), h, b, std::min(len, b + kPrefillBlockTokens), -1});
+        }
+        continue;
+      }
+      LeanCombine cb{static_cast<int32_t>(ci), h, static_cast<int64_t>(lean_parts_.size()), 0,
+                     ch.start_pos >= p.score_from, probs_size};
+      probs_size += p.num_high + p.num_low;
+      for (const bool low : {false, true}) {
+        const int64_t n = low ? p.num_low : p.num_high;
+        const int splits = static_cast<int>((n + kDecodeSplitTokens - 1) / kDecodeSplitTokens);
+        for (int sp = 0; sp < splits; ++sp) {
+          const int64_t b = n * sp / splits, e = n * (sp + 1) / splits;
+          tasks_.push_back({static_cast<int32_t>(ci), h, b, e, static_cast<int64_t>(lean_parts_.size())});
+          lean_parts_.push_back({static_cast<int32_t>(lean_combines_.size()), low, b, e, head_probs_size});
+          head_probs_size += group * (e - b);
+          ++cb.num_parts;
+        }
+      }
+      lean_combines_.push_back(cb);
+    }
+  }
+  const int64_t parts = static_cast<int64_t>(lean_parts_.size());
+  if (part_out_.size() < static_cast<size_t>(parts * head_block)) part_out_.resize(parts * head_block);
+  if (part_lse_.size() < static_cast<size_t>(parts * group)) part_lse_.resize(parts * group);
+  if (head_probs_.size() < static_cast<size_t>(head_probs_size)) head_probs_.resize(head_probs_size);
+  probs_.assign(probs_size, 0.0f);
+
+  std::atomic<size_t> next{0};
+  pool.Run([&](int, int) {
+    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tasks_.size();) {
+      const Task& task = tasks_[i];
+      if (task.part < 0) {
+        PartitionedPrefill(batch, task.chunk, task.kv_head, task.begin, task.end, q, out);
+        continue;
+      }
+      const LeanPart& part = lean_parts_[task.part];
+      const KvPartitions& p = partitions_[task.chunk * kvh + task.kv_head];
+      const std::vector<kernels::KvSpan>& spans = part.low ? p.low : p.high;
+      kernels::DecodeArgs a;
+      a.q = q + first_token_[task.chunk] * row + task.kv_head * head_block;
+      a.spans = spans.data();
+      a.num_spans = static_cast<int>(spans.size());
+      a.kv_len = part.low ? p.num_low : p.num_high;
+      a.q_pos = a.kv_len - 1;  // every token of a list is visible to the step's one query
+      a.kv_begin = part.begin;
+      a.kv_end = part.end;
+      a.out = part_out_.data() + task.part * head_block;
+      a.lse = part_lse_.data() + task.part * group;
+      if (lean_combines_[part.combine].scores) a.head_probs = head_probs_.data() + part.probs_offset;
+      a.params = params_;
+      (part.low ? low_ : high_).decode->decode(a);
+    }
+  });
+  if (lean_combines_.empty()) return;
+  // Merge the parts of every decode (chunk, kv-head) and add the probabilities to the scores.
+  next = 0;
+  pool.Run([&](int, int) {
+    std::vector<const float*> head_probs;
+    std::vector<int64_t> split_begin;
+    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < lean_combines_.size();) {
+      const LeanCombine& cb = lean_combines_[i];
+      const KvPartitions& p = partitions_[cb.chunk * kvh + cb.kv_head];
+      head_probs.clear();
+      split_begin.clear();
+      for (int k = 0; k < cb.num_parts; ++k) {
+        const LeanPart& part = lean_parts_[cb.first_part + k];
+        head_probs.push_back(head_probs_.data() + part.probs_offset);
+        split_begin.push_back(part.begin + (part.low ? p.num_high : 0));
+      }
+      split_begin.push_back(p.num_high + p.num_low);
+      kernels::CombineArgs a;
+      a.num_splits = cb.num_parts;
+      a.out_parts = part_out_.data() + cb.first_part * head_block;
+      a.lse_parts = part_lse_.data() + cb.first_part * group;
+      a.out = out + first_token_[cb.chunk] * row + cb.kv_head * head_block;
+      if (cb.scores) {
+        a.head_probs = head_probs.data();
+        a.split_begin = split_begin.data();
+        a.probs = probs_.data() + cb.probs_offset;
+      }
+      high_.decode->combine(a);
+      if (!cb.scores) continue;
+      AddScores(p.high, a.probs, /*concurrent=*/false);
+      AddScores(p.low, a.probs + p.num_high, /*concurrent=*/false);
+    }
+  });
 }
 
 }  // namespace peng

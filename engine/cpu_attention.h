@@ -27,16 +27,34 @@ class CpuAttention {
 
   explicit CpuAttention(const ModelConfig& config) : c_(config) {}
 
-  // Finds the kernels for this model's shape and `format` (once per format). The error names
-  // the variant tuple that was not built.
-  absl::Status Prepare(kernels::KvFormat format);
+  // Finds the kernels for this model's shape and the KV formats (`low`: of LeanKV's low list;
+  // the same as `format` otherwise). The error names the variant tuple that was not built.
+  absl::Status Prepare(kernels::KvFormat format, kernels::KvFormat low);
+  absl::Status Prepare(kernels::KvFormat format) { return Prepare(format, format); }
 
   // out[t] = attention of query row t ([tokens x num_heads·head_dim], batch order) over its
-  // sequence's history in `kv` for `layer` (the batch's own K/V already stored).
+  // sequence's history in `kv` for `layer` (the batch's own K/V already stored). With a
+  // partitioned (LeanKV) cache: RunPartitioned.
   void Run(ThreadPool& pool, int layer, const ForwardBatch& batch, const KvCache& kv, const float* q,
            float* out);
 
  private:
+  struct Kernels {
+    kernels::KvFormat format = kernels::KvFormat::kF32;
+    const kernels::CpuAttentionKernel* prefill = nullptr;
+    const kernels::CpuAttentionKernel* decode = nullptr;
+  };
+  static absl::StatusOr<Kernels> Find(const ModelConfig& c, kernels::KvFormat format);
+
+  // LeanKV: every (sequence, kv-head) history is a high and a low list, each attended in its
+  // own format and merged by log-sum-exp; the merged probabilities of queries at or after the
+  // lists' score_from are added into the tokens' score slots.
+  void RunPartitioned(ThreadPool& pool, int layer, const ForwardBatch& batch, const KvCache& kv,
+                      const float* q, float* out);
+  // One prefill task of RunPartitioned: queries [begin, end) of chunk `ci`, kv-head h.
+  void PartitionedPrefill(const ForwardBatch& batch, size_t ci, int h, int64_t begin, int64_t end,
+                          const float* q, float* out) const;
+
   struct Task {
     int32_t chunk = 0;
     int32_t kv_head = 0;
@@ -50,10 +68,28 @@ class CpuAttention {
   };
 
   const ModelConfig& c_;
-  kernels::KvFormat format_ = kernels::KvFormat::kF32;
-  const kernels::CpuAttentionKernel* prefill_ = nullptr;
+  Kernels high_, low_;  // high_ serves unpartitioned caches too
+  const kernels::CpuAttentionKernel* prefill_ = nullptr;  // = high_'s
   const kernels::CpuAttentionKernel* decode_ = nullptr;
   kernels::AttentionParams params_;
+  // RunPartitioned's plan.
+  std::vector<KvPartitions> partitions_;             // [chunk x kv_head]
+  struct LeanPart {
+    int32_t combine = 0;     // index into lean_combines_
+    bool low = false;
+    int64_t begin = 0, end = 0;
+    int64_t probs_offset = 0;  // into head_probs_
+  };
+  struct LeanCombine {
+    int32_t chunk = 0, kv_head = 0;
+    int64_t first_part = 0;
+    int num_parts = 0;
+    bool scores = false;       // add the probabilities into the score slots
+    int64_t probs_offset = 0;  // into probs_, num_high + num_low floats
+  };
+  std::vector<LeanPart> lean_parts_;
+  std::vector<LeanCombine> lean_combines_;
+  std::vector<float> head_probs_, probs_;
   // Per-call scratch, grown to the largest batch.
   std::vector<std::vector<kernels::KvSpan>> spans_;  // [chunk x kv_head]
   std::vector<int64_t> first_token_;                 // batch row of each chunk's first token

@@ -81,7 +81,7 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
 absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out) {
   PENG_ASSIGN_OR_RETURN(const BatchTotals totals, CheckBatch(batch, c_));
   const int64_t n = totals.tokens, logit_rows = totals.logit_rows;
-  PENG_RETURN_IF_ERROR(attention_.Prepare(kv.format()));
+  PENG_RETURN_IF_ERROR(attention_.Prepare(kv.format(), kv.low_format()));
   for (const SequenceChunk& ch : batch.chunks) {
     PENG_RETURN_IF_ERROR(kv.Reserve(ch.seq, ch.start_pos + static_cast<int64_t>(ch.tokens.size())));
   }

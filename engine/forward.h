@@ -37,6 +37,9 @@ class LlamaForward : public ForwardBackend {
   // Finds the generated attention kernels for this model and KV `format` now (Forward does it
   // on first use); the error names the variant tuple that was not built.
   absl::Status PrepareAttention(kernels::KvFormat format) { return attention_.Prepare(format); }
+  absl::Status PrepareAttention(kernels::KvFormat high, kernels::KvFormat low) {
+    return attention_.Prepare(high, low);
+  }
 
  private:
   // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: each thread

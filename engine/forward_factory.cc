@@ -47,7 +47,7 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> MakeForward(const Model& model,
   if (options.device == Device::kCpu) {
     auto forward = std::make_unique<LlamaForward>(model, options.cpu);
     // A missing attention variant fails here, at startup, naming the tuple.
-    PENG_RETURN_IF_ERROR(forward->PrepareAttention(options.kv_format));
+    PENG_RETURN_IF_ERROR(forward->PrepareAttention(options.kv_format, options.kv_low_format.value_or(options.kv_format)));
     return std::unique_ptr<ForwardBackend>(std::move(forward));
   }
   PENG_RETURN_IF_ERROR(CheckCuda());

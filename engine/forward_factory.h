@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -26,6 +27,7 @@ struct BackendOptions {
   ForwardOptions cpu;                                     // the CPU worker's pool and matmuls
   int cuda_device = 0;                                    // CUDA device ordinal
   kernels::KvFormat kv_format = kernels::KvFormat::kF16;  // of the KV pages the worker reads
+  std::optional<kernels::KvFormat> kv_low_format;  // LeanKV's low list (none: kv_format)
 };
 
 // OK when the worker of `device` can start here (always for the CPU); for CUDA the reason it

@@ -23,6 +23,18 @@ struct KvPageLayout {
   kernels::KvFormat format = kernels::KvFormat::kF32;
 };
 
+// LeanKV caches: one (sequence, layer, kv-head)'s history as two lists, each in one format —
+// high precision, then low precision — in no particular token order except that this step's
+// tokens are the last num_high - high_before entries of the high list, in position order. Spans
+// carry their pages' score slots (KvSpan::scores), where attention adds the probabilities of
+// queries at positions >= score_from.
+struct KvPartitions {
+  std::vector<kernels::KvSpan> high, low;
+  int64_t num_high = 0, num_low = 0;  // tokens in each list (num_high includes this step's)
+  int64_t high_before = 0;            // high tokens from before this step
+  int64_t score_from = 0;
+};
+
 class KvCache {
  public:
   virtual ~KvCache() = default;
@@ -42,8 +54,15 @@ class KvCache {
   virtual void Spans(int64_t seq, int layer, int kv_head, int64_t len,
                      std::vector<kernels::KvSpan>* out) const = 0;
 
-  // The element format of every page (what the attention kernels must read).
+  // The element format of every page (what the attention kernels must read); with
+  // partitions, of the high list, and low_format() of the low list.
   virtual kernels::KvFormat format() const = 0;
+  virtual kernels::KvFormat low_format() const { return format(); }
+
+  // LeanKV caches return true and answer Partitions instead of Spans: the lists of (seq, layer,
+  // kv_head) covering logical tokens [0, len) (len = this step's end).
+  virtual bool partitioned() const { return false; }
+  virtual void Partitions(int64_t seq, int layer, int kv_head, int64_t len, KvPartitions* out) const {}
 
   // The page layout, or base == nullptr when the pages do not live in one region in that
   // layout (then only Store/Spans reach them).

@@ -30,8 +30,26 @@ struct Sequence {
   bool chain_broken = false;                 // a hash collision stopped registration
 };
 
+absl::StatusOr<PageSizeChoice> LeanPages(const KvShape& shape, const KvManagerOptions& o) {
+  return ChoosePageSize(shape.head_dim, o.lean.high, o.lean.low, o.lean.page_bytes_min,
+                        o.lean.page_bytes_max);
+}
+
+// Options must be valid (Validate).
 size_t PageBytes(const KvShape& shape, const KvManagerOptions& options) {
+  if (options.leankv) {
+    const absl::StatusOr<PageSizeChoice> pages = LeanPages(shape, options);
+    PENG_CHECK(pages.ok());
+    return pages->page_bytes;
+  }
   return kernels::PageSegmentsOf(options.format, shape.head_dim, options.tokens_per_page).page_bytes;
+}
+
+// Pages a sequence needs at least: one block (dense) or one page per table plus the step
+// headroom (LeanKV).
+int64_t MinPages(const KvShape& shape, const KvManagerOptions& options) {
+  const int64_t tables = static_cast<int64_t>(shape.num_layers) * shape.num_kv_heads;
+  return options.leankv ? 2 * tables : tables;
 }
 
 }  // namespace
@@ -43,7 +61,14 @@ struct KvManager::Impl {
         page_bytes(PageBytes(s, o)),
         pages_per_block(static_cast<int64_t>(s.num_layers) * s.num_kv_heads),
         pool(std::move(p)),
-        cache(o.block_hash) {}
+        cache(o.block_hash) {
+    if (o.leankv) {
+      const absl::StatusOr<PageSizeChoice> pages = LeanPages(s, o);
+      PENG_CHECK(pages.ok());
+      lean = std::make_unique<LeanKv>(static_cast<int>(pages_per_block), s.head_dim, o.lean, *pages,
+                                      pool.get());
+    }
+  }
 
   // Validate() must have accepted shape and options.
   static absl::StatusOr<std::unique_ptr<PagePool>> MakePool(const KvShape& s,
@@ -123,6 +148,7 @@ struct KvManager::Impl {
   const int64_t pages_per_block;
   std::unique_ptr<PagePool> pool;
   PrefixCache cache;
+  std::unique_ptr<LeanKv> lean;  // LeanKV mode: everything below is unused
   std::vector<Block> blocks;  // slab indexed by block id
   std::vector<int32_t> free_block_ids;
   absl::flat_hash_map<SeqId, Sequence> seqs;
@@ -135,18 +161,22 @@ absl::Status KvManager::Validate(const KvShape& shape, const KvManagerOptions& o
         "KV shape: num_layers ", shape.num_layers, ", num_kv_heads ", shape.num_kv_heads,
         ", head_dim ", shape.head_dim, " must all be positive"));
   }
-  if (options.tokens_per_page <= 0) {
+  if (options.leankv) {
+    PENG_RETURN_IF_ERROR(ValidateLeanKv(options.lean));
+    PENG_RETURN_IF_ERROR(LeanPages(shape, options).status());
+  } else if (options.tokens_per_page <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("KV options: tokens_per_page ", options.tokens_per_page, " must be positive"));
   }
   const size_t page_bytes = PageBytes(shape, options);
   const int64_t total_pages = static_cast<int64_t>(options.budget_bytes / page_bytes);
-  const int64_t pages_per_block = static_cast<int64_t>(shape.num_layers) * shape.num_kv_heads;
-  if (total_pages < pages_per_block) {
+  if (total_pages < MinPages(shape, options)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "KV options: budget_bytes ", options.budget_bytes, " holds ", total_pages, " pages of ",
-        page_bytes, " bytes, fewer than one block of ", pages_per_block,
-        " pages (num_layers * num_kv_heads)"));
+        page_bytes, " bytes, fewer than ",
+        options.leankv ? absl::StrCat(MinPages(shape, options), " (two pages per (layer, kv-head))")
+                       : absl::StrCat("one block of ", MinPages(shape, options),
+                                      " pages (num_layers * num_kv_heads)")));
   }
   if (total_pages > std::numeric_limits<int32_t>::max()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -187,19 +217,27 @@ int64_t KvManager::pages_per_block() const { return impl_->pages_per_block; }
 int64_t KvManager::CapacityTokens(const KvShape& shape, const KvManagerOptions& options) {
   const int64_t total_pages = static_cast<int64_t>(options.budget_bytes / PageBytes(shape, options));
   const int64_t pages_per_block = static_cast<int64_t>(shape.num_layers) * shape.num_kv_heads;
+  if (options.leankv) {  // worst case: every token at high precision, plus the step headroom
+    const absl::StatusOr<PageSizeChoice> pages = LeanPages(shape, options);
+    PENG_CHECK(pages.ok());
+    return std::max<int64_t>(0, total_pages / pages_per_block - 1) * pages->high_tokens;
+  }
   return total_pages / pages_per_block * options.tokens_per_page;
 }
 
 int64_t KvManager::max_tokens() const { return CapacityTokens(impl_->shape, impl_->options); }
 double KvManager::bytes_per_token() const {
+  const int tokens_per_page =
+      impl_->lean ? impl_->lean->pages().high_tokens : impl_->options.tokens_per_page;
   return static_cast<double>(impl_->page_bytes) * static_cast<double>(impl_->pages_per_block) /
-         impl_->options.tokens_per_page;
+         tokens_per_page;
 }
 int64_t KvManager::evictable_pages() const {
   return impl_->cache.num_evictable() * impl_->pages_per_block;
 }
 
 int64_t KvManager::PagesToGrow(SeqId seq, int64_t new_len) const {
+  if (impl_->lean) return impl_->lean->PagesToGrow(seq, new_len);
   const Sequence* s = impl_->Find(seq);
   const int64_t have = s == nullptr ? 0 : static_cast<int64_t>(s->blocks.size());
   return std::max<int64_t>(0, impl_->BlocksFor(new_len) - have) * impl_->pages_per_block;
@@ -227,9 +265,11 @@ absl::Status KvManager::Grow(std::span<const Growth> growths) {
       return absl::InvalidArgumentError(
           absl::StrCat("KV grow: sequence ", g.seq, " named twice in one step"));
     }
+    if (m.lean) continue;
     new_blocks[i] = PagesToGrow(g.seq, g.new_len) / m.pages_per_block;
     total += new_blocks[i] * m.pages_per_block;
   }
+  if (m.lean) return m.lean->Grow(growths);
   if (total > m.FreePages()) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "KV grow: step needs ", total, " pages, ", m.FreePages(), " free (",
@@ -263,6 +303,7 @@ absl::Status KvManager::Grow(std::span<const Growth> growths) {
 
 void KvManager::Free(SeqId seq) {
   Impl& m = *impl_;
+  if (m.lean) return m.lean->Free(seq);
   const auto it = m.seqs.find(seq);
   if (it == m.seqs.end()) return;
   std::vector<std::span<const int32_t>> released;
@@ -287,9 +328,12 @@ void KvManager::Free(SeqId seq) {
   m.seqs.erase(it);
 }
 
-bool KvManager::Has(SeqId seq) const { return impl_->Find(seq) != nullptr; }
+bool KvManager::Has(SeqId seq) const {
+  return impl_->lean ? impl_->lean->Has(seq) : impl_->Find(seq) != nullptr;
+}
 
 int64_t KvManager::Length(SeqId seq) const {
+  if (impl_->lean) return impl_->lean->Length(seq);
   const Sequence* s = impl_->Find(seq);
   return s == nullptr ? 0 : static_cast<int64_t>(s->blocks.size()) * impl_->options.tokens_per_page;
 }
@@ -301,6 +345,11 @@ int64_t KvManager::ReadOnlyTokens(SeqId seq) const {
 
 int64_t KvManager::MatchPrefix(SeqId seq, std::span<const int32_t> prompt) {
   Impl& m = *impl_;
+  if (m.lean) {
+    PENG_CHECK(m.lean->Length(seq) == 0);
+    m.lean->SetPrompt(seq, static_cast<int64_t>(prompt.size()));
+    return 0;
+  }
   Sequence& s = m.Touch(seq);
   PENG_CHECK(s.blocks.empty());
   if (!m.options.enable_prefix_caching) return 0;
@@ -319,6 +368,7 @@ int64_t KvManager::MatchPrefix(SeqId seq, std::span<const int32_t> prompt) {
 
 int64_t KvManager::PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len) const {
   const Impl& m = *impl_;
+  if (m.lean) return m.lean->PagesToAdmit(new_len);
   PrefixCache::Link end;
   const std::vector<int32_t> chain = m.MatchChain(prompt, &end);
   int64_t revived = 0;
@@ -330,6 +380,10 @@ int64_t KvManager::PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len
 
 void KvManager::CommitComputed(SeqId seq, std::span<const int32_t> tokens, int64_t computed) {
   Impl& m = *impl_;
+  if (m.lean) {
+    PENG_CHECK(computed <= static_cast<int64_t>(tokens.size()));
+    return m.lean->Commit(seq, computed);
+  }
   const auto it = m.seqs.find(seq);
   PENG_CHECK(it != m.seqs.end());
   Sequence& s = it->second;
@@ -357,6 +411,11 @@ std::span<const int32_t> KvManager::PageTable(SeqId seq, int layer, int kv_head)
   const Sequence* s = impl_->Find(seq);
   if (s == nullptr) return {};
   return s->tables[static_cast<size_t>(layer) * impl_->shape.num_kv_heads + kv_head];
+}
+
+const LeanKv* KvManager::lean() const { return impl_->lean.get(); }
+std::vector<float> KvManager::TakeFinishedSparsity() {
+  return impl_->lean ? impl_->lean->TakeFinishedSparsity() : std::vector<float>{};
 }
 
 uint8_t* KvManager::PageData(int32_t page) { return impl_->pool->Data(page); }

@@ -38,6 +38,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/kv_format.h"
+#include "memory/lean_kv.h"
 #include "memory/prefix_cache.h"
 
 namespace peng::memory {
@@ -62,6 +63,11 @@ struct KvManagerOptions {
   // outlive the manager), e.g. the CUDA worker's device memory (ForwardBackend::KvPoolMemory).
   // The manager never touches page memory; PageData() then returns addresses in that memory.
   uint8_t* page_memory = nullptr;
+  // kv.mode leankv: two quantized tiers with importance-based pruning (memory/lean_kv.h) in
+  // pages of one size from the page-size rule. `format` and tokens_per_page are then unused and
+  // prefix caching is off (compressed KV depends on the whole request: see README.md).
+  bool leankv = false;
+  LeanKvOptions lean;
 };
 
 struct Growth {
@@ -139,6 +145,12 @@ class KvManager {
   std::span<const int32_t> PageTable(SeqId seq, int layer, int kv_head) const;
   uint8_t* PageData(int32_t page);
   const uint8_t* PageData(int32_t page) const;
+
+  // LeanKV mode only (nullptr otherwise): the compressed tables. PageTable is then empty; the
+  // worker reads the high and low lists from here.
+  const LeanKv* lean() const;
+  // LeanKV: LeanKv::TakeFinishedSparsity (empty in other modes).
+  std::vector<float> TakeFinishedSparsity();
 
  private:
   struct Impl;

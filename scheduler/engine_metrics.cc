@@ -34,7 +34,19 @@ EngineMetrics::EngineMetrics(metrics::Registry* r)
       request_generation_tokens_(r->AddHistogram("peng:request_generation_tokens", "Generated tokens per request.",
                                                  metrics::OneTwoFiveBuckets(1 << 20)).Get()),
       iteration_tokens_(r->AddHistogram("peng:iteration_tokens_total", "Tokens computed per engine step.",
-                                        metrics::OneTwoFiveBuckets(1 << 16)).Get()) {
+                                        metrics::OneTwoFiveBuckets(1 << 16)).Get()),
+      kv_bytes_per_token_(r->AddGauge("peng:kv_bytes_per_token",
+                                      "KV bytes per token held (all layers and kv-heads), metadata and page "
+                                      "slack included.").Get()),
+      kv_compression_(r->AddGauge("peng:kv_compression_ratio",
+                                  "fp16 KV bytes per token / peng:kv_bytes_per_token.").Get()),
+      kv_pruned_(r->AddCounter("peng:kv_tokens_pruned", "LeanKV: (token, layer, kv-head) entries pruned.").Get()),
+      kv_demoted_(r->AddCounter("peng:kv_tokens_demoted",
+                                "LeanKV: (token, layer, kv-head) entries demoted to low precision.").Get()),
+      kv_head_sparsity_(r->AddHistogram("peng:kv_head_sparsity",
+                                        "LeanKV: fraction of its tokens a (request, layer, kv-head) pruned, "
+                                        "observed when the request's KV is freed.",
+                                        {0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0}).Get()) {
   for (const char* reason : {"stop", "length", "abort", "error"}) success_.Labels({reason});
 }
 
@@ -66,7 +78,7 @@ void EngineMetrics::OnFinished(const Sequence& seq, FinishReason reason) {
   }
 }
 
-void EngineMetrics::OnStep(const Scheduler& s, const memory::KvManager& kv, int64_t step_tokens) {
+void EngineMetrics::OnStep(const Scheduler& s, memory::KvManager& kv, int64_t step_tokens) {
   running_.Set(static_cast<double>(s.num_running()));
   waiting_.Set(static_cast<double>(s.num_waiting()));
   kv_usage_.Set(kv.usage());
@@ -75,6 +87,27 @@ void EngineMetrics::OnStep(const Scheduler& s, const memory::KvManager& kv, int6
   prefix_hits_.Inc(static_cast<double>(p.hits - last_prefix_.hits));
   last_prefix_ = p;
   if (step_tokens > 0) iteration_tokens_.Observe(static_cast<double>(step_tokens));
+
+  const memory::KvShape& shape = kv.shape();
+  const double fp16_bytes = 2.0 * 2.0 * shape.head_dim * shape.num_layers * shape.num_kv_heads;
+  double bytes_per_token = kv.bytes_per_token();
+  if (const memory::LeanKv* lean = kv.lean(); lean != nullptr) {
+    const memory::LeanKvStats st = lean->stats();
+    if (st.logical_tokens > 0) {  // else keep the last value: nothing is held to measure
+      bytes_per_token = static_cast<double>(st.pages) * static_cast<double>(kv.page_bytes()) *
+                        lean->num_tables() / static_cast<double>(st.logical_tokens);
+    } else {
+      bytes_per_token = kv_bytes_per_token_.Value();
+    }
+    kv_pruned_.Inc(static_cast<double>(st.tokens_pruned - last_lean_.tokens_pruned));
+    kv_demoted_.Inc(static_cast<double>(st.tokens_demoted - last_lean_.tokens_demoted));
+    last_lean_ = st;
+    for (const float sparsity : kv.TakeFinishedSparsity()) kv_head_sparsity_.Observe(sparsity);
+  }
+  if (bytes_per_token > 0) {
+    kv_bytes_per_token_.Set(bytes_per_token);
+    kv_compression_.Set(fp16_bytes / bytes_per_token);
+  }
 }
 
 }  // namespace peng

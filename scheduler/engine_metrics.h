@@ -18,8 +18,9 @@ class EngineMetrics : public SchedulerListener {
   void OnToken(const Sequence& seq, bool first, double seconds_since_previous) override;
   void OnPreempted(const Sequence& seq) override;
   void OnFinished(const Sequence& seq, FinishReason reason) override;
-  // After each iteration: queue gauges, KV usage, prefix-cache counters, tokens computed.
-  void OnStep(const Scheduler& scheduler, const memory::KvManager& kv, int64_t step_tokens);
+  // After each iteration: queue gauges, KV usage and compression, prefix-cache counters,
+  // tokens computed. Takes the finished tables' sparsities from `kv`.
+  void OnStep(const Scheduler& scheduler, memory::KvManager& kv, int64_t step_tokens);
 
  private:
   metrics::Gauge& running_;
@@ -40,7 +41,14 @@ class EngineMetrics : public SchedulerListener {
   metrics::Histogram& request_prompt_tokens_;
   metrics::Histogram& request_generation_tokens_;
   metrics::Histogram& iteration_tokens_;
+  // KV compression (LeanKV; dense and quantized modes report their fixed bytes per token).
+  metrics::Gauge& kv_bytes_per_token_;
+  metrics::Gauge& kv_compression_;
+  metrics::Counter& kv_pruned_;
+  metrics::Counter& kv_demoted_;
+  metrics::Histogram& kv_head_sparsity_;
   memory::PrefixCacheStats last_prefix_{};
+  memory::LeanKvStats last_lean_{};
 };
 
 }  // namespace peng

@@ -30,7 +30,8 @@ absl::StatusOr<std::unique_ptr<LocalEngineLoop>> LocalEngineLoop::Create(
   bo.device = options.device;
   bo.cpu = CpuOptions(options);
   bo.cuda_device = options.cuda_device;
-  bo.kv_format = options.kv.format;
+  bo.kv_format = options.kv.leankv ? options.kv.lean.high : options.kv.format;
+  if (options.kv.leankv) bo.kv_low_format = options.kv.lean.low;
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward, MakeForward(model, bo));
   PENG_RETURN_IF_ERROR(memory::KvManager::Validate(ShapeOf(model.config), options.kv));
   PENG_ASSIGN_OR_RETURN(options.kv.page_memory, forward->KvPoolMemory(options.kv.budget_bytes));

@@ -4,7 +4,9 @@
 #include "scheduler/local_engine_loop.h"
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
+#include <utility>
 
 #include "engine/testing/test_model.h"
 #include "gtest/gtest.h"
@@ -14,7 +16,11 @@ namespace {
 
 class CollectingStream : public RequestStream {
  public:
+  // Runs once, on the engine thread, when the first token arrives (before it is recorded).
+  std::function<void()> on_first_token;
+
   void OnEvent(TokenEvent e) override {
+    if (on_first_token && !e.token_ids.empty()) std::exchange(on_first_token, nullptr)();
     std::lock_guard<std::mutex> lock(mu_);
     tokens_.insert(tokens_.end(), e.token_ids.begin(), e.token_ids.end());
     text_ += e.text;
@@ -117,9 +123,15 @@ TEST_F(LocalEngineLoopTest, AbortFreesKvAndQueueBoundRejects) {
   o.scheduler.max_waiting_requests = 2;
   o.scheduler.max_num_seqs = 1;
   LocalEngineLoop loop(*model_, o, nullptr);
-  loop.Start();
+  // Everything is submitted before the loop starts, so the queue bound is checked against a
+  // known state: "long" and q0 fill the two waiting slots, q1 is rejected.
   auto running = std::make_shared<CollectingStream>();
-  ASSERT_TRUE(loop.Submit(Request("long", "Tell me a very long story.", 1000), running).ok());
+  // The abort is queued while "long" is surely running (its first token is out) and is taken
+  // at the next step, long before the request could reach its length limit.
+  running->on_first_token = [&loop] { loop.Abort("long"); };
+  std::unique_ptr<GenerateRequest> long_request = Request("long", "Tell me a very long story.", 1000);
+  long_request->stop.ignore_eos = true;  // it must still be running when the abort is taken
+  ASSERT_TRUE(loop.Submit(std::move(long_request), running).ok());
   std::vector<std::shared_ptr<CollectingStream>> queued;
   absl::Status rejected;
   for (int i = 0; i < 5 && rejected.ok(); ++i) {
@@ -127,7 +139,7 @@ TEST_F(LocalEngineLoopTest, AbortFreesKvAndQueueBoundRejects) {
     rejected = loop.Submit(Request("q" + std::to_string(i), "Hi", 4), queued.back());
   }
   EXPECT_EQ(rejected.code(), absl::StatusCode::kResourceExhausted);
-  loop.Abort("long");
+  loop.Start();
   running->Wait();
   EXPECT_EQ(running->reason(), FinishReason::kAbort);
   for (size_t i = 0; i + 1 < queued.size(); ++i) queued[i]->Wait();
@@ -136,6 +148,71 @@ TEST_F(LocalEngineLoopTest, AbortFreesKvAndQueueBoundRejects) {
   EXPECT_EQ(loop.Stats().kv_usage, 0.0);
   EXPECT_EQ(loop.Submit(Request("late", "Hi", 2), std::make_shared<CollectingStream>()).code(),
             absl::StatusCode::kUnavailable);
+}
+
+// Runs the 8 prompts concurrently (greedy, 40 tokens, ignoring EOS) and returns their tokens.
+std::vector<std::vector<int32_t>> RunAll(LocalEngineLoop& loop,
+                                         const std::function<std::unique_ptr<GenerateRequest>(int)>& request) {
+  loop.Start();
+  std::vector<std::shared_ptr<CollectingStream>> streams;
+  for (int i = 0; i < 8; ++i) {
+    streams.push_back(std::make_shared<CollectingStream>());
+    EXPECT_TRUE(loop.Submit(request(i), streams.back()).ok());
+  }
+  std::vector<std::vector<int32_t>> tokens;
+  for (auto& s : streams) {
+    s->Wait();
+    tokens.push_back(s->tokens());
+  }
+  loop.Drain(std::chrono::milliseconds(5000));
+  return tokens;
+}
+
+TEST_F(LocalEngineLoopTest, LeanKvWithoutCompressionEqualsOneQuantizedTier) {
+  const auto request = [&](int i) {
+    auto r = Request("r" + std::to_string(i), kPrompts[i], 40);
+    r->stop.ignore_eos = true;
+    return r;
+  };
+  LocalEngineLoopOptions quantized = Options();
+  quantized.kv.format = kernels::KvFormat::kK8V4;
+  quantized.kv.enable_prefix_caching = false;
+  LocalEngineLoop q_loop(*model_, quantized, nullptr);
+  const auto want = RunAll(q_loop, request);
+
+  LocalEngineLoopOptions lean = Options();
+  lean.kv.leankv = true;
+  lean.kv.lean.alpha_prune = 0;
+  lean.kv.lean.alpha_quant = 0;
+  lean.kv.lean.window = 4;
+  LocalEngineLoop l_loop(*model_, lean, nullptr);
+  EXPECT_EQ(RunAll(l_loop, request), want);
+  EXPECT_EQ(l_loop.Stats().kv_usage, 0.0);
+}
+
+TEST_F(LocalEngineLoopTest, LeanKvCompressesServesAndFreesEverything) {
+  LocalEngineLoopOptions o = Options();
+  o.kv.leankv = true;
+  o.kv.lean.alpha_prune = 0.5;
+  o.kv.lean.alpha_quant = 1.0;
+  o.kv.lean.window = 4;
+  o.kv.lean.score_queries = 8;
+  metrics::Registry registry;
+  LocalEngineLoop loop(*model_, o, &registry);
+  const auto tokens = RunAll(loop, [&](int i) {
+    auto r = Request("r" + std::to_string(i), kPrompts[i], 40);
+    r->stop.ignore_eos = true;
+    return r;
+  });
+  for (const auto& t : tokens) EXPECT_EQ(t.size(), 40u);
+  const memory::LeanKvStats st = loop.kv().lean()->stats();
+  EXPECT_GT(st.tokens_pruned, 0);
+  EXPECT_GT(st.tokens_demoted, 0);
+  EXPECT_EQ(st.pages, 0);
+  EXPECT_EQ(loop.Stats().kv_usage, 0.0);
+  const std::string text = registry.Render();
+  EXPECT_NE(text.find("peng:kv_tokens_pruned_total"), std::string::npos);
+  EXPECT_NE(text.find("peng:kv_head_sparsity_bucket"), std::string::npos);
 }
 
 }  // namespace

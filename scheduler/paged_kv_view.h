@@ -21,12 +21,26 @@ class PagedKvView : public KvCache {
   void Spans(int64_t seq, int layer, int kv_head, int64_t len,
              std::vector<kernels::KvSpan>* out) const override;
   KvPageLayout PageLayout() const override;
-  kernels::KvFormat format() const override { return kv_->options().format; }
+  kernels::KvFormat format() const override {
+    return lean_ != nullptr ? lean_->options().high : kv_->options().format;
+  }
+  kernels::KvFormat low_format() const override {
+    return lean_ != nullptr ? lean_->options().low : kv_->options().format;
+  }
+  bool partitioned() const override { return lean_ != nullptr; }
+  void Partitions(int64_t seq, int layer, int kv_head, int64_t len, KvPartitions* out) const override;
 
  private:
+  // Appends spans over `tokens` tokens of `pages` (page k = page_of(k)) to out.
+  template <class PageOf>
+  void AppendSpans(PageOf page_of, int64_t tokens, int tokens_per_page, kernels::KvFormat format,
+                   const kernels::KvPageSegments& seg, std::vector<kernels::KvSpan>* out) const;
+
   memory::KvManager* kv_;
+  const memory::LeanKv* lean_;        // LeanKV mode, else null
   int tokens_per_page_;
   kernels::KvPageSegments segments_;  // where keys, values and their metadata sit in a page
+  kernels::KvPageSegments low_segments_;  // LeanKV: of low-precision pages (segments_: high)
 };
 
 }  // namespace peng

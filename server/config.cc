@@ -40,6 +40,12 @@ const EnumNames<EngineConfig::Device>& DeviceNames() {
   return *names;
 }
 
+const EnumNames<KvConfig::Mode>& KvModeNames() {
+  using M = KvConfig::Mode;
+  static const auto* names = new EnumNames<M>{{M::kDense, "dense"}, {M::kQuantized, "quantized"}, {M::kLeanKv, "leankv"}};
+  return *names;
+}
+
 const EnumNames<LogConfig::Level>& LogLevelNames() {
   using L = LogConfig::Level;
   static const auto* names = new EnumNames<L>{
@@ -157,6 +163,16 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Enum("kv_format", c.engine.kv_format, KvFormatNames());
     v.Field("tokens_per_page", c.engine.tokens_per_page);
     v.Field("enable_prefix_caching", c.engine.enable_prefix_caching);
+  });
+  v.Section("kv", [&] {
+    v.Enum("mode", c.kv.mode, KvModeNames());
+    v.Enum("high_format", c.kv.high_format, KvFormatNames());
+    v.Enum("low_format", c.kv.low_format, KvFormatNames());
+    v.Field("alpha_prune", c.kv.alpha_prune);
+    v.Field("alpha_quant", c.kv.alpha_quant);
+    v.Field("window", c.kv.window);
+    v.Size("page_bytes_min", c.kv.page_bytes_min);
+    v.Size("page_bytes_max", c.kv.page_bytes_max);
   });
   v.Section("scheduler", [&] {
     v.Field("max_num_seqs", c.scheduler.max_num_seqs);
@@ -453,6 +469,33 @@ void Validate(const ServeConfig& c, Problems& p) {
     p.Add("engine.tokens_per_page", absl::StrCat("must be a power of two in [1, 1024], got ", tpp));
   }
 
+  const KvConfig& kv = c.kv;
+  const bool quantized_format = kernels::IsQuantized(c.engine.kv_format);
+  if (kv.mode == KvConfig::Mode::kDense && quantized_format) {
+    p.Add("engine.kv_format", absl::StrCat(kernels::KvFormatName(c.engine.kv_format),
+                                           " is a quantized tier: set kv.mode: quantized (or use f32, f16, bf16)"));
+  }
+  if (kv.mode == KvConfig::Mode::kQuantized && !quantized_format) {
+    p.Add("engine.kv_format", absl::StrCat("kv.mode quantized needs k8v8, k8v4 or k4v2, got ",
+                                           kernels::KvFormatName(c.engine.kv_format)));
+  }
+  if (kv.mode == KvConfig::Mode::kLeanKv) {
+    if (!kernels::IsQuantized(kv.high_format)) p.Add("kv.high_format", "must be k8v8, k8v4 or k4v2");
+    if (!kernels::IsQuantized(kv.low_format)) p.Add("kv.low_format", "must be k8v8, k8v4 or k4v2");
+    if (c.engine.device == EngineConfig::Device::kCuda) {
+      p.Add("kv.mode", "leankv runs on the CPU worker only (engine.device: cpu)");
+    }
+  }
+  if (!(kv.alpha_prune >= 0 && kv.alpha_prune <= 1000)) {
+    p.Add("kv.alpha_prune", absl::StrCat("must be in [0, 1000], got ", FormatDouble(kv.alpha_prune)));
+  }
+  if (!(kv.alpha_quant >= kv.alpha_prune && kv.alpha_quant <= 1000)) {
+    p.Add("kv.alpha_quant", absl::StrCat("must be in [kv.alpha_prune, 1000], got ", FormatDouble(kv.alpha_quant)));
+  }
+  in_range("kv.window", kv.window, 1, 1 << 20);
+  in_range("kv.page_bytes_min", kv.page_bytes_min, 64, int64_t{1} << 20);
+  in_range("kv.page_bytes_max", kv.page_bytes_max, kv.page_bytes_min, int64_t{1} << 20, " (>= kv.page_bytes_min)");
+
   const SchedulerConfig& s = c.scheduler;
   in_range("scheduler.max_num_seqs", s.max_num_seqs, 1, 65536);
   in_range("scheduler.max_num_batched_tokens", s.max_num_batched_tokens, 1, kMaxInt);
@@ -567,6 +610,9 @@ const std::map<std::string, std::string>& ConfigFlagNames() {
       {"kv-format", "engine.kv_format"},
       {"tokens-per-page", "engine.tokens_per_page"},
       {"enable-prefix-caching", "engine.enable_prefix_caching"},
+      {"kv-mode", "kv.mode"},
+      {"alpha-prune", "kv.alpha_prune"},
+      {"alpha-quant", "kv.alpha_quant"},
       {"max-num-seqs", "scheduler.max_num_seqs"},
       {"max-num-batched-tokens", "scheduler.max_num_batched_tokens"},
       {"max-waiting-requests", "scheduler.max_waiting_requests"},

@@ -45,6 +45,21 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
 };
 
+// How KV is kept (memory/README.md, REFERENCE.md §1): dense (engine.kv_format f32/f16/bf16),
+// quantized (one tier, engine.kv_format k8v8/k8v4/k4v2, no pruning) or leankv (high and low
+// tiers with importance-based pruning and demotion; CPU worker only).
+struct KvConfig {
+  enum class Mode { kDense, kQuantized, kLeanKv };
+  Mode mode = Mode::kDense;
+  kernels::KvFormat high_format = kernels::KvFormat::kK8V4;
+  kernels::KvFormat low_format = kernels::KvFormat::kK4V2;
+  double alpha_prune = 0.02;  // prune below alpha_prune / tokens kept (0 = precision only)
+  double alpha_quant = 0.02;  // demote below alpha_quant / tokens kept (>= alpha_prune)
+  int window = 64;            // newest tokens never pruned or demoted
+  int64_t page_bytes_min = 768;   // page-size rule search range
+  int64_t page_bytes_max = 2048;
+};
+
 struct SchedulerConfig {
   int max_num_seqs = 64;                // running requests
   int max_num_batched_tokens = 512;     // tokens per step
@@ -65,6 +80,7 @@ struct ServeConfig {
   ServedModelConfig model;
   ServerConfig server;
   EngineConfig engine;
+  KvConfig kv;
   SchedulerConfig scheduler;
   LogConfig log;
 };

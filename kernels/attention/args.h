@@ -22,6 +22,9 @@ struct KvSpan {
   KvFormat format = KvFormat::kF32;
   const void* k_meta = nullptr;  // quantized: fp16 (scale, zero) per group, one row per token
   const void* v_meta = nullptr;
+  // Quantized pages: the tokens' accumulated importance scores (LeanKV). Kernels never touch
+  // it; the engine adds the probabilities the kernels return into it.
+  float* scores = nullptr;
 };
 
 // Runtime values of the score and mask mods (the mods themselves are compile-time).
@@ -86,6 +89,11 @@ struct PrefillArgs {
   // probs[j] += max over the group of the final probability of token j.
   float* probs = nullptr;
   int64_t probs_q_begin = 0;
+  // Optional with probs: the log-sum-exp to normalise query t, group head g by, at
+  // probs_lse[t·group + g] — the total over several partitions of the history (LeanKV's high
+  // and low lists), so the probabilities are those of the merged attention. Null: the chunk's
+  // own lse.
+  const float* probs_lse = nullptr;
   AttentionParams params;
 };
 

@@ -439,6 +439,7 @@ void Prefill(const PrefillArgs& a) {
       pb.g_row[r] = b.g_row[first * G + r];
       pb.pos_row[r] = b.pos_row[first * G + r];
     }
+    const float* norm = a.probs_lse != nullptr ? a.probs_lse + t0 * G : lse;
     float s[RowBlock<S>::kMaxRows][kTile];
     int64_t span_start = 0;
     for (int si = 0; si < a.num_spans && span_start < end; span_start += a.spans[si].num_tokens, ++si) {
@@ -452,7 +453,7 @@ void Prefill(const PrefillArgs& a) {
             float best = 0.0f;
             for (int g = 0; g < G; ++g) {
               const int r = tq * G + g;
-              best = std::max(best, Probability<S>(s[r][t], lse[first * G + r]));
+              best = std::max(best, Probability<S>(s[r][t], norm[first * G + r]));
             }
             a.probs[j + t] += best;
           }
