@@ -172,7 +172,7 @@ void CpuAttention::PartitionedPrefill(const ForwardBatch& batch, size_t ci, int 
   // One partition: the high list sees the older tokens and this chunk causally (the chunk is
   // its tail, in order); the low list holds only older tokens, all visible.
   const auto run = [&](bool low, int64_t first, float* o, int64_t o_stride, float* lse, const float* probs_lse,
-                       float* probs_out) {
+                       float* probs_out, int64_t probs_q_begin) {
     kernels::PrefillArgs a;
     a.q = q + (first_token_[ci] + begin + first) * row + h * head_block;
     a.q_stride = row;
@@ -186,16 +186,22 @@ void CpuAttention::PartitionedPrefill(const ForwardBatch& batch, size_t ci, int 
     a.out_stride = o_stride;
     a.lse = lse;
     a.probs = probs_out;
+    a.probs_q_begin = probs_q_begin;
     a.probs_lse = probs_lse;
     a.params = params_;
     (low ? low_ : high_).prefill->prefill(a);
   };
+  // Queries [first, nq) add their probabilities to the scores.
+  const int64_t first = std::clamp<int64_t>(p.score_from - (ch.start_pos + begin), 0, nq);
+  const bool scores = first < nq;
+  if (scores) probs.assign(p.num_high + p.num_low, 0.0f);
   float* final_out = out + (first_token_[ci] + begin) * row + h * head_block;
-  run(false, 0, final_out, row, lse_high.data(), nullptr, nullptr);
   if (p.num_low == 0) {
-    lse_total = lse_high;
+    // The high list is the whole history: one pass, its own lse normalises the probabilities.
+    run(false, 0, final_out, row, nullptr, nullptr, scores ? probs.data() : nullptr, first);
   } else {
-    run(true, 0, out_low.data(), head_block, lse_low.data(), nullptr, nullptr);
+    run(false, 0, final_out, row, lse_high.data(), nullptr, nullptr, 0);
+    run(true, 0, out_low.data(), head_block, lse_low.data(), nullptr, nullptr, 0);
     lse_total.resize(nq * group);
     for (int64_t t = 0; t < nq; ++t) {
       for (int g = 0; g < group; ++g) {
@@ -212,15 +218,14 @@ void CpuAttention::PartitionedPrefill(const ForwardBatch& batch, size_t ci, int 
         lse_total[r] = m + std::log(wh + wl);
       }
     }
+    if (scores) {  // rerun the queries that count, normalised by the merged lse
+      scratch.resize(nq * head_block);
+      const float* norm = lse_total.data() + first * group;
+      run(false, first, scratch.data(), head_block, nullptr, norm, probs.data(), 0);
+      run(true, first, scratch.data(), head_block, nullptr, norm, probs.data() + p.num_high, 0);
+    }
   }
-  // Importance: rerun the queries that count with the merged lse, adding their probabilities.
-  const int64_t first = std::clamp<int64_t>(p.score_from - (ch.start_pos + begin), 0, nq);
-  if (first == nq) return;
-  scratch.resize(nq * head_block);
-  probs.assign(p.num_high + p.num_low, 0.0f);
-  const float* norm = lse_total.data() + first * group;
-  run(false, first, scratch.data(), head_block, nullptr, norm, probs.data());
-  if (p.num_low > 0) run(true, first, scratch.data(), head_block, nullptr, norm, probs.data() + p.num_high);
+  if (!scores) return;
   AddScores(p.high, probs.data(), /*concurrent=*/true);
   AddScores(p.low, probs.data() + p.num_high, /*concurrent=*/true);
 }

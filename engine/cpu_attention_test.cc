@@ -165,8 +165,9 @@ TEST(PartitionedAttention, PrefillChunkMatchesReference) {
   Check(/*high_before=*/50, /*num_low=*/40, /*step=*/20, /*start_pos=*/200, /*score_from=*/0, 1);
   // Only the chunk's last queries count (prefill: the last score_queries of the prompt).
   Check(50, 40, 40, 200, 225, 2);
-  // No low list yet; more than one query block.
+  // No low list yet (one pass); more than one query block; all or only the last queries count.
   Check(30, 0, 70, 30, 0, 3);
+  Check(30, 0, 70, 30, 75, 7);
 }
 
 TEST(PartitionedAttention, DecodeMatchesReferenceAcrossSplits) {

@@ -243,8 +243,8 @@ int64_t KvManager::PagesToGrow(SeqId seq, int64_t new_len) const {
   return std::max<int64_t>(0, impl_->BlocksFor(new_len) - have) * impl_->pages_per_block;
 }
 
-bool KvManager::CanGrow(std::span<const Growth> growths) const {
-  int64_t need = 0;
+bool KvManager::CanGrow(std::span<const Growth> growths, int64_t reserve_pages) const {
+  int64_t need = reserve_pages;
   for (const Growth& g : growths) need += PagesToGrow(g.seq, g.new_len);
   return need <= free_pages();
 }

@@ -108,8 +108,9 @@ class KvManager {
   // Pages a growth would take (0 if the sequence already holds new_len tokens). An unknown
   // sequence counts as empty.
   int64_t PagesToGrow(SeqId seq, int64_t new_len) const;
-  // Whether Grow(growths) would succeed: the summed pages fit free_pages().
-  bool CanGrow(std::span<const Growth> growths) const;
+  // Whether Grow(growths) would succeed with `reserve_pages` still free afterwards: the summed
+  // pages plus the reserve fit free_pages().
+  bool CanGrow(std::span<const Growth> growths, int64_t reserve_pages = 0) const;
   // Applies every growth or none (ResourceExhausted, state unchanged). Unknown sequences are
   // created. Evicts least recently used unreferenced cached blocks when the free ring runs
   // short. Shrinking is a no-op. A negative length or a sequence named twice is

@@ -91,9 +91,10 @@ absl::Status ValidateLeanKv(const LeanKvOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("kv.alpha_prune ", o.alpha_prune, " / kv.alpha_quant ",
                                                    o.alpha_quant, ": need 0 <= alpha_prune <= alpha_quant"));
   }
-  if (o.window < 1 || o.score_queries < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("kv.window ", o.window, " and score queries ",
-                                                   o.score_queries, " must be positive"));
+  if (o.window < 1 || o.score_queries < 1 || o.decide_every < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("kv.window ", o.window, ", score queries ",
+                                                   o.score_queries, " and decide_every ",
+                                                   o.decide_every, " must be positive"));
   }
   if (o.page_bytes_min > o.page_bytes_max || o.page_bytes_max > (size_t{1} << 20)) {
     return absl::InvalidArgumentError(absl::StrCat("kv.page_bytes_min ", o.page_bytes_min, " / max ",
@@ -274,8 +275,8 @@ void LeanKv::Decide(const Sequence& s, const Table& t, int64_t computed, std::ve
     }
     return;
   }
-  // Decode rule, once per new token.
-  for (int64_t n = computed - s.processed; n > 0; --n) {
+  // Decode rule, once per token since it last ran.
+  for (int64_t n = computed - s.decided; n > 0; --n) {
     const double base = 1.0 / static_cast<double>(hi->size() + lo->size());
     const double prune_thr = o_.alpha_prune * base, quant_thr = o_.alpha_quant * base;
     int64_t l = -1, r = -1;
@@ -312,7 +313,9 @@ void LeanKv::Commit(SeqId seq, int64_t computed) {
   if (computed <= s.processed) return;
   const int64_t add = computed - s.processed;
   for (Table& t : s.tables) t.num_high += add;
-  if (computed < s.prompt_len) {  // mid-prompt: compress once the whole prompt is in
+  // Mid-prompt: compress once the whole prompt is in. After it: every decide_every tokens.
+  const bool prompt_ends = s.processed < s.prompt_len;
+  if (computed < s.prompt_len || (!prompt_ends && computed - s.decided < o_.decide_every)) {
     s.processed = computed;
     return;
   }
@@ -387,6 +390,7 @@ void LeanKv::Commit(SeqId seq, int64_t computed) {
     *ScoreAt(low_seg_, page, slot) = st.score;
   }
   s.processed = computed;
+  s.decided = computed;
 }
 
 LeanHeadLists LeanKv::Lists(SeqId seq, int table) const {

@@ -17,7 +17,8 @@
 //   - when the prompt completes: prefill compression — every token outside the protected
 //     window with mean score < prune_thr is pruned, < quant_thr is demoted to low precision;
 //   - after the prompt: the four-case decode rule once per new token (least important high
-//     candidate L, low candidate R; evict L, demote L over R or into a new low slot, or keep).
+//     candidate L, low candidate R; evict L, demote L over R or into a new low slot, or keep),
+//     applied every decide_every tokens to the tokens since the last time.
 // Mean score = accumulated probability / queries that added to it; thresholds are alpha times
 // 1 / (tokens the head keeps); the newest `window` tokens are never pruned or demoted.
 // Commit stages demoted tokens, compacts the high list by swap-remove (sources always lie past
@@ -53,6 +54,10 @@ struct LeanKvOptions {
   double alpha_quant = 0.02;  // quant_thr = alpha_quant / tokens kept; >= alpha_prune
   int window = 64;            // the newest tokens, never pruned or demoted
   int score_queries = 64;     // prefill importance: the last this-many prompt queries
+  // After the prompt the decode rule runs once per new token, but in batches: every this-many
+  // tokens of a sequence, with that many decisions (the new tokens wait at high precision;
+  // Grow reserves their pages anyway). Amortizes the per-table scan over the history.
+  int decide_every = 8;
   // Page-size rule search range (bytes, multiples of 32 are scanned).
   size_t page_bytes_min = 768;
   size_t page_bytes_max = 2048;
@@ -144,6 +149,7 @@ class LeanKv {
   struct Sequence {
     std::vector<Table> tables;
     int64_t processed = 0, reserved = 0, prompt_len = 0;
+    int64_t decided = 0;  // logical tokens the decode rule has seen (<= processed)
   };
   // A token of the working set during Commit: its mean score, position, and where its data is
   // now (high index >= 0; for low-list entries: low index, or -1 - high index when demoted).

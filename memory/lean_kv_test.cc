@@ -206,6 +206,7 @@ TEST_F(LeanKvTest, DecodeRuleCases) {
   o.alpha_prune = 0.5;
   o.alpha_quant = 1.0;
   o.window = 4;
+  o.decide_every = 1;  // one decision per step, checked after each
   Make(1, 1, 1 << 20, o);
   const std::vector<int32_t> prompt(8, 1);
   kv_->MatchPrefix(1, prompt);

@@ -155,11 +155,13 @@ std::vector<std::vector<int32_t>> RunAll(LocalEngineLoop& loop,
                                          const std::function<std::unique_ptr<GenerateRequest>(int)>& request) {
   loop.Start();
   std::vector<std::shared_ptr<CollectingStream>> streams;
+  std::vector<std::vector<int32_t>> tokens;
   for (int i = 0; i < 8; ++i) {
     streams.push_back(std::make_shared<CollectingStream>());
-    EXPECT_TRUE(loop.Submit(request(i), streams.back()).ok());
+    const absl::Status submitted = loop.Submit(request(i), streams.back());
+    EXPECT_TRUE(submitted.ok()) << submitted;
+    if (!submitted.ok()) streams.pop_back();
   }
-  std::vector<std::vector<int32_t>> tokens;
   for (auto& s : streams) {
     s->Wait();
     tokens.push_back(s->tokens());
@@ -213,6 +215,30 @@ TEST_F(LocalEngineLoopTest, LeanKvCompressesServesAndFreesEverything) {
   const std::string text = registry.Render();
   EXPECT_NE(text.find("peng:kv_tokens_pruned_total"), std::string::npos);
   EXPECT_NE(text.find("peng:kv_head_sparsity_bucket"), std::string::npos);
+}
+
+TEST_F(LocalEngineLoopTest, LeanKvUnderMemoryPressurePreemptsAndFinishesEverything) {
+  LocalEngineLoopOptions o = Options();
+  o.kv.leankv = true;
+  o.kv.lean.window = 8;
+  // 2 MiB holds ~1,130 pages of ~1.8 KB; a request of 60+ tokens needs 90 pages per 16 tokens
+  // plus 90 of headroom, so only two or three of the 8 fit at once.
+  o.kv.budget_bytes = 2 << 20;
+  metrics::Registry registry;
+  LocalEngineLoop loop(*model_, o, &registry);
+  const auto tokens = RunAll(loop, [&](int i) {
+    auto r = Request("p" + std::to_string(i), kPrompts[i], 60);
+    r->stop.ignore_eos = true;
+    return r;
+  });
+  ASSERT_EQ(tokens.size(), 8u);
+  for (const auto& t : tokens) EXPECT_EQ(t.size(), 60u);
+  EXPECT_EQ(loop.Stats().kv_usage, 0.0);
+  const std::string text = registry.Render();
+  const std::string name = "\npeng:num_preemptions_total ";
+  const size_t at = text.find(name);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GT(std::stod(text.substr(at + name.size())), 0) << text.substr(at, 40);
 }
 
 }  // namespace

@@ -127,9 +127,9 @@ StepPlan Scheduler::Schedule() {
   int64_t budget = options_.max_num_batched_tokens;
   const auto now = Clock::now();
 
-  auto fits_with = [&](memory::SeqId id, int64_t len) {
+  auto fits_with = [&](memory::SeqId id, int64_t len, int64_t reserve_pages = 0) {
     growths.push_back({id, len});
-    const bool ok = kv_->CanGrow(growths);
+    const bool ok = kv_->CanGrow(growths, reserve_pages);
     growths.pop_back();
     return ok;
   };
@@ -197,7 +197,11 @@ StepPlan Scheduler::Schedule() {
         continue;
       }
       const int64_t n = std::min<int64_t>(remaining, budget);
-      if (!fits_with(id, s.num_computed + n)) {
+      // Admission keeps one block (one page per table) free for every sequence that will be
+      // running, so admitting does not force the next steps' growth into preemptions.
+      const int64_t reserve =
+          kv_->pages_per_block() * static_cast<int64_t>(running_.size() + admitted.size());
+      if (!fits_with(id, s.num_computed + n, reserve)) {
         kv_->Free(id);
         s.num_computed = 0;
         break;  // admit in order: a later, smaller request must not starve this one

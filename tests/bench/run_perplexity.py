@@ -37,8 +37,7 @@ class Mode:
 
 
 def leankv(alpha_prune: float, alpha_quant: float) -> Mode:
-    # The config keys follow issue 5's `kv.mode` / alphas; align them with server/config's
-    # kv section when LeanKV lands.
+    # The thresholds go through a config's kv section, as `peng serve` reads them.
     return Mode(f"leankv-{alpha_prune}-{alpha_quant}", ["--kv-mode", "leankv"],
                 f"kv:\n  mode: leankv\n  alpha_prune: {alpha_prune}\n  alpha_quant: {alpha_quant}\n")
 
@@ -53,6 +52,9 @@ MODES = [
     leankv(0.02, 1.0),
     leankv(0.0, 1.0),
     leankv(0.02, 0.02),
+    # Beyond the issue's three settings: where more pruning takes the trade-off.
+    leankv(0.2, 1.0),
+    leankv(1.0, 1.0),
 ]
 
 

@@ -143,13 +143,6 @@ def test_empty_and_short_texts_are_errors(peng_bin, models, tmp_path):
         assert message in p.stderr
 
 
-def test_leankv_says_it_is_not_implemented(peng_bin, models, text_file):
-    p = run(peng_bin, "perplexity", "--model", models["plain"], "--text", text_file,
-            "--ctx", 32, "--kv-mode", "leankv")
-    assert p.returncode != 0
-    assert "leankv is not implemented" in p.stderr
-
-
 def test_config_sets_tokens_per_page(peng_bin, models, text_file, tmp_path):
     """56 tokens: 4 pages of 16 (8 slots of slack) by default, 7 full pages of 8 with the config."""
     config = tmp_path / "peng.yaml"

@@ -1,4 +1,4 @@
-"""Quantized KV (engine.kv_format k8v8 | k8v4 | k4v2: LeanKV's tiers, one tier, no pruning)
+"""Quantized KV (kv.mode quantized, engine.kv_format k8v8 | k8v4 | k4v2: LeanKV's tiers, one tier, no pruning)
 end to end in `peng serve`: the startup report shows the smaller pages and more KV tokens for
 the same budget, and greedy SmolLM2 completions stay close to the f16 cache's."""
 
@@ -13,8 +13,10 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at"]
 
 
 def serve_and_complete(peng_bin, smollm2_path, tmp_path, kv_format):
+    mode = "dense" if kv_format in ("f32", "f16", "bf16") else "quantized"
     server = start_peng_server(peng_bin, smollm2_path, tmp_path,
-                               f"engine: {{kv_format: {kv_format}, kv_budget: 64MiB}}\n")
+                               f"engine: {{kv_format: {kv_format}, kv_budget: 64MiB}}\n"
+                               f"kv: {{mode: {mode}}}\n")
     try:
         outs = []
         for p in PROMPTS:
