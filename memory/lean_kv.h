@@ -50,8 +50,8 @@ struct KvShape;
 struct LeanKvOptions {
   kernels::KvFormat high = kernels::KvFormat::kK8V4;
   kernels::KvFormat low = kernels::KvFormat::kK4V2;
-  double alpha_prune = 0.02;  // prune_thr = alpha_prune / tokens kept (0: mixed precision only)
-  double alpha_quant = 0.02;  // quant_thr = alpha_quant / tokens kept; >= alpha_prune
+  double alpha_prune = 0.0;   // prune_thr = alpha_prune / tokens kept (0: mixed precision only)
+  double alpha_quant = 1.0;   // quant_thr = alpha_quant / tokens kept; >= alpha_prune
   int window = 64;            // the newest tokens, never pruned or demoted
   int score_queries = 64;     // prefill importance: the last this-many prompt queries
   // After the prompt the decode rule runs once per new token, but in batches: every this-many

@@ -53,8 +53,10 @@ struct KvConfig {
   Mode mode = Mode::kDense;
   kernels::KvFormat high_format = kernels::KvFormat::kK8V4;
   kernels::KvFormat low_format = kernels::KvFormat::kK4V2;
-  double alpha_prune = 0.02;  // prune below alpha_prune / tokens kept (0 = precision only)
-  double alpha_quant = 0.02;  // demote below alpha_quant / tokens kept (>= alpha_prune)
+  // Defaults: the best setting measured on SmolLM2 within 1% perplexity (docs/BENCHMARKS.md):
+  // mixed precision only. Larger models tolerate pruning (REFERENCE.md §1's published pairs).
+  double alpha_prune = 0.0;   // prune below alpha_prune / tokens kept (0 = precision only)
+  double alpha_quant = 1.0;   // demote below alpha_quant / tokens kept (>= alpha_prune)
   int window = 64;            // newest tokens never pruned or demoted
   int64_t page_bytes_min = 768;   // page-size rule search range
   int64_t page_bytes_max = 2048;

@@ -4,7 +4,8 @@ at a fixed KV budget, dense vs LeanKV, measured side by side on this machine.
 
 1. Agreement: the same --agree-prompts ShareGPT prompts (chat, temperature 0, up to
    --agree-tokens tokens, stopping at EOS) through a dense f16 server and through each
-   compressed mode (one K8V4 tier; LeanKV with the --alphas pairs). Per prompt, the generated
+   compressed mode (one K8V4 tier; LeanKV with the --alphas pairs), and through dense bf16 as a
+   control: how often a 135M model's greedy path flips under rounding alone. Per prompt, the generated
    tokens that match dense before the first difference, as a fraction of dense's answer;
    reported as the mean and the count of answers identical to dense.
 2. Fixed budget: the same server config but for kv (engine.kv_budget = --budget), closed loop
@@ -52,8 +53,8 @@ def free_port() -> int:
 def kv_config(mode: str) -> tuple[str, str]:
     """(kv section, engine.kv_format) of a mode name: dense, k8v8/k8v4/k4v2 (one quantized
     tier) or leankv-<alpha_prune>-<alpha_quant>."""
-    if mode == "dense":
-        return "{mode: dense}", "f16"
+    if mode in ("dense", "f32", "bf16"):  # dense f16, or another dense format (a control)
+        return "{mode: dense}", "f16" if mode == "dense" else mode
     if mode in ("k8v8", "k8v4", "k4v2"):
         return "{mode: quantized}", mode
     _, ap, aq = mode.split("-")
@@ -107,7 +108,7 @@ def metrics(url: str) -> dict[str, float]:
 def agreement(args, tmp) -> list[str]:
     texts = prompts(args)
     outs = {}
-    for mode in ["dense", "k8v4", *args.lean_modes]:
+    for mode in ["dense", "bf16", "k8v4", *args.lean_modes]:
         server, url = start(args, mode, args.agree_budget, tmp)
         with server:
             t0 = time.time()
@@ -182,7 +183,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--alphas", default="0.02:0.02,0.02:1.0",
+    ap.add_argument("--alphas", default="0.0:1.0,0.02:0.02,0.02:1.0",
                     help="LeanKV (alpha_prune:alpha_quant) pairs; the first also runs the capacity part")
     ap.add_argument("--agree-prompts", type=int, default=50)
     ap.add_argument("--agree-tokens", type=int, default=128)
