@@ -18,23 +18,14 @@
 
 #include "kernels/attention/args.h"
 #include "kernels/attention/variant.h"
+#include "kernels/gen/templates/attn_spec.h"
 #include "kernels/gen/templates/simd_cpu.h"
 
 namespace peng::kernels::gen::PENG_GEN_ISA_NS {
 
 template <AttentionPhase kPhase_, KvFormat kFormat_, int kHeadDim_, int kGroup_, ScoreMod kScore_,
           MaskMod kMask_, Reduction kReduction_>
-struct AttnSpec {
-  static constexpr AttentionPhase kPhase = kPhase_;
-  static constexpr KvFormat kFormat = kFormat_;
-  static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kGroup = kGroup_;
-  static constexpr ScoreMod kScore = kScore_;
-  static constexpr MaskMod kMask = kMask_;
-  static constexpr Reduction kReduction = kReduction_;
-  static_assert(kHeadDim % 8 == 0 && kHeadDim <= 256, "head_dim must be a multiple of 8, at most 256");
-  static_assert(kGroup >= 1 && kGroup <= 16, "GQA group must be 1..16");
-};
+using AttnSpec = AttnTuple<kPhase_, kFormat_, kHeadDim_, kGroup_, kScore_, kMask_, kReduction_>;
 
 inline constexpr int kTile = 16;  // kv tokens per logits block
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();

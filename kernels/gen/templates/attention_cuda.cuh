@@ -18,25 +18,18 @@
 
 #include "kernels/attention/args.h"
 #include "kernels/attention/variant.h"
+#include "kernels/gen/templates/attn_spec.h"
 
 namespace peng::kernels::gen::cuda {
 
 template <AttentionPhase kPhase_, KvFormat kFormat_, int kHeadDim_, int kGroup_, ScoreMod kScore_,
           MaskMod kMask_, Reduction kReduction_>
-struct AttnSpec {
-  static constexpr AttentionPhase kPhase = kPhase_;
-  static constexpr KvFormat kFormat = kFormat_;
-  static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kGroup = kGroup_;
-  static constexpr ScoreMod kScore = kScore_;
-  static constexpr MaskMod kMask = kMask_;
-  static constexpr Reduction kReduction = kReduction_;
-  static_assert(kHeadDim % 8 == 0 && kHeadDim <= 256, "head_dim must be a multiple of 8, at most 256");
-  static_assert(kGroup >= 1 && kGroup <= 16, "GQA group must be 1..16");
-  static_assert(!IsQuantized(kFormat), "quantized KV formats have no CUDA kernels yet (spec.yaml backend_formats)");
+struct AttnSpec : AttnTuple<kPhase_, kFormat_, kHeadDim_, kGroup_, kScore_, kMask_, kReduction_> {
+  static_assert(!IsQuantized(kFormat_), "quantized KV formats have no CUDA kernels yet (spec.yaml backend_formats)");
   // Rows per CTA: the group times as many query tokens as fit in 16 rows (prefill).
-  static constexpr int kTokensPerBlock = kPhase == AttentionPhase::kDecode ? 1 : (16 / kGroup > 0 ? 16 / kGroup : 1);
-  static constexpr int kRows = kTokensPerBlock * kGroup;
+  static constexpr int kTokensPerBlock =
+      kPhase_ == AttentionPhase::kDecode ? 1 : (16 / kGroup_ > 0 ? 16 / kGroup_ : 1);
+  static constexpr int kRows = kTokensPerBlock * kGroup_;
 };
 
 constexpr int kWarps = 4;
