@@ -55,6 +55,11 @@ MODES = [
     # Beyond the three settings: where more pruning takes the trade-off.
     leankv(0.2, 1.0),
     leankv(1.0, 1.0),
+    # Demotion only, with higher quant thresholds: most tokens low, the important ones and the
+    # window high.
+    leankv(0.0, 4.0),
+    leankv(0.0, 16.0),
+    leankv(0.0, 64.0),
 ]
 
 
