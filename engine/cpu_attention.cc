@@ -46,7 +46,7 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
                        const float* q, float* out) {
   if (kv.partitioned()) return RunPartitioned(pool, layer, batch, kv, q, out);
   const int kvh = c_.num_kv_heads, group = c_.gqa_group();
-  const int64_t hd = c_.head_dim, row = int64_t{c_.num_heads} * hd, head_block = group * hd;
+  const int64_t row = row_, head_block = head_block_;
   const size_t num_chunks = batch.chunks.size();
 
   // Plan: spans of every (chunk, kv-head), then tasks; decode partial slots and combines.
@@ -160,14 +160,11 @@ void AddScores(const std::vector<kernels::KvSpan>& spans, const float* probs, bo
 void CpuAttention::PartitionedPrefill(const ForwardBatch& batch, size_t ci, int h, int64_t begin,
                                       int64_t end, const float* q, float* out) const {
   const int group = c_.gqa_group();
-  const int64_t hd = c_.head_dim, row = int64_t{c_.num_heads} * hd, head_block = group * hd;
+  const int64_t hd = c_.head_dim, row = row_, head_block = head_block_;
   const SequenceChunk& ch = batch.chunks[ci];
   const KvPartitions& p = partitions_[ci * c_.num_kv_heads + h];
   const int64_t nq = end - begin;
   thread_local std::vector<float> lse_high, lse_low, out_low, lse_total, scratch, probs;
-  lse_high.resize(nq * group);
-  lse_low.assign(nq * group, -std::numeric_limits<float>::infinity());
-  out_low.resize(nq * head_block);
 
   // One partition: the high list sees the older tokens and this chunk causally (the chunk is
   // its tail, in order); the low list holds only older tokens, all visible.
@@ -200,6 +197,9 @@ void CpuAttention::PartitionedPrefill(const ForwardBatch& batch, size_t ci, int 
     // The high list is the whole history: one pass, its own lse normalises the probabilities.
     run(false, 0, final_out, row, nullptr, nullptr, scores ? probs.data() : nullptr, first);
   } else {
+    lse_high.resize(nq * group);
+    lse_low.resize(nq * group);
+    out_low.resize(nq * head_block);
     run(false, 0, final_out, row, lse_high.data(), nullptr, nullptr, 0);
     run(true, 0, out_low.data(), head_block, lse_low.data(), nullptr, nullptr, 0);
     lse_total.resize(nq * group);
@@ -233,7 +233,7 @@ void CpuAttention::PartitionedPrefill(const ForwardBatch& batch, size_t ci, int 
 void CpuAttention::RunPartitioned(ThreadPool& pool, int layer, const ForwardBatch& batch,
                                   const KvCache& kv, const float* q, float* out) {
   const int kvh = c_.num_kv_heads, group = c_.gqa_group();
-  const int64_t hd = c_.head_dim, row = int64_t{c_.num_heads} * hd, head_block = group * hd;
+  const int64_t row = row_, head_block = head_block_;
   const size_t num_chunks = batch.chunks.size();
 
   // Plan: lists of every (chunk, kv-head); prefill tasks by query blocks; decode tasks by

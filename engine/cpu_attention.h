@@ -25,7 +25,10 @@ class CpuAttention {
   // Queries per prefill task.
   static constexpr int64_t kPrefillBlockTokens = 32;
 
-  explicit CpuAttention(const ModelConfig& config) : c_(config) {}
+  explicit CpuAttention(const ModelConfig& config)
+      : c_(config),
+        row_(int64_t{config.num_heads} * config.head_dim),
+        head_block_(int64_t{config.gqa_group()} * config.head_dim) {}
 
   // Finds the kernels for this model's shape and the KV formats (`low`: of LeanKV's low list;
   // the same as `format` otherwise). The error names the variant tuple that was not built.
@@ -68,6 +71,8 @@ class CpuAttention {
   };
 
   const ModelConfig& c_;
+  const int64_t row_;         // floats per token row of q / out (num_heads · head_dim)
+  const int64_t head_block_;  // floats of one kv-head's query heads in a row (group · head_dim)
   Kernels high_, low_;  // high_ serves unpartitioned caches too
   const kernels::CpuAttentionKernel* prefill_ = nullptr;  // = high_'s
   const kernels::CpuAttentionKernel* decode_ = nullptr;

@@ -225,7 +225,10 @@ int64_t KvManager::CapacityTokens(const KvShape& shape, const KvManagerOptions& 
   return total_pages / pages_per_block * options.tokens_per_page;
 }
 
-int64_t KvManager::max_tokens() const { return CapacityTokens(impl_->shape, impl_->options); }
+int64_t KvManager::max_tokens() const {
+  // LeanKV: answered from the chosen pages instead of rescanning the page-size rule.
+  return impl_->lean ? impl_->lean->MaxTokens(total_pages()) : CapacityTokens(impl_->shape, impl_->options);
+}
 double KvManager::bytes_per_token() const {
   const int tokens_per_page =
       impl_->lean ? impl_->lean->pages().high_tokens : impl_->options.tokens_per_page;

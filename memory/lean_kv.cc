@@ -148,6 +148,10 @@ int64_t LeanKv::PagesToAdmit(int64_t new_len) const {
   return new_len > 0 ? num_tables_ * (HighPagesFor(new_len) + 1) : 0;
 }
 
+int64_t LeanKv::HighPagesNeeded(const Table& t, int64_t add) const {
+  return std::max<int64_t>(0, HighPagesFor(t.num_high + add) - t.high_pages);
+}
+
 int64_t LeanKv::PagesToGrow(SeqId seq, int64_t new_len) const {
   const auto it = seqs_.find(seq);
   if (it == seqs_.end()) return PagesToAdmit(new_len);
@@ -155,7 +159,7 @@ int64_t LeanKv::PagesToGrow(SeqId seq, int64_t new_len) const {
   if (new_len <= s.reserved) return 0;
   int64_t pages = 0;
   const int64_t add = new_len - s.processed;
-  for (const Table& t : s.tables) pages += std::max<int64_t>(0, HighPagesFor(t.num_high + add) - t.high_pages);
+  for (const Table& t : s.tables) pages += HighPagesNeeded(t, add);
   return pages + num_tables_;
 }
 
@@ -174,13 +178,8 @@ absl::Status LeanKv::Grow(std::span<const Growth> growths) {
   std::vector<int64_t> needs;
   needs.reserve(growths.size() * num_tables_);
   for (const Growth& g : growths) {
-    const auto it = seqs_.find(g.seq);
-    const int64_t processed = it == seqs_.end() ? 0 : it->second.processed;
-    for (int i = 0; i < num_tables_; ++i) {
-      const Table* t = it == seqs_.end() ? nullptr : &it->second.tables[i];
-      const int64_t have = t == nullptr ? 0 : t->high_pages, held = t == nullptr ? 0 : t->num_high;
-      needs.push_back(std::max<int64_t>(0, HighPagesFor(held + g.new_len - processed) - have));
-    }
+    const Sequence& s = Touch(g.seq);
+    for (const Table& t : s.tables) needs.push_back(HighPagesNeeded(t, g.new_len - s.processed));
   }
   absl::StatusOr<PageBatch> batch = pool_->Allocate(needs);
   PENG_CHECK(batch.ok());  // counted above
@@ -331,7 +330,6 @@ void LeanKv::Commit(SeqId seq, int64_t computed) {
   std::vector<std::span<const int32_t>> released;
   std::vector<int64_t> needs(num_tables_, 0);
   std::vector<Tok> hi, lo;
-  std::vector<float> k(head_dim_), v(head_dim_);
   for (int ti = 0; ti < num_tables_; ++ti) {
     Table& t = s.tables[ti];
     Decide(s, t, computed, &hi, &lo);
@@ -400,7 +398,7 @@ LeanHeadLists LeanKv::Lists(SeqId seq, int table) const {
   return {t.slots, t.high_pages, t.low_pages, t.num_high, t.num_low};
 }
 
-int64_t LeanKv::StoreIndex(SeqId seq, int table, int64_t pos) const {
+LeanKv::StoreSlot LeanKv::SlotForStore(SeqId seq, int table, int64_t pos) const {
   const auto it = seqs_.find(seq);
   PENG_CHECK(it != seqs_.end());
   const Sequence& s = it->second;
@@ -408,7 +406,7 @@ int64_t LeanKv::StoreIndex(SeqId seq, int table, int64_t pos) const {
   PENG_CHECK(pos >= s.processed && pos < s.reserved);
   const int64_t index = t.num_high + (pos - s.processed);
   PENG_CHECK(index < int64_t{t.high_pages} * pages_.high_tokens);
-  return index;
+  return {t.slots[index / pages_.high_tokens], static_cast<int>(index % pages_.high_tokens)};
 }
 
 LeanKvStats LeanKv::stats() const {

@@ -12,7 +12,7 @@
 //
 // A step: Grow makes room for the step's tokens at the tail of every high list (all or
 // nothing; it also checks one page of headroom per table for the compression that follows);
-// the worker writes the new tokens there (StoreIndex) and adds attention probabilities into the
+// the worker writes the new tokens there (SlotForStore) and adds attention probabilities into the
 // pages' score slots; Commit then compresses every table of the sequence:
 //   - when the prompt completes: prefill compression — every token outside the protected
 //     window with mean score < prune_thr is pruned, < quant_thr is demoted to low precision;
@@ -129,8 +129,13 @@ class LeanKv {
 
   // Worker access.
   LeanHeadLists Lists(SeqId seq, int table) const;
-  // High-list index of logical position `pos` of this step (pos >= Processed(seq)).
-  int64_t StoreIndex(SeqId seq, int table, int64_t pos) const;
+  // Where logical position `pos` of this step (pos >= Processed(seq)) is written: its page and
+  // slot at the tail of the table's high list.
+  struct StoreSlot {
+    int32_t page = 0;
+    int slot = 0;
+  };
+  StoreSlot SlotForStore(SeqId seq, int table, int64_t pos) const;
   // Queries at positions >= this add their attention probabilities to the scores.
   int64_t ScoreFrom(SeqId seq) const;
 
@@ -162,6 +167,8 @@ class LeanKv {
   Sequence& Touch(SeqId seq);
   int64_t HighPagesFor(int64_t tokens) const;
   int64_t LowPagesFor(int64_t tokens) const;
+  // High pages a table still needs to take `add` more tokens.
+  int64_t HighPagesNeeded(const Table& t, int64_t add) const;
   // Makes room for `pages` ids in the table's array (moving the low pages to the new end).
   static void EnsureSlots(Table& t, int64_t pages);
   // Decides the table's new lists; counts pruned/demoted.

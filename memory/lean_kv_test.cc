@@ -52,10 +52,9 @@ class LeanKvTest : public ::testing::Test {
     for (int t = 0; t < Tables(); ++t) {
       for (int64_t pos = from; pos < new_len; ++pos) {
         RowsOf(pos, &k, &v);
-        const int64_t index = lean_->StoreIndex(seq, t, pos);
-        uint8_t* page = kv_->PageData(lean_->Lists(seq, t).HighPage(index / p.high));
-        const int slot = static_cast<int>(index % p.high);
-        kernels::StoreKvToken(lean_->options().high, kHeadDim, p.high, k.data(), v.data(), pos, slot, page);
+        const LeanKv::StoreSlot at = lean_->SlotForStore(seq, t, pos);
+        kernels::StoreKvToken(lean_->options().high, kHeadDim, p.high, k.data(), v.data(), pos, at.slot,
+                              kv_->PageData(at.page));
       }
       // Scores: what attention would have added, scaled by the queries that saw the token.
       ForEachToken(seq, t, /*include_step=*/true, [&](bool, int64_t, float* score, int32_t pos) {

@@ -28,11 +28,9 @@ void PagedKvView::Store(int64_t seq, int layer, int kv_head, int64_t pos, const 
                         const float* v) {
   const int head_dim = kv_->shape().head_dim;
   if (lean_ != nullptr) {  // this step's tokens go to the tail of the high list
-    const int table = layer * kv_->shape().num_kv_heads + kv_head;
-    const int64_t index = lean_->StoreIndex(seq, table, pos);
-    const int32_t page = lean_->Lists(seq, table).HighPage(index / tokens_per_page_);
-    kernels::StoreKvToken(format(), head_dim, tokens_per_page_, k, v, pos,
-                          static_cast<int>(index % tokens_per_page_), kv_->PageData(page));
+    const memory::LeanKv::StoreSlot at =
+        lean_->SlotForStore(seq, layer * kv_->shape().num_kv_heads + kv_head, pos);
+    kernels::StoreKvToken(format(), head_dim, tokens_per_page_, k, v, pos, at.slot, kv_->PageData(at.page));
     return;
   }
   const std::span<const int32_t> table = kv_->PageTable(seq, layer, kv_head);
