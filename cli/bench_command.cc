@@ -67,12 +67,13 @@ double ReadBandwidth(int threads) {
 }
 
 absl::Status RunBench(int argc, char** argv) {
-  Flags f({"model", "prompt-tokens", "gen-tokens", "threads", "reps"}, {"json", "no-bandwidth"});
+  Flags f({"model", "prompt-tokens", "gen-tokens", "threads", "reps", "activations"}, {"json", "no-bandwidth"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PENG_ASSIGN_OR_RETURN(int64_t pp_tokens, f.Int("prompt-tokens", 512, 1, 1 << 20));
   PENG_ASSIGN_OR_RETURN(int64_t tg_tokens, f.Int("gen-tokens", 128, 1, 1 << 20));
   PENG_ASSIGN_OR_RETURN(int64_t threads, f.Int("threads", 2, 1, 256));
   PENG_ASSIGN_OR_RETURN(int64_t reps, f.Int("reps", 3, 1, 100));
+  PENG_ASSIGN_OR_RETURN(const bool int8, Int8ActivationsFlag(f));
   PENG_ASSIGN_OR_RETURN(auto model, LoadModel(f.String("model", kDefaultModel)));
   const ModelConfig& c = model->config;
   if (pp_tokens + tg_tokens > c.context_length) {
@@ -82,7 +83,7 @@ absl::Status RunBench(int argc, char** argv) {
   std::vector<int32_t> prompt(pp_tokens);
   for (int64_t i = 0; i < pp_tokens; ++i) prompt[i] = static_cast<int32_t>(1000 + (i * 7919) % (c.vocab_size - 1000));
 
-  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads)});
+  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads), .int8_activations = int8});
   std::vector<double> pp, tg;
   for (int64_t rep = -1; rep < reps; ++rep) {  // rep -1 is the warm-up
     SimpleKvCache kv(c.num_layers, c.num_kv_heads, c.head_dim, pp_tokens + tg_tokens);

@@ -46,4 +46,12 @@ memory::KvManagerOptions KvOptionsOf(const ServeConfig& config) {
   return o;
 }
 
+absl::StatusOr<bool> Int8ActivationsFlag(const Flags& f, bool def) {
+  if (!f.Has("activations")) return def;
+  const std::string v = f.String("activations");
+  if (v == "int8") return true;
+  if (v == "f32") return false;
+  return absl::InvalidArgumentError(absl::StrCat("--activations must be int8 or f32, got '", v, "'"));
+}
+
 }  // namespace peng::cli

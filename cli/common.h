@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "cli/flags.h"
 #include "engine/model.h"
 #include "memory/kv_manager.h"
 #include "server/config.h"
@@ -23,5 +24,9 @@ int Fail(const char* command, const absl::Status& status);
 // The KV manager options of a config's engine and kv sections (budget, mode, formats, LeanKV
 // thresholds). Prefix caching is off in leankv mode (memory/README.md).
 memory::KvManagerOptions KvOptionsOf(const ServeConfig& config);
+
+// --activations int8 | f32 (default `def`): whether the CPU matmuls quantize activations to int8
+// (ForwardOptions::int8_activations).
+absl::StatusOr<bool> Int8ActivationsFlag(const Flags& f, bool def = true);
 
 }  // namespace peng::cli

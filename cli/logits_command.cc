@@ -31,12 +31,13 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
 
 // Logits of every prompt position, computed in chunks of --chunk tokens (exercising the KV path).
 absl::Status RunLogits(int argc, char** argv) {
-  Flags f({"model", "prompt", "ids", "out", "chunk", "threads"}, {"no-bos"});
+  Flags f({"model", "prompt", "ids", "out", "chunk", "threads", "activations"}, {"no-bos"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   if (!f.Has("out")) return absl::InvalidArgumentError("--out FILE.npy is required");
   if (f.Has("prompt") == f.Has("ids")) return absl::InvalidArgumentError("give exactly one of --prompt, --ids");
   PENG_ASSIGN_OR_RETURN(int64_t chunk, f.Int("chunk", 1 << 20, 1, 1 << 20));
   PENG_ASSIGN_OR_RETURN(int64_t threads, f.Int("threads", 2, 1, 256));
+  PENG_ASSIGN_OR_RETURN(const bool int8, Int8ActivationsFlag(f));
   PENG_ASSIGN_OR_RETURN(auto model, LoadModel(f.String("model", kDefaultModel)));
   std::vector<int32_t> ids;
   if (f.Has("ids")) {
@@ -45,7 +46,7 @@ absl::Status RunLogits(int argc, char** argv) {
     ids = model->tokenizer->Encode(f.String("prompt"), !f.Has("no-bos"), true);
   }
   const ModelConfig& c = model->config;
-  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads)});
+  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads), .int8_activations = int8});
   SimpleKvCache kv(c.num_layers, c.num_kv_heads, c.head_dim, c.context_length);
   std::vector<float> all;
   for (size_t start = 0; start < ids.size(); start += chunk) {

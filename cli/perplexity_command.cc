@@ -39,6 +39,7 @@ struct PerplexityOptions {
   std::string model, text;
   int64_t ctx = 0, max_windows = 0, chunk = 16, threads = 2;
   int tokens_per_page = 16;
+  bool int8_activations = true;
   KvMode mode = KvMode::kDense;
   kernels::KvFormat format = kernels::KvFormat::kF16;
   memory::LeanKvOptions lean;  // kv-mode leankv: the config's kv section, then the flags
@@ -76,7 +77,7 @@ absl::StatusOr<kernels::KvFormat> FormatFor(KvMode mode, const Flags& f, const S
 
 absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
   Flags f({"model", "text", "ctx", "max-windows", "kv-mode", "kv-format", "chunk", "threads", "config",
-           "alpha-prune", "alpha-quant", "window"},
+           "alpha-prune", "alpha-quant", "window", "activations"},
           {});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PerplexityOptions o;
@@ -86,6 +87,7 @@ absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
     PENG_ASSIGN_OR_RETURN(config, LoadConfigFile(f.String("config")));
     o.threads = config->engine.threads;
     o.tokens_per_page = config->engine.tokens_per_page;
+    o.int8_activations = config->engine.activations == EngineConfig::Activations::kInt8;
     ServeConfig lean_config = *config;  // the kv section's tiers and thresholds
     lean_config.kv.mode = KvConfig::Mode::kLeanKv;
     o.lean = KvOptionsOf(lean_config).lean;
@@ -109,6 +111,7 @@ absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
   PENG_ASSIGN_OR_RETURN(o.max_windows, f.Int("max-windows", int64_t{1} << 40, 1, int64_t{1} << 40));
   PENG_ASSIGN_OR_RETURN(o.chunk, f.Int("chunk", 16, 1, int64_t{1} << 24));
   PENG_ASSIGN_OR_RETURN(o.threads, f.Int("threads", o.threads, 1, 256));
+  PENG_ASSIGN_OR_RETURN(o.int8_activations, Int8ActivationsFlag(f, o.int8_activations));
   PENG_ASSIGN_OR_RETURN(o.format, FormatFor(o.mode, f, config ? &*config : nullptr));
   if (!std::filesystem::exists(o.model)) {
     return absl::InvalidArgumentError(absl::StrCat("--model ", o.model, ": no such file or directory"));
@@ -244,7 +247,7 @@ absl::Status RunPerplexity(int argc, char** argv) {
 
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<memory::KvManager> kv, MakeKv(c, o));
   PagedKvView view(kv.get());
-  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(o.threads)});
+  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(o.threads), .int8_activations = o.int8_activations});
   PENG_RETURN_IF_ERROR(forward.PrepareAttention(view.format(), view.low_format()));
   std::string kv_desc = absl::StrCat(kernels::KvFormatName(o.format), ", ", o.tokens_per_page, " tokens/page");
   if (const memory::LeanKv* lean = kv->lean(); lean != nullptr) {

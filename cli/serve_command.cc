@@ -119,6 +119,7 @@ absl::Status RunServe(int argc, char** argv) {
 
   LocalEngineLoopOptions lo;
   lo.threads = cfg.engine.threads;
+  lo.int8_activations = cfg.engine.activations == EngineConfig::Activations::kInt8;
   lo.device = device;
   lo.cuda_device = cfg.engine.cuda_device;
   lo.kv = KvOptionsOf(cfg);

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -11,6 +12,7 @@
 #include "base/check.h"
 #include "base/status.h"
 #include "kernels/cpu/dequantize.h"
+#include "kernels/cpu/interleaved.h"
 #include "kernels/cpu/ops.h"
 
 namespace peng {
@@ -25,7 +27,21 @@ void Grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
+// Below this many activation elements per matmul input, every thread quantizes the whole input
+// itself rather than the pool splitting the work and meeting at a barrier.
+constexpr int64_t kPerThreadQuantizeMax = 16 * 1024;
+
 }  // namespace
+
+void LlamaForward::Int8Input::Resize(int64_t n) {
+  Grow(codes, static_cast<size_t>(n * cols));
+  Grow(scales, static_cast<size_t>(n * cols / 16));
+}
+
+void LlamaForward::Int8Input::Quantize(int64_t t0, int64_t t1) {
+  kernels::QuantizeActivations(x + t0 * cols, cols, t1 - t0, cols, codes.data() + t0 * cols,
+                               scales.data() + t0 * (cols / 16));
+}
 
 LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
     : model_(model), c_(model.config), options_(options), pool_(options.num_threads), attention_(model.config) {
@@ -42,12 +58,66 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   const int nt = pool_.num_threads();
   if (blas) Grow(dense_w_, static_cast<size_t>(dense_floats));
   Grow(row_scratch_, static_cast<size_t>(nt) * max_cols);
+
+  // The distinct inputs of the int8 jobs (jobs over one input share its quantized copy).
+  // Their buffers persist across calls; only x and cols change.
+  const bool int8 = options_.int8_activations && kernels::HasInt8MatMul();
+  std::array<int, 4> input_of;
+  PENG_CHECK(jobs.size() <= input_of.size());
+  size_t num_inputs = 0;
+  int64_t int8_elements = 0;
+  auto input = [&](std::vector<Int8Input>& set, size_t i) -> Int8Input& {
+    if (set.size() <= i) set.resize(i + 1);
+    return set[i];
+  };
+  int job = 0;
+  for (const MatMulJob& j : jobs) {
+    int index = -1;
+    if (int8 && j.w->interleaved) {
+      for (size_t i = 0; i < num_inputs; ++i) {
+        if (int8_shared_[i].x == j.x) index = static_cast<int>(i);
+      }
+      if (index < 0) {
+        index = static_cast<int>(num_inputs++);
+        Int8Input& in = input(int8_shared_, index);
+        in.x = j.x;
+        in.cols = j.w->cols;
+        int8_elements += n * j.w->cols;
+      }
+    }
+    input_of[job++] = index;
+  }
+  const bool per_thread = int8_elements <= kPerThreadQuantizeMax;
+  if (per_thread) {
+    int8_per_thread_.resize(nt);
+    for (std::vector<Int8Input>& mine : int8_per_thread_) {
+      for (size_t i = 0; i < num_inputs; ++i) {
+        Int8Input& in = input(mine, i);
+        in.x = int8_shared_[i].x;
+        in.cols = int8_shared_[i].cols;
+        in.Resize(n);
+      }
+    }
+  } else {
+    for (size_t i = 0; i < num_inputs; ++i) int8_shared_[i].Resize(n);
+    pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+      for (size_t i = 0; i < num_inputs; ++i) int8_shared_[i].Quantize(b, e);
+    });
+  }
+
   pool_.Run([&](int t, int threads) {
+    std::vector<Int8Input>* inputs = &int8_shared_;
+    if (num_inputs > 0 && per_thread) {
+      inputs = &int8_per_thread_[t];
+      for (size_t i = 0; i < num_inputs; ++i) (*inputs)[i].Quantize(0, n);
+    }
     int64_t dense_offset = 0;
     int64_t first_r0 = 0, first_r1 = 0;
     bool first = true;
+    int job = 0;
     for (const MatMulJob& j : jobs) {
       const kernels::MatrixView& w = *j.w;
+      const int input_index = input_of[job++];
       // Row ranges in multiples of 16 so threads never share an output cache line.
       const int64_t groups = (w.rows + 15) / 16;
       const int64_t r0 = std::min(w.rows, groups * t / threads * 16);
@@ -58,7 +128,11 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
         first = false;
       }
       if (r0 < r1) {
-        if (blas && !w.interleaved) {  // interleaved matrices are as fast through MatMulRows
+        if (input_index >= 0) {
+          const Int8Input& in = (*inputs)[input_index];
+          kernels::MatMulInterleavedInt8(w.type, w.data, w.cols, in.codes.data(), in.scales.data(),
+                                         n, j.y, w.rows, r0, r1);
+        } else if (blas && !w.interleaved) {  // interleaved matrices are as fast through MatMulRows
           // Dequantize this thread's rows once, then one sgemm over them for all n tokens.
           // Peng's pool splits the rows; oneDNN must not start OpenMP threads of its own.
           static thread_local const bool kSingleThreaded = (omp_set_num_threads(1), true);

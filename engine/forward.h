@@ -25,6 +25,10 @@ struct ForwardOptions {
   // Batches with at least this many tokens run their matmuls as dequantize + oneDNN sgemm;
   // smaller ones use the fused dequantizing kernels (measured crossover: engine/README.md).
   int blas_min_tokens = 64;
+  // Interleaved Q4_1/Q8_0 matmuls quantize their activations to int8 per 32-column block and
+  // run the VNNI kernel (~3.5x the float kernel's rate; kernels/cpu/interleaved.h). false keeps
+  // float32 activations: logits within ~1e-5 of a float64 reference, for checking against one.
+  bool int8_activations = true;
 };
 
 class LlamaForward : public ForwardBackend {
@@ -53,6 +57,15 @@ class LlamaForward : public ForwardBackend {
   void MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
                const std::function<void(int64_t, int64_t)>& epilogue = nullptr);
   void RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, int64_t n);
+  // The int8 copy of one matmul input (QuantizeActivations' layout).
+  struct Int8Input {
+    const float* x = nullptr;
+    int64_t cols = 0;
+    std::vector<int8_t> codes;
+    std::vector<float> scales;
+    void Resize(int64_t n);
+    void Quantize(int64_t t0, int64_t t1);
+  };
 
   const Model& model_;
   const ModelConfig& c_;
@@ -63,6 +76,10 @@ class LlamaForward : public ForwardBackend {
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, row_scratch_, dense_w_;
   std::vector<int64_t> pos_;       // position of each batch token
   std::vector<int32_t> chunk_of_;  // chunk index of each batch token
+  // Int8 activations: shared by all threads for large batches; for small ones each thread
+  // quantizes every token itself (a few microseconds) instead of paying a pool barrier.
+  std::vector<Int8Input> int8_shared_;
+  std::vector<std::vector<Int8Input>> int8_per_thread_;
 };
 
 }  // namespace peng

@@ -19,7 +19,9 @@ SchedulerOptions WithModel(SchedulerOptions o, const ModelConfig& c) {
 
 // The CPU worker's options: fused kernels for every batch size when batch-invariant.
 ForwardOptions CpuOptions(const LocalEngineLoopOptions& o) {
-  return ForwardOptions{.num_threads = o.threads, .blas_min_tokens = o.batch_invariant ? INT_MAX : 64};
+  return ForwardOptions{.num_threads = o.threads,
+                        .blas_min_tokens = o.batch_invariant ? INT_MAX : 64,
+                        .int8_activations = o.int8_activations};
 }
 
 }  // namespace

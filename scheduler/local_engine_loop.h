@@ -32,6 +32,7 @@ struct LocalEngineLoopOptions {
   // Fused kernels for every batch size, so a row's arithmetic never depends on what else is in
   // the batch (same tokens alone or batched at temperature 0). Off: prefill through oneDNN.
   bool batch_invariant = true;
+  bool int8_activations = true;  // ForwardOptions::int8_activations of the CPU worker
 };
 
 class LocalEngineLoop : public EngineLoop {

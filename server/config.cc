@@ -40,6 +40,12 @@ const EnumNames<EngineConfig::Device>& DeviceNames() {
   return *names;
 }
 
+const EnumNames<EngineConfig::Activations>& ActivationNames() {
+  using A = EngineConfig::Activations;
+  static const auto* names = new EnumNames<A>{{A::kInt8, "int8"}, {A::kF32, "f32"}};
+  return *names;
+}
+
 const EnumNames<KvConfig::Mode>& KvModeNames() {
   using M = KvConfig::Mode;
   static const auto* names = new EnumNames<M>{{M::kDense, "dense"}, {M::kQuantized, "quantized"}, {M::kLeanKv, "leankv"}};
@@ -163,6 +169,7 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Enum("kv_format", c.engine.kv_format, KvFormatNames());
     v.Field("tokens_per_page", c.engine.tokens_per_page);
     v.Field("enable_prefix_caching", c.engine.enable_prefix_caching);
+    v.Enum("activations", c.engine.activations, ActivationNames());
   });
   v.Section("kv", [&] {
     v.Enum("mode", c.kv.mode, KvModeNames());
@@ -610,6 +617,7 @@ const std::map<std::string, std::string>& ConfigFlagNames() {
       {"kv-format", "engine.kv_format"},
       {"tokens-per-page", "engine.tokens_per_page"},
       {"enable-prefix-caching", "engine.enable_prefix_caching"},
+      {"activations", "engine.activations"},
       {"kv-mode", "kv.mode"},
       {"alpha-prune", "kv.alpha_prune"},
       {"alpha-quant", "kv.alpha_quant"},

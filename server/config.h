@@ -43,6 +43,9 @@ struct EngineConfig {
   kernels::KvFormat kv_format = kernels::KvFormat::kF16;
   int tokens_per_page = 16;
   bool enable_prefix_caching = true;
+  // CPU matmul activations (engine/forward.h): int8 (VNNI kernel, fast) | f32 (reference-exact).
+  enum class Activations { kInt8, kF32 };
+  Activations activations = Activations::kInt8;
 };
 
 // How KV is kept (memory/README.md, REFERENCE.md §1): dense (engine.kv_format f32/f16/bf16),

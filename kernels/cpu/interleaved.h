@@ -1,12 +1,21 @@
 // Row-interleaved ("I16") weight layout for fast batched matmul with batch-invariant results.
 // A [rows x cols] Q4_1 or Q8_0 matrix (rows % 16 == 0) is repacked at load into tiles of 16 rows
-// x 32 columns, so that one vector holds one column of 16 rows:
-//   Q4_1 tile: fp16 d[16], fp16 m[16], then for j = 0..15 the 16 bytes
-//              (code of column j) | (code of column j+16) << 4, one byte per row   (320 bytes)
-//   Q8_0 tile: fp16 d[16], then for c = 0..31 the 16 int8 codes of column c        (544 bytes)
-// Tiles are stored row group by row group, blocks in column order. The kernel keeps 16 rows per
-// accumulator and broadcasts activations (outer product: no horizontal sums), and every batch
-// size runs the same FMAs in the same order for a given (row, token).
+// x 32 columns. A tile holds the rows' fp16 scales, then 64-byte code vectors in which row r owns
+// bytes 4r..4r+3, so one vector is 4 consecutive columns of 16 rows (one dword lane per row):
+//   Q4_1 tile: fp16 d[16], fp16 m[16], 4 vectors; byte i of vector v, row r holds the codes of
+//              columns 4v+i (low nibble) and 16+4v+i (high nibble)                 (320 bytes)
+//   Q8_0 tile: fp16 d[16], 8 vectors; byte i of vector v, row r holds column 4v+i's code + 128
+//              (unsigned)                                                           (544 bytes)
+// Tiles are stored row group by row group, blocks in column order. The kernels keep 16 rows per
+// accumulator and broadcast activations (outer product: no horizontal sums), and every batch
+// size runs the same arithmetic in the same order for a given (row, token).
+//
+// Two kernels read the layout:
+// - float activations: codes are widened to float and FMA'd (the reference-exact path);
+// - int8 activations (AVX-512 VNNI): the activations are quantized per 32-column block
+//   (QuantizeActivations: symmetric, scale amax/127) and each block is one exact integer dot
+//   (vpdpbusd), scaled into a float accumulator. About 2-3x the float kernel's rate; the
+//   rounding of activations to 8 bits is the price (engine/README.md has the measurements).
 #pragma once
 
 #include <cstddef>
@@ -20,6 +29,8 @@ inline constexpr int kInterleaveRows = 16;
 
 // Whether a matrix of this type and shape can be interleaved (on this build's CPU target).
 bool CanInterleave(GgmlType type, int64_t rows, int64_t cols);
+// Whether this build has the int8-activation kernel (AVX-512 VNNI).
+bool HasInt8MatMul();
 // Bytes of the interleaved copy (the same as the GGML layout for Q4_1, Q8_0).
 size_t InterleavedBytes(GgmlType type, int64_t rows, int64_t cols);
 // Repacks GGML rows into the interleaved layout.
@@ -29,5 +40,15 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
 // y[t*ldy + r] = sum_c W[r][c] x[t*ldx + c] for rows [r0, r1) (multiples of 16) and all tokens.
 void MatMulInterleaved(GgmlType type, const uint8_t* data, int64_t cols, const float* x,
                        int64_t ldx, int64_t num_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1);
+
+// Quantizes activations for MatMulInterleavedInt8 (cols % 32 == 0): per token t and 32-column
+// block b, codes[t*cols + 32b + j] = round(x / s) with s = max|x| / 127, and
+// scales[(t*(cols/32) + b)*2] = s, scales[... + 1] = s * (sum of the block's codes).
+void QuantizeActivations(const float* x, int64_t ldx, int64_t num_tokens, int64_t cols,
+                         int8_t* codes, float* scales);
+// As MatMulInterleaved, with activations from QuantizeActivations (requires HasInt8MatMul()).
+void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, const int8_t* codes,
+                           const float* scales, int64_t num_tokens, float* y, int64_t ldy,
+                           int64_t r0, int64_t r1);
 
 }  // namespace peng::kernels

@@ -144,6 +144,83 @@ TEST_P(InterleavedTest, MatchesGgmlLayoutAndIsBatchInvariant) {
   }
 }
 
+// Int8 activations: QuantizeActivations rounds each 32-column block to round(x / s) with
+// s = max|x| / 127; the VNNI kernel then equals the float64 product of the dequantized weights and
+// the rounded activations (integer dots are exact), bitwise the same for any batch size.
+TEST(QuantizeActivationsTest, RoundsEachBlockSymmetrically) {
+  std::mt19937 rng(3);
+  const int64_t cols = 96, tokens = 3;
+  std::vector<float> x(tokens * cols);
+  std::normal_distribution<float> nd(0, 2);
+  for (auto& v : x) v = nd(rng);
+  for (int c = 32; c < 64; ++c) x[cols + c] = 0;  // an all-zero block
+  std::vector<int8_t> codes(tokens * cols);
+  std::vector<float> scales(tokens * cols / 16);
+  QuantizeActivations(x.data(), cols, tokens, cols, codes.data(), scales.data());
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t b = 0; b < cols / 32; ++b) {
+      float amax = 0;
+      for (int c = 0; c < 32; ++c) amax = std::max(amax, std::fabs(x[t * cols + b * 32 + c]));
+      const float s = scales[(t * (cols / 32) + b) * 2];
+      EXPECT_FLOAT_EQ(s, amax / 127.0f);
+      int sum = 0;
+      for (int c = 0; c < 32; ++c) {
+        const int q = codes[t * cols + b * 32 + c];
+        sum += q;
+        EXPECT_LE(std::abs(q), 127);
+        EXPECT_LE(std::fabs(q * s - x[t * cols + b * 32 + c]), 0.5f * s * (1 + 1e-5f) + 1e-12f);
+      }
+      EXPECT_FLOAT_EQ(scales[(t * (cols / 32) + b) * 2 + 1], s * sum);
+    }
+  }
+}
+
+TEST_P(InterleavedTest, Int8KernelMatchesRoundedActivationsAndIsBatchInvariant) {
+  if (!HasInt8MatMul()) GTEST_SKIP() << "built without AVX-512 VNNI";
+  const GgmlType type = GetParam();
+  std::mt19937 rng(11);
+  const int64_t rows = 64, cols = 256, tokens = 11;
+  std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
+  std::vector<uint8_t> packed(InterleavedBytes(type, rows, cols));
+  Interleave(type, data.data(), rows, cols, packed.data());
+  MatrixView plain{type, rows, cols, data.data(), RowBytes(type, cols)};
+  std::vector<float> dense(rows * cols);
+  DequantizeRows(plain, 0, rows, dense.data());
+  std::vector<float> x(tokens * cols);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  std::vector<int8_t> codes(tokens * cols);
+  std::vector<float> scales(tokens * cols / 16);
+  QuantizeActivations(x.data(), cols, tokens, cols, codes.data(), scales.data());
+
+  std::vector<float> alone(tokens * rows, NAN), batched(tokens * rows, NAN);
+  for (int64_t t = 0; t < tokens; ++t) {
+    MatMulInterleavedInt8(type, packed.data(), cols, codes.data() + t * cols, scales.data() + t * cols / 16,
+                          1, alone.data() + t * rows, rows, 0, rows);
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = 0, mag = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        const double xr = double(codes[t * cols + c]) * scales[(t * cols + c) / 32 * 2];
+        ref += double(dense[r * cols + c]) * xr;
+        mag += std::fabs(double(dense[r * cols + c]) * xr);
+      }
+      ASSERT_NEAR(alone[t * rows + r], ref, 1e-5 * mag + 1e-6) << "t=" << t << " r=" << r;
+    }
+  }
+  for (int64_t n : {2, 4, 5, 11}) {
+    for (int64_t t0 = 0; t0 < tokens; t0 += n) {
+      const int64_t m = std::min(n, tokens - t0);
+      for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 16}, {16, 48}, {48, rows}}) {
+        MatMulInterleavedInt8(type, packed.data(), cols, codes.data() + t0 * cols, scales.data() + t0 * cols / 16,
+                              m, batched.data() + t0 * rows, rows, r0, r1);
+      }
+    }
+    ASSERT_EQ(std::memcmp(alone.data(), batched.data(), alone.size() * sizeof(float)), 0) << "batch " << n;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, InterleavedTest, ::testing::Values(GgmlType::kQ4_1, GgmlType::kQ8_0),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 

@@ -46,6 +46,9 @@ def leankv(alpha_prune: float, alpha_quant: float) -> Mode:
 # here (leankv-<alpha_prune>-<alpha_quant> are issue 5's three LeanKV settings).
 MODES = [
     Mode("dense", ["--kv-mode", "dense", "--kv-format", "f16"]),
+    # Every mode runs with the default int8 matmul activations; this one keeps them float32.
+    Mode("dense-f32act", ["--kv-mode", "dense", "--kv-format", "f16", "--activations", "f32"]),
+    Mode("k8v4-f32act", ["--kv-mode", "quantized", "--kv-format", "k8v4", "--activations", "f32"]),
     Mode("k8v8", ["--kv-mode", "quantized", "--kv-format", "k8v8"]),
     Mode("k8v4", ["--kv-mode", "quantized", "--kv-format", "k8v4"]),
     Mode("k4v2", ["--kv-mode", "quantized", "--kv-format", "k4v2"]),

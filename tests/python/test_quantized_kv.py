@@ -15,7 +15,8 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at"]
 def serve_and_complete(peng_bin, smollm2_path, tmp_path, kv_format):
     mode = "dense" if kv_format in ("f32", "f16", "bf16") else "quantized"
     server = start_peng_server(peng_bin, smollm2_path, tmp_path,
-                               f"engine: {{kv_format: {kv_format}, kv_budget: 64MiB}}\n"
+                               # float32 matmul activations: the comparison isolates the KV format
+                               f"engine: {{kv_format: {kv_format}, kv_budget: 64MiB, activations: f32}}\n"
                                f"kv: {{mode: {mode}}}\n")
     try:
         outs = []

@@ -39,10 +39,12 @@ def ids(tiny):
     return Tokenizer.from_file(f"{tiny['hf']}/tokenizer.json").encode(TEXT).ids
 
 
-def peng_logits(run_peng, model, ids, tmp_path):
+def peng_logits(run_peng, model, ids, tmp_path, activations="f32"):
+    """Peng's logits; float32 matmul activations by default, to compare with the float64
+    reference at tight tolerances (int8 activations are checked in test_reference_logits.py)."""
     out = tmp_path / "logits.npy"
     printed = last_json(run_peng("logits", "--model", model, "--ids", ",".join(map(str, ids)),
-                                 "--out", out))
+                                 "--out", out, "--activations", activations))
     assert printed["ids"] == ids
     return np.load(out)
 
