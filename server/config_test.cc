@@ -260,6 +260,17 @@ TEST(ConfigTest, WorkerDeviceKeyAndFlags) {
   EXPECT_EQ(gpu->engine.device, EngineConfig::Device::kCuda);
 }
 
+TEST(ConfigTest, MatmulActivationsKeyAndFlag) {
+  EXPECT_EQ(ParseConfig("")->engine.activations, EngineConfig::Activations::kInt8);
+  absl::StatusOr<ServeConfig> c = ParseConfig("engine:\n  activations: f32\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->engine.activations, EngineConfig::Activations::kF32);
+  EXPECT_THAT(ToYaml(*c), HasSubstr("activations: f32"));
+  EXPECT_EQ(ParseConfig("", "x", {{"activations", "f32"}})->engine.activations, EngineConfig::Activations::kF32);
+  EXPECT_THAT(ErrorOf("engine:\n  activations: fp8\n"),
+              HasSubstr("engine.activations: expected one of int8, f32, got \"fp8\""));
+}
+
 TEST(ConfigTest, ToYamlRoundTrips) {
   ServeConfig c;
   c.model.path = "models/a b.gguf";
