@@ -64,7 +64,7 @@ absl::StatusOr<kernels::KvFormat> FormatFor(KvMode mode, const Flags& f, const S
     const std::string name = f.String("kv-format");
     if (!kernels::ParseKvFormat(name, &format)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--kv-format must be one of f32, f16, bf16, k8v8, k8v4, k4v2, got '", name, "'"));
+          "--kv-format must be ", kernels::kKvFormatSyntax, ", got '", name, "'"));
     }
     if (kernels::IsQuantized(format) != quantized) {
       return absl::InvalidArgumentError(absl::StrCat(

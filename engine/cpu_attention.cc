@@ -22,6 +22,11 @@ absl::StatusOr<CpuAttention::Kernels> CpuAttention::Find(const ModelConfig& c, k
   Kernels k;
   k.format = format;
   v.phase = kernels::AttentionPhase::kPrefill;
+  // Quantized formats without kernels of their own use the ones that read bits and groups from
+  // each span at run time.
+  if (kernels::IsQuantized(format) && kernels::FindCpuAttention(v) == nullptr) {
+    v.kv_format = kernels::KvFormat::kQuantAny;
+  }
   k.prefill = kernels::FindCpuAttention(v);
   if (k.prefill == nullptr) return absl::UnimplementedError(kernels::NotBuiltMessage(v));
   v.phase = kernels::AttentionPhase::kDecode;

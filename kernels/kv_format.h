@@ -1,8 +1,8 @@
 // KV element formats shared by the page pool (memory/) and the attention kernels, and the byte
 // layout of one page. A page holds `tokens` tokens of ONE (sequence, layer, kv-head):
 //   dense (f32, f16, bf16): keys as [tokens x head_dim] rows, then values the same shape;
-//   quantized (K8V8, K8V4, K4V2 — LeanKV's tiers): per token, asymmetric min/max quantization
-//     per group of head_dim; segments: K codes, K meta, V codes, V meta, one float importance
+//   quantized (LeanKV's tiers: any bits 1/2/4/8 and groups 1/2/4 for keys and values, e.g.
+//     K8V8, K8V4, K4V2): per token, asymmetric min/max quantization per group of head_dim; segments: K codes, K meta, V codes, V meta, one float importance
 //     score and one int32 position per token, each segment 16-byte aligned. Codes are packed
 //     little-endian into 16-bit words (code i of a word at bits [i·bits, (i+1)·bits)); meta is
 //     fp16 (scale, zero) per group, value = code·scale + zero.
@@ -15,25 +15,65 @@
 
 namespace peng::kernels {
 
-enum class KvFormat : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2, kK8V8 = 3, kK8V4 = 4, kK4V2 = 5 };
+// Bits and groups (along head_dim) of the keys and values of a quantized format: bits 1, 2, 4
+// or 8 (ranges 1/3/15/255), groups 1, 2 or 4, chosen per tier in the config.
+struct KvQuant {
+  int k_bits = 0, k_groups = 0, v_bits = 0, v_groups = 0;
+  constexpr bool operator==(const KvQuant&) const = default;
+};
 
-constexpr bool IsQuantized(KvFormat f) { return f == KvFormat::kK8V8 || f == KvFormat::kK8V4 || f == KvFormat::kK4V2; }
+namespace kv_format_internal {
+constexpr int BitsIndex(int bits) { return bits == 1 ? 0 : bits == 2 ? 1 : bits == 4 ? 2 : bits == 8 ? 3 : -1; }
+constexpr int GroupsIndex(int groups) { return groups == 1 ? 0 : groups == 2 ? 1 : groups == 4 ? 2 : -1; }
+// Quantized formats are 0x100 | k bits index << 6 | k groups index << 4 | v bits << 2 | v groups.
+constexpr uint16_t Code(int k_bits, int k_groups, int v_bits, int v_groups) {
+  return static_cast<uint16_t>(0x100 | BitsIndex(k_bits) << 6 | GroupsIndex(k_groups) << 4 |
+                               BitsIndex(v_bits) << 2 | GroupsIndex(v_groups));
+}
+}  // namespace kv_format_internal
+
+// A KV format: dense (f32, f16, bf16) or per-token quantized with any valid KvQuant. The named
+// quantized presets are LeanKV's tiers with its default grouping (1 group at 8 bits, 2 at 4,
+// 4 at 2 and 1). kQuantAny is not a page format: it names the attention kernels that read
+// bits and groups from each span at run time (kernels/gen/templates/attention_cpu.h).
+enum class KvFormat : uint16_t {
+  kF32 = 0,
+  kF16 = 1,
+  kBF16 = 2,
+  kK8V8 = kv_format_internal::Code(8, 1, 8, 1),
+  kK8V4 = kv_format_internal::Code(8, 1, 4, 2),
+  kK4V2 = kv_format_internal::Code(4, 2, 2, 4),
+  kQuantAny = 0x1ff,
+};
+
+constexpr bool IsQuantized(KvFormat f) { return (static_cast<uint16_t>(f) & 0x100) != 0; }
+
+// LeanKV's usual grouping for a bit width: 1 group at 8 bits, 2 at 4, 4 at 2 and 1.
+constexpr int DefaultKvGroups(int bits) { return bits == 8 ? 1 : bits == 4 ? 2 : 4; }
+
+// True when q is a quantized format this build can store and attend over.
+constexpr bool ValidKvQuant(const KvQuant& q) {
+  using namespace kv_format_internal;
+  return BitsIndex(q.k_bits) >= 0 && BitsIndex(q.v_bits) >= 0 && GroupsIndex(q.k_groups) >= 0 &&
+         GroupsIndex(q.v_groups) >= 0;
+}
+
+// The format of a valid KvQuant.
+constexpr KvFormat QuantFormat(const KvQuant& q) {
+  return static_cast<KvFormat>(kv_format_internal::Code(q.k_bits, q.k_groups, q.v_bits, q.v_groups));
+}
 
 // Bytes of one element of a dense format (0 for quantized formats: use KvPageSegments).
 constexpr size_t KvFormatBytes(KvFormat f) {
   return f == KvFormat::kF32 ? 4 : (f == KvFormat::kF16 || f == KvFormat::kBF16) ? 2 : 0;
 }
 
-// Bits and groups (along head_dim) of the keys and values of a quantized format. Grouping as
-// LeanKV's defaults: 1 group at 8 bits, 2 at 4 bits, 4 at 2 bits.
-struct KvQuant {
-  int k_bits = 0, k_groups = 0, v_bits = 0, v_groups = 0;
-};
+// Bits and groups of a quantized format (all zero for dense formats and kQuantAny).
 constexpr KvQuant QuantOf(KvFormat f) {
-  return f == KvFormat::kK8V8 ? KvQuant{8, 1, 8, 1}
-         : f == KvFormat::kK8V4 ? KvQuant{8, 1, 4, 2}
-         : f == KvFormat::kK4V2 ? KvQuant{4, 2, 2, 4}
-                                : KvQuant{};
+  if (!IsQuantized(f) || f == KvFormat::kQuantAny) return KvQuant{};
+  constexpr int kBits[4] = {1, 2, 4, 8}, kGroups[4] = {1, 2, 4, 0};
+  const uint16_t c = static_cast<uint16_t>(f);
+  return KvQuant{kBits[(c >> 6) & 3], kGroups[(c >> 4) & 3], kBits[(c >> 2) & 3], kGroups[c & 3]};
 }
 
 constexpr size_t AlignUp16(size_t n) { return (n + 15) / 16 * 16; }
@@ -74,28 +114,18 @@ constexpr double KvBytesPerToken(KvFormat f, int head_dim, int tokens_per_page) 
   return static_cast<double>(PageSegmentsOf(f, head_dim, tokens_per_page).page_bytes) / tokens_per_page;
 }
 
-constexpr const char* KvFormatName(KvFormat f) {
-  switch (f) {
-    case KvFormat::kF32: return "f32";
-    case KvFormat::kF16: return "f16";
-    case KvFormat::kBF16: return "bf16";
-    case KvFormat::kK8V8: return "k8v8";
-    case KvFormat::kK8V4: return "k8v4";
-    case KvFormat::kK4V2: return "k4v2";
-  }
-  return "?";
-}
+// "f32", "f16", "bf16", or k<bits>v<bits> for a quantized format with the default grouping
+// (e.g. "k8v4"), else k<bits>g<groups>v<bits>g<groups> (e.g. "k8g2v4g4"); "quant-any" for
+// kQuantAny. The returned string lives as long as the program.
+const char* KvFormatName(KvFormat f);
 
-// "f32" | "f16" | "bf16" | "k8v8" | "k8v4" | "k4v2"; false for anything else.
-constexpr bool ParseKvFormat(std::string_view name, KvFormat* out) {
-  for (KvFormat f : {KvFormat::kF32, KvFormat::kF16, KvFormat::kBF16, KvFormat::kK8V8, KvFormat::kK8V4,
-                     KvFormat::kK4V2}) {
-    if (name == KvFormatName(f)) {
-      *out = f;
-      return true;
-    }
-  }
-  return false;
-}
+// Parses KvFormatName's spellings; a quantized format may also spell out default groups
+// ("k8g1v4g2" = "k8v4"). False for anything else, including bits or groups out of range.
+bool ParseKvFormat(std::string_view name, KvFormat* out);
+
+// What ParseKvFormat accepts, for error messages.
+inline constexpr char kKvFormatSyntax[] =
+    "f32, f16, bf16, or k<bits>[g<groups>]v<bits>[g<groups>] with bits 1, 2, 4, 8 and groups 1, 2, 4 "
+    "(e.g. k8v8, k8v4, k4v2, k8g2v4g4)";
 
 }  // namespace peng::kernels

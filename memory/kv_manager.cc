@@ -161,6 +161,17 @@ absl::Status KvManager::Validate(const KvShape& shape, const KvManagerOptions& o
         "KV shape: num_layers ", shape.num_layers, ", num_kv_heads ", shape.num_kv_heads,
         ", head_dim ", shape.head_dim, " must all be positive"));
   }
+  // Quantization groups split head_dim evenly.
+  const kernels::KvFormat formats[] = {options.leankv ? options.lean.high : options.format,
+                                       options.leankv ? options.lean.low : options.format};
+  for (kernels::KvFormat f : formats) {
+    const kernels::KvQuant q = kernels::QuantOf(f);
+    if (kernels::IsQuantized(f) && (shape.head_dim % q.k_groups != 0 || shape.head_dim % q.v_groups != 0)) {
+      return absl::InvalidArgumentError(absl::StrCat("KV format ", kernels::KvFormatName(f), ": head_dim ",
+                                                     shape.head_dim, " does not split into ", q.k_groups,
+                                                     " key and ", q.v_groups, " value groups"));
+    }
+  }
   if (options.leankv) {
     PENG_RETURN_IF_ERROR(ValidateLeanKv(options.lean));
     PENG_RETURN_IF_ERROR(LeanPages(shape, options).status());

@@ -85,7 +85,7 @@ absl::Status ValidateLeanKv(const LeanKvOptions& o) {
   if (!kernels::IsQuantized(o.high) || !kernels::IsQuantized(o.low)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "kv.high_format ", kernels::KvFormatName(o.high), " / kv.low_format ",
-        kernels::KvFormatName(o.low), ": LeanKV tiers must be quantized (k8v8, k8v4, k4v2)"));
+        kernels::KvFormatName(o.low), ": LeanKV tiers must be quantized (k<bits>[g<groups>]v<bits>[g<groups>], e.g. k8v4, k4v2)"));
   }
   if (!(o.alpha_prune >= 0 && o.alpha_quant >= o.alpha_prune && std::isfinite(o.alpha_quant))) {
     return absl::InvalidArgumentError(absl::StrCat("kv.alpha_prune ", o.alpha_prune, " / kv.alpha_quant ",

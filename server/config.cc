@@ -27,13 +27,6 @@ using kernels::KvFormat;
 template <typename E>
 using EnumNames = std::vector<std::pair<E, const char*>>;
 
-const EnumNames<KvFormat>& KvFormatNames() {
-  static const auto* names =
-      new EnumNames<KvFormat>{{KvFormat::kF32, "f32"},   {KvFormat::kF16, "f16"},   {KvFormat::kBF16, "bf16"},
-                              {KvFormat::kK8V8, "k8v8"}, {KvFormat::kK8V4, "k8v4"}, {KvFormat::kK4V2, "k4v2"}};
-  return *names;
-}
-
 const EnumNames<EngineConfig::Device>& DeviceNames() {
   using D = EngineConfig::Device;
   static const auto* names = new EnumNames<D>{{D::kCpu, "cpu"}, {D::kCuda, "cuda"}};
@@ -166,15 +159,15 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Field("cuda_device", c.engine.cuda_device);
     v.Field("threads", c.engine.threads);
     v.Size("kv_budget", c.engine.kv_budget_bytes);
-    v.Enum("kv_format", c.engine.kv_format, KvFormatNames());
+    v.KvFormatField("kv_format", c.engine.kv_format);
     v.Field("tokens_per_page", c.engine.tokens_per_page);
     v.Field("enable_prefix_caching", c.engine.enable_prefix_caching);
     v.Enum("activations", c.engine.activations, ActivationNames());
   });
   v.Section("kv", [&] {
     v.Enum("mode", c.kv.mode, KvModeNames());
-    v.Enum("high_format", c.kv.high_format, KvFormatNames());
-    v.Enum("low_format", c.kv.low_format, KvFormatNames());
+    v.KvFormatField("high_format", c.kv.high_format);
+    v.KvFormatField("low_format", c.kv.low_format);
     v.Field("alpha_prune", c.kv.alpha_prune);
     v.Field("alpha_quant", c.kv.alpha_quant);
     v.Field("window", c.kv.window);
@@ -286,6 +279,16 @@ class YamlReader {
     if (bytes.ok()) v = *bytes;
     else Fail(key, std::string(bytes.status().message()));
   }
+  // A KV format: dense, or quantized with any bits and groups (kernels/kv_format.h).
+  void KvFormatField(const char* key, KvFormat& v) {
+    auto s = Scalar(key, kernels::kKvFormatSyntax);
+    if (!s) return;
+    if (!kernels::ParseKvFormat(*s, &v)) {
+      const std::vector<std::string> common = {"f32", "f16", "bf16", "k8v8", "k8v4", "k4v2"};
+      Fail(key, absl::StrCat("expected ", kernels::kKvFormatSyntax, ", got ", Quoted(*s), DidYouMean(*s, common)));
+    }
+  }
+
   template <typename E>
   void Enum(const char* key, E& v, const EnumNames<E>& names) {
     std::vector<std::string> choices;
@@ -425,6 +428,10 @@ class YamlWriter {
     out_ << YAML::EndSeq;
   }
   void Size(const char* key, int64_t v) { out_ << YAML::Key << key << YAML::Value << FormatByteSize(v); }
+  void KvFormatField(const char* key, KvFormat v) {
+    out_ << YAML::Key << key << YAML::Value << kernels::KvFormatName(v);
+  }
+
   template <typename E>
   void Enum(const char* key, E v, const EnumNames<E>& names) {
     for (const auto& [value, name] : names) {
@@ -483,12 +490,13 @@ void Validate(const ServeConfig& c, Problems& p) {
                                            " is a quantized tier: set kv.mode: quantized (or use f32, f16, bf16)"));
   }
   if (kv.mode == KvConfig::Mode::kQuantized && !quantized_format) {
-    p.Add("engine.kv_format", absl::StrCat("kv.mode quantized needs k8v8, k8v4 or k4v2, got ",
+    p.Add("engine.kv_format", absl::StrCat("kv.mode quantized needs a quantized format (e.g. k8v8, k8v4, k4v2), got ",
                                            kernels::KvFormatName(c.engine.kv_format)));
   }
   if (kv.mode == KvConfig::Mode::kLeanKv) {
-    if (!kernels::IsQuantized(kv.high_format)) p.Add("kv.high_format", "must be k8v8, k8v4 or k4v2");
-    if (!kernels::IsQuantized(kv.low_format)) p.Add("kv.low_format", "must be k8v8, k8v4 or k4v2");
+    const char* tier = "must be quantized: k<bits>[g<groups>]v<bits>[g<groups>], e.g. k8v4, k4v2";
+    if (!kernels::IsQuantized(kv.high_format)) p.Add("kv.high_format", tier);
+    if (!kernels::IsQuantized(kv.low_format)) p.Add("kv.low_format", tier);
     if (c.engine.device == EngineConfig::Device::kCuda) {
       p.Add("kv.mode", "leankv runs on the CPU worker only (engine.device: cpu)");
     }

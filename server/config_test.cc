@@ -138,7 +138,8 @@ log:
   EXPECT_THAT(msg, HasSubstr("\n  server.api_keys: expected a list of strings, got \"secret\""));
   EXPECT_THAT(msg, HasSubstr("\n  engine.threads: must be in [1, 1024], got 0"));
   EXPECT_THAT(msg, HasSubstr("\n  engine.kv_budget: expected a byte size like 64MiB"));
-  EXPECT_THAT(msg, HasSubstr("\n  engine.kv_format: expected one of f32, f16, bf16, k8v8, k8v4, k4v2, got \"fp16\"; did you mean f16?"));
+  EXPECT_THAT(msg, HasSubstr("\n  engine.kv_format: expected f32, f16, bf16, or k<bits>[g<groups>]v<bits>[g<groups>] with bits 1, 2, 4, 8 "
+                                 "and groups 1, 2, 4 (e.g. k8v8, k8v4, k4v2, k8g2v4g4), got \"fp16\"; did you mean f16?"));
   EXPECT_THAT(msg, HasSubstr("\n  engine.tokens_per_page: must be a power of two in [1, 1024], got 12"));
   EXPECT_THAT(msg, HasSubstr("\n  schedular: unknown key; did you mean scheduler?"));
   EXPECT_THAT(msg, HasSubstr("\n  scheduler.max_num_batched_tokens: must be >= scheduler.max_num_seqs (64)"));

@@ -145,23 +145,29 @@ AttentionProblem MakeAttentionProblem(const AttentionVariant& v, const Attention
   for (float& x : k) x = nd(rng);
   for (float& x : vv) x = nd(rng);
   // Store into pages (memory/'s layout for the format), then read back what the format holds.
-  const KvPageSegments seg = PageSegmentsOf(v.kv_format, hd, c.page);
+  // The run-time quantized kernels (kQuantAny) get spans of different formats, which together
+  // cover every bit width and group count for keys and values.
+  static constexpr KvQuant kAnyFormats[] = {{8, 2, 2, 2}, {4, 4, 8, 1}, {2, 1, 4, 4}, {1, 2, 1, 4}, {8, 1, 4, 2}};
   p.k.resize(k.size());
   p.v.resize(vv.size());
-  for (int start = 0; start < c.kv_len; start += c.page) {
+  for (int start = 0, si = 0; start < c.kv_len; start += c.page, ++si) {
     const int n = std::min(c.page, c.kv_len - start);
+    const KvFormat format = v.kv_format == KvFormat::kQuantAny
+                                ? QuantFormat(kAnyFormats[si % std::size(kAnyFormats)])
+                                : v.kv_format;
+    const KvPageSegments seg = PageSegmentsOf(format, hd, c.page);
     std::vector<uint8_t>& page = p.pages.emplace_back(seg.page_bytes);
     for (int t = 0; t < n; ++t) {
       const int j = start + t;
-      StoreKvToken(v.kv_format, hd, c.page, &k[j * hd], &vv[j * hd], j, t, page.data());
-      LoadKvToken(v.kv_format, hd, c.page, page.data(), t, &p.k[j * hd], &p.v[j * hd]);
+      StoreKvToken(format, hd, c.page, &k[j * hd], &vv[j * hd], j, t, page.data());
+      LoadKvToken(format, hd, c.page, page.data(), t, &p.k[j * hd], &p.v[j * hd]);
     }
     KvSpan span;
     span.k = page.data() + seg.k;
     span.v = page.data() + seg.v;
     span.num_tokens = n;
-    span.format = v.kv_format;
-    if (IsQuantized(v.kv_format)) {
+    span.format = format;
+    if (IsQuantized(format)) {
       span.k_meta = page.data() + seg.k_meta;
       span.v_meta = page.data() + seg.v_meta;
     }

@@ -11,10 +11,49 @@
 namespace peng::kernels {
 namespace {
 
+// Every quantized (bits, groups) pair for keys and values is a format with a name that parses
+// back to it; the presets keep their short names; malformed names are refused.
+TEST(KvFormatTest, EveryBitsAndGroupsComboIsAFormatWithARoundTrippingName) {
+  int count = 0;
+  for (int kb : {1, 2, 4, 8}) {
+    for (int kg : {1, 2, 4}) {
+      for (int vb : {1, 2, 4, 8}) {
+        for (int vg : {1, 2, 4}) {
+          const KvQuant q{kb, kg, vb, vg};
+          ASSERT_TRUE(ValidKvQuant(q));
+          const KvFormat f = QuantFormat(q);
+          EXPECT_TRUE(IsQuantized(f));
+          EXPECT_EQ(QuantOf(f), q);
+          KvFormat back = KvFormat::kF32;
+          ASSERT_TRUE(ParseKvFormat(KvFormatName(f), &back)) << KvFormatName(f);
+          EXPECT_EQ(back, f) << KvFormatName(f);
+          ++count;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(count, 144);
+  EXPECT_STREQ(KvFormatName(KvFormat::kK8V4), "k8v4");
+  EXPECT_STREQ(KvFormatName(KvFormat::kK4V2), "k4v2");
+  EXPECT_STREQ(KvFormatName(QuantFormat({8, 2, 4, 4})), "k8g2v4g4");
+  KvFormat f = KvFormat::kF32;
+  ASSERT_TRUE(ParseKvFormat("k8g1v4g2", &f));
+  EXPECT_EQ(f, KvFormat::kK8V4);
+  ASSERT_TRUE(ParseKvFormat("k2v1", &f));
+  EXPECT_EQ(QuantOf(f), (KvQuant{2, 4, 1, 4}));
+  for (const char* bad : {"", "k", "k8", "k8v", "k3v4", "k8v4x", "k8g3v4", "k8g2v4g", "v4k8", "k16v8", "fp16",
+                          "k08v4g2g2", "quant-any"}) {
+    EXPECT_FALSE(ParseKvFormat(bad, &f)) << bad;
+  }
+  EXPECT_FALSE(IsQuantized(KvFormat::kF16));
+  EXPECT_FALSE(ValidKvQuant({8, 3, 4, 2}));
+  EXPECT_FALSE(ValidKvQuant({5, 1, 4, 2}));
+}
+
 TEST(KvStoreTest, QuantizedRowsRoundTripWithinHalfAStepOfTheirGroup) {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 3.0f);
-  for (auto [bits, groups] : {std::pair{8, 1}, {4, 2}, {2, 4}, {8, 4}, {4, 1}}) {
+  for (auto [bits, groups] : {std::pair{8, 1}, {4, 2}, {2, 4}, {8, 4}, {4, 1}, {1, 4}, {1, 1}, {2, 2}}) {
     const int n = 64;
     std::vector<float> x(n), y(n);
     for (float& e : x) e = nd(rng);
@@ -46,7 +85,7 @@ TEST(KvStoreTest, AConstantGroupIsExactAndCodesArePackedLittleEndian) {
 
 TEST(KvStoreTest, TokensLandInTheirSlotForEveryFormat) {
   for (KvFormat f : {KvFormat::kF32, KvFormat::kF16, KvFormat::kBF16, KvFormat::kK8V8, KvFormat::kK8V4,
-                     KvFormat::kK4V2}) {
+                     KvFormat::kK4V2, QuantFormat({1, 4, 2, 1}), QuantFormat({4, 4, 8, 2})}) {
     const int hd = 64, tpp = 16;
     const KvPageSegments s = PageSegmentsOf(f, hd, tpp);
     std::vector<uint8_t> page(s.page_bytes, 0);

@@ -120,13 +120,49 @@ def test_perplexity_compression_prunes_and_saves_bytes(peng_bin, models, text_fi
     assert ppl > 1
 
 
+def test_tiers_take_any_bits_and_groups(peng_bin, models, text_file, smollm2_path, tmp_path):
+    """Bits and groups per tier: formats without kernels of their own (read through the
+    run-time quantized kernels) serve and compress; 8 bits in 2 groups stays within 1% of K8V8's
+    perplexity (the tiny model's weights are random, so fewer bits need not cost perplexity)."""
+    k8v8, b88, _ = perplexity(peng_bin, models["plain"], text_file, "--kv-mode", "quantized", "--kv-format", "k8v8")
+    k8g2, _, _ = perplexity(peng_bin, models["plain"], text_file, "--kv-mode", "quantized", "--kv-format", "k8g2v8g2")
+    k2v1, b21, _ = perplexity(peng_bin, models["plain"], text_file, "--kv-mode", "quantized", "--kv-format", "k2g1v1g1")
+    assert k8g2 != k8v8 and abs(k8g2 - k8v8) / k8v8 < 0.01
+    assert k2v1 != k8v8 and b21 < b88 / 2
+    config = tmp_path / "lean.yaml"
+    config.write_text("kv: {mode: leankv, high_format: k8g2v4g4, low_format: k2g2v1, alpha_prune: 0.5,\n"
+                      "     alpha_quant: 2.0, window: 8, page_bytes_min: 64, page_bytes_max: 256}\n")
+    ppl, _, stderr = perplexity(peng_bin, models["plain"], text_file, "--kv-mode", "leankv", "--config", config)
+    assert "leankv high k8g2v4g4 / low k2g2v1" in stderr, stderr
+    m = re.search(r"leankv: (\d+) tokens pruned, (\d+) demoted", stderr)
+    assert m and int(m[2]) > 0, stderr
+    assert ppl > 1
+
+    server = start_peng_server(peng_bin, smollm2_path, tmp_path,
+                               "kv: {mode: leankv, high_format: k8g2v4g4, low_format: k4g4v1, window: 16}\n"
+                               "engine: {kv_budget: 32MiB}\n")
+    try:
+        assert "KV leankv (high k8g2v4g4, low k4g4v1" in server.log()
+        r = httpx.post(server.http_url + "/v1/completions",
+                       json={"prompt": "The history of the printing press", "max_tokens": 96,
+                             "temperature": 0, "ignore_eos": True}, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 96
+        metrics = httpx.get(server.http_url + "/metrics", timeout=10).text
+        assert metric(metrics, "peng:kv_tokens_demoted_total") > 0
+    finally:
+        assert stop_peng_server(server) == 0
+
+
 @pytest.mark.parametrize("yaml,message", [
-    ("kv: {mode: leankv, high_format: f16}\n", "kv.high_format: must be k8v8, k8v4 or k4v2"),
+    ("kv: {mode: leankv, high_format: f16}\n", "kv.high_format: must be quantized"),
+    ("kv: {mode: leankv, high_format: k8g3v4}\n", "kv.high_format: expected f32, f16, bf16, or k<bits>"),
+    ("kv: {mode: leankv, low_format: k3v2}\n", "got \"k3v2\""),
     ("kv: {mode: leankv, alpha_prune: 0.5, alpha_quant: 0.1}\n", "kv.alpha_quant: must be in [kv.alpha_prune"),
     ("kv: {mode: leankv, page_bytes_max: 100}\n", "kv.page_bytes_max"),
     ("kv: {mode: sparse}\n", "kv.mode"),
     ("engine: {kv_format: k8v4}\n", "set kv.mode: quantized"),
-    ("kv: {mode: quantized}\n", "kv.mode quantized needs k8v8, k8v4 or k4v2"),
+    ("kv: {mode: quantized}\n", "kv.mode quantized needs a quantized format"),
 ])
 def test_bad_leankv_config_is_a_clear_error(peng_bin, smollm2_path, tmp_path, yaml, message):
     with pytest.raises(RuntimeError) as e:

@@ -34,22 +34,32 @@ inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Rows [t0, t0 + n) of a span's keys (kValue = false) or values as floats, [n x HD]: the page
 // itself for f32, else decoded into `scratch` — widened for f16/bf16, dequantized for the
 // per-token quantized formats (codes · scale + zero per group, metadata from the span).
-template <int HD, int kBits, int kGroups>
-inline void DequantRow(const uint8_t* codes, const uint16_t* meta, float* dst) {
-  constexpr int kPerGroup = HD / kGroups, kMask = (1 << kBits) - 1;
-  static_assert(HD % kGroups == 0, "head_dim must split into equal quantization groups");
-  for (int g = 0; g < kGroups; ++g) {
+template <int HD, int kBits>
+inline void DequantRow(const uint8_t* codes, const uint16_t* meta, int groups, float* dst) {
+  constexpr int kMask = (1 << kBits) - 1;
+  const int per_group = HD / groups;
+  for (int g = 0; g < groups; ++g) {
     const float scale = Fp16ToFp32(meta[2 * g]), zero = Fp16ToFp32(meta[2 * g + 1]);
-    if constexpr (kPerGroup % 16 == 0) {
-      for (int i = 0; i < kPerGroup; i += 16) {
-        Simd::DequantCodes16<kBits>(codes, g * kPerGroup + i, scale, zero, dst + g * kPerGroup + i);
+    if (per_group % 16 == 0) {
+      for (int i = 0; i < per_group; i += 16) {
+        Simd::DequantCodes16<kBits>(codes, g * per_group + i, scale, zero, dst + g * per_group + i);
       }
     } else {
-      for (int i = g * kPerGroup; i < (g + 1) * kPerGroup; ++i) {
+      for (int i = g * per_group; i < (g + 1) * per_group; ++i) {
         const int code = (codes[i * kBits / 8] >> (i * kBits % 8)) & kMask;
         dst[i] = static_cast<float>(code) * scale + zero;
       }
     }
+  }
+}
+
+// n rows of quantized codes (row stride `row`, meta stride `meta_row`) into scratch.
+template <int HD, int kBits>
+inline void DequantRows(const uint8_t* codes, const uint8_t* meta, size_t row, size_t meta_row, int groups,
+                        int n, float* scratch) {
+  for (int t = 0; t < n; ++t) {
+    DequantRow<HD, kBits>(codes + t * row, reinterpret_cast<const uint16_t*>(meta + t * meta_row), groups,
+                          scratch + t * HD);
   }
 }
 
@@ -59,15 +69,20 @@ inline const float* PageRows(const KvSpan& span, int64_t t0, int n, float* scrat
   if constexpr (F == KvFormat::kF32) {
     return static_cast<const float*>(base) + t0 * HD;
   } else if constexpr (IsQuantized(F)) {
-    constexpr KvQuant q = QuantOf(F);
-    constexpr int kBits = kValue ? q.v_bits : q.k_bits, kGroups = kValue ? q.v_groups : q.k_groups;
-    constexpr KvPageSegments seg = PageSegmentsOf(F, HD, 1);
-    constexpr size_t kRow = kValue ? seg.v_row : seg.k_row, kMetaRow = kValue ? seg.v_meta_row : seg.k_meta_row;
-    const uint8_t* codes = static_cast<const uint8_t*>(base) + t0 * kRow;
-    const uint8_t* meta = static_cast<const uint8_t*>(kValue ? span.v_meta : span.k_meta) + t0 * kMetaRow;
-    for (int t = 0; t < n; ++t) {
-      DequantRow<HD, kBits, kGroups>(codes + t * kRow, reinterpret_cast<const uint16_t*>(meta + t * kMetaRow),
-                                     scratch + t * HD);
+    // A named format has its bits and groups at compile time; kQuantAny reads them from the
+    // span (one switch per tile).
+    const KvFormat f = F == KvFormat::kQuantAny ? span.format : F;
+    const KvQuant q = QuantOf(f);
+    const KvPageSegments seg = PageSegmentsOf(f, HD, 1);
+    const int bits = kValue ? q.v_bits : q.k_bits, groups = kValue ? q.v_groups : q.k_groups;
+    const size_t row = kValue ? seg.v_row : seg.k_row, meta_row = kValue ? seg.v_meta_row : seg.k_meta_row;
+    const uint8_t* codes = static_cast<const uint8_t*>(base) + t0 * row;
+    const uint8_t* meta = static_cast<const uint8_t*>(kValue ? span.v_meta : span.k_meta) + t0 * meta_row;
+    switch (bits) {
+      case 8: DequantRows<HD, 8>(codes, meta, row, meta_row, groups, n, scratch); break;
+      case 4: DequantRows<HD, 4>(codes, meta, row, meta_row, groups, n, scratch); break;
+      case 2: DequantRows<HD, 2>(codes, meta, row, meta_row, groups, n, scratch); break;
+      default: DequantRows<HD, 1>(codes, meta, row, meta_row, groups, n, scratch); break;
     }
     return scratch;
   } else {

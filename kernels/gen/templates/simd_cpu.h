@@ -76,10 +76,14 @@ struct Simd {
     __m128i bytes;
     if constexpr (kBits == 8) bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
     else if constexpr (kBits == 4) bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
-    else {
+    else if constexpr (kBits == 2) {
       int word;
       std::memcpy(&word, src, 4);
       bytes = _mm_cvtsi32_si128(word);
+    } else {  // 1 bit: 2 bytes (reading 4 could run past the page)
+      uint16_t half;
+      std::memcpy(&half, src, 2);
+      bytes = _mm_cvtsi32_si128(half);
     }
     __m512i lanes;
     if constexpr (kBits == 8) {
