@@ -19,7 +19,9 @@ namespace peng::kernels {
 // or 8 (ranges 1/3/15/255), groups 1, 2 or 4, chosen per tier in the config.
 struct KvQuant {
   int k_bits = 0, k_groups = 0, v_bits = 0, v_groups = 0;
-  constexpr bool operator==(const KvQuant&) const = default;
+  constexpr bool operator==(const KvQuant& o) const {  // (spelled out: CUDA sources are C++17)
+    return k_bits == o.k_bits && k_groups == o.k_groups && v_bits == o.v_bits && v_groups == o.v_groups;
+  }
 };
 
 namespace kv_format_internal {
