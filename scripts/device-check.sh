@@ -121,9 +121,9 @@ for bin in "$X"/bin/*_test; do
 done
 
 # ---- (2) greedy generation: GPU worker vs CPU worker ----
-generate() {  # model, device, prompt -> "[ids]"
+generate() {  # model, device, prompt -> "[ids]" (CPU matmuls with float activations, as on the GPU)
   timeout 300 "$X/bin/peng" generate --model "$1" --device "$2" --prompt "$3" --temperature 0 \
-    --max-tokens 48 --output-ids --threads 8 2>>"$OUTDIR/generate.log" | tail -1
+    --max-tokens 48 --output-ids --threads 8 --activations f32 2>>"$OUTDIR/generate.log" | tail -1
 }
 compare_generation() {  # label, model
   local label=$1 model=$2 prompt

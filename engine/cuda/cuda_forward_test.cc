@@ -102,7 +102,8 @@ TEST(CudaForwardTest, MatchesTheCpuWorkerOnMixedBatches) {
                                              .max_seqs = 4,
                                              .format = format});
     ASSERT_TRUE(gpu_kv.ok()) << gpu_kv.status();
-    LlamaForward cpu(*model, ForwardOptions{.num_threads = 2});
+    // Float activations: the CUDA worker does not round them to int8.
+    LlamaForward cpu(*model, ForwardOptions{.num_threads = 2, .int8_activations = false});
     SimpleKvCache cpu_kv(c.num_layers, c.num_kv_heads, c.head_dim, 1024);
 
     const auto a = Tokens(12, 1, c.vocab_size), b = Tokens(7, 2, c.vocab_size);
