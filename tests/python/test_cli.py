@@ -11,10 +11,13 @@ def run(peng_bin, *args, input=None):
 
 
 def test_chat_answers_a_factual_question(peng_bin, smollm2_path):
+    # (Not France: SmolLM2's first answer token there is a near-tie, 0.08 logits apart in
+    # float; the default int8 matmul activations flip it to "L'Étoile, ...", exactly as
+    # llama.cpp's do. engine/README.md.)
     p = run(peng_bin, "generate", "--model", smollm2_path, "--chat", "--prompt",
-            "What is the capital of France?", "--temperature", "0", "--max-tokens", "32")
+            "What is the capital of Germany?", "--temperature", "0", "--max-tokens", "32")
     assert p.returncode == 0, p.stderr
-    assert "Paris" in p.stdout
+    assert "Berlin" in p.stdout
     assert "<|im_end|>" not in p.stdout and "<|im_start|>" not in p.stdout
     assert "prompt:" in p.stderr and "generation:" in p.stderr and "tok/s" in p.stderr
 

@@ -61,7 +61,7 @@ def test_the_build_manifest_names_the_default_models_variants(peng_bin):
     smol = [v for v in manifest if v["backend"] == "cpu" and v["head_dim"] == 64 and v["group"] == 3
             and v["score_mod"] == "scale" and v["mask_mod"] == "causal" and v["reduction"] == "softmax"]
     assert {(v["phase"], v["kv_format"]) for v in smol} == {
-        (p, f) for p in ("prefill", "decode") for f in ("f32", "f16", "bf16", "k8v8", "k8v4", "k4v2")}
+        (p, f) for p in ("prefill", "decode") for f in ("f32", "f16", "bf16", "k8v8", "k8v4", "k4v2", "kq")}
 
 
 @pytest.mark.parametrize("bad,message", [
