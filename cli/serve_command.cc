@@ -17,6 +17,7 @@
 #include "base/status.h"
 #include "cli/common.h"
 #include "engine/model.h"
+#include "kernels/cpu/interleaved.h"
 #include "memory/kv_manager.h"
 #include "scheduler/local_engine_loop.h"
 #include "server/chat_template.h"
@@ -191,9 +192,18 @@ absl::Status RunServe(int argc, char** argv) {
     return Annotate(created.status(), absl::StrCat("engine.device ", DeviceName(cfg.engine.device)));
   }
   LocalEngineLoop& engine = **created;
-  Log(absl::StrFormat("worker: %s%s", DeviceName(cfg.engine.device),
+  // What the CPU worker's Q4_1/Q8_0 matmuls run on (engine/README.md): int8 needs AVX-512 VNNI.
+  std::string matmuls;
+  if (cfg.engine.device == EngineConfig::Device::kCpu) {
+    matmuls = cfg.engine.activations == EngineConfig::Activations::kF32 ? "; matmul activations f32"
+              : kernels::HasInt8MatMul() ? "; matmul activations int8 (AVX-512 VNNI)"
+                                         : "; matmul activations f32 (engine.activations int8 needs AVX-512 VNNI, "
+                                           "which this build's CPU target lacks)";
+  }
+  Log(absl::StrFormat("worker: %s%s%s", DeviceName(cfg.engine.device),
                       cfg.engine.device == EngineConfig::Device::kCuda
-                          ? absl::StrFormat(" (device %d)", cfg.engine.cuda_device) : std::string()));
+                          ? absl::StrFormat(" (device %d)", cfg.engine.cuda_device) : std::string(),
+                      matmuls));
   const memory::KvManager& kv = engine.kv();
   Log(absl::StrFormat("model %s (%s): %d layers, d_model %d, %d heads / %d kv heads, context %d",
                       mc.name, cfg.model.path, mc.num_layers, mc.d_model, mc.num_heads, mc.num_kv_heads,

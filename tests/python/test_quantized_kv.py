@@ -29,6 +29,8 @@ def serve_and_complete(peng_bin, smollm2_path, tmp_path, kv_format):
     finally:
         stop_peng_server(server)
     log = (tmp_path / "peng-serve.log").read_text()
+    # The startup report names what the matmuls run on (f32 here, as configured).
+    assert "worker: cpu; matmul activations f32" in log, log
     m = re.search(r"KV (\w+), (\d+) bytes per token, .* = (\d+) KV tokens", log)
     assert m, log
     assert m.group(1) == kv_format
