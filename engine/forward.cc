@@ -177,6 +177,9 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
   Grow(up_, n * c_.ffn_dim);
   pos_.resize(n);
   chunk_of_.resize(n);
+  const int64_t half = c_.rope_dim / 2;
+  Grow(rope_cos_, n * half);
+  Grow(rope_sin_, n * half);
 
   const kernels::MatrixView& embd = model_.weights.token_embd.view();
   int64_t t = 0;
@@ -185,10 +188,19 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
     for (size_t i = 0; i < ch.tokens.size(); ++i, ++t) {
       pos_[t] = ch.start_pos + static_cast<int64_t>(i);
       chunk_of_[t] = static_cast<int32_t>(ci);
+      kernels::RopeAngles(c_.rope_dim, pos_[t], c_.rope_inv_freq.data(), rope_cos_.data() + t * half,
+                          rope_sin_.data() + t * half);
       kernels::DequantizeRows(embd, ch.tokens[i], ch.tokens[i] + 1, x_.data() + t * d);
     }
   }
 
+  // Layer 0's attention norm; each layer normalises the next one's input with its last residual.
+  pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    const LayerWeights& first = *model_.weights.layers[0];
+    for (int64_t i = b; i < e; ++i) {
+      kernels::RmsNormRow(x_.data() + i * d, first.attn_norm.data(), c_.rms_eps, d, xn_.data() + i * d);
+    }
+  });
   for (int l = 0; l < c_.num_layers; ++l) RunLayer(l, batch, kv, n);
 
   // Final norm and LM head over the requested rows only.
@@ -220,11 +232,7 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
   const int64_t d = c_.d_model, hd = c_.head_dim;
   const int64_t qd = c_.num_heads * hd, kvd = c_.num_kv_heads * hd;
 
-  pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      kernels::RmsNormRow(x_.data() + t * d, w.attn_norm.data(), c_.rms_eps, d, xn_.data() + t * d);
-    }
-  });
+  // xn_ holds this layer's attention-normed input (Forward or the previous layer's last pass).
   MatMuls({{&w.wq.view(), xn_.data(), q_.data()},
            {&w.wk.view(), xn_.data(), k_.data()},
            {&w.wv.view(), xn_.data(), v_.data()}},
@@ -240,8 +248,10 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
         AddInPlace(k, w.bk.data(), kvd);
         AddInPlace(v, w.bv.data(), kvd);
       }
-      kernels::RopeApply(q, c_.num_heads, c_.head_dim, c_.rope_dim, pos_[t], c_.rope_inv_freq.data(), c_.rope_style);
-      kernels::RopeApply(k, c_.num_kv_heads, c_.head_dim, c_.rope_dim, pos_[t], c_.rope_inv_freq.data(), c_.rope_style);
+      const float* cs = rope_cos_.data() + t * (c_.rope_dim / 2);
+      const float* sn = rope_sin_.data() + t * (c_.rope_dim / 2);
+      kernels::RopeRotate(q, c_.num_heads, c_.head_dim, c_.rope_dim, cs, sn, c_.rope_style);
+      kernels::RopeRotate(k, c_.num_kv_heads, c_.head_dim, c_.rope_dim, cs, sn, c_.rope_style);
       const SequenceChunk& ch = batch.chunks[chunk_of_[t]];
       for (int h = 0; h < c_.num_kv_heads; ++h) {
         kv.Store(ch.seq, layer, h, pos_[t], k + h * hd, v + h * hd);
@@ -266,8 +276,14 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
             }
           });
   MatMuls({{&w.w_down.view(), gate_.data(), xn_.data()}}, n);
+  const LayerWeights* next = layer + 1 < c_.num_layers ? model_.weights.layers[layer + 1].get() : nullptr;
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
+    for (int64_t t = b; t < e; ++t) {
+      AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
+      if (next != nullptr) {
+        kernels::RmsNormRow(x_.data() + t * d, next->attn_norm.data(), c_.rms_eps, d, xn_.data() + t * d);
+      }
+    }
   });
 }
 

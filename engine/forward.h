@@ -76,6 +76,7 @@ class LlamaForward : public ForwardBackend {
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, row_scratch_, dense_w_;
   std::vector<int64_t> pos_;       // position of each batch token
   std::vector<int32_t> chunk_of_;  // chunk index of each batch token
+  std::vector<float> rope_cos_, rope_sin_;  // [tokens x rope_dim / 2]: angles shared by all layers
   // Int8 activations: shared by all threads for large batches; for small ones each thread
   // quantizes every token itself (a few microseconds) instead of paying a pool barrier.
   std::vector<Int8Input> int8_shared_;

@@ -47,15 +47,24 @@ void RopeInvFreq(int rot_dim, float base, float linear_scale, float* inv_freq) {
   }
 }
 
-void RopeApply(float* x, int n_heads, int head_dim, int rot_dim, int64_t pos,
-               const float* inv_freq, RopeStyle style) {
-  const int half = rot_dim / 2;
-  float cs[256], sn[256];  // rot_dim <= 512 is checked at model load
-  for (int i = 0; i < half; ++i) {
+void RopeAngles(int rot_dim, int64_t pos, const float* inv_freq, float* cs, float* sn) {
+  for (int i = 0; i < rot_dim / 2; ++i) {
     const double theta = static_cast<double>(pos) * inv_freq[i];
     cs[i] = static_cast<float>(std::cos(theta));
     sn[i] = static_cast<float>(std::sin(theta));
   }
+}
+
+void RopeApply(float* x, int n_heads, int head_dim, int rot_dim, int64_t pos,
+               const float* inv_freq, RopeStyle style) {
+  float cs[256], sn[256];  // rot_dim <= 512 is checked at model load
+  RopeAngles(rot_dim, pos, inv_freq, cs, sn);
+  RopeRotate(x, n_heads, head_dim, rot_dim, cs, sn, style);
+}
+
+void RopeRotate(float* x, int n_heads, int head_dim, int rot_dim, const float* cs, const float* sn,
+                RopeStyle style) {
+  const int half = rot_dim / 2;
   for (int h = 0; h < n_heads; ++h) {
     float* v = x + static_cast<int64_t>(h) * head_dim;
     for (int i = 0; i < half; ++i) {
