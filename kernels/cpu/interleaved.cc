@@ -349,7 +349,7 @@ void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, con
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
   const int64_t nb = cols / 32;
   auto run = [&]<GgmlType T>() {
-    Tiles<4>(num_tokens, r0 / kR, r1 / kR, [&]<int G, int N>(int64_t g, int64_t t) {
+    Tiles<6>(num_tokens, r0 / kR, r1 / kR, [&]<int G, int N>(int64_t g, int64_t t) {
       KernelInt8<T, G, N>(data, cols, g, codes + t * cols, scales + t * nb * 2, y + t * ldy, ldy);
     });
   };
