@@ -33,12 +33,12 @@ constexpr int64_t kPerThreadQuantizeMax = 16 * 1024;
 
 }  // namespace
 
-void LlamaForward::Int8Input::Resize(int64_t n) {
+void LlamaForward::Int8Buffer::Reserve(int64_t n, int64_t cols) {
   Grow(codes, static_cast<size_t>(n * cols));
   Grow(scales, static_cast<size_t>(n * cols / 16));
 }
 
-void LlamaForward::Int8Input::Quantize(int64_t t0, int64_t t1) {
+void LlamaForward::Int8Buffer::Quantize(const float* x, int64_t cols, int64_t t0, int64_t t1) {
   kernels::QuantizeActivations(x + t0 * cols, cols, t1 - t0, cols, codes.data() + t0 * cols,
                                scales.data() + t0 * (cols / 16));
 }
@@ -59,57 +59,44 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   if (blas) Grow(dense_w_, static_cast<size_t>(dense_floats));
   Grow(row_scratch_, static_cast<size_t>(nt) * max_cols);
 
-  // The distinct inputs of the int8 jobs (jobs over one input share its quantized copy).
-  // Their buffers persist across calls; only x and cols change.
+  // The distinct inputs of the int8 jobs: jobs over one input share its quantized copy.
   const bool int8 = options_.int8_activations && kernels::HasInt8MatMul();
-  std::array<int, 4> input_of;
+  std::array<int, 4> input_of;               // per job: its input, or -1 (not int8)
+  std::array<const MatMulJob*, 4> inputs{};  // per input: the first job reading it
   PENG_CHECK(jobs.size() <= input_of.size());
-  size_t num_inputs = 0;
+  int num_inputs = 0;
   int64_t int8_elements = 0;
-  auto input = [&](std::vector<Int8Input>& set, size_t i) -> Int8Input& {
-    if (set.size() <= i) set.resize(i + 1);
-    return set[i];
-  };
-  int job = 0;
-  for (const MatMulJob& j : jobs) {
-    int index = -1;
-    if (int8 && j.w->interleaved) {
-      for (size_t i = 0; i < num_inputs; ++i) {
-        if (int8_shared_[i].x == j.x) index = static_cast<int>(i);
-      }
-      if (index < 0) {
-        index = static_cast<int>(num_inputs++);
-        Int8Input& in = input(int8_shared_, index);
-        in.x = j.x;
-        in.cols = j.w->cols;
-        int8_elements += n * j.w->cols;
-      }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const MatMulJob& j = jobs.begin()[i];
+    input_of[i] = -1;
+    if (!int8 || !j.w->interleaved) continue;
+    for (int k = 0; k < num_inputs; ++k) {
+      if (inputs[k]->x == j.x) input_of[i] = k;
     }
-    input_of[job++] = index;
+    if (input_of[i] < 0) {
+      input_of[i] = num_inputs;
+      inputs[num_inputs++] = &j;
+      int8_elements += n * j.w->cols;
+    }
   }
   const bool per_thread = int8_elements <= kPerThreadQuantizeMax;
-  if (per_thread) {
-    int8_per_thread_.resize(nt);
-    for (std::vector<Int8Input>& mine : int8_per_thread_) {
-      for (size_t i = 0; i < num_inputs; ++i) {
-        Int8Input& in = input(mine, i);
-        in.x = int8_shared_[i].x;
-        in.cols = int8_shared_[i].cols;
-        in.Resize(n);
-      }
-    }
-  } else {
-    for (size_t i = 0; i < num_inputs; ++i) int8_shared_[i].Resize(n);
+  if (per_thread) int8_per_thread_.resize(nt);
+  auto buffers = [&](int t) -> std::vector<Int8Buffer>& { return per_thread ? int8_per_thread_[t] : int8_shared_; };
+  for (int t = 0; t < (per_thread ? nt : 1); ++t) {
+    std::vector<Int8Buffer>& set = buffers(t);
+    if (set.size() < static_cast<size_t>(num_inputs)) set.resize(num_inputs);
+    for (int k = 0; k < num_inputs; ++k) set[k].Reserve(n, inputs[k]->w->cols);
+  }
+  if (!per_thread) {
     pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
-      for (size_t i = 0; i < num_inputs; ++i) int8_shared_[i].Quantize(b, e);
+      for (int k = 0; k < num_inputs; ++k) int8_shared_[k].Quantize(inputs[k]->x, inputs[k]->w->cols, b, e);
     });
   }
 
   pool_.Run([&](int t, int threads) {
-    std::vector<Int8Input>* inputs = &int8_shared_;
-    if (num_inputs > 0 && per_thread) {
-      inputs = &int8_per_thread_[t];
-      for (size_t i = 0; i < num_inputs; ++i) (*inputs)[i].Quantize(0, n);
+    std::vector<Int8Buffer>& quantized = buffers(t);
+    if (per_thread) {
+      for (int k = 0; k < num_inputs; ++k) quantized[k].Quantize(inputs[k]->x, inputs[k]->w->cols, 0, n);
     }
     int64_t dense_offset = 0;
     int64_t first_r0 = 0, first_r1 = 0;
@@ -129,7 +116,7 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
       }
       if (r0 < r1) {
         if (input_index >= 0) {
-          const Int8Input& in = (*inputs)[input_index];
+          const Int8Buffer& in = quantized[input_index];
           kernels::MatMulInterleavedInt8(w.type, w.data, w.cols, in.codes.data(), in.scales.data(),
                                          n, j.y, w.rows, r0, r1);
         } else if (blas && !w.interleaved) {  // interleaved matrices are as fast through MatMulRows

@@ -57,14 +57,12 @@ class LlamaForward : public ForwardBackend {
   void MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
                const std::function<void(int64_t, int64_t)>& epilogue = nullptr);
   void RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, int64_t n);
-  // The int8 copy of one matmul input (QuantizeActivations' layout).
-  struct Int8Input {
-    const float* x = nullptr;
-    int64_t cols = 0;
+  // The int8 copy of one matmul input (QuantizeActivations' layout), kept across calls.
+  struct Int8Buffer {
     std::vector<int8_t> codes;
     std::vector<float> scales;
-    void Resize(int64_t n);
-    void Quantize(int64_t t0, int64_t t1);
+    void Reserve(int64_t n, int64_t cols);                            // room for n tokens
+    void Quantize(const float* x, int64_t cols, int64_t t0, int64_t t1);  // tokens [t0, t1)
   };
 
   const Model& model_;
@@ -79,8 +77,8 @@ class LlamaForward : public ForwardBackend {
   std::vector<float> rope_cos_, rope_sin_;  // [tokens x rope_dim / 2]: angles shared by all layers
   // Int8 activations: shared by all threads for large batches; for small ones each thread
   // quantizes every token itself (a few microseconds) instead of paying a pool barrier.
-  std::vector<Int8Input> int8_shared_;
-  std::vector<std::vector<Int8Input>> int8_per_thread_;
+  std::vector<Int8Buffer> int8_shared_;                   // [input]
+  std::vector<std::vector<Int8Buffer>> int8_per_thread_;  // [thread][input]
 };
 
 }  // namespace peng

@@ -14,8 +14,8 @@
 // - float activations: codes are widened to float and FMA'd (the reference-exact path);
 // - int8 activations (AVX-512 VNNI): the activations are quantized per 32-column block
 //   (QuantizeActivations: symmetric, scale amax/127) and each block is one exact integer dot
-//   (vpdpbusd), scaled into a float accumulator. About 2-3x the float kernel's rate; the
-//   rounding of activations to 8 bits is the price (engine/README.md has the measurements).
+//   (vpdpbusd), scaled into a float accumulator. 3.2-4x the float kernel's rate in
+//   matmul_bench; the rounding of activations to 8 bits is the price (engine/README.md).
 #pragma once
 
 #include <cstddef>

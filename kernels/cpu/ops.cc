@@ -55,13 +55,6 @@ void RopeAngles(int rot_dim, int64_t pos, const float* inv_freq, float* cs, floa
   }
 }
 
-void RopeApply(float* x, int n_heads, int head_dim, int rot_dim, int64_t pos,
-               const float* inv_freq, RopeStyle style) {
-  float cs[256], sn[256];  // rot_dim <= 512 is checked at model load
-  RopeAngles(rot_dim, pos, inv_freq, cs, sn);
-  RopeRotate(x, n_heads, head_dim, rot_dim, cs, sn, style);
-}
-
 void RopeRotate(float* x, int n_heads, int head_dim, int rot_dim, const float* cs, const float* sn,
                 RopeStyle style) {
   const int half = rot_dim / 2;

@@ -17,11 +17,9 @@ enum class RopeStyle {
 // Precomputed inverse frequencies: inv_freq[i] = base^(-2i/rot_dim) / linear_scale.
 void RopeInvFreq(int rot_dim, float base, float linear_scale, float* inv_freq);
 
-// Rotates the first rot_dim dims of each of n_heads vectors of head_dim at position pos.
-void RopeApply(float* x, int n_heads, int head_dim, int rot_dim, int64_t pos,
-               const float* inv_freq, RopeStyle style);
-// The same in two steps, so that a position's angles serve every layer and head:
-// cs[i], sn[i] (i < rot_dim / 2) for position pos, then the rotation with them.
+// RoPE in two steps, so that a position's angles serve every layer and head: cs[i], sn[i]
+// (i < rot_dim / 2) for position pos, then the rotation of the first rot_dim dims of each of
+// n_heads vectors of head_dim.
 void RopeAngles(int rot_dim, int64_t pos, const float* inv_freq, float* cs, float* sn);
 void RopeRotate(float* x, int n_heads, int head_dim, int rot_dim, const float* cs, const float* sn,
                 RopeStyle style);
