@@ -220,9 +220,11 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
 // Int8 activations: per block, exact integer dots (vpdpbusd: 4 u8 codes x 4 s8 activations per
 // row lane), then acc += (d dx) * dot + m * (dx * sum of codes), in the same order for every
 // batch size.
+// `prefetch` (or null): the tiles of the row groups that come next, fetched into the cache a
+// block at a time while this call computes, so streaming weights overlaps the arithmetic.
 template <GgmlType T, int kGroups, int kTokens>
 inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8_t* xq,
-                       const float* xs, float* y, int64_t ldy) {
+                       const float* xs, float* y, int64_t ldy, const uint8_t* prefetch) {
   __m512 acc[kGroups][kTokens];
   for (int g = 0; g < kGroups; ++g) {
     for (int t = 0; t < kTokens; ++t) acc[g][t] = _mm512_setzero_ps();
@@ -236,6 +238,15 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
     }
     const uint8_t* q[kGroups];
     for (int g = 0; g < kGroups; ++g) q[g] = Codes(T, Tile(T, data, cols, g0 + g, b));
+    if (prefetch != nullptr) {
+      // Block b of each next group: the same byte offsets as this call's block b.
+      for (int g = 0; g < kGroups; ++g) {
+        const uint8_t* next = prefetch + (g * nb + b) * TileBytes(T);
+        for (size_t line = 0; line < TileBytes(T); line += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(next + line), _MM_HINT_T0);
+        }
+      }
+    }
     const int8_t* xb = xq + b * 32;
     if constexpr (T == GgmlType::kQ4_1) {
       for (int v = 0; v < 4; ++v) {
@@ -314,13 +325,14 @@ void Tiles(int64_t n, int64_t g0, int64_t g1, const K& kernel) {
     if (g < g1) kernel.template operator()<1, 1>(g, 0);
     return;
   }
-  for (int64_t t = 0; t < n; t += kTok) {
-    const int64_t nt = std::min<int64_t>(kTok, n - t);
-    int64_t g = g0;
-    for (; g + 2 <= g1; g += 2) TwoGroups<kTok>(nt, g, t, kernel);
-    for (; g < g1; ++g) {
-      for (int64_t k = 0; k < nt; ++k) kernel.template operator()<1, 1>(g, t + k);
-    }
+  // Row groups outermost: a pair's tiles (~11 KB for 576 Q4_1 columns) stay in L1 while every
+  // token tile passes over them, so each weight byte comes from memory once per call.
+  int64_t g = g0;
+  for (; g + 2 <= g1; g += 2) {
+    for (int64_t t = 0; t < n; t += kTok) TwoGroups<kTok>(std::min<int64_t>(kTok, n - t), g, t, kernel);
+  }
+  for (; g < g1; ++g) {
+    for (int64_t t = 0; t < n; ++t) kernel.template operator()<1, 1>(g, t);
   }
 }
 
@@ -347,10 +359,12 @@ void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, con
                            const float* scales, int64_t num_tokens, float* y, int64_t ldy,
                            int64_t r0, int64_t r1) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
-  const int64_t nb = cols / 32;
+  const int64_t nb = cols / 32, g1 = r1 / kR;
   auto run = [&]<GgmlType T>() {
-    Tiles<6>(num_tokens, r0 / kR, r1 / kR, [&]<int G, int N>(int64_t g, int64_t t) {
-      KernelInt8<T, G, N>(data, cols, g, codes + t * cols, scales + t * nb * 2, y + t * ldy, ldy);
+    Tiles<6>(num_tokens, r0 / kR, g1, [&]<int G, int N>(int64_t g, int64_t t) {
+      // The first token tile over these groups fetches the next ones' tiles.
+      const uint8_t* next = t == 0 && num_tokens > 1 && g + 2 * G <= g1 ? Tile(T, data, cols, g + G, 0) : nullptr;
+      KernelInt8<T, G, N>(data, cols, g, codes + t * cols, scales + t * nb * 2, y + t * ldy, ldy, next);
     });
   };
   if (type == GgmlType::kQ4_1) {
