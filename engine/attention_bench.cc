@@ -58,6 +58,7 @@ class BenchKv : public KvCache {
       const uint8_t* page = data_.get() + (table * pages_per_table_ + p) * seg_.page_bytes;
       kernels::KvSpan span;
       span.k = page + seg_.k;
+      span.key_lanes = kernels::KeyLanes(format_, kTpp);
       span.v = page + seg_.v;
       span.k_meta = page + seg_.k_meta;
       span.v_meta = page + seg_.v_meta;

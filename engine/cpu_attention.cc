@@ -76,8 +76,10 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
       }
       const int splits = static_cast<int>((end + kDecodeSplitTokens - 1) / kDecodeSplitTokens);
       if (splits > 1) combines_.push_back({static_cast<int32_t>(ci), h, parts, splits});
+      // Split bounds on 16-token boundaries: every tile then starts a key-lane block.
+      const auto bound = [&](int s) { return s == splits ? end : end * s / splits / 16 * 16; };
       for (int s = 0; s < splits; ++s) {
-        const int64_t b = end * s / splits, e = end * (s + 1) / splits;
+        const int64_t b = bound(s), e = bound(s + 1);
         if (splits > 1) split_begin_.push_back(b);
         tasks_.push_back({static_cast<int32_t>(ci), h, b, e, splits > 1 ? parts++ : -1});
       }

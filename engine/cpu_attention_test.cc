@@ -57,6 +57,7 @@ struct List {
       s.v_meta = page + seg.v_meta;
       s.scores = reinterpret_cast<float*>(page + seg.scores);
       s.format = format;
+      s.key_lanes = kernels::KeyLanes(format, per_page);
       s.num_tokens = std::min<int64_t>(per_page, size() - static_cast<int64_t>(p) * per_page);
       spans.push_back(s);
     }

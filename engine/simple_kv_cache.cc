@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "kernels/cpu/kv_store.h"
 
 namespace peng {
 
@@ -44,8 +45,9 @@ SimpleKvCache::Page& SimpleKvCache::PageOf(int64_t seq, int layer, int kv_head, 
 void SimpleKvCache::Store(int64_t seq, int layer, int kv_head, int64_t pos, const float* k,
                           const float* v) {
   Page& page = PageOf(seq, layer, kv_head, pos);
-  const int64_t offset = (pos % tokens_per_page_) * head_dim_;
-  std::memcpy(page.k.get() + offset, k, sizeof(float) * head_dim_);
+  const int64_t offset = (pos % tokens_per_page_) * head_dim_;  // of the value row
+  kernels::StoreKeyLanes(k, kernels::KvFormat::kF32, head_dim_, KeyLanes(), pos % tokens_per_page_,
+                         reinterpret_cast<uint8_t*>(page.k.get()));
   std::memcpy(page.v.get() + offset, v, sizeof(float) * head_dim_);
 }
 
@@ -56,7 +58,9 @@ void SimpleKvCache::Spans(int64_t seq, int layer, int kv_head, int64_t len,
   PENG_CHECK(it != seqs_.end() && len <= it->second.reserved);
   const auto& table = it->second.tables[static_cast<size_t>(layer) * num_kv_heads_ + kv_head];
   for (int64_t start = 0, p = 0; start < len; start += tokens_per_page_, ++p) {
-    out->push_back({table[p].k.get(), table[p].v.get(), std::min<int64_t>(tokens_per_page_, len - start)});
+    out->push_back({.k = table[p].k.get(), .v = table[p].v.get(),
+                    .num_tokens = std::min<int64_t>(tokens_per_page_, len - start),
+                    .key_lanes = KeyLanes()});
   }
 }
 

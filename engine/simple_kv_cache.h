@@ -1,5 +1,5 @@
 // SimpleKvCache: a KvCache with fixed-size float32 pages allocated from the heap on demand, one
-// page list per (sequence, layer, kv-head). Unbounded except by `max_tokens` per sequence. Used
+// page list per (sequence, layer, kv-head); keys in key-lane blocks (kernels/kv_format.h). Unbounded except by `max_tokens` per sequence. Used
 // by `peng generate`, `peng logits` and tests; the serving path uses memory/'s page pool.
 #pragma once
 
@@ -32,6 +32,7 @@ class SimpleKvCache : public KvCache {
     std::vector<std::vector<Page>> tables;  // [layer * num_kv_heads + kv_head] -> pages
   };
   Page& PageOf(int64_t seq, int layer, int kv_head, int64_t pos);
+  int KeyLanes() const { return kernels::KeyLanes(kernels::KvFormat::kF32, tokens_per_page_); }
 
   int num_layers_, num_kv_heads_, head_dim_;
   int64_t max_tokens_;

@@ -1,6 +1,7 @@
 // KV element formats shared by the page pool (memory/) and the attention kernels, and the byte
 // layout of one page. A page holds `tokens` tokens of ONE (sequence, layer, kv-head):
-//   dense (f32, f16, bf16): keys as [tokens x head_dim] rows, then values the same shape;
+//   dense (f32, f16, bf16): keys (in key-lane blocks on the CPU: KeyLanes below), then values
+//     as [tokens x head_dim] rows;
 //   quantized (LeanKV's tiers: any bits 1/2/4/8 and groups 1/2/4 for keys and values, e.g.
 //     K8V8, K8V4, K4V2): per token, asymmetric min/max quantization per group of head_dim; segments: K codes, K meta, V codes, V meta, one float importance
 //     score and one int32 position per token, each segment 16-byte aligned. Codes are packed
@@ -109,6 +110,21 @@ constexpr KvPageSegments PageSegmentsOf(KvFormat f, int head_dim, int tokens) {
   s.positions = AlignUp16(s.scores + 4 * t);
   s.page_bytes = AlignUp16(s.positions + 4 * t);
   return s;
+}
+
+// Dense pages written by the CPU stores (kernels/cpu/kv_store.h) keep their keys in blocks of
+// L = KeyLanes tokens, dimension-major within a block: key (t, d) is element
+// ((t / L) * head_dim + d) * L + t % L of the key segment. Attention then computes 16 tokens'
+// logits with vertical FMAs and no horizontal sums. Values stay token rows, and so do the codes
+// of quantized pages (L = 0: token rows). The CUDA worker's own pages keep token rows.
+inline constexpr int kMaxKeyLanes = 16;
+constexpr int KeyLanes(KvFormat f, int tokens_per_page) {
+  return IsQuantized(f) ? 0 : tokens_per_page < kMaxKeyLanes ? tokens_per_page : kMaxKeyLanes;
+}
+// Element index of key (t, d) in a key segment laid out with `lanes` (0: token rows).
+constexpr size_t KeyElement(int lanes, int head_dim, int64_t t, int d) {
+  if (lanes == 0) return static_cast<size_t>(t) * head_dim + d;
+  return (static_cast<size_t>(t / lanes) * head_dim + d) * lanes + static_cast<size_t>(t % lanes);
 }
 
 // Bytes one token of one kv-head costs in a full page, metadata included.

@@ -51,6 +51,7 @@ void PagedKvView::AppendSpans(PageOf page_of, int64_t tokens, int tokens_per_pag
     span.v = page + seg.v;
     span.num_tokens = std::min<int64_t>(tokens_per_page, tokens - start);
     span.format = format;
+    span.key_lanes = kernels::KeyLanes(format, tokens_per_page);
     if (kernels::IsQuantized(format)) {
       span.k_meta = page + seg.k_meta;
       span.v_meta = page + seg.v_meta;

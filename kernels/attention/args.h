@@ -13,13 +13,16 @@
 namespace peng::kernels {
 
 // Consecutive tokens of one (sequence, layer, kv-head) in `format` (kernels/kv_format.h): dense
-// keys and values as [num_tokens x head_dim] rows, or quantized codes with their per-token
-// metadata. The kernels' page-format hook decodes a tile of rows to float.
+// values as [num_tokens x head_dim] rows and keys as rows or in key-lane blocks, or quantized
+// codes with their per-token metadata. The kernels' page-format hook decodes a tile of rows to float.
 struct KvSpan {
   const void* k = nullptr;  // dense: rows; quantized: packed codes, one row per token
   const void* v = nullptr;
   int64_t num_tokens = 0;
   KvFormat format = KvFormat::kF32;
+  // Dense keys: 0 = token rows; L > 0 = blocks of L tokens, dimension-major (kv_format.h
+  // KeyLanes: what the CPU stores write). Quantized codes are always token rows.
+  int key_lanes = 0;
   const void* k_meta = nullptr;  // quantized: fp16 (scale, zero) per group, one row per token
   const void* v_meta = nullptr;
   // Quantized pages: the tokens' accumulated importance scores (LeanKV). Kernels never touch

@@ -132,7 +132,7 @@ void RunCpuPrefill(const CpuAttentionKernel& kern, AttentionProblem& p) {
 
 }  // namespace
 
-AttentionProblem MakeAttentionProblem(const AttentionVariant& v, const AttentionCase& c) {
+AttentionProblem MakeAttentionProblem(const AttentionVariant& v, const AttentionCase& c, bool key_rows) {
   AttentionProblem p;
   p.variant = v;
   p.c = c;
@@ -157,12 +157,21 @@ AttentionProblem MakeAttentionProblem(const AttentionVariant& v, const Attention
                                 : v.kv_format;
     const KvPageSegments seg = PageSegmentsOf(format, hd, c.page);
     std::vector<uint8_t>& page = p.pages.emplace_back(seg.page_bytes);
+    const int lanes = key_rows ? 0 : KeyLanes(format, c.page);
     for (int t = 0; t < n; ++t) {
       const int j = start + t;
-      StoreKvToken(format, hd, c.page, &k[j * hd], &vv[j * hd], j, t, page.data());
-      LoadKvToken(format, hd, c.page, page.data(), t, &p.k[j * hd], &p.v[j * hd]);
+      if (IsQuantized(format)) {
+        StoreKvToken(format, hd, c.page, &k[j * hd], &vv[j * hd], j, t, page.data());
+        LoadKvToken(format, hd, c.page, page.data(), t, &p.k[j * hd], &p.v[j * hd]);
+      } else {
+        StoreKeyLanes(&k[j * hd], format, hd, lanes, t, page.data() + seg.k);
+        StoreKvRow(&vv[j * hd], format, hd, page.data() + seg.v + t * seg.v_row);
+        LoadKeyLanes(page.data() + seg.k, format, hd, lanes, t, &p.k[j * hd]);
+        LoadKvRow(page.data() + seg.v + t * seg.v_row, format, hd, &p.v[j * hd]);
+      }
     }
     KvSpan span;
+    span.key_lanes = lanes;
     span.k = page.data() + seg.k;
     span.v = page.data() + seg.v;
     span.num_tokens = n;
@@ -213,12 +222,17 @@ void RunCpuAttentionCases(const AttentionVariant& v, std::span<const AttentionCa
     }
     ++isas_run;
     for (const AttentionCase& c : cases) {
-      SCOPED_TRACE(std::string(kern->symbol) + " kv_len=" + std::to_string(c.kv_len) + " q_len=" +
-                   std::to_string(c.q_len) + " page=" + std::to_string(c.page) + " splits=" +
-                   std::to_string(c.splits) + " seed=" + std::to_string(c.seed));
-      AttentionProblem p = MakeAttentionProblem(v, c);
-      if (IsDecode(v)) RunCpuDecode(*kern, p);
-      else RunCpuPrefill(*kern, p);
+      // Dense keys both ways: key-lane blocks (the CPU stores) and token rows.
+      for (const bool key_rows : {false, true}) {
+        if (key_rows && IsQuantized(v.kv_format)) continue;
+        SCOPED_TRACE(std::string(kern->symbol) + " kv_len=" + std::to_string(c.kv_len) + " q_len=" +
+                     std::to_string(c.q_len) + " page=" + std::to_string(c.page) + " splits=" +
+                     std::to_string(c.splits) + " seed=" + std::to_string(c.seed) +
+                     (key_rows ? " key rows" : " key lanes"));
+        AttentionProblem p = MakeAttentionProblem(v, c, key_rows);
+        if (IsDecode(v)) RunCpuDecode(*kern, p);
+        else RunCpuPrefill(*kern, p);
+      }
     }
   }
   EXPECT_GT(isas_run, 0);

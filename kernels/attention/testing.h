@@ -25,7 +25,7 @@ struct AttentionCase {
   uint32_t seed = 1;
 };
 
-// One (sequence, kv-head) problem. K/V live in `pages` in memory/'s page layout (K rows, then
+// One (sequence, kv-head) problem. K/V live in `pages` in memory/'s page layout (keys, then
 // V rows); k/v hold the same values as floats (after rounding to the format).
 struct AttentionProblem {
   AttentionVariant variant;
@@ -39,7 +39,9 @@ struct AttentionProblem {
   AttentionParams params;
   int64_t q_pos0() const { return c.kv_len - c.q_len; }
 };
-AttentionProblem MakeAttentionProblem(const AttentionVariant& v, const AttentionCase& c);
+// Dense keys are stored in key-lane blocks (what the CPU stores write) unless key_rows is set
+// (token rows: the CUDA worker's pages; the CPU kernels read both).
+AttentionProblem MakeAttentionProblem(const AttentionVariant& v, const AttentionCase& c, bool key_rows = false);
 
 // Runs every case on every ISA this CPU supports (all of them must have been built).
 void RunCpuAttentionCases(const AttentionVariant& v, std::span<const AttentionCase> cases);

@@ -40,7 +40,7 @@ void RunCudaCase(const CudaAttentionKernel& kern, const AttentionVariant& v, con
     }
     for (int h = 0; h < kKvHeads; ++h) {
       cs.seed = c.seed * 7 + s * kKvHeads + h;
-      probs.push_back(MakeAttentionProblem(v, cs));
+      probs.push_back(MakeAttentionProblem(v, cs, /*key_rows=*/true));  // the CUDA pages' layout
     }
   }
   // ALiBi slopes belong to heads: every sequence uses kv-head h's slopes of sequence 0.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "kernels/cpu/fp16.h"
 
@@ -82,11 +83,28 @@ void DequantizeKvRow(const uint16_t* codes, const uint16_t* meta, int n, int bit
   }
 }
 
+void StoreKeyLanes(const float* k, KvFormat format, int head_dim, int lanes, int slot, uint8_t* keys) {
+  const size_t bytes = KvFormatBytes(format);
+  uint8_t row[256 * 4];  // head_dim up to 256 without a heap allocation
+  uint8_t* tmp = head_dim * bytes <= sizeof(row) ? row : nullptr;
+  std::unique_ptr<uint8_t[]> heap;
+  if (tmp == nullptr) tmp = (heap = std::make_unique<uint8_t[]>(head_dim * bytes)).get();
+  StoreKvRow(k, format, head_dim, tmp);
+  for (int d = 0; d < head_dim; ++d) {
+    std::memcpy(keys + KeyElement(lanes, head_dim, slot, d) * bytes, tmp + d * bytes, bytes);
+  }
+}
+
+void LoadKeyLanes(const uint8_t* keys, KvFormat format, int head_dim, int lanes, int slot, float* k) {
+  const size_t bytes = KvFormatBytes(format);
+  for (int d = 0; d < head_dim; ++d) LoadKvRow(keys + KeyElement(lanes, head_dim, slot, d) * bytes, format, 1, k + d);
+}
+
 void StoreKvToken(KvFormat format, int head_dim, int tokens_per_page, const float* k, const float* v,
                   int64_t position, int slot, uint8_t* page) {
   const KvPageSegments s = PageSegmentsOf(format, head_dim, tokens_per_page);
   if (!IsQuantized(format)) {
-    StoreKvRow(k, format, head_dim, page + s.k + slot * s.k_row);
+    StoreKeyLanes(k, format, head_dim, KeyLanes(format, tokens_per_page), slot, page + s.k);
     StoreKvRow(v, format, head_dim, page + s.v + slot * s.v_row);
     return;
   }
@@ -105,7 +123,7 @@ void LoadKvToken(KvFormat format, int head_dim, int tokens_per_page, const uint8
                  float* k, float* v) {
   const KvPageSegments s = PageSegmentsOf(format, head_dim, tokens_per_page);
   if (!IsQuantized(format)) {
-    LoadKvRow(page + s.k + slot * s.k_row, format, head_dim, k);
+    LoadKeyLanes(page + s.k, format, head_dim, KeyLanes(format, tokens_per_page), slot, k);
     LoadKvRow(page + s.v + slot * s.v_row, format, head_dim, v);
     return;
   }

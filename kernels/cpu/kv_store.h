@@ -20,8 +20,14 @@ void LoadKvRow(const void* src, KvFormat format, int64_t n, float* dst);
 void QuantizeKvRow(const float* src, int n, int bits, int groups, uint16_t* codes, uint16_t* meta);
 void DequantizeKvRow(const uint16_t* codes, const uint16_t* meta, int n, int bits, int groups, float* dst);
 
-// Writes token `slot` of a page of `tokens_per_page` tokens (any format): key and value rows of
-// head_dim floats; quantized pages also get the token's position and a zero importance score.
+// Key `slot` (head_dim floats) into a dense key segment laid out with `lanes` (kv_format.h
+// KeyElement; 0 = token rows), and back.
+void StoreKeyLanes(const float* k, KvFormat format, int head_dim, int lanes, int slot, uint8_t* keys);
+void LoadKeyLanes(const uint8_t* keys, KvFormat format, int head_dim, int lanes, int slot, float* k);
+
+// Writes token `slot` of a page of `tokens_per_page` tokens (any format): key and value of
+// head_dim floats (dense keys in KeyLanes blocks); quantized pages also get the token's
+// position and a zero importance score.
 void StoreKvToken(KvFormat format, int head_dim, int tokens_per_page, const float* k, const float* v,
                   int64_t position, int slot, uint8_t* page);
 // Reads token `slot` of a page back as floats.

@@ -4,8 +4,8 @@
 // the matching -march; the dispatcher picks the best one the CPU has at run time.
 //
 // Vec: kW floats. Ops: Zero, Set1, Load, Store, Add, Sub, Mul, Max, Fma(a, b, c) = a·b + c,
-// Exp (relative error < 2e-7 on [-87, 88], 0 below), ReduceAdd, ReduceMax; Widen converts kW
-// f16/bf16 values to floats.
+// Exp (relative error < 2e-7 on [-87, 88], 0 below), ReduceAdd, ReduceMax; LoadF16 / LoadBf16
+// load kW f16/bf16 values as floats.
 #pragma once
 
 #include <cmath>
@@ -106,12 +106,12 @@ struct Simd {
     }
     Store(d, Fma(_mm512_cvtepi32_ps(lanes), Set1(scale), Set1(zero)));
   }
-  static void WidenF16(const uint16_t* s, float* d) {
-    Store(d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s))));
+  static Vec LoadF16(const uint16_t* s) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
   }
-  static void WidenBf16(const uint16_t* s, float* d) {
+  static Vec LoadBf16(const uint16_t* s) {
     const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s));
-    Store(d, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
   }
 };
 #elif PENG_GEN_ISA == 2
@@ -169,12 +169,10 @@ struct Simd {
       d[j] = static_cast<float>((p[i * kBits / 8] >> (i * kBits % 8)) & ((1 << kBits) - 1)) * scale + zero;
     }
   }
-  static void WidenF16(const uint16_t* s, float* d) {
-    Store(d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))));
-  }
-  static void WidenBf16(const uint16_t* s, float* d) {
+  static Vec LoadF16(const uint16_t* s) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))); }
+  static Vec LoadBf16(const uint16_t* s) {
     const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
-    Store(d, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
   }
 };
 #else
@@ -231,11 +229,15 @@ struct Simd {
       d[j] = static_cast<float>((p[i * kBits / 8] >> (i * kBits % 8)) & ((1 << kBits) - 1)) * scale + zero;
     }
   }
-  static void WidenF16(const uint16_t* s, float* d) {
-    for (int i = 0; i < kW; ++i) d[i] = Fp16ToFp32(s[i]);
+  static Vec LoadF16(const uint16_t* s) {
+    Vec v{};
+    for (int i = 0; i < kW; ++i) v.x[i] = Fp16ToFp32(s[i]);
+    return v;
   }
-  static void WidenBf16(const uint16_t* s, float* d) {
-    for (int i = 0; i < kW; ++i) d[i] = Bf16ToFp32(s[i]);
+  static Vec LoadBf16(const uint16_t* s) {
+    Vec v{};
+    for (int i = 0; i < kW; ++i) v.x[i] = Bf16ToFp32(s[i]);
+    return v;
   }
 };
 #endif
