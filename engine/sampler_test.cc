@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/ops.h"
 
 namespace peng {
 namespace {
@@ -91,6 +93,31 @@ TEST(SamplerTest, GreedyIsArgmaxWithLowestIdOnTies) {
   std::vector<float> ties(5000, 0.0f);
   ties[17] = ties[4000] = 1.0f;
   EXPECT_EQ(sampler.Sample(ties).id, 17);
+}
+
+TEST(SamplerTest, GreedyWithoutAndWithLogprobsPicksTheSameToken) {
+  // Without logprobs, penalties or bias, greedy takes the row's argmax in place (ArgMax); with
+  // logprobs it goes through the processed copy. Sizes cover vector tails; ties straddle them.
+  for (int vocab : {1, 15, 16, 17, 49152, 49157}) {
+    SamplingParams plain;
+    plain.temperature = 0.0f;
+    SamplingParams with_logprobs = plain;
+    with_logprobs.logprobs = 0;
+    Sampler a = MakeSampler(plain, vocab), b = MakeSampler(with_logprobs, vocab);
+    for (uint64_t seed = 1; seed <= 5; ++seed) {
+      std::vector<float> logits = RandomLogits(vocab, seed, 3.0f);
+      if (vocab > 20) logits[vocab - 1] = logits[3] = 100.0f;  // a tie: the lower id wins
+      const int32_t want = std::max_element(logits.begin(), logits.end()) - logits.begin();
+      EXPECT_EQ(a.Sample(logits).id, want) << vocab;
+      EXPECT_EQ(b.Sample(logits).id, want) << vocab;
+      EXPECT_TRUE(std::isnan(a.Sample(logits).logprob));
+    }
+  }
+  std::vector<float> low(40, -std::numeric_limits<float>::infinity());
+  low[33] = -1e30f;
+  EXPECT_EQ(kernels::ArgMax(low.data(), 40), 33);
+  low[33] = -std::numeric_limits<float>::infinity();
+  EXPECT_EQ(kernels::ArgMax(low.data(), 40), 0);
 }
 
 TEST(SamplerTest, TinyTemperatureIsGreedy) {

@@ -8,6 +8,10 @@
 
 #include "kernels/cpu/fp16.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace peng::kernels {
 
 void StoreKvRow(const float* src, KvFormat format, int64_t n, void* dst) {
@@ -17,7 +21,14 @@ void StoreKvRow(const float* src, KvFormat format, int64_t n, void* dst) {
       return;
     case KvFormat::kF16: {
       auto* d = static_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) d[i] = Fp32ToFp16(src[i]);
+      int64_t i = 0;
+#if defined(__AVX512F__)
+      for (; i + 16 <= n; i += 16) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      }
+#endif
+      for (; i < n; ++i) d[i] = Fp32ToFp16(src[i]);
       return;
     }
     default:
@@ -83,16 +94,27 @@ void DequantizeKvRow(const uint16_t* codes, const uint16_t* meta, int n, int bit
   }
 }
 
+namespace {
+
+// Element d of `row` (n elements of type T) to first[d * stride].
+template <typename T>
+void Scatter(const uint8_t* row, int n, size_t stride, uint8_t* first) {
+  for (int d = 0; d < n; ++d) std::memcpy(first + d * stride * sizeof(T), row + d * sizeof(T), sizeof(T));
+}
+
+}  // namespace
+
 void StoreKeyLanes(const float* k, KvFormat format, int head_dim, int lanes, int slot, uint8_t* keys) {
   const size_t bytes = KvFormatBytes(format);
-  uint8_t row[256 * 4];  // head_dim up to 256 without a heap allocation
-  uint8_t* tmp = head_dim * bytes <= sizeof(row) ? row : nullptr;
+  uint8_t* first = keys + KeyElement(lanes, head_dim, slot, 0) * bytes;
+  if (lanes == 0) return StoreKvRow(k, format, head_dim, first);
+  // Convert the row, then scatter it: element d sits `lanes` elements after element d - 1.
+  alignas(64) uint8_t row[256 * 4];  // head_dim up to 256 without a heap allocation
   std::unique_ptr<uint8_t[]> heap;
-  if (tmp == nullptr) tmp = (heap = std::make_unique<uint8_t[]>(head_dim * bytes)).get();
+  uint8_t* tmp = head_dim * bytes <= sizeof(row) ? row : (heap = std::make_unique<uint8_t[]>(head_dim * bytes)).get();
   StoreKvRow(k, format, head_dim, tmp);
-  for (int d = 0; d < head_dim; ++d) {
-    std::memcpy(keys + KeyElement(lanes, head_dim, slot, d) * bytes, tmp + d * bytes, bytes);
-  }
+  if (bytes == 2) Scatter<uint16_t>(tmp, head_dim, lanes, first);
+  else Scatter<uint32_t>(tmp, head_dim, lanes, first);
 }
 
 void LoadKeyLanes(const uint8_t* keys, KvFormat format, int head_dim, int lanes, int slot, float* k) {

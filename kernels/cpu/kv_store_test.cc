@@ -1,5 +1,6 @@
 #include "kernels/cpu/kv_store.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -117,6 +118,40 @@ TEST(KvStoreTest, TokensLandInTheirSlotForEveryFormat) {
   EXPECT_LE(KvBytesPerToken(KvFormat::kK8V8, 64, 16), 144.0);
   EXPECT_LE(KvBytesPerToken(KvFormat::kK8V4, 64, 16), 116.0);
   EXPECT_LE(KvBytesPerToken(KvFormat::kK4V2, 64, 16), 80.0);
+}
+
+TEST(KvStoreTest, DenseKeysLieInKeyLaneBlocks) {
+  const int hd = 24;
+  for (KvFormat f : {KvFormat::kF32, KvFormat::kF16, KvFormat::kBF16}) {
+    for (const int tpp : {1, 4, 16, 64}) {
+      const int lanes = KeyLanes(f, tpp);
+      EXPECT_EQ(lanes, std::min(tpp, 16));
+      const KvPageSegments s = PageSegmentsOf(f, hd, tpp);
+      const size_t bytes = KvFormatBytes(f);
+      std::vector<uint8_t> page(s.page_bytes, 0);
+      std::vector<float> k(hd), v(hd), k2(hd), v2(hd), one(1);
+      for (int slot = 0; slot < tpp; ++slot) {
+        for (int d = 0; d < hd; ++d) {
+          k[d] = 0.5f * slot + 0.25f * d;  // exact in bf16 for these ranges
+          v[d] = -k[d];
+        }
+        StoreKvToken(f, hd, tpp, k.data(), v.data(), slot, slot, page.data());
+      }
+      for (int slot = 0; slot < tpp; ++slot) {
+        LoadKvToken(f, hd, tpp, page.data(), slot, k2.data(), v2.data());
+        for (int d = 0; d < hd; ++d) {
+          ASSERT_EQ(k2[d], 0.5f * slot + 0.25f * d) << KvFormatName(f) << " tpp " << tpp;
+          ASSERT_EQ(v2[d], -k2[d]);
+          // Key (slot, d) at ((slot / L) * hd + d) * L + slot % L; values in token rows.
+          const size_t at = ((static_cast<size_t>(slot) / lanes) * hd + d) * lanes + slot % lanes;
+          LoadKvRow(page.data() + s.k + at * bytes, f, 1, one.data());
+          ASSERT_EQ(one[0], k2[d]) << KvFormatName(f) << " tpp " << tpp << " slot " << slot << " d " << d;
+        }
+      }
+    }
+  }
+  // Quantized pages keep token rows of codes.
+  EXPECT_EQ(KeyLanes(KvFormat::kK8V4, 16), 0);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "kernels/cpu/ops.h"
 
 #include <cmath>
+#include <limits>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -108,6 +109,29 @@ float SoftmaxRow(float* x, int64_t n) {
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
   return m + static_cast<float>(std::log(sum));
+}
+
+int64_t ArgMax(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  __m512 vm = _mm512_set1_ps(m);
+  for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(_mm512_loadu_ps(x + i), vm);  // NaN lanes keep vm
+  m = _mm512_reduce_max_ps(vm);
+#endif
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  i = 0;
+#if defined(__AVX512F__)
+  const __m512 target = _mm512_set1_ps(m);
+  for (; i + 16 <= n; i += 16) {
+    const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), target, _CMP_EQ_OQ);
+    if (hit != 0) return i + __builtin_ctz(hit);
+  }
+#endif
+  for (; i < n; ++i) {
+    if (x[i] == m) return i;
+  }
+  return 0;
 }
 
 }  // namespace peng::kernels
