@@ -54,7 +54,9 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
   const int64_t row = row_, head_block = head_block_;
   const size_t num_chunks = batch.chunks.size();
 
-  // Plan: spans of every (chunk, kv-head), then tasks; decode partial slots and combines.
+  // Plan: tasks, decode partial slots and combines, and the spans of every (chunk, kv-head)
+  // that several tasks read. A decode task that is alone on its (chunk, kv-head) gathers its
+  // spans itself, in parallel, instead of here while the other threads wait.
   spans_.resize(std::max(spans_.size(), num_chunks * kvh));
   first_token_.resize(num_chunks);
   tasks_.clear();
@@ -67,6 +69,11 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
     first_token_[ci] = token;
     token += len;
     for (int h = 0; h < kvh; ++h) {
+      const int splits = len > 1 ? 0 : static_cast<int>((end + kDecodeSplitTokens - 1) / kDecodeSplitTokens);
+      if (splits == 1) {
+        tasks_.push_back({static_cast<int32_t>(ci), h, 0, end, -1, /*own_spans=*/true});
+        continue;
+      }
       kv.Spans(ch.seq, layer, h, end, &spans_[ci * kvh + h]);
       if (len > 1) {
         for (int64_t b = 0; b < len; b += kPrefillBlockTokens) {
@@ -74,16 +81,15 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
         }
         continue;
       }
-      const int splits = static_cast<int>((end + kDecodeSplitTokens - 1) / kDecodeSplitTokens);
-      if (splits > 1) combines_.push_back({static_cast<int32_t>(ci), h, parts, splits});
+      combines_.push_back({static_cast<int32_t>(ci), h, parts, splits});
       // Split bounds on 16-token boundaries: every tile then starts a key-lane block.
       const auto bound = [&](int s) { return s == splits ? end : end * s / splits / 16 * 16; };
       for (int s = 0; s < splits; ++s) {
         const int64_t b = bound(s), e = bound(s + 1);
-        if (splits > 1) split_begin_.push_back(b);
-        tasks_.push_back({static_cast<int32_t>(ci), h, b, e, splits > 1 ? parts++ : -1});
+        split_begin_.push_back(b);
+        tasks_.push_back({static_cast<int32_t>(ci), h, b, e, parts++});
       }
-      if (splits > 1) split_begin_.push_back(end);
+      split_begin_.push_back(end);
     }
   }
   if (part_out_.size() < static_cast<size_t>(parts * head_block)) part_out_.resize(parts * head_block);
@@ -95,7 +101,8 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
     for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tasks_.size();) {
       const Task& task = tasks_[i];
       const SequenceChunk& ch = batch.chunks[task.chunk];
-      const std::vector<kernels::KvSpan>& sp = spans_[task.chunk * kvh + task.kv_head];
+      std::vector<kernels::KvSpan>& sp = spans_[task.chunk * kvh + task.kv_head];
+      if (task.own_spans) kv.Spans(ch.seq, layer, task.kv_head, task.end, &sp);
       const int64_t t0 = first_token_[task.chunk];
       if (task.part < 0 && ch.tokens.size() > 1) {
         kernels::PrefillArgs a;

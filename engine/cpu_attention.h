@@ -63,6 +63,7 @@ class CpuAttention {
     int32_t kv_head = 0;
     int64_t begin = 0, end = 0;  // prefill: query offsets in the chunk; decode: kv range
     int64_t part = -1;           // decode: slot of its partial (-1: prefill)
+    bool own_spans = false;      // the only task of its (chunk, kv-head): it gathers the spans
   };
   struct Combine {
     int32_t chunk = 0, kv_head = 0;
