@@ -85,3 +85,14 @@ def test_bad_model_files_give_one_line_errors(peng_bin, smollm2_path, tmp_path):
         assert p.returncode in (1, 2), f"{name}: exit code {p.returncode}"
         lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith("loading")]
         assert len(lines) == 1 and lines[0].startswith("peng generate:"), (name, p.stderr)
+
+
+def test_bench_batch_decodes_several_sequences_together(peng_bin, smollm2_path):
+    import json
+    p = run(peng_bin, "bench", "--model", smollm2_path, "--batch", "3", "--prompt-tokens", "20",
+            "--gen-tokens", "4", "--reps", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["batch"] == 3 and r["tg_tok_s"] > 0 and r["step_ms"] > 0
+    bad = run(peng_bin, "bench", "--model", smollm2_path, "--batch", "-2")
+    assert bad.returncode == 2 and "--batch" in bad.stderr
