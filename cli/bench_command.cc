@@ -82,9 +82,10 @@ absl::StatusOr<std::vector<double>> BatchedDecode(const Model& model, LlamaForwa
   const memory::KvShape shape{c.num_layers, c.num_kv_heads, c.head_dim};
   memory::KvManagerOptions kv_options;  // the serving default: f16 pages of 16 tokens
   kv_options.enable_prefix_caching = false;
-  const int64_t pages_per_seq = (static_cast<int64_t>(prompt.size()) + gen + 15) / 16;
+  const int64_t tpp = kv_options.tokens_per_page;
+  const int64_t pages_per_seq = (static_cast<int64_t>(prompt.size()) + gen + tpp - 1) / tpp;
   kv_options.budget_bytes = static_cast<size_t>(batch * pages_per_seq) * shape.num_layers * shape.num_kv_heads *
-                            kernels::PageSegmentsOf(kv_options.format, c.head_dim, kv_options.tokens_per_page).page_bytes;
+                            kernels::PageSegmentsOf(kv_options.format, c.head_dim, tpp).page_bytes;
   PENG_RETURN_IF_ERROR(memory::KvManager::Validate(shape, kv_options));
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<memory::KvManager> kv, memory::KvManager::Create(shape, kv_options));
   PagedKvView view(kv.get());

@@ -1,6 +1,7 @@
 // SimpleKvCache: a KvCache with fixed-size float32 pages allocated from the heap on demand, one
-// page list per (sequence, layer, kv-head); keys in key-lane blocks (kernels/kv_format.h). Unbounded except by `max_tokens` per sequence. Used
-// by `peng generate`, `peng logits` and tests; the serving path uses memory/'s page pool.
+// page list per (sequence, layer, kv-head); keys in key-lane blocks (kernels/kv_format.h).
+// Unbounded except by `max_tokens` per sequence. Used by `peng generate`, `peng logits` and
+// tests; the serving path uses memory/'s page pool.
 #pragma once
 
 #include <memory>

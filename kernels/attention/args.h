@@ -13,10 +13,10 @@
 namespace peng::kernels {
 
 // Consecutive tokens of one (sequence, layer, kv-head) in `format` (kernels/kv_format.h): dense
-// values as [num_tokens x head_dim] rows and keys as rows or in key-lane blocks, or quantized
-// codes with their per-token metadata. The kernels' page-format hook decodes a tile of rows to float.
+// values as [num_tokens x head_dim] rows and keys as rows or in key-lane blocks, read in place;
+// or quantized codes with their per-token metadata, which the kernels decode a tile at a time.
 struct KvSpan {
-  const void* k = nullptr;  // dense: rows; quantized: packed codes, one row per token
+  const void* k = nullptr;  // dense: rows or key-lane blocks; quantized: packed codes per token
   const void* v = nullptr;
   int64_t num_tokens = 0;
   KvFormat format = KvFormat::kF32;
