@@ -192,7 +192,17 @@ struct RowBlock {
       q[r] = q_row[r0 + r];
       for (int v = 0; v < kVecs; ++v) even[r][v] = odd[r][v] = Simd::Zero();
     }
+    // The tile kPrefetchTiles ahead is requested a line or two per step of this loop (see
+    // PrefetchCursor); only the first chunk of rows does it.
+    const char* pf_k = r0 == 0 ? pf_k_ : nullptr;
+    const char* pf_v = r0 == 0 ? pf_v_ : nullptr;
     for (int d = 0; d < HD; d += 2) {
+      if (pf_k != nullptr) {
+        for (int l = (d / 2) * kPrefetchLinesPerStep; l < (d / 2 + 1) * kPrefetchLinesPerStep && l < kTileLines; ++l) {
+          __builtin_prefetch(pf_k + 64 * l, 0, 3);
+          __builtin_prefetch(pf_v + 64 * l, 0, 3);
+        }
+      }
       typename Simd::Vec k0[kVecs], k1[kVecs];
       for (int v = 0; v < kVecs; ++v) {
         k0[v] = LoadDense<KF>(kt, static_cast<size_t>(d) * kTile + v * Simd::kW);
@@ -382,27 +392,29 @@ struct RowBlock {
     Accumulate<VF>(alpha, pt, vals, n);
   }
 
-  // Dense keys and values are requested kPrefetchTiles tiles ahead of use: pages lie anywhere
-  // in the pool (4 KB each at SmolLM2's shape), where the hardware's stream prefetchers barely
-  // get going. Measured with attention_bench's shuffled pages, 2 threads: 18.0 GB/s without,
-  // 18.6-19.2 with 4 tiles (1 tile: no gain; 8: the same as 4). Decode from memory stays bound
-  // by compute and memory not overlapping (~40 GB/s in cache, ~33 GB/s reading such pages).
-  static constexpr int kPrefetchTiles = 4;
+  // Dense keys and values are requested kPrefetchTiles tiles ahead of use, into L1: pages lie
+  // anywhere in the pool (4 KB each at SmolLM2's shape), where the hardware's stream
+  // prefetchers barely get going. The requests for one tile are spread over the key loop of the
+  // tile before it (LaneDots), a line of keys and a line of values per step; issued as one
+  // burst they fill the core's miss buffers and stall the loads the arithmetic waits on. A
+  // stand-alone model of this loop over shuffled 4 KB pages, 2 threads (this machine): no
+  // prefetch 13.5 GB/s, a burst per tile 21-23, spread 27-31 (L2 hint / L1 hint).
+  static constexpr int kPrefetchTiles = 2;
+  static constexpr int kTileLines = static_cast<int>(static_cast<size_t>(kTile) * HD * KvFormatBytes(S::kFormat) / 64);
+  static constexpr int kPrefetchLinesPerStep = (kTileLines + HD / 2 - 1) / (HD / 2);
+  const char* pf_k_ = nullptr;  // the tile to request during the next LaneDots, or null
+  const char* pf_v_ = nullptr;
   struct PrefetchCursor {
     const KvSpan* spans;
     int num_spans, si = 0;
     int64_t t = 0, pos = 0, end = 0;  // tile offset in span si; its position; the walk's end
-    // Requests the cursor's tile (into L2) and moves to the next one.
-    void Step() {
+    // The cursor's tile (keys and values; null past the end), then moves to the next one.
+    void Next(const char** k, const char** v) {
+      *k = *v = nullptr;
       if (si >= num_spans || pos >= end) return;
-      constexpr size_t kBytes = static_cast<size_t>(kTile) * HD * KvFormatBytes(S::kFormat);
       const KvSpan& span = spans[si];
-      const auto* k = static_cast<const char*>(span.k) + KeyElement(span.key_lanes, HD, t, 0) * KvFormatBytes(S::kFormat);
-      const auto* v = static_cast<const char*>(span.v) + t * HD * KvFormatBytes(S::kFormat);
-      for (size_t b = 0; b < kBytes; b += 64) {
-        __builtin_prefetch(k + b, 0, 2);
-        __builtin_prefetch(v + b, 0, 2);
-      }
+      *k = static_cast<const char*>(span.k) + KeyElement(span.key_lanes, HD, t, 0) * KvFormatBytes(S::kFormat);
+      *v = static_cast<const char*>(span.v) + t * HD * KvFormatBytes(S::kFormat);
       const int64_t next = std::min<int64_t>(span.num_tokens, t + kTile);
       pos += next - t;
       t = next;
@@ -427,14 +439,21 @@ struct RowBlock {
           break;
         }
       }
-      for (int i = 0; i < kPrefetchTiles; ++i) ahead.Step();
+      for (int i = 0; i < kPrefetchTiles; ++i) {  // the first tiles are needed at once
+        const char *k, *v;
+        ahead.Next(&k, &v);
+        for (int l = 0; k != nullptr && l < kTileLines; ++l) {
+          __builtin_prefetch(k + 64 * l, 0, 3);
+          __builtin_prefetch(v + 64 * l, 0, 3);
+        }
+      }
     }
     int64_t span_start = 0;
     for (int si = 0; si < num_spans && span_start < end; span_start += spans[si].num_tokens, ++si) {
       const int64_t lo = std::max(begin, span_start), hi = std::min(end, span_start + spans[si].num_tokens);
       for (int64_t j = lo; j < hi; j += kTile) {
         const int n = static_cast<int>(std::min<int64_t>(kTile, hi - j));
-        if constexpr (!IsQuantized(S::kFormat)) ahead.Step();
+        if constexpr (!IsQuantized(S::kFormat)) ahead.Next(&pf_k_, &pf_v_);
         Scores(spans[si], j - span_start, n, j, p, s);
         if (raw != nullptr) {
           for (int r = 0; r < rows; ++r) std::copy(s[r], s[r] + n, raw + r * raw_stride + (j - begin));
