@@ -2,6 +2,11 @@
 
 #include <algorithm>
 
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define PENG_CPU_RELAX() _mm_pause()
@@ -33,10 +38,52 @@ void AwaitChange(std::atomic<T>& a, Pred done) {
     a.wait(v, std::memory_order_acquire);
   }
 }
+// The CPUs this process may run on, ascending (empty where that cannot be read).
+std::vector<int> AllowedCpus() {
+  std::vector<int> cpus;
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+#endif
+  return cpus;
+}
+
+void PinCurrentThread(int cpu) {
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  // Best effort: a refusal (a cgroup that changed under us) leaves the thread unpinned.
+  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+#else
+  (void)cpu;
+#endif
+}
+
+// Next slot of the allowed set to hand out; pools take consecutive slots, wrapping around.
+std::atomic<uint64_t> next_cpu_slot{0};
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
+ThreadPool::ThreadPool(int num_threads, bool pin) : num_threads_(std::max(1, num_threads)) {
+  if (pin) {
+    const std::vector<int> allowed = AllowedCpus();
+    if (allowed.size() >= static_cast<size_t>(num_threads_)) {
+      const uint64_t first = next_cpu_slot.fetch_add(num_threads_);
+      for (int i = 0; i < num_threads_; ++i) cpus_.push_back(allowed[(first + i) % allowed.size()]);
+    }
+  }
   for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+void ThreadPool::PinCaller() {
+  // The calling thread is thread 0; it may change between calls (not at the same time).
+  if (cpus_.empty() || pinned_caller_ == std::this_thread::get_id()) return;
+  PinCurrentThread(cpus_[0]);
+  pinned_caller_ = std::this_thread::get_id();
 }
 
 ThreadPool::~ThreadPool() {
@@ -47,6 +94,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::WorkerLoop(int index) {
+  if (!cpus_.empty()) PinCurrentThread(cpus_[index]);
   uint32_t seen = 0;
   while (true) {
     AwaitChange(generation_, [seen](uint32_t g) { return g != seen; });
@@ -58,6 +106,7 @@ void ThreadPool::WorkerLoop(int index) {
 }
 
 void ThreadPool::Run(const std::function<void(int, int)>& fn) {
+  PinCaller();
   if (num_threads_ == 1) {
     fn(0, 1);
     return;

@@ -1,6 +1,10 @@
 #include "base/thread_pool.h"
 
+#include <sched.h>
+
 #include <atomic>
+#include <set>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -24,6 +28,48 @@ TEST(ThreadPoolTest, RunCallsEveryThreadManyTimes) {
   std::atomic<int> calls{0};
   for (int i = 0; i < 10000; ++i) pool.Run([&](int, int nt) { calls.fetch_add(1); });
   EXPECT_EQ(calls.load(), 20000);
+}
+
+// The allowed CPUs of the calling thread.
+std::set<int> Affinity() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  EXPECT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  std::set<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.insert(c);
+  }
+  return cpus;
+}
+
+TEST(ThreadPoolTest, PinnedThreadsEachRunOnTheirOwnCpu) {
+  const std::set<int> allowed = Affinity();
+  if (allowed.size() < 2) GTEST_SKIP() << "one CPU: nothing to pin apart";
+  std::vector<std::set<int>> seen(2);
+  std::thread caller([&] {  // pinning changes the calling thread's affinity: not the test's
+    ThreadPool pool(2, /*pin=*/true);
+    ASSERT_EQ(pool.cpus().size(), 2u);
+    EXPECT_NE(pool.cpus()[0], pool.cpus()[1]);
+    for (int cpu : pool.cpus()) EXPECT_TRUE(allowed.count(cpu)) << cpu;
+    for (int i = 0; i < 100; ++i) pool.Run([&](int t, int) { seen[t] = Affinity(); });
+    for (int t = 0; t < 2; ++t) EXPECT_EQ(seen[t], std::set<int>{pool.cpus()[t]}) << "thread " << t;
+  });
+  caller.join();
+}
+
+TEST(ThreadPoolTest, NoPinningWhenThereAreMoreThreadsThanCpus) {
+  const size_t allowed = Affinity().size();
+  std::thread caller([&] {
+    ThreadPool pool(static_cast<int>(allowed) + 1, /*pin=*/true);
+    EXPECT_TRUE(pool.cpus().empty());
+    std::atomic<int> calls{0};
+    pool.Run([&](int, int) { calls.fetch_add(1); });
+    EXPECT_EQ(calls.load(), static_cast<int>(allowed) + 1);
+    EXPECT_EQ(Affinity().size(), allowed);  // the caller was left as it was
+  });
+  caller.join();
+  ThreadPool unpinned(2);
+  EXPECT_TRUE(unpinned.cpus().empty());
 }
 
 }  // namespace

@@ -128,7 +128,7 @@ absl::StatusOr<std::vector<double>> BatchedDecode(const Model& model, LlamaForwa
 
 absl::Status RunBench(int argc, char** argv) {
   Flags f({"model", "prompt-tokens", "gen-tokens", "threads", "reps", "activations", "batch"},
-          {"json", "no-bandwidth"});
+          {"json", "no-bandwidth", "pin-threads"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PENG_ASSIGN_OR_RETURN(int64_t pp_tokens, f.Int("prompt-tokens", 512, 1, 1 << 20));
   PENG_ASSIGN_OR_RETURN(int64_t tg_tokens, f.Int("gen-tokens", 128, 1, 1 << 20));
@@ -145,7 +145,9 @@ absl::Status RunBench(int argc, char** argv) {
   std::vector<int32_t> prompt(pp_tokens);
   for (int64_t i = 0; i < pp_tokens; ++i) prompt[i] = static_cast<int32_t>(1000 + (i * 7919) % (c.vocab_size - 1000));
 
-  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads), .int8_activations = int8});
+  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads),
+                                              .int8_activations = int8,
+                                              .pin_threads = f.Has("pin-threads")});
   if (batch > 0) {
     PENG_ASSIGN_OR_RETURN(const std::vector<double> tok_s,
                           BatchedDecode(*model, forward, prompt, tg_tokens, batch, reps));

@@ -27,7 +27,7 @@ const Command kCommands[] = {
      "[--config FILE] [--model PATH] [--http-port N] [--grpc-port N] [--api-key KEY] [--kv-budget SIZE] [--print-config]"},
     {"generate", peng::cli::RunGenerateCommand,
      "--model PATH --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--device cpu|cuda] [--activations int8|f32] [--output-ids]"},
-    {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3] [--activations int8|f32]"},
+    {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3] [--activations int8|f32] [--batch B] [--pin-threads] [--json]"},
     {"perplexity", peng::cli::RunPerplexityCommand,
      "--model PATH --text FILE --ctx N [--max-windows W] [--kv-mode dense|quantized|leankv] [--kv-format F] [--chunk 16] [--threads T] [--activations int8|f32] [--config FILE]"},
     {"tokenize", peng::RunTokenizeCommand, "--model PATH [--text TEXT] [--jsonl] [--decode]"},

@@ -120,6 +120,7 @@ absl::Status RunServe(int argc, char** argv) {
 
   LocalEngineLoopOptions lo;
   lo.threads = cfg.engine.threads;
+  lo.pin_threads = cfg.engine.pin_threads;
   lo.int8_activations = cfg.engine.activations == EngineConfig::Activations::kInt8;
   lo.device = device;
   lo.cuda_device = cfg.engine.cuda_device;

@@ -29,6 +29,8 @@ struct ForwardOptions {
   // run the VNNI kernel (~3.5x the float kernel's rate; kernels/cpu/interleaved.h). false keeps
   // float32 activations: logits within ~1e-5 of a float64 reference, for checking against one.
   bool int8_activations = true;
+  // Each pool thread (the caller included) on a CPU of its own (base/thread_pool.h).
+  bool pin_threads = false;
 };
 
 class LlamaForward : public ForwardBackend {

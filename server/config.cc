@@ -158,6 +158,7 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Enum("device", c.engine.device, DeviceNames());
     v.Field("cuda_device", c.engine.cuda_device);
     v.Field("threads", c.engine.threads);
+    v.Field("pin_threads", c.engine.pin_threads);
     v.Size("kv_budget", c.engine.kv_budget_bytes);
     v.KvFormatField("kv_format", c.engine.kv_format);
     v.Field("tokens_per_page", c.engine.tokens_per_page);
@@ -553,7 +554,7 @@ void ReadFlags(const std::map<std::string, std::string>& flags, ServeConfig& con
       YAML::Node list(YAML::NodeType::Sequence);
       list.push_back(value);
       overlay[section][key] = list;
-    } else if (value.empty() && (key == "metrics_auth" || key == "enable_prefix_caching")) {
+    } else if (value.empty() && (key == "metrics_auth" || key == "enable_prefix_caching" || key == "pin_threads")) {
       overlay[section][key] = "true";
     } else {
       overlay[section][key] = value;
@@ -621,6 +622,7 @@ const std::map<std::string, std::string>& ConfigFlagNames() {
       {"device", "engine.device"},
       {"cuda-device", "engine.cuda_device"},
       {"threads", "engine.threads"},
+      {"pin-threads", "engine.pin_threads"},
       {"kv-budget", "engine.kv_budget"},
       {"kv-format", "engine.kv_format"},
       {"tokens-per-page", "engine.tokens_per_page"},

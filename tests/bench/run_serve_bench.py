@@ -4,7 +4,7 @@
 For each load point — closed loop at each --concurrencies value (serve_bench --max-concurrency
 C, all requests queued at once) and open loop at each --request-rates value (Poisson arrivals,
 or gamma with --burstiness) — runs tests/bench/serve_bench.py against Peng and against the peer,
-alternately (the order flips at every point), with the same seed and so the same prompts, and
+alternately (the order flips at every point), with the same prompts for both servers, and
 prints output tokens/s and p99 TTFT per point with the Peng/peer ratios and the issue's goals.
 With --record the table is appended to docs/BENCHMARKS.md with the date, machine and command.
 
@@ -14,8 +14,10 @@ With --record the table is appended to docs/BENCHMARKS.md with the date, machine
   # or let the driver start and stop them:
   .venv/bin/python tests/bench/run_serve_bench.py --start-peng --start-peer --record
 
-A point needs max(--min-prompts, --prompts-per-concurrency * C) prompts (closed loop) or
---rate-prompts prompts (open loop). Requests use --ignore-eos by default, so both servers
+A closed-loop point sends max(--min-prompts, min(--prompts-per-concurrency * C, --max-prompts))
+prompts: enough waves that the start (every slot prefilling at once) and the drain (the last
+requests alone) are a small part of the run; an open-loop point sends --rate-prompts prompts. Every run (point and round) draws prompts of its own, its
+warm-ups too, so no server's prefix cache holds a measured prompt beforehand. Requests use --ignore-eos by default, so both servers
 generate exactly the sampled number of tokens and their output tokens/s are comparable. The
 machines are shared and noisy: --rounds N repeats every point N times (interleaved) and reports
 medians. --start-peng / --start-peer log to /tmp/peng_serve.log and /tmp/serve_peer.log.
@@ -129,7 +131,9 @@ def main():
     ap.add_argument("--request-rates", default="0.5", help="open-loop points, req/s ('' = none)")
     ap.add_argument("--burstiness", type=float, default=1.0)
     ap.add_argument("--min-prompts", type=int, default=32)
-    ap.add_argument("--prompts-per-concurrency", type=int, default=2)
+    ap.add_argument("--prompts-per-concurrency", type=int, default=8)
+    ap.add_argument("--max-prompts", type=int, default=128,
+                    help="cap on a closed-loop point's prompts (the peer needs ~1.5 s per request)")
     ap.add_argument("--rate-prompts", type=int, default=32)
     ap.add_argument("--endpoint", default="/v1/completions",
                     choices=["/v1/completions", "/v1/chat/completions"])
@@ -158,14 +162,25 @@ def main():
         servers = {args.only: servers[args.only]}
     concurrencies = [int(c) for c in args.concurrencies.split(",") if c.strip()]
     rates = [float(r) for r in args.request_rates.split(",") if r.strip()]
-    points = [("c", c, max(args.min_prompts, args.prompts_per_concurrency * c)) for c in concurrencies]
+    points = [("c", c, max(args.min_prompts, min(args.prompts_per_concurrency * c, args.max_prompts)))
+              for c in concurrencies]
     points += [("r", r, args.rate_prompts) for r in rates]
     if args.result_dir:
         os.makedirs(args.result_dir, exist_ok=True)
 
     tokenizer = serve_bench.load_tokenizer(args.tokenizer)
-    template = bench_args(args, "", max(n for _, _, n in points))
+    # Every run (point x round) gets prompts of its own, warm-ups included, the same for both
+    # servers: a prompt measured once never meets a prefix cache that already holds it (the c=1
+    # point would otherwise pre-fill the cache for the points after it).
+    runs = [(p, rnd) for rnd in range(args.rounds) for p in points]
+    slices, total = [], 0
+    for (_, _, n), _ in runs:
+        slices.append((total, total + args.num_warmups, total + args.num_warmups + n))
+        total += args.num_warmups + n
+    template = bench_args(args, "", total)
     all_requests = serve_bench.load_requests(template, tokenizer)
+    if len(all_requests) < total:
+        sys.exit(f"run_serve_bench: the dataset gave {len(all_requests)} prompts, {total} needed")
     print(f"run_serve_bench: {len(all_requests)} {args.dataset_name} prompts "
           f"(mean {sum(r.prompt_len for r in all_requests) / len(all_requests):.0f} prompt tokens, "
           f"mean {sum(r.expected_output_len for r in all_requests) / len(all_requests):.0f} output "
@@ -184,8 +199,8 @@ def main():
                 sys.exit(f"run_serve_bench: no {name} server answers {url}/v1/models")
 
         results = {}  # (kind, value) -> {server: result}
-        runs = [(p, rnd) for rnd in range(args.rounds) for p in points]
         for i, ((kind, value, n), rnd) in enumerate(runs):
+            w0, m0, m1 = slices[i]
             order = list(servers) if i % 2 == 0 else list(reversed(servers))
             for name in order:
                 label = (f"{name}-c{value}" if kind == "c" else f"{name}-r{value:g}") + (
@@ -193,7 +208,8 @@ def main():
                 rf = os.path.join(args.result_dir, f"{label}.json") if args.result_dir else None
                 a = bench_args(args, servers[name], n, concurrency=value if kind == "c" else None,
                                rate=value if kind == "r" else float("inf"), result_file=rf)
-                res = serve_bench.run(a, all_requests[:n], tokenizer, quiet=True)
+                res = serve_bench.run(a, all_requests[m0:m1], tokenizer, quiet=True,
+                                      warmup_requests=all_requests[w0:m0])
                 results.setdefault((kind, value), {}).setdefault(name, []).append(res)
                 print(f"  {label}: {res['completed']}/{n} ok, {res['duration']:.1f} s, "
                       f"{res['output_throughput']:.1f} out tok/s, p99 TTFT {res['p99_ttft_ms']:.0f} ms, "
@@ -249,7 +265,8 @@ def main():
         entry = (f"\n### Serving: Peng vs llama-cpp-python server — {now}\n\n"
                  f"- Command: `{cmd.strip()}`\n"
                  f"- Machine: {cpu_name()}, {os.cpu_count()} cores; model `SmolLM2-135M-Instruct.Q4_1.gguf`; "
-                 f"both servers on 2 threads, run alternately with the same prompts\n"
+                 f"both servers on 2 threads, run alternately with the same prompts (each run its own, "
+                 f"none seen by an earlier run)\n"
                  f"- Workload: {args.dataset_name} via {args.endpoint}, seed {args.seed}, "
                  f"prompts ≤ {args.max_input_len} tokens (mean {mean_in:.0f}), outputs ≤ "
                  f"{args.max_output_len} tokens (mean {mean_out:.0f})"

@@ -454,7 +454,7 @@ def load_requests(args, tokenizer):
                          args.random_range_ratio, args.random_prefix_len)
 
 
-async def benchmark(args, requests, tokenizer, model):
+async def benchmark(args, requests, tokenizer, model, warmup_requests=None):
     import httpx
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     url = args.base_url.rstrip("/") + args.endpoint
@@ -467,7 +467,8 @@ async def benchmark(args, requests, tokenizer, model):
             warm = [send_request(client, url, headers,
                                  build_body(args, r, model, min(r.expected_output_len, 16)),
                                  r.prompt_len, chat)
-                    for r in requests[: args.num_warmups]]
+                    for r in (warmup_requests if warmup_requests is not None
+                              else requests[: args.num_warmups])]
             for w in await asyncio.gather(*warm):
                 if not w.success:
                     sys.exit(f"serve_bench: warm-up request failed: {w.error}")
@@ -491,8 +492,12 @@ async def benchmark(args, requests, tokenizer, model):
     return outputs, dur
 
 
-def run(args, requests=None, tokenizer=None, quiet=False):
-    """Runs one benchmark; returns the result dict (what --save-result writes)."""
+def run(args, requests=None, tokenizer=None, quiet=False, warmup_requests=None):
+    """Runs one benchmark; returns the result dict (what --save-result writes).
+
+    Warm-up requests are the first --num-warmups of `requests` (as vLLM's bench does) unless
+    `warmup_requests` names others (run_serve_bench gives every run prompts of its own, so a
+    server's prefix cache never holds a measured prompt beforehand)."""
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     if tokenizer is None and args.tokenizer:
         tokenizer = load_tokenizer(args.tokenizer)
@@ -506,7 +511,7 @@ def run(args, requests=None, tokenizer=None, quiet=False):
         print(f"serve_bench: {len(requests)} {args.dataset_name} prompts -> {args.base_url}"
               f"{args.endpoint} model={model} rate={args.request_rate} burstiness={args.burstiness}"
               f" max_concurrency={args.max_concurrency}", flush=True)
-    outputs, dur = asyncio.run(benchmark(args, requests, tokenizer, model))
+    outputs, dur = asyncio.run(benchmark(args, requests, tokenizer, model, warmup_requests))
     m, out_lens = calculate_metrics(outputs, dur, tokenizer, percentiles, goodput)
     report = format_report(m, vars(args), percentile_metrics, percentiles)
     if not quiet:
