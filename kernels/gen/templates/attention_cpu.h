@@ -278,6 +278,25 @@ struct RowBlock {
       }
       return;
     }
+    if constexpr (S::kMask == MaskMod::kCausal || S::kMask == MaskMod::kSlidingWindow) {
+      // The tiles on the diagonal: each row admits one run of tokens, [lo, hi) of the tile.
+      for (int r = 0; r < rows; ++r) {
+        const int64_t q = pos_row[r];
+        const int hi = static_cast<int>(std::clamp<int64_t>(q - kv0 + 1, 0, n));
+        int lo = 0;
+        if constexpr (S::kMask == MaskMod::kSlidingWindow) {
+          lo = static_cast<int>(std::clamp<int64_t>(q - p.window + 1 - kv0, 0, hi));
+        }
+        for (int t = 0; t < lo; ++t) s[r][t] = kNegInf;
+        if constexpr (S::kScore == ScoreMod::kScale) {
+          for (int t = lo; t < hi; ++t) s[r][t] *= p.scale;
+        } else if constexpr (S::kScore != ScoreMod::kNone) {
+          for (int t = lo; t < hi; ++t) s[r][t] = ModScore<S>(s[r][t], g_row[r], q, kv0 + t, p);
+        }
+        for (int t = hi; t < kTile; ++t) s[r][t] = kNegInf;
+      }
+      return;
+    }
     for (int r = 0; r < rows; ++r) {
       for (int t = 0; t < kTile; ++t) {
         const int64_t kv = kv0 + t;
