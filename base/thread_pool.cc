@@ -68,13 +68,22 @@ void PinCurrentThread(int cpu) {
 std::atomic<uint64_t> next_cpu_slot{0};
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads, bool pin) : num_threads_(std::max(1, num_threads)) {
-  if (pin) {
-    const std::vector<int> allowed = AllowedCpus();
-    if (allowed.size() >= static_cast<size_t>(num_threads_)) {
-      const uint64_t first = next_cpu_slot.fetch_add(num_threads_);
-      for (int i = 0; i < num_threads_; ++i) cpus_.push_back(allowed[(first + i) % allowed.size()]);
-    }
+int ThreadPool::AllowedCpuCount() { return static_cast<int>(AllowedCpus().size()); }
+
+bool ThreadPool::Pins(int num_threads, Pinning pinning) {
+  const int allowed = AllowedCpuCount(), n = std::max(1, num_threads);
+  switch (pinning) {
+    case Pinning::kAlways: return allowed >= n;
+    case Pinning::kAuto: return allowed == n;
+    default: return false;
+  }
+}
+
+ThreadPool::ThreadPool(int num_threads, Pinning pinning) : num_threads_(std::max(1, num_threads)) {
+  const std::vector<int> allowed = Pins(num_threads_, pinning) ? AllowedCpus() : std::vector<int>{};
+  if (!allowed.empty()) {
+    const uint64_t first = next_cpu_slot.fetch_add(num_threads_);
+    for (int i = 0; i < num_threads_; ++i) cpus_.push_back(allowed[(first + i) % allowed.size()]);
   }
   for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }

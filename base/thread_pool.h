@@ -7,7 +7,11 @@
 // its own from the process's allowed set. A forward pass meets at a barrier every few tens of
 // microseconds; unpinned, the kernel's wake-up placement often puts both of a 2-thread pool's
 // threads on one CPU while the other idles (seen serving at concurrency 16 on 2 cores: each
-// compute thread runnable but waiting 23-26% of the time, the machine 20% idle).
+// compute thread runnable but waiting 23-26% of the time, the machine 20% idle). kAuto pins
+// only when the pool has exactly as many threads as the process may use CPUs (a cpuset or
+// taskset sized for it, or a whole machine): with more CPUs visible than threads — a container
+// under a CPU quota sees every CPU of its node — pinning to the first ones would pile several
+// processes onto the same CPUs, so placement stays with the kernel.
 #pragma once
 
 #include <atomic>
@@ -18,15 +22,22 @@
 
 namespace peng {
 
+enum class Pinning { kNone, kAuto, kAlways };
+
 class ThreadPool {
  public:
-  // `num_threads` includes the calling thread; 1 means everything runs inline. With `pin`,
+  // `num_threads` includes the calling thread; 1 means everything runs inline. When pinned,
   // thread i runs only on CPU cpus()[i] (taken in turn from the allowed set, process-wide, so
-  // several pools spread out); no pinning when the set has fewer CPUs than the pool threads.
-  explicit ThreadPool(int num_threads, bool pin = false);
+  // several pools spread out); never when the set has fewer CPUs than the pool threads.
+  explicit ThreadPool(int num_threads, Pinning pinning = Pinning::kNone);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
+
+  // Whether a pool of `num_threads` with `pinning` is pinned, and how many CPUs this process
+  // may run on (0 where that cannot be read).
+  static bool Pins(int num_threads, Pinning pinning);
+  static int AllowedCpuCount();
 
   int num_threads() const { return num_threads_; }
   // The CPU of each thread when pinned; empty when not.

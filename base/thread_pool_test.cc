@@ -47,7 +47,7 @@ TEST(ThreadPoolTest, PinnedThreadsEachRunOnTheirOwnCpu) {
   if (allowed.size() < 2) GTEST_SKIP() << "one CPU: nothing to pin apart";
   std::vector<std::set<int>> seen(2);
   std::thread caller([&] {  // pinning changes the calling thread's affinity: not the test's
-    ThreadPool pool(2, /*pin=*/true);
+    ThreadPool pool(2, Pinning::kAlways);
     ASSERT_EQ(pool.cpus().size(), 2u);
     EXPECT_NE(pool.cpus()[0], pool.cpus()[1]);
     for (int cpu : pool.cpus()) EXPECT_TRUE(allowed.count(cpu)) << cpu;
@@ -60,7 +60,7 @@ TEST(ThreadPoolTest, PinnedThreadsEachRunOnTheirOwnCpu) {
 TEST(ThreadPoolTest, NoPinningWhenThereAreMoreThreadsThanCpus) {
   const size_t allowed = Affinity().size();
   std::thread caller([&] {
-    ThreadPool pool(static_cast<int>(allowed) + 1, /*pin=*/true);
+    ThreadPool pool(static_cast<int>(allowed) + 1, Pinning::kAlways);
     EXPECT_TRUE(pool.cpus().empty());
     std::atomic<int> calls{0};
     pool.Run([&](int, int) { calls.fetch_add(1); });
@@ -70,6 +70,19 @@ TEST(ThreadPoolTest, NoPinningWhenThereAreMoreThreadsThanCpus) {
   caller.join();
   ThreadPool unpinned(2);
   EXPECT_TRUE(unpinned.cpus().empty());
+}
+
+TEST(ThreadPoolTest, AutoPinsOnlyAPoolThatCoversEveryAllowedCpu) {
+  const size_t allowed = Affinity().size();
+  std::thread caller([&] {
+    ThreadPool all(static_cast<int>(allowed), Pinning::kAuto);
+    EXPECT_EQ(all.cpus().size(), allowed);
+    if (allowed >= 2) {
+      ThreadPool fewer(static_cast<int>(allowed) - 1, Pinning::kAuto);
+      EXPECT_TRUE(fewer.cpus().empty());
+    }
+  });
+  caller.join();
 }
 
 }  // namespace

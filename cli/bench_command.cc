@@ -147,7 +147,7 @@ absl::Status RunBench(int argc, char** argv) {
 
   LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads),
                                               .int8_activations = int8,
-                                              .pin_threads = f.Has("pin-threads")});
+                                              .pinning = f.Has("pin-threads") ? Pinning::kAlways : Pinning::kNone});
   if (batch > 0) {
     PENG_ASSIGN_OR_RETURN(const std::vector<double> tok_s,
                           BatchedDecode(*model, forward, prompt, tg_tokens, batch, reps));

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "base/metrics.h"
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "cli/common.h"
 #include "engine/model.h"
 #include "kernels/cpu/interleaved.h"
@@ -120,7 +121,9 @@ absl::Status RunServe(int argc, char** argv) {
 
   LocalEngineLoopOptions lo;
   lo.threads = cfg.engine.threads;
-  lo.pin_threads = cfg.engine.pin_threads;
+  lo.pinning = cfg.engine.pin_threads == EngineConfig::PinThreads::kOn    ? Pinning::kAlways
+               : cfg.engine.pin_threads == EngineConfig::PinThreads::kAuto ? Pinning::kAuto
+                                                                           : Pinning::kNone;
   lo.int8_activations = cfg.engine.activations == EngineConfig::Activations::kInt8;
   lo.device = device;
   lo.cuda_device = cfg.engine.cuda_device;
@@ -200,6 +203,15 @@ absl::Status RunServe(int argc, char** argv) {
               : kernels::HasInt8MatMul() ? "; matmul activations int8 (AVX-512 VNNI)"
                                          : "; matmul activations f32 (engine.activations int8 needs AVX-512 VNNI, "
                                            "which this build's CPU target lacks)";
+  }
+  if (cfg.engine.device == EngineConfig::Device::kCpu) {
+    const char* mode = cfg.engine.pin_threads == EngineConfig::PinThreads::kAuto ? "auto"
+                       : cfg.engine.pin_threads == EngineConfig::PinThreads::kOn ? "true"
+                                                                                 : "false";
+    const int cpus = ThreadPool::AllowedCpuCount();
+    matmuls += absl::StrFormat("; %d compute threads, %s (engine.pin_threads %s, %d CPU%s allowed)",
+                               cfg.engine.threads, ThreadPool::Pins(lo.threads, lo.pinning) ? "pinned" : "not pinned",
+                               mode, cpus, cpus == 1 ? "" : "s");
   }
   Log(absl::StrFormat("worker: %s%s%s", DeviceName(cfg.engine.device),
                       cfg.engine.device == EngineConfig::Device::kCuda

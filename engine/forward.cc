@@ -44,7 +44,7 @@ void LlamaForward::Int8Buffer::Quantize(const float* x, int64_t cols, int64_t t0
 }
 
 LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
-    : model_(model), c_(model.config), options_(options), pool_(options.num_threads, options.pin_threads), attention_(model.config) {
+    : model_(model), c_(model.config), options_(options), pool_(options.num_threads, options.pinning), attention_(model.config) {
 }
 
 void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,

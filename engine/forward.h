@@ -30,7 +30,7 @@ struct ForwardOptions {
   // float32 activations: logits within ~1e-5 of a float64 reference, for checking against one.
   bool int8_activations = true;
   // Each pool thread (the caller included) on a CPU of its own (base/thread_pool.h).
-  bool pin_threads = false;
+  Pinning pinning = Pinning::kNone;
 };
 
 class LlamaForward : public ForwardBackend {

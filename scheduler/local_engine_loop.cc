@@ -22,7 +22,7 @@ ForwardOptions CpuOptions(const LocalEngineLoopOptions& o) {
   return ForwardOptions{.num_threads = o.threads,
                         .blas_min_tokens = o.batch_invariant ? INT_MAX : 64,
                         .int8_activations = o.int8_activations,
-                        .pin_threads = o.pin_threads};
+                        .pinning = o.pinning};
 }
 
 }  // namespace

@@ -39,6 +39,12 @@ const EnumNames<EngineConfig::Activations>& ActivationNames() {
   return *names;
 }
 
+const EnumNames<EngineConfig::PinThreads>& PinThreadsNames() {
+  using P = EngineConfig::PinThreads;
+  static const auto* names = new EnumNames<P>{{P::kAuto, "auto"}, {P::kOn, "true"}, {P::kOff, "false"}};
+  return *names;
+}
+
 const EnumNames<KvConfig::Mode>& KvModeNames() {
   using M = KvConfig::Mode;
   static const auto* names = new EnumNames<M>{{M::kDense, "dense"}, {M::kQuantized, "quantized"}, {M::kLeanKv, "leankv"}};
@@ -158,7 +164,7 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Enum("device", c.engine.device, DeviceNames());
     v.Field("cuda_device", c.engine.cuda_device);
     v.Field("threads", c.engine.threads);
-    v.Field("pin_threads", c.engine.pin_threads);
+    v.Enum("pin_threads", c.engine.pin_threads, PinThreadsNames());
     v.Size("kv_budget", c.engine.kv_budget_bytes);
     v.KvFormatField("kv_format", c.engine.kv_format);
     v.Field("tokens_per_page", c.engine.tokens_per_page);

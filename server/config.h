@@ -39,7 +39,10 @@ struct EngineConfig {
   Device device = Device::kCpu;  // where the worker runs: cpu | cuda (engine/forward_factory.h)
   int cuda_device = 0;           // CUDA device ordinal when device is cuda
   int threads = 2;
-  bool pin_threads = true;  // each compute thread on a CPU of its own (base/thread_pool.h)
+  // Each compute thread on a CPU of its own (base/thread_pool.h): auto (when the threads cover
+  // every CPU the process may use) | true | false.
+  enum class PinThreads { kAuto, kOn, kOff };
+  PinThreads pin_threads = PinThreads::kAuto;
   int64_t kv_budget_bytes = int64_t{64} << 20;  // YAML key `kv_budget`, e.g. 64MiB
   kernels::KvFormat kv_format = kernels::KvFormat::kF16;
   int tokens_per_page = 16;
