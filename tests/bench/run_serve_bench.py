@@ -109,6 +109,26 @@ def bench_args(args, base_url, num_prompts, concurrency=None, rate=float("inf"),
     return serve_bench.make_parser().parse_args(argv)
 
 
+def load_points(concurrencies, rates, min_prompts, prompts_per_concurrency, max_prompts, rate_prompts):
+    """(kind, value, prompts) per load point: closed loop ("c", C, n) then open loop ("r", rate, n)."""
+    points = [("c", c, max(min_prompts, min(prompts_per_concurrency * c, max_prompts))) for c in concurrencies]
+    return points + [("r", r, rate_prompts) for r in rates]
+
+
+def plan_runs(points, rounds, num_warmups):
+    """Every run (point x round, rounds outermost) and its prompt slices, (warm-up start,
+    measured start, measured end) into one sample: each run gets prompts of its own, warm-ups
+    included, the same for both servers, so a prompt measured once never meets a prefix cache
+    that already holds it (the c=1 point would otherwise pre-fill the cache for the points after
+    it). Returns (runs, slices, prompts needed)."""
+    runs = [(p, rnd) for rnd in range(rounds) for p in points]
+    slices, total = [], 0
+    for (_, _, n), _ in runs:
+        slices.append((total, total + num_warmups, total + num_warmups + n))
+        total += num_warmups + n
+    return runs, slices, total
+
+
 def fmt(x, spec=".1f"):
     return "—" if x is None else format(x, spec)
 
@@ -162,21 +182,13 @@ def main():
         servers = {args.only: servers[args.only]}
     concurrencies = [int(c) for c in args.concurrencies.split(",") if c.strip()]
     rates = [float(r) for r in args.request_rates.split(",") if r.strip()]
-    points = [("c", c, max(args.min_prompts, min(args.prompts_per_concurrency * c, args.max_prompts)))
-              for c in concurrencies]
-    points += [("r", r, args.rate_prompts) for r in rates]
+    points = load_points(concurrencies, rates, args.min_prompts, args.prompts_per_concurrency,
+                         args.max_prompts, args.rate_prompts)
     if args.result_dir:
         os.makedirs(args.result_dir, exist_ok=True)
 
     tokenizer = serve_bench.load_tokenizer(args.tokenizer)
-    # Every run (point x round) gets prompts of its own, warm-ups included, the same for both
-    # servers: a prompt measured once never meets a prefix cache that already holds it (the c=1
-    # point would otherwise pre-fill the cache for the points after it).
-    runs = [(p, rnd) for rnd in range(args.rounds) for p in points]
-    slices, total = [], 0
-    for (_, _, n), _ in runs:
-        slices.append((total, total + args.num_warmups, total + args.num_warmups + n))
-        total += args.num_warmups + n
+    runs, slices, total = plan_runs(points, args.rounds, args.num_warmups)
     template = bench_args(args, "", total)
     all_requests = serve_bench.load_requests(template, tokenizer)
     if len(all_requests) < total:

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "bench"))
 import serve_bench as sb  # noqa: E402
+import run_serve_bench as rsb  # noqa: E402
 
 httpx = pytest.importorskip("httpx")
 
@@ -214,3 +215,20 @@ def test_stream_parsing_chat_and_errors():
     assert not o.success and o.error.startswith("HTTP 429")
     o = run_mock(sse("[DONE]"))
     assert not o.success
+
+
+def test_driver_points_and_disjoint_prompt_slices():
+    points = rsb.load_points([1, 4, 16, 64], [0.5], min_prompts=32, prompts_per_concurrency=8,
+                             max_prompts=128, rate_prompts=32)
+    assert points == [("c", 1, 32), ("c", 4, 32), ("c", 16, 128), ("c", 64, 128), ("r", 0.5, 32)]
+    runs, slices, total = rsb.plan_runs(points, rounds=3, num_warmups=2)
+    assert len(runs) == len(slices) == 15
+    assert [r for _, r in runs] == [0] * 5 + [1] * 5 + [2] * 5  # rounds outermost
+    assert total == 3 * (352 + 5 * 2)
+    used = set()
+    for ((_, _, n), _), (w0, m0, m1) in zip(runs, slices):
+        assert m0 - w0 == 2 and m1 - m0 == n
+        run = set(range(w0, m1))
+        assert not run & used, "a run reuses another run's prompts (prefix-cache replay)"
+        used |= run
+    assert used == set(range(total))
