@@ -66,22 +66,23 @@ void PinCurrentThread(int cpu) {
 
 // Next slot of the allowed set to hand out; pools take consecutive slots, wrapping around.
 std::atomic<uint64_t> next_cpu_slot{0};
+
+// The pinning rule of Pins, given the allowed CPU count.
+bool PinsWith(size_t allowed, int num_threads, Pinning pinning) {
+  const size_t n = static_cast<size_t>(std::max(1, num_threads));
+  return pinning == Pinning::kAlways ? allowed >= n : pinning == Pinning::kAuto && allowed == n;
+}
 }  // namespace
 
 int ThreadPool::AllowedCpuCount() { return static_cast<int>(AllowedCpus().size()); }
 
 bool ThreadPool::Pins(int num_threads, Pinning pinning) {
-  const int allowed = AllowedCpuCount(), n = std::max(1, num_threads);
-  switch (pinning) {
-    case Pinning::kAlways: return allowed >= n;
-    case Pinning::kAuto: return allowed == n;
-    default: return false;
-  }
+  return PinsWith(AllowedCpus().size(), num_threads, pinning);
 }
 
 ThreadPool::ThreadPool(int num_threads, Pinning pinning) : num_threads_(std::max(1, num_threads)) {
-  const std::vector<int> allowed = Pins(num_threads_, pinning) ? AllowedCpus() : std::vector<int>{};
-  if (!allowed.empty()) {
+  const std::vector<int> allowed = pinning == Pinning::kNone ? std::vector<int>{} : AllowedCpus();
+  if (!allowed.empty() && PinsWith(allowed.size(), num_threads_, pinning)) {
     const uint64_t first = next_cpu_slot.fetch_add(num_threads_);
     for (int i = 0; i < num_threads_; ++i) cpus_.push_back(allowed[(first + i) % allowed.size()]);
   }

@@ -121,9 +121,7 @@ absl::Status RunServe(int argc, char** argv) {
 
   LocalEngineLoopOptions lo;
   lo.threads = cfg.engine.threads;
-  lo.pinning = cfg.engine.pin_threads == EngineConfig::PinThreads::kOn    ? Pinning::kAlways
-               : cfg.engine.pin_threads == EngineConfig::PinThreads::kAuto ? Pinning::kAuto
-                                                                           : Pinning::kNone;
+  lo.pinning = cfg.engine.pin_threads;
   lo.int8_activations = cfg.engine.activations == EngineConfig::Activations::kInt8;
   lo.device = device;
   lo.cuda_device = cfg.engine.cuda_device;
@@ -205,13 +203,10 @@ absl::Status RunServe(int argc, char** argv) {
                                            "which this build's CPU target lacks)";
   }
   if (cfg.engine.device == EngineConfig::Device::kCpu) {
-    const char* mode = cfg.engine.pin_threads == EngineConfig::PinThreads::kAuto ? "auto"
-                       : cfg.engine.pin_threads == EngineConfig::PinThreads::kOn ? "true"
-                                                                                 : "false";
     const int cpus = ThreadPool::AllowedCpuCount();
     matmuls += absl::StrFormat("; %d compute threads, %s (engine.pin_threads %s, %d CPU%s allowed)",
                                cfg.engine.threads, ThreadPool::Pins(lo.threads, lo.pinning) ? "pinned" : "not pinned",
-                               mode, cpus, cpus == 1 ? "" : "s");
+                               PinThreadsName(cfg.engine.pin_threads), cpus, cpus == 1 ? "" : "s");
   }
   Log(absl::StrFormat("worker: %s%s%s", DeviceName(cfg.engine.device),
                       cfg.engine.device == EngineConfig::Device::kCuda

@@ -39,9 +39,9 @@ const EnumNames<EngineConfig::Activations>& ActivationNames() {
   return *names;
 }
 
-const EnumNames<EngineConfig::PinThreads>& PinThreadsNames() {
-  using P = EngineConfig::PinThreads;
-  static const auto* names = new EnumNames<P>{{P::kAuto, "auto"}, {P::kOn, "true"}, {P::kOff, "false"}};
+const EnumNames<Pinning>& PinThreadsNames() {
+  static const auto* names =
+      new EnumNames<Pinning>{{Pinning::kAuto, "auto"}, {Pinning::kAlways, "true"}, {Pinning::kNone, "false"}};
   return *names;
 }
 
@@ -724,6 +724,13 @@ const char* LogLevelName(LogConfig::Level level) {
 const char* DeviceName(EngineConfig::Device device) {
   for (const auto& [value, name] : DeviceNames()) {
     if (value == device) return name;
+  }
+  return "?";
+}
+
+const char* PinThreadsName(Pinning pinning) {
+  for (const auto& [value, name] : PinThreadsNames()) {
+    if (value == pinning) return name;
   }
   return "?";
 }

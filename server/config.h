@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "base/thread_pool.h"
 #include "kernels/kv_format.h"
 
 namespace peng {
@@ -41,8 +42,7 @@ struct EngineConfig {
   int threads = 2;
   // Each compute thread on a CPU of its own (base/thread_pool.h): auto (when the threads cover
   // every CPU the process may use) | true | false.
-  enum class PinThreads { kAuto, kOn, kOff };
-  PinThreads pin_threads = PinThreads::kAuto;
+  Pinning pin_threads = Pinning::kAuto;
   int64_t kv_budget_bytes = int64_t{64} << 20;  // YAML key `kv_budget`, e.g. 64MiB
   kernels::KvFormat kv_format = kernels::KvFormat::kF16;
   int tokens_per_page = 16;
@@ -130,5 +130,6 @@ std::string FormatByteSize(int64_t bytes);
 
 const char* LogLevelName(LogConfig::Level level);
 const char* DeviceName(EngineConfig::Device device);  // "cpu" | "cuda"
+const char* PinThreadsName(Pinning pinning);           // "auto" | "true" | "false"
 
 }  // namespace peng

@@ -84,7 +84,7 @@ log:
   EXPECT_EQ(c->server.drain_timeout_s, 2.5);
   EXPECT_EQ(c->server.max_request_bytes, 4 << 20);
   EXPECT_EQ(c->engine.threads, 8);
-  EXPECT_EQ(c->engine.pin_threads, EngineConfig::PinThreads::kOff);
+  EXPECT_EQ(c->engine.pin_threads, Pinning::kNone);
   EXPECT_EQ(c->engine.kv_budget_bytes, int64_t{3} << 29);
   EXPECT_EQ(c->engine.kv_format, kernels::KvFormat::kBF16);
   EXPECT_EQ(c->engine.tokens_per_page, 32);
@@ -225,11 +225,11 @@ TEST(ConfigTest, FlagsOverrideTheFile) {
   EXPECT_EQ(c->engine.kv_format, kernels::KvFormat::kF32);
 
   ServeConfig d;
-  EXPECT_EQ(d.engine.pin_threads, EngineConfig::PinThreads::kAuto);
+  EXPECT_EQ(d.engine.pin_threads, Pinning::kAuto);
   ASSERT_TRUE(ApplyFlags(d, {{"host", "::1"}, {"http-port", "1234"}, {"enable-prefix-caching", "0"},
                              {"pin-threads", "false"}}).ok());
   EXPECT_FALSE(d.engine.enable_prefix_caching);
-  EXPECT_EQ(d.engine.pin_threads, EngineConfig::PinThreads::kOff);
+  EXPECT_EQ(d.engine.pin_threads, Pinning::kNone);
   EXPECT_EQ(d.server.host, "::1");
   EXPECT_EQ(d.server.http_port, 1234);
 }

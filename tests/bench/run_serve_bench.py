@@ -16,8 +16,9 @@ With --record the table is appended to docs/BENCHMARKS.md with the date, machine
 
 A closed-loop point sends max(--min-prompts, min(--prompts-per-concurrency * C, --max-prompts))
 prompts: enough waves that the start (every slot prefilling at once) and the drain (the last
-requests alone) are a small part of the run; an open-loop point sends --rate-prompts prompts. Every run (point and round) draws prompts of its own, its
-warm-ups too, so no server's prefix cache holds a measured prompt beforehand. Requests use --ignore-eos by default, so both servers
+requests alone) are a small part of the run; an open-loop point sends --rate-prompts prompts.
+Every run (point and round) draws prompts of its own, its warm-ups too, so no server's prefix
+cache holds a measured prompt beforehand. Requests use --ignore-eos by default, so both servers
 generate exactly the sampled number of tokens and their output tokens/s are comparable. The
 machines are shared and noisy: --rounds N repeats every point N times (interleaved) and reports
 medians. --start-peng / --start-peer log to /tmp/peng_serve.log and /tmp/serve_peer.log.
