@@ -192,15 +192,13 @@ struct RowBlock {
       q[r] = q_row[r0 + r];
       for (int v = 0; v < kVecs; ++v) even[r][v] = odd[r][v] = Simd::Zero();
     }
-    // The tile kPrefetchTiles ahead is requested a line or two per step of this loop (see
+    // The keys of the tile kPrefetchTiles ahead are requested over the steps of this loop (see
     // PrefetchCursor); only the first chunk of rows does it.
     const char* pf_k = r0 == 0 ? pf_k_ : nullptr;
-    const char* pf_v = r0 == 0 ? pf_v_ : nullptr;
     for (int d = 0; d < HD; d += 2) {
       if (pf_k != nullptr) {
-        for (int l = (d / 2) * kPrefetchLinesPerStep; l < (d / 2 + 1) * kPrefetchLinesPerStep && l < kTileLines; ++l) {
+        for (int l = (d / 2) * kKeyLinesPerStep; l < (d / 2 + 1) * kKeyLinesPerStep && l < kTileLines; ++l) {
           __builtin_prefetch(pf_k + 64 * l, 0, 3);
-          __builtin_prefetch(pf_v + 64 * l, 0, 3);
         }
       }
       typename Simd::Vec k0[kVecs], k1[kVecs];
@@ -332,7 +330,7 @@ struct RowBlock {
     constexpr int kBlock = kVecs < 4 ? kVecs : 4;
     static_assert(kVecs % kBlock == 0, "head_dim / SIMD width must be a multiple of the block");
     for (int b = 0; b < kVecs; b += kBlock) {
-      typename Simd::Vec acc[N][kBlock];
+      typename Simd::Vec acc[N][kBlock]{};  // all loaded below ({} quiets a false -Wuninitialized)
       for (int r = 0; r < N; ++r) {
         for (int k = 0; k < kBlock; ++k) {
           acc[r][k] = Simd::Load(o + (r0 + r) * HD + (b + k) * Simd::kW);
@@ -340,7 +338,15 @@ struct RowBlock {
           if (alpha[r0 + r] != 1.0f) acc[r][k] = Simd::Mul(acc[r][k], Simd::Set1(alpha[r0 + r]));
         }
       }
+      // The values of the tile kPrefetchTiles ahead, over the tokens of this loop: the lines
+      // that start inside token t's row (see PrefetchCursor). Only the first pass does it.
+      const char* pf_v = r0 == 0 && b == 0 ? pf_v_ : nullptr;
       for (int t = 0; t < n; ++t) {
+        if (pf_v != nullptr) {
+          for (size_t at = (t * kValueRowBytes + 63) / 64 * 64; at < (t + 1) * kValueRowBytes; at += 64) {
+            __builtin_prefetch(pf_v + at, 0, 3);
+          }
+        }
         typename Simd::Vec v[kBlock];
         for (int k = 0; k < kBlock; ++k) v[k] = LoadDense<VF>(vals, static_cast<size_t>(t) * HD + (b + k) * Simd::kW);
         for (int r = 0; r < N; ++r) {
@@ -413,14 +419,16 @@ struct RowBlock {
 
   // Dense keys and values are requested kPrefetchTiles tiles ahead of use, into L1: pages lie
   // anywhere in the pool (4 KB each at SmolLM2's shape), where the hardware's stream
-  // prefetchers barely get going. The requests for one tile are spread over the key loop of the
-  // tile before it (LaneDots), a line of keys and a line of values per step; issued as one
-  // burst they fill the core's miss buffers and stall the loads the arithmetic waits on. A
-  // stand-alone model of this loop over shuffled 4 KB pages, 2 threads (this machine): no
-  // prefetch 13.5 GB/s, a burst per tile 21-23, spread 27-31 (L2 hint / L1 hint).
+  // prefetchers barely get going. The requests are spread evenly over the work: the keys of the
+  // tile ahead over the key loop (LaneDots), its values over the value loop (AccumulateRows).
+  // Issued as one burst they fill the core's miss buffers and stall the loads the arithmetic
+  // waits on. Measured on this machine (docs/BENCHMARKS.md, "Decode attention prefetch"):
+  // a burst per tile 21-23 GB/s, keys and values both over the key loop 24-27, keys and values
+  // each over their own loop 30-36 (attention_bench, decode, batch 16, scattered pages).
   static constexpr int kPrefetchTiles = 2;
   static constexpr int kTileLines = static_cast<int>(static_cast<size_t>(kTile) * HD * KvFormatBytes(S::kFormat) / 64);
-  static constexpr int kPrefetchLinesPerStep = (kTileLines + HD / 2 - 1) / (HD / 2);
+  static constexpr int kKeyLinesPerStep = (kTileLines + HD / 2 - 1) / (HD / 2);
+  static constexpr size_t kValueRowBytes = HD * KvFormatBytes(S::kFormat);
   const char* pf_k_ = nullptr;  // the tile to request during the next LaneDots, or null
   const char* pf_v_ = nullptr;
   struct PrefetchCursor {
