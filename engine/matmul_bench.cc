@@ -114,7 +114,7 @@ void BM_OneDnn(benchmark::State& state) {
 BENCHMARK(BM_Fused)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK(BM_Interleaved)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK_CAPTURE(BM_InterleavedInt8, l2, 1)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
-BENCHMARK_CAPTURE(BM_InterleavedInt8, dram, 96)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64);
+BENCHMARK_CAPTURE(BM_InterleavedInt8, dram, 96)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(160);
 BENCHMARK(BM_OpenBlas)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK(BM_OneDnn)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 
