@@ -370,13 +370,14 @@ void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, con
     Tiles<kTok>(num_tokens, r0 / kR, g1, [&]<int G, int N>(int64_t g, int64_t t) {
       // Batches: the token tiles over these G groups fetch the next G groups' tiles, a share of
       // the blocks each, in the order the next groups will read them. All in the first token
-      // tile measured 3-12% slower at 32-64 tokens with the weights streaming from memory
+      // tile measured 3-6% slower at 32-64 tokens with the weights streaming from memory
       // (matmul_bench dram/32, dram/64).
       const int8_t* xq = codes + t * cols;
       const float* xs = scales + t * nb * 2;
-      if (num_tokens == 1) return KernelInt8<T, G, N, false>(data, cols, g, xq, xs, y, ldy, nullptr, 0, 0);
+      float* yt = y + t * ldy;
+      if (num_tokens == 1) return KernelInt8<T, G, N, false>(data, cols, g, xq, xs, yt, ldy, nullptr, 0, 0);
       const int64_t k = t / kTok;
-      KernelInt8<T, G, N, true>(data, cols, g, xq, xs, y + t * ldy, ldy,
+      KernelInt8<T, G, N, true>(data, cols, g, xq, xs, yt, ldy,
                                 g + 2 * G <= g1 ? Tile(T, data, cols, g + G, 0) : nullptr,
                                 nb * k / token_tiles, nb * (k + 1) / token_tiles);
     });

@@ -422,9 +422,10 @@ struct RowBlock {
   // prefetchers barely get going. The requests are spread evenly over the work: the keys of the
   // tile ahead over the key loop (LaneDots), its values over the value loop (AccumulateRows).
   // Issued as one burst they fill the core's miss buffers and stall the loads the arithmetic
-  // waits on. Measured on this machine (docs/BENCHMARKS.md, "Decode attention prefetch"):
-  // a burst per tile 21-23 GB/s, keys and values both over the key loop 24-27, keys and values
-  // each over their own loop 30-36 (attention_bench, decode, batch 16, scattered pages).
+  // waits on; issued all over the key loop they still stall it, and the value loop issues none.
+  // attention_bench, decode, batch 16, scattered pages, 2 threads (docs/BENCHMARKS.md, "CPU
+  // attention: keys and values prefetched over their own loops"): keys and values both over
+  // the key loop 19-26 GB/s, each over their own loop 27-31.
   static constexpr int kPrefetchTiles = 2;
   static constexpr int kTileLines = static_cast<int>(static_cast<size_t>(kTile) * HD * KvFormatBytes(S::kFormat) / 64);
   static constexpr int kKeyLinesPerStep = (kTileLines + HD / 2 - 1) / (HD / 2);
