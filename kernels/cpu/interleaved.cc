@@ -220,10 +220,11 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
 // Int8 activations: per block, exact integer dots (vpdpbusd: 4 u8 codes x 4 s8 activations per
 // row lane), then acc += (d dx) * dot + m * (dx * sum of codes), in the same order for every
 // batch size.
-// kPrefetch (batches): `prefetch` (or null) is the tiles of the kGroups row groups that come
-// next; this call fetches their blocks [pf_lo, pf_hi) into the cache, spread evenly over its own
-// blocks, so streaming weights overlaps the arithmetic without a burst of requests that would
-// stall it. Decode (one token) streams through the hardware prefetchers and compiles without it.
+// kPrefetch (batches): `prefetch` is the tiles of the kGroups row groups that come next; this
+// call fetches their blocks [pf_lo, pf_hi) (empty when none come next) into the cache, spread
+// evenly over its own blocks, so streaming weights overlaps the arithmetic without a burst of
+// requests that would stall it. Decode (one token) streams through the hardware prefetchers
+// and compiles without it.
 template <GgmlType T, int kGroups, int kTokens, bool kPrefetch>
 inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8_t* xq,
                        const float* xs, float* y, int64_t ldy, const uint8_t* prefetch,
@@ -234,6 +235,9 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
   }
   const int64_t nb = cols / 32;
   const __m512i low4 = _mm512_set1_epi8(0x0f);
+  // Prefetch pacing without divisions: after block b, floor((b + 1)·(pf_hi − pf_lo) / nb) of
+  // the range have been requested.
+  int64_t pf_next = pf_lo, pf_credit = 0;
   for (int64_t b = 0; b < nb; ++b) {
     __m512i dot[kGroups][kTokens];
     for (int g = 0; g < kGroups; ++g) {
@@ -241,10 +245,10 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
     }
     const uint8_t* q[kGroups];
     for (int g = 0; g < kGroups; ++g) q[g] = Codes(T, Tile(T, data, cols, g0 + g, b));
-    if (kPrefetch && prefetch != nullptr) {
-      for (int64_t j = pf_lo + (pf_hi - pf_lo) * b / nb; j < pf_lo + (pf_hi - pf_lo) * (b + 1) / nb; ++j) {
-        for (int g = 0; g < kGroups; ++g) {  // block j of each next group
-          const uint8_t* next = prefetch + (g * nb + j) * TileBytes(T);
+    if constexpr (kPrefetch) {
+      for (pf_credit += pf_hi - pf_lo; pf_credit >= nb; pf_credit -= nb, ++pf_next) {
+        for (int g = 0; g < kGroups; ++g) {  // block pf_next of each next group
+          const uint8_t* next = prefetch + (g * nb + pf_next) * TileBytes(T);
           for (size_t line = 0; line < TileBytes(T); line += 64) {
             _mm_prefetch(reinterpret_cast<const char*>(next + line), _MM_HINT_T0);
           }
@@ -377,9 +381,9 @@ void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, con
       float* yt = y + t * ldy;
       if (num_tokens == 1) return KernelInt8<T, G, N, false>(data, cols, g, xq, xs, yt, ldy, nullptr, 0, 0);
       const int64_t k = t / kTok;
-      KernelInt8<T, G, N, true>(data, cols, g, xq, xs, yt, ldy,
-                                g + 2 * G <= g1 ? Tile(T, data, cols, g + G, 0) : nullptr,
-                                nb * k / token_tiles, nb * (k + 1) / token_tiles);
+      const bool ahead = g + 2 * G <= g1;  // the next G groups are this thread's too
+      KernelInt8<T, G, N, true>(data, cols, g, xq, xs, yt, ldy, ahead ? Tile(T, data, cols, g + G, 0) : nullptr,
+                                ahead ? nb * k / token_tiles : 0, ahead ? nb * (k + 1) / token_tiles : 0);
     });
   };
   if (type == GgmlType::kQ4_1) {
