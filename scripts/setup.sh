@@ -26,7 +26,7 @@ fi
 
 # What tests and references need; benchmark-only packages (the llama.cpp peer, its server, the
 # ShareGPT data) are installed by tests/bench/install_peer.sh when a benchmark runs.
-PY_PACKAGES=(pytest numpy gguf tokenizers openai grpcio grpcio-tools grpcio-reflection grpcio-health-checking pyyaml prometheus-client httpx safetensors)
+PY_PACKAGES=(pytest numpy gguf tokenizers openai grpcio grpcio-tools grpcio-reflection grpcio-health-checking pyyaml prometheus-client httpx aiohttp safetensors)
 stamp=.venv/.peng-setup-$(printf '%s\n' "${PY_PACKAGES[@]}" | sha256sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "setup: creating .venv"

@@ -256,22 +256,22 @@ def build_body(args, req: SampleRequest, model: str, max_tokens: Optional[int] =
     return body
 
 
-async def send_request(client, url, headers, body, prompt_len, chat) -> RequestOutput:
+async def send_request(session, url, headers, body, prompt_len, chat) -> RequestOutput:
     out = RequestOutput(prompt_len=prompt_len)
     text_parts = []
     st = time.perf_counter()
     out.start_time = st
     last = st
     try:
-        async with client.stream("POST", url, json=body, headers=headers) as resp:
-            if resp.status_code != 200:
-                out.error = f"HTTP {resp.status_code}: {(await resp.aread()).decode(errors='replace')[:500]}"
+        async with session.post(url, json=body, headers=headers) as resp:
+            if resp.status != 200:
+                out.error = f"HTTP {resp.status}: {(await resp.read()).decode(errors='replace')[:500]}"
                 return out
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
+            async for line in resp.content:  # one server-sent-events line at a time
+                if not line.startswith(b"data:"):
                     continue
                 data = line[5:].strip()
-                if data == "[DONE]":
+                if data == b"[DONE]":
                     break
                 msg = json.loads(data)
                 if "error" in msg:
@@ -455,14 +455,14 @@ def load_requests(args, tokenizer):
 
 
 async def benchmark(args, requests, tokenizer, model, warmup_requests=None):
-    import httpx
+    import aiohttp
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     url = args.base_url.rstrip("/") + args.endpoint
     chat = args.endpoint.endswith("chat/completions")
     pool = args.max_concurrency or len(requests)
-    limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(args.request_timeout),
-                                 trust_env=False) as client:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool),
+                                     timeout=aiohttp.ClientTimeout(total=args.request_timeout),
+                                     read_bufsize=1 << 20) as client:
         if args.num_warmups:
             warm = [send_request(client, url, headers,
                                  build_body(args, r, model, min(r.expected_output_len, 16)),

@@ -15,8 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "bench"))
 import serve_bench as sb  # noqa: E402
 import run_serve_bench as rsb  # noqa: E402
 
-httpx = pytest.importorskip("httpx")
-
 
 class WordTokenizer(sb.Tokenizer):
     """One token per whitespace-separated word; ids are positions in a growing vocabulary."""
@@ -185,12 +183,19 @@ def sse(*events):
 
 
 def run_mock(body_bytes, chat=False, status=200):
-    def handler(request):
-        return httpx.Response(status, content=body_bytes, headers={"content-type": "text/event-stream"})
+    """send_request against a loopback aiohttp server that answers `body_bytes` with `status`."""
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+
+    async def handler(request):
+        await request.read()
+        return web.Response(status=status, body=body_bytes, content_type="text/event-stream")
 
     async def go():
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await sb.send_request(client, "http://x/v1/completions", {}, {}, 12, chat)
+        app = web.Application()
+        app.router.add_post("/v1/completions", handler)
+        async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+            return await sb.send_request(session, str(server.make_url("/v1/completions")), {}, {}, 12, chat)
 
     return asyncio.run(go())
 
