@@ -98,7 +98,7 @@ void ThreadPool::PinCaller() {
 
 ThreadPool::~ThreadPool() {
   stop_.store(true);
-  generation_.fetch_add(1);
+  generation_.fetch_add(2);
   generation_.notify_all();
   for (auto& t : workers_) t.join();
 }
@@ -110,8 +110,24 @@ void ThreadPool::WorkerLoop(int index) {
     AwaitChange(generation_, [seen](uint32_t g) { return g != seen; });
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    (*job_)(index, num_threads_);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+    if ((seen & kSharedJob) == 0) {
+      // A Run() job waits for every thread, so it is still the current one.
+      (*job_)(index, num_threads_);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+      continue;
+    }
+    // A RunShared() job: join through its gate if the caller has not shut it yet. Once inside,
+    // the job cannot end under us, so the job read after joining is the one joined — possibly a
+    // newer one than `seen` if this thread was descheduled meanwhile.
+    uint32_t g = gate_.load(std::memory_order_relaxed);
+    while ((g & kGateOpen) != 0) {
+      if (!gate_.compare_exchange_weak(g, g + 1, std::memory_order_acquire, std::memory_order_relaxed)) continue;
+      seen = generation_.load(std::memory_order_acquire);
+      (*shared_job_)(index);
+      // The last one out of a shut gate wakes the caller.
+      if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) gate_.notify_one();
+      break;
+    }
   }
 }
 
@@ -123,10 +139,31 @@ void ThreadPool::Run(const std::function<void(int, int)>& fn) {
   }
   job_ = &fn;
   pending_.store(num_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  // Even generations are Run() jobs.
+  generation_.fetch_add(((generation_.load(std::memory_order_relaxed) & kSharedJob) != 0) ? 1 : 2,
+                        std::memory_order_acq_rel);
   generation_.notify_all();
   fn(0, num_threads_);
   AwaitChange(pending_, [](int p) { return p == 0; });
+}
+
+void ThreadPool::RunShared(const std::function<void(int)>& fn) {
+  PinCaller();
+  if (num_threads_ == 1) {
+    fn(0);
+    return;
+  }
+  shared_job_ = &fn;
+  gate_.store(kGateOpen, std::memory_order_release);
+  // Odd generations are RunShared() jobs.
+  generation_.fetch_add(((generation_.load(std::memory_order_relaxed) & kSharedJob) != 0) ? 2 : 1,
+                        std::memory_order_acq_rel);
+  generation_.notify_all();
+  fn(0);
+  // Shut the gate; wait for the workers inside (their work is part of the result).
+  if ((gate_.fetch_and(~kGateOpen, std::memory_order_acq_rel) & ~kGateOpen) != 0) {
+    AwaitChange(gate_, [](uint32_t g) { return g == 0; });
+  }
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,
@@ -138,10 +175,14 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     fn(0, n);
     return;
   }
-  Run([&](int t, int nt) {
-    const int64_t c0 = chunks * t / nt, c1 = chunks * (t + 1) / nt;
-    const int64_t b = std::min(n, c0 * grain), e = std::min(n, c1 * grain);
-    if (b < e) fn(b, e);
+  // A few pieces per thread: a descheduled thread's share is taken over in small steps.
+  const int64_t per_piece = (chunks + 4 * num_threads_ - 1) / (4 * num_threads_);
+  const int64_t pieces = (chunks + per_piece - 1) / per_piece;
+  std::atomic<int64_t> next{0};
+  RunShared([&](int) {
+    for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < pieces;) {
+      fn(p * per_piece * grain, std::min(n, (p + 1) * per_piece * grain));
+    }
   });
 }
 

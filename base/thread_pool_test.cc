@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <array>
 #include <atomic>
 #include <set>
 #include <thread>
@@ -28,6 +29,43 @@ TEST(ThreadPoolTest, RunCallsEveryThreadManyTimes) {
   std::atomic<int> calls{0};
   for (int i = 0; i < 10000; ++i) pool.Run([&](int, int nt) { calls.fetch_add(1); });
   EXPECT_EQ(calls.load(), 20000);
+}
+
+TEST(ThreadPoolTest, RunSharedDoesEveryItemOnceWithDistinctThreads) {
+  ThreadPool pool(3);
+  constexpr int kItems = 257;
+  for (int round = 0; round < 2000; ++round) {
+    std::vector<int> hits(kItems, 0);  // plain ints: an item done twice or raced shows up
+    std::atomic<int> next{0};
+    std::array<std::atomic<int>, 3> entered{};
+    pool.RunShared([&](int t) {
+      ASSERT_GE(t, 0);
+      ASSERT_LT(t, 3);
+      EXPECT_EQ(entered[t].fetch_add(1), 0) << "thread " << t << " joined twice at once";
+      for (int i; (i = next.fetch_add(1)) < kItems;) ++hits[i];
+      entered[t].fetch_sub(1);
+    });
+    for (int i = 0; i < kItems; ++i) ASSERT_EQ(hits[i], 1) << "round " << round << " item " << i;
+    // Interleave the other kind of job: every thread must still take part in it.
+    std::atomic<int> calls{0};
+    pool.Run([&](int, int) { calls.fetch_add(1); });
+    ASSERT_EQ(calls.load(), 3);
+  }
+}
+
+TEST(ThreadPoolTest, RunSharedJobsBackToBackLoseNoWork) {
+  // Two back-to-back shared jobs, each long enough for the workers to arrive: the caller alone
+  // may do all of one job's work (a worker joining late finds nothing), and a worker that joined
+  // holds the caller until it leaves. Either way every item is done once.
+  ThreadPool pool(2);
+  for (int round = 0; round < 200; ++round) {
+    std::atomic<int> next{0}, done{0};
+    pool.RunShared([&](int t) {
+      if (t != 0) std::this_thread::yield();
+      while (next.fetch_add(1) < 64) done.fetch_add(1);
+    });
+    ASSERT_EQ(done.load(), 64);
+  }
 }
 
 // The allowed CPUs of the calling thread.

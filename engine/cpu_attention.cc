@@ -97,7 +97,7 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
 
   // Tasks differ in cost (history length), so threads take them one at a time.
   std::atomic<size_t> next{0};
-  pool.Run([&](int, int) {
+  pool.RunShared([&](int) {
     for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tasks_.size();) {
       const Task& task = tasks_[i];
       const SequenceChunk& ch = batch.chunks[task.chunk];
@@ -296,7 +296,7 @@ void CpuAttention::RunPartitioned(ThreadPool& pool, int layer, const ForwardBatc
   probs_.assign(probs_size, 0.0f);
 
   std::atomic<size_t> next{0};
-  pool.Run([&](int, int) {
+  pool.RunShared([&](int) {
     for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tasks_.size();) {
       const Task& task = tasks_[i];
       if (task.part < 0) {
@@ -324,7 +324,7 @@ void CpuAttention::RunPartitioned(ThreadPool& pool, int layer, const ForwardBatc
   if (lean_combines_.empty()) return;
   // Merge the parts of every decode (chunk, kv-head) and add the probabilities to the scores.
   next = 0;
-  pool.Run([&](int, int) {
+  pool.RunShared([&](int) {
     std::vector<const float*> head_probs;
     std::vector<int64_t> split_begin;
     for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < lean_combines_.size();) {

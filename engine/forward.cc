@@ -31,6 +31,9 @@ void Grow(std::vector<T>& v, size_t n) {
 // itself rather than the pool splitting the work and meeting at a barrier.
 constexpr int64_t kPerThreadQuantizeMax = 16 * 1024;
 
+// MatMuls cuts each thread's rows of a matrix into about this many pieces.
+constexpr int64_t kPiecesPerThread = 4;
+
 }  // namespace
 
 void LlamaForward::Int8Buffer::Reserve(int64_t n, int64_t cols) {
@@ -50,10 +53,14 @@ LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
 void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
                            const std::function<void(int64_t, int64_t)>& epilogue) {
   const bool blas = n >= options_.blas_min_tokens;
+  PENG_CHECK(jobs.size() <= 4);
+  std::array<int64_t, 4> dense_offset;  // per job: where its dequantized rows go (sgemm path)
   int64_t max_cols = 0, dense_floats = 0;
-  for (const MatMulJob& j : jobs) {
-    max_cols = std::max(max_cols, j.w->cols);
-    dense_floats += j.w->rows * j.w->cols;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const kernels::MatrixView& w = *jobs.begin()[i].w;
+    max_cols = std::max(max_cols, w.cols);
+    dense_offset[i] = dense_floats;
+    dense_floats += w.rows * w.cols;
   }
   const int nt = pool_.num_threads();
   if (blas) Grow(dense_w_, static_cast<size_t>(dense_floats));
@@ -63,7 +70,6 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   const bool int8 = options_.int8_activations && kernels::HasInt8MatMul();
   std::array<int, 4> input_of;               // per job: its input, or -1 (not int8)
   std::array<const MatMulJob*, 4> inputs{};  // per input: the first job reading it
-  PENG_CHECK(jobs.size() <= input_of.size());
   int num_inputs = 0;
   int64_t int8_elements = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
@@ -93,50 +99,86 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
     });
   }
 
-  pool_.Run([&](int t, int threads) {
+  // The work: each thread owns the same fraction of every matrix's rows, as pieces it takes in
+  // order; a thread out of pieces takes the others' last ones. So a thread the OS deschedules
+  // (the HTTP threads, a client, another process on its CPU) holds up only the piece it is on.
+  // With an epilogue, a piece covers the same rows of every matrix, then the epilogue runs on
+  // them.
+  if (epilogue) {
+    for (const MatMulJob& j : jobs) PENG_CHECK(j.w->rows == jobs.begin()->w->rows);
+  }
+  // Pieces in multiples of the kernels' row tiles: 2 groups of 16 rows for batches, 8 for one token.
+  const int64_t tile_rows = n == 1 ? 128 : 32;
+  row_ranges_.clear();
+  if (claims_.size() < static_cast<size_t>(nt)) claims_ = std::vector<Claim>(nt);
+  for (int t = 0; t < nt; ++t) {
+    const size_t first = row_ranges_.size();
+    for (size_t i = 0; i < (epilogue ? 1 : jobs.size()); ++i) {
+      const int64_t rows = jobs.begin()[i].w->rows, groups = (rows + 15) / 16;
+      // Row ranges in multiples of 16 so threads never share an output cache line.
+      const int64_t r0 = std::min(rows, groups * t / nt * 16), r1 = std::min(rows, groups * (t + 1) / nt * 16);
+      const int64_t piece = std::max(tile_rows, (r1 - r0 + kPiecesPerThread * tile_rows - 1) /
+                                                    (kPiecesPerThread * tile_rows) * tile_rows);
+      for (int64_t r = r0; r < r1; r += piece) {
+        row_ranges_.push_back({epilogue ? -1 : static_cast<int>(i), r, std::min(r1, r + piece), r1});
+      }
+    }
+    claims_[t].Reset(first, row_ranges_.size());
+  }
+
+  pool_.RunShared([&](int t) {
     std::vector<Int8Buffer>& quantized = buffers(t);
     if (per_thread) {
       for (int k = 0; k < num_inputs; ++k) quantized[k].Quantize(inputs[k]->x, inputs[k]->w->cols, 0, n);
     }
-    int64_t dense_offset = 0;
-    int64_t first_r0 = 0, first_r1 = 0;
-    bool first = true;
-    int job = 0;
-    for (const MatMulJob& j : jobs) {
+    const auto run = [&](int job, int64_t r0, int64_t r1, int64_t next_end) {
+      const MatMulJob& j = jobs.begin()[job];
       const kernels::MatrixView& w = *j.w;
-      const int input_index = input_of[job++];
-      // Row ranges in multiples of 16 so threads never share an output cache line.
-      const int64_t groups = (w.rows + 15) / 16;
-      const int64_t r0 = std::min(w.rows, groups * t / threads * 16);
-      const int64_t r1 = std::min(w.rows, groups * (t + 1) / threads * 16);
-      if (first) {
-        first_r0 = r0;
-        first_r1 = r1;
-        first = false;
+      if (input_of[job] >= 0) {
+        const Int8Buffer& in = quantized[input_of[job]];
+        kernels::MatMulInterleavedInt8(w.type, w.data, w.cols, in.codes.data(), in.scales.data(), n,
+                                       j.y, w.rows, r0, r1, next_end);
+      } else if (blas && !w.interleaved) {  // interleaved matrices are as fast through MatMulRows
+        // Dequantize these rows once, then one sgemm over them for all n tokens. Peng's pool
+        // splits the rows; oneDNN must not start OpenMP threads of its own.
+        static thread_local const bool kSingleThreaded = (omp_set_num_threads(1), true);
+        (void)kSingleThreaded;
+        float* dense = dense_w_.data() + dense_offset[job] + r0 * w.cols;
+        kernels::DequantizeRows(w, r0, r1, dense);
+        dnnl_sgemm('N', 'T', n, r1 - r0, w.cols, 1.0f, j.x, w.cols, dense, w.cols, 0.0f, j.y + r0, w.rows);
+      } else {
+        kernels::MatMulRows(w, j.x, w.cols, n, j.y, w.rows, r0, r1, row_scratch_.data() + t * max_cols);
       }
-      if (r0 < r1) {
-        if (input_index >= 0) {
-          const Int8Buffer& in = quantized[input_index];
-          kernels::MatMulInterleavedInt8(w.type, w.data, w.cols, in.codes.data(), in.scales.data(),
-                                         n, j.y, w.rows, r0, r1);
-        } else if (blas && !w.interleaved) {  // interleaved matrices are as fast through MatMulRows
-          // Dequantize this thread's rows once, then one sgemm over them for all n tokens.
-          // Peng's pool splits the rows; oneDNN must not start OpenMP threads of its own.
-          static thread_local const bool kSingleThreaded = (omp_set_num_threads(1), true);
-          (void)kSingleThreaded;
-          float* dense = dense_w_.data() + dense_offset + r0 * w.cols;
-          kernels::DequantizeRows(w, r0, r1, dense);
-          dnnl_sgemm('N', 'T', n, r1 - r0, w.cols, 1.0f, j.x, w.cols, dense, w.cols, 0.0f,
-                     j.y + r0, w.rows);
-        } else {
-          kernels::MatMulRows(w, j.x, w.cols, n, j.y, w.rows, r0, r1,
-                              row_scratch_.data() + t * max_cols);
-        }
-      }
-      dense_offset += w.rows * w.cols;
+    };
+    // A stolen piece has no next piece on this thread: nothing to fetch ahead.
+    const auto piece = [&](const RowRange& range, bool own) {
+      const int64_t next_end = own ? range.owner_end : 0;
+      if (range.job >= 0) return run(range.job, range.r0, range.r1, next_end);
+      for (size_t job = 0; job < jobs.size(); ++job) run(static_cast<int>(job), range.r0, range.r1, next_end);
+      epilogue(range.r0, range.r1);
+    };
+    for (int64_t i; (i = claims_[t].TakeFront()) >= 0;) piece(row_ranges_[i], true);
+    for (int k = 1; k < nt; ++k) {
+      Claim& other = claims_[(t + k) % nt];
+      for (int64_t i; (i = other.TakeBack()) >= 0;) piece(row_ranges_[i], false);
     }
-    if (epilogue && first_r0 < first_r1) epilogue(first_r0, first_r1);
   });
+}
+
+int64_t LlamaForward::Claim::TakeFront() {
+  uint64_t v = span.load(std::memory_order_relaxed);
+  while (static_cast<uint32_t>(v) < (v >> 32)) {
+    if (span.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) return static_cast<uint32_t>(v);
+  }
+  return -1;
+}
+
+int64_t LlamaForward::Claim::TakeBack() {
+  uint64_t v = span.load(std::memory_order_relaxed);
+  while (static_cast<uint32_t>(v) < (v >> 32)) {
+    if (span.compare_exchange_weak(v, v - (uint64_t{1} << 32), std::memory_order_relaxed)) return (v >> 32) - 1;
+  }
+  return -1;
 }
 
 absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out) {

@@ -4,6 +4,7 @@
 // owns its thread pool and scratch buffers, which grow to the largest batch seen.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -48,9 +49,10 @@ class LlamaForward : public ForwardBackend {
   }
 
  private:
-  // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: each thread
-  // takes the same fraction of every matrix's rows, then runs `epilogue(r0, r1)` over the rows
-  // of the first matrix it computed (so elementwise ops on equal-sized outputs need no barrier).
+  // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: the threads
+  // take row ranges in turn. With an `epilogue` every matrix has the same rows, and a range
+  // computes rows [r0, r1) of each, then runs epilogue(r0, r1) (so elementwise ops on the
+  // outputs need no barrier).
   struct MatMulJob {
     const kernels::MatrixView* w;
     const float* x;
@@ -81,6 +83,22 @@ class LlamaForward : public ForwardBackend {
   // quantizes every token itself (a few microseconds) instead of paying a pool barrier.
   std::vector<Int8Buffer> int8_shared_;                   // [input]
   std::vector<std::vector<Int8Buffer>> int8_per_thread_;  // [thread][input]
+  // MatMuls' work: rows [r0, r1) of job `job` (of every job when job < 0); its owner's rows of
+  // that job end at owner_end.
+  struct RowRange {
+    int job;
+    int64_t r0, r1, owner_end;
+  };
+  // One thread's pieces, indices [front, back) of row_ranges_ in one word: the owner takes from
+  // the front, the other threads from the back. A cache line each.
+  struct alignas(64) Claim {
+    std::atomic<uint64_t> span{0};
+    void Reset(size_t front, size_t back) { span.store(uint64_t{back} << 32 | front, std::memory_order_relaxed); }
+    int64_t TakeFront();  // an index, or -1 when none is left
+    int64_t TakeBack();
+  };
+  std::vector<RowRange> row_ranges_;
+  std::vector<Claim> claims_;  // [thread]
 };
 
 }  // namespace peng

@@ -365,9 +365,9 @@ void MatMulInterleaved(GgmlType type, const uint8_t* data, int64_t cols, const f
 
 void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, const int8_t* codes,
                            const float* scales, int64_t num_tokens, float* y, int64_t ldy,
-                           int64_t r0, int64_t r1) {
+                           int64_t r0, int64_t r1, int64_t next_end) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
-  const int64_t nb = cols / 32, g1 = r1 / kR;
+  const int64_t nb = cols / 32, g1 = r1 / kR, fetch_end = std::max(g1, next_end / kR);
   constexpr int kTok = 6;
   const int64_t token_tiles = (num_tokens + kTok - 1) / kTok;
   auto run = [&]<GgmlType T>() {
@@ -381,7 +381,7 @@ void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, con
       float* yt = y + t * ldy;
       if (num_tokens == 1) return KernelInt8<T, G, N, false>(data, cols, g, xq, xs, yt, ldy, nullptr, 0, 0);
       const int64_t k = t / kTok;
-      const bool ahead = g + 2 * G <= g1;  // the next G groups are this thread's too
+      const bool ahead = g + 2 * G <= fetch_end;  // the next G groups are this thread's too
       KernelInt8<T, G, N, true>(data, cols, g, xq, xs, yt, ldy, ahead ? Tile(T, data, cols, g + G, 0) : nullptr,
                                 ahead ? nb * k / token_tiles : 0, ahead ? nb * (k + 1) / token_tiles : 0);
     });

@@ -47,8 +47,10 @@ void MatMulInterleaved(GgmlType type, const uint8_t* data, int64_t cols, const f
 void QuantizeActivations(const float* x, int64_t ldx, int64_t num_tokens, int64_t cols,
                          int8_t* codes, float* scales);
 // As MatMulInterleaved, with activations from QuantizeActivations (requires HasInt8MatMul()).
+// Rows [r1, next_end) are the caller's next work, if next_end > r1: batches fetch their first
+// tiles while finishing [r0, r1), as they do within [r0, r1).
 void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, const int8_t* codes,
                            const float* scales, int64_t num_tokens, float* y, int64_t ldy,
-                           int64_t r0, int64_t r1);
+                           int64_t r0, int64_t r1, int64_t next_end = 0);
 
 }  // namespace peng::kernels
