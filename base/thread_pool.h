@@ -7,8 +7,9 @@
 // lets the threads take work from a shared counter and waits only for the threads that took
 // some: a worker the OS has descheduled (the HTTP threads, a benchmark client or another process
 // on its CPU) does not join, and the others do its share. Serving at concurrency 16 on 2 cores,
-// each compute thread waited runnable for 4-9% of the time; under Run() the other thread
-// waited at the barrier for as long.
+// each compute thread sat runnable but descheduled for 6-9% of the time; under Run() the other
+// thread could only wait at the barrier meanwhile. With a busy loop on one CPU, RunShared
+// served c=16 16-19% faster (docs/BENCHMARKS.md).
 //
 // Pinning (optional): each thread of the pool, the calling thread included, runs on a CPU of
 // its own from the process's allowed set. A forward pass meets at a barrier every few tens of

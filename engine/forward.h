@@ -49,10 +49,11 @@ class LlamaForward : public ForwardBackend {
   }
 
  private:
-  // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: the threads
-  // take row ranges in turn. With an `epilogue` every matrix has the same rows, and a range
-  // computes rows [r0, r1) of each, then runs epilogue(r0, r1) (so elementwise ops on the
-  // outputs need no barrier).
+  // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: each thread
+  // takes the pieces of its own share of every matrix's rows in order, then the other threads'
+  // last pieces. With an `epilogue` every matrix has the same rows, and a piece computes rows
+  // [r0, r1) of each, then runs epilogue(r0, r1) (so elementwise ops on the outputs need no
+  // barrier).
   struct MatMulJob {
     const kernels::MatrixView* w;
     const float* x;
