@@ -67,22 +67,23 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   Grow(row_scratch_, static_cast<size_t>(nt) * max_cols);
 
   // The distinct inputs of the int8 jobs: jobs over one input share its quantized copy.
-  const bool int8 = options_.int8_activations && kernels::HasInt8MatMul();
   std::array<int, 4> input_of;               // per job: its input, or -1 (not int8)
   std::array<const MatMulJob*, 4> inputs{};  // per input: the first job reading it
+  std::array<const Int8Buffer*, 4> ready{};  // per input: the caller's int8 copy, or null
   int num_inputs = 0;
   int64_t int8_elements = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const MatMulJob& j = jobs.begin()[i];
     input_of[i] = -1;
-    if (!int8 || !j.w->interleaved) continue;
+    if (!Int8Reads(*j.w)) continue;
     for (int k = 0; k < num_inputs; ++k) {
       if (inputs[k]->x == j.x) input_of[i] = k;
     }
     if (input_of[i] < 0) {
       input_of[i] = num_inputs;
+      ready[num_inputs] = j.xq;
       inputs[num_inputs++] = &j;
-      int8_elements += n * j.w->cols;
+      if (j.xq == nullptr) int8_elements += n * j.w->cols;
     }
   }
   const bool per_thread = int8_elements <= kPerThreadQuantizeMax;
@@ -91,11 +92,15 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   for (int t = 0; t < (per_thread ? nt : 1); ++t) {
     std::vector<Int8Buffer>& set = buffers(t);
     if (set.size() < static_cast<size_t>(num_inputs)) set.resize(num_inputs);
-    for (int k = 0; k < num_inputs; ++k) set[k].Reserve(n, inputs[k]->w->cols);
+    for (int k = 0; k < num_inputs; ++k) {
+      if (ready[k] == nullptr) set[k].Reserve(n, inputs[k]->w->cols);
+    }
   }
-  if (!per_thread) {
+  if (!per_thread && int8_elements > 0) {
     pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
-      for (int k = 0; k < num_inputs; ++k) int8_shared_[k].Quantize(inputs[k]->x, inputs[k]->w->cols, b, e);
+      for (int k = 0; k < num_inputs; ++k) {
+        if (ready[k] == nullptr) int8_shared_[k].Quantize(inputs[k]->x, inputs[k]->w->cols, b, e);
+      }
     });
   }
 
@@ -129,13 +134,16 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   pool_.RunShared([&](int t) {
     std::vector<Int8Buffer>& quantized = buffers(t);
     if (per_thread) {
-      for (int k = 0; k < num_inputs; ++k) quantized[k].Quantize(inputs[k]->x, inputs[k]->w->cols, 0, n);
+      for (int k = 0; k < num_inputs; ++k) {
+        if (ready[k] == nullptr) quantized[k].Quantize(inputs[k]->x, inputs[k]->w->cols, 0, n);
+      }
     }
     const auto run = [&](int job, int64_t r0, int64_t r1, int64_t next_end) {
       const MatMulJob& j = jobs.begin()[job];
       const kernels::MatrixView& w = *j.w;
       if (input_of[job] >= 0) {
-        const Int8Buffer& in = quantized[input_of[job]];
+        const int k = input_of[job];
+        const Int8Buffer& in = ready[k] != nullptr ? *ready[k] : quantized[k];
         kernels::MatMulInterleavedInt8(w.type, w.data, w.cols, in.codes.data(), in.scales.data(), n,
                                        j.y, w.rows, r0, r1, next_end);
       } else if (blas && !w.interleaved) {  // interleaved matrices are as fast through MatMulRows
@@ -224,12 +232,10 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
   }
 
   // Layer 0's attention norm; each layer normalises the next one's input with its last residual.
-  pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
-    const LayerWeights& first = *model_.weights.layers[0];
-    for (int64_t i = b; i < e; ++i) {
-      kernels::RmsNormRow(x_.data() + i * d, first.attn_norm.data(), c_.rms_eps, d, xn_.data() + i * d);
-    }
-  });
+  xn_q_.Reserve(n, d);
+  const LayerWeights& first = *model_.weights.layers[0];
+  const bool quantize_first = Int8Reads(first.wq.view());
+  pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) { NormRows(b, e, first.attn_norm, quantize_first); });
   for (int l = 0; l < c_.num_layers; ++l) RunLayer(l, batch, kv, n);
 
   // Final norm and LM head over the requested rows only.
@@ -261,10 +267,12 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
   const int64_t d = c_.d_model, hd = c_.head_dim;
   const int64_t qd = c_.num_heads * hd, kvd = c_.num_kv_heads * hd;
 
-  // xn_ holds this layer's attention-normed input (Forward or the previous layer's last pass).
-  MatMuls({{&w.wq.view(), xn_.data(), q_.data()},
-           {&w.wk.view(), xn_.data(), k_.data()},
-           {&w.wv.view(), xn_.data(), v_.data()}},
+  // xn_ holds this layer's attention-normed input (Forward or the previous layer's last pass),
+  // and xn_q_ its int8 copy when the int8 kernels read wq.
+  const Int8Buffer* attn_in = Int8Reads(w.wq.view()) ? &xn_q_ : nullptr;
+  MatMuls({{&w.wq.view(), xn_.data(), q_.data(), attn_in},
+           {&w.wk.view(), xn_.data(), k_.data(), attn_in},
+           {&w.wv.view(), xn_.data(), v_.data(), attn_in}},
           n);
 
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
@@ -291,14 +299,14 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
   attention_.Run(pool_, layer, batch, kv, q_.data(), attn_.data());
 
   MatMuls({{&w.wo.view(), attn_.data(), xn_.data()}}, n);
+  const bool quantize_ffn = Int8Reads(w.w_gate.view());
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
-      kernels::RmsNormRow(x_.data() + t * d, w.ffn_norm.data(), c_.rms_eps, d, xn_.data() + t * d);
-    }
+    for (int64_t t = b; t < e; ++t) AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
+    NormRows(b, e, w.ffn_norm, quantize_ffn);
   });
   const int64_t ffn = c_.ffn_dim;
-  MatMuls({{&w.w_gate.view(), xn_.data(), gate_.data()}, {&w.w_up.view(), xn_.data(), up_.data()}}, n,
+  const Int8Buffer* ffn_in = quantize_ffn ? &xn_q_ : nullptr;
+  MatMuls({{&w.w_gate.view(), xn_.data(), gate_.data(), ffn_in}, {&w.w_up.view(), xn_.data(), up_.data(), ffn_in}}, n,
           [&](int64_t r0, int64_t r1) {
             for (int64_t t = 0; t < n; ++t) {
               kernels::SiluMulRow(gate_.data() + t * ffn + r0, up_.data() + t * ffn + r0, r1 - r0);
@@ -306,14 +314,23 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
           });
   MatMuls({{&w.w_down.view(), gate_.data(), xn_.data()}}, n);
   const LayerWeights* next = layer + 1 < c_.num_layers ? model_.weights.layers[layer + 1].get() : nullptr;
+  const bool quantize_next = next != nullptr && Int8Reads(next->wq.view());
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
-      if (next != nullptr) {
-        kernels::RmsNormRow(x_.data() + t * d, next->attn_norm.data(), c_.rms_eps, d, xn_.data() + t * d);
-      }
-    }
+    for (int64_t t = b; t < e; ++t) AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
+    if (next != nullptr) NormRows(b, e, next->attn_norm, quantize_next);
   });
+}
+
+bool LlamaForward::Int8Reads(const kernels::MatrixView& w) const {
+  return options_.int8_activations && kernels::HasInt8MatMul() && w.interleaved;
+}
+
+void LlamaForward::NormRows(int64_t b, int64_t e, const std::vector<float>& weight, bool quantize) {
+  const int64_t d = c_.d_model;
+  for (int64_t t = b; t < e; ++t) {
+    kernels::RmsNormRow(x_.data() + t * d, weight.data(), c_.rms_eps, d, xn_.data() + t * d);
+  }
+  if (quantize) xn_q_.Quantize(xn_.data(), d, b, e);
 }
 
 }  // namespace peng

@@ -54,14 +54,6 @@ class LlamaForward : public ForwardBackend {
   // last pieces. With an `epilogue` every matrix has the same rows, and a piece computes rows
   // [r0, r1) of each, then runs epilogue(r0, r1) (so elementwise ops on the outputs need no
   // barrier).
-  struct MatMulJob {
-    const kernels::MatrixView* w;
-    const float* x;
-    float* y;
-  };
-  void MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
-               const std::function<void(int64_t, int64_t)>& epilogue = nullptr);
-  void RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, int64_t n);
   // The int8 copy of one matmul input (QuantizeActivations' layout), kept across calls.
   struct Int8Buffer {
     std::vector<int8_t> codes;
@@ -69,6 +61,22 @@ class LlamaForward : public ForwardBackend {
     void Reserve(int64_t n, int64_t cols);                            // room for n tokens
     void Quantize(const float* x, int64_t cols, int64_t t0, int64_t t1);  // tokens [t0, t1)
   };
+  // xq (optional): x already quantized by the caller, for the int8 kernels.
+  struct MatMulJob {
+    const kernels::MatrixView* w;
+    const float* x;
+    float* y;
+    const Int8Buffer* xq = nullptr;
+  };
+  void MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
+               const std::function<void(int64_t, int64_t)>& epilogue = nullptr);
+  void RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, int64_t n);
+  // Whether the int8 kernels will read `w`, so that a normed input is worth quantizing with
+  // the norm (same values as MatMuls would compute, one pass and no barrier fewer).
+  bool Int8Reads(const kernels::MatrixView& w) const;
+  // RMSNorm of rows [b, e) of x_ with `weight` into xn_; with `quantize`, also their int8 copy
+  // into xn_q_.
+  void NormRows(int64_t b, int64_t e, const std::vector<float>& weight, bool quantize);
 
   const Model& model_;
   const ModelConfig& c_;
@@ -83,6 +91,7 @@ class LlamaForward : public ForwardBackend {
   // Int8 activations: shared by all threads for large batches; for small ones each thread
   // quantizes every token itself (a few microseconds) instead of paying a pool barrier.
   std::vector<Int8Buffer> int8_shared_;                   // [input]
+  Int8Buffer xn_q_;                                       // xn_'s int8 copy, made by NormRows
   std::vector<std::vector<Int8Buffer>> int8_per_thread_;  // [thread][input]
   // MatMuls' work: rows [r0, r1) of job `job` (of every job when job < 0); its owner's rows of
   // that job end at owner_end.
