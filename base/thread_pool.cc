@@ -1,6 +1,10 @@
 #include "base/thread_pool.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #if defined(__linux__)
 #include <pthread.h>
@@ -75,6 +79,55 @@ bool PinsWith(size_t allowed, int num_threads, Pinning pinning) {
 }  // namespace
 
 int ThreadPool::AllowedCpuCount() { return static_cast<int>(AllowedCpus().size()); }
+
+int ThreadPool::QuotaCpus(int64_t quota_us, int64_t period_us) {
+  if (quota_us <= 0 || period_us <= 0) return 0;
+  return static_cast<int>(std::min<int64_t>((quota_us + period_us - 1) / period_us, 1 << 20));
+}
+
+int ThreadPool::QuotaCpus(const std::string& cpu_max) {
+  std::istringstream in(cpu_max);
+  std::string quota;
+  int64_t period = 0;
+  if (!(in >> quota >> period) || quota == "max") return 0;
+  int64_t q = 0;
+  const auto [end, ec] = std::from_chars(quota.data(), quota.data() + quota.size(), q);
+  return ec == std::errc() && end == quota.data() + quota.size() ? QuotaCpus(q, period) : 0;
+}
+
+int ThreadPool::UsableCpuCount() {
+  int cpus = std::max(1, AllowedCpuCount());
+  const auto read = [](const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream text;
+    text << f.rdbuf();
+    return f ? text.str() : std::string();
+  };
+  // This process's cgroups (/proc/self/cgroup): v2 "0::<path>" gives <root>/<path>/cpu.max;
+  // v1 "<n>:<controllers>:<path>" with the cpu controller gives cpu.cfs_quota_us and
+  // cpu.cfs_period_us under its mount. The namespace root's files are the fallback.
+  std::string v2 = "/", v1 = "/", line;
+  for (std::istringstream lines(read("/proc/self/cgroup")); std::getline(lines, line);) {
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
+    if (controllers == ",,") v2 = line.substr(b + 1);
+    if (controllers.find(",cpu,") != std::string::npos) v1 = line.substr(b + 1);
+  }
+  int quota = 0;
+  for (const std::string& dir : {"/sys/fs/cgroup" + v2, std::string("/sys/fs/cgroup")}) {
+    if ((quota = QuotaCpus(read(dir + "/cpu.max"))) > 0) break;
+  }
+  for (const std::string& mount : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"}) {
+    for (const std::string& dir : {mount + v1, mount}) {
+      if (quota > 0) break;
+      const std::string q = read(dir + "/cpu.cfs_quota_us"), per = read(dir + "/cpu.cfs_period_us");
+      if (!q.empty() && !per.empty()) quota = QuotaCpus(std::atoll(q.c_str()), std::atoll(per.c_str()));
+    }
+  }
+  if (quota > 0) cpus = std::min(cpus, quota);
+  return cpus;
+}
 
 bool ThreadPool::Pins(int num_threads, Pinning pinning) {
   return PinsWith(AllowedCpus().size(), num_threads, pinning);

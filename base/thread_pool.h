@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -46,6 +47,13 @@ class ThreadPool {
   // may run on (0 where that cannot be read).
   static bool Pins(int num_threads, Pinning pinning);
   static int AllowedCpuCount();
+  // The CPUs this process can keep busy: those it may run on, capped by its cgroup's CPU quota
+  // (a container limited to 2 CPUs on a 64-CPU node sees 64 but gets the time of 2); at least 1.
+  static int UsableCpuCount();
+  // CPUs granted by a cgroup quota, rounded up: cgroup v2 `cpu.max` text ("150000 100000" → 2)
+  // or v1 quota and period in µs; 0 when there is no limit ("max", a quota of -1) or bad input.
+  static int QuotaCpus(const std::string& cpu_max);
+  static int QuotaCpus(int64_t quota_us, int64_t period_us);
 
   int num_threads() const { return num_threads_; }
   // The CPU of each thread when pinned; empty when not.

@@ -68,6 +68,22 @@ TEST(ThreadPoolTest, RunSharedJobsBackToBackLoseNoWork) {
   }
 }
 
+TEST(ThreadPoolTest, CgroupQuotaRoundsUpToWholeCpus) {
+  EXPECT_EQ(ThreadPool::QuotaCpus("200000 100000\n"), 2);
+  EXPECT_EQ(ThreadPool::QuotaCpus("150000 100000"), 2);
+  EXPECT_EQ(ThreadPool::QuotaCpus("50000 100000"), 1);
+  EXPECT_EQ(ThreadPool::QuotaCpus("max 100000"), 0);  // no limit
+  EXPECT_EQ(ThreadPool::QuotaCpus(""), 0);
+  EXPECT_EQ(ThreadPool::QuotaCpus("lots 100000"), 0);
+  EXPECT_EQ(ThreadPool::QuotaCpus("100000"), 0);
+  EXPECT_EQ(ThreadPool::QuotaCpus(int64_t{-1}, int64_t{100000}), 0);  // cgroup v1: no limit
+  EXPECT_EQ(ThreadPool::QuotaCpus(int64_t{300000}, int64_t{100000}), 3);
+  EXPECT_EQ(ThreadPool::QuotaCpus(int64_t{100000}, int64_t{0}), 0);
+  const int usable = ThreadPool::UsableCpuCount();
+  EXPECT_GE(usable, 1);
+  if (ThreadPool::AllowedCpuCount() > 0) EXPECT_LE(usable, ThreadPool::AllowedCpuCount());
+}
+
 // The allowed CPUs of the calling thread.
 std::set<int> Affinity() {
   cpu_set_t set;

@@ -85,7 +85,7 @@ absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
   std::optional<ServeConfig> config;
   if (f.Has("config")) {
     PENG_ASSIGN_OR_RETURN(config, LoadConfigFile(f.String("config")));
-    o.threads = config->engine.threads;
+    o.threads = config->engine.ComputeThreads();
     o.tokens_per_page = config->engine.tokens_per_page;
     o.int8_activations = config->engine.activations == EngineConfig::Activations::kInt8;
     ServeConfig lean_config = *config;  // the kv section's tiers and thresholds

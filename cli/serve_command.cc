@@ -120,7 +120,7 @@ absl::Status RunServe(int argc, char** argv) {
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(cfg.model.path));
 
   LocalEngineLoopOptions lo;
-  lo.threads = cfg.engine.threads;
+  lo.threads = cfg.engine.ComputeThreads();
   lo.pinning = cfg.engine.pin_threads;
   lo.int8_activations = cfg.engine.activations == EngineConfig::Activations::kInt8;
   lo.device = device;
@@ -204,8 +204,9 @@ absl::Status RunServe(int argc, char** argv) {
   }
   if (cfg.engine.device == EngineConfig::Device::kCpu) {
     const int cpus = ThreadPool::AllowedCpuCount();
-    matmuls += absl::StrFormat("; %d compute threads, %s (engine.pin_threads %s, %d CPU%s allowed)",
-                               cfg.engine.threads, ThreadPool::Pins(lo.threads, lo.pinning) ? "pinned" : "not pinned",
+    matmuls += absl::StrFormat("; %d compute thread%s%s, %s (engine.pin_threads %s, %d CPU%s allowed)", lo.threads,
+                               lo.threads == 1 ? "" : "s", cfg.engine.threads == 0 ? " (engine.threads 0: the usable CPUs)" : "",
+                               ThreadPool::Pins(lo.threads, lo.pinning) ? "pinned" : "not pinned",
                                PinThreadsName(cfg.engine.pin_threads), cpus, cpus == 1 ? "" : "s");
   }
   Log(absl::StrFormat("worker: %s%s%s", DeviceName(cfg.engine.device),

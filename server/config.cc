@@ -483,7 +483,7 @@ void Validate(const ServeConfig& c, Problems& p) {
   in_range("server.max_request_bytes", c.server.max_request_bytes, 1024, int64_t{1} << 30);
 
   in_range("engine.cuda_device", c.engine.cuda_device, 0, 1023);
-  in_range("engine.threads", c.engine.threads, 1, 1024);
+  in_range("engine.threads", c.engine.threads, 0, 1024);
   in_range("engine.kv_budget", c.engine.kv_budget_bytes, 1, std::numeric_limits<int64_t>::max());
   const int tpp = c.engine.tokens_per_page;
   if (tpp < 1 || tpp > 1024 || (tpp & (tpp - 1)) != 0) {

@@ -39,7 +39,10 @@ struct EngineConfig {
   enum class Device { kCpu, kCuda };
   Device device = Device::kCpu;  // where the worker runs: cpu | cuda (engine/forward_factory.h)
   int cuda_device = 0;           // CUDA device ordinal when device is cuda
-  int threads = 2;
+  // Compute threads; 0 = one per CPU this process can keep busy (ThreadPool::UsableCpuCount:
+  // its CPU affinity, capped by its cgroup's CPU quota).
+  int threads = 0;
+  int ComputeThreads() const { return threads > 0 ? threads : ThreadPool::UsableCpuCount(); }
   // Each compute thread on a CPU of its own (base/thread_pool.h): auto (when the threads cover
   // every CPU the process may use) | true | false.
   Pinning pin_threads = Pinning::kAuto;

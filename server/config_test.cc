@@ -105,7 +105,8 @@ TEST(ConfigTest, PartialSectionsKeepOtherDefaultsAndNullMeansDefault) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->server.http_port, 8080);
   EXPECT_EQ(c->server.grpc_port, 50051);
-  EXPECT_EQ(c->engine.threads, 2);
+  EXPECT_EQ(c->engine.threads, 0);  // one per usable CPU
+  EXPECT_EQ(c->engine.ComputeThreads(), ThreadPool::UsableCpuCount());
 }
 
 TEST(ConfigTest, EveryErrorIsReportedTogetherWithItsPath) {
@@ -118,7 +119,7 @@ server:
   grpc_port: abc
   api_keys: secret
 engine:
-  threads: 0
+  threads: -1
   kv_budget: 12 parsecs
   kv_format: fp16
   tokens_per_page: 12
@@ -138,7 +139,7 @@ log:
   EXPECT_THAT(msg, HasSubstr("\n  server.http_prot: unknown key; did you mean http_port? (line 6, column 3)"));
   EXPECT_THAT(msg, HasSubstr("\n  server.grpc_port: expected an integer, got \"abc\""));
   EXPECT_THAT(msg, HasSubstr("\n  server.api_keys: expected a list of strings, got \"secret\""));
-  EXPECT_THAT(msg, HasSubstr("\n  engine.threads: must be in [1, 1024], got 0"));
+  EXPECT_THAT(msg, HasSubstr("\n  engine.threads: must be in [0, 1024], got -1"));
   EXPECT_THAT(msg, HasSubstr("\n  engine.kv_budget: expected a byte size like 64MiB"));
   EXPECT_THAT(msg, HasSubstr("\n  engine.kv_format: expected f32, f16, bf16, or k<bits>[g<groups>]v<bits>[g<groups>] with bits 1, 2, 4, 8 "
                                  "and groups 1, 2, 4 (e.g. k8v8, k8v4, k4v2, k8g2v4g4), got \"fp16\"; did you mean f16?"));
@@ -246,7 +247,7 @@ TEST(ConfigTest, BadFlagsAreReportedWithTheFlagAndLeaveTheConfigAlone) {
   EXPECT_THAT(msg, HasSubstr("--kv-budgte: unknown config flag; did you mean --kv-budget?"));
   EXPECT_THAT(msg, HasSubstr("engine.kv_budget: expected a byte size"));
   EXPECT_EQ(c.server.http_port, 8000);
-  EXPECT_EQ(c.engine.threads, 2);
+  EXPECT_EQ(c.engine.threads, 0);  // the default, untouched
   for (const auto& [flag, path] : ConfigFlagNames()) EXPECT_THAT(path, HasSubstr(".")) << flag;
 }
 
