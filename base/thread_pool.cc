@@ -114,16 +114,15 @@ int ThreadPool::UsableCpuCount() {
     if (controllers == ",,") v2 = line.substr(b + 1);
     if (controllers.find(",cpu,") != std::string::npos) v1 = line.substr(b + 1);
   }
-  int quota = 0;
-  for (const std::string& dir : {"/sys/fs/cgroup" + v2, std::string("/sys/fs/cgroup")}) {
-    if ((quota = QuotaCpus(read(dir + "/cpu.max"))) > 0) break;
-  }
-  for (const std::string& mount : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"}) {
-    for (const std::string& dir : {mount + v1, mount}) {
-      if (quota > 0) break;
-      const std::string q = read(dir + "/cpu.cfs_quota_us"), per = read(dir + "/cpu.cfs_period_us");
-      if (!q.empty() && !per.empty()) quota = QuotaCpus(std::atoll(q.c_str()), std::atoll(per.c_str()));
-    }
+  int quota = QuotaCpus(read("/sys/fs/cgroup" + v2 + "/cpu.max"));
+  if (quota == 0) quota = QuotaCpus(read("/sys/fs/cgroup/cpu.max"));
+  const auto v1_quota = [&](const std::string& dir) {
+    const std::string q = read(dir + "/cpu.cfs_quota_us"), per = read(dir + "/cpu.cfs_period_us");
+    return q.empty() || per.empty() ? 0 : QuotaCpus(std::atoll(q.c_str()), std::atoll(per.c_str()));
+  };
+  for (const std::string mount : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"}) {
+    if (quota == 0) quota = v1_quota(mount + v1);
+    if (quota == 0) quota = v1_quota(mount);
   }
   if (quota > 0) cpus = std::min(cpus, quota);
   return cpus;
