@@ -183,6 +183,13 @@ void ThreadPool::WorkerLoop(int index) {
   }
 }
 
+void ThreadPool::Publish(bool shared) {
+  // The next generation whose low bit is the job's kind (odd: RunShared), then wake the workers.
+  const bool was_shared = (generation_.load(std::memory_order_relaxed) & kSharedJob) != 0;
+  generation_.fetch_add(was_shared == shared ? 2 : 1, std::memory_order_acq_rel);
+  generation_.notify_all();
+}
+
 void ThreadPool::Run(const std::function<void(int, int)>& fn) {
   PinCaller();
   if (num_threads_ == 1) {
@@ -191,10 +198,7 @@ void ThreadPool::Run(const std::function<void(int, int)>& fn) {
   }
   job_ = &fn;
   pending_.store(num_threads_ - 1, std::memory_order_relaxed);
-  // Even generations are Run() jobs.
-  generation_.fetch_add(((generation_.load(std::memory_order_relaxed) & kSharedJob) != 0) ? 1 : 2,
-                        std::memory_order_acq_rel);
-  generation_.notify_all();
+  Publish(/*shared=*/false);
   fn(0, num_threads_);
   AwaitChange(pending_, [](int p) { return p == 0; });
 }
@@ -207,10 +211,7 @@ void ThreadPool::RunShared(const std::function<void(int)>& fn) {
   }
   shared_job_ = &fn;
   gate_.store(kGateOpen, std::memory_order_release);
-  // Odd generations are RunShared() jobs.
-  generation_.fetch_add(((generation_.load(std::memory_order_relaxed) & kSharedJob) != 0) ? 2 : 1,
-                        std::memory_order_acq_rel);
-  generation_.notify_all();
+  Publish(/*shared=*/true);
   fn(0);
   // Shut the gate; wait for the workers inside (their work is part of the result).
   if ((gate_.fetch_and(~kGateOpen, std::memory_order_acq_rel) & ~kGateOpen) != 0) {

@@ -74,6 +74,8 @@ class ThreadPool {
 
  private:
   void WorkerLoop(int index);
+  // Starts the next job (its fn already stored) of the given kind.
+  void Publish(bool shared);
   void PinCaller();
 
   int num_threads_;
