@@ -318,6 +318,19 @@ TEST_F(HttpServerTest, BodyLimitIs413) {
   EXPECT_EQ(Post("/v1/chat/completions", ChatBody()).status, 200);
 }
 
+TEST_F(HttpServerTest, CompressedBodyIs415AndBadJsonSaysWhere) {
+  StartServer();
+  ClientResponse gz = Send("POST", "/v1/chat/completions", "\x1f\x8b\x08",
+                           {{"Content-Encoding", "gzip"}});
+  ExpectError(gz, 415, "UnsupportedMediaTypeError");
+  EXPECT_THAT(gz.Json()["error"]["message"].get<std::string>(), HasSubstr("'gzip' is not supported"));
+  EXPECT_EQ(Send("POST", "/v1/chat/completions", ChatBody().dump(), {{"Content-Encoding", "identity"}}).status,
+            200);
+  ClientResponse bad = Send("POST", "/v1/completions", R"({"prompt": "hi",})");
+  ExpectError(bad, 400, "BadRequestError");
+  EXPECT_THAT(bad.Json()["error"]["message"].get<std::string>(), HasSubstr("line 1, column 17"));
+}
+
 TEST_F(HttpServerTest, OverloadGives429WithRetryAfter) {
   FakeEngineLoop::Options eo;
   eo.capacity = 1;

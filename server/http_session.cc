@@ -164,6 +164,13 @@ void HttpSession::Dispatch() {
     r.headers.emplace_back("Allow", match_.allowed);
     return Reply(std::move(r));
   }
+  // Bodies are read as sent: a compressed one would only fail later as "not valid JSON".
+  if (const beast::string_view coding = req[http::field::content_encoding];
+      !coding.empty() && !beast::iequals(coding, "identity")) {
+    return Reply(ErrorReply(MakeApiError(
+        415, absl::StrCat("Content-Encoding '", std::string(coding),
+                          "' is not supported; send the request body uncompressed."))));
+  }
   if (match_.route == Route::kChatCompletions || match_.route == Route::kCompletions) {
     return StartGeneration(match_.route, req.body());
   }

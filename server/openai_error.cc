@@ -44,6 +44,7 @@ const char* ErrorTypeForStatus(int http_status) {
     case 404: return "NotFoundError";
     case 405: return "MethodNotAllowedError";
     case 413: return "RequestEntityTooLargeError";
+    case 415: return "UnsupportedMediaTypeError";
     case 422: return "UnprocessableEntityError";
     case 429: return "RateLimitError";
     case 503: return "ServiceUnavailableError";

@@ -14,6 +14,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Json = nlohmann::json;
 
 class OpenAiRequestTest : public ::testing::Test {
@@ -179,6 +180,20 @@ TEST_F(OpenAiRequestTest, InvalidJsonAndNonObjectBodies) {
   EXPECT_EQ(ApiErrorFromStatus(ParseJsonBody("{nope").status()).status, 400);
   EXPECT_EQ(ApiErrorFromStatus(ParseJsonBody("[1]").status()).status, 400);
   EXPECT_TRUE(ParseJsonBody(R"({"a":1})").ok());
+}
+
+TEST_F(OpenAiRequestTest, InvalidJsonSaysWhereAndWhy) {
+  // The parser's reason reaches the client, without nlohmann's exception tag.
+  const auto syntax = ParseJsonBody(R"({"prompt": "hi",})").status();
+  EXPECT_THAT(syntax.message(), HasSubstr("not valid JSON: parse error at line 1, column 17"));
+  EXPECT_THAT(syntax.message(), Not(HasSubstr("json.exception")));
+  EXPECT_THAT(ParseJsonBody(R"({"prompt": "a \ud800 b"})").status().message(), HasSubstr("surrogate"));
+  EXPECT_THAT(ParseJsonBody(R"({"temperature": 1e309})").status().message(), HasSubstr("1e309"));
+  // A long bad token is cut (at a UTF-8 boundary), not echoed whole.
+  const std::string long_bad = "{\"prompt\": \"" + std::string(1000, 'a') + "\\u00\"}";
+  const std::string msg(ParseJsonBody(long_bad).status().message());
+  EXPECT_LT(msg.size(), 320u);
+  EXPECT_THAT(msg, ::testing::EndsWith("…"));
 }
 
 TEST_F(OpenAiRequestTest, ErrorBodyShape) {
