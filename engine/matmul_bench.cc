@@ -1,12 +1,17 @@
 // Prefill GEMM choice, measured: y[n x rows] = x[n x cols] · Wᵀ for a Q4_1 weight of SmolLM2's
 // FFN shape, three ways: Peng's fused dequantizing kernel, dequantize + OpenBLAS sgemm, and
 // dequantize + oneDNN sgemm (single thread each; the forward splits rows across threads).
+// Also the int8 kernel's ceilings (BM_Int8Ceiling: the core's vpdpbusd peak, and the kernel's op mix).
 // Run: build/engine/matmul_bench  (results and the decision: engine/README.md)
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
 
 #include <random>
 #include <vector>
+
+#if defined(__AVX512VNNI__)
+#include <immintrin.h>
+#endif
 
 #include "benchmark/benchmark.h"
 #include "kernels/cpu/fp16.h"
@@ -85,6 +90,77 @@ void BM_InterleavedInt8(benchmark::State& state, int64_t rows_scale) {
   }
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * p.rows * p.cols, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
+
+#if defined(__AVX512VNNI__)
+// Ceilings for BM_InterleavedInt8, all in registers (no loads), counted as its GFLOP/s (2 per
+// multiply-add):
+//   vnni:      vpdpbusd alone, 12 independent chains: the core's int8 peak;
+//   block_mix: the Q4_1 x int8 kernel's work per 32-column block of a 2-group x 6-token tile
+//              (KernelInt8 in kernels/cpu/interleaved.cc): 96 vpdpbusd into 12 fresh sums, then
+//              per sum a convert, a multiply (weight scale x activation scale) and two FMAs
+//              (scaled dot, min x activation sum). The float work shares the multiply ports
+//              with vpdpbusd, so this is the most the kernel can reach with its numerics.
+// Opaque register barriers keep the compiler from folding the identical chains.
+template <typename T>
+inline void Opaque(T& v) { asm volatile("" : "+v"(v)); }
+
+// GCC 12 flags _mm512_cvtepi32_ps's own _mm512_undefined_ps() operand here (a known false
+// positive of -Wmaybe-uninitialized with the masked builtin).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+void BM_Int8Ceiling(benchmark::State& state, bool block_mix) {
+  constexpr int kSums = 12;
+  __m512i dot[kSums];
+  __m512 acc[kSums];
+  for (int i = 0; i < kSums; ++i) {
+    dot[i] = _mm512_set1_epi32(i);
+    acc[i] = _mm512_setzero_ps();
+  }
+  __m512i lo = _mm512_set1_epi8(3), hi = _mm512_set1_epi8(4), xl = _mm512_set1_epi8(5), xh = _mm512_set1_epi8(6);
+  __m512 d = _mm512_set1_ps(0.5f), m = _mm512_set1_ps(0.25f), s0 = _mm512_set1_ps(0.1f), s1 = _mm512_set1_ps(0.2f);
+  constexpr int64_t kBlocksPerIter = 1024;
+  for (auto _ : state) {
+    for (int64_t b = 0; b < kBlocksPerIter; ++b) {
+      if (block_mix) {
+        for (int i = 0; i < kSums; ++i) {
+          dot[i] = _mm512_set1_epi32(i);
+          Opaque(dot[i]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) {
+#pragma GCC unroll 12
+        for (int i = 0; i < kSums; ++i) {
+          dot[i] = _mm512_dpbusd_epi32(dot[i], lo, xl);
+          dot[i] = _mm512_dpbusd_epi32(dot[i], hi, xh);
+        }
+        Opaque(lo), Opaque(hi), Opaque(xl), Opaque(xh);
+      }
+      if (block_mix) {
+#pragma GCC unroll 12
+        for (int i = 0; i < kSums; ++i) {
+          __m512 di = d;
+          Opaque(di);
+          acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[i]), _mm512_mul_ps(di, s0), acc[i]);
+          acc[i] = _mm512_fmadd_ps(m, s1, acc[i]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < kSums; ++i) {
+    benchmark::DoNotOptimize(dot[i]);
+    benchmark::DoNotOptimize(acc[i]);
+  }
+  // 8 vpdpbusd per sum per block, 64 multiply-adds each.
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 64 * 8 * kSums * kBlocksPerIter,
+                                                 benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
+}
+#pragma GCC diagnostic pop
+BENCHMARK_CAPTURE(BM_Int8Ceiling, vnni, false);
+BENCHMARK_CAPTURE(BM_Int8Ceiling, block_mix, true);
+#endif
 
 void BM_OpenBlas(benchmark::State& state) {
   openblas_set_num_threads(1);
