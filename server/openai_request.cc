@@ -310,8 +310,9 @@ absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContex
     msg.role = role->get<std::string>();
     if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" &&
         msg.role != "tool" && msg.role != "developer") {
-      return BadParam("messages", absl::StrCat("messages[", i, "].role '", msg.role,
-                                               "' is not one of system, user, assistant, tool"));
+      return BadParam("messages",
+                      absl::StrCat("messages[", i, "].role '", msg.role,
+                                   "' is not one of system, developer, user, assistant, tool"));
     }
     PENG_ASSIGN_OR_RETURN(msg.content, MessageContent(m, i));
     if (auto name = m.find("name"); name != m.end() && name->is_string()) {
