@@ -1,7 +1,8 @@
 // Prefill GEMM choice, measured: y[n x rows] = x[n x cols] · Wᵀ for a Q4_1 weight of SmolLM2's
 // FFN shape, three ways: Peng's fused dequantizing kernel, dequantize + OpenBLAS sgemm, and
 // dequantize + oneDNN sgemm (single thread each; the forward splits rows across threads).
-// Also the int8 kernel's ceilings (BM_Int8Ceiling: the core's vpdpbusd peak, and the kernel's op mix).
+// Also the int8 kernel's ceilings (BM_Int8Ceiling: the core's vpdpbusd peak, and the kernel's
+// per-block op mix).
 // Run: build/engine/matmul_bench  (results and the decision: engine/README.md)
 #include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>

@@ -363,19 +363,20 @@ absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
     body = Json::parse(text);
   } catch (const Json::exception& e) {
     // The parser's own reason and place (a syntax error at line/column, an unpaired surrogate,
-    // a number beyond double range), without its "[json.exception.parse_error.101] " tag.
+    // a number beyond double range), without its "[json.exception.parse_error.101] " tag, and
+    // cut on a UTF-8 boundary: "last read: '…'" quotes the token, which may be long.
     std::string_view why(e.what());
-    if (const size_t tag_end = why.find("] "); why.rfind("[json.exception.", 0) == 0 && tag_end != why.npos) {
-      why.remove_prefix(tag_end + 2);
-    }
-    constexpr size_t kMaxWhy = 240;  // "last read: '…'" quotes the token, which may be long
+    const size_t tag_end = why.find("] ");
+    if (why.rfind("[json.exception.", 0) == 0 && tag_end != why.npos) why.remove_prefix(tag_end + 2);
+    constexpr size_t kMaxWhy = 240;
+    std::string reason(why.substr(0, kMaxWhy));
     if (why.size() > kMaxWhy) {
-      size_t cut = kMaxWhy;
-      while (cut > 0 && (static_cast<unsigned char>(why[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8
-      return absl::InvalidArgumentError(
-          absl::StrCat("the request body is not valid JSON: ", std::string(why.substr(0, cut)), "…"));
+      while (!reason.empty() && (static_cast<unsigned char>(why[reason.size()]) & 0xC0) == 0x80) {
+        reason.pop_back();
+      }
+      reason += "…";
     }
-    return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", std::string(why)));
+    return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", reason));
   }
   if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
   return body;
