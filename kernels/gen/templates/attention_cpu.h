@@ -171,13 +171,16 @@ struct RowBlock {
   int64_t pos_row[kMaxRows];
   int rows = 0;
   float o[kMaxRows * HD];
-  float m[kMaxRows], l[kMaxRows];
+  float m[kMaxRows];
+  // Softmax denominators per row, kept lane by lane (one horizontal sum at Finish, not one per
+  // tile).
+  typename Simd::Vec l_lanes[kMaxRows];
   float k_scratch[kTile * HD], v_scratch[kTile * HD];
 
   void Reset() {
     std::fill(o, o + rows * HD, 0.0f);
     std::fill(m, m + rows, kNegInf);
-    std::fill(l, l + rows, 0.0f);
+    std::fill(l_lanes, l_lanes + rows, Simd::Zero());
   }
 
   // q·k of rows [r0, r0 + N) against the kTile lanes of a key-lane block (HD x kTile elements
@@ -393,7 +396,10 @@ struct RowBlock {
       if constexpr (S::kReduction == Reduction::kSoftmax) {
         typename Simd::Vec mx = Simd::Set1(kNegInf);
         for (int c = 0; c < kTile; c += Simd::kW) mx = Simd::Max(mx, Simd::Load(s[r] + c));
-        const float tmax = Simd::ReduceMax(mx);
+        // Once the running max has settled most tiles stay under it: one compare instead of a
+        // horizontal max (the same m_new either way).
+        const bool settled = m[r] != kNegInf && !Simd::AnyGreater(mx, m[r]);
+        const float tmax = settled ? m[r] : Simd::ReduceMax(mx);
         if (tmax == kNegInf) {  // nothing admitted in this tile: the row stays as it is
           std::fill(pt[r], pt[r] + kTile, 0.0f);
           continue;
@@ -408,7 +414,7 @@ struct RowBlock {
           Simd::Store(pt[r] + c, e);
           sum = Simd::Add(sum, e);
         }
-        l[r] = l[r] * alpha[r] + Simd::ReduceAdd(sum);
+        l_lanes[r] = alpha[r] == 1.0f ? Simd::Add(l_lanes[r], sum) : Simd::Fma(l_lanes[r], Simd::Set1(alpha[r]), sum);
         m[r] = m_new;
       } else {
         for (int t = 0; t < kTile; ++t) pt[r][t] = s[r][t] == kNegInf ? 0.0f : 1.0f / (1.0f + std::exp(-s[r][t]));
@@ -498,11 +504,12 @@ struct RowBlock {
   // Writes normalised rows (softmax) or sums (sigmoid) and the rows' lse.
   void Finish(float* const* out_row, float* lse_row_base, int lse_stride) const {
     for (int r = 0; r < rows; ++r) {
-      const float inv = S::kReduction == Reduction::kSigmoid ? 1.0f : (l[r] > 0 ? 1.0f / l[r] : 0.0f);
+      const float l = Simd::ReduceAdd(l_lanes[r]);
+      const float inv = S::kReduction == Reduction::kSigmoid ? 1.0f : (l > 0 ? 1.0f / l : 0.0f);
       for (int i = 0; i < HD; ++i) out_row[r][i] = o[r * HD + i] * inv;
       if (lse_row_base != nullptr) {
         lse_row_base[r * lse_stride] = S::kReduction == Reduction::kSigmoid ? 0.0f
-                                       : l[r] > 0 ? m[r] + std::log(l[r]) : kNegInf;
+                                       : l > 0 ? m[r] + std::log(l) : kNegInf;
       }
     }
   }

@@ -4,8 +4,8 @@
 // the matching -march; the dispatcher picks the best one the CPU has at run time.
 //
 // Vec: kW floats. Ops: Zero, Set1, Load, Store, Add, Sub, Mul, Max, Fma(a, b, c) = a·b + c,
-// Exp (relative error < 2e-7 on [-87, 88], 0 below), ReduceAdd, ReduceMax; LoadF16 / LoadBf16
-// load kW f16/bf16 values as floats.
+// Exp (relative error < 2e-7 on [-87, 88], 0 below), ReduceAdd, ReduceMax, AnyGreater(v, x)
+// (some lane > x); LoadF16 / LoadBf16 load kW f16/bf16 values as floats.
 #pragma once
 
 #include <cmath>
@@ -53,6 +53,7 @@ struct Simd {
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   static float ReduceAdd(Vec v) { return _mm512_reduce_add_ps(v); }
   static float ReduceMax(Vec v) { return _mm512_reduce_max_ps(v); }
+  static bool AnyGreater(Vec v, float x) { return _mm512_cmp_ps_mask(v, Set1(x), _CMP_GT_OQ) != 0; }
   static Vec Exp(Vec x) {
     const __mmask16 live = _mm512_cmp_ps_mask(x, Set1(-87.3365478515625f), _CMP_GE_OQ);
     x = _mm512_max_ps(_mm512_min_ps(x, Set1(88.3762626647949f)), Set1(-87.3365478515625f));
@@ -133,6 +134,7 @@ struct Simd {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  static bool AnyGreater(Vec v, float x) { return _mm256_movemask_ps(_mm256_cmp_ps(v, Set1(x), _CMP_GT_OQ)) != 0; }
   static float ReduceMax(Vec v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
@@ -211,6 +213,12 @@ struct Simd {
     float s = 0;
     for (float e : v.x) s += e;
     return s;
+  }
+  static bool AnyGreater(Vec v, float x) {
+    for (float e : v.x) {
+      if (e > x) return true;
+    }
+    return false;
   }
   static float ReduceMax(Vec v) {
     float m = v.x[0];
