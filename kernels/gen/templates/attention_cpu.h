@@ -414,7 +414,8 @@ struct RowBlock {
           Simd::Store(pt[r] + c, e);
           sum = Simd::Add(sum, e);
         }
-        l_lanes[r] = alpha[r] == 1.0f ? Simd::Add(l_lanes[r], sum) : Simd::Fma(l_lanes[r], Simd::Set1(alpha[r]), sum);
+        l_lanes[r] = alpha[r] == 1.0f ? Simd::Add(l_lanes[r], sum)
+                                      : Simd::Fma(l_lanes[r], Simd::Set1(alpha[r]), sum);
         m[r] = m_new;
       } else {
         for (int t = 0; t < kTile; ++t) pt[r][t] = s[r][t] == kNegInf ? 0.0f : 1.0f / (1.0f + std::exp(-s[r][t]));

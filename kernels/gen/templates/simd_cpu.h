@@ -134,7 +134,9 @@ struct Simd {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
-  static bool AnyGreater(Vec v, float x) { return _mm256_movemask_ps(_mm256_cmp_ps(v, Set1(x), _CMP_GT_OQ)) != 0; }
+  static bool AnyGreater(Vec v, float x) {
+    return _mm256_movemask_ps(_mm256_cmp_ps(v, Set1(x), _CMP_GT_OQ)) != 0;
+  }
   static float ReduceMax(Vec v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
