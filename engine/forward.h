@@ -49,11 +49,6 @@ class LlamaForward : public ForwardBackend {
   }
 
  private:
-  // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: each thread
-  // takes the pieces of its own share of every matrix's rows in order, then the other threads'
-  // last pieces. With an `epilogue` every matrix has the same rows, and a piece computes rows
-  // [r0, r1) of each, then runs epilogue(r0, r1) (so elementwise ops on the outputs need no
-  // barrier).
   // The int8 copy of one matmul input (QuantizeActivations' layout), kept across calls.
   struct Int8Buffer {
     std::vector<int8_t> codes;
@@ -68,11 +63,16 @@ class LlamaForward : public ForwardBackend {
     float* y;
     const Int8Buffer* xq = nullptr;
   };
+  // y_j = x_j · W_jᵀ for every job over the same n tokens, in one pass of the pool: each thread
+  // takes the pieces of its own share of every matrix's rows in order, then the other threads'
+  // last pieces. With an `epilogue` every matrix has the same rows, and a piece computes rows
+  // [r0, r1) of each, then runs epilogue(r0, r1) (so elementwise ops on the outputs need no
+  // barrier).
   void MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
                const std::function<void(int64_t, int64_t)>& epilogue = nullptr);
   void RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, int64_t n);
-  // Whether the int8 kernels will read `w`, so that a normed input is worth quantizing with
-  // the norm (same values as MatMuls would compute, one pass and no barrier fewer).
+  // Whether the int8 kernels will read `w`, so that a normed input is worth quantizing in the
+  // norm's own pass (the values MatMuls would compute, without a pass of their own).
   bool Int8Reads(const kernels::MatrixView& w) const;
   // RMSNorm of rows [b, e) of x_ with `weight` into xn_; with `quantize`, also their int8 copy
   // into xn_q_.

@@ -529,12 +529,13 @@ def run(args, requests=None, tokenizer=None, quiet=False, warmup_requests=None):
         "ignore_eos": args.ignore_eos, "goodput_config": goodput or None, **m,
     }
     if args.save_detailed:
+        first_sent = min((o.start_time for o in outputs), default=0.0)
         result.update({
             "input_lens": [o.prompt_len for o in outputs], "output_lens": out_lens,
             "ttfts": [o.ttft for o in outputs], "itls": [o.itl for o in outputs],
             "e2els": [o.latency for o in outputs],
             # when each request was sent, seconds after the first (with e2els: requests in flight)
-            "start_times": [o.start_time - min(x.start_time for x in outputs) for o in outputs],
+            "start_times": [o.start_time - first_sent for o in outputs],
             "generated_texts": [o.generated_text for o in outputs],
             "errors": [o.error for o in outputs]})
     if args.save_result or args.result_file:
