@@ -443,20 +443,51 @@ struct RowBlock {
     const KvSpan* spans;
     int num_spans, si = 0;
     int64_t t = 0, pos = 0, end = 0;  // tile offset in span si; its position; the walk's end
-    // The cursor's tile (keys and values; null past the end), then moves to the next one.
-    void Next(const char** k, const char** v) {
-      *k = *v = nullptr;
-      if (si >= num_spans || pos >= end) return;
-      const KvSpan& span = spans[si];
-      *k = static_cast<const char*>(span.k) + KeyElement(span.key_lanes, HD, t, 0) * KvFormatBytes(S::kFormat);
-      *v = static_cast<const char*>(span.v) + t * HD * KvFormatBytes(S::kFormat);
-      const int64_t next = std::min<int64_t>(span.num_tokens, t + kTile);
+    // The cursor's tile (its span, first row and rows; false past the end), then moves to the
+    // next one.
+    bool NextTile(const KvSpan** span, int64_t* first, int* n) {
+      if (si >= num_spans || pos >= end) return false;
+      *span = &spans[si];
+      *first = t;
+      const int64_t next = std::min<int64_t>(spans[si].num_tokens, t + kTile);
+      *n = static_cast<int>(next - t);
       pos += next - t;
       t = next;
-      if (t >= span.num_tokens) {
+      if (t >= spans[si].num_tokens) {
         ++si;
         t = 0;
       }
+      return true;
+    }
+    // Dense: the cursor's tile as key and value addresses (null past the end).
+    void Next(const char** k, const char** v) {
+      *k = *v = nullptr;
+      const KvSpan* span;
+      int64_t first;
+      int n;
+      if (!NextTile(&span, &first, &n)) return;
+      *k = static_cast<const char*>(span->k) + KeyElement(span->key_lanes, HD, first, 0) * KvFormatBytes(S::kFormat);
+      *v = static_cast<const char*>(span->v) + first * HD * KvFormatBytes(S::kFormat);
+    }
+    // Quantized: requests the cursor's tile at once — the codes and (scale, zero) rows of its
+    // keys and values, ~1-2.3 KB at SmolLM2's shape — and moves on. Without it decode waited
+    // on every tile's first loads (attention_bench, decode, batch 16, 2,048 tokens, k8v8: 6.5
+    // GB/s before; docs/BENCHMARKS.md, "CPU attention: quantized pages prefetched").
+    void RequestQuantized() {
+      const KvSpan* span;
+      int64_t first;
+      int n;
+      if (!NextTile(&span, &first, &n)) return;
+      const KvFormat f = S::kFormat == KvFormat::kQuantAny ? span->format : S::kFormat;
+      const KvPageSegments seg = PageSegmentsOf(f, HD, 1);
+      const auto rows = [&](const void* base, size_t row_bytes) {
+        const uintptr_t lo = reinterpret_cast<uintptr_t>(base) + first * row_bytes, hi = lo + n * row_bytes;
+        for (uintptr_t a = lo & ~uintptr_t{63}; a < hi; a += 64) __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 3);
+      };
+      rows(span->k, seg.k_row);
+      rows(span->k_meta, seg.k_meta_row);
+      rows(span->v, seg.v_row);
+      rows(span->v_meta, seg.v_meta_row);
     }
   };
 
@@ -465,16 +496,18 @@ struct RowBlock {
            float* raw = nullptr, int64_t raw_stride = 0) {
     float s[kMaxRows][kTile];
     PrefetchCursor ahead{spans, num_spans};
-    if constexpr (!IsQuantized(S::kFormat)) {
-      ahead.end = end;
-      for (int64_t start = 0; ahead.si < num_spans; start += spans[ahead.si++].num_tokens) {
-        if (start + spans[ahead.si].num_tokens > begin) {
-          ahead.t = (begin - start) / kTile * kTile;
-          ahead.pos = start + ahead.t;
-          break;
-        }
+    ahead.end = end;
+    for (int64_t start = 0; ahead.si < num_spans; start += spans[ahead.si++].num_tokens) {
+      if (start + spans[ahead.si].num_tokens > begin) {
+        ahead.t = (begin - start) / kTile * kTile;
+        ahead.pos = start + ahead.t;
+        break;
       }
-      for (int i = 0; i < kPrefetchTiles; ++i) {  // the first tiles are needed at once
+    }
+    for (int i = 0; i < kPrefetchTiles; ++i) {  // the first tiles are needed at once
+      if constexpr (IsQuantized(S::kFormat)) {
+        ahead.RequestQuantized();
+      } else {
         const char *k, *v;
         ahead.Next(&k, &v);
         for (int l = 0; k != nullptr && l < kTileLines; ++l) {
@@ -488,7 +521,8 @@ struct RowBlock {
       const int64_t lo = std::max(begin, span_start), hi = std::min(end, span_start + spans[si].num_tokens);
       for (int64_t j = lo; j < hi; j += kTile) {
         const int n = static_cast<int>(std::min<int64_t>(kTile, hi - j));
-        if constexpr (!IsQuantized(S::kFormat)) ahead.Next(&pf_k_, &pf_v_);
+        if constexpr (IsQuantized(S::kFormat)) ahead.RequestQuantized();
+        else ahead.Next(&pf_k_, &pf_v_);
         Scores(spans[si], j - span_start, n, j, p, s);
         if (raw != nullptr) {
           for (int r = 0; r < rows; ++r) std::copy(s[r], s[r] + n, raw + r * raw_stride + (j - begin));
