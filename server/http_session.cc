@@ -250,9 +250,8 @@ void HttpSession::OnEngineEvent(uint64_t seq, int prompt_index, TokenEvent event
     if (!r.done()) return;
     for (const std::string& f : r.StreamEnd()) Write(HttpChunk(SseEvent(f)));
     Write(HttpChunk(kSseDone));
-    Write(std::string(kLastChunk));
     gen_->ended = true;
-    return FinishResponse(200);
+    return FinishResponse(200, std::string(kLastChunk));
   }
   r.Collect(prompt_index, event);
   if (!r.done()) return;
@@ -267,8 +266,7 @@ void HttpSession::EndGenerationWithError(const ApiError& error) {
   // Headers (200) are out: the error travels in the stream.
   Write(HttpChunk(SseEvent(error.Body())));
   Write(HttpChunk(kSseDone));
-  Write(std::string(kLastChunk));
-  FinishResponse(200);
+  FinishResponse(200, std::string(kLastChunk));
 }
 
 void HttpSession::AbortUnfinished() {
@@ -307,8 +305,7 @@ void HttpSession::OnMonitor(beast::error_code ec, size_t n) {
 // ---------------------------------------------------------------------------------- writing
 
 void HttpSession::Reply(HttpReply reply) {
-  Write(SerializeReply(reply, keep_alive_));
-  FinishResponse(reply.status);
+  FinishResponse(reply.status, SerializeReply(reply, keep_alive_));
 }
 
 void HttpSession::Write(std::string bytes) {
@@ -334,17 +331,18 @@ void HttpSession::OnWrite(beast::error_code ec) {
   if (response_done_) AfterResponse();
 }
 
-void HttpSession::FinishResponse(int status) {
+void HttpSession::FinishResponse(int status, std::string last_bytes) {
   status_ = status;
   response_done_ = true;
-  // Recorded when the last bytes are queued, so a client that has read the response sees it
-  // counted in /metrics.
+  // Recorded before the last bytes are queued: queueing may send them at once, and a client
+  // that has read the response (and asks /metrics on another connection) must see it counted.
   if (!recorded_) {
     recorded_ = true;
     ctx_->metrics.Record(match_.label, status_, std::chrono::duration<double>(
                                                     std::chrono::steady_clock::now() - start_)
                                                     .count());
   }
+  Write(std::move(last_bytes));
   if (!writing_ && pending_.empty()) AfterResponse();
 }
 

@@ -68,7 +68,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void Write(std::string bytes);
   void DoWrite();
   void OnWrite(boost::beast::error_code ec);
-  void FinishResponse(int status);  // the response's last bytes are queued
+  // Records the response (status, latency), then queues its last bytes.
+  void FinishResponse(int status, std::string last_bytes);
   void AfterResponse();             // ... and written: next request or close
   void ConnectionLost();
   void Close();
