@@ -53,18 +53,41 @@ inline void DequantRow(const uint8_t* codes, const uint16_t* meta, int groups, f
   }
 }
 
-// n rows of quantized codes (row stride `row`, meta stride `meta_row`) into scratch.
+// Cache lines [lo, lo + 64 * lines) to request ahead of use (lo 64-byte aligned).
+struct LineRange {
+  uintptr_t lo = 0, lines = 0;
+  static LineRange Of(const void* base, size_t row_bytes, int64_t first, int n) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(base) + first * row_bytes, end = begin + n * row_bytes;
+    const uintptr_t lo = begin & ~uintptr_t{63};
+    return {lo, (end - lo + 63) / 64};
+  }
+  void Request(uintptr_t l) const { __builtin_prefetch(reinterpret_cast<const void*>(lo + 64 * l), 0, 3); }
+  // Step i of n: line i, and at the last step every line from n on.
+  void RequestStep(int i, int n) const {
+    if (static_cast<uintptr_t>(i) < lines) Request(i);
+    if (i == n - 1) {
+      for (uintptr_t l = n; l < lines; ++l) Request(l);
+    }
+  }
+};
+
+// n rows of quantized codes (row stride `row`, meta stride `meta_row`) into scratch; row t
+// also requests step t of the ranges `ahead` (codes and meta of a later tile; may be empty).
 template <int HD, int kBits>
 inline void DequantRows(const uint8_t* codes, const uint8_t* meta, size_t row, size_t meta_row, int groups,
-                        int n, float* scratch) {
+                        int n, float* scratch, const LineRange* ahead) {
   for (int t = 0; t < n; ++t) {
+    ahead[0].RequestStep(t, n);
+    ahead[1].RequestStep(t, n);
     DequantRow<HD, kBits>(codes + t * row, reinterpret_cast<const uint16_t*>(meta + t * meta_row), groups,
                           scratch + t * HD);
   }
 }
 
+// Rows [t0, t0 + n) of a quantized span's keys or values as floats in scratch. ahead[0..1]:
+// the codes and meta lines of a later tile to request meanwhile (see RowBlock::Run).
 template <KvFormat F, int HD, bool kValue>
-inline const float* PageRows(const KvSpan& span, int64_t t0, int n, float* scratch) {
+inline const float* PageRows(const KvSpan& span, int64_t t0, int n, float* scratch, const LineRange* ahead) {
   static_assert(IsQuantized(F), "dense keys and values are read in place");
   const void* base = kValue ? span.v : span.k;
   // A named format has its bits and groups at compile time; kQuantAny reads them from the
@@ -77,10 +100,10 @@ inline const float* PageRows(const KvSpan& span, int64_t t0, int n, float* scrat
   const uint8_t* codes = static_cast<const uint8_t*>(base) + t0 * row;
   const uint8_t* meta = static_cast<const uint8_t*>(kValue ? span.v_meta : span.k_meta) + t0 * meta_row;
   switch (bits) {
-    case 8: DequantRows<HD, 8>(codes, meta, row, meta_row, groups, n, scratch); break;
-    case 4: DequantRows<HD, 4>(codes, meta, row, meta_row, groups, n, scratch); break;
-    case 2: DequantRows<HD, 2>(codes, meta, row, meta_row, groups, n, scratch); break;
-    default: DequantRows<HD, 1>(codes, meta, row, meta_row, groups, n, scratch); break;
+    case 8: DequantRows<HD, 8>(codes, meta, row, meta_row, groups, n, scratch, ahead); break;
+    case 4: DequantRows<HD, 4>(codes, meta, row, meta_row, groups, n, scratch, ahead); break;
+    case 2: DequantRows<HD, 2>(codes, meta, row, meta_row, groups, n, scratch, ahead); break;
+    default: DequantRows<HD, 1>(codes, meta, row, meta_row, groups, n, scratch, ahead); break;
   }
   return scratch;
 }
@@ -244,7 +267,7 @@ struct RowBlock {
     // Every row takes the same path whatever the block holds (one query in decode, many in
     // prefill), so a token's result never depends on how it was batched or chunked.
     if constexpr (IsQuantized(S::kFormat)) {
-      const float* k = PageRows<S::kFormat, HD, false>(span, t0, n, k_scratch);
+      const float* k = PageRows<S::kFormat, HD, false>(span, t0, n, k_scratch, pf_quant_);
       for (int r = 0; r < rows; ++r)
         for (int t = 0; t < n; ++t) s[r][t] = Dot<HD>(q_row[r], k + t * HD);
     } else if (span.key_lanes == kTile && t0 % kTile == 0) {
@@ -439,6 +462,9 @@ struct RowBlock {
   static constexpr size_t kValueRowBytes = HD * KvFormatBytes(S::kFormat);
   const char* pf_k_ = nullptr;  // the tile to request during the next LaneDots, or null
   const char* pf_v_ = nullptr;
+  // Quantized pages: the tile kPrefetchTiles ahead, requested a line per row while the current
+  // tile's keys (ranges 0-1) and values (2-3) are dequantized.
+  LineRange pf_quant_[4];
   struct PrefetchCursor {
     const KvSpan* spans;
     int num_spans, si = 0;
@@ -469,25 +495,20 @@ struct RowBlock {
       *k = static_cast<const char*>(span->k) + KeyElement(span->key_lanes, HD, first, 0) * KvFormatBytes(S::kFormat);
       *v = static_cast<const char*>(span->v) + first * HD * KvFormatBytes(S::kFormat);
     }
-    // Quantized: requests the cursor's tile at once — the codes and (scale, zero) rows of its
-    // keys and values, ~1-2.3 KB at SmolLM2's shape — and moves on. Without it decode waited
-    // on every tile's first loads (attention_bench, decode, batch 16, 2,048 tokens, k8v8: 6.5
-    // GB/s before; docs/BENCHMARKS.md, "CPU attention: quantized pages prefetched").
-    void RequestQuantized() {
+    // Quantized: the cursor's tile as line ranges — key codes, key (scale, zero), value codes,
+    // value (scale, zero); ~1-2.3 KB at SmolLM2's shape; all empty past the end.
+    void NextQuantized(LineRange* r) {
       const KvSpan* span;
       int64_t first;
       int n;
+      for (int i = 0; i < 4; ++i) r[i] = LineRange{};
       if (!NextTile(&span, &first, &n)) return;
       const KvFormat f = S::kFormat == KvFormat::kQuantAny ? span->format : S::kFormat;
       const KvPageSegments seg = PageSegmentsOf(f, HD, 1);
-      const auto rows = [&](const void* base, size_t row_bytes) {
-        const uintptr_t lo = reinterpret_cast<uintptr_t>(base) + first * row_bytes, hi = lo + n * row_bytes;
-        for (uintptr_t a = lo & ~uintptr_t{63}; a < hi; a += 64) __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 3);
-      };
-      rows(span->k, seg.k_row);
-      rows(span->k_meta, seg.k_meta_row);
-      rows(span->v, seg.v_row);
-      rows(span->v_meta, seg.v_meta_row);
+      r[0] = LineRange::Of(span->k, seg.k_row, first, n);
+      r[1] = LineRange::Of(span->k_meta, seg.k_meta_row, first, n);
+      r[2] = LineRange::Of(span->v, seg.v_row, first, n);
+      r[3] = LineRange::Of(span->v_meta, seg.v_meta_row, first, n);
     }
   };
 
@@ -506,7 +527,10 @@ struct RowBlock {
     }
     for (int i = 0; i < kPrefetchTiles; ++i) {  // the first tiles are needed at once
       if constexpr (IsQuantized(S::kFormat)) {
-        ahead.RequestQuantized();
+        ahead.NextQuantized(pf_quant_);
+        for (const LineRange& r : pf_quant_) {
+          for (uintptr_t l = 0; l < r.lines; ++l) r.Request(l);
+        }
       } else {
         const char *k, *v;
         ahead.Next(&k, &v);
@@ -521,14 +545,14 @@ struct RowBlock {
       const int64_t lo = std::max(begin, span_start), hi = std::min(end, span_start + spans[si].num_tokens);
       for (int64_t j = lo; j < hi; j += kTile) {
         const int n = static_cast<int>(std::min<int64_t>(kTile, hi - j));
-        if constexpr (IsQuantized(S::kFormat)) ahead.RequestQuantized();
+        if constexpr (IsQuantized(S::kFormat)) ahead.NextQuantized(pf_quant_);
         else ahead.Next(&pf_k_, &pf_v_);
         Scores(spans[si], j - span_start, n, j, p, s);
         if (raw != nullptr) {
           for (int r = 0; r < rows; ++r) std::copy(s[r], s[r] + n, raw + r * raw_stride + (j - begin));
         }
         if constexpr (IsQuantized(S::kFormat)) {
-          Reduce<KvFormat::kF32>(s, PageRows<S::kFormat, HD, true>(spans[si], j - span_start, n, v_scratch), n);
+          Reduce<KvFormat::kF32>(s, PageRows<S::kFormat, HD, true>(spans[si], j - span_start, n, v_scratch, pf_quant_ + 2), n);
         } else {  // dense values are read where they lie
           Reduce<S::kFormat>(s, static_cast<const uint8_t*>(spans[si].v) + (j - span_start) * HD * KvFormatBytes(S::kFormat), n);
         }
