@@ -463,7 +463,9 @@ struct RowBlock {
   const char* pf_k_ = nullptr;  // the tile to request during the next LaneDots, or null
   const char* pf_v_ = nullptr;
   // Quantized pages: the tile kPrefetchTiles ahead, requested a line per row while the current
-  // tile's keys (ranges 0-1) and values (2-3) are dequantized.
+  // tile's keys (ranges 0-1) and values (2-3) are dequantized. Requested at all, decode went
+  // 2.0-2.7x faster; a line per row rather than all at once, k8v8 another 10-30% (the burst
+  // waited for miss buffers). docs/BENCHMARKS.md, "CPU attention: quantized pages prefetched".
   LineRange pf_quant_[4];
   struct PrefetchCursor {
     const KvSpan* spans;
