@@ -267,9 +267,32 @@ struct RowBlock {
     // Every row takes the same path whatever the block holds (one query in decode, many in
     // prefill), so a token's result never depends on how it was batched or chunked.
     if constexpr (IsQuantized(S::kFormat)) {
-      const float* k = PageRows<S::kFormat, HD, false>(span, t0, n, k_scratch, pf_quant_);
-      for (int r = 0; r < rows; ++r)
-        for (int t = 0; t < n; ++t) s[r][t] = Dot<HD>(q_row[r], k + t * HD);
+      PageRows<S::kFormat, HD, false>(span, t0, n, k_scratch, pf_quant_);
+      if constexpr (HD % Simd::kW == 0) {
+        // Dequantized keys are token rows: per row, kW tokens' lane-wise products, then their kW
+        // horizontal sums in one fold (ReduceAddEach) rather than one sum per (row, token).
+        // Rows past n are zeros, so every tile runs the same unrolled code.
+        std::fill(k_scratch + n * HD, k_scratch + kTile * HD, 0.0f);
+        constexpr int kVecs = HD / Simd::kW;
+        for (int r = 0; r < rows; ++r) {
+          typename Simd::Vec q[kVecs];
+          for (int v = 0; v < kVecs; ++v) q[v] = Simd::Load(q_row[r] + v * Simd::kW);
+          for (int tb = 0; tb < kTile; tb += Simd::kW) {
+            typename Simd::Vec part[Simd::kW];
+#pragma GCC unroll 16
+            for (int j = 0; j < Simd::kW; ++j) {
+              const float* kt = k_scratch + (tb + j) * HD;
+              typename Simd::Vec a = Simd::Mul(q[0], Simd::Load(kt));
+              for (int v = 1; v < kVecs; ++v) a = Simd::Fma(q[v], Simd::Load(kt + v * Simd::kW), a);
+              part[j] = a;
+            }
+            Simd::ReduceAddEach(part, s[r] + tb);
+          }
+        }
+      } else {
+        for (int r = 0; r < rows; ++r)
+          for (int t = 0; t < n; ++t) s[r][t] = Dot<HD>(q_row[r], k_scratch + t * HD);
+      }
     } else if (span.key_lanes == kTile && t0 % kTile == 0) {
       // A key-lane block as stored: 16 tokens' logits per vector, no horizontal sums
       // (against per-token dots over token rows, attention_bench: prefill 1.8x, decode in
