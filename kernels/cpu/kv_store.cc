@@ -68,7 +68,24 @@ void QuantizeKvRow(const float* src, int n, int bits, int groups, uint16_t* code
   for (int g = 0; g < groups; ++g) {
     const float* x = src + g * per_group;
     float lo = x[0], hi = x[0];
-    for (int i = 1; i < per_group; ++i) {
+    int i = 1;
+#if defined(__AVX512F__)
+    // Every stored token of a quantized page comes through here (3-4.5% of serving at c=16
+    // with quantized KV when it was scalar). Min and max are exact in any order, and the
+    // codes round to nearest even as lrint does (the default rounding mode): the same codes
+    // as the scalar loops. NaN inputs aside, where min and max pick operands differently.
+    if (per_group % 16 == 0) {
+      __m512 vlo = _mm512_loadu_ps(x), vhi = vlo;
+      for (i = 16; i < per_group; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        vlo = _mm512_min_ps(v, vlo);
+        vhi = _mm512_max_ps(v, vhi);
+      }
+      lo = _mm512_reduce_min_ps(vlo);
+      hi = _mm512_reduce_max_ps(vhi);
+    }
+#endif
+    for (; i < per_group; ++i) {
       lo = std::min(lo, x[i]);
       hi = std::max(hi, x[i]);
     }
@@ -77,10 +94,27 @@ void QuantizeKvRow(const float* src, int n, int bits, int groups, uint16_t* code
     meta[2 * g + 1] = zero_h;
     const float scale = Fp16ToFp32(scale_h), zero = Fp16ToFp32(zero_h);
     const float inv = scale > 0 ? 1.0f / scale : 0.0f;
-    for (int i = 0; i < per_group; ++i) {
-      const int idx = g * per_group + i;
-      const int code = std::clamp(static_cast<int>(std::lrint((x[i] - zero) * inv)), 0, range);
-      codes[idx * bits / 16] |= static_cast<uint16_t>(code << (idx * bits % 16));
+    int32_t q[16];
+    for (int i0 = 0; i0 < per_group; i0 += 16) {
+      const int m = std::min(16, per_group - i0);
+#if defined(__AVX512F__)
+      if (m == 16) {
+        const __m512 y = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i0), _mm512_set1_ps(zero)), _mm512_set1_ps(inv));
+        const __m512i c = _mm512_cvtps_epi32(y);  // INT_MIN when out of range: clamps to 0
+        _mm512_storeu_si512(q, _mm512_min_epi32(_mm512_max_epi32(c, _mm512_setzero_si512()), _mm512_set1_epi32(range)));
+      } else
+#endif
+      {
+        for (int j = 0; j < m; ++j) {
+          const float y = (x[i0 + j] - zero) * inv;
+          // Out of int range (or NaN): 0, as the vector conversion gives.
+          q[j] = y >= -2147483648.0f && y < 2147483648.0f ? std::clamp(static_cast<int>(std::lrint(y)), 0, range) : 0;
+        }
+      }
+      for (int j = 0; j < m; ++j) {
+        const int idx = g * per_group + i0 + j;
+        codes[idx * bits / 16] |= static_cast<uint16_t>(q[j] << (idx * bits % 16));
+      }
     }
   }
 }
