@@ -5,7 +5,8 @@
 //
 // Vec: kW floats. Ops: Zero, Set1, Load, Store, Add, Sub, Mul, Max, Fma(a, b, c) = a·b + c,
 // Exp (relative error < 2e-7 on [-87, 88], 0 below), ReduceAdd, ReduceMax, AnyGreater(v, x)
-// (some lane > x), ReduceAddEach(v, out) (out[j] = the sum of v[j]'s lanes, for kW vectors); LoadF16 / LoadBf16 load kW f16/bf16 values as floats.
+// (some lane > x), ReduceAddEach(v, out) (out[j] = the sum of v[j]'s lanes, for kW vectors);
+// LoadF16 / LoadBf16 load kW f16/bf16 values as floats.
 #pragma once
 
 #include <cmath>
