@@ -39,6 +39,37 @@ using kernels::Fp16ToFp32;
 // integer exponent trick; the portable path calls std::exp.
 inline constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
 
+#if PENG_GEN_ISA >= 2
+// The bytes of 16 kBits-bit codes packed little-endian at p (code i0 first, i0 a multiple of
+// 16), spread so that byte j holds code j (still to be shifted by CodeShift(j) and masked).
+template <int kBits>
+inline __m128i CodeBytes16(const uint8_t* p, int i0) {
+  const uint8_t* src = p + i0 * kBits / 8;  // 16 codes = 2·kBits bytes
+  if constexpr (kBits == 8) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  __m128i bytes;
+  if constexpr (kBits == 4) {
+    bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
+  } else if constexpr (kBits == 2) {
+    int word;
+    std::memcpy(&word, src, 4);
+    bytes = _mm_cvtsi32_si128(word);
+  } else {  // 1 bit: 2 bytes (reading 4 could run past the page)
+    uint16_t half;
+    std::memcpy(&half, src, 2);
+    bytes = _mm_cvtsi32_si128(half);
+  }
+  constexpr int kPerByte = 8 / kBits;
+  alignas(16) static constexpr uint8_t kIdx[16] = {
+      0 / kPerByte, 1 / kPerByte, 2 / kPerByte, 3 / kPerByte, 4 / kPerByte, 5 / kPerByte,
+      6 / kPerByte, 7 / kPerByte, 8 / kPerByte, 9 / kPerByte, 10 / kPerByte, 11 / kPerByte,
+      12 / kPerByte, 13 / kPerByte, 14 / kPerByte, 15 / kPerByte};
+  return _mm_shuffle_epi8(bytes, _mm_load_si128(reinterpret_cast<const __m128i*>(kIdx)));
+}
+// The right shift that brings code j to bit 0 of its spread byte.
+template <int kBits>
+constexpr int CodeShift(int j) { return j % (8 / kBits) * kBits; }
+#endif
+
 #if PENG_GEN_ISA == 3
 struct Simd {
   using Vec = __m512;
@@ -91,37 +122,14 @@ struct Simd {
   // (i0 a multiple of 16): gather each lane's byte with a shuffle, shift, mask.
   template <int kBits>
   static void DequantCodes16(const uint8_t* p, int i0, float scale, float zero, float* d) {
-    const uint8_t* src = p + i0 * kBits / 8;  // 16 codes = 2·kBits bytes
-    __m128i bytes;
-    if constexpr (kBits == 8) bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
-    else if constexpr (kBits == 4) bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
-    else if constexpr (kBits == 2) {
-      int word;
-      std::memcpy(&word, src, 4);
-      bytes = _mm_cvtsi32_si128(word);
-    } else {  // 1 bit: 2 bytes (reading 4 could run past the page)
-      uint16_t half;
-      std::memcpy(&half, src, 2);
-      bytes = _mm_cvtsi32_si128(half);
-    }
-    __m512i lanes;
-    if constexpr (kBits == 8) {
-      lanes = _mm512_cvtepu8_epi32(bytes);
-    } else {
-      constexpr int kPerByte = 8 / kBits;
-      alignas(16) static constexpr uint8_t kIdx[16] = {
-          0 / kPerByte, 1 / kPerByte, 2 / kPerByte, 3 / kPerByte, 4 / kPerByte, 5 / kPerByte,
-          6 / kPerByte, 7 / kPerByte, 8 / kPerByte, 9 / kPerByte, 10 / kPerByte, 11 / kPerByte,
-          12 / kPerByte, 13 / kPerByte, 14 / kPerByte, 15 / kPerByte};
-      const __m128i spread = _mm_shuffle_epi8(bytes, _mm_load_si128(reinterpret_cast<const __m128i*>(kIdx)));
-      const __m512i shifts = _mm512_setr_epi32(0 % kPerByte * kBits, 1 % kPerByte * kBits, 2 % kPerByte * kBits,
-                                               3 % kPerByte * kBits, 4 % kPerByte * kBits, 5 % kPerByte * kBits,
-                                               6 % kPerByte * kBits, 7 % kPerByte * kBits, 8 % kPerByte * kBits,
-                                               9 % kPerByte * kBits, 10 % kPerByte * kBits, 11 % kPerByte * kBits,
-                                               12 % kPerByte * kBits, 13 % kPerByte * kBits, 14 % kPerByte * kBits,
-                                               15 % kPerByte * kBits);
-      lanes = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(spread), shifts),
-                               _mm512_set1_epi32((1 << kBits) - 1));
+    __m512i lanes = _mm512_cvtepu8_epi32(CodeBytes16<kBits>(p, i0));
+    if constexpr (kBits < 8) {
+      const __m512i shifts = _mm512_setr_epi32(
+          CodeShift<kBits>(0), CodeShift<kBits>(1), CodeShift<kBits>(2), CodeShift<kBits>(3), CodeShift<kBits>(4),
+          CodeShift<kBits>(5), CodeShift<kBits>(6), CodeShift<kBits>(7), CodeShift<kBits>(8), CodeShift<kBits>(9),
+          CodeShift<kBits>(10), CodeShift<kBits>(11), CodeShift<kBits>(12), CodeShift<kBits>(13),
+          CodeShift<kBits>(14), CodeShift<kBits>(15));
+      lanes = _mm512_and_si512(_mm512_srlv_epi32(lanes, shifts), _mm512_set1_epi32((1 << kBits) - 1));
     }
     Store(d, Fma(_mm512_cvtepi32_ps(lanes), Set1(scale), Set1(zero)));
   }
@@ -195,12 +203,20 @@ struct Simd {
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
     return _mm256_and_ps(live, _mm256_mul_ps(_mm256_mul_ps(p, a), b));
   }
-  // d[0:16] = code(i0 + j)·scale + zero for the kBits-bit codes packed little-endian at p.
+  // d[0:16] = code(i0 + j)·scale + zero for the kBits-bit codes packed little-endian at p (i0 a
+  // multiple of 16), as two vectors of 8.
   template <int kBits>
   static void DequantCodes16(const uint8_t* p, int i0, float scale, float zero, float* d) {
-    for (int j = 0; j < 16; ++j) {
-      const int i = i0 + j;
-      d[j] = static_cast<float>((p[i * kBits / 8] >> (i * kBits % 8)) & ((1 << kBits) - 1)) * scale + zero;
+    const __m128i spread = CodeBytes16<kBits>(p, i0);
+    for (int half = 0; half < 2; ++half) {
+      __m256i lanes = _mm256_cvtepu8_epi32(half == 0 ? spread : _mm_srli_si128(spread, 8));
+      if constexpr (kBits < 8) {  // the shifts repeat every 8 codes
+        const __m256i shifts = _mm256_setr_epi32(CodeShift<kBits>(0), CodeShift<kBits>(1), CodeShift<kBits>(2),
+                                                 CodeShift<kBits>(3), CodeShift<kBits>(4), CodeShift<kBits>(5),
+                                                 CodeShift<kBits>(6), CodeShift<kBits>(7));
+        lanes = _mm256_and_si256(_mm256_srlv_epi32(lanes, shifts), _mm256_set1_epi32((1 << kBits) - 1));
+      }
+      Store(d + 8 * half, Fma(_mm256_cvtepi32_ps(lanes), Set1(scale), Set1(zero)));
     }
   }
   static Vec LoadF16(const uint16_t* s) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))); }
