@@ -8,9 +8,10 @@
 #                         and the CUDA driver/runtime/cuBLAS, which the device machine has);
 #                         models/tiny*.gguf (tests/fixtures/tiny_model.py); the scripts.
 #   device-model-1/, device-model-2/
-#                         SmolLM2-135M-Instruct.Q4_1.gguf (~94 MiB) split in two halves plus
-#                         its SHA-256: the model alone is over the carry limit, so it travels in
-#                         two extra calls that stash the halves on the warm machine.
+#                         SmolLM2-135M-Instruct.Q4_1.gguf (~94 MiB) split in two plus its
+#                         SHA-256: the model alone is over the carry limit. Part 1 (60 MiB)
+#                         travels in a first call that stashes it on the warm machine; part 2
+#                         (the rest) travels with device-bundle/ in the check's own call.
 #
 # Usage (here, after building build-device as docs/DEVICE_CHECK.md says):
 #   scripts/device-bundle.sh [BUILD_DIR]
@@ -70,21 +71,25 @@ bytes=$(du -sb "$OUT" | cut -f1)
 (( bytes < LIMIT )) || die "device-bundle/ is $bytes bytes, over the 64 MiB carry limit"
 echo "device-bundle/: $((bytes / 1024 / 1024)) MiB ($(tar -tJf "$OUT/bundle.tar.xz" | grep -c '^lib/.') libraries)"
 
-# SmolLM2 in two halves (each a separate carry).
+# SmolLM2 in two parts: 60 MiB alone in the first call, the rest beside the bundle.
 if [[ -f "$MODEL" ]]; then
   size=$(stat -c %s "$MODEL")
-  half=$(( (size + 1) / 2 ))
+  first=$((60 * 1024 * 1024))
+  (( first < size )) || first=$(( (size + 1) / 2 ))
   sum=$(sha256sum "$MODEL" | cut -d' ' -f1)
   for i in 1 2; do
     mkdir -p "$ROOT/device-model-$i"
+    if (( i == 1 )); then skip=0 count=$first; else skip=$first count=$((size - first)); fi
     dd if="$MODEL" of="$ROOT/device-model-$i/part" bs=1M iflag=skip_bytes,count_bytes \
-       skip=$(( (i - 1) * half )) count=$half status=none
+       skip=$skip count=$count status=none
     echo "$sum" > "$ROOT/device-model-$i/SHA256"
     echo "$i" > "$ROOT/device-model-$i/INDEX"
     b=$(du -sb "$ROOT/device-model-$i" | cut -f1)
     (( b < LIMIT )) || die "device-model-$i is $b bytes, over the carry limit"
   done
-  echo "device-model-1/, device-model-2/: SmolLM2 halves ($((size / 1024 / 1024)) MiB, sha256 ${sum:0:12}...)"
+  total=$(( $(du -sb "$ROOT/device-model-2" | cut -f1) + bytes ))
+  (( total < LIMIT - 4 * 1024 * 1024 )) || die "device-bundle/ + device-model-2/ = $total bytes: too close to the carry limit with the working tree"
+  echo "device-model-1/, device-model-2/: SmolLM2 in two parts ($((size / 1024 / 1024)) MiB, sha256 ${sum:0:12}...)"
 else
   echo "note: $MODEL not found; the device check will use the tiny models only (scripts/fetch_model.sh fetches it)"
 fi

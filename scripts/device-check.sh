@@ -3,31 +3,37 @@
 # procedure: docs/DEVICE_CHECK.md). The binaries come prebuilt from scripts/device-bundle.sh
 # (the device machine has CUDA 13 and PyTorch but none of Peng's Debian libraries).
 #
-#   scripts/device-check.sh stash   (carry device-model-1 or device-model-2): keeps that half of
-#                                   SmolLM2 in device-cache/ on the warm machine
-#   scripts/device-check.sh [all]   (carry device-bundle): the check itself
+#   scripts/device-check.sh stash   (carry device-model-1): keeps that half of SmolLM2 in
+#                                   device-cache/ on the warm machine
+#   scripts/device-check.sh [all]   (carry device-bundle and device-model-2): stashes the second
+#                                   half, assembles SmolLM2, then runs the check
 #
 # The check: (1) every CUDA gtest binary (generated attention variants vs the CPU reference; the
 # CUDA worker vs the CPU worker on the tiny models and on SmolLM2 when both halves were
 # stashed), (2) greedy generation on the GPU worker vs the CPU worker (token ids compared),
 # (3) the attention benchmark: paged decode GB/s vs device-to-device copy, prefill TFLOP/s vs
-# PyTorch SDPA on the same shapes. A summary table goes to stdout and $OUT/device-check.md.
+# PyTorch SDPA on the same shapes, (4) serving: `peng serve` on the GPU worker and on the host's
+# CPU worker, closed-loop load at concurrency 1/16/64 (scripts/device_serve_load.py).
+# The summary goes to stdout and $OUT/device-check.md, rewritten after every step (a run cut off
+# by its time limit still returns what it finished); the per-step logs go to $OUT/logs.tar.gz.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 MODE=${1:-all}
 CACHE=$ROOT/device-cache
-OUTDIR=${OUT:-$ROOT/device-check-out}
-mkdir -p "$OUTDIR" "$CACHE"
-REPORT=$OUTDIR/device-check.md
+RESULTS=${OUT:-$ROOT/device-check-out}
+OUTDIR=$CACHE/logs   # per-step logs, packed into $RESULTS/logs.tar.gz (the tool returns 8 files)
+mkdir -p "$RESULTS" "$CACHE"
+rm -rf "$OUTDIR" && mkdir -p "$OUTDIR"
+REPORT=$RESULTS/device-check.md
 SMOL=$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf
 
 log() { echo "[device-check $(date +%T)] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-if [[ "$MODE" == stash ]]; then
-  found=0
+stash() {
+  local found=0
   for i in 1 2; do
     d=$ROOT/device-model-$i
     [[ -f $d/part ]] || continue
@@ -36,7 +42,7 @@ if [[ "$MODE" == stash ]]; then
     log "stashed SmolLM2 half $i ($(stat -c %s "$d/part") bytes)"
     found=1
   done
-  (( found )) || die "no device-model-N/part here: run with carry [\"device-model-1\"] (then 2)"
+  (( found )) || return 1
   if [[ -f $CACHE/smollm2.part1 && -f $CACHE/smollm2.part2 ]]; then
     cat "$CACHE/smollm2.part1" "$CACHE/smollm2.part2" > "$SMOL.tmp"
     if [[ "$(sha256sum "$SMOL.tmp" | cut -d' ' -f1)" == "$(cat "$CACHE/smollm2.sha256")" ]]; then
@@ -44,12 +50,16 @@ if [[ "$MODE" == stash ]]; then
       log "SmolLM2 assembled and checked: $SMOL"
     else
       rm -f "$SMOL.tmp"
-      die "SmolLM2 halves do not match the SHA-256 (were they from the same bundle?)"
+      log "SmolLM2 halves do not match the SHA-256 (were they from the same bundle?)"
     fi
   fi
+}
+if [[ "$MODE" == stash ]]; then
+  stash || die "no device-model-N/part here: run with carry [\"device-model-1\"]"
   exit 0
 fi
 [[ "$MODE" == all ]] || die "unknown mode '$MODE' (all | stash)"
+stash || log "no SmolLM2 half carried in this call"
 
 # ---- unpack the bundle ----
 BUNDLE=$ROOT/device-bundle
@@ -91,13 +101,35 @@ TINY=$BUNDLE/models/tiny-Q8_0.gguf
 
 declare -a ROWS=()
 FAILED=0
-row() { ROWS+=("| $1 | $2 | $3 |"); [[ "$2" == FAIL ]] && FAILED=1 || true; }
+write_report() {  # after every step: a run cut off by its limit still returns what it finished
+  {
+    echo "# Peng device check — $GPU — $(date -u +%F)"
+    echo
+    echo "Bundle from commit $(cat "$BUNDLE/COMMIT" 2>/dev/null || echo '?')."
+    echo
+    echo "| check | result | detail |"
+    echo "|---|---|---|"
+    printf '%s\n' "${ROWS[@]}"
+    for f in "$OUTDIR/serve_load.md" "$OUTDIR/attention_bench.md"; do
+      if [[ -s $f ]]; then echo; cat "$f"; fi
+    done
+  } > "$REPORT.tmp"
+  mv "$REPORT.tmp" "$REPORT"
+  if tar -C "$OUTDIR" -czf "$RESULTS/logs.tar.gz.tmp" . 2>/dev/null; then
+    mv "$RESULTS/logs.tar.gz.tmp" "$RESULTS/logs.tar.gz"
+  fi
+}
+row() {
+  ROWS+=("| $1 | $2 | $3 |"); [[ "$2" == FAIL ]] && FAILED=1 || true
+  log "$1: $2 $3"
+  write_report
+}
 
 # ---- (1) CUDA tests ----
 run_test() {  # name, binary, env...
   local name=$1 bin=$2; shift 2
   local logf=$OUTDIR/$name.log
-  if env "$@" timeout 300 "$bin" --gtest_brief=1 > "$logf" 2>&1; then
+  if env "$@" timeout "${TEST_TIMEOUT:-150}" "$bin" --gtest_brief=1 > "$logf" 2>&1; then
     local skipped; skipped=$(grep -c '^\[  SKIPPED \]' "$logf" || true)
     row "$name" PASS "$(grep -E '^\[  PASSED  \]' "$logf" | head -1 | sed 's/\[  PASSED  \] //'); $skipped skipped"
   else
@@ -122,7 +154,7 @@ done
 
 # ---- (2) greedy generation: GPU worker vs CPU worker ----
 generate() {  # model, device, prompt -> "[ids]" (CPU matmuls with float activations, as on the GPU)
-  timeout 300 "$X/bin/peng" generate --model "$1" --device "$2" --prompt "$3" --temperature 0 \
+  timeout 60 "$X/bin/peng" generate --model "$1" --device "$2" --prompt "$3" --temperature 0 \
     --max-tokens 48 --output-ids --threads 8 --activations f32 2>>"$OUTDIR/generate.log" | tail -1
 }
 compare_generation() {  # label, model
@@ -151,27 +183,60 @@ print(n, len(a), len(b))" "$cpu" "$gpu")
 [[ -f $SMOL ]] && compare_generation SmolLM2 "$SMOL"
 compare_generation tiny-Q8_0 "$TINY"
 
-# ---- (3) attention benchmark ----
+# ---- (3) serving: GPU worker, and the host's CPU worker as the peer in the same run ----
+serve_load() {  # label, device, threads
+  local label=$1 device=$2 threads=$3 port=8000 pid
+  local slog=$OUTDIR/serve_$device.log
+  "$X/bin/peng" serve --config "$ROOT/configs/gpu.yaml" --model "$SMOL" --device "$device" \
+    --threads "$threads" --http-port $port --grpc-port 0 > "$slog" 2>&1 &
+  pid=$!
+  local ready=0
+  for _ in $(seq 120); do
+    if python3 -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:$port/ready', timeout=1)" 2>/dev/null; then
+      ready=1; break
+    fi
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.5
+  done
+  if (( !ready )); then
+    row "serve $label" FAIL "not ready (serve_$device.log: $(tail -2 "$slog" | tr '\n' ' '))"
+    kill $pid 2>/dev/null || true
+    wait $pid 2>/dev/null || true
+    return
+  fi
+  if timeout 150 python3 "$ROOT/scripts/device_serve_load.py" --base-url http://127.0.0.1:$port \
+      --label "$label" --concurrency 1,16,64 --requests 8,64,128 --prompt-tokens 128 \
+      --max-tokens 128 --json "$OUTDIR/serve_load.jsonl" >> "$OUTDIR/serve_load.md" 2>>"$OUTDIR/serve_load.log"; then
+    row "serve $label" PASS "c=1/16/64 table below"
+  else
+    row "serve $label" FAIL "load failed or errors (serve_load.log, serve_$device.log)"
+  fi
+  echo >> "$OUTDIR/serve_load.md"
+  kill -TERM $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
+}
+if [[ -f $SMOL ]]; then
+  serve_load "SmolLM2, CUDA worker" cuda 4
+  serve_load "SmolLM2, CPU worker ($(nproc) host threads)" cpu "$(nproc)"
+else
+  row "serve" SKIP "SmolLM2 not stashed"
+fi
+
+# ---- (4) attention benchmark ----
 BENCH_JSON=$OUTDIR/attention_bench.jsonl
 BENCH_MD=$OUTDIR/attention_bench.md
-if timeout 300 "$X/bin/cuda_attention_bench" --json "$BENCH_JSON" > "$OUTDIR/attention_bench.log" 2>&1; then
-  if timeout 300 python3 "$ROOT/scripts/device_attention_peer.py" "$BENCH_JSON" > "$BENCH_MD" 2>"$OUTDIR/attention_peer.log"; then
+if timeout 150 "$X/bin/cuda_attention_bench" --json "$BENCH_JSON" > "$OUTDIR/attention_bench.log" 2>&1; then
+  if timeout 120 python3 "$ROOT/scripts/device_attention_peer.py" "$BENCH_JSON" > "$BENCH_MD.tmp" 2>"$OUTDIR/attention_peer.log"; then
+    mv "$BENCH_MD.tmp" "$BENCH_MD"
     row "attention benchmark" PASS "table below (PyTorch SDPA as the peer)"
   else
-    cat "$OUTDIR/attention_bench.log" > "$BENCH_MD"
+    cp "$OUTDIR/attention_bench.log" "$BENCH_MD"
     row "attention benchmark" WARN "PyTorch peer failed (attention_peer.log); Peng-only table below"
   fi
 else
   row "attention benchmark" FAIL "see attention_bench.log: $(tail -2 "$OUTDIR/attention_bench.log" | tr '\n' ' ')"
 fi
 
-{
-  echo "# Peng device check — $GPU — $(date -u +%F)"
-  echo
-  echo "| check | result | detail |"
-  echo "|---|---|---|"
-  printf '%s\n' "${ROWS[@]}"
-  echo
-  [[ -f $BENCH_MD ]] && cat "$BENCH_MD"
-} | tee "$REPORT"
+write_report
+cat "$REPORT"
 exit $FAILED
