@@ -15,31 +15,11 @@ namespace {
 constexpr int64_t kStagingElems = int64_t{16} << 20;
 
 // The matrix in GGML row layout: as stored, or undone from the CPU worker's 16-row interleaved
-// tiles (kernels/cpu/interleaved.h: per tile the 16 rows' fp16 scales [and mins], then the
-// codes of column (pair) j of the 16 rows).
+// tiles (kernels/cpu/interleaved.h).
 const uint8_t* GgmlRows(const kernels::MatrixView& w, std::vector<uint8_t>& host) {
   if (!w.interleaved) return w.data;
-  constexpr int kR = kernels::kInterleaveRows;
-  const bool q4 = w.type == kernels::GgmlType::kQ4_1;
-  const size_t block_bytes = q4 ? sizeof(kernels::BlockQ4_1) : sizeof(kernels::BlockQ8_0);
-  const size_t tile_bytes = kR * block_bytes;
-  const int64_t nb = w.cols / kernels::kQK;
   host.resize(w.rows * w.row_bytes);
-  for (int64_t g = 0; g < w.rows / kR; ++g) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* tile = w.data + (g * nb + b) * tile_bytes;
-      for (int r = 0; r < kR; ++r) {
-        uint8_t* blk = host.data() + (g * kR + r) * w.row_bytes + b * block_bytes;
-        std::memcpy(blk, tile + 2 * r, 2);  // d
-        if (q4) {
-          std::memcpy(blk + 2, tile + 2 * kR + 2 * r, 2);  // m
-          for (int j = 0; j < 16; ++j) blk[4 + j] = tile[4 * kR + j * kR + r];
-        } else {
-          for (int c = 0; c < 32; ++c) blk[2 + c] = tile[2 * kR + c * kR + r];
-        }
-      }
-    }
-  }
+  kernels::Deinterleave(w.type, w.data, w.rows, w.cols, host.data());
   return host.data();
 }
 

@@ -29,6 +29,12 @@ const uint8_t* Codes(GgmlType type, const uint8_t* tile) {
   return tile + (type == GgmlType::kQ4_1 ? 2 : 1) * kScaleBytes;
 }
 
+// Where GGML code byte j of row r sits among a tile's codes: byte 4v+i goes to byte i of row r's
+// lane in vector v. (Q4_1: j < 16, the byte of columns j and j+16; Q8_0: j < 32, column j.)
+constexpr size_t CodeAt(int r, int j) { return (j / 4) * 4 * kR + 4 * r + j % 4; }
+// Q8_0 codes are stored offset by 128 (unsigned) so that the int8 kernel multiplies u8 x s8.
+constexpr uint8_t kQ8Offset = 0x80;
+
 float Half(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
@@ -70,15 +76,35 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           const auto& blk = reinterpret_cast<const BlockQ4_1*>(row)[b];
           std::memcpy(tile + 2 * r, &blk.d, 2);
           std::memcpy(tile + kScaleBytes + 2 * r, &blk.m, 2);
-          // GGML byte j holds columns j (low nibble) and j+16 (high): byte 4v+i goes to vector v.
-          for (int j = 0; j < 16; ++j) codes[(j / 4) * 4 * kR + 4 * r + j % 4] = blk.qs[j];
+          for (int j = 0; j < 16; ++j) codes[CodeAt(r, j)] = blk.qs[j];
         } else {
           const auto& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
           std::memcpy(tile + 2 * r, &blk.d, 2);
-          // Stored offset by 128 (unsigned) so that the int8 kernel multiplies u8 x s8.
-          for (int c = 0; c < 32; ++c) {
-            codes[(c / 4) * 4 * kR + 4 * r + c % 4] = static_cast<uint8_t>(blk.qs[c]) ^ 0x80;
-          }
+          for (int c = 0; c < 32; ++c) codes[CodeAt(r, c)] = static_cast<uint8_t>(blk.qs[c]) ^ kQ8Offset;
+        }
+      }
+    }
+  }
+}
+
+void Deinterleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+  const size_t row_bytes = RowBytes(type, cols);
+  const int64_t nb = cols / 32;
+  for (int64_t g = 0; g < rows / kR; ++g) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* tile = Tile(type, src, cols, g, b);
+      const uint8_t* codes = Codes(type, tile);
+      for (int r = 0; r < kR; ++r) {
+        uint8_t* row = dst + (g * kR + r) * row_bytes;
+        if (type == GgmlType::kQ4_1) {
+          auto& blk = reinterpret_cast<BlockQ4_1*>(row)[b];
+          std::memcpy(&blk.d, tile + 2 * r, 2);
+          std::memcpy(&blk.m, tile + kScaleBytes + 2 * r, 2);
+          for (int j = 0; j < 16; ++j) blk.qs[j] = codes[CodeAt(r, j)];
+        } else {
+          auto& blk = reinterpret_cast<BlockQ8_0*>(row)[b];
+          std::memcpy(&blk.d, tile + 2 * r, 2);
+          for (int c = 0; c < 32; ++c) blk.qs[c] = static_cast<int8_t>(codes[CodeAt(r, c)] ^ kQ8Offset);
         }
       }
     }
@@ -95,13 +121,13 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
     if (type == GgmlType::kQ4_1) {
       const float m = Half(tile + kScaleBytes + 2 * i);
       for (int j = 0; j < 16; ++j) {
-        const uint8_t q = codes[(j / 4) * 4 * kR + 4 * i + j % 4];
+        const uint8_t q = codes[CodeAt(static_cast<int>(i), j)];
         out[j] = d * (q & 0x0f) + m;
         out[j + 16] = d * (q >> 4) + m;
       }
     } else {
       for (int c = 0; c < 32; ++c) {
-        out[c] = d * (static_cast<int>(codes[(c / 4) * 4 * kR + 4 * i + c % 4]) - 128);
+        out[c] = d * (static_cast<int>(codes[CodeAt(static_cast<int>(i), c)]) - kQ8Offset);
       }
     }
   }

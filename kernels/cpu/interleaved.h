@@ -35,6 +35,8 @@ bool HasInt8MatMul();
 size_t InterleavedBytes(GgmlType type, int64_t rows, int64_t cols);
 // Repacks GGML rows into the interleaved layout.
 void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
+// The inverse of Interleave: GGML rows back, byte for byte (the CUDA worker uploads these).
+void Deinterleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
 // Dequantizes row r of an interleaved matrix into cols floats.
 void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, int64_t r, float* dst);
 // y[t*ldy + r] = sum_c W[r][c] x[t*ldx + c] for rows [r0, r1) (multiples of 16) and all tokens.

@@ -144,6 +144,19 @@ TEST_P(InterleavedTest, MatchesGgmlLayoutAndIsBatchInvariant) {
   }
 }
 
+// Deinterleave gives back the GGML rows byte for byte (the CUDA worker uploads those).
+TEST_P(InterleavedTest, DeinterleaveRestoresGgmlRows) {
+  const GgmlType type = GetParam();
+  std::mt19937 rng(11);
+  const int64_t rows = 32, cols = 96;
+  std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
+  ASSERT_TRUE(CanInterleave(type, rows, cols));
+  std::vector<uint8_t> packed(InterleavedBytes(type, rows, cols)), back(data.size(), 0xa5);
+  Interleave(type, data.data(), rows, cols, packed.data());
+  Deinterleave(type, packed.data(), rows, cols, back.data());
+  EXPECT_EQ(back, data);
+}
+
 // Int8 activations: QuantizeActivations rounds each 32-column block to round(x / s) with
 // s = max|x| / 127; the VNNI kernel then equals the float64 product of the dequantized weights and
 // the rounded activations (integer dots are exact), bitwise the same for any batch size.
