@@ -134,13 +134,16 @@ struct CudaAttentionBatch {
   size_t workspace_bytes = 0;
 };
 
-// Split-KV rule of the CUDA decode kernels: histories are cut into splits of at least 256
-// tokens, at most kCudaMaxSplits of them (the workspace holds num_seqs·num_heads·splits
-// partial rows).
-inline constexpr int kCudaMaxSplits = 16;
+// Split-KV rule of the CUDA decode kernels: histories are cut into splits of at least
+// kCudaMinSplitLen tokens (two 32-token tiles), at most kCudaMaxSplits of them (the workspace
+// holds num_seqs·num_heads·splits partial rows). A CTA walks its split's tiles one after the
+// other, so short splits keep a decode step from waiting on a few long walks: with 256-token
+// splits one sequence of 512 tokens took 56 µs per layer on an H200 (docs/BENCHMARKS.md).
+inline constexpr int kCudaMaxSplits = 32;
+inline constexpr int kCudaMinSplitLen = 64;
 inline int CudaDecodeSplitLen(int max_kv_len) {
   const int even = (max_kv_len + kCudaMaxSplits - 1) / kCudaMaxSplits;
-  return even > 256 ? even : 256;
+  return even > kCudaMinSplitLen ? even : kCudaMinSplitLen;
 }
 inline int CudaDecodeSplits(int max_kv_len) {
   const int len = CudaDecodeSplitLen(max_kv_len);

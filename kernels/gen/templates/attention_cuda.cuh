@@ -36,11 +36,33 @@ constexpr int kWarps = 4;
 constexpr float kNegInf = -__builtin_huge_valf();
 constexpr int kTileT = 32;  // kv tokens per tile = warp width
 
+// Elements of a K/V row in one 16-byte load.
 template <KvFormat F>
-__device__ __forceinline__ float LoadKv(const uint8_t* row, int i) {
-  if constexpr (F == KvFormat::kF32) return reinterpret_cast<const float*>(row)[i];
-  else if constexpr (F == KvFormat::kF16) return __half2float(reinterpret_cast<const __half*>(row)[i]);
-  else return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(row)[i]);
+constexpr int kPieceElems = F == KvFormat::kF32 ? 4 : 8;
+
+// One 16-byte piece of a K or V row (16-byte aligned: pages and rows are) as floats.
+template <KvFormat F>
+__device__ __forceinline__ void LoadKvPiece(const uint8_t* p, float* out) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  if constexpr (F == KvFormat::kF32) {
+    out[0] = __uint_as_float(raw.x);
+    out[1] = __uint_as_float(raw.y);
+    out[2] = __uint_as_float(raw.z);
+    out[3] = __uint_as_float(raw.w);
+  } else {
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float2 f;
+      if constexpr (F == KvFormat::kF16) {
+        f = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
+      } else {
+        f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[i]));
+      }
+      out[2 * i] = f.x;
+      out[2 * i + 1] = f.y;
+    }
+  }
 }
 
 // h: the query head (indexes alibi_slopes); subset_row: the (sequence, head) row of head_subset.
@@ -116,24 +138,33 @@ AttentionKernel(CudaAttentionBatch b, int split_len, int splits, float* part_o, 
     for (int c = 0; c < kSlices; ++c) o[k][c] = 0.0f;
   }
   constexpr int kElt = S::kFormat == KvFormat::kF32 ? 4 : 2;
+  constexpr int kVec = kPieceElems<S::kFormat>, kPieces = HD / kVec;
+  static_assert(HD % kVec == 0, "K/V rows are read in 16-byte pieces");
   const int tpp = b.kv.tokens_per_page;
   const int32_t* table = b.kv.page_table + static_cast<int64_t>(blockIdx.x) * b.kv.max_pages;
   __syncthreads();
 
   for (int j0 = begin; j0 < end; j0 += kTileT) {
     const int n = min(kTileT, end - j0);
-    for (int i = threadIdx.x; i < kTileT * HD; i += blockDim.x) {
-      const int t = i / HD, d = i % HD;
-      float kx = 0.0f, vx = 0.0f;
+    // The tile's K and V rows in 16-byte pieces, one page lookup per piece.
+    for (int i = threadIdx.x; i < kTileT * kPieces; i += blockDim.x) {
+      const int t = i / kPieces, d0 = (i % kPieces) * kVec;
+      float kx[kVec], vx[kVec];
       if (t < n) {
         const int token = j0 + t;
         const uint8_t* page = b.kv.base + static_cast<int64_t>(table[token / tpp]) * b.kv.page_bytes;
-        const uint8_t* krow = page + static_cast<int64_t>(token % tpp) * HD * kElt;
-        kx = LoadKv<S::kFormat>(krow, d);
-        vx = LoadKv<S::kFormat>(krow + static_cast<int64_t>(tpp) * HD * kElt, d);
+        const uint8_t* krow = page + static_cast<int64_t>(token % tpp) * HD * kElt + d0 * kElt;
+        LoadKvPiece<S::kFormat>(krow, kx);
+        LoadKvPiece<S::kFormat>(krow + static_cast<int64_t>(tpp) * HD * kElt, vx);
+      } else {
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) kx[e] = vx[e] = 0.0f;
       }
-      ks[t][d] = kx;
-      vs[t][d] = vx;
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        ks[t][d0 + e] = kx[e];
+        vs[t][d0 + e] = vx[e];
+      }
     }
     __syncthreads();
     for (int k = 0; k < kRowsPerWarp; ++k) {
