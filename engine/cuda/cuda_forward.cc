@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -50,6 +52,59 @@ class PinnedInts {
   size_t capacity_ = 0;
 };
 
+// What a step's launches depend on besides the metadata's contents: two steps of one shape run
+// the same launches with the same arguments, so a decode step's launches are captured once
+// per shape into a CUDA graph and replayed (one launch per step instead of ~10 per layer).
+struct StepShape {
+  int64_t tokens = 0, logit_rows = 0;
+  int seqs = 0, max_pages = 0;
+  int64_t max_kv = 0, max_chunk = 0;
+  const uint8_t* kv_base = nullptr;
+  auto Key() const { return std::tie(tokens, logit_rows, seqs, max_pages, max_kv, max_chunk, kv_base); }
+  bool operator<(const StepShape& o) const { return Key() < o.Key(); }
+};
+
+// Decode steps (one token per sequence) round their page-table width up to a power of two and
+// size attention for that many pages, so that shapes repeat as histories grow: the kernels
+// read each sequence's own length, and the splits past it are empty. Other steps use the
+// exact widths.
+StepShape ShapeOf(const ForwardBatch& batch, const BatchTotals& tot, int tokens_per_page,
+                  const uint8_t* kv_base) {
+  StepShape s;
+  s.tokens = tot.tokens;
+  s.logit_rows = tot.logit_rows;
+  s.seqs = static_cast<int>(batch.chunks.size());
+  s.max_chunk = tot.max_chunk;
+  s.kv_base = kv_base;
+  const int64_t pages = (tot.max_kv + tokens_per_page - 1) / tokens_per_page;
+  if (tot.max_chunk == 1) {
+    int64_t width = 1;
+    while (width < pages) width *= 2;
+    s.max_pages = static_cast<int>(width);
+    s.max_kv = width * tokens_per_page;
+  } else {
+    s.max_pages = static_cast<int>(pages);
+    s.max_kv = tot.max_kv;
+  }
+  return s;
+}
+
+// An instantiated graph, destroyed with its owner.
+class GraphExec {
+ public:
+  explicit GraphExec(cudaGraphExec_t exec) : exec_(exec) {}
+  ~GraphExec() { cudaGraphExecDestroy(exec_); }
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  cudaGraphExec_t get() const { return exec_; }
+
+ private:
+  cudaGraphExec_t exec_;
+};
+
+// Decode graphs kept at most; past it the cache starts over (shapes drift as batches change).
+constexpr size_t kMaxGraphs = 64;
+
 }  // namespace
 
 struct CudaForward::Impl {
@@ -59,6 +114,7 @@ struct CudaForward::Impl {
     if (stream != nullptr) {
       cudaStreamSynchronize(stream);
     }
+    graphs.clear();
     weights.reset();
     gemm.reset();
     scratch = cuda::DeviceArena();
@@ -68,6 +124,22 @@ struct CudaForward::Impl {
 
   absl::Status Init();
   absl::Status Run(const ForwardBatch& batch, const BatchTotals& tot, KvCache& kv, ForwardOutput* out);
+
+  // Per-step device pointers, carved from `scratch` in a fixed order for a shape.
+  struct Buffers {
+    int32_t* meta;
+    uint8_t* embd;
+    float *x, *wide_out, *q, *attn, *logits;
+    Bf16* act;
+    uint8_t* workspace;
+    size_t workspace_bytes;
+    size_t num_ints;
+  };
+  // Everything a step does on the stream from the metadata upload to the LM head's logits
+  // (not their copy to the host): what a decode graph holds.
+  absl::Status Enqueue(const StepShape& shape, const KvPageLayout& layout, const Buffers& buf);
+  // Runs Enqueue through the graph of `shape`, capturing and instantiating it the first time.
+  absl::Status LaunchGraph(const StepShape& shape, const KvPageLayout& layout, const Buffers& buf);
 
   const Model& model;
   const ModelConfig& c;
@@ -80,6 +152,9 @@ struct CudaForward::Impl {
   PinnedInts meta;
   std::vector<cuda::DeviceBuffer> kv_pools;
   std::vector<kernels::KvSpan> spans;  // reused per (chunk, layer, head)
+  // Decode graphs by shape. They hold pointers into `scratch` and `meta`: cleared whenever
+  // either is reallocated.
+  std::map<StepShape, std::unique_ptr<GraphExec>> graphs;
 };
 
 absl::Status CudaForward::Impl::Init() {
@@ -116,18 +191,18 @@ absl::Status CudaForward::Impl::Run(const ForwardBatch& batch, const BatchTotals
   }
   PENG_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
 
-  const int S = static_cast<int>(batch.chunks.size());
-  const int H = c.num_kv_heads, L = c.num_layers;
-  const int64_t n = tot.tokens, m = tot.logit_rows;
-  const int64_t d = c.d_model, hd = c.head_dim, qd = int64_t{c.num_heads} * hd;
-  const int64_t kvd = int64_t{H} * hd, ffn = c.ffn_dim, V = c.vocab_size;
-  const int tpp = layout.tokens_per_page;
-  const int max_pages = static_cast<int>((tot.max_kv + tpp - 1) / tpp);
+  const StepShape shape = ShapeOf(batch, tot, layout.tokens_per_page, layout.base);
+  const int S = shape.seqs, H = c.num_kv_heads, L = c.num_layers, max_pages = shape.max_pages;
+  const int64_t n = shape.tokens, m = shape.logit_rows;
+  const int64_t d = c.d_model, qd = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kvd = int64_t{H} * c.head_dim, ffn = c.ffn_dim, V = c.vocab_size;
 
   // Host metadata, one int32 array: ids | pos | seq | q_start | kv_len | rows | page tables.
   const int64_t tables_per_layer = int64_t{S} * H * max_pages;
   const size_t num_ints = 3 * n + (S + 1) + S + m + L * tables_per_layer;
+  const int32_t* meta_before = meta.data();
   PENG_RETURN_IF_ERROR(meta.Reserve(num_ints));
+  if (meta.data() != meta_before) graphs.clear();
   int32_t* ids = meta.data();
   int32_t* pos = ids + n;
   int32_t* seq = pos + n;
@@ -174,105 +249,155 @@ absl::Status CudaForward::Impl::Run(const ForwardBatch& batch, const BatchTotals
     }
   }
 
-  // Scratch, carved from one arena in this order.
-  const size_t ws_bytes = attention.WorkspaceBytes(S, c.num_heads, static_cast<int>(hd),
-                                                   static_cast<int>(tot.max_kv));
+  // Scratch, carved from one arena in this order (the same addresses for the same shape while
+  // the arena is not regrown).
+  Buffers buf;
+  buf.num_ints = num_ints;
+  buf.workspace_bytes = attention.WorkspaceBytes(S, c.num_heads, c.head_dim, static_cast<int>(shape.max_kv));
   const size_t embd_bytes = n * weights->embd_row_bytes;
   const int64_t wide = std::max(qd + 2 * kvd, 2 * ffn);
   const size_t sizes[] = {num_ints * sizeof(int32_t), embd_bytes, n * d * sizeof(float),
                           n * std::max({d, qd, ffn}) * sizeof(Bf16), n * wide * sizeof(float),
                           n * qd * sizeof(float), n * qd * sizeof(float), m * V * sizeof(float),
-                          ws_bytes};
+                          buf.workspace_bytes};
   size_t total = 0;
-  for (size_t s : sizes) total += cuda::DeviceArena::Round(std::max<size_t>(s, 1));
+  for (size_t size : sizes) total += cuda::DeviceArena::Round(std::max<size_t>(size, 1));
+  const uint8_t* scratch_before = scratch.base();
   PENG_RETURN_IF_ERROR(scratch.Reserve(total, "forward scratch"));
-  PENG_ASSIGN_OR_RETURN(int32_t* d_meta, scratch.Take<int32_t>(num_ints));
-  PENG_ASSIGN_OR_RETURN(uint8_t* d_embd, scratch.TakeBytes(std::max<size_t>(embd_bytes, 1)));
-  PENG_ASSIGN_OR_RETURN(float* x, scratch.Take<float>(n * d));
-  PENG_ASSIGN_OR_RETURN(Bf16* act, scratch.Take<Bf16>(n * std::max({d, qd, ffn})));
-  PENG_ASSIGN_OR_RETURN(float* wide_out, scratch.Take<float>(n * wide));
-  PENG_ASSIGN_OR_RETURN(float* q, scratch.Take<float>(n * qd));
-  PENG_ASSIGN_OR_RETURN(float* attn, scratch.Take<float>(n * qd));
-  PENG_ASSIGN_OR_RETURN(float* logits, scratch.Take<float>(std::max<int64_t>(m * V, 1)));
-  PENG_ASSIGN_OR_RETURN(uint8_t* workspace, scratch.TakeBytes(std::max<size_t>(ws_bytes, 1)));
-  PENG_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d_meta, meta.data(), num_ints * sizeof(int32_t),
+  if (scratch.base() != scratch_before) graphs.clear();
+  PENG_ASSIGN_OR_RETURN(buf.meta, scratch.Take<int32_t>(num_ints));
+  PENG_ASSIGN_OR_RETURN(buf.embd, scratch.TakeBytes(std::max<size_t>(embd_bytes, 1)));
+  PENG_ASSIGN_OR_RETURN(buf.x, scratch.Take<float>(n * d));
+  PENG_ASSIGN_OR_RETURN(buf.act, scratch.Take<Bf16>(n * std::max({d, qd, ffn})));
+  PENG_ASSIGN_OR_RETURN(buf.wide_out, scratch.Take<float>(n * wide));
+  PENG_ASSIGN_OR_RETURN(buf.q, scratch.Take<float>(n * qd));
+  PENG_ASSIGN_OR_RETURN(buf.attn, scratch.Take<float>(n * qd));
+  PENG_ASSIGN_OR_RETURN(buf.logits, scratch.Take<float>(std::max<int64_t>(m * V, 1)));
+  PENG_ASSIGN_OR_RETURN(buf.workspace, scratch.TakeBytes(std::max<size_t>(buf.workspace_bytes, 1)));
+
+  if (options.graphs && shape.max_chunk == 1) {
+    PENG_RETURN_IF_ERROR(LaunchGraph(shape, layout, buf));
+  } else {
+    PENG_RETURN_IF_ERROR(Enqueue(shape, layout, buf));
+  }
+  out->vocab_size = V;
+  out->logits.resize(static_cast<size_t>(m) * V);
+  if (m > 0) {
+    PENG_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->logits.data(), buf.logits, m * V * sizeof(float),
+                                              cudaMemcpyDeviceToHost, stream));
+  }
+  // Also keeps `meta` and the scratch from being reused while this batch still reads them.
+  PENG_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
+}
+
+absl::Status CudaForward::Impl::LaunchGraph(const StepShape& shape, const KvPageLayout& layout,
+                                            const Buffers& buf) {
+  auto it = graphs.find(shape);
+  if (it == graphs.end()) {
+    if (graphs.size() >= kMaxGraphs) graphs.clear();
+    // Thread-local capture: other threads' CUDA calls (a KV pool allocation, say) go on as usual.
+    PENG_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    const absl::Status enqueued = Enqueue(shape, layout, buf);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+    if (!enqueued.ok() || ended != cudaSuccess) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      PENG_RETURN_IF_ERROR(Annotate(enqueued, "capturing a decode step"));
+      return CudaStatus(ended, "cudaStreamEndCapture (decode step)");
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    PENG_RETURN_IF_ERROR(CudaStatus(instantiated, "cudaGraphInstantiate (decode step)"));
+    it = graphs.emplace(shape, std::make_unique<GraphExec>(exec)).first;
+  }
+  return CudaStatus(cudaGraphLaunch(it->second->get(), stream), "cudaGraphLaunch (decode step)");
+}
+
+absl::Status CudaForward::Impl::Enqueue(const StepShape& shape, const KvPageLayout& layout,
+                                        const Buffers& buf) {
+  const int S = shape.seqs, H = c.num_kv_heads, L = c.num_layers;
+  const int64_t n = shape.tokens, m = shape.logit_rows;
+  const int64_t d = c.d_model, hd = c.head_dim, qd = int64_t{c.num_heads} * hd;
+  const int64_t kvd = int64_t{H} * hd, ffn = c.ffn_dim, V = c.vocab_size;
+  const int tpp = layout.tokens_per_page;
+  const int64_t tables_per_layer = int64_t{S} * H * shape.max_pages;
+
+  PENG_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(buf.meta, meta.data(), buf.num_ints * sizeof(int32_t),
                                             cudaMemcpyHostToDevice, stream));
-  const int32_t* d_ids = d_meta;
+  const int32_t* d_ids = buf.meta;
   const int32_t* d_pos = d_ids + n;
   const int32_t* d_seq = d_pos + n;
   const int32_t* d_q_start = d_seq + n;
   const int32_t* d_kv_len = d_q_start + S + 1;
   const int32_t* d_rows = d_kv_len + S;
   const int32_t* d_tables = d_rows + m;
+  float* x = buf.x;
+  Bf16* act = buf.act;
 
   // Embedding: gather the rows in their stored blocks, dequantize them together.
   PENG_CUDA_RETURN_IF_ERROR(cuda::GatherRows(weights->token_embd, weights->embd_row_bytes, d_ids, n,
-                                             d_embd, stream));
-  if (!kernels::cuda::DequantizeToF32(weights->embd_type, d_embd, x, n * d, stream)) {
+                                             buf.embd, stream));
+  if (!kernels::cuda::DequantizeToF32(weights->embd_type, buf.embd, x, n * d, stream)) {
     return absl::UnimplementedError(absl::StrCat("no CUDA dequantizer for the token embedding's type ",
                                                  kernels::Traits(weights->embd_type).name));
   }
   PENG_CUDA_RETURN_IF_ERROR(cudaGetLastError());
 
-  const cuda::QkvShape shape{c.num_heads, H, static_cast<int>(hd), c.rope_dim, c.rope_style};
-  const bool prefill = tot.max_chunk > 1;
+  const cuda::QkvShape qkv_shape{c.num_heads, H, static_cast<int>(hd), c.rope_dim, c.rope_style};
+  const bool prefill = shape.max_chunk > 1;
   cuda::AttentionLaunch launch;
   launch.num_seqs = S;
   launch.num_kv_heads = H;
-  launch.q = q;
-  launch.out = attn;
+  launch.q = buf.q;
+  launch.out = buf.attn;
   launch.q_start = d_q_start;
   launch.kv_len = d_kv_len;
   launch.kv_base = layout.base;
   launch.page_bytes = layout.page_bytes;
   launch.tokens_per_page = tpp;
-  launch.max_pages = max_pages;
+  launch.max_pages = shape.max_pages;
   launch.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  launch.max_q_len = static_cast<int>(tot.max_chunk);
-  launch.max_kv_len = static_cast<int>(tot.max_kv);
-  launch.workspace = workspace;
-  launch.workspace_bytes = ws_bytes;
+  launch.max_q_len = static_cast<int>(shape.max_chunk);
+  launch.max_kv_len = static_cast<int>(shape.max_kv);
+  launch.workspace = buf.workspace;
+  launch.workspace_bytes = buf.workspace_bytes;
 
   for (int l = 0; l < L; ++l) {
     const cuda::CudaLayerWeights& w = weights->layers[l];
     const int32_t* layer_tables = d_tables + l * tables_per_layer;
     PENG_CUDA_RETURN_IF_ERROR(cuda::RmsNormToBf16(x, nullptr, w.attn_norm, c.rms_eps,
                                                   static_cast<int>(d), n, act, stream));
-    PENG_RETURN_IF_ERROR(gemm->Run(act, n, w.qkv, qd + 2 * kvd, d, wide_out, false));
+    PENG_RETURN_IF_ERROR(gemm->Run(act, n, w.qkv, qd + 2 * kvd, d, buf.wide_out, false));
     cuda::KvStoreTarget target;
     // The cache hands out const spans; the worker owns the rows it writes (KvCache contract).
     target.base = const_cast<uint8_t*>(layout.base);
     target.page_bytes = layout.page_bytes;
     target.tokens_per_page = tpp;
     target.page_table = layer_tables;
-    target.max_pages = max_pages;
+    target.max_pages = shape.max_pages;
     target.format = layout.format;
-    PENG_CUDA_RETURN_IF_ERROR(cuda::QkvEpilogue(wide_out, w.qkv_bias, weights->rope_inv_freq, d_pos,
-                                                d_seq, n, shape, target, q, stream));
+    PENG_CUDA_RETURN_IF_ERROR(cuda::QkvEpilogue(buf.wide_out, w.qkv_bias, weights->rope_inv_freq, d_pos,
+                                                d_seq, n, qkv_shape, target, buf.q, stream));
     launch.page_table = layer_tables;
     PENG_RETURN_IF_ERROR(Annotate(attention.Launch(launch, prefill, stream),
                                   absl::StrCat("layer ", l)));
-    PENG_CUDA_RETURN_IF_ERROR(cuda::CastToBf16(attn, n * qd, act, stream));
+    PENG_CUDA_RETURN_IF_ERROR(cuda::CastToBf16(buf.attn, n * qd, act, stream));
     PENG_RETURN_IF_ERROR(gemm->Run(act, n, w.wo, d, qd, x, /*accumulate=*/true));
     PENG_CUDA_RETURN_IF_ERROR(cuda::RmsNormToBf16(x, nullptr, w.ffn_norm, c.rms_eps,
                                                   static_cast<int>(d), n, act, stream));
-    PENG_RETURN_IF_ERROR(gemm->Run(act, n, w.gate_up, 2 * ffn, d, wide_out, false));
-    PENG_CUDA_RETURN_IF_ERROR(cuda::SwiGluToBf16(wide_out, n, static_cast<int>(ffn), act, stream));
+    PENG_RETURN_IF_ERROR(gemm->Run(act, n, w.gate_up, 2 * ffn, d, buf.wide_out, false));
+    PENG_CUDA_RETURN_IF_ERROR(cuda::SwiGluToBf16(buf.wide_out, n, static_cast<int>(ffn), act, stream));
     PENG_RETURN_IF_ERROR(gemm->Run(act, n, w.down, d, ffn, x, /*accumulate=*/true));
   }
 
   // Final norm and LM head over the requested rows only.
-  out->vocab_size = V;
-  out->logits.resize(static_cast<size_t>(m) * V);
   if (m > 0) {
     PENG_CUDA_RETURN_IF_ERROR(cuda::RmsNormToBf16(x, d_rows, weights->output_norm, c.rms_eps,
                                                   static_cast<int>(d), m, act, stream));
-    PENG_RETURN_IF_ERROR(gemm->Run(act, m, weights->lm_head, V, d, logits, false));
-    PENG_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->logits.data(), logits, m * V * sizeof(float),
-                                              cudaMemcpyDeviceToHost, stream));
+    PENG_RETURN_IF_ERROR(gemm->Run(act, m, weights->lm_head, V, d, buf.logits, false));
   }
-  // Also keeps `meta` and the scratch from being reused while this batch still reads them.
-  PENG_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
   return absl::OkStatus();
 }
 

@@ -18,6 +18,9 @@ namespace peng {
 struct CudaForwardOptions {
   int device = 0;                                        // CUDA device ordinal
   kernels::KvFormat kv_format = kernels::KvFormat::kF16;  // of the KV pages it will be given
+  // Decode steps (one token per sequence) replay a CUDA graph captured once per step shape
+  // (batch size, page-table width rounded up to a power of two): one launch per step.
+  bool graphs = true;
 };
 
 class CudaForward : public ForwardBackend {

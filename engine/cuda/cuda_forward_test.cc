@@ -136,6 +136,65 @@ TEST(CudaForwardTest, MatchesTheCpuWorkerOnMixedBatches) {
   }
 }
 
+// Decode steps replay a graph per shape: the results must be those of launching every kernel
+// directly (the same kernels and arguments: bitwise), step after step, while histories grow
+// across pages and across a power-of-two page-table width, and when the batch size changes.
+TEST(CudaForwardTest, DecodeGraphsMatchDirectLaunches) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device: the CUDA worker runs in scripts/device-check.sh";
+  std::string path;
+  Model* model = TestModel(&path);
+  if (model == nullptr) GTEST_SKIP() << "model not found or not loadable: " << path;
+  const ModelConfig& c = model->config;
+  const cuda::CudaKvCacheOptions kv_options{.num_layers = c.num_layers,
+                                            .num_kv_heads = c.num_kv_heads,
+                                            .head_dim = c.head_dim,
+                                            .max_tokens = 256,
+                                            .max_seqs = 3,
+                                            .tokens_per_page = 8};
+  auto graphed = CudaForward::Create(*model, {.device = 0, .graphs = true});
+  auto direct = CudaForward::Create(*model, {.device = 0, .graphs = false});
+  ASSERT_TRUE(graphed.ok()) << graphed.status();
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  auto graphed_kv = cuda::CudaKvCache::Create(kv_options);
+  auto direct_kv = cuda::CudaKvCache::Create(kv_options);
+  ASSERT_TRUE(graphed_kv.ok() && direct_kv.ok());
+  LlamaForward cpu(*model, ForwardOptions{.num_threads = 2, .int8_activations = false});
+  SimpleKvCache cpu_kv(c.num_layers, c.num_kv_heads, c.head_dim, 256);
+
+  // Prompts of 5, 14 and 30 tokens (8-token pages), then 30 decode steps: the longest history
+  // grows from 4 to 8 pages; steps 10-13 leave sequence 1 out (another batch size).
+  const int lens[] = {5, 14, 30};
+  std::vector<std::vector<int32_t>> prompts;
+  ForwardBatch prefill;
+  for (int s = 0; s < 3; ++s) prompts.push_back(Tokens(lens[s], 10 + s, c.vocab_size));
+  for (int s = 0; s < 3; ++s) prefill.chunks.push_back({.seq = s, .start_pos = 0, .tokens = prompts[s]});
+  std::vector<ForwardBatch> steps = {prefill};
+  const auto next = Tokens(30, 20, c.vocab_size);
+  int64_t pos[] = {lens[0], lens[1], lens[2]};
+  for (int step = 0; step < 30; ++step) {
+    ForwardBatch b;
+    for (int s = 0; s < 3; ++s) {
+      if (s == 1 && step >= 10 && step < 14) continue;
+      b.chunks.push_back({.seq = s, .start_pos = pos[s]++, .tokens = {&next[step], 1}});
+    }
+    steps.push_back(b);
+  }
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const std::string step = "step " + std::to_string(s);
+    ForwardOutput want, got, ref;
+    ASSERT_TRUE((*direct)->Forward(steps[s], **direct_kv, &want).ok()) << step;
+    const absl::Status status = (*graphed)->Forward(steps[s], **graphed_kv, &got);
+    ASSERT_TRUE(status.ok()) << step << ": " << status;
+    ASSERT_EQ(want.logits.size(), got.logits.size()) << step;
+    const auto diff = std::mismatch(want.logits.begin(), want.logits.end(), got.logits.begin());
+    ASSERT_TRUE(diff.first == want.logits.end())
+        << step << ": logit " << (diff.first - want.logits.begin()) << " is " << *diff.second
+        << " through the graph, " << *diff.first << " launched directly";
+    ASSERT_TRUE(cpu.Forward(steps[s], cpu_kv, &ref).ok());
+    ExpectSameLogits(ref, got, step.c_str());
+  }
+}
+
 TEST(CudaForwardTest, RejectsAHostKvCache) {
   if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
   std::string path;

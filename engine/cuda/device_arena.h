@@ -50,6 +50,7 @@ class DeviceArena {
   absl::StatusOr<uint8_t*> TakeBytes(size_t bytes);
 
   size_t capacity() const { return buffer_.size(); }
+  const uint8_t* base() const { return buffer_.data(); }
 
  private:
   DeviceBuffer buffer_;
