@@ -64,6 +64,18 @@ std::vector<int32_t> Tokens(int n, int salt, int vocab) {  // deterministic ids 
   return t;
 }
 
+// Tests that need a GPU and the model: skipped (with the reason) when either is missing.
+class CudaWorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveGpu()) GTEST_SKIP() << "no CUDA device: the CUDA worker runs in scripts/device-check.sh";
+    std::string path;
+    model_ = TestModel(&path);
+    if (model_ == nullptr) GTEST_SKIP() << "model not found or not loadable: " << path;
+  }
+  Model* model_ = nullptr;
+};
+
 void ExpectSameLogits(const ForwardOutput& cpu, const ForwardOutput& gpu, const char* step) {
   ASSERT_EQ(cpu.vocab_size, gpu.vocab_size);
   ASSERT_EQ(cpu.rows(), gpu.rows()) << step;
@@ -84,11 +96,8 @@ void ExpectSameLogits(const ForwardOutput& cpu, const ForwardOutput& gpu, const 
   }
 }
 
-TEST(CudaForwardTest, MatchesTheCpuWorkerOnMixedBatches) {
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device: the CUDA worker runs in scripts/device-check.sh";
-  std::string path;
-  Model* model = TestModel(&path);
-  if (model == nullptr) GTEST_SKIP() << "model not found or not loadable: " << path;
+TEST_F(CudaWorkerTest, MatchesTheCpuWorkerOnMixedBatches) {
+  Model* model = model_;
   const ModelConfig& c = model->config;
 
   for (const kernels::KvFormat format : {kernels::KvFormat::kF16, kernels::KvFormat::kBF16}) {
@@ -139,11 +148,8 @@ TEST(CudaForwardTest, MatchesTheCpuWorkerOnMixedBatches) {
 // Decode steps replay a graph per shape: the results must be those of launching every kernel
 // directly (the same kernels and arguments: bitwise), step after step, while histories grow
 // across pages and across a power-of-two page-table width, and when the batch size changes.
-TEST(CudaForwardTest, DecodeGraphsMatchDirectLaunches) {
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device: the CUDA worker runs in scripts/device-check.sh";
-  std::string path;
-  Model* model = TestModel(&path);
-  if (model == nullptr) GTEST_SKIP() << "model not found or not loadable: " << path;
+TEST_F(CudaWorkerTest, DecodeGraphsMatchDirectLaunches) {
+  Model* model = model_;
   const ModelConfig& c = model->config;
   const cuda::CudaKvCacheOptions kv_options{.num_layers = c.num_layers,
                                             .num_kv_heads = c.num_kv_heads,
@@ -195,11 +201,8 @@ TEST(CudaForwardTest, DecodeGraphsMatchDirectLaunches) {
   }
 }
 
-TEST(CudaForwardTest, RejectsAHostKvCache) {
-  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
-  std::string path;
-  Model* model = TestModel(&path);
-  if (model == nullptr) GTEST_SKIP() << "model not found or not loadable: " << path;
+TEST_F(CudaWorkerTest, RejectsAHostKvCache) {
+  Model* model = model_;
   auto gpu = CudaForward::Create(*model, {});
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   const ModelConfig& c = model->config;
