@@ -7,6 +7,8 @@
 #                                   device-cache/ on the warm machine
 #   scripts/device-check.sh [all]   (carry device-bundle and device-model-2): stashes the second
 #                                   half, assembles SmolLM2, then runs the check
+#   scripts/device-check.sh serve   the same, serving step only, SERVE_ROUNDS times (default 1)
+#                                   on the CUDA worker: a soak for serving failures
 #
 # The check: (1) every CUDA gtest binary (generated attention variants vs the CPU reference; the
 # CUDA worker vs the CPU worker on the tiny models and on SmolLM2 when both halves were
@@ -58,7 +60,7 @@ if [[ "$MODE" == stash ]]; then
   stash || die "no device-model-N/part here: run with carry [\"device-model-1\"]"
   exit 0
 fi
-[[ "$MODE" == all ]] || die "unknown mode '$MODE' (all | stash)"
+[[ "$MODE" == all || "$MODE" == serve ]] || die "unknown mode '$MODE' (all | serve | stash)"
 stash || log "no SmolLM2 half carried in this call"
 
 # ---- unpack the bundle ----
@@ -125,6 +127,7 @@ row() {
   write_report
 }
 
+if [[ "$MODE" == all ]]; then  # (1) and (2)
 # ---- (1) CUDA tests ----
 run_test() {  # name, binary, env...
   local name=$1 bin=$2; shift 2
@@ -183,12 +186,15 @@ print(n, len(a), len(b))" "$cpu" "$gpu")
 [[ -f $SMOL ]] && compare_generation SmolLM2 "$SMOL"
 compare_generation tiny-Q8_0 "$TINY"
 
+fi  # (1) and (2)
+
 # ---- (3) serving: GPU worker, and the host's CPU worker as the peer in the same run ----
 serve_load() {  # label, device, threads
   local label=$1 device=$2 threads=$3 port=8000 pid
   local slog=$OUTDIR/serve_$device.log
+  echo "==== $label ====" >> "$slog"
   "$X/bin/peng" serve --config "$ROOT/configs/gpu.yaml" --model "$SMOL" --device "$device" \
-    --threads "$threads" --http-port $port --grpc-port 0 > "$slog" 2>&1 &
+    --threads "$threads" --http-port $port --grpc-port 0 >> "$slog" 2>&1 &
   pid=$!
   local ready=0
   for _ in $(seq 120); do
@@ -209,19 +215,28 @@ serve_load() {  # label, device, threads
       --max-tokens 128 --json "$OUTDIR/serve_load.jsonl" >> "$OUTDIR/serve_load.md" 2>>"$OUTDIR/serve_load.log"; then
     row "serve $label" PASS "c=1/16/64 table below"
   else
-    row "serve $label" FAIL "load failed or errors (serve_load.log, serve_$device.log)"
+    local died=""
+    if ! kill -0 $pid 2>/dev/null; then
+      local rc=0
+      wait $pid || rc=$?
+      died="; the server died (exit $rc): $(grep -m1 -E '^\*\*\*|SIG|Check failed|terminate' "$slog" | cut -c1-200)"
+    fi
+    row "serve $label" FAIL "load failed or errors (serve_load.log, serve_$device.log)$died"
   fi
   echo >> "$OUTDIR/serve_load.md"
   kill -TERM $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
 }
-if [[ -f $SMOL ]]; then
+if [[ -f $SMOL && "$MODE" == serve ]]; then
+  for round in $(seq "${SERVE_ROUNDS:-1}"); do serve_load "SmolLM2, CUDA worker, round $round" cuda 4; done
+elif [[ -f $SMOL ]]; then
   serve_load "SmolLM2, CUDA worker" cuda 4
   serve_load "SmolLM2, CPU worker ($(nproc) host threads)" cpu "$(nproc)"
 else
   row "serve" SKIP "SmolLM2 not stashed"
 fi
 
+if [[ "$MODE" == all ]]; then
 # ---- (4) attention benchmark ----
 BENCH_JSON=$OUTDIR/attention_bench.jsonl
 BENCH_MD=$OUTDIR/attention_bench.md
@@ -236,6 +251,7 @@ if timeout 150 "$X/bin/cuda_attention_bench" --json "$BENCH_JSON" > "$OUTDIR/att
 else
   row "attention benchmark" FAIL "see attention_bench.log: $(tail -2 "$OUTDIR/attention_bench.log" | tr '\n' ' ')"
 fi
+fi  # (4)
 
 write_report
 cat "$REPORT"
