@@ -34,10 +34,10 @@ class PinnedInts {
   }
   absl::Status Reserve(size_t count) {
     if (count <= capacity_) return absl::OkStatus();
+    const size_t want = std::max(count, 2 * capacity_);  // grows geometrically
     if (data_ != nullptr) cudaFreeHost(data_);
     data_ = nullptr;
     capacity_ = 0;
-    const size_t want = std::max(count, 2 * capacity_);
     void* p = nullptr;
     PENG_RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&p, want * sizeof(int32_t)),
                                     "cudaMallocHost for batch metadata"));
