@@ -60,6 +60,12 @@ struct SamplingScratch {
   std::vector<int32_t> order;   // candidate token ids; the front is partially sorted
 };
 
+// Log-probability of `id` under the raw model `logits` (log-softmax, no sampling params) and
+// the k most likely tokens (ties: lower id first): what prompt logprobs report, since scoring
+// text asks what the model predicts, not what a request would sample. `scratch.order` is
+// reused; O(V) plus a partial sort of k.
+SampledToken RawLogprobs(std::span<const float> logits, int32_t id, int32_t k, SamplingScratch& scratch);
+
 class Sampler {
  public:
   // Validates `params` (see SamplingParams::Validate) and the prompt ids against vocab_size.

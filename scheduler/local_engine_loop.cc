@@ -189,7 +189,9 @@ void LocalEngineLoop::Step() {
     batch.chunks.push_back({.seq = c.seq,
                             .start_pos = c.start,
                             .tokens = {s.tokens.data() + c.start, static_cast<size_t>(c.num_tokens)},
-                            .logits = c.sample ? SequenceChunk::Logits::kLast : SequenceChunk::Logits::kNone});
+                            .logits = c.all_logits ? SequenceChunk::Logits::kAll
+                                      : c.sample   ? SequenceChunk::Logits::kLast
+                                                   : SequenceChunk::Logits::kNone});
   }
   const absl::Status status = forward_->Forward(batch, kv_view_, &out_);
   if (!status.ok()) {
@@ -201,6 +203,15 @@ void LocalEngineLoop::Step() {
   sampled_.clear();
   int64_t row = 0;
   for (const ScheduledChunk& c : plan.chunks) {
+    if (c.all_logits) {
+      const int32_t k = scheduler_.sequence(c.seq).request->prompt_logprobs;
+      scheduler_.CollectPromptLogprobs(c, [&](int64_t j, int32_t token) {
+        SampledToken lp = RawLogprobs(out_.row(row + j), token, k, scratch_);
+        return TokenLogprob{token, lp.logprob, std::move(lp.top_logprobs)};
+      });
+      row += c.num_tokens - 1;  // the last row, if sampled, is the next token's
+      if (!c.sample) ++row;
+    }
     if (!c.sample) continue;
     sampled_.push_back(scheduler_.sequence(c.seq).sampler->Sample(out_.row(row++), scratch_));
   }

@@ -18,7 +18,8 @@ enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 const char* FinishReasonName(FinishReason r);  // "stop", "length", "abort", "error"
 
 struct StopConditions {
-  int64_t max_tokens = 16;                 // generated tokens, >= 1
+  // Generated tokens, >= 1; 0 only with prompt logprobs: score the prompt, generate nothing.
+  int64_t max_tokens = 16;
   std::vector<std::string> stop;           // strings; matched text is never emitted
   std::vector<int32_t> stop_token_ids;     // in addition to the model's end-of-generation ids
   bool ignore_eos = false;
@@ -32,6 +33,11 @@ struct GenerateRequest {
   StopConditions stop;
   int priority = 0;                        // lower value = served first (vLLM convention)
   int n = 1;                               // choices; each is its own sequence
+  // -1: none. k >= 0: the log-probability of every prompt token after the first under the raw
+  // model logits, plus its k most likely alternatives (completions' echo + logprobs). These
+  // prompts skip the prefix cache (a cached position has no logits) and prefill in chunks of
+  // at most Scheduler::kPromptLogitsChunk tokens.
+  int32_t prompt_logprobs = -1;
   std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
 };
 
@@ -50,6 +56,9 @@ struct TokenEvent {
   std::vector<int32_t> token_ids;          // new tokens since the previous event
   std::string text;                        // new text (UTF-8 complete, stop strings removed)
   std::vector<TokenLogprob> logprobs;      // one per token when requested
+  // With GenerateRequest::prompt_logprobs, on each choice's first event: prompt tokens 1..P-1
+  // in order (the first prompt token has no prediction).
+  std::vector<TokenLogprob> prompt_logprobs;
   FinishReason finish_reason = FinishReason::kNone;
   std::string error;                       // with kError
   int64_t prompt_tokens = 0;

@@ -121,6 +121,19 @@ void Scheduler::Preempt(memory::SeqId id) {
   listener_->OnPreempted(s);
 }
 
+int64_t Scheduler::ChunkLength(const Sequence& s, int64_t budget) {
+  const int64_t n = std::min<int64_t>(static_cast<int64_t>(s.tokens.size()) - s.num_computed, budget);
+  return s.wants_prompt_logits() ? std::min(n, kPromptLogitsChunk) : n;
+}
+
+ScheduledChunk Scheduler::Chunk(const Sequence& s, int64_t n) {
+  return {.seq = s.id,
+          .start = s.num_computed,
+          .num_tokens = n,
+          .sample = s.num_computed + n == static_cast<int64_t>(s.tokens.size()),
+          .all_logits = s.wants_prompt_logits()};
+}
+
 StepPlan Scheduler::Schedule() {
   StepPlan plan;
   std::vector<memory::Growth> growths;
@@ -142,7 +155,7 @@ StepPlan Scheduler::Schedule() {
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     const memory::SeqId id = running_[i];
     Sequence& s = *seqs_.at(id);
-    const int64_t n = std::min<int64_t>(static_cast<int64_t>(s.tokens.size()) - s.num_computed, budget);
+    const int64_t n = ChunkLength(s, budget);
     bool preempted_self = false;
     while (!fits_with(id, s.num_computed + n)) {
       // Victim: the least important running sequence not yet given tokens this step, with the
@@ -166,7 +179,7 @@ StepPlan Scheduler::Schedule() {
     }
     if (preempted_self) continue;  // running_[i] now holds the next sequence
     growths.push_back({id, s.num_computed + n});
-    plan.chunks.push_back({id, s.num_computed, n, s.num_computed + n == static_cast<int64_t>(s.tokens.size())});
+    plan.chunks.push_back(Chunk(s, n));
     scheduled.insert(id);
     budget -= n;
     ++i;
@@ -186,7 +199,8 @@ StepPlan Scheduler::Schedule() {
       Sequence& s = *seqs_.at(id);
       const bool first_time = s.first_scheduled == Clock::time_point{};
       if (!kv_->Has(id)) {
-        s.num_computed = kv_->MatchPrefix(id, s.tokens);
+        // Cached positions have no logits: prompts that collect logprobs compute them all.
+        s.num_computed = s.wants_prompt_logits() ? 0 : kv_->MatchPrefix(id, s.tokens);
         if (first_time) s.cached_prompt_tokens = s.num_computed;
       }
       const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.num_computed;
@@ -196,7 +210,7 @@ StepPlan Scheduler::Schedule() {
         s.num_computed = 0;
         continue;
       }
-      const int64_t n = std::min<int64_t>(remaining, budget);
+      const int64_t n = ChunkLength(s, budget);
       // Admission keeps one block (one page per table) free for every sequence that will be
       // running, so admitting does not force the next steps' growth into preemptions.
       const int64_t reserve =
@@ -207,7 +221,7 @@ StepPlan Scheduler::Schedule() {
         break;  // admit in order: a later, smaller request must not starve this one
       }
       growths.push_back({id, s.num_computed + n});
-      plan.chunks.push_back({id, s.num_computed, n, s.num_computed + n == static_cast<int64_t>(s.tokens.size())});
+      plan.chunks.push_back(Chunk(s, n));
       budget -= n;
       if (is_long) ++long_prefills;
       admitted.push_back(id);
@@ -247,6 +261,13 @@ void Scheduler::Update(const StepPlan& plan, std::span<const SampledToken> sampl
     Sequence& s = *it->second;
     s.num_computed = c.start + c.num_tokens;
     kv_->CommitComputed(c.seq, s.tokens, s.num_computed);
+    if (s.request->stop.max_tokens == 0) {  // scoring only: the prompt's logprobs, no token
+      TokenEvent ev = PromptEvent(s);
+      ev.finish_reason = FinishReason::kLength;
+      s.stream->OnEvent(std::move(ev));
+      Finish(c.seq, FinishReason::kLength, "");
+      continue;
+    }
     s.sampler->Accept(tok.id);
     s.tokens.push_back(tok.id);
     const bool first = s.first_token == Clock::time_point{};
@@ -255,19 +276,42 @@ void Scheduler::Update(const StepPlan& plan, std::span<const SampledToken> sampl
     s.last_token = now;
 
     StopChecker::Step step = s.stop->Push(tok.id, s.num_generated());
-    TokenEvent ev;
-    ev.request_id = s.request->id;
-    ev.choice = s.choice;
+    TokenEvent ev = PromptEvent(s);
     ev.token_ids = {tok.id};
     ev.text = std::move(step.text);
     if (s.request->sampling.logprobs >= 0) ev.logprobs.push_back({tok.id, tok.logprob, tok.top_logprobs});
     ev.finish_reason = step.finish;
-    ev.prompt_tokens = s.prompt_len;
     ev.completion_tokens = s.num_generated();
-    ev.cached_prompt_tokens = s.cached_prompt_tokens;
     s.stream->OnEvent(std::move(ev));
     if (step.finish != FinishReason::kNone) Finish(c.seq, step.finish, "");
   }
+}
+
+void Scheduler::CollectPromptLogprobs(
+    const ScheduledChunk& c, const std::function<TokenLogprob(int64_t row, int32_t token)>& logprob_at) {
+  auto it = seqs_.find(c.seq);
+  if (it == seqs_.end()) return;
+  Sequence& s = *it->second;
+  for (int64_t j = 0; j < c.num_tokens; ++j) {
+    const int64_t pos = c.start + j;
+    if (pos + 1 >= s.prompt_len || pos != static_cast<int64_t>(s.prompt_logprobs.size())) continue;
+    s.prompt_logprobs.push_back(logprob_at(j, s.tokens[pos + 1]));
+  }
+}
+
+TokenEvent Scheduler::PromptEvent(Sequence& s) {
+  TokenEvent ev;
+  ev.request_id = s.request->id;
+  ev.choice = s.choice;
+  ev.prompt_tokens = s.prompt_len;
+  ev.cached_prompt_tokens = s.cached_prompt_tokens;
+  if (s.wants_prompt_logits()) {
+    PENG_CHECK(static_cast<int64_t>(s.prompt_logprobs.size()) == s.prompt_len - 1);
+    ev.prompt_logprobs = std::move(s.prompt_logprobs);
+    s.prompt_logprobs = {};
+    s.prompt_logprobs_sent = true;
+  }
+  return ev;
 }
 
 void Scheduler::Finish(memory::SeqId id, FinishReason reason, const std::string& text,

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -60,7 +61,12 @@ struct Sequence {
   std::optional<Sampler> sampler;
   std::optional<StopChecker> stop;
   Clock::time_point first_scheduled{}, first_token{}, last_token{};
+  // Prompt logprobs (request->prompt_logprobs >= 0): entry i is prompt token i + 1's,
+  // collected as the prefill chunks compute their logits; sent with the first event.
+  std::vector<TokenLogprob> prompt_logprobs;
+  bool prompt_logprobs_sent = false;
 
+  bool wants_prompt_logits() const { return request->prompt_logprobs >= 0 && !prompt_logprobs_sent; }
   int64_t num_generated() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
 };
 
@@ -69,6 +75,7 @@ struct ScheduledChunk {
   int64_t start = 0;        // first position computed this step
   int64_t num_tokens = 0;
   bool sample = false;      // the chunk reaches the end of the sequence: sample its next token
+  bool all_logits = false;  // logits at every position (prompt logprobs), not just the last
 };
 
 struct StepPlan {
@@ -91,6 +98,10 @@ class SchedulerListener {
 
 class Scheduler {
  public:
+  // Prefill chunk cap for sequences that collect prompt logprobs: their logits are
+  // [chunk x vocab] floats (25 MB for a 49k vocabulary at 128 tokens).
+  static constexpr int64_t kPromptLogitsChunk = 128;
+
   Scheduler(SchedulerOptions options, memory::KvManager* kv, const Tokenizer* tokenizer,
             SchedulerListener* listener = nullptr);
 
@@ -108,6 +119,11 @@ class Scheduler {
   StepPlan Schedule();
   // `sampled` holds one token per chunk with sample = true, in chunk order.
   void Update(const StepPlan& plan, std::span<const SampledToken> sampled);
+  // For a chunk with all_logits, before Update: records the prompt logprobs its rows give.
+  // Row j (logits at position start + j) predicts token start + j + 1; logprob_at(j, token)
+  // returns that token's entry. Positions already recorded (before a preemption) are skipped.
+  void CollectPromptLogprobs(const ScheduledChunk& c,
+                             const std::function<TokenLogprob(int64_t row, int32_t token)>& logprob_at);
   // Fails every sequence of the plan with an error event (the worker failed the step).
   void FailStep(const StepPlan& plan, const std::string& message);
 
@@ -121,6 +137,11 @@ class Scheduler {
 
  private:
   void Preempt(memory::SeqId id);
+  // Tokens of `s` to compute this step within `budget`, and its chunk.
+  static int64_t ChunkLength(const Sequence& s, int64_t budget);
+  static ScheduledChunk Chunk(const Sequence& s, int64_t n);
+  // An event of `s` with its prompt counts (and, once, its prompt logprobs).
+  static TokenEvent PromptEvent(Sequence& s);
   void Finish(memory::SeqId id, FinishReason reason, const std::string& text,
               const std::string& error = "");
   void SortWaiting();

@@ -50,6 +50,11 @@ class SchedulerTest : public ::testing::Test {
     StepPlan plan = sched_->Schedule();
     std::vector<SampledToken> sampled;
     for (const auto& c : plan.chunks) {
+      if (c.all_logits) {  // fabricated: logprob = -(position predicted)
+        sched_->CollectPromptLogprobs(c, [&](int64_t j, int32_t token) {
+          return TokenLogprob{token, -static_cast<float>(c.start + j + 1), {}};
+        });
+      }
       if (c.sample) sampled.push_back({static_cast<int32_t>(42 + steps_ % 7), 0.f, {}});
     }
     ++steps_;
@@ -259,6 +264,93 @@ TEST_F(SchedulerTest, NChoicesAreSeparateSequencesWithTheirOwnEvents) {
     if (e.finish_reason != FinishReason::kNone) ++finished[e.choice];
   }
   EXPECT_EQ(finished, (std::map<int, int>{{0, 1}, {1, 1}, {2, 1}}));
+}
+
+TEST_F(SchedulerTest, PromptLogprobsSkipThePrefixCacheAndArriveWithTheFirstToken) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 512;
+  o.long_prefill_threshold = 1000;
+  o.max_model_len = 512;
+  Init(256, o);
+  Add("warm", 300, 1);  // fills the prefix cache with the same prompt
+  RunToIdle();
+  auto r = std::make_shared<GenerateRequest>();
+  r->id = "score";
+  for (int i = 0; i < 300; ++i) r->prompt.push_back(10 + i % 50);
+  r->stop.max_tokens = 2;
+  r->sampling.temperature = 0;
+  r->prompt_logprobs = 0;
+  auto stream = std::make_shared<RecordingStream>();
+  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  std::vector<int64_t> chunks;
+  while (!stream->finished()) {
+    StepPlan p = Step();
+    ASSERT_EQ(p.chunks.size(), 1u);
+    if (p.chunks[0].all_logits) chunks.push_back(p.chunks[0].num_tokens);
+  }
+  // No cache hit, and the logits come in chunks of at most kPromptLogitsChunk.
+  EXPECT_EQ(chunks, (std::vector<int64_t>{128, 128, 44}));
+  ASSERT_EQ(stream->events.size(), 2u);
+  EXPECT_EQ(stream->events[0].cached_prompt_tokens, 0);
+  const std::vector<TokenLogprob>& lp = stream->events[0].prompt_logprobs;
+  ASSERT_EQ(lp.size(), 299u);
+  for (size_t i = 0; i < lp.size(); ++i) {
+    EXPECT_EQ(lp[i].id, r->prompt[i + 1]);
+    EXPECT_EQ(lp[i].logprob, -static_cast<float>(i + 1));
+  }
+  EXPECT_TRUE(stream->events[1].prompt_logprobs.empty());  // once per choice
+  EXPECT_EQ(stream->tokens().size(), 2u);
+}
+
+TEST_F(SchedulerTest, ZeroMaxTokensScoresThePromptAndGeneratesNothing) {
+  Init(64);
+  auto r = std::make_shared<GenerateRequest>();
+  r->id = "echo";
+  r->prompt = {5, 6, 7, 8, 9};
+  r->stop.max_tokens = 0;
+  r->prompt_logprobs = 2;
+  r->n = 2;
+  r->sampling.temperature = 1;
+  auto stream = std::make_shared<RecordingStream>();
+  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  RunToIdle();
+  ASSERT_EQ(stream->events.size(), 2u);  // one per choice
+  for (const TokenEvent& e : stream->events) {
+    EXPECT_EQ(e.finish_reason, FinishReason::kLength);
+    EXPECT_TRUE(e.token_ids.empty());
+    EXPECT_EQ(e.completion_tokens, 0);
+    ASSERT_EQ(e.prompt_logprobs.size(), 4u);
+    EXPECT_EQ(e.prompt_logprobs[3].id, 9);
+  }
+  EXPECT_EQ(kv_->free_pages(), kv_->total_pages());
+}
+
+TEST_F(SchedulerTest, PromptLogprobsSurvivePreemptionMidPrompt) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 4;
+  Init(10, o);  // 5 blocks = 20 tokens
+  // "other" decodes ahead of the scoring request and outgrows the pool while "score" is still
+  // prefilling its 16-token prompt in 3-token chunks: "score" is preempted mid-prompt and
+  // recomputed from the start once "other" is done.
+  auto other = Add("other", 4, 10, /*priority=*/-1);
+  Step();
+  auto r = std::make_shared<GenerateRequest>();
+  r->id = "score";
+  for (int i = 0; i < 16; ++i) r->prompt.push_back(20 + i);
+  r->stop.max_tokens = 1;
+  r->sampling.temperature = 0;
+  r->prompt_logprobs = 0;
+  auto stream = std::make_shared<RecordingStream>();
+  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  RunToIdle();
+  EXPECT_GT(sched_->num_preemptions(), 0);
+  ASSERT_TRUE(stream->finished());
+  ASSERT_EQ(stream->events[0].prompt_logprobs.size(), 15u);
+  for (size_t i = 0; i < 15; ++i) {
+    EXPECT_EQ(stream->events[0].prompt_logprobs[i].id, 21 + static_cast<int>(i));
+    EXPECT_EQ(stream->events[0].prompt_logprobs[i].logprob, -static_cast<float>(i + 1));
+  }
+  EXPECT_TRUE(other->finished());
 }
 
 }  // namespace

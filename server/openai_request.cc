@@ -442,14 +442,16 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   } else {
     PENG_ASSIGN_OR_RETURN(std::optional<bool> echo, GetBool(body, "echo"));
     job.echo = echo.value_or(false);
-    if (job.echo && job.want_logprobs) {
-      return BadParam("echo", "echo together with logprobs is not supported (no prompt "
-                              "logprobs)");
-    }
+    // echo + logprobs: the prompt's tokens get logprobs too (what scoring clients such as
+    // lm-evaluation-harness read), with the same number of alternatives.
+    if (job.echo && job.want_logprobs) job.prompt_logprobs = job.top_logprobs;
     PENG_RETURN_IF_ERROR(ParsePrompt(body, ctx, &job));
   }
-  if (max_tokens && *max_tokens < 1) {
-    return BadParam(max_param, absl::StrCat(max_param, " must be at least 1, got ", *max_tokens));
+  // max_tokens 0 asks for the echoed prompt (and its logprobs) alone, as OpenAI's legacy API did.
+  const int64_t min_tokens = job.echo ? 0 : 1;
+  if (max_tokens && *max_tokens < min_tokens) {
+    return BadParam(max_param, absl::StrCat(max_param, " must be at least 1", job.echo ? " (0 with echo)" : "",
+                                            ", got ", *max_tokens));
   }
 
   // Context arithmetic, per prompt (vLLM's messages).
@@ -473,7 +475,7 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
                                  " or completion."));
   }
   // Default: the rest of the context (per prompt: see MaxTokensFor).
-  job.max_tokens = max_tokens.value_or(0);
+  job.max_tokens = max_tokens.value_or(-1);
   job.stop.max_tokens = max_tokens ? *max_tokens : ctx.max_model_len - longest;
   job.max_model_len = ctx.max_model_len;
   return job;

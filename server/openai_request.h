@@ -53,12 +53,13 @@ struct CompletionJob {
   bool want_logprobs = false;
   int top_logprobs = 0;
   std::string user;
-  int64_t max_tokens = 0;       // as requested; 0 = not given (rest of the context)
+  int64_t max_tokens = -1;      // as requested (0 only with echo); -1 = not given (rest of the context)
   int64_t max_model_len = 0;
+  int prompt_logprobs = -1;     // echo + logprobs: GenerateRequest::prompt_logprobs
 
   // stop.max_tokens for prompt `i`: the request's value, or the rest of the context.
   int64_t MaxTokensFor(size_t i) const {
-    return max_tokens > 0 ? max_tokens
+    return max_tokens >= 0 ? max_tokens
                           : max_model_len - static_cast<int64_t>(prompts[i].size());
   }
 };

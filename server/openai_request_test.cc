@@ -145,7 +145,8 @@ TEST_F(OpenAiRequestTest, RangeAndTypeErrorsNameTheField) {
   ExpectBad(Chat({{"top_logprobs", 3}}), "top_logprobs");
   ExpectBad(Chat({{"logprobs", true}, {"top_logprobs", 21}}), "top_logprobs");
   ExpectBad(Completion({{"logprobs", 30}}), "logprobs");
-  ExpectBad(Completion({{"echo", true}, {"logprobs", 1}}), "echo");
+  ExpectBad(Completion({{"max_tokens", 0}}), "max_tokens");  // 0 only with echo
+  ExpectBad(Completion({{"echo", true}, {"max_tokens", -1}}), "max_tokens");
   ExpectBad(Chat({{"messages", Json::array()}}), "messages");
   ExpectBad(Chat({{"messages", {{{"role", "wizard"}, {"content", "x"}}}}}), "messages");
   ExpectBad(Chat({{"messages", {{{"role", "user"}, {"content", 5}}}}}), "messages");
@@ -237,6 +238,18 @@ TEST_F(OpenAiRequestTest, CompletionLogprobsFormat) {
   EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(body["usage"], Json({{"prompt_tokens", 2}, {"completion_tokens", 2},
                                  {"total_tokens", 4}}));
+}
+
+TEST_F(OpenAiRequestTest, EchoWithLogprobsAsksForPromptLogprobs) {
+  auto job = Completion({{"prompt", "ab"}, {"echo", true}, {"logprobs", 3}, {"max_tokens", 0}});
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->prompt_logprobs, 3);
+  EXPECT_EQ(job->MaxTokensFor(0), 0);
+  EXPECT_EQ(job->stop.max_tokens, 0);
+  auto plain = Completion({{"prompt", "ab"}, {"logprobs", 3}});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->prompt_logprobs, -1);
+  EXPECT_GT(plain->MaxTokensFor(0), 0);  // not given: the rest of the context
 }
 
 }  // namespace

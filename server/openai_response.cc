@@ -74,7 +74,7 @@ void CompletionResponder::NoteUsage(int prompt_index, const TokenEvent& event, C
   }
 }
 
-Json CompletionResponder::EventLogprobs(const TokenEvent& event, Choice& c) const {
+Json CompletionResponder::EventLogprobs(int prompt_index, const TokenEvent& event, Choice& c) const {
   if (!job_.want_logprobs) return nullptr;
   const int k = job_.top_logprobs;
   if (job_.kind == ApiKind::kChat) {
@@ -97,6 +97,32 @@ Json CompletionResponder::EventLogprobs(const TokenEvent& event, Choice& c) cons
            {"token_logprobs", Json::array()},
            {"top_logprobs", Json::array()},
            {"text_offset", Json::array()}};
+  if (job_.prompt_logprobs >= 0 && !c.prompt_logprobs_done) {
+    c.prompt_logprobs_done = true;
+    const std::vector<int32_t>& prompt = job_.prompts[prompt_index];
+    int64_t offset = 0;
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      const std::string piece = tokenizer_.TokenPiece(prompt[i]);
+      out["tokens"].push_back(piece);
+      out["text_offset"].push_back(offset);
+      offset += static_cast<int64_t>(piece.size());
+      // Entry i - 1 predicts token i; missing ones (a request aborted before its prefill
+      // finished) stay null.
+      if (i == 0 || i - 1 >= event.prompt_logprobs.size()) {
+        out["token_logprobs"].push_back(nullptr);
+        out["top_logprobs"].push_back(nullptr);
+        continue;
+      }
+      const TokenLogprob& lp = event.prompt_logprobs[i - 1];
+      out["token_logprobs"].push_back(lp.logprob);
+      Json top = Json::object();
+      top[piece] = lp.logprob;
+      for (size_t a = 0; a < lp.top.size() && static_cast<int>(a) < k; ++a) {
+        top[tokenizer_.TokenPiece(lp.top[a].first)] = lp.top[a].second;
+      }
+      out["top_logprobs"].push_back(std::move(top));
+    }
+  }
   for (const TokenLogprob& lp : event.logprobs) {
     const std::string piece = tokenizer_.TokenPiece(lp.id);
     out["tokens"].push_back(piece);
@@ -149,9 +175,10 @@ std::vector<std::string> CompletionResponder::StreamEvent(int prompt_index,
   Choice& c = ChoiceOf(prompt_index, event, &index);
   if (c.finish != FinishReason::kNone) return {};  // nothing after a choice's end
   NoteUsage(prompt_index, event, c);
-  Json lp = EventLogprobs(event, c);
+  Json lp = EventLogprobs(index / job_.n, event, c);
   const bool finished = c.finish != FinishReason::kNone;
-  if (event.text.empty() && !finished && (lp.is_null() || event.logprobs.empty())) return {};
+  const bool has_logprobs = !lp.is_null() && !lp[job_.kind == ApiKind::kChat ? "content" : "tokens"].empty();
+  if (event.text.empty() && !finished && !has_logprobs) return {};
   Json choice{{"index", index}, {"logprobs", std::move(lp)}};
   if (job_.kind == ApiKind::kChat) {
     choice["delta"] = event.text.empty() ? Json::object() : Json{{"content", event.text}};
@@ -177,7 +204,7 @@ void CompletionResponder::Collect(int prompt_index, const TokenEvent& event) {
   Choice& c = ChoiceOf(prompt_index, event, &index);
   if (c.finish != FinishReason::kNone) return;
   NoteUsage(prompt_index, event, c);
-  AppendLogprobs(EventLogprobs(event, c), c);
+  AppendLogprobs(EventLogprobs(index / job_.n, event, c), c);
   c.text += event.text;
 }
 

@@ -49,13 +49,16 @@ class CompletionResponder {
     int64_t completion_tokens = 0;
     nlohmann::json logprobs;      // accumulated (non-streaming)
     int64_t text_offset = 0;      // completions logprobs: offset of the next token
+    bool prompt_logprobs_done = false;  // echo + logprobs: the prompt's entries are out
   };
 
   Choice& ChoiceOf(int prompt_index, const TokenEvent& event, int* index);
   void NoteUsage(int prompt_index, const TokenEvent& event, Choice& c);
   // Logprobs of `event` in this endpoint's format (null when not requested); advances the
-  // completions text offset.
-  nlohmann::json EventLogprobs(const TokenEvent& event, Choice& c) const;
+  // completions text offset. With echo, a choice's first logprobs start with its prompt's
+  // tokens: the first with null logprob and alternatives (nothing predicts it), the others
+  // from event.prompt_logprobs, at text offsets from 0.
+  nlohmann::json EventLogprobs(int prompt_index, const TokenEvent& event, Choice& c) const;
   void AppendLogprobs(const nlohmann::json& lp, Choice& c) const;
   nlohmann::json ChunkBase() const;
 

@@ -316,6 +316,77 @@ def test_completion_logprobs(client):
         assert tlp == pytest.approx(max(top.values()), abs=1e-5)  # greedy
 
 
+def tokenize(http, text) -> list[int]:
+    r = http.post("/tokenize", json={"model": MODEL, "prompt": text})
+    assert r.status_code == 200, r.text
+    return r.json()["tokens"]
+
+
+def test_echo_logprobs_score_the_prompt(client, http, smollm2_path):
+    """echo + logprobs + max_tokens 0 (how scoring clients such as lm-evaluation-harness read a
+    text's log-likelihood): every prompt token's logprob, checked against the numpy reference."""
+    import numpy as np
+    from llama_ref import LlamaRef
+
+    ids = tokenize(http, PROMPT + " Berlin.")
+    out = complete(client, prompt=PROMPT + " Berlin.", max_tokens=0, echo=True, logprobs=3,
+                   temperature=0)
+    c = out.choices[0]
+    assert c.text == PROMPT + " Berlin."
+    assert c.finish_reason == "length"
+    assert out.usage.completion_tokens == 0 and out.usage.prompt_tokens == len(ids)
+    lp = c.logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(ids)
+    assert "".join(lp.tokens) == c.text
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None  # nothing predicts it
+    for tok, tlp, top in zip(lp.tokens[1:], lp.token_logprobs[1:], lp.top_logprobs[1:]):
+        assert tlp <= 0.0
+        assert 3 <= len(top) <= 4 and tok in top  # top-3, plus the prompt's own token
+        assert top[tok] == pytest.approx(tlp, abs=1e-6)
+
+    # The raw model distribution: log-softmax of float64 reference logits. Peng's int8
+    # activations perturb logits slightly (test_reference_logits.py), hence the tolerance.
+    logits = LlamaRef(str(smollm2_path)).forward(ids).astype(np.float64)
+    z = logits - logits.max(axis=-1, keepdims=True)
+    ref = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    want = np.array([ref[i - 1, ids[i]] for i in range(1, len(ids))])
+    got = np.array(lp.token_logprobs[1:])
+    diff = np.abs(got - want)
+    # Measured: mean 0.03-0.06, max < 0.2 nats; the total within 0.2%. An off-by-one position
+    # or a processed (biased, penalised) distribution is off by nats.
+    assert diff.mean() < 0.1 and diff.max() < 0.5, (diff.mean(), diff.max())
+    assert abs(got.sum() - want.sum()) < 0.03 * abs(want.sum()), (got.sum(), want.sum())
+    # "Berlin" after "The capital of Germany is": the model is confident.
+    assert lp.token_logprobs[-2] > -1.0, list(zip(lp.tokens, lp.token_logprobs))
+
+
+def test_echo_logprobs_agree_with_generation_logprobs(client, http):
+    """Scoring prompt + greedy continuation reproduces the continuation's own logprobs (greedy:
+    the sampled distribution is the raw one), streamed and not."""
+    gen = complete(client, max_tokens=8, temperature=0, logprobs=1, extra_body={"ignore_eos": True})
+    text = PROMPT + gen.choices[0].text
+    prompt_ids, full_ids = tokenize(http, PROMPT), tokenize(http, text)
+    # The continuation re-tokenizes to the generated tokens (checked: else the positions shift).
+    assert full_ids[:len(prompt_ids)] == prompt_ids and len(full_ids) == len(prompt_ids) + 8
+    scored = complete(client, prompt=full_ids, max_tokens=1, echo=True, logprobs=1, temperature=0)
+    lp = scored.choices[0].logprobs
+    n = len(full_ids)
+    assert len(lp.token_logprobs) == n + 1  # the prompt, then one generated token
+    assert lp.tokens[n - 8:n] == gen.choices[0].logprobs.tokens
+    assert lp.token_logprobs[n - 8:n] == pytest.approx(gen.choices[0].logprobs.token_logprobs, abs=0.05)
+
+    # Streamed: the prompt's entries arrive in the first chunk that carries logprobs.
+    streamed = []
+    for chunk in complete(client, prompt=full_ids, max_tokens=1, echo=True, logprobs=1,
+                          temperature=0, stream=True):
+        for ch in chunk.choices:
+            if ch.logprobs is not None:
+                streamed += ch.logprobs.token_logprobs
+    assert streamed[0] is None
+    assert streamed[1:] == pytest.approx(lp.token_logprobs[1:], abs=1e-6)
+
+
 def test_seed_reproducibility(client):
     def sample(seed):
         return chat(client, max_tokens=12, temperature=1.0, seed=seed,
