@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
@@ -145,7 +146,7 @@ Family<T>::Family(std::string name, std::string help, const char* type,
     : FamilyBase(std::move(name), std::move(help), type, std::move(label_names)),
       make_(std::move(make)) {
   if (label_names_.empty()) {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock lock(mu_);
     children_.emplace(std::vector<std::string>{}, make_());
   }
 }
@@ -154,11 +155,11 @@ template <typename T>
 T& Family<T>::Labels(const std::vector<std::string>& values) {
   PENG_CHECK(values.size() == label_names_.size());
   {
-    absl::ReaderMutexLock lock(&mu_);
+    std::shared_lock lock(mu_);
     auto it = children_.find(values);
     if (it != children_.end()) return *it->second;
   }
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   auto& slot = children_[values];  // another thread may have created it meanwhile
   if (!slot) slot = make_();
   return *slot;
@@ -172,7 +173,7 @@ T& Family<T>::Get() {
 
 template <typename T>
 void Family<T>::RenderSamples(std::string* out) const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock lock(mu_);
   for (const auto& [values, child] : children_) {
     if constexpr (std::is_same_v<T, Histogram>) {
       const std::vector<uint64_t> counts = child->BucketCounts();
@@ -221,7 +222,7 @@ void Registry::Claim(const std::string& name, const std::vector<std::string>& la
 Family<Counter>& Registry::AddCounter(std::string name, std::string help,
                                       std::vector<std::string> label_names) {
   if (!EndsWith(name, "_total")) name += "_total";
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   Claim(name, label_names, {name});
   auto family = std::make_unique<Family<Counter>>(std::move(name), std::move(help), "counter",
                                                   std::move(label_names),
@@ -233,7 +234,7 @@ Family<Counter>& Registry::AddCounter(std::string name, std::string help,
 
 Family<Gauge>& Registry::AddGauge(std::string name, std::string help,
                                   std::vector<std::string> label_names) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   Claim(name, label_names, {name});
   auto family = std::make_unique<Family<Gauge>>(std::move(name), std::move(help), "gauge",
                                                 std::move(label_names),
@@ -253,7 +254,7 @@ Family<Histogram>& Registry::AddHistogram(std::string name, std::string help,
     PENG_CHECK(i == 0 || bounds[i - 1] < bounds[i]);
   }
   for (const std::string& l : label_names) PENG_CHECK(l != "le");
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   Claim(name, label_names, {name, name + "_bucket", name + "_sum", name + "_count"});
   auto family = std::make_unique<Family<Histogram>>(
       std::move(name), std::move(help), "histogram", std::move(label_names),
@@ -265,7 +266,7 @@ Family<Histogram>& Registry::AddHistogram(std::string name, std::string help,
 
 std::string Registry::Render() const {
   std::string out;
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   for (const auto& family : families_) family->Render(&out);
   return out;
 }

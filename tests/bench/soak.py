@@ -45,6 +45,18 @@ WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly 
          "naïve café résumé 東京 数据 🙂 \\n\t {\"json\": [1, 2]} <|im_start|> </s>").split()
 
 
+# Values each field must refuse with a 400 (wrong type or out of range).
+BAD_VALUES = [
+    ("max_tokens", ["x", [1], {"a": 1}, True, -5, 2.5]),
+    ("temperature", ["x", [1], {"a": 1}, -5]),  # no upper bound (vLLM): 1e30 is uniform
+    ("n", ["x", [1], -5, 1e30]),
+    ("top_p", ["x", [1], -5, 1e30]),
+    ("stop", [[1], {"a": 1}, -5, True]),
+    ("seed", ["x", [1], {"a": 1}, 2.5]),
+    ("logprobs", ["x", [1], {"a": 1}, -5]),
+]
+
+
 class Soak:
     def __init__(self, args):
         self.args = args
@@ -120,6 +132,8 @@ class Soak:
         usage = body.get("usage") or {}
         if usage.get("total_tokens") != usage.get("prompt_tokens", -1) + usage.get("completion_tokens", -1):
             self.fail(what, f"usage arithmetic: {usage}")
+        if kind == "completion" and max_tokens == 0 and usage.get("completion_tokens") != 0:
+            self.fail(what, f"max_tokens 0 generated {usage.get('completion_tokens')} tokens")
         if usage.get("completion_tokens", 0) > n * max_tokens:
             self.fail(what, f"completion_tokens {usage.get('completion_tokens')} > n*max_tokens {n * max_tokens}")
 
@@ -154,8 +168,10 @@ class Soak:
                 body["prompt"] = self.text(rng, 1, 120)
             if rng.random() < 0.2:
                 body["logprobs"] = rng.randint(0, 5)
-            if rng.random() < 0.1:
+            if rng.random() < 0.15:
                 body["echo"] = True
+                if rng.random() < 0.5:
+                    body["max_tokens"] = max_tokens = 0  # score the prompt alone
         what = f"{kind}{' stream' if stream else ''}"
         self.counts[what] += 1
         if not stream:
@@ -242,8 +258,8 @@ class Soak:
             return await self.raw(self.request_bytes(path, body[: len(body) // 2], len(body)), True,
                                   "bad: body cut short", set())
         if choice == 2:
-            field = rng.choice(["max_tokens", "temperature", "n", "top_p", "stop", "seed", "logprobs"])
-            base[field] = rng.choice(["x", [1], {"a": 1}, True, -5, 1e30])
+            field, bad = rng.choice(BAD_VALUES)
+            base[field] = rng.choice(bad)
             allowed = {400}
         elif choice == 3:
             base["model"] = "no-such-model"

@@ -483,3 +483,21 @@ def test_sigterm_drains_in_flight_request(peng_bin, smollm2_path, tmp_path):
     assert saw_not_ready, "/ready stayed 200 during the drain"
     assert code_box["code"] == 0, server.log()[-3000:]
     assert re.search(r"drain", server.log(), re.I)
+
+
+def test_mixed_traffic_soak(peng_server, repo_root):
+    """tests/bench/soak.py for 30 s: streams, plain requests, n > 1, echo + logprobs, clients
+    vanishing mid-stream or mid-body, malformed and out-of-range requests, tokenize round trips,
+    metrics scrapes and cancelled gRPC streams, all interleaved. Every answer well-formed, no
+    5xx, and the server drains to zero running, waiting and KV afterwards, still ready. (Longer
+    runs under the sanitizers: tests/README.md.)"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(repo_root / "tests" / "bench" / "soak.py"), "--base-url", peng_server.http_url,
+         "--grpc", peng_server.grpc_target, "--duration", "30", "--concurrency", "12", "--seed", "7",
+         "--pid", str(peng_server.proc.pid)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert peng_server.proc.poll() is None, "the server died under the soak"
