@@ -1,6 +1,7 @@
 // The scheduler as a step function: driven with fabricated sampled tokens and no model.
 #include "scheduler/scheduler.h"
 
+#include <functional>
 #include <map>
 
 #include "gtest/gtest.h"
@@ -35,15 +36,27 @@ class SchedulerTest : public ::testing::Test {
   }
   std::shared_ptr<RecordingStream> Add(const std::string& id, int prompt_len, int max_tokens,
                                        int priority = 0, int first_token = 10) {
+    return AddRequest(id, Ids(prompt_len, first_token), max_tokens,
+                      [&](GenerateRequest& r) { r.priority = priority; });
+  }
+  // A request of `prompt` and `max_tokens` (greedy); `edit` sets anything else first.
+  std::shared_ptr<RecordingStream> AddRequest(const std::string& id, std::vector<int32_t> prompt,
+                                              int max_tokens,
+                                              const std::function<void(GenerateRequest&)>& edit = nullptr) {
     auto r = std::make_shared<GenerateRequest>();
     r->id = id;
-    for (int i = 0; i < prompt_len; ++i) r->prompt.push_back(first_token + i % 50);
+    r->prompt = std::move(prompt);
     r->stop.max_tokens = max_tokens;
     r->sampling.temperature = 0;
-    r->priority = priority;
+    if (edit) edit(*r);
     auto stream = std::make_shared<RecordingStream>();
     EXPECT_TRUE(sched_->Add(r, stream).ok());
     return stream;
+  }
+  static std::vector<int32_t> Ids(int n, int first) {
+    std::vector<int32_t> ids;
+    for (int i = 0; i < n; ++i) ids.push_back(first + i % 50);
+    return ids;
   }
   // Runs one step, "sampling" token 42 + step index for every sampled chunk.
   StepPlan Step() {
@@ -251,13 +264,7 @@ TEST_F(SchedulerTest, AtMostOneLongPrefillAtATime) {
 
 TEST_F(SchedulerTest, NChoicesAreSeparateSequencesWithTheirOwnEvents) {
   Init(64);
-  auto r = std::make_shared<GenerateRequest>();
-  r->id = "n";
-  r->prompt = {1, 2, 3, 4, 5};
-  r->stop.max_tokens = 4;
-  r->n = 3;
-  auto stream = std::make_shared<RecordingStream>();
-  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  auto stream = AddRequest("n", {1, 2, 3, 4, 5}, 4, [](GenerateRequest& r) { r.n = 3; });
   RunToIdle();
   std::map<int, int> finished;
   for (const auto& e : stream->events) {
@@ -274,14 +281,8 @@ TEST_F(SchedulerTest, PromptLogprobsSkipThePrefixCacheAndArriveWithTheFirstToken
   Init(256, o);
   Add("warm", 300, 1);  // fills the prefix cache with the same prompt
   RunToIdle();
-  auto r = std::make_shared<GenerateRequest>();
-  r->id = "score";
-  for (int i = 0; i < 300; ++i) r->prompt.push_back(10 + i % 50);
-  r->stop.max_tokens = 2;
-  r->sampling.temperature = 0;
-  r->prompt_logprobs = 0;
-  auto stream = std::make_shared<RecordingStream>();
-  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  const std::vector<int32_t> prompt = Ids(300, 10);
+  auto stream = AddRequest("score", prompt, 2, [](GenerateRequest& r) { r.prompt_logprobs = 0; });
   std::vector<int64_t> chunks;
   while (!stream->finished()) {
     StepPlan p = Step();
@@ -295,7 +296,7 @@ TEST_F(SchedulerTest, PromptLogprobsSkipThePrefixCacheAndArriveWithTheFirstToken
   const std::vector<TokenLogprob>& lp = stream->events[0].prompt_logprobs;
   ASSERT_EQ(lp.size(), 299u);
   for (size_t i = 0; i < lp.size(); ++i) {
-    EXPECT_EQ(lp[i].id, r->prompt[i + 1]);
+    EXPECT_EQ(lp[i].id, prompt[i + 1]);
     EXPECT_EQ(lp[i].logprob, -static_cast<float>(i + 1));
   }
   EXPECT_TRUE(stream->events[1].prompt_logprobs.empty());  // once per choice
@@ -304,15 +305,11 @@ TEST_F(SchedulerTest, PromptLogprobsSkipThePrefixCacheAndArriveWithTheFirstToken
 
 TEST_F(SchedulerTest, ZeroMaxTokensScoresThePromptAndGeneratesNothing) {
   Init(64);
-  auto r = std::make_shared<GenerateRequest>();
-  r->id = "echo";
-  r->prompt = {5, 6, 7, 8, 9};
-  r->stop.max_tokens = 0;
-  r->prompt_logprobs = 2;
-  r->n = 2;
-  r->sampling.temperature = 1;
-  auto stream = std::make_shared<RecordingStream>();
-  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  auto stream = AddRequest("echo", {5, 6, 7, 8, 9}, 0, [](GenerateRequest& r) {
+    r.prompt_logprobs = 2;
+    r.n = 2;
+    r.sampling.temperature = 1;
+  });
   RunToIdle();
   ASSERT_EQ(stream->events.size(), 2u);  // one per choice
   for (const TokenEvent& e : stream->events) {
@@ -334,14 +331,7 @@ TEST_F(SchedulerTest, PromptLogprobsSurvivePreemptionMidPrompt) {
   // recomputed from the start once "other" is done.
   auto other = Add("other", 4, 10, /*priority=*/-1);
   Step();
-  auto r = std::make_shared<GenerateRequest>();
-  r->id = "score";
-  for (int i = 0; i < 16; ++i) r->prompt.push_back(20 + i);
-  r->stop.max_tokens = 1;
-  r->sampling.temperature = 0;
-  r->prompt_logprobs = 0;
-  auto stream = std::make_shared<RecordingStream>();
-  ASSERT_TRUE(sched_->Add(r, stream).ok());
+  auto stream = AddRequest("score", Ids(16, 20), 1, [](GenerateRequest& r) { r.prompt_logprobs = 0; });
   RunToIdle();
   EXPECT_GT(sched_->num_preemptions(), 0);
   ASSERT_TRUE(stream->finished());

@@ -74,6 +74,16 @@ void CompletionResponder::NoteUsage(int prompt_index, const TokenEvent& event, C
   }
 }
 
+Json CompletionResponder::LegacyTop(const std::string& piece, const TokenLogprob& lp) const {
+  // The token itself is always present (vLLM), then up to top_logprobs alternatives.
+  Json top = Json::object();
+  top[piece] = lp.logprob;
+  for (size_t i = 0; i < lp.top.size() && static_cast<int>(i) < job_.top_logprobs; ++i) {
+    top[tokenizer_.TokenPiece(lp.top[i].first)] = lp.top[i].second;
+  }
+  return top;
+}
+
 Json CompletionResponder::EventLogprobs(int prompt_index, const TokenEvent& event, Choice& c) const {
   if (!job_.want_logprobs) return nullptr;
   const int k = job_.top_logprobs;
@@ -115,25 +125,14 @@ Json CompletionResponder::EventLogprobs(int prompt_index, const TokenEvent& even
       }
       const TokenLogprob& lp = event.prompt_logprobs[i - 1];
       out["token_logprobs"].push_back(lp.logprob);
-      Json top = Json::object();
-      top[piece] = lp.logprob;
-      for (size_t a = 0; a < lp.top.size() && static_cast<int>(a) < k; ++a) {
-        top[tokenizer_.TokenPiece(lp.top[a].first)] = lp.top[a].second;
-      }
-      out["top_logprobs"].push_back(std::move(top));
+      out["top_logprobs"].push_back(LegacyTop(piece, lp));
     }
   }
   for (const TokenLogprob& lp : event.logprobs) {
     const std::string piece = tokenizer_.TokenPiece(lp.id);
     out["tokens"].push_back(piece);
     out["token_logprobs"].push_back(lp.logprob);
-    Json top = Json::object();
-    // The sampled token is always present (vLLM), then up to k alternatives.
-    top[piece] = lp.logprob;
-    for (size_t i = 0; i < lp.top.size() && static_cast<int>(i) < k; ++i) {
-      top[tokenizer_.TokenPiece(lp.top[i].first)] = lp.top[i].second;
-    }
-    out["top_logprobs"].push_back(std::move(top));
+    out["top_logprobs"].push_back(LegacyTop(piece, lp));
     out["text_offset"].push_back(c.text_offset);
     c.text_offset += static_cast<int64_t>(piece.size());
   }

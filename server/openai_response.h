@@ -60,6 +60,8 @@ class CompletionResponder {
   // from event.prompt_logprobs, at text offsets from 0.
   nlohmann::json EventLogprobs(int prompt_index, const TokenEvent& event, Choice& c) const;
   void AppendLogprobs(const nlohmann::json& lp, Choice& c) const;
+  // A completions `top_logprobs` entry: {token piece: logprob, alternative: logprob, ...}.
+  nlohmann::json LegacyTop(const std::string& piece, const TokenLogprob& lp) const;
   nlohmann::json ChunkBase() const;
 
   const CompletionJob& job_;
