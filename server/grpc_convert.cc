@@ -67,6 +67,18 @@ absl::StatusOr<std::vector<int32_t>> ConvertPrompt(const v1::GenerateRequest& in
   return Bad("prompt: one of 'text' or 'token_ids' is required");
 }
 
+void SetLogprob(const TokenLogprob& lp, const Tokenizer& tokenizer, v1::TokenLogprob* p) {
+  p->set_token_id(lp.id);
+  p->set_token(tokenizer.TokenPiece(lp.id));
+  p->set_logprob(lp.logprob);
+  for (const auto& [id, logprob] : lp.top) {
+    v1::TopLogprob* t = p->add_top_logprobs();
+    t->set_token_id(id);
+    t->set_token(tokenizer.TokenPiece(id));
+    t->set_logprob(logprob);
+  }
+}
+
 }  // namespace
 
 absl::Status CheckModel(const std::string& model, const GrpcModelInfo& info) {
@@ -84,8 +96,17 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
   GenerateRequest out;
   // Cheap checks first, then tokenization.
   PENG_RETURN_IF_ERROR(ConvertSampling(in.sampling(), info, &out.sampling));
-  if (in.has_max_tokens() && in.max_tokens() < 1) {
-    return Bad(absl::StrCat("max_tokens must be at least 1, got ", in.max_tokens()));
+  if (in.has_prompt_logprobs()) {
+    if (in.prompt_logprobs() < 0 || in.prompt_logprobs() > info.max_logprobs) {
+      return Bad(absl::StrCat("prompt_logprobs must be in [0, ", info.max_logprobs, "], got ",
+                              in.prompt_logprobs()));
+    }
+    out.prompt_logprobs = in.prompt_logprobs();
+  }
+  const int64_t min_tokens = in.has_prompt_logprobs() ? 0 : 1;
+  if (in.has_max_tokens() && in.max_tokens() < min_tokens) {
+    return Bad(absl::StrCat("max_tokens must be at least 1", min_tokens == 0 ? " (0 with prompt_logprobs)" : "",
+                            ", got ", in.max_tokens()));
   }
   PENG_RETURN_IF_ERROR(CheckIds(in.stop_token_ids(), "stop_token_ids", tok.vocab_size()));
   for (const std::string& s : in.stop()) {
@@ -129,18 +150,8 @@ void AppendTokenEvent(const TokenEvent& event, const Tokenizer& tokenizer,
                       v1::GenerateResponse* message) {
   for (int32_t id : event.token_ids) message->add_token_ids(id);
   message->mutable_text()->append(event.text);
-  for (const TokenLogprob& lp : event.logprobs) {
-    v1::TokenLogprob* p = message->add_logprobs();
-    p->set_token_id(lp.id);
-    p->set_token(tokenizer.TokenPiece(lp.id));
-    p->set_logprob(lp.logprob);
-    for (const auto& [id, logprob] : lp.top) {
-      v1::TopLogprob* t = p->add_top_logprobs();
-      t->set_token_id(id);
-      t->set_token(tokenizer.TokenPiece(id));
-      t->set_logprob(logprob);
-    }
-  }
+  for (const TokenLogprob& lp : event.prompt_logprobs) SetLogprob(lp, tokenizer, message->add_prompt_logprobs());
+  for (const TokenLogprob& lp : event.logprobs) SetLogprob(lp, tokenizer, message->add_logprobs());
   if (event.finish_reason != FinishReason::kNone) {
     message->set_finish_reason(ToProtoFinishReason(event.finish_reason));
     v1::Usage* usage = message->mutable_usage();

@@ -330,13 +330,19 @@ class Soak:
             req.sampling.temperature = rng.choice([0.0, 0.7])
         if rng.random() < 0.3:
             req.sampling.logprobs = rng.randint(0, 3)
+        if rng.random() < 0.15:  # score the prompt, sometimes alone
+            req.prompt_logprobs = rng.randint(0, 3)
+            if rng.random() < 0.5:
+                req.max_tokens = 0
         md = [("authorization", f"Bearer {self.args.api_key}")] if self.args.api_key else []
         with grpc.insecure_channel(self.args.grpc) as ch:
             call = pb2_grpc.InferenceStub(ch).Generate(req, metadata=md, timeout=120)
             cancel_after = rng.choice([None, 0, 2])
-            last = None
+            first = last = None
             try:
                 for i, msg in enumerate(call):
+                    if first is None:
+                        first = msg
                     last = msg
                     if cancel_after is not None and i >= cancel_after:
                         call.cancel()
@@ -350,6 +356,9 @@ class Soak:
                 return self.fail("grpc generate", f"{e.code()} {e.details()}")
             if last is None or last.finish_reason == 0 or last.usage.completion_tokens > req.max_tokens:
                 self.fail("grpc generate", f"last message {last}")
+            elif req.HasField("prompt_logprobs") and len(first.prompt_logprobs) != last.usage.prompt_tokens - 1:
+                self.fail("grpc generate", f"{len(first.prompt_logprobs)} prompt logprobs for "
+                                           f"{last.usage.prompt_tokens} prompt tokens")
 
     async def worker(self, wid: int, deadline: float):
         rng = random.Random(self.args.seed * 1000 + wid)

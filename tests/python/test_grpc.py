@@ -148,6 +148,41 @@ def test_generate_streams_tokens_text_and_usage(stub, pb, md, model):
     assert [t for m in msgs2 for t in m.token_ids] == ids
 
 
+def test_prompt_logprobs_score_the_prompt_as_http_echo_does(server, stub, pb, md, model):
+    """prompt_logprobs with max_tokens 0: one message with every prompt token's logprob after
+    the first, the same as the HTTP completions echo + logprobs answer for the same text."""
+    import httpx
+
+    pb2 = pb[0]
+    text = "The capital of France is Paris."
+    req = pb2.GenerateRequest(text=text, max_tokens=0, prompt_logprobs=2)
+    req.sampling.temperature = 0.0
+    msgs = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+    assert len(msgs) == 1
+    m = msgs[0]
+    assert m.finish_reason == pb2.FINISH_REASON_LENGTH
+    assert list(m.token_ids) == [] and m.usage.completion_tokens == 0
+    tok = stub.Tokenize(pb2.TokenizeRequest(text=text), metadata=md, timeout=RPC_TIMEOUT)
+    assert [lp.token_id for lp in m.prompt_logprobs] == list(tok.token_ids)[1:]
+    for lp in m.prompt_logprobs:
+        assert lp.logprob <= 0.0 and len(lp.top_logprobs) == 2
+
+    headers = {"Authorization": f"Bearer {server.api_key}"} if getattr(server, "api_key", None) else {}
+    r = httpx.post(server.http_url + "/v1/completions", headers=headers, timeout=RPC_TIMEOUT,
+                   json={"prompt": text, "max_tokens": 0, "echo": True, "logprobs": 2})
+    assert r.status_code == 200, r.text
+    http_lps = r.json()["choices"][0]["logprobs"]["token_logprobs"]
+    assert http_lps[0] is None
+    assert [lp.logprob for lp in m.prompt_logprobs] == pytest.approx(http_lps[1:], abs=1e-6)
+
+    # Out of range, and max_tokens 0 without prompt_logprobs, are INVALID_ARGUMENT.
+    for bad in (pb2.GenerateRequest(text=text, max_tokens=1, prompt_logprobs=21),
+                pb2.GenerateRequest(text=text, max_tokens=0)):
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Generate(bad, metadata=md, timeout=RPC_TIMEOUT))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def _abort_count(server) -> float:
     """peng:request_success_total{finished_reason="abort"} from /metrics."""
     req = urllib.request.Request(server.http_url.rstrip("/") + "/metrics")
