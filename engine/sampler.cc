@@ -247,12 +247,9 @@ int32_t Sampler::DrawToken(SamplingScratch& scratch) {
 
 namespace {
 
-// Fills result.logprob (of result.id) and the k most likely tokens from `logits` (n entries).
-void LogSoftmaxAt(const float* logits, int32_t n, int32_t k, std::vector<int32_t>& order, SampledToken& result) {
-  const float max_logit = *std::max_element(logits, logits + n);
-  double sum = 0.0;
-  for (int32_t id = 0; id < n; ++id) sum += std::exp(logits[id] - max_logit);
-  const float log_z = max_logit + static_cast<float>(std::log(sum));
+// result.logprob = logits[result.id] - log_z, and the k most likely tokens of `logits` (n).
+void FillLogprobs(const float* logits, int32_t n, int32_t k, float log_z, std::vector<int32_t>& order,
+                  SampledToken& result) {
   result.logprob = logits[result.id] - log_z;
   k = std::min(k, n);
   if (k <= 0) return;
@@ -260,22 +257,28 @@ void LogSoftmaxAt(const float* logits, int32_t n, int32_t k, std::vector<int32_t
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + k, order.end(), MoreLikely{logits});
   result.top_logprobs.reserve(k);
-  for (int32_t i = 0; i < k; ++i) {
-    result.top_logprobs.emplace_back(order[i], logits[order[i]] - log_z);
-  }
+  for (int32_t i = 0; i < k; ++i) result.top_logprobs.emplace_back(order[i], logits[order[i]] - log_z);
 }
 
 }  // namespace
 
 SampledToken RawLogprobs(std::span<const float> logits, int32_t id, int32_t k, SamplingScratch& scratch) {
+  // One call per prompt token, so the normaliser is vectorised (kernels::LogSumExp): a 500-token
+  // scoring request spent ~100 ms in scalar exp before.
   SampledToken result;
   result.id = id;
-  LogSoftmaxAt(logits.data(), static_cast<int32_t>(logits.size()), k, scratch.order, result);
+  const int32_t n = static_cast<int32_t>(logits.size());
+  FillLogprobs(logits.data(), n, k, kernels::LogSumExp(logits.data(), n), scratch.order, result);
   return result;
 }
 
 void Sampler::ComputeLogprobs(SamplingScratch& scratch, SampledToken& result) const {
-  LogSoftmaxAt(scratch.logits.data(), vocab_size_, params_.logprobs, scratch.order, result);
+  const float* logits = scratch.logits.data();
+  const float max_logit = *std::max_element(logits, logits + vocab_size_);
+  double sum = 0.0;
+  for (int32_t id = 0; id < vocab_size_; ++id) sum += std::exp(logits[id] - max_logit);
+  const float log_z = max_logit + static_cast<float>(std::log(sum));
+  FillLogprobs(logits, vocab_size_, params_.logprobs, log_z, scratch.order, result);
 }
 
 double Sampler::Uniform01() {

@@ -461,5 +461,38 @@ TEST(SamplerTest, CreateRejectsPromptIdsOutsideVocab) {
   EXPECT_THAT(sampler.status().message(), HasSubstr("prompt token id 10 at position 2"));
 }
 
+TEST(SamplerTest, RawLogprobsAreTheModelsLogSoftmaxWhateverTheParams) {
+  // A vocabulary-sized row (a vector body and a scalar tail) with -inf entries, against a
+  // float64 log-softmax.
+  constexpr int kVocab = 49157;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 4.0f);
+  std::vector<float> logits(kVocab);
+  for (float& x : logits) x = dist(rng);
+  logits[7] = -std::numeric_limits<float>::infinity();
+  double m = -1e300;
+  for (float x : logits) m = std::max(m, static_cast<double>(x));
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x) - m);
+  const double log_z = m + std::log(sum);
+  SamplingScratch scratch;
+  for (int32_t id : {0, 7, 1234, kVocab - 1}) {
+    const SampledToken t = RawLogprobs(logits, id, 3, scratch);
+    EXPECT_EQ(t.id, id);
+    if (id == 7) {
+      EXPECT_EQ(t.logprob, -std::numeric_limits<float>::infinity());
+    } else {
+      EXPECT_NEAR(t.logprob, logits[id] - log_z, 1e-4) << id;
+    }
+    ASSERT_EQ(t.top_logprobs.size(), 3u);
+    const int32_t best = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    EXPECT_EQ(t.top_logprobs[0].first, best);
+    EXPECT_NEAR(t.top_logprobs[0].second, logits[best] - log_z, 1e-4);
+    EXPECT_GE(t.top_logprobs[0].second, t.top_logprobs[1].second);
+    EXPECT_GE(t.top_logprobs[1].second, t.top_logprobs[2].second);
+  }
+  EXPECT_TRUE(RawLogprobs(logits, 3, 0, scratch).top_logprobs.empty());
+}
+
 }  // namespace
 }  // namespace peng

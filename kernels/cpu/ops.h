@@ -30,6 +30,9 @@ void SiluMulRow(float* gate, const float* up, int64_t n);
 // In-place softmax of a row; returns log of the normaliser (max + log sum exp).
 float SoftmaxRow(float* x, int64_t n);
 
+// log(sum exp x[i]) over a row, computed as SoftmaxRow computes its normaliser; x is unchanged.
+float LogSumExp(const float* x, int64_t n);
+
 // Index of the first maximum of x[0, n) (ties: the lowest index, as std::max_element), n > 0.
 // NaN entries are passed over; 0 when there is nothing else.
 int64_t ArgMax(const float* x, int64_t n);
