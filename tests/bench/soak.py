@@ -137,6 +137,18 @@ class Soak:
         if usage.get("completion_tokens", 0) > n * max_tokens:
             self.fail(what, f"completion_tokens {usage.get('completion_tokens')} > n*max_tokens {n * max_tokens}")
 
+    def check_prompt_logprobs(self, what, body):
+        """echo + logprobs: each choice's entries start with the prompt's tokens, the first null."""
+        per_prompt = (body.get("usage") or {}).get("prompt_tokens", 0)  # the soak sends one prompt
+        for c in body["choices"]:
+            lp = c.get("logprobs") or {}
+            tokens, values = lp.get("tokens") or [], lp.get("token_logprobs") or []
+            if not values or values[0] is not None or len(tokens) < per_prompt or len(values) != len(tokens):
+                return self.fail(what, f"prompt logprobs: {len(tokens)} tokens, first {values[:1]} "
+                                       f"for a {per_prompt}-token prompt")
+            if any(v is None or v > 0 for v in values[1:]):
+                return self.fail(what, f"prompt logprobs: bad values {values[:8]}")
+
     # ---- actions ------------------------------------------------------------------------
     async def generate(self, client, rng, stream: bool):
         kind = rng.choice(["chat", "completion"])
@@ -178,7 +190,11 @@ class Soak:
             r = await client.post(self.base + path, json=body)
             if r.status_code != 200:
                 return self.check_error_body(what, r.status_code, r.text, {429, 503})
-            return self.check_choices(what, r.json(), n, max_tokens, kind)
+            out = r.json()
+            self.check_choices(what, out, n, max_tokens, kind)
+            if kind == "completion" and body.get("echo") and "logprobs" in body:
+                self.check_prompt_logprobs(what, out)
+            return
         body["stream"] = True
         if rng.random() < 0.5:
             body["stream_options"] = {"include_usage": True}
