@@ -266,7 +266,7 @@ Family<Histogram>& Registry::AddHistogram(std::string name, std::string help,
 
 std::string Registry::Render() const {
   std::string out;
-  std::unique_lock lock(mu_);
+  std::shared_lock lock(mu_);
   for (const auto& family : families_) family->Render(&out);
   return out;
 }

@@ -18,7 +18,8 @@ enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 const char* FinishReasonName(FinishReason r);  // "stop", "length", "abort", "error"
 
 struct StopConditions {
-  // Generated tokens, >= 1; 0 only with prompt logprobs: score the prompt, generate nothing.
+  // Generated tokens, >= 1; 0 generates nothing (completions' echo, or scoring the prompt with
+  // prompt logprobs): the request finishes with kLength once its prompt is computed.
   int64_t max_tokens = 16;
   std::vector<std::string> stop;           // strings; matched text is never emitted
   std::vector<int32_t> stop_token_ids;     // in addition to the model's end-of-generation ids

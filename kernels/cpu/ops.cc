@@ -98,9 +98,9 @@ void SiluMulRow(float* gate, const float* up, int64_t n) {
 
 namespace {
 
-// Max of x, then sum of exp(x - max); with `store`, x[i] becomes exp(x[i] - max).
+// Max of x, then sum of exp(x - max); with kStore, out[i] = exp(x[i] - max) (out may be x).
 template <bool kStore>
-double SumExp(float* x, int64_t n, float* max_out) {
+double SumExp(const float* x, int64_t n, float* out, float* max_out) {
   float m = -INFINITY;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
   double sum = 0;
@@ -110,14 +110,14 @@ double SumExp(float* x, int64_t n, float* max_out) {
   __m512 acc = _mm512_setzero_ps();
   for (; i + 16 <= n; i += 16) {
     const __m512 e = Exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv));
-    if constexpr (kStore) _mm512_storeu_ps(x + i, e);
+    if constexpr (kStore) _mm512_storeu_ps(out + i, e);
     acc = _mm512_add_ps(acc, e);
   }
   sum = _mm512_reduce_add_ps(acc);
 #endif
   for (; i < n; ++i) {
     const float e = std::exp(x[i] - m);
-    if constexpr (kStore) x[i] = e;
+    if constexpr (kStore) out[i] = e;
     sum += e;
   }
   *max_out = m;
@@ -128,7 +128,7 @@ double SumExp(float* x, int64_t n, float* max_out) {
 
 float SoftmaxRow(float* x, int64_t n) {
   float m;
-  const double sum = SumExp<true>(x, n, &m);
+  const double sum = SumExp<true>(x, n, x, &m);
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
   return m + static_cast<float>(std::log(sum));
@@ -136,7 +136,7 @@ float SoftmaxRow(float* x, int64_t n) {
 
 float LogSumExp(const float* x, int64_t n) {
   float m;
-  const double sum = SumExp<false>(const_cast<float*>(x), n, &m);  // reads only
+  const double sum = SumExp<false>(x, n, nullptr, &m);
   return m + static_cast<float>(std::log(sum));
 }
 
