@@ -35,6 +35,14 @@ EngineMetrics::EngineMetrics(metrics::Registry* r)
                                                  metrics::OneTwoFiveBuckets(1 << 20)).Get()),
       iteration_tokens_(r->AddHistogram("peng:iteration_tokens_total", "Tokens computed per engine step.",
                                         metrics::OneTwoFiveBuckets(1 << 16)).Get()),
+      // 100 µs to ~6.5 s: a CPU decode step takes milliseconds, a long prefill chunk on a slow
+      // machine seconds.
+      step_seconds_(r->AddHistogram("peng:engine_step_seconds",
+                                    "Engine step wall time by phase: forward (the model) and host "
+                                    "(the loop's scheduling, sampling and streaming around it).",
+                                    metrics::ExponentialBuckets(1e-4, 2, 17), {"phase"})),
+      step_forward_(step_seconds_.Labels({"forward"})),
+      step_host_(step_seconds_.Labels({"host"})),
       kv_bytes_per_token_(r->AddGauge("peng:kv_bytes_per_token",
                                       "KV bytes per token held (all layers and kv-heads), metadata and page "
                                       "slack included.").Get()),
@@ -76,6 +84,11 @@ void EngineMetrics::OnFinished(const Sequence& seq, FinishReason reason) {
     prefill_time_.Observe(Secs(seq.first_token - seq.first_scheduled));
     decode_time_.Observe(Secs(seq.last_token - seq.first_token));
   }
+}
+
+void EngineMetrics::OnStepTimes(double forward_seconds, double host_seconds) {
+  step_forward_.Observe(forward_seconds);
+  step_host_.Observe(host_seconds);
 }
 
 void EngineMetrics::OnStep(const Scheduler& s, memory::KvManager& kv, int64_t step_tokens) {

@@ -21,6 +21,10 @@ class EngineMetrics : public SchedulerListener {
   // After each iteration: queue gauges, KV usage and compression, prefix-cache counters,
   // tokens computed. Takes the finished tables' sparsities from `kv`.
   void OnStep(const Scheduler& scheduler, memory::KvManager& kv, int64_t step_tokens);
+  // One step's wall time: in the model forward, and in the loop's own work around it
+  // (scheduling, sampling, handing tokens to the frontends), during which the compute threads
+  // wait.
+  void OnStepTimes(double forward_seconds, double host_seconds);
 
  private:
   metrics::Gauge& running_;
@@ -41,6 +45,9 @@ class EngineMetrics : public SchedulerListener {
   metrics::Histogram& request_prompt_tokens_;
   metrics::Histogram& request_generation_tokens_;
   metrics::Histogram& iteration_tokens_;
+  metrics::Family<metrics::Histogram>& step_seconds_;
+  metrics::Histogram& step_forward_;
+  metrics::Histogram& step_host_;
   // KV compression (LeanKV; dense and quantized modes report their fixed bytes per token).
   metrics::Gauge& kv_bytes_per_token_;
   metrics::Gauge& kv_compression_;

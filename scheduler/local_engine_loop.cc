@@ -172,6 +172,7 @@ void LocalEngineLoop::DrainTasks() {
 }
 
 void LocalEngineLoop::Step() {
+  const Clock::time_point step_start = Clock::now();
   const StepPlan plan = scheduler_.Schedule();
   // The waiting queue is final for this step once scheduled: publish it before any token of
   // the step reaches a client, so a client that reacts to a token never finds the request it
@@ -193,7 +194,9 @@ void LocalEngineLoop::Step() {
                                       : c.sample   ? SequenceChunk::Logits::kLast
                                                    : SequenceChunk::Logits::kNone});
   }
+  const Clock::time_point forward_start = Clock::now();
   const absl::Status status = forward_->Forward(batch, kv_view_, &out_);
+  const Clock::time_point forward_end = Clock::now();
   if (!status.ok()) {
     std::fprintf(stderr, "peng: step failed: %s\n", std::string(status.message()).c_str());
     scheduler_.FailStep(plan, std::string(status.message()));
@@ -216,6 +219,11 @@ void LocalEngineLoop::Step() {
     sampled_.push_back(scheduler_.sequence(c.seq).sampler->Sample(out_.row(row++), scratch_));
   }
   scheduler_.Update(plan, sampled_);
+  if (metrics_) {
+    const auto secs = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+    metrics_->OnStepTimes(secs(forward_end - forward_start),
+                          secs((forward_start - step_start) + (Clock::now() - forward_end)));
+  }
   PublishStats(plan.num_tokens());
 }
 

@@ -32,7 +32,7 @@ HISTOGRAMS = ["time_to_first_token_seconds", "inter_token_latency_seconds",
               "e2e_request_latency_seconds", "request_queue_time_seconds",
               "request_prefill_time_seconds", "request_decode_time_seconds",
               "request_prompt_tokens", "request_generation_tokens", "iteration_tokens_total",
-              "http_request_duration_seconds"]
+              "http_request_duration_seconds", "engine_step_seconds"]
 
 COLON_LINT = "metric names should not contain ':'"
 TOTAL_LINT = 'non-counter metrics should not have "_total" suffix'
@@ -139,6 +139,12 @@ def test_values_are_sane(live):
     assert s["peng:time_to_first_token_seconds_count"] >= 3
     assert s["peng:e2e_request_latency_seconds_count"] >= 3
     assert s["peng:request_generation_tokens_sum"] <= s["peng:generation_tokens_total"]
+    # Every step that computed tokens is timed once in each phase (a scrape may fall between
+    # the step's two records).
+    forward = s['peng:engine_step_seconds_count{phase="forward"}']
+    assert forward == s['peng:engine_step_seconds_count{phase="host"}']
+    assert forward >= 9 and abs(forward - s["peng:iteration_tokens_total_count"]) <= 1
+    assert s['peng:engine_step_seconds_sum{phase="forward"}'] > 0
 
 
 def test_histograms_are_consistent(live):
