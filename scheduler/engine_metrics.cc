@@ -86,9 +86,9 @@ void EngineMetrics::OnFinished(const Sequence& seq, FinishReason reason) {
   }
 }
 
-void EngineMetrics::OnStepTimes(double forward_seconds, double host_seconds) {
-  step_forward_.Observe(forward_seconds);
-  step_host_.Observe(host_seconds);
+void EngineMetrics::OnStepTimes(Clock::duration forward, Clock::duration host) {
+  step_forward_.Observe(Secs(forward));
+  step_host_.Observe(Secs(host));
 }
 
 void EngineMetrics::OnStep(const Scheduler& s, memory::KvManager& kv, int64_t step_tokens) {

@@ -24,7 +24,7 @@ class EngineMetrics : public SchedulerListener {
   // One step's wall time: in the model forward, and in the loop's own work around it
   // (scheduling, sampling, handing tokens to the frontends), during which the compute threads
   // wait.
-  void OnStepTimes(double forward_seconds, double host_seconds);
+  void OnStepTimes(Clock::duration forward, Clock::duration host);
 
  private:
   metrics::Gauge& running_;

@@ -220,9 +220,8 @@ void LocalEngineLoop::Step() {
   }
   scheduler_.Update(plan, sampled_);
   if (metrics_) {
-    const auto secs = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
-    metrics_->OnStepTimes(secs(forward_end - forward_start),
-                          secs((forward_start - step_start) + (Clock::now() - forward_end)));
+    metrics_->OnStepTimes(forward_end - forward_start,
+                          (forward_start - step_start) + (Clock::now() - forward_end));
   }
   PublishStats(plan.num_tokens());
 }

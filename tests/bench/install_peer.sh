@@ -27,7 +27,8 @@ fi
 # llama.cpp's AMX code (which -march=native turns on for CPUs with AMX-INT8, such as Sapphire
 # Rapids) loads its tile configuration through _tile_loadconfig, and GCC 12's declares an 8-byte
 # read: the stores of the tile shapes are dropped as dead and ldtilecfg faults (SIGSEGV on the
-# first matmul). With GCC <= 12 on such a CPU, build for the CPU's AVX-512 features without AMX.
+# first batched matmul). With GCC <= 12 on such a CPU, build for the CPU's AVX-512 features
+# without AMX.
 native_args() {
   local gcc_major
   gcc_major="$(cc -dumpversion 2>/dev/null | cut -d. -f1)"

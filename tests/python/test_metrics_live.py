@@ -142,7 +142,7 @@ def test_values_are_sane(live):
     # Every step that computed tokens is timed once in each phase (a scrape may fall between
     # the step's two records).
     forward = s['peng:engine_step_seconds_count{phase="forward"}']
-    assert forward == s['peng:engine_step_seconds_count{phase="host"}']
+    assert abs(forward - s['peng:engine_step_seconds_count{phase="host"}']) <= 1
     assert forward >= 9 and abs(forward - s["peng:iteration_tokens_total_count"]) <= 1
     assert s['peng:engine_step_seconds_sum{phase="forward"}'] > 0
 
