@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "base/huge_pages.h"
 #include "base/thread_pool.h"
 #include "engine/cpu_attention.h"
 #include "engine/kv_cache.h"
@@ -36,12 +37,14 @@ double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 class BenchKv : public KvCache {
  public:
   BenchKv(int seqs, int layers, int heads, int head_dim, int64_t tokens, kernels::KvFormat format,
-          bool contiguous = false)
+          bool contiguous, bool huge_pages)
       : layers_(layers), heads_(heads), hd_(head_dim), format_(format),
         seg_(kernels::PageSegmentsOf(format, head_dim, kTpp)),
         pages_per_table_((tokens + kTpp - 1) / kTpp) {
     const size_t pages = static_cast<size_t>(seqs) * layers * heads * pages_per_table_;
-    data_.reset(static_cast<uint8_t*>(std::aligned_alloc(4096, (pages * seg_.page_bytes + 4095) / 4096 * 4096)));
+    // As the page pool allocates (base/huge_pages.h), or with --no-huge-pages in 4 KiB pages.
+    const size_t bytes = (pages * seg_.page_bytes + 4095) / 4096 * 4096;
+    data_ = huge_pages ? AllocateHuge(bytes, 4096) : HugeBuffer(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes)));
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
     std::vector<float> k(head_dim), v(head_dim);
@@ -80,14 +83,11 @@ class BenchKv : public KvCache {
  private:
   static constexpr int kTpp = 16;
   std::vector<size_t> slot_;  // page p of the tables -> where it lies
-  struct Free {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
   int layers_, heads_, hd_;
   kernels::KvFormat format_;
   kernels::KvPageSegments seg_;
   int64_t pages_per_table_;
-  std::unique_ptr<uint8_t, Free> data_;
+  HugeBuffer data_;
 };
 
 // memcpy of a 1 GiB buffer split across the pool; bytes read + written per second, best of 3.
@@ -111,14 +111,15 @@ double MemcpyBandwidth(ThreadPool& pool) {
 int Run(int argc, char** argv) {
   int threads = 2;
   kernels::KvFormat format = kernels::KvFormat::kF16;
-  bool contiguous = false;
+  bool contiguous = false, huge_pages = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--threads=", 0) == 0) threads = std::atoi(a.c_str() + 10);
     else if (a.rfind("--format=", 0) == 0 && kernels::ParseKvFormat(a.substr(9), &format)) continue;
     else if (a == "--contiguous") contiguous = true;
+    else if (a == "--no-huge-pages") huge_pages = false;
     else {
-      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32|k8v8|k8v4|k4v2] [--contiguous]\n");
+      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32|k8v8|k8v4|k4v2] [--contiguous] [--no-huge-pages]\n");
       return 2;
     }
   }
@@ -134,9 +135,10 @@ int Run(int argc, char** argv) {
   }
   const double memcpy_bw = MemcpyBandwidth(pool);
   const kernels::CpuIsa isa = kernels::BestCpuIsa();
-  std::printf("memcpy bandwidth (read + write, %d threads): %.1f GB/s; ISA %s; KV %s; pages %s\n\n", threads,
+  std::printf("memcpy bandwidth (read + write, %d threads): %.1f GB/s; ISA %s; KV %s; pages %s; %s\n\n", threads,
               memcpy_bw / 1e9, kernels::Name(isa), kernels::KvFormatName(format),
-              contiguous ? "contiguous per history" : "scattered");
+              contiguous ? "contiguous per history" : "scattered",
+              huge_pages ? "huge pages advised" : "4 KiB pages");
   std::printf("| phase | context | batch | KV MB / pass | time / layer | GB/s or GFLOP/s | vs memcpy |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   const int64_t row = int64_t{c.num_heads} * c.head_dim;
@@ -149,7 +151,7 @@ int Run(int argc, char** argv) {
     for (int batch : {1, 16}) {
       const double layer_bytes = kv_token_bytes * ctx * batch;
       const int layers = static_cast<int>(std::clamp(std::ceil(512e6 / layer_bytes), 2.0, 64.0));
-      BenchKv kv(batch, layers, c.num_kv_heads, c.head_dim, ctx, format, contiguous);
+      BenchKv kv(batch, layers, c.num_kv_heads, c.head_dim, ctx, format, contiguous, huge_pages);
       std::vector<float> q(batch * row), out(batch * row);
       for (float& x : q) x = nd(rng);
       std::vector<int32_t> tok(batch, 0);
@@ -168,7 +170,7 @@ int Run(int argc, char** argv) {
     }
   }
   for (int64_t p : {512, 2048}) {
-    BenchKv kv(1, 2, c.num_kv_heads, c.head_dim, p, format);
+    BenchKv kv(1, 2, c.num_kv_heads, c.head_dim, p, format, false, huge_pages);
     std::vector<float> q(p * row), out(p * row);
     for (float& x : q) x = nd(rng);
     std::vector<int32_t> toks(p, 0);

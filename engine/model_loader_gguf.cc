@@ -37,11 +37,11 @@ absl::StatusOr<const GgufTensor*> Need(const GgufFile& f, const std::string& nam
 }
 
 // A matrix stored as GGML [cols, rows].
-absl::StatusOr<WeightMatrix> LoadMatrix(const GgufFile& f, const std::string& name, int64_t rows,
+absl::StatusOr<MatrixSource> LoadMatrix(const GgufFile& f, const std::string& name, int64_t rows,
                                         int64_t cols) {
   PENG_ASSIGN_OR_RETURN(const GgufTensor* t, Need(f, name));
   PENG_RETURN_IF_ERROR(CheckShape(*t, {cols, rows}));
-  return WeightMatrix::Copy(t->type, rows, cols, t->data);
+  return MatrixSource{t->type, rows, cols, t->data};
 }
 
 absl::StatusOr<std::vector<float>> LoadVector(const GgufFile& f, const std::string& name,
@@ -175,9 +175,11 @@ absl::StatusOr<std::unique_ptr<Model>> LoadGgufModel(const std::string& path,
                                                    " tokens but the model only ", c.vocab_size));
   }
   ModelWeights& w = model->weights;
-  PENG_ASSIGN_OR_RETURN(w.token_embd, LoadMatrix(*file, "token_embd.weight", c.vocab_size, c.d_model));
+  PENG_ASSIGN_OR_RETURN(const MatrixSource embd, LoadMatrix(*file, "token_embd.weight", c.vocab_size, c.d_model));
+  w.token_embd = WeightMatrix::Copy(embd);
   if (!c.tied_embeddings) {
-    PENG_ASSIGN_OR_RETURN(w.output, LoadMatrix(*file, "output.weight", c.vocab_size, c.d_model));
+    PENG_ASSIGN_OR_RETURN(const MatrixSource output, LoadMatrix(*file, "output.weight", c.vocab_size, c.d_model));
+    w.output = WeightMatrix::Copy(output);
   }
   PENG_ASSIGN_OR_RETURN(w.output_norm, LoadVector(*file, "output_norm.weight", c.d_model));
   w.source = std::make_unique<GgufWeightSource>(file, c);

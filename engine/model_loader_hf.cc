@@ -141,11 +141,11 @@ absl::StatusOr<const SafetensorsTensor*> Need(const SafetensorsModel& m, const s
   return t;
 }
 
-absl::StatusOr<WeightMatrix> Matrix(const SafetensorsModel& m, const std::string& name, int64_t rows,
+absl::StatusOr<MatrixSource> Matrix(const SafetensorsModel& m, const std::string& name, int64_t rows,
                                     int64_t cols) {
   PENG_ASSIGN_OR_RETURN(const SafetensorsTensor* t, Need(m, name, {rows, cols}));
   PENG_ASSIGN_OR_RETURN(GgmlType type, DtypeToGgml(*t));
-  return WeightMatrix::Copy(type, rows, cols, t->data);
+  return MatrixSource{type, rows, cols, t->data};
 }
 
 absl::StatusOr<std::vector<float>> Vector(const SafetensorsModel& m, const std::string& name, int64_t n) {
@@ -200,9 +200,11 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfModel(const std::string& dir, const
                                                std::ifstream(tok_cfg).good() ? tok_cfg : ""));
   PENG_ASSIGN_OR_RETURN(std::shared_ptr<const SafetensorsModel> files, SafetensorsModel::Open(dir));
   ModelWeights& w = model->weights;
-  PENG_ASSIGN_OR_RETURN(w.token_embd, Matrix(*files, "model.embed_tokens.weight", c.vocab_size, c.d_model));
+  PENG_ASSIGN_OR_RETURN(const MatrixSource embd, Matrix(*files, "model.embed_tokens.weight", c.vocab_size, c.d_model));
+  w.token_embd = WeightMatrix::Copy(embd);
   if (!c.tied_embeddings || files->Find("lm_head.weight") != nullptr) {
-    PENG_ASSIGN_OR_RETURN(w.output, Matrix(*files, "lm_head.weight", c.vocab_size, c.d_model));
+    PENG_ASSIGN_OR_RETURN(const MatrixSource output, Matrix(*files, "lm_head.weight", c.vocab_size, c.d_model));
+    w.output = WeightMatrix::Copy(output);
   }
   PENG_ASSIGN_OR_RETURN(w.output_norm, Vector(*files, "model.norm.weight", c.d_model));
   w.source = std::make_unique<HfWeightSource>(files, c);

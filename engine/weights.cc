@@ -1,33 +1,53 @@
 #include "engine/weights.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "base/check.h"
+#include "base/huge_pages.h"
 #include "base/status.h"
 #include "kernels/cpu/interleaved.h"
 
 namespace peng {
 
-void WeightMatrix::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+namespace {
 
-WeightMatrix WeightMatrix::Copy(kernels::GgmlType type, int64_t rows, int64_t cols,
-                                const uint8_t* src) {
-  WeightMatrix m;
-  const size_t row_bytes = kernels::RowBytes(type, cols);
-  const bool interleave = kernels::CanInterleave(type, rows, cols);
-  const size_t total = interleave ? kernels::InterleavedBytes(type, rows, cols) : row_bytes * rows;
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(64, (total + 63) / 64 * 64));
-  PENG_CHECK(p != nullptr);
-  if (interleave) {
-    // Batched matmuls run much faster on 16-row tiles (kernels/cpu/interleaved.h).
-    kernels::Interleave(type, src, rows, cols, p);
-  } else {
-    std::memcpy(p, src, total);
+// Bytes a matrix takes in memory, rounded up to keep the next one 64-byte aligned.
+size_t StoredBytes(const MatrixSource& s) {
+  const size_t bytes = kernels::CanInterleave(s.type, s.rows, s.cols)
+                           ? kernels::InterleavedBytes(s.type, s.rows, s.cols)
+                           : kernels::RowBytes(s.type, s.cols) * s.rows;
+  return (bytes + 63) / 64 * 64;
+}
+
+}  // namespace
+
+WeightMatrix WeightMatrix::Copy(const MatrixSource& src) { return std::move(CopyTogether({src})[0]); }
+
+std::vector<WeightMatrix> WeightMatrix::CopyTogether(const std::vector<MatrixSource>& srcs) {
+  size_t total = 0;
+  for (const MatrixSource& s : srcs) total += StoredBytes(s);
+  HugeBuffer buffer = AllocateHuge(std::max<size_t>(total, 64));
+  PENG_CHECK(buffer != nullptr);  // the loader checked the sizes against the file; out of memory
+  const std::shared_ptr<const uint8_t> storage(buffer.release(), HugeFree());
+  std::vector<WeightMatrix> out(srcs.size());
+  uint8_t* at = const_cast<uint8_t*>(storage.get());
+  for (size_t i = 0; i < srcs.size(); ++i) {
+    const MatrixSource& s = srcs[i];
+    const bool interleave = kernels::CanInterleave(s.type, s.rows, s.cols);
+    const size_t row_bytes = kernels::RowBytes(s.type, s.cols);
+    if (interleave) {
+      // Batched matmuls run much faster on 16-row tiles (kernels/cpu/interleaved.h).
+      kernels::Interleave(s.type, s.data, s.rows, s.cols, at);
+    } else {
+      std::memcpy(at, s.data, row_bytes * s.rows);
+    }
+    out[i].storage_ = storage;
+    out[i].view_ = {s.type, s.rows, s.cols, at, row_bytes, interleave};
+    at += StoredBytes(s);
   }
-  m.storage_.reset(p);
-  m.view_ = {type, rows, cols, p, row_bytes, interleave};
-  return m;
+  return out;
 }
 
 size_t LayerWeights::bytes() const {
@@ -51,13 +71,24 @@ absl::StatusOr<std::unique_ptr<LayerWeights>> LoadLayerTensors(const ModelConfig
   const int64_t qd = int64_t{c.num_heads} * c.head_dim, kvd = int64_t{c.num_kv_heads} * c.head_dim;
   PENG_ASSIGN_OR_RETURN(l->attn_norm, vector(n.attn_norm, c.d_model));
   PENG_ASSIGN_OR_RETURN(l->ffn_norm, vector(n.ffn_norm, c.d_model));
-  PENG_ASSIGN_OR_RETURN(l->wq, matrix(n.wq, qd, c.d_model));
-  PENG_ASSIGN_OR_RETURN(l->wk, matrix(n.wk, kvd, c.d_model));
-  PENG_ASSIGN_OR_RETURN(l->wv, matrix(n.wv, kvd, c.d_model));
-  PENG_ASSIGN_OR_RETURN(l->wo, matrix(n.wo, c.d_model, qd));
-  PENG_ASSIGN_OR_RETURN(l->w_gate, matrix(n.w_gate, c.ffn_dim, c.d_model));
-  PENG_ASSIGN_OR_RETURN(l->w_up, matrix(n.w_up, c.ffn_dim, c.d_model));
-  PENG_ASSIGN_OR_RETURN(l->w_down, matrix(n.w_down, c.d_model, c.ffn_dim));
+  // Every tensor is checked before anything is copied; then the layer's matrices share one
+  // allocation, in the order the forward reads them.
+  std::vector<MatrixSource> srcs(7);
+  PENG_ASSIGN_OR_RETURN(srcs[0], matrix(n.wq, qd, c.d_model));
+  PENG_ASSIGN_OR_RETURN(srcs[1], matrix(n.wk, kvd, c.d_model));
+  PENG_ASSIGN_OR_RETURN(srcs[2], matrix(n.wv, kvd, c.d_model));
+  PENG_ASSIGN_OR_RETURN(srcs[3], matrix(n.wo, c.d_model, qd));
+  PENG_ASSIGN_OR_RETURN(srcs[4], matrix(n.w_gate, c.ffn_dim, c.d_model));
+  PENG_ASSIGN_OR_RETURN(srcs[5], matrix(n.w_up, c.ffn_dim, c.d_model));
+  PENG_ASSIGN_OR_RETURN(srcs[6], matrix(n.w_down, c.d_model, c.ffn_dim));
+  std::vector<WeightMatrix> m = WeightMatrix::CopyTogether(srcs);
+  l->wq = std::move(m[0]);
+  l->wk = std::move(m[1]);
+  l->wv = std::move(m[2]);
+  l->wo = std::move(m[3]);
+  l->w_gate = std::move(m[4]);
+  l->w_up = std::move(m[5]);
+  l->w_down = std::move(m[6]);
   if (c.qkv_bias) {
     PENG_ASSIGN_OR_RETURN(l->bq, vector(n.bq, qd));
     PENG_ASSIGN_OR_RETURN(l->bk, vector(n.bk, kvd));

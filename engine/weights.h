@@ -17,18 +17,30 @@
 
 namespace peng {
 
-// A weight matrix [rows x cols] in a stored GGML type, owning its bytes (64-byte aligned).
+// A matrix [rows x cols] as a model file stores it (GGML type; `data` points into the file's
+// map and is read only while loading).
+struct MatrixSource {
+  kernels::GgmlType type;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* data = nullptr;
+};
+
+// A weight matrix [rows x cols] in a stored GGML type, in memory of its own or shared with the
+// other matrices copied with it (64-byte aligned, huge pages where it spans them:
+// base/huge_pages.h). Batched-matmul types are stored as 16-row tiles (kernels/cpu/interleaved.h).
 class WeightMatrix {
  public:
   WeightMatrix() = default;
-  static WeightMatrix Copy(kernels::GgmlType type, int64_t rows, int64_t cols, const uint8_t* src);
+  static WeightMatrix Copy(const MatrixSource& src);
+  // The matrices in one allocation, in order (a layer's: they are dropped and reloaded
+  // together, and the kernels stream them one after another).
+  static std::vector<WeightMatrix> CopyTogether(const std::vector<MatrixSource>& srcs);
   const kernels::MatrixView& view() const { return view_; }
   size_t bytes() const { return view_.rows * view_.row_bytes; }
   bool empty() const { return view_.data == nullptr; }
 
  private:
-  struct FreeDeleter { void operator()(uint8_t* p) const; };
-  std::unique_ptr<uint8_t, FreeDeleter> storage_;
+  std::shared_ptr<const uint8_t> storage_;  // the allocation holding view_.data
   kernels::MatrixView view_;
 };
 
@@ -44,7 +56,7 @@ struct LayerTensorNames {
   std::string attn_norm, ffn_norm, wq, wk, wv, wo, w_gate, w_up, w_down, bq, bk, bv;
 };
 using MatrixLoader =
-    std::function<absl::StatusOr<WeightMatrix>(const std::string& name, int64_t rows, int64_t cols)>;
+    std::function<absl::StatusOr<MatrixSource>(const std::string& name, int64_t rows, int64_t cols)>;
 using VectorLoader =
     std::function<absl::StatusOr<std::vector<float>>(const std::string& name, int64_t n)>;
 

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <limits>
 #include <new>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
@@ -26,33 +27,31 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(size_t page_bytes,
       return absl::InvalidArgumentError(absl::StrCat("page pool: external memory is not aligned to ",
                                                      kExternalAlignment, " bytes"));
     }
-    return std::unique_ptr<PagePool>(new PagePool(page_bytes, total_pages, external_memory, false));
+    return std::unique_ptr<PagePool>(new PagePool(page_bytes, total_pages, external_memory, nullptr));
   }
-  size_t bytes = static_cast<size_t>(total_pages) * page_bytes;
-  bytes = (bytes + kAlignment - 1) / kAlignment * kAlignment;  // aligned_alloc wants a multiple
-  auto* memory = static_cast<uint8_t*>(std::aligned_alloc(kAlignment, bytes));
+  const size_t bytes = static_cast<size_t>(total_pages) * page_bytes;
+  HugeBuffer memory = AllocateHuge(bytes, kAlignment);
   if (memory == nullptr) {
     return absl::ResourceExhaustedError(
         absl::StrCat("page pool: cannot allocate ", bytes, " bytes for ", total_pages,
                      " pages of ", page_bytes, " bytes"));
   }
-  return std::unique_ptr<PagePool>(new PagePool(page_bytes, total_pages, memory, true));
+  uint8_t* data = memory.get();
+  return std::unique_ptr<PagePool>(new PagePool(page_bytes, total_pages, data, std::move(memory)));
 }
 
-PagePool::PagePool(size_t page_bytes, int64_t total_pages, uint8_t* memory, bool owned)
+PagePool::PagePool(size_t page_bytes, int64_t total_pages, uint8_t* memory, HugeBuffer owned)
     : page_bytes_(page_bytes),
       total_pages_(total_pages),
+      owned_(std::move(owned)),
       memory_(memory),
-      owned_(owned),
       ring_(total_pages),
       end_(total_pages),
       is_free_(total_pages, 1) {
   for (int64_t i = 0; i < total_pages; ++i) ring_[i] = static_cast<int32_t>(i);
 }
 
-PagePool::~PagePool() {
-  if (owned_) std::free(memory_);
-}
+PagePool::~PagePool() = default;
 
 absl::StatusOr<PageBatch> PagePool::Allocate(std::span<const int64_t> needs) {
   // Phase 1: every requester states its need; the inclusive prefix sum gives disjoint offsets.

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/huge_pages.h"
 
 namespace peng::memory {
 
@@ -33,7 +34,9 @@ struct PageBatch {
 
 class PagePool {
  public:
-  static constexpr size_t kAlignment = 4096;  // start of own page memory; pages follow densely
+  // Own page memory starts at least this aligned (2 MiB with huge pages once it reaches 2 MiB:
+  // base/huge_pages.h); pages follow densely.
+  static constexpr size_t kAlignment = 4096;
   static constexpr size_t kExternalAlignment = 256;  // what external memory must be aligned to
 
   // Creates the ring with all pages free. Fails if the sizes are invalid or do not fit. With
@@ -62,12 +65,12 @@ class PagePool {
   bool IsFree(int32_t page) const { return is_free_[page] != 0; }
 
  private:
-  PagePool(size_t page_bytes, int64_t total_pages, uint8_t* memory, bool owned);
+  PagePool(size_t page_bytes, int64_t total_pages, uint8_t* memory, HugeBuffer owned);
 
   const size_t page_bytes_;
   const int64_t total_pages_;
-  uint8_t* const memory_;             // std::aligned_alloc'd when owned_ (freed then), else external
-  const bool owned_;
+  const HugeBuffer owned_;            // the page memory when the pool allocated it
+  uint8_t* const memory_;             // owned_.get(), or external memory
   std::vector<int32_t> ring_;         // free ids live in slots [start_, end_) mod total_pages
   int64_t start_ = 0;                 // allocate cursor (monotonic; slot = cursor % total)
   int64_t end_ = 0;                   // release cursor
