@@ -38,6 +38,10 @@ class LoadingEngineLoop : public EngineLoop {
     EngineLoop* t = target_.load();
     return t ? t->Submit(std::move(request), std::move(stream)) : absl::UnavailableError("the model is loading");
   }
+  absl::Status CheckQueueFits(int64_t requests, int64_t prompt_tokens) const override {
+    EngineLoop* t = target_.load();
+    return t ? t->CheckQueueFits(requests, prompt_tokens) : absl::OkStatus();
+  }
   void Abort(const std::string& id) override {
     if (EngineLoop* t = target_.load()) t->Abort(id);
   }

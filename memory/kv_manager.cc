@@ -373,11 +373,14 @@ int64_t KvManager::MatchPrefix(SeqId seq, std::span<const int32_t> prompt) {
     m.Append(s, id);
   }
   s.committed_blocks = static_cast<int64_t>(chain.size());
-  const int64_t tpp = m.options.tokens_per_page;
-  const int64_t hit = static_cast<int64_t>(chain.size()) * tpp;
-  m.stats.queries += static_cast<int64_t>(prompt.size());
-  m.stats.hits += hit;
-  return hit;
+  return static_cast<int64_t>(chain.size()) * m.options.tokens_per_page;
+}
+
+void KvManager::CountPrefixLookup(int64_t prompt_tokens, int64_t hit_tokens) {
+  Impl& m = *impl_;
+  if (m.lean || !m.options.enable_prefix_caching) return;
+  m.stats.queries += prompt_tokens;
+  m.stats.hits += hit_tokens;
 }
 
 int64_t KvManager::PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len) const {

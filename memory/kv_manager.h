@@ -125,10 +125,15 @@ class KvManager {
 
   // Prefix cache. For a new sequence: attaches the longest run of cached full blocks matching
   // the start of `prompt` (never the whole prompt: at least one token is left to compute) and
-  // returns how many tokens that covers. Counts queries and hits. The sequence must be unknown
-  // or hold no blocks (checked); it exists afterwards with Length = the returned count. With
-  // prefix caching off it returns 0 and counts nothing. To undo an admission, call Free.
+  // returns how many tokens that covers. The sequence must be unknown or hold no blocks
+  // (checked); it exists afterwards with Length = the returned count. With prefix caching off
+  // it returns 0. To undo an admission, call Free.
   int64_t MatchPrefix(SeqId seq, std::span<const int32_t> prompt);
+  // Counts one lookup that took effect (the sequence was admitted with MatchPrefix's result):
+  // `prompt_tokens` queried, `hit_tokens` found. Nothing with prefix caching off. A lookup the
+  // scheduler undoes (no room this step) is not counted, or a request waiting for room would
+  // count its prompt once per step.
+  void CountPrefixLookup(int64_t prompt_tokens, int64_t hit_tokens);
   // Side-effect-free admission question: the pages that MatchPrefix(prompt) followed by
   // Grow(new_len) would take from free_pages() (new blocks plus matched cached blocks that
   // are unreferenced now and so stop counting as free).

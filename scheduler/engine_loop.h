@@ -33,6 +33,14 @@ class EngineLoop {
   // Unavailable while draining.
   virtual absl::Status Submit(std::unique_ptr<GenerateRequest> request,
                               std::shared_ptr<RequestStream> stream) = 0;
+  // Whether `requests` requests with `prompt_tokens` prompt tokens in all (one API call's
+  // prompts, counted n times) could ever wait in the queue together: InvalidArgument if they
+  // exceed its bounds, so that a call that can never be queued gets a 400, not a 429 forever.
+  virtual absl::Status CheckQueueFits(int64_t requests, int64_t prompt_tokens) const {
+    (void)requests;
+    (void)prompt_tokens;
+    return absl::OkStatus();
+  }
   // Aborts in any state; the stream then gets a final event with FinishReason::kAbort.
   virtual void Abort(const std::string& request_id) = 0;
   virtual EngineStats Stats() const = 0;

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "base/check.h"
 #include "base/status.h"
 
 namespace peng {
@@ -38,27 +39,40 @@ absl::StatusOr<std::unique_ptr<LocalEngineLoop>> LocalEngineLoop::Create(
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<ForwardBackend> forward, MakeForward(model, bo));
   PENG_RETURN_IF_ERROR(memory::KvManager::Validate(ShapeOf(model.config), options.kv));
   PENG_ASSIGN_OR_RETURN(options.kv.page_memory, forward->KvPoolMemory(options.kv.budget_bytes));
-  return std::unique_ptr<LocalEngineLoop>(
-      new LocalEngineLoop(model, std::move(options), registry, std::move(forward)));
+  // A host pool the machine cannot hold is an error here, not a crash (CUDA: the worker's
+  // KvPoolMemory already failed).
+  absl::StatusOr<std::unique_ptr<memory::KvManager>> kv =
+      memory::KvManager::Create(ShapeOf(model.config), options.kv);
+  if (!kv.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat("engine.kv_budget: ", kv.status().message(),
+                                                     "; lower it (e.g. --kv-budget 1GiB)"));
+  }
+  return std::unique_ptr<LocalEngineLoop>(new LocalEngineLoop(model, std::move(options), registry,
+                                                              std::move(forward), *std::move(kv)));
 }
 
 LocalEngineLoop::LocalEngineLoop(const Model& model, LocalEngineLoopOptions options,
                                  metrics::Registry* registry)
-    : LocalEngineLoop(model, options, registry,
-                      std::make_unique<LlamaForward>(model, CpuOptions(options))) {}
+    : LocalEngineLoop(model, options, registry, std::make_unique<LlamaForward>(model, CpuOptions(options)),
+                      [&] {
+                        auto kv = memory::KvManager::Create(ShapeOf(model.config), options.kv);
+                        PENG_CHECK(kv.ok());
+                        return *std::move(kv);
+                      }()) {}
 
 LocalEngineLoop::LocalEngineLoop(const Model& model, LocalEngineLoopOptions options,
-                                 metrics::Registry* registry, std::unique_ptr<ForwardBackend> forward)
+                                 metrics::Registry* registry, std::unique_ptr<ForwardBackend> forward,
+                                 std::unique_ptr<memory::KvManager> kv)
     : model_(model),
       options_([&] {
         options.scheduler = WithModel(options.scheduler, model.config);
         return options;
       }()),
       forward_(std::move(forward)),
-      kv_(ShapeOf(model.config), options_.kv),
-      kv_view_(&kv_),
+      kv_(std::move(kv)),
+      kv_view_(kv_.get()),
       metrics_(registry ? std::make_unique<EngineMetrics>(registry) : nullptr),
-      scheduler_(options_.scheduler, &kv_, model.tokenizer.get(), metrics_.get()) {
+      scheduler_(options_.scheduler, kv_.get(), model.tokenizer.get(), metrics_.get()) {
   PublishStats();
 }
 
@@ -72,6 +86,20 @@ LocalEngineLoop::~LocalEngineLoop() {
 }
 
 void LocalEngineLoop::Start() { thread_ = std::thread([this] { Run(); }); }
+
+absl::Status LocalEngineLoop::CheckQueueFits(int64_t requests, int64_t prompt_tokens) const {
+  const SchedulerOptions& o = options_.scheduler;
+  if (requests > o.max_waiting_requests) {
+    return absl::InvalidArgumentError(absl::StrCat("The request's ", requests, " prompts exceed the waiting queue's limit of ",
+                                                   o.max_waiting_requests, " requests."));
+  }
+  if (prompt_tokens > o.max_waiting_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("The request's ", prompt_tokens,
+                                                   " prompt tokens (all prompts, times n) exceed the waiting queue's limit of ",
+                                                   o.max_waiting_tokens, " tokens."));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status LocalEngineLoop::Submit(std::unique_ptr<GenerateRequest> request,
                                      std::shared_ptr<RequestStream> stream) {
@@ -112,7 +140,7 @@ EngineStats LocalEngineLoop::Stats() const {
   EngineStats s;
   s.num_running = stat_running_.load();
   s.num_waiting = stat_waiting_.load() + pending_requests_.load();
-  s.kv_total_pages = kv_.total_pages();
+  s.kv_total_pages = kv_->total_pages();
   s.kv_free_pages = stat_free_pages_.load();
   s.kv_usage = s.kv_total_pages ? 1.0 - double(s.kv_free_pages) / s.kv_total_pages : 0.0;
   return s;
@@ -235,8 +263,8 @@ void LocalEngineLoop::PublishStats(int64_t step_tokens) {
   stat_running_.store(scheduler_.num_running());
   stat_waiting_.store(scheduler_.num_waiting());
   PublishWaiting();
-  stat_free_pages_.store(kv_.free_pages());
-  if (metrics_) metrics_->OnStep(scheduler_, kv_, step_tokens);
+  stat_free_pages_.store(kv_->free_pages());
+  if (metrics_) metrics_->OnStep(scheduler_, *kv_, step_tokens);
 }
 
 void LocalEngineLoop::Run() {

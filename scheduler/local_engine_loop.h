@@ -45,18 +45,20 @@ class LocalEngineLoop : public EngineLoop {
   static absl::StatusOr<std::unique_ptr<LocalEngineLoop>> Create(const Model& model,
                                                                  LocalEngineLoopOptions options,
                                                                  metrics::Registry* registry);
-  // The CPU worker (options.device is ignored); options must be valid.
+  // The CPU worker (options.device is ignored); options must be valid and the pool must fit in
+  // memory (checked).
   LocalEngineLoop(const Model& model, LocalEngineLoopOptions options, metrics::Registry* registry);
   ~LocalEngineLoop() override;
 
   void Start();
   absl::Status Submit(std::unique_ptr<GenerateRequest> request,
                       std::shared_ptr<RequestStream> stream) override;
+  absl::Status CheckQueueFits(int64_t requests, int64_t prompt_tokens) const override;
   void Abort(const std::string& request_id) override;
   EngineStats Stats() const override;
   void Drain(std::chrono::milliseconds timeout) override;
 
-  const memory::KvManager& kv() const { return kv_; }
+  const memory::KvManager& kv() const { return *kv_; }
   const SchedulerOptions& scheduler_options() const { return options_.scheduler; }
 
  private:
@@ -72,12 +74,12 @@ class LocalEngineLoop : public EngineLoop {
   void PublishStats(int64_t step_tokens = 0);
   void PublishWaiting();  // the waiting counts Submit's queue bounds read
   LocalEngineLoop(const Model& model, LocalEngineLoopOptions options, metrics::Registry* registry,
-                  std::unique_ptr<ForwardBackend> forward);
+                  std::unique_ptr<ForwardBackend> forward, std::unique_ptr<memory::KvManager> kv);
 
   const Model& model_;
   LocalEngineLoopOptions options_;
   std::unique_ptr<ForwardBackend> forward_;  // before kv_: it may own the pool's memory
-  memory::KvManager kv_;
+  std::unique_ptr<memory::KvManager> kv_;
   PagedKvView kv_view_;
   std::unique_ptr<EngineMetrics> metrics_;
   Scheduler scheduler_;

@@ -194,13 +194,16 @@ StepPlan Scheduler::Schedule() {
       if (static_cast<int64_t>(s.tokens.size()) - s.num_computed > options_.long_prefill_threshold) ++long_prefills;
     }
     std::vector<memory::SeqId> admitted;
+    std::unordered_set<memory::SeqId> looked_up;  // admitted with this step's prefix lookup
     for (memory::SeqId id : waiting_) {
       if (budget <= 0 || static_cast<int64_t>(running_.size() + admitted.size()) >= options_.max_num_seqs) break;
       Sequence& s = *seqs_.at(id);
       const bool first_time = s.first_scheduled == Clock::time_point{};
+      bool looked = false;
       if (!kv_->Has(id)) {
         // Cached positions have no logits: prompts that collect logprobs compute them all.
-        s.num_computed = s.wants_prompt_logits() ? 0 : kv_->MatchPrefix(id, s.tokens);
+        looked = !s.wants_prompt_logits();
+        s.num_computed = looked ? kv_->MatchPrefix(id, s.tokens) : 0;
         if (first_time) s.cached_prompt_tokens = s.num_computed;
       }
       const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.num_computed;
@@ -225,9 +228,11 @@ StepPlan Scheduler::Schedule() {
       budget -= n;
       if (is_long) ++long_prefills;
       admitted.push_back(id);
+      if (looked) looked_up.insert(id);
     }
     for (memory::SeqId id : admitted) {
       Sequence& s = *seqs_.at(id);
+      if (looked_up.count(id) != 0) kv_->CountPrefixLookup(static_cast<int64_t>(s.tokens.size()), s.num_computed);
       waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
       waiting_tokens_ -= static_cast<int64_t>(s.tokens.size());
       s.running = true;

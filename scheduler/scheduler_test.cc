@@ -236,6 +236,22 @@ TEST_F(SchedulerTest, PrefixCacheHitSkipsComputedBlocks) {
   EXPECT_EQ(kv_->prefix_cache_stats().hits, 12);
 }
 
+TEST_F(SchedulerTest, APromptWaitingForRoomIsNotCountedAsAPrefixLookupEachStep) {
+  Init(16);  // 8 blocks: while a (12 + 8 tokens) runs, b's 16-token prompt has no room
+  auto a = Add("a", 12, 8, 0, 10);
+  Step();
+  EXPECT_EQ(kv_->prefix_cache_stats().queries, 12);
+  auto b = Add("b", 16, 8, 0, 60);
+  for (int i = 0; i < 4; ++i) {
+    Step();
+    ASSERT_EQ(sched_->num_waiting_requests(), 1);  // b's lookup was undone: no room
+    EXPECT_EQ(kv_->prefix_cache_stats().queries, 12);
+  }
+  RunToIdle();
+  EXPECT_TRUE(a->finished() && b->finished());
+  EXPECT_GE(kv_->prefix_cache_stats().queries, 28);  // b counted once it was admitted
+}
+
 TEST_F(SchedulerTest, LowerPriorityValueIsServedFirst) {
   SchedulerOptions o;
   o.max_num_seqs = 1;

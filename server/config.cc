@@ -529,8 +529,8 @@ void Validate(const ServeConfig& c, Problems& p) {
   }
   in_range("scheduler.max_long_prefills", s.max_long_prefills, 1, kMaxInt);
   in_range("scheduler.long_prefill_threshold", s.long_prefill_threshold, 0, kMaxInt, " (0 = off)");
-  in_range("scheduler.max_waiting_requests", s.max_waiting_requests, 0, kMaxInt);
-  in_range("scheduler.max_waiting_tokens", s.max_waiting_tokens, 0, std::numeric_limits<int64_t>::max());
+  in_range("scheduler.max_waiting_requests", s.max_waiting_requests, 1, kMaxInt);
+  in_range("scheduler.max_waiting_tokens", s.max_waiting_tokens, 1, std::numeric_limits<int64_t>::max());
   if (s.overload_status != 429 && s.overload_status != 503) {
     p.Add("scheduler.overload_status", absl::StrCat("must be 429 or 503, got ", s.overload_status));
   }

@@ -203,8 +203,14 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
       absl::StrCat(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-", RandomHex(32));
   gen->responder = std::make_unique<CompletionResponder>(gen->job, *ctx_->deps.tokenizer, id,
                                                          UnixNow());
+  const CompletionJob& j = gen->job;
+  int64_t prompt_tokens = 0;
+  for (const auto& prompt : j.prompts) prompt_tokens += static_cast<int64_t>(prompt.size()) * j.n;
+  if (absl::Status s = ctx_->deps.engine->CheckQueueFits(static_cast<int64_t>(j.prompts.size()), prompt_tokens);
+      !s.ok()) {
+    return error(s);
+  }
   gen_ = std::move(gen);
-  const CompletionJob& j = gen_->job;
   for (size_t p = 0; p < j.prompts.size(); ++p) {
     auto req = std::make_unique<GenerateRequest>();
     req->id = j.prompts.size() == 1 ? id : absl::StrCat(id, "-", p);
