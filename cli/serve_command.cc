@@ -49,8 +49,9 @@ class LoadingEngineLoop : public EngineLoop {
     EngineLoop* t = target_.load();
     return t ? t->Stats() : EngineStats{};
   }
-  void Drain(std::chrono::milliseconds timeout) override {
-    if (EngineLoop* t = target_.load()) t->Drain(timeout);
+  int64_t Drain(std::chrono::milliseconds timeout) override {
+    EngineLoop* t = target_.load();
+    return t ? t->Drain(timeout) : 0;
   }
 
  private:
@@ -254,15 +255,24 @@ absl::Status RunServe(int argc, char** argv) {
   ready.store(false);
   http->StopAccepting();
   const auto drain = std::chrono::milliseconds(static_cast<int64_t>(cfg.server.drain_timeout_s * 1000));
+  // Requests still running at the drain timeout are aborted, and their streams then get a
+  // final message (finish reason "abort", usage): the frontends get this long to send it
+  // before their connections are cut.
+  constexpr auto kFlush = std::chrono::milliseconds(2000);
   std::thread grpc_drain;
   if (grpc) {
     grpc->SetServing(false);
-    grpc_drain = std::thread([&] { grpc->Shutdown(std::chrono::system_clock::now() + drain); });
+    grpc_drain = std::thread([&] { grpc->Shutdown(std::chrono::system_clock::now() + drain + kFlush); });
   }
-  engine.Drain(drain);
-  http->Stop();
+  const int64_t aborted = engine.Drain(drain);
+  http->Stop(kFlush);
   if (grpc_drain.joinable()) grpc_drain.join();
-  Log("drained; bye");
+  if (aborted > 0) {
+    Log(absl::StrFormat("drain timed out after %.0f s: aborted %d unfinished sequences; bye",
+                        cfg.server.drain_timeout_s, aborted));
+  } else {
+    Log("drained; bye");
+  }
   return absl::OkStatus();
 }
 

@@ -45,8 +45,9 @@ class EngineLoop {
   virtual void Abort(const std::string& request_id) = 0;
   virtual EngineStats Stats() const = 0;
   // Stops accepting; returns when in-flight requests finished or the timeout passed (the rest
-  // are aborted).
-  virtual void Drain(std::chrono::milliseconds timeout) = 0;
+  // are aborted: each stream has its final event when Drain returns). Returns how many
+  // requests were aborted.
+  virtual int64_t Drain(std::chrono::milliseconds timeout) = 0;
 };
 
 }  // namespace peng

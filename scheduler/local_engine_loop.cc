@@ -146,24 +146,26 @@ EngineStats LocalEngineLoop::Stats() const {
   return s;
 }
 
-void LocalEngineLoop::Drain(std::chrono::milliseconds timeout) {
+int64_t LocalEngineLoop::Drain(std::chrono::milliseconds timeout) {
   draining_.store(true);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto busy = [&] {
+  auto in_flight = [&] {
     const EngineStats s = Stats();
-    return s.num_running + s.num_waiting > 0;
+    return s.num_running + s.num_waiting;
   };
-  while (busy() && std::chrono::steady_clock::now() < deadline) {
+  while (in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (busy()) {
+  const int64_t aborted = in_flight();
+  if (aborted > 0) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       tasks_.push_back({nullptr, nullptr, "", true});
     }
     cv_.notify_one();
-    while (busy()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    while (in_flight() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  return aborted;
 }
 
 void LocalEngineLoop::DrainTasks() {

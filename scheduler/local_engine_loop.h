@@ -56,7 +56,7 @@ class LocalEngineLoop : public EngineLoop {
   absl::Status CheckQueueFits(int64_t requests, int64_t prompt_tokens) const override;
   void Abort(const std::string& request_id) override;
   EngineStats Stats() const override;
-  void Drain(std::chrono::milliseconds timeout) override;
+  int64_t Drain(std::chrono::milliseconds timeout) override;
 
   const memory::KvManager& kv() const { return *kv_; }
   const SchedulerOptions& scheduler_options() const { return options_.scheduler; }

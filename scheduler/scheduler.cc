@@ -32,14 +32,17 @@ Scheduler::Scheduler(SchedulerOptions options, memory::KvManager* kv, const Toke
 
 absl::Status Scheduler::CheckFits(const GenerateRequest& r) const {
   const int64_t prompt = static_cast<int64_t>(r.prompt.size());
-  const int64_t total = prompt + r.stop.max_tokens;
   if (prompt == 0) return absl::InvalidArgumentError("the prompt is empty");
-  if (total > options_.max_model_len) {
+  if (r.stop.max_tokens < 0) return absl::InvalidArgumentError("max_tokens must not be negative");
+  // Unsigned, so that max_tokens near 2^63 cannot wrap into a small total.
+  const uint64_t requested = static_cast<uint64_t>(prompt) + static_cast<uint64_t>(r.stop.max_tokens);
+  if (requested > static_cast<uint64_t>(options_.max_model_len)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "This model's maximum context length is ", options_.max_model_len, " tokens. However, you requested ",
-        total, " tokens (", prompt, " in the messages, ", r.stop.max_tokens,
+        requested, " tokens (", prompt, " in the messages, ", r.stop.max_tokens,
         " in the completion). Please reduce the length of the messages or completion."));
   }
+  const int64_t total = static_cast<int64_t>(requested);
   if (total > kv_->max_tokens()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "The request needs ", total, " tokens of KV cache (", prompt, " prompt + ", r.stop.max_tokens,

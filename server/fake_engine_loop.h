@@ -87,10 +87,11 @@ class FakeEngineLoop final : public EngineLoop {
     return s;
   }
 
-  void Drain(std::chrono::milliseconds timeout) override {
+  int64_t Drain(std::chrono::milliseconds timeout) override {
     std::unique_lock<std::mutex> lock(mu_);
     draining_ = true;
     idle_cv_.wait_for(lock, timeout, [this] { return active_.empty(); });
+    return static_cast<int64_t>(active_.size());
   }
 
   // Lets held requests run.

@@ -125,9 +125,9 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
                             info.max_model_len, " tokens, but the prompt has ", prompt_len,
                             " tokens"));
   }
-  if (in.has_max_tokens() && prompt_len + in.max_tokens() > info.max_model_len) {
-    return Bad(absl::StrCat("max_tokens: this model's maximum context length is ",
-                            info.max_model_len, " tokens, but ", prompt_len + in.max_tokens(),
+  if (in.has_max_tokens() && in.max_tokens() > info.max_model_len - prompt_len) {  // no overflow
+    return Bad(absl::StrCat("max_tokens: this model's maximum context length is ", info.max_model_len,
+                            " tokens, but ", static_cast<uint64_t>(prompt_len) + static_cast<uint64_t>(in.max_tokens()),
                             " were requested (", prompt_len, " in the prompt, ",
                             in.max_tokens(), " in the completion)"));
   }

@@ -51,6 +51,9 @@ struct ServerContext {
   HttpMetrics metrics;
   int64_t created = 0;              // unix seconds at startup (model card "created")
   EventGate gate;
+  // Generations whose response has not been fully written yet: Stop waits for them to flush
+  // (the engine has sent every stream its final event by then) before tearing down.
+  std::atomic<int> open_responses{0};
 };
 
 }  // namespace peng::server

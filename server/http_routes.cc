@@ -180,10 +180,10 @@ std::string SerializeReply(const HttpReply& reply, bool keep_alive) {
   return out;
 }
 
-std::string SseResponseHead(bool keep_alive) {
+std::string SseResponseHead(bool keep_alive, bool chunked) {
   return absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-                      "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: ",
-                      keep_alive ? "keep-alive" : "close", "\r\n\r\n");
+                      "Cache-Control: no-cache\r\n", chunked ? "Transfer-Encoding: chunked\r\n" : "",
+                      "Connection: ", keep_alive ? "keep-alive" : "close", "\r\n\r\n");
 }
 
 }  // namespace peng::server

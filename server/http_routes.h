@@ -50,7 +50,8 @@ HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
 
 // HTTP/1.1 response bytes: status line, headers (Content-Length, Connection), body.
 std::string SerializeReply(const HttpReply& reply, bool keep_alive);
-// The response head of an SSE stream (chunked transfer encoding).
-std::string SseResponseHead(bool keep_alive);
+// The response head of an SSE stream: chunked transfer encoding, or none (the body ends when
+// the connection closes) for an HTTP/1.0 client.
+std::string SseResponseHead(bool keep_alive, bool chunked = true);
 
 }  // namespace peng::server

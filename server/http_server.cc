@@ -1,7 +1,9 @@
 #include "server/http_server.h"
 
+#include <chrono>
 #include <cstdio>
 #include <future>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -117,7 +119,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(HttpServerOptions
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-HttpServer::~HttpServer() { Stop(); }
+HttpServer::~HttpServer() { Stop(std::chrono::milliseconds(0)); }
 
 absl::Status HttpServer::Start() {
   if (started_) return absl::FailedPreconditionError("HttpServer already started");
@@ -167,11 +169,17 @@ void HttpServer::StopAccepting() {
   done.get_future().wait();
 }
 
-void HttpServer::Stop() {
+void HttpServer::Stop(std::chrono::milliseconds flush) {
   if (!started_ || stopped_) return;
   StopAccepting();
   stopped_ = true;
   Impl& s = *impl_;
+  // The engine has drained (or aborted) every request, so each open response has its last
+  // bytes queued or on their way: let them reach the clients before the sockets close.
+  const auto deadline = std::chrono::steady_clock::now() + flush;
+  while (s.ctx->open_responses.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   s.ctx->gate.Close();  // the engine posts nothing more
   s.work.reset();
   s.ioc->stop();

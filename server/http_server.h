@@ -63,7 +63,7 @@ class HttpServer {
   // naming the parse error, and completions still work.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Create(HttpServerOptions options,
                                                             HttpServerDeps deps);
-  ~HttpServer();  // Stop()
+  ~HttpServer();  // Stop() without waiting for responses to flush
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
@@ -73,9 +73,10 @@ class HttpServer {
   int port() const { return bound_port_; }
   // Closes the listening socket; connections in progress continue (SIGTERM drain).
   void StopAccepting();
-  // Stops accepting, stops the io threads and closes every connection; requests still in the
+  // Stops accepting, waits up to `flush` for responses whose generations have ended to be
+  // written out, then stops the io threads and closes every connection; requests still in the
   // engine are aborted. Idempotent.
-  void Stop();
+  void Stop(std::chrono::milliseconds flush = std::chrono::milliseconds(2000));
 
   struct Impl;  // public so the .cc's session code can name it; defined there
 

@@ -75,6 +75,13 @@ HttpSession::HttpSession(net::ip::tcp::socket socket, std::shared_ptr<ServerCont
 HttpSession::~HttpSession() {
   // Backstop for teardown paths that did not see the disconnect (server stop).
   if (gen_ != nullptr && !gen_->ended) AbortUnfinished();
+  SetResponseOpen(false);
+}
+
+void HttpSession::SetResponseOpen(bool open) {
+  if (open == response_open_) return;
+  response_open_ = open;
+  ctx_->open_responses.fetch_add(open ? 1 : -1);
 }
 
 void HttpSession::Start() {
@@ -144,6 +151,10 @@ void HttpSession::OnRead(beast::error_code ec) {
 void HttpSession::Dispatch() {
   const Request& req = parser_->get();
   keep_alive_ = req.keep_alive();
+  // HTTP/1.0 has no chunked encoding (nginx proxies with it by default): a stream's body then
+  // runs until the connection closes.
+  http10_ = req.version() < 11;
+  head_ = req.method() == http::verb::head;
   const std::string target(req.target());
   match_ = MatchRoute(target);
   const bool under_v1 = target.rfind("/v1/", 0) == 0;
@@ -157,11 +168,13 @@ void HttpSession::Dispatch() {
   if (match_.route == Route::kNone) {
     return Reply(ErrorReply(MakeApiError(404, absl::StrCat("Not Found: ", target))));
   }
-  if (std::string(req.method_string()) != match_.allowed) {
+  // HEAD is GET without the body, wherever GET is allowed.
+  const bool head_as_get = head_ && match_.allowed == "GET";
+  if (std::string(req.method_string()) != match_.allowed && !head_as_get) {
     HttpReply r = ErrorReply(MakeApiError(
         405, absl::StrCat("Method ", std::string(req.method_string()), " is not allowed for ",
                           match_.label, "; use ", match_.allowed, ".")));
-    r.headers.emplace_back("Allow", match_.allowed);
+    r.headers.emplace_back("Allow", match_.allowed == "GET" ? "GET, HEAD" : match_.allowed);
     return Reply(std::move(r));
   }
   // Bodies are read as sent: a compressed one would only fail later as "not valid JSON".
@@ -234,9 +247,11 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
     gen_->request_ids.push_back(rid);
     gen_->choices_left.push_back(j.n);
   }
+  SetResponseOpen(true);
   if (gen_->stream) {
-    Write(SseResponseHead(keep_alive_));
-    for (const std::string& f : gen_->responder->StreamStart()) Write(HttpChunk(SseEvent(f)));
+    if (http10_) keep_alive_ = false;  // the end of the body is the end of the connection
+    Write(SseResponseHead(keep_alive_, /*chunked=*/!http10_));
+    for (const std::string& f : gen_->responder->StreamStart()) Write(BodyChunk(SseEvent(f)));
   }
   StartMonitor();
 }
@@ -253,12 +268,12 @@ void HttpSession::OnEngineEvent(uint64_t seq, int prompt_index, TokenEvent event
   }
   CompletionResponder& r = *gen_->responder;
   if (gen_->stream) {
-    for (const std::string& f : r.StreamEvent(prompt_index, event)) Write(HttpChunk(SseEvent(f)));
+    for (const std::string& f : r.StreamEvent(prompt_index, event)) Write(BodyChunk(SseEvent(f)));
     if (!r.done()) return;
-    for (const std::string& f : r.StreamEnd()) Write(HttpChunk(SseEvent(f)));
-    Write(HttpChunk(kSseDone));
+    for (const std::string& f : r.StreamEnd()) Write(BodyChunk(SseEvent(f)));
+    Write(BodyChunk(kSseDone));
     gen_->ended = true;
-    return FinishResponse(200, std::string(kLastChunk));
+    return FinishResponse(200, LastChunk());
   }
   r.Collect(prompt_index, event);
   if (!r.done()) return;
@@ -271,9 +286,9 @@ void HttpSession::EndGenerationWithError(const ApiError& error) {
   gen_->ended = true;
   if (!gen_->stream) return Reply(ErrorReply(error));
   // Headers (200) are out: the error travels in the stream.
-  Write(HttpChunk(SseEvent(error.Body())));
-  Write(HttpChunk(kSseDone));
-  FinishResponse(200, std::string(kLastChunk));
+  Write(BodyChunk(SseEvent(error.Body())));
+  Write(BodyChunk(kSseDone));
+  FinishResponse(200, LastChunk());
 }
 
 void HttpSession::AbortUnfinished() {
@@ -312,8 +327,16 @@ void HttpSession::OnMonitor(beast::error_code ec, size_t n) {
 // ---------------------------------------------------------------------------------- writing
 
 void HttpSession::Reply(HttpReply reply) {
-  FinishResponse(reply.status, SerializeReply(reply, keep_alive_));
+  std::string bytes = SerializeReply(reply, keep_alive_);
+  if (head_) bytes.resize(bytes.size() - reply.body.size());  // the headers alone, Content-Length kept
+  FinishResponse(reply.status, std::move(bytes));
 }
+
+std::string HttpSession::BodyChunk(std::string_view data) const {
+  return http10_ ? std::string(data) : HttpChunk(data);
+}
+
+std::string HttpSession::LastChunk() const { return http10_ ? std::string() : std::string(kLastChunk); }
 
 void HttpSession::Write(std::string bytes) {
   if (closed_) return;
@@ -356,6 +379,7 @@ void HttpSession::FinishResponse(int status, std::string last_bytes) {
 void HttpSession::AfterResponse() {
   response_done_ = false;
   gen_.reset();
+  SetResponseOpen(false);
   if (!keep_alive_) return Close();
   recorded_ = false;
   if (monitor_pending_) {
@@ -387,6 +411,7 @@ void HttpSession::ConnectionLost() {
 void HttpSession::Close() {
   if (closed_) return;
   closed_ = true;
+  SetResponseOpen(false);
   beast::error_code ignored;
   // Send FIN, then discard what the client still sends (e.g. the unread body after a 413)
   // until it closes or the linger timeout passes: closing with unread input would reset the

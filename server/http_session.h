@@ -74,6 +74,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void ConnectionLost();
   void Close();
   void Linger();  // discard input until EOF or timeout, then close
+  void SetResponseOpen(bool open);  // counts this session in ServerContext::open_responses
+  // A piece of a streamed body, and its end: chunked, or raw for an HTTP/1.0 client.
+  std::string BodyChunk(std::string_view data) const;
+  std::string LastChunk() const;
 
   boost::beast::tcp_stream stream_;
   std::shared_ptr<ServerContext> ctx_;
@@ -83,6 +87,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // The current request.
   RouteMatch match_;
   bool keep_alive_ = true;
+  bool http10_ = false;  // an HTTP/1.0 request: no chunked encoding
+  bool head_ = false;    // a HEAD request: headers only
   std::chrono::steady_clock::time_point start_;
   int status_ = 0;               // for metrics, set when the response is complete
   bool response_done_ = false;   // last bytes queued
@@ -97,6 +103,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::string inflight_;  // bytes being written
   bool writing_ = false;
   bool closed_ = false;
+  bool response_open_ = false;  // a generation's response is not fully written yet
   std::array<char, 1024> linger_buf_;
 };
 

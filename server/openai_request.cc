@@ -357,7 +357,37 @@ std::vector<int32_t> EncodeChatPrompt(const std::string& text, const Tokenizer& 
 }
 
 
+namespace {
+
+// Deepest nesting of arrays and objects in a JSON text (strings skipped; not a validator).
+int NestingDepth(std::string_view text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+}  // namespace
+
 absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
+  // Everything that walks a request (chat templates, tool schemas, copies) recurses: a body
+  // nested deeper than any real request is refused before it can exhaust the stack.
+  if (const int depth = NestingDepth(text); depth > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(absl::StrCat("the request body nests arrays and objects ", depth,
+                                                   " deep; the limit is ", kMaxJsonDepth));
+  }
   Json body;
   try {
     body = Json::parse(text);
@@ -466,10 +496,11 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
                                  " input tokens. Please reduce the length of the input ", where,
                                  "."));
   }
-  if (max_tokens && longest + *max_tokens > ctx.max_model_len) {
+  if (max_tokens && *max_tokens > ctx.max_model_len - longest) {  // no overflow near 2^63
+    const uint64_t requested = static_cast<uint64_t>(longest) + static_cast<uint64_t>(*max_tokens);
     return BadParam(max_param,
                     absl::StrCat("This model's maximum context length is ", ctx.max_model_len,
-                                 " tokens. However, you requested ", longest + *max_tokens,
+                                 " tokens. However, you requested ", requested,
                                  " tokens (", longest, " in the ", where, ", ", *max_tokens,
                                  " in the completion). Please reduce the length of the ", where,
                                  " or completion."));

@@ -77,7 +77,9 @@ absl::StatusOr<std::string> RenderChatPrompt(const nlohmann::json& body, const M
 // one and the text does not already start with the BOS token's text.
 std::vector<int32_t> EncodeChatPrompt(const std::string& text, const Tokenizer& tokenizer);
 
-// Parses the raw body text first: invalid JSON and a non-object body are 400s.
+// Parses the raw body text first: invalid JSON, a non-object body and nesting deeper than
+// kMaxJsonDepth are 400s.
+inline constexpr int kMaxJsonDepth = 64;
 absl::StatusOr<nlohmann::json> ParseJsonBody(const std::string& text);
 
 }  // namespace peng::server

@@ -306,3 +306,61 @@ def test_reflection_lists_and_describes_the_service(channel):
     methods = {m.name for f in files if f.package == "peng.v1" for s in f.service
                for m in s.method}
     assert {"Generate", "Tokenize", "Detokenize", "ListModels", "GetLoad"} <= methods
+
+
+def test_drain_timeout_ends_every_stream_with_abort(pb, peng_bin, smollm2_path, tmp_path):
+    """SIGTERM with a drain timeout shorter than the requests: every HTTP and gRPC stream still
+    gets its final message (finish reason abort, usage), then the server exits 0."""
+    import threading
+    import httpx
+    from conftest import start_peng_server, stop_peng_server
+    pb2, pb2_grpc = pb
+    server = start_peng_server(peng_bin, smollm2_path, tmp_path, "", "--drain-timeout-s", "1")
+    http_results, grpc_results, started = [], [], threading.Semaphore(0)
+
+    def http_stream():
+        lines = []
+        try:
+            with httpx.stream("POST", server.http_url + "/v1/completions", timeout=RPC_TIMEOUT,
+                              json={"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
+                                    "stream": True}) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: ") and not lines:
+                        started.release()
+                    lines.append(line)
+        except Exception as e:  # noqa: BLE001 - reported by the assertions below
+            lines.append(f"error: {e!r}")
+            started.release()
+        http_results.append(lines)
+
+    def grpc_stream():
+        msgs = []
+        with grpc.insecure_channel(server.grpc_target) as ch:
+            req = pb2.GenerateRequest(text="Once upon a time", max_tokens=2000, ignore_eos=True)
+            try:
+                for m in pb2_grpc.InferenceStub(ch).Generate(req, timeout=RPC_TIMEOUT):
+                    if not msgs:
+                        started.release()
+                    msgs.append(m)
+            except grpc.RpcError as e:
+                msgs.append(e)
+                started.release()
+        grpc_results.append(msgs)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in [http_stream] * 6 + [grpc_stream] * 4]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert started.acquire(timeout=60)
+    assert stop_peng_server(server) == 0, server.log()[-3000:]
+    for t in threads:
+        t.join(30)
+    for lines in http_results:
+        data = [l[6:] for l in lines if l.startswith("data: ")]
+        assert data and data[-1] == "[DONE]", lines[-3:]
+        assert json.loads(data[-2])["choices"][0]["finish_reason"] == "abort", data[-2]
+    for msgs in grpc_results:
+        assert msgs and not isinstance(msgs[-1], grpc.RpcError), msgs[-1]
+        assert msgs[-1].finish_reason == pb2.FINISH_REASON_ABORT
+        assert msgs[-1].usage.completion_tokens > 0
+    assert "drain timed out after 1 s: aborted 10 unfinished sequences" in server.log(), server.log()[-2000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
 
 import httpx
 import openai
@@ -438,6 +439,44 @@ def test_raw_sse_framing(http):
     assert raw.endswith("\n\n")
 
 
+def _raw_exchange(url: str, request: bytes) -> bytes:
+    """Sends raw request bytes and reads until the server closes the connection."""
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+def test_http10_stream_is_not_chunked(peng_server):
+    # HTTP/1.0 knows no chunked encoding: the stream is plain SSE ending with the connection.
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 3, "stream": True}).encode()
+    raw = _raw_exchange(peng_server.http_url, b"POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    head, _, stream = raw.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0], head
+    assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower(), head
+    events = [e for e in stream.decode().split("\n\n") if e.strip()]
+    assert events[0].startswith("data: {") and events[-1] == "data: [DONE]", stream[:200]
+
+
+def test_head_is_get_without_a_body(peng_server):
+    raw = _raw_exchange(peng_server.http_url, b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200"), raw
+    length = int(next(l for l in first.split(b"\r\n") if l.lower().startswith(b"content-length")).split(b":")[1])
+    assert length > 0
+    # No body after the HEAD response: the next bytes are the GET's response.
+    assert rest.startswith(b"HTTP/1.1 200"), raw
+    assert len(rest.split(b"\r\n\r\n", 1)[1]) == length, rest
+    # HEAD where only POST is allowed: 405, headers only.
+    raw = _raw_exchange(peng_server.http_url, b"HEAD /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 405") and raw.endswith(b"\r\n\r\n"), raw
+
+
 def test_unknown_fields_are_ignored(http):
     r = http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2,
                                            "frobnicate": 3, "guided_json": None})
@@ -607,6 +646,33 @@ def test_prompt_plus_max_tokens_over_context(http, max_model_len):
     assert str(n_chat + max_model_len) in err["message"], err
 
 
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_max_tokens_near_2_63_is_refused_not_wrapped(http, max_model_len, field):
+    # sys.maxsize, which some clients send for "no limit": prompt + max_tokens must not wrap
+    # into a small total (it used to pass the check and loop in preemptions forever).
+    huge = 2**63 - 1
+    path, body = (("/v1/chat/completions", {"messages": CHAT}) if field == "max_completion_tokens"
+                  else ("/v1/completions", {"prompt": PROMPT}))
+    err = assert_error(http.post(path, json={**body, field: huge, "stream": True}), 400, param=field)
+    assert str(max_model_len) in err["message"], err
+    assert str(huge) in err["message"], err
+    assert http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}).status_code == 200
+
+
+@pytest.mark.parametrize("path,key", [("/v1/chat/completions", "tools"),
+                                      ("/v1/chat/completions", "chat_template_kwargs"),
+                                      ("/tokenize", "messages"), ("/v1/completions", "prompt")])
+def test_deeply_nested_json_is_a_400(http, path, key):
+    deep = "[" * 50000 + "]" * 50000
+    body = '{"messages": [{"role": "user", "content": "hi"}], "prompt": "hi", "max_tokens": 1, "%s": %s}' % (key, deep)
+    err = assert_error(http.post(path, content=body.encode(), headers={"content-type": "application/json"}), 400)
+    assert "nests" in err["message"] and "64" in err["message"], err
+    # Brackets inside strings are text, not nesting.
+    r = http.post("/v1/completions", json={"prompt": "[" * 5000, "max_tokens": 1})
+    assert r.status_code == 200, r.text
+    assert http.get("/health").status_code == 200
+
+
 def test_unknown_route_and_method(http):
     r = http.get("/v1/nothing-here")
     assert_error(r, 404)
@@ -684,5 +750,12 @@ def test_overload_returns_503_with_retry_after(peng_bin, smollm2_path, tmp_path)
             assert r.json()["usage"]["completion_tokens"] == 48
         with httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as h:
             assert h.get("/ready").status_code == 200
+            # More prompts in one call than the queue can ever hold: 400 (a 429/503 would be
+            # retried forever), and none of them is left running.
+            err = assert_error(h.post("/v1/completions", json={"prompt": ["a", "b"], "max_tokens": 2}), 400)
+            assert "2 prompts" in err["message"] and "limit of 1" in err["message"], err
+            metrics = h.get("/metrics").text
+            assert 'peng:request_success_total{finished_reason="abort"} 0' in metrics or \
+                'finished_reason="abort"' not in metrics, metrics
     finally:
         assert stop_peng_server(server) == 0, server.log()[-3000:]
