@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "base/status.h"
 #include "base/thread_pool.h"
@@ -58,11 +59,15 @@ class LoadingEngineLoop : public EngineLoop {
   std::atomic<EngineLoop*> target_{nullptr};
 };
 
-void Log(const std::string& line) {
-  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char stamp[32];
-  std::strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", std::localtime(&now));
-  std::fprintf(stderr, "%s peng: %s\n", stamp, line.c_str());
+void Info(const std::string& line) { Log(LogLevel::kInfo, "", line); }
+
+LogLevel LevelOf(LogConfig::Level level) {
+  switch (level) {
+    case LogConfig::Level::kDebug: return LogLevel::kDebug;
+    case LogConfig::Level::kWarning: return LogLevel::kWarning;
+    case LogConfig::Level::kError: return LogLevel::kError;
+    default: return LogLevel::kInfo;
+  }
 }
 
 // Splits argv into config-flag overrides plus the command's own switches.
@@ -109,6 +114,7 @@ absl::Status RunServe(int argc, char** argv) {
     std::fputs(ToYaml(cfg, /*redact_api_keys=*/true).c_str(), stdout);
     return absl::OkStatus();
   }
+  SetLogLevel(LevelOf(cfg.log.level));
 
   // Signals are taken by one thread with sigwait; every thread started later inherits the mask.
   sigset_t signals;
@@ -148,7 +154,7 @@ absl::Status RunServe(int argc, char** argv) {
   const int64_t kv_tokens = memory::KvManager::CapacityTokens(shape, lo.kv);
   const int64_t served_len = std::min<int64_t>(max_model_len, kv_tokens);
   if (served_len < max_model_len) {
-    Log(absl::StrFormat("max_model_len %d exceeds what the KV budget holds for one sequence; serving %d "
+    Info(absl::StrFormat("max_model_len %d exceeds what the KV budget holds for one sequence; serving %d "
                         "(raise engine.kv_budget for longer contexts)", max_model_len, served_len));
   }
 
@@ -214,12 +220,12 @@ absl::Status RunServe(int argc, char** argv) {
                                ThreadPool::Pins(lo.threads, lo.pinning) ? "pinned" : "not pinned",
                                PinThreadsName(cfg.engine.pin_threads), cpus, cpus == 1 ? "" : "s");
   }
-  Log(absl::StrFormat("worker: %s%s%s", DeviceName(cfg.engine.device),
+  Info(absl::StrFormat("worker: %s%s%s", DeviceName(cfg.engine.device),
                       cfg.engine.device == EngineConfig::Device::kCuda
                           ? absl::StrFormat(" (device %d)", cfg.engine.cuda_device) : std::string(),
                       matmuls));
   const memory::KvManager& kv = engine.kv();
-  Log(absl::StrFormat("model %s (%s): %d layers, d_model %d, %d heads / %d kv heads, context %d",
+  Info(absl::StrFormat("model %s (%s): %d layers, d_model %d, %d heads / %d kv heads, context %d",
                       mc.name, cfg.model.path, mc.num_layers, mc.d_model, mc.num_heads, mc.num_kv_heads,
                       mc.context_length));
   const memory::LeanKv* lean = kv.lean();
@@ -232,7 +238,7 @@ absl::Status RunServe(int argc, char** argv) {
                             lean->options().alpha_prune, lean->options().alpha_quant, lean->options().window,
                             lean->options().page_bytes_min, lean->options().page_bytes_max,
                             lean->pages().page_bytes, lean->pages().high_tokens, lean->pages().low_tokens);
-  Log(absl::StrFormat("weights %.1f MiB; %s, %.0f bytes per token%s, budget %.1f MiB = %d pages of %d bytes "
+  Info(absl::StrFormat("weights %.1f MiB; %s, %.0f bytes per token%s, budget %.1f MiB = %d pages of %d bytes "
                       "= %d KV tokens; max concurrency at full context (%d tokens): %.2f",
                       model->weights.bytes() / 1048576.0, kv_kind, kv.bytes_per_token(),
                       lean == nullptr ? "" : " before pruning", cfg.engine.kv_budget_bytes / 1048576.0,
@@ -242,7 +248,7 @@ absl::Status RunServe(int argc, char** argv) {
   loading.Set(&engine);
   if (grpc) grpc->SetServing(true);
   ready.store(true);
-  Log(absl::StrFormat("serving %s: HTTP http://%s:%d (OpenAI API, /metrics)%s", ho.model_name, ho.host,
+  Info(absl::StrFormat("serving %s: HTTP http://%s:%d (OpenAI API, /metrics)%s", ho.model_name, ho.host,
                       http->port(),
                       grpc ? absl::StrFormat(", gRPC %s:%d (peng.v1.Inference, health, reflection)",
                                              cfg.server.host, grpc->port())
@@ -250,7 +256,7 @@ absl::Status RunServe(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&signals, &sig);
-  Log(absl::StrFormat("received %s: draining (up to %.0f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+  Info(absl::StrFormat("received %s: draining (up to %.0f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                       cfg.server.drain_timeout_s));
   ready.store(false);
   http->StopAccepting();
@@ -268,10 +274,10 @@ absl::Status RunServe(int argc, char** argv) {
   http->Stop(kFlush);
   if (grpc_drain.joinable()) grpc_drain.join();
   if (aborted > 0) {
-    Log(absl::StrFormat("drain timed out after %.0f s: aborted %d unfinished sequences; bye",
+    Info(absl::StrFormat("drain timed out after %.0f s: aborted %d unfinished sequences; bye",
                         cfg.server.drain_timeout_s, aborted));
   } else {
-    Log("drained; bye");
+    Info("drained; bye");
   }
   return absl::OkStatus();
 }

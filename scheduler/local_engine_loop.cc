@@ -1,10 +1,10 @@
 #include "scheduler/local_engine_loop.h"
 
 #include <climits>
-#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "base/log.h"
 #include "base/status.h"
 
 namespace peng {
@@ -228,7 +228,7 @@ void LocalEngineLoop::Step() {
   const absl::Status status = forward_->Forward(batch, kv_view_, &out_);
   const Clock::time_point forward_end = Clock::now();
   if (!status.ok()) {
-    std::fprintf(stderr, "peng: step failed: %s\n", std::string(status.message()).c_str());
+    Log(LogLevel::kError, "engine", absl::StrCat("step failed: ", status.message()));
     scheduler_.FailStep(plan, std::string(status.message()));
     PublishStats();
     return;

@@ -1,12 +1,16 @@
 #include "server/grpc_generate_call.h"
 
+#include <chrono>
 #include <deque>
 #include <optional>
 #include <string>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "base/log.h"
 #include "server/grpc_convert.h"
 
 namespace peng::server {
@@ -117,11 +121,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   // Starts the next write, or finishes once everything is written. One write in flight.
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
     if (finished_ || writing_) return;
-    if (cancelled_) {
-      finished_ = true;
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
-      return;
-    }
+    if (cancelled_) return FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
     if (!pending_.empty()) {
       in_flight_ = std::move(pending_.front());
       pending_.pop_front();
@@ -129,16 +129,24 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       StartWrite(&in_flight_);
       return;
     }
-    if (final_status_.has_value()) {
-      finished_ = true;
-      Finish(*final_status_);
-    }
+    if (final_status_.has_value()) FinishLocked(*final_status_);
+  }
+
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
+    finished_ = true;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const LogLevel level = status.error_code() == grpc::StatusCode::INTERNAL ? LogLevel::kError : LogLevel::kInfo;
+    // gRPC's codes are absl's, number for number.
+    const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+    Log(level, "grpc", absl::StrFormat("Generate %s %.3f s request_id=%s", code, seconds, id_));
+    Finish(status);
   }
 
   EngineLoop* const engine_;
   const Tokenizer* const tokenizer_;
   const std::string id_;
   const std::shared_ptr<CallLink> link_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 
   std::deque<v1::GenerateResponse> pending_ ABSL_GUARDED_BY(link_->mu);
   v1::GenerateResponse in_flight_ ABSL_GUARDED_BY(link_->mu);  // alive until OnWriteDone

@@ -1,12 +1,12 @@
 #include "server/http_server.h"
 
 #include <chrono>
-#include <cstdio>
 #include <future>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
 #include "boost/asio/executor_work_guard.hpp"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/ip/tcp.hpp"
@@ -48,7 +48,7 @@ struct HttpServer::Impl {
       if (!acceptor->is_open()) return;
       if (ec) {
         // Out of descriptors and the like: back off instead of spinning.
-        std::fprintf(stderr, "peng http: accept failed: %s\n", ec.message().c_str());
+        Log(LogLevel::kError, "http", absl::StrCat("accept failed: ", ec.message()));
         retry_timer->expires_after(std::chrono::milliseconds(50));
         retry_timer->async_wait([this](boost::system::error_code) {
           if (acceptor->is_open()) DoAccept();
@@ -101,7 +101,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(HttpServerOptions
     } else {
       m.chat_template_error = absl::StrCat("the model's chat template does not parse: ",
                                            t.status().message());
-      std::fprintf(stderr, "peng http: warning: %s\n", m.chat_template_error.c_str());
+      Log(LogLevel::kWarning, "http", m.chat_template_error);
     }
   }
   if (deps.registry != nullptr) {

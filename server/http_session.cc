@@ -1,11 +1,12 @@
 #include "server/http_session.h"
 
-#include <cstdio>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/log.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/write.hpp"
@@ -203,8 +204,8 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   std::vector<std::string> ignored;
   absl::StatusOr<CompletionJob> job = ParseCompletionRequest(kind, *parsed, ctx_->model, &ignored);
   if (!ignored.empty()) {
-    std::fprintf(stderr, "peng http: warning: %s: ignoring unknown field(s): %s\n",
-                 match_.label.c_str(), absl::StrJoin(ignored, ", ").c_str());
+    Log(LogLevel::kWarning, "http",
+        absl::StrCat(match_.label, ": ignoring unknown field(s): ", absl::StrJoin(ignored, ", ")));
   }
   if (!job.ok()) return error(job.status());
 
@@ -332,6 +333,20 @@ void HttpSession::Reply(HttpReply reply) {
   FinishResponse(reply.status, std::move(bytes));
 }
 
+void HttpSession::LogRequest(int status, double seconds) const {
+  // Probes and scrapes are the load balancer's and Prometheus's business: debug only.
+  const bool routine = status < 400 && (match_.route == Route::kHealth || match_.route == Route::kLive ||
+                                        match_.route == Route::kReady || match_.route == Route::kMetrics);
+  const LogLevel level = routine ? LogLevel::kDebug : status >= 500 ? LogLevel::kError : LogLevel::kInfo;
+  if (!LogEnabled(level)) return;
+  std::string line = absl::StrFormat("%s %s %d %.3f s", parser_ ? std::string(parser_->get().method_string()) : "-",
+                                     match_.label, status, seconds);
+  if (gen_ != nullptr && !gen_->request_ids.empty()) {
+    absl::StrAppend(&line, " request_id=", absl::StrJoin(gen_->request_ids, ","));
+  }
+  Log(level, "http", line);
+}
+
 std::string HttpSession::BodyChunk(std::string_view data) const {
   return http10_ ? std::string(data) : HttpChunk(data);
 }
@@ -368,9 +383,9 @@ void HttpSession::FinishResponse(int status, std::string last_bytes) {
   // that has read the response (and asks /metrics on another connection) must see it counted.
   if (!recorded_) {
     recorded_ = true;
-    ctx_->metrics.Record(match_.label, status_, std::chrono::duration<double>(
-                                                    std::chrono::steady_clock::now() - start_)
-                                                    .count());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    ctx_->metrics.Record(match_.label, status_, seconds);
+    LogRequest(status_, seconds);
   }
   Write(std::move(last_bytes));
   if (!writing_ && pending_.empty()) AfterResponse();
@@ -400,9 +415,9 @@ void HttpSession::ConnectionLost() {
     gen_->ended = true;
     if (!recorded_) {
       recorded_ = true;  // 499: client closed the request (nginx's convention)
-      ctx_->metrics.Record(match_.label, 499, std::chrono::duration<double>(
-                                                  std::chrono::steady_clock::now() - start_)
-                                                  .count());
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      ctx_->metrics.Record(match_.label, 499, seconds);
+      LogRequest(499, seconds);
     }
   }
   Close();

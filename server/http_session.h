@@ -75,6 +75,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void Close();
   void Linger();  // discard input until EOF or timeout, then close
   void SetResponseOpen(bool open);  // counts this session in ServerContext::open_responses
+  void LogRequest(int status, double seconds) const;  // one access-log line per response
   // A piece of a streamed body, and its end: chunked, or raw for an HTTP/1.0 client.
   std::string BodyChunk(std::string_view data) const;
   std::string LastChunk() const;

@@ -308,6 +308,12 @@ def test_reflection_lists_and_describes_the_service(channel):
     assert {"Generate", "Tokenize", "Detokenize", "ListModels", "GetLoad"} <= methods
 
 
+def test_generate_is_logged_with_its_request_id(stub, pb, md, server):
+    list(stub.Generate(_greedy(pb, "Hi", 2, request_id="pytest-logged"), metadata=md, timeout=RPC_TIMEOUT))
+    assert _wait_for(lambda: "request_id=pytest-logged" in server.log()), server.log()[-2000:]
+    assert re.search(r"peng grpc: Generate OK [0-9.]+ s request_id=pytest-logged", server.log())
+
+
 def test_drain_timeout_ends_every_stream_with_abort(pb, peng_bin, smollm2_path, tmp_path):
     """SIGTERM with a drain timeout shorter than the requests: every HTTP and gRPC stream still
     gets its final message (finish reason abort, usage), then the server exits 0."""

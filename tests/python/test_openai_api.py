@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import socket
+import time
 
 import httpx
 import openai
@@ -475,6 +477,33 @@ def test_head_is_get_without_a_body(peng_server):
     # HEAD where only POST is allowed: 405, headers only.
     raw = _raw_exchange(peng_server.http_url, b"HEAD /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 405") and raw.endswith(b"\r\n\r\n"), raw
+
+
+def test_requests_are_logged_with_their_ids(http, peng_server):
+    r = http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
+    assert r.status_code == 200
+    rid = r.json()["id"]
+    assert http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": -1}).status_code == 400
+    deadline = time.monotonic() + 5
+    while f"request_id={rid}" not in peng_server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = peng_server.log()
+    assert re.search(r"peng http: POST /v1/completions 200 [0-9.]+ s request_id=" + rid, log), log[-2000:]
+    assert re.search(r"peng http: POST /v1/completions 400 ", log), log[-2000:]
+    assert "GET /health" not in log  # probes are logged at debug only
+
+
+def test_log_level_drops_lower_lines(peng_bin, smollm2_path, tmp_path):
+    server = start_peng_server(peng_bin, smollm2_path, tmp_path, "", "--log-level", "warning")
+    try:
+        with httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as h:
+            assert h.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}).status_code == 200
+            assert h.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2, "zzz": 1}).status_code == 200
+    finally:
+        assert stop_peng_server(server) == 0, server.log()[-3000:]
+    log = server.log()
+    assert "POST /v1/completions" not in log and "serving " not in log, log[-2000:]
+    assert "warning: /v1/completions: ignoring unknown field(s): zzz" in log, log[-2000:]
 
 
 def test_unknown_fields_are_ignored(http):
