@@ -12,20 +12,13 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "peng/v1/inference.grpc.pb.h"
 #include "server/grpc_convert.h"
+#include "server/api_key.h"
 #include "server/grpc_generate_call.h"
 
 namespace peng::server {
 namespace {
 
 constexpr char kServiceName[] = "peng.v1.Inference";
-constexpr std::string_view kBearer = "Bearer ";
-
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
 
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, grpc::Status status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -129,14 +122,9 @@ class InferenceService final : public v1::Inference::CallbackService {
     if (options_.api_keys.empty()) return grpc::Status::OK;
     const auto& md = context.client_metadata();
     auto it = md.find("authorization");
-    if (it != md.end()) {
-      std::string_view value(it->second.data(), it->second.size());
-      if (value.size() > kBearer.size() && value.substr(0, kBearer.size()) == kBearer) {
-        std::string_view key = value.substr(kBearer.size());
-        bool match = false;
-        for (const std::string& k : options_.api_keys) match |= ConstantTimeEquals(key, k);
-        if (match) return grpc::Status::OK;
-      }
+    if (it != md.end() && BearerKeyAccepted(std::string_view(it->second.data(), it->second.size()),
+                                            options_.api_keys)) {
+      return grpc::Status::OK;
     }
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "a valid API key is required: send metadata "

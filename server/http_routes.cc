@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "boost/beast/http/status.hpp"
+#include "server/api_key.h"
 #include "server/openai_api.h"
 
 namespace peng::server {
@@ -32,14 +33,6 @@ std::string PercentDecode(std::string_view s) {
     out.push_back(s[i]);
   }
   return out;
-}
-
-// Constant-time comparison: a key check must not leak the matching prefix length.
-bool SameKey(std::string_view a, std::string_view b) {
-  if (a.size() != b.size() || b.empty()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
 }
 
 HttpReply StatusReply(const absl::StatusOr<Json>& r) {
@@ -117,13 +110,7 @@ bool RequiresAuth(const ServerContext& ctx, Route route) {
 }
 
 bool Authorized(const ServerContext& ctx, const std::string& authorization) {
-  constexpr std::string_view kBearer = "Bearer ";
-  std::string_view h(authorization);
-  if (h.size() <= kBearer.size() || h.substr(0, kBearer.size()) != kBearer) return false;
-  std::string_view key = h.substr(kBearer.size());
-  bool ok = false;
-  for (const std::string& k : ctx.options.api_keys) ok |= SameKey(key, k);
-  return ok;
+  return BearerKeyAccepted(authorization, ctx.options.api_keys);
 }
 
 HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,

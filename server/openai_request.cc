@@ -60,6 +60,9 @@ absl::StatusOr<std::optional<double>> GetNumber(const Json& body, const char* na
 absl::StatusOr<std::optional<int64_t>> GetInt(const Json& body, const char* name) {
   const Json* f = Field(body, name);
   if (f == nullptr) return std::optional<int64_t>();
+  if (f->is_number_unsigned() && f->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    return BadParam(name, absl::StrCat(name, " ", f->get<uint64_t>(), " is out of range"));
+  }
   if (f->is_number_integer()) return std::optional<int64_t>(f->get<int64_t>());
   if (f->is_number_float()) {  // pydantic accepts 2.0 for an int field; so do we
     double d = f->get<double>();
@@ -96,9 +99,10 @@ absl::StatusOr<std::vector<int32_t>> TokenIds(const Json& j, const char* param, 
   std::vector<int32_t> ids;
   ids.reserve(j.size());
   for (const Json& e : j) {
-    int64_t id = e.get<int64_t>();
+    const bool huge = e.is_number_unsigned() && e.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
+    const int64_t id = huge ? -1 : e.get<int64_t>();
     if (id < 0 || id >= vocab) {
-      return BadParam(param, absl::StrCat("token id ", id, " in '", param,
+      return BadParam(param, absl::StrCat("token id ", huge ? e.dump() : std::to_string(id), " in '", param,
                                           "' is outside the vocabulary [0, ", vocab, ")"));
     }
     ids.push_back(static_cast<int32_t>(id));
@@ -258,7 +262,18 @@ absl::Status ParseSampling(const Json& body, const ModelContext& ctx, Completion
   }
   // Logprobs: completions take an int; chat takes a bool plus top_logprobs.
   if (job->kind == ApiKind::kCompletion) {
-    PENG_ASSIGN_OR_RETURN(std::optional<int64_t> lp, GetInt(body, "logprobs"));
+    // `false` is what a client sends for "none" (vLLM accepts it); `true` names no count.
+    const Json* lp_field = Field(body, "logprobs");
+    if (lp_field != nullptr && lp_field->is_boolean()) {
+      if (lp_field->get<bool>()) {
+        return BadParam("logprobs", "logprobs takes the number of alternatives per token (0-"
+                                    + std::to_string(ctx.max_logprobs) + ") in completions, not true");
+      }
+      job->want_logprobs = false;
+    }
+    PENG_ASSIGN_OR_RETURN(std::optional<int64_t> lp,
+                          lp_field != nullptr && lp_field->is_boolean() ? std::optional<int64_t>()
+                                                                          : GetInt(body, "logprobs"));
     if (lp) {
       if (*lp < 0 || *lp > ctx.max_logprobs) {
         return BadParam("logprobs", absl::StrCat("logprobs must be in [0, ", ctx.max_logprobs,
@@ -308,6 +323,8 @@ absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContex
     }
     ChatMessage msg;
     msg.role = role->get<std::string>();
+    // OpenAI's newer name for the system role; templates know only "system".
+    if (msg.role == "developer") msg.role = "system";
     if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" &&
         msg.role != "tool" && msg.role != "developer") {
       return BadParam("messages",
@@ -446,6 +463,9 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   }
   PENG_RETURN_IF_ERROR(ParseStop(body, ctx.tokenizer->vocab_size(), &job.stop));
   PENG_ASSIGN_OR_RETURN(std::optional<int64_t> priority, GetInt(body, "priority"));
+  if (priority && (*priority < INT32_MIN || *priority > INT32_MAX)) {
+    return BadParam("priority", absl::StrCat("priority must be a 32-bit integer, got ", *priority));
+  }
   job.priority = static_cast<int>(priority.value_or(0));
   PENG_ASSIGN_OR_RETURN(std::optional<std::string> user, GetString(body, "user"));
   job.user = user.value_or("");

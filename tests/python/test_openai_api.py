@@ -702,6 +702,30 @@ def test_deeply_nested_json_is_a_400(http, path, key):
     assert http.get("/health").status_code == 200
 
 
+def test_values_beyond_64_bits_and_32_bit_fields(http):
+    err = assert_error(http.post("/v1/completions", json={"prompt": [2**64 - 1], "max_tokens": 1}), 400, param="prompt")
+    assert str(2**64 - 1) in err["message"], err
+    err = assert_error(http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 1, "seed": 2**64 - 1}),
+                       400, param="seed")
+    err = assert_error(http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 1, "priority": 2**40}),
+                       400, param="priority")
+
+
+def test_completion_logprobs_false_means_none(http):
+    r = http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2, "logprobs": False})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["logprobs"] is None
+    assert_error(http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2, "logprobs": True}),
+                 400, param="logprobs")
+
+
+def test_developer_role_is_the_system_role(http):
+    ids = [http.post("/tokenize", json={"messages": [{"role": role, "content": "Be brief."},
+                                                     {"role": "user", "content": "Hi"}]}).json()["tokens"]
+           for role in ("developer", "system")]
+    assert ids[0] == ids[1]
+
+
 def test_unknown_route_and_method(http):
     r = http.get("/v1/nothing-here")
     assert_error(r, 404)
@@ -734,8 +758,10 @@ def test_api_key_required(keyed_server):
             assert_error(h.post(path, json=b), 401)
             assert_error(h.post(path, json=b, headers={"Authorization": "Bearer wrong"}), 401)
             assert_error(h.post(path, json=b, headers={"Authorization": API_KEY}), 401)
-            r = h.post(path, json=b, headers={"Authorization": f"Bearer {API_KEY}"})
-            assert r.status_code == 200, r.text
+            assert_error(h.post(path, json=b, headers={"Authorization": f"Bearer {API_KEY}x"}), 401)
+            for scheme in ("Bearer", "bearer", "BEARER"):  # the scheme is case-insensitive
+                r = h.post(path, json=b, headers={"Authorization": f"{scheme} {API_KEY}"})
+                assert r.status_code == 200, r.text
         assert_error(h.get("/v1/models"), 401)
         assert_error(h.post("/tokenize", json={"prompt": "x"}), 401)
         # Open routes stay open.
