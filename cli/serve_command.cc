@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <thread>
@@ -194,6 +195,7 @@ absl::Status RunServe(int argc, char** argv) {
     go.model_name = ho.model_name;
     go.max_model_len = served_len;
     go.retry_after_s = cfg.scheduler.retry_after_s;
+    go.max_request_bytes = cfg.server.max_request_bytes;
     grpc = std::make_unique<server::GrpcServer>(go, &loading, tokenizer.get());
     PENG_RETURN_IF_ERROR(grpc->Start());
     grpc->SetServing(false);
@@ -256,6 +258,14 @@ absl::Status RunServe(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&signals, &sig);
+  // A second signal during the drain ends the process at once (as with vLLM and most
+  // servers): an operator who asks twice does not want to wait for the timeout.
+  std::thread([signals] {
+    int again = 0;
+    sigwait(&signals, &again);
+    Log(LogLevel::kWarning, "", "second signal: exiting without finishing the drain");
+    std::_Exit(1);
+  }).detach();
   Info(absl::StrFormat("received %s: draining (up to %.0f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                       cfg.server.drain_timeout_s));
   ready.store(false);

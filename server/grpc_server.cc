@@ -1,5 +1,6 @@
 #include "server/grpc_server.h"
 
+#include <algorithm>
 #include <atomic>
 #include <random>
 #include <string_view>
@@ -166,6 +167,7 @@ absl::Status GrpcServer::Start() {
   // A port already in use must fail Start(), not be shared.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &selected_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(options_.max_request_bytes, INT32_MAX)));
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || selected_port == 0) {

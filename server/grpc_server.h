@@ -32,6 +32,7 @@ struct GrpcServerOptions {
   int64_t max_model_len = 2048;        // context limit (prompt + completion tokens)
   int max_logprobs = 20;               // cap on sampling.logprobs
   int retry_after_s = 1;               // "retry-after" trailing metadata on RESOURCE_EXHAUSTED
+  int64_t max_request_bytes = 4 << 20; // largest request message (server.max_request_bytes)
 };
 
 class InferenceService;

@@ -334,9 +334,10 @@ void HttpSession::Reply(HttpReply reply) {
 }
 
 void HttpSession::LogRequest(int status, double seconds) const {
-  // Probes and scrapes are the load balancer's and Prometheus's business: debug only.
-  const bool routine = status < 400 && (match_.route == Route::kHealth || match_.route == Route::kLive ||
-                                        match_.route == Route::kReady || match_.route == Route::kMetrics);
+  // Probes and scrapes are the load balancer's and Prometheus's business (a 503 from /ready is
+  // the answer they ask for): debug only.
+  const bool routine = match_.route == Route::kHealth || match_.route == Route::kLive ||
+                       match_.route == Route::kReady || match_.route == Route::kMetrics;
   const LogLevel level = routine ? LogLevel::kDebug : status >= 500 ? LogLevel::kError : LogLevel::kInfo;
   if (!LogEnabled(level)) return;
   std::string line = absl::StrFormat("%s %s %d %.3f s", parser_ ? std::string(parser_->get().method_string()) : "-",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import threading
 import time
 
@@ -501,3 +502,31 @@ def test_mixed_traffic_soak(peng_server, repo_root):
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert peng_server.proc.poll() is None, "the server died under the soak"
+
+
+def test_second_sigterm_exits_at_once(peng_bin, smollm2_path, tmp_path):
+    server = start_peng_server(peng_bin, smollm2_path, tmp_path, "", "--drain-timeout-s", "60")
+    started = threading.Event()
+
+    def client():
+        try:
+            with httpx.stream("POST", server.http_url + "/v1/completions", timeout=TIMEOUT,
+                              json={"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
+                                    "stream": True}) as r:
+                for _ in r.iter_lines():
+                    started.set()
+        except httpx.HTTPError:
+            pass
+        finally:
+            started.set()
+
+    threading.Thread(target=client, daemon=True).start()
+    assert started.wait(30)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    code = server.proc.wait(timeout=20)
+    assert time.monotonic() - t0 < 5  # not the 60 s drain
+    assert code == 1, server.log()[-2000:]
+    assert "second signal: exiting without finishing the drain" in server.log()
