@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -156,6 +157,9 @@ absl::Status GrpcServer::Start() {
   }
   // Process-wide switches; both must be set before a ServerBuilder is made.
   grpc::EnableDefaultHealthCheckService(true);
+  // grpc++'s health service carries no descriptors: naming ours (proto/grpc/health/v1) links
+  // them in, and reflection then describes grpc.health.v1.Health like our own service.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   service_ = std::make_unique<InferenceService>(options_, engine_, tokenizer_);

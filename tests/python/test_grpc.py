@@ -296,8 +296,9 @@ def test_reflection_lists_and_describes_the_service(channel):
     requests = [
         reflection_pb2.ServerReflectionRequest(list_services=""),
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="peng.v1.Inference"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.health.v1.Health"),
     ]
-    listed, described = list(refl.ServerReflectionInfo(iter(requests), timeout=RPC_TIMEOUT))
+    listed, described, health = list(refl.ServerReflectionInfo(iter(requests), timeout=RPC_TIMEOUT))
     names = {s.name for s in listed.list_services_response.service}
     assert "peng.v1.Inference" in names
     assert "grpc.health.v1.Health" in names
@@ -306,6 +307,11 @@ def test_reflection_lists_and_describes_the_service(channel):
     methods = {m.name for f in files if f.package == "peng.v1" for s in f.service
                for m in s.method}
     assert {"Generate", "Tokenize", "Detokenize", "ListModels", "GetLoad"} <= methods
+    # The health service is described too (grpcurl can call it by reflection alone).
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in health.file_descriptor_response.file_descriptor_proto]
+    assert {m.name for f in files if f.package == "grpc.health.v1" for s in f.service
+            for m in s.method} == {"Check", "Watch"}, health
 
 
 def test_generate_is_logged_with_its_request_id(stub, pb, md, server):
