@@ -155,6 +155,11 @@ std::vector<std::string> CompletionResponder::StreamStart() {
                                        {"delta", {{"role", "assistant"}, {"content", ""}}},
                                        {"logprobs", nullptr},
                                        {"finish_reason", nullptr}}});
+    } else if (job_.echo && job_.want_logprobs) {
+      // The prompt's text waits for its logprobs (the first event), so that a chunk's tokens
+      // always spell its text.
+      choices_[i].echo_pending = true;
+      continue;
     } else if (job_.echo) {
       chunk["choices"] = Json::array({{{"index", i},
                                        {"text", choices_[i].text},
@@ -182,7 +187,8 @@ std::vector<std::string> CompletionResponder::StreamEvent(int prompt_index,
   if (job_.kind == ApiKind::kChat) {
     choice["delta"] = event.text.empty() ? Json::object() : Json{{"content", event.text}};
   } else {
-    choice["text"] = event.text;
+    choice["text"] = c.echo_pending ? job_.prompt_texts[index / job_.n] + event.text : event.text;
+    c.echo_pending = false;
   }
   choice["finish_reason"] = finished ? Json(FinishReasonName(c.finish)) : Json(nullptr);
   Json chunk = ChunkBase();

@@ -50,6 +50,7 @@ class CompletionResponder {
     nlohmann::json logprobs;      // accumulated (non-streaming)
     int64_t text_offset = 0;      // completions logprobs: offset of the next token
     bool prompt_logprobs_done = false;  // echo + logprobs: the prompt's entries are out
+    bool echo_pending = false;    // streaming echo + logprobs: the prompt text goes out with them
   };
 
   Choice& ChoiceOf(int prompt_index, const TokenEvent& event, int* index);

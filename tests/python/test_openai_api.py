@@ -364,6 +364,25 @@ def test_echo_logprobs_score_the_prompt(client, http, smollm2_path):
     assert lp.token_logprobs[-2] > -1.0, list(zip(lp.tokens, lp.token_logprobs))
 
 
+def test_streamed_echo_chunks_carry_their_own_tokens(http):
+    # Each chunk's logprobs tokens spell that chunk's text: the echoed prompt arrives with its
+    # logprobs, not ahead of them.
+    body = {"prompt": "Once upon a time", "max_tokens": 4, "echo": True, "logprobs": 1,
+            "temperature": 0}
+    whole = http.post("/v1/completions", json=body).json()["choices"][0]
+    texts = []
+    with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choice = json.loads(line[6:])["choices"][0]
+            if choice["logprobs"] is not None:
+                assert "".join(choice["logprobs"]["tokens"]) == choice["text"], choice
+            texts.append(choice["text"])
+    assert texts[0].startswith("Once upon a time")
+    assert "".join(texts) == whole["text"]
+
+
 def test_echo_logprobs_agree_with_generation_logprobs(client, http):
     """Scoring prompt + greedy continuation reproduces the continuation's own logprobs (greedy:
     the sampled distribution is the raw one), streamed and not."""
