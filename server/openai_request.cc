@@ -25,17 +25,17 @@ const absl::flat_hash_set<std::string>& CommonFields() {
       "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
       "stop_token_ids", "presence_penalty", "frequency_penalty", "repetition_penalty",
       "logit_bias", "logprobs", "stream", "stream_options", "priority", "user", "ignore_eos",
-      "include_stop_str_in_output"};
+      "include_stop_str_in_output", "response_format", "best_of"};
   return *f;
 }
 const absl::flat_hash_set<std::string>& ChatFields() {
   static const auto* f = new absl::flat_hash_set<std::string>{
       "messages", "max_completion_tokens", "top_logprobs", "add_generation_prompt",
-      "chat_template_kwargs", "tools"};
+      "chat_template_kwargs", "tools", "tool_choice"};
   return *f;
 }
 const absl::flat_hash_set<std::string>& CompletionFields() {
-  static const auto* f = new absl::flat_hash_set<std::string>{"prompt", "echo"};
+  static const auto* f = new absl::flat_hash_set<std::string>{"prompt", "echo", "suffix"};
   return *f;
 }
 
@@ -429,6 +429,46 @@ absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
   return body;
 }
 
+namespace {
+
+// Fields that ask for something Peng does not do. Ignoring them would hand the client prose
+// where it expects JSON, a tool call or a ranked best-of, so they are 400s (as in vLLM when the
+// feature is off). Their harmless settings pass: response_format "text", tool_choice "none",
+// best_of equal to n.
+absl::Status RejectUnsupported(ApiKind kind, const Json& body) {
+  const auto unsupported = [](const char* param, absl::string_view what) {
+    return BadParam(param, absl::StrCat(what, " is not supported by this server"));
+  };
+  if (const Json* rf = Field(body, "response_format")) {
+    const Json* type = rf->is_object() ? Field(*rf, "type") : nullptr;
+    if (type == nullptr || !type->is_string()) return TypeError("response_format", "an object with a string 'type'");
+    if (type->get<std::string>() != "text") {
+      return unsupported("response_format", absl::StrCat("Structured output (response_format type '",
+                                                         type->get<std::string>(), "')"));
+    }
+  }
+  if (kind == ApiKind::kChat) {
+    if (const Json* tc = Field(body, "tool_choice"); tc != nullptr && !(tc->is_string() && *tc == "none")) {
+      return unsupported("tool_choice", "Tool calling (tool_choice other than \"none\")");
+    }
+    if (Field(body, "functions") != nullptr || Field(body, "function_call") != nullptr) {
+      return unsupported("functions", "Function calling");
+    }
+  } else if (const Json* suffix = Field(body, "suffix"); suffix != nullptr && !(suffix->is_string() && suffix->get<std::string>().empty())) {
+    return unsupported("suffix", "suffix (insertion)");
+  }
+  if (const Json* best_of = Field(body, "best_of")) {
+    const Json* n = Field(body, "n");
+    const int64_t want = n != nullptr && n->is_number_integer() ? n->get<int64_t>() : 1;
+    if (!best_of->is_number_integer() || best_of->get<int64_t>() != want) {
+      return unsupported("best_of", "best_of other than n");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& body,
                                                      const ModelContext& ctx,
                                                      std::vector<std::string>* ignored_fields) {
@@ -436,6 +476,7 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   CompletionJob job;
   job.kind = kind;
   if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  PENG_RETURN_IF_ERROR(RejectUnsupported(kind, body));
   for (const auto& [key, value] : body.items()) {
     bool known = CommonFields().contains(key) ||
                  (kind == ApiKind::kChat ? ChatFields() : CompletionFields()).contains(key);

@@ -745,6 +745,36 @@ def test_developer_role_is_the_system_role(http):
     assert ids[0] == ids[1]
 
 
+UNSUPPORTED = [
+    ("chat", {"response_format": {"type": "json_object"}}, "response_format"),
+    ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+     "response_format"),
+    ("chat", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+              "tool_choice": "auto"}, "tool_choice"),
+    ("chat", {"tool_choice": "required"}, "tool_choice"),
+    ("chat", {"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+    ("completion", {"suffix": "the end"}, "suffix"),
+    ("completion", {"best_of": 3}, "best_of"),
+]
+
+
+@pytest.mark.parametrize("kind,extra,param", UNSUPPORTED, ids=[p + "-" + str(i) for i, (_, _, p) in enumerate(UNSUPPORTED)])
+def test_unsupported_features_are_refused_not_ignored(http, kind, extra, param):
+    # JSON mode, tool calls, insertion and best-of would silently come back as plain text.
+    path, body = (("/v1/chat/completions", {"messages": CHAT}) if kind == "chat"
+                  else ("/v1/completions", {"prompt": PROMPT}))
+    err = assert_error(http.post(path, json={**body, "max_tokens": 2, **extra}), 400, param=param)
+    assert "not supported" in err["message"], err
+
+
+def test_harmless_settings_of_unsupported_features_pass(http):
+    for path, body in (("/v1/chat/completions", {"messages": CHAT, "response_format": {"type": "text"},
+                                                 "tool_choice": "none"}),
+                       ("/v1/completions", {"prompt": PROMPT, "best_of": 1, "suffix": ""})):
+        r = http.post(path, json={**body, "max_tokens": 2})
+        assert r.status_code == 200, r.text
+
+
 def test_unknown_route_and_method(http):
     r = http.get("/v1/nothing-here")
     assert_error(r, 404)
