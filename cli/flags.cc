@@ -3,10 +3,22 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace peng::cli {
+namespace {
+
+// A switch's value: true or false, in any case.
+std::optional<bool> SwitchValue(const std::string& text) {
+  if (absl::EqualsIgnoreCase(text, "true")) return true;
+  if (absl::EqualsIgnoreCase(text, "false")) return false;
+  return std::nullopt;
+}
+
+}  // namespace
 
 absl::Status Flags::Parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
@@ -22,8 +34,19 @@ absl::Status Flags::Parse(int argc, char** argv) {
       has_value = true;
     }
     if (switches_.count(name)) {
-      if (has_value) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
-      values_[name] = "1";
+      if (!has_value && i + 1 < argc && SwitchValue(argv[i + 1])) {
+        value = argv[++i];
+        has_value = true;
+      }
+      const std::optional<bool> on = has_value ? SwitchValue(value) : true;
+      if (!on) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes true or false, got '", value, "'"));
+      }
+      if (*on) {
+        values_[name] = "1";
+      } else {
+        values_.erase(name);
+      }
     } else if (valued_.count(name)) {
       if (!has_value) {
         if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));

@@ -155,6 +155,10 @@ absl::Status RunGenerate(int argc, char** argv) {
   auto run = [&](const std::string& text, bool special) -> absl::StatusOr<std::vector<int32_t>> {
     // (Encode adds no second BOS to a rendered chat prompt that already starts with it.)
     std::vector<int32_t> ids = tok.Encode(text, !f.Has("no-bos"), special);
+    if (ids.empty()) {
+      return absl::InvalidArgumentError(
+          "--prompt is empty and the model adds no BOS token, so there is nothing to generate from");
+    }
     PENG_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(params, model->config.vocab_size, ids));
     return session.Run(ids, sampler, max_tokens, !output_ids);
   };

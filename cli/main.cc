@@ -41,6 +41,12 @@ const Command kCommands[] = {
 int Usage(FILE* out) {
   std::fprintf(out, "usage: peng <command> [flags]\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.help);
+  std::fprintf(out,
+               "\nA switch (--chat, --pin-threads, --metrics-auth, ...) alone means true; it takes a value only\n"
+               "as --switch=false or when the next argument is true or false.\n"
+               "\nexit status: 0 success; 2 usage or config error (unknown flag, bad value, a config file that\n"
+               "is missing, unreadable or invalid); 1 any other failure (a model file that is missing, unreadable,\n"
+               "corrupt or unsupported; no device; a port in use).\n");
   return out == stdout ? 0 : 2;
 }
 

@@ -114,7 +114,8 @@ absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
   PENG_ASSIGN_OR_RETURN(o.int8_activations, Int8ActivationsFlag(f, o.int8_activations));
   PENG_ASSIGN_OR_RETURN(o.format, FormatFor(o.mode, f, config ? &*config : nullptr));
   if (!std::filesystem::exists(o.model)) {
-    return absl::InvalidArgumentError(absl::StrCat("--model ", o.model, ": no such file or directory"));
+    // A missing model exits 1, as in the other commands (main.cc's usage text).
+    return absl::NotFoundError(absl::StrCat("--model ", o.model, ": no such file or directory"));
   }
   if (!std::filesystem::is_regular_file(o.text)) {
     return absl::InvalidArgumentError(absl::StrCat("--text ", o.text, ": no such file"));

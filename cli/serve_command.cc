@@ -88,7 +88,9 @@ absl::Status ParseArgs(int argc, char** argv, std::string* config_path, bool* pr
       *print_config = true;
       continue;
     }
-    const bool takes_value = ConfigFlagNames().count(name) > 0 || name == "config";
+    // A switch (--metrics-auth) takes the next argument only when it is one of its values.
+    const bool takes_value =
+        name == "config" || ConfigFlagTakesArgument(name, i + 1 < argc ? argv[i + 1] : nullptr);
     if (!has_value && takes_value) {
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = argv[++i];
@@ -148,6 +150,11 @@ absl::Status RunServe(int argc, char** argv) {
                                     ? std::min<int64_t>(cfg.model.max_model_len, mc.context_length)
                                     : mc.context_length;
   lo.scheduler.max_model_len = max_model_len;
+  if (cfg.model.max_model_len > mc.context_length) {
+    Log(LogLevel::kWarning, "",
+        absl::StrFormat("model.max_model_len %d exceeds the model's context length; serving %d",
+                        cfg.model.max_model_len, mc.context_length));
+  }
   const memory::KvShape shape{mc.num_layers, mc.num_kv_heads, mc.head_dim};
   PENG_RETURN_IF_ERROR(Annotate(memory::KvManager::Validate(shape, lo.kv),
                                 lo.kv.leankv ? "engine.kv_budget / kv" : "engine.kv_budget"));

@@ -1,8 +1,10 @@
 #include "engine/gguf.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 
@@ -15,8 +17,30 @@ constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint64_t kMaxStringBytes = 1ull << 30;
 constexpr uint64_t kMaxArrayElems = 1ull << 28;
 constexpr uint64_t kMaxTensors = 1ull << 20;
+constexpr uint64_t kMaxMetadata = 1ull << 20;
+constexpr uint64_t kMaxKeyBytes = 65535;  // the GGUF spec's limit
 constexpr uint32_t kMaxDims = 4;
 constexpr int kMaxNesting = 4;
+// The fewest bytes a metadata entry (key length, type, a 1-byte value) and a tensor info (name
+// length, dims count, one dim, type, offset) can take: a count that cannot fit is caught early.
+constexpr uint64_t kMinMetadataBytes = 8 + 4 + 1;
+constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
+
+// Every problem with the file's bytes is DataLoss: the file is bad, not the caller's argument.
+absl::Status Corrupt(absl::string_view message) { return absl::DataLossError(message); }
+
+// A name read from the file, safe to print: non-printable bytes escaped, long names cut.
+std::string Shown(absl::string_view name) {
+  constexpr size_t kMaxShown = 80;
+  return name.size() <= kMaxShown ? absl::CHexEscape(name)
+                                  : absl::StrCat(absl::CHexEscape(name.substr(0, kMaxShown)), "...");
+}
+
+// Keys and tensor names are printable ASCII; anything else is a corrupt length or table.
+bool IsPrintableName(absl::string_view name) {
+  return !name.empty() &&
+         std::all_of(name.begin(), name.end(), [](char ch) { return ch >= 0x20 && ch < 0x7f; });
+}
 
 // Bounds-checked little-endian cursor over the file bytes.
 class Cursor {
@@ -36,18 +60,19 @@ class Cursor {
     uint64_t n = 0;
     PENG_RETURN_IF_ERROR(Read(&n, what));
     if (n > kMaxStringBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": string length ", n, " at offset ", pos_ - 8, " is implausible"));
+      return Corrupt(absl::StrCat(what, ": string length ", n, " at offset ", pos_ - 8, " is implausible"));
     }
-    if (remaining() < n) return Truncated(what, n);
+    if (remaining() < n) {
+      return Corrupt(absl::StrCat("truncated or corrupt file: ", what, ": a string of ", n, " bytes at offset ",
+                                  pos_, " exceeds the file (", remaining(), " bytes left)"));
+    }
     out->assign(reinterpret_cast<const char*>(b_.data() + pos_), n);
     pos_ += n;
     return absl::OkStatus();
   }
   absl::Status Truncated(absl::string_view what, uint64_t need) const {
-    return absl::OutOfRangeError(absl::StrCat("truncated file: ", what, " needs ", need,
-                                              " bytes at offset ", pos_, ", ", remaining(),
-                                              " left"));
+    return Corrupt(absl::StrCat("truncated file: ", what, " needs ", need, " bytes at offset ", pos_, ", ",
+                                remaining(), " left"));
   }
 
  private:
@@ -93,10 +118,7 @@ absl::Status ReadValue(Cursor& c, GgufType type, const std::string& key, int dep
     case GgufType::kBool: {
       uint8_t x = 0;
       PENG_RETURN_IF_ERROR(c.Read(&x, key));
-      if (x > 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(key, ": bool value ", int(x), " at offset ", c.pos() - 1));
-      }
+      if (x > 1) return Corrupt(absl::StrCat(key, ": bool value ", int(x), " at offset ", c.pos() - 1));
       v->u = x;
       v->i = x;
       return absl::OkStatus();
@@ -105,21 +127,22 @@ absl::Status ReadValue(Cursor& c, GgufType type, const std::string& key, int dep
       return c.ReadString(&v->s, key);
     case GgufType::kArray: {
       if (depth >= kMaxNesting) {
-        return absl::InvalidArgumentError(absl::StrCat(key, ": arrays nested too deeply"));
+        return Corrupt(absl::StrCat(key, ": arrays nested more than ", kMaxNesting, " deep"));
       }
       uint32_t et = 0;
       uint64_t n = 0;
       PENG_RETURN_IF_ERROR(c.Read(&et, key));
       PENG_RETURN_IF_ERROR(c.Read(&n, key));
       if (et > static_cast<uint32_t>(GgufType::kFloat64)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(key, ": unknown array element type ", et, " at offset ", c.pos() - 12));
+        return Corrupt(absl::StrCat(key, ": unknown array element type ", et, " at offset ", c.pos() - 12));
       }
-      // Every element takes at least one byte: a count beyond the bytes left is corrupt.
-      if (n > kMaxArrayElems || n > c.remaining()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(key, ": array length ", n, " at offset ", c.pos() - 8,
-                         " exceeds the file"));
+      if (n > kMaxArrayElems) {
+        return Corrupt(absl::StrCat(key, ": array length ", n, " at offset ", c.pos() - 8, " is implausible"));
+      }
+      // Every element takes at least one byte: a count beyond the bytes left cannot fit.
+      if (n > c.remaining()) {
+        return Corrupt(absl::StrCat("truncated or corrupt file: ", key, ": an array of ", n, " elements at offset ",
+                                    c.pos() - 8, " exceeds the file (", c.remaining(), " bytes left)"));
       }
       v->elem_type = static_cast<GgufType>(et);
       v->array.resize(n);
@@ -129,13 +152,11 @@ absl::Status ReadValue(Cursor& c, GgufType type, const std::string& key, int dep
       return absl::OkStatus();
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat(key, ": unknown value type ",
-                                                 static_cast<uint32_t>(type)));
+  return Corrupt(absl::StrCat(key, ": unknown value type ", static_cast<uint32_t>(type)));
 }
 
 absl::Status TypeError(absl::string_view key, const GgufValue& v, absl::string_view want) {
-  return absl::InvalidArgumentError(absl::StrCat("GGUF key ", key, " is ", GgufTypeName(v.type),
-                                                 ", expected ", want));
+  return Corrupt(absl::StrCat("GGUF key ", key, " is ", GgufTypeName(v.type), ", expected ", want));
 }
 
 }  // namespace
@@ -164,8 +185,12 @@ int64_t GgufTensor::num_elements() const {
 }
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
-  PENG_ASSIGN_OR_RETURN(auto file, MappedFile::Open(path));
-  return Parse(std::move(file));
+  absl::StatusOr<std::unique_ptr<MappedFile>> file = MappedFile::Open(path);
+  // MappedFile calls a path that is no regular file (a device, a FIFO) an InvalidArgument; here
+  // it is one more file that is not a GGUF.
+  if (!file.ok() && absl::IsInvalidArgument(file.status())) return Corrupt(file.status().message());
+  if (!file.ok()) return file.status();
+  return Parse(*std::move(file));
 }
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::unique_ptr<MappedFile> file) {
@@ -190,36 +215,42 @@ absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
   Cursor c(bytes);
   uint32_t magic = 0;
   PENG_RETURN_IF_ERROR(c.Read(&magic, "magic"));
-  if (magic != kMagic) return absl::InvalidArgumentError("not a GGUF file (bad magic)");
+  if (magic != kMagic) return Corrupt("not a GGUF file (bad magic)");
   PENG_RETURN_IF_ERROR(c.Read(&version_, "version"));
   if (version_ != 2 && version_ != 3) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unsupported GGUF version ", version_, " (Peng reads 2 and 3)"));
+    return Corrupt(absl::StrCat("unsupported GGUF version ", version_, " (Peng reads 2 and 3)"));
   }
   uint64_t n_tensors = 0, n_kv = 0;
   PENG_RETURN_IF_ERROR(c.Read(&n_tensors, "tensor count"));
   PENG_RETURN_IF_ERROR(c.Read(&n_kv, "metadata count"));
-  if (n_tensors > kMaxTensors || n_tensors > c.remaining()) {
-    return absl::InvalidArgumentError(absl::StrCat("implausible tensor count ", n_tensors));
-  }
-  if (n_kv > c.remaining()) {
-    return absl::InvalidArgumentError(absl::StrCat("implausible metadata count ", n_kv));
+  if (n_tensors > kMaxTensors) return Corrupt(absl::StrCat("implausible tensor count ", n_tensors));
+  if (n_kv > kMaxMetadata) return Corrupt(absl::StrCat("implausible metadata count ", n_kv));
+  const uint64_t min_header = n_kv * kMinMetadataBytes + n_tensors * kMinTensorInfoBytes;
+  if (min_header > c.remaining()) {
+    return Corrupt(absl::StrCat("truncated file: the header declares ", n_kv, " metadata entries and ", n_tensors,
+                                " tensors, which need at least ", min_header, " bytes after offset ", c.pos(),
+                                "; the file has ", c.remaining()));
   }
 
   kv_.reserve(n_kv);
   for (uint64_t k = 0; k < n_kv; ++k) {
+    const size_t key_offset = c.pos();
     std::string key;
     PENG_RETURN_IF_ERROR(c.ReadString(&key, absl::StrCat("metadata key #", k)));
+    if (key.size() > kMaxKeyBytes || !IsPrintableName(key)) {
+      return Corrupt(absl::StrCat("metadata key #", k, " at offset ", key_offset, " is not a valid key (",
+                                  key.size(), " bytes: \"", Shown(key), "\"); keys are 1 to ", kMaxKeyBytes,
+                                  " bytes of printable ASCII"));
+    }
     uint32_t type = 0;
     PENG_RETURN_IF_ERROR(c.Read(&type, key));
     if (type > static_cast<uint32_t>(GgufType::kFloat64)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("metadata ", key, ": unknown value type ", type));
+      return Corrupt(absl::StrCat("metadata ", key, ": unknown value type ", type, " at offset ", c.pos() - 4));
     }
     GgufValue v;
     PENG_RETURN_IF_ERROR(ReadValue(c, static_cast<GgufType>(type), key, 0, &v));
     if (!kv_index_.emplace(key, kv_.size()).second) {
-      return absl::InvalidArgumentError(absl::StrCat("duplicate metadata key ", key));
+      return Corrupt(absl::StrCat("duplicate metadata key ", key));
     }
     kv_.emplace_back(std::move(key), std::move(v));
   }
@@ -227,28 +258,31 @@ absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
   uint64_t alignment = 32;
   if (const GgufValue* a = Find("general.alignment")) {
     if (!a->is_integer() || a->u == 0 || a->u > (1u << 20) || (a->u & (a->u - 1)) != 0) {
-      return absl::InvalidArgumentError("general.alignment must be a power of two <= 1 MiB");
+      return Corrupt("general.alignment must be a power of two <= 1 MiB");
     }
     alignment = a->u;
   }
 
   tensors_.reserve(n_tensors);
   for (uint64_t k = 0; k < n_tensors; ++k) {
+    const size_t name_offset = c.pos();
     GgufTensor t;
     PENG_RETURN_IF_ERROR(c.ReadString(&t.name, absl::StrCat("tensor #", k, " name")));
+    if (!IsPrintableName(t.name)) {
+      return Corrupt(absl::StrCat("tensor #", k, " at offset ", name_offset, ": name of ", t.name.size(),
+                                  " bytes is not printable ASCII: \"", Shown(t.name), "\""));
+    }
     uint32_t n_dims = 0;
     PENG_RETURN_IF_ERROR(c.Read(&n_dims, t.name));
     if (n_dims == 0 || n_dims > kMaxDims) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor ", t.name, ": ", n_dims, " dimensions (1..4 allowed)"));
+      return Corrupt(absl::StrCat("tensor ", t.name, ": ", n_dims, " dimensions (1..4 allowed)"));
     }
     int64_t elems = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       int64_t dim = 0;
       PENG_RETURN_IF_ERROR(c.Read(&dim, t.name));
       if (dim <= 0 || dim > (int64_t{1} << 40) || elems > std::numeric_limits<int64_t>::max() / dim) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor ", t.name, ": bad dimension ", d, " = ", dim));
+        return Corrupt(absl::StrCat("tensor ", t.name, ": bad dimension ", d, " = ", dim));
       }
       elems *= dim;
       t.shape.push_back(dim);
@@ -256,40 +290,52 @@ absl::Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
     uint32_t type = 0;
     PENG_RETURN_IF_ERROR(c.Read(&type, t.name));
     const kernels::GgmlTypeTraits* tr = kernels::FindGgmlType(type);
-    if (tr == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor ", t.name, ": unknown GGML type id ", type));
-    }
+    if (tr == nullptr) return Corrupt(absl::StrCat("tensor ", t.name, ": unknown GGML type id ", type));
     t.type = static_cast<GgmlType>(type);
     if (t.shape[0] % tr->block_elems != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor ", t.name, ": row length ", t.shape[0], " is not a multiple of the ",
-          tr->name, " block size ", tr->block_elems));
+      return Corrupt(absl::StrCat("tensor ", t.name, ": row length ", t.shape[0], " is not a multiple of the ",
+                                  tr->name, " block size ", tr->block_elems));
     }
     t.nbytes = static_cast<size_t>(elems / tr->block_elems) * tr->block_bytes;
     PENG_RETURN_IF_ERROR(c.Read(&t.offset, t.name));
     if (t.offset % alignment != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor ", t.name, ": offset ", t.offset, " is not aligned to ", alignment));
+      return Corrupt(absl::StrCat("tensor ", t.name, ": offset ", t.offset, " is not aligned to ", alignment));
     }
     if (!tensor_index_.emplace(t.name, tensors_.size()).second) {
-      return absl::InvalidArgumentError(absl::StrCat("duplicate tensor name ", t.name));
+      return Corrupt(absl::StrCat("duplicate tensor name ", t.name));
     }
     tensors_.push_back(std::move(t));
   }
 
   const uint64_t data_start = (c.pos() + alignment - 1) / alignment * alignment;
   if (data_start > bytes.size() && !tensors_.empty()) {
-    return absl::OutOfRangeError("truncated file: tensor data section is missing");
+    return Corrupt("truncated file: tensor data section is missing");
   }
   const uint64_t data_size = bytes.size() - std::min<uint64_t>(data_start, bytes.size());
   for (GgufTensor& t : tensors_) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "truncated file: tensor ", t.name, " needs bytes [", data_start + t.offset, ", ",
-          data_start + t.offset + t.nbytes, ") but the file has ", bytes.size()));
+      return Corrupt(absl::StrCat("tensor ", t.name, " (", kernels::Traits(t.type).name, ") needs bytes [",
+                                  data_start + t.offset, ", ", data_start + t.offset + t.nbytes,
+                                  ") but the file has ", bytes.size(),
+                                  ": a truncated file, or a wrong type or shape in the tensor table"));
     }
     t.data = bytes.data() + data_start + t.offset;
+  }
+  // Each tensor's bytes are its own: an overlap means a wrong type or shape in the table (the
+  // model would read another tensor's bytes as its own).
+  std::vector<const GgufTensor*> by_offset;
+  by_offset.reserve(tensors_.size());
+  for (const GgufTensor& t : tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensor* a, const GgufTensor* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const GgufTensor& a = *by_offset[i - 1];
+    const GgufTensor& b = *by_offset[i];
+    if (a.offset + a.nbytes > b.offset) {
+      return Corrupt(absl::StrCat("tensor ", a.name, " (", kernels::Traits(a.type).name, ", data-section bytes [",
+                                  a.offset, ", ", a.offset + a.nbytes, ")) overlaps tensor ", b.name,
+                                  " (from byte ", b.offset, "): a wrong type or shape in the tensor table"));
+    }
   }
   return absl::OkStatus();
 }
@@ -309,7 +355,7 @@ absl::StatusOr<int64_t> GgufFile::GetInt(absl::string_view key) const {
   if (v == nullptr) return absl::NotFoundError(absl::StrCat("GGUF key ", key, " is missing"));
   if (!v->is_integer()) return TypeError(key, *v, "an integer");
   if (v->type == GgufType::kUint64 && v->u > uint64_t{std::numeric_limits<int64_t>::max()}) {
-    return absl::InvalidArgumentError(absl::StrCat("GGUF key ", key, " is out of range"));
+    return Corrupt(absl::StrCat("GGUF key ", key, " is out of range"));
   }
   return v->i;
 }

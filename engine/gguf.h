@@ -1,7 +1,9 @@
 // GgufFile: a parsed GGUF v2/v3 file — metadata key/values and tensor descriptors whose data
 // points into a read-only mmap owned by the file object (views die with it). Immutable after
 // Open(), so safe to read from any thread. Every length, count, offset and shape read from the
-// file is bounds-checked; a corrupt or hostile file yields an error naming the field and offset.
+// file is bounds-checked, and no two tensors' bytes may overlap; a corrupt, truncated or hostile
+// file yields DataLoss naming the file, the field and the offset (names read from the file are
+// escaped, never printed raw).
 #pragma once
 
 #include <cstdint>
@@ -61,7 +63,7 @@ class GgufFile {
   const std::string& path() const { return path_; }
 
   const GgufValue* Find(absl::string_view key) const;
-  // Typed getters: NotFound if absent, InvalidArgument (naming the key) on a type mismatch.
+  // Typed getters: NotFound if absent, DataLoss (naming the key) on a type mismatch.
   absl::StatusOr<int64_t> GetInt(absl::string_view key) const;
   absl::StatusOr<double> GetFloat(absl::string_view key) const;
   absl::StatusOr<bool> GetBool(absl::string_view key) const;

@@ -1,5 +1,6 @@
 #include "engine/gguf.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "engine/testing/test_model.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace peng {
@@ -129,6 +131,81 @@ TEST(GgufTest, RandomMutationsNeverCrash) {
     }
   }
   EXPECT_GT(failures, 1000);  // most mutations must be detected
+}
+
+// The offset of `name`'s tensor info in an image (just past its name), for tests that corrupt it.
+size_t TensorInfoOffset(const std::vector<uint8_t>& img, const std::string& name) {
+  auto it = std::search(img.begin(), img.end(), name.begin(), name.end());
+  EXPECT_NE(it, img.end()) << name;
+  return static_cast<size_t>(it - img.begin()) + name.size();
+}
+
+// No byte of an error message is a control character or beyond ASCII: names read from a corrupt
+// file are escaped.
+bool IsPrintable(absl::string_view message) {
+  return std::all_of(message.begin(), message.end(), [](char ch) { return ch >= 0x20 && ch < 0x7f; });
+}
+
+TEST(GgufTest, AFileCutInsideTheHeaderSaysItIsTruncated) {
+  std::vector<uint8_t> img = GgufBuilder().Build();
+  for (size_t len : {24, 100}) {
+    auto g = GgufFile::ParseBuffer("cut.gguf", std::span<const uint8_t>(img.data(), len));
+    ASSERT_FALSE(g.ok());
+    EXPECT_EQ(g.status().code(), absl::StatusCode::kDataLoss);
+    const std::string msg(g.status().message());
+    EXPECT_THAT(msg, ::testing::StartsWith("cut.gguf: truncated file")) << len;
+    EXPECT_THAT(msg, ::testing::Not(::testing::HasSubstr("implausible"))) << len;
+  }
+  std::vector<uint8_t> huge = img;
+  const uint64_t count = uint64_t{1} << 40;
+  std::memcpy(huge.data() + 8, &count, 8);  // the tensor count
+  EXPECT_THAT(std::string(GgufFile::ParseBuffer("huge", huge).status().message()),
+              ::testing::HasSubstr("implausible tensor count"));
+}
+
+TEST(GgufTest, ABadKeyLengthIsReportedWithoutRawBytes) {
+  const std::vector<uint8_t> img = GgufBuilder().Build();
+  // The first key, "u8", at offset 24: one byte longer takes in the type's first (zero) byte.
+  std::vector<uint8_t> longer = img;
+  longer[24] = 3;
+  auto g = GgufFile::ParseBuffer("key.gguf", longer);
+  ASSERT_FALSE(g.ok());
+  std::string msg(g.status().message());
+  EXPECT_THAT(msg, ::testing::HasSubstr("metadata key #0 at offset 24 is not a valid key (3 bytes: \"u8\\x00\")"));
+  EXPECT_TRUE(IsPrintable(msg)) << msg;
+  // A length beyond the file: said so, and the bytes are not printed at all.
+  std::vector<uint8_t> huge = img;
+  const uint64_t n = 1u << 20;
+  std::memcpy(huge.data() + 24, &n, 8);
+  msg = std::string(GgufFile::ParseBuffer("key.gguf", huge).status().message());
+  EXPECT_THAT(msg, ::testing::HasSubstr("metadata key #0: a string of 1048576 bytes at offset 32 exceeds the file"));
+  EXPECT_TRUE(IsPrintable(msg)) << msg;
+}
+
+TEST(GgufTest, OverlappingOrOverlongTensorsAreRejected) {
+  const std::vector<uint8_t> img = GgufBuilder().Build();
+  // a.weight F32 [4, 2] holds data bytes [0, 32); b.weight starts at 32. As [4, 4] it would
+  // cover b's bytes, as a wrong type in a tensor table does.
+  std::vector<uint8_t> overlap = img;
+  const size_t a = TensorInfoOffset(overlap, "a.weight");
+  const int64_t rows = 4;
+  std::memcpy(overlap.data() + a + 4 + 8, &rows, 8);  // after n_dims and dim 0
+  auto g = GgufFile::ParseBuffer("overlap.gguf", overlap);
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(g.status().message()),
+              ::testing::HasSubstr("overlap.gguf: tensor a.weight (F32, data-section bytes [0, 64)) overlaps "
+                                   "tensor b.weight (from byte 32): a wrong type or shape in the tensor table"));
+  // b.weight (the last tensor) as F32 instead of Q8_0 runs past the end of the data.
+  std::vector<uint8_t> overlong = img;
+  const size_t b = TensorInfoOffset(overlong, "b.weight");
+  const uint32_t f32 = 0;
+  std::memcpy(overlong.data() + b + 4 + 8, &f32, 4);  // after n_dims and its one dim
+  g = GgufFile::ParseBuffer("overlong.gguf", overlong);
+  ASSERT_FALSE(g.ok());
+  EXPECT_THAT(std::string(g.status().message()),
+              ::testing::HasSubstr("overlong.gguf: tensor b.weight (F32) needs bytes [544, 672) but the file has 578: "
+                                   "a truncated file, or a wrong type or shape in the tensor table"));
 }
 
 std::string RealModelPath() { return testing::SmolLM2Path(); }

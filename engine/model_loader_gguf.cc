@@ -1,6 +1,7 @@
 // Loads a Llama-family model from GGUF: metadata -> ModelConfig, tensors -> per-layer weights.
 #include <cmath>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "engine/gguf.h"
@@ -11,6 +12,15 @@ namespace peng {
 namespace {
 
 using kernels::GgmlType;
+
+// A model file's problems (impossible hyperparameters, a tokenizer or tensor that does not fit)
+// become DataLoss naming the file: InvalidArgument would read as the caller's bad argument (peng
+// exits 2 for those, 1 for a bad model file). GgufFile's own errors name the file already.
+absl::Status InModelFile(const absl::Status& s, const std::string& path) {
+  if (s.ok()) return s;
+  const absl::StatusCode code = absl::IsInvalidArgument(s) ? absl::StatusCode::kDataLoss : s.code();
+  return absl::Status(code, absl::StrCat(path, ": ", s.message()));
+}
 
 absl::Status CheckShape(const GgufTensor& t, std::vector<int64_t> want) {
   if (t.shape != want) {
@@ -86,7 +96,7 @@ absl::StatusOr<ModelConfig> ReadConfig(const GgufFile& f) {
   PENG_ASSIGN_OR_RETURN(c.arch, f.GetString("general.architecture"));
   if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2") {
     return absl::UnimplementedError(absl::StrCat(
-        "model architecture '", c.arch, "' is not supported (llama, mistral, qwen2 are)"));
+        "model architecture '", absl::CHexEscape(c.arch), "' is not supported (llama, mistral, qwen2 are)"));
   }
   const std::string a = c.arch + ".";
   PENG_ASSIGN_OR_RETURN(c.name, f.GetStringOr("general.name", c.arch));
@@ -138,7 +148,8 @@ absl::StatusOr<ModelConfig> ReadConfig(const GgufFile& f) {
       return absl::InvalidArgumentError("rope.scaling.type is none but rope.scaling.factor is not 1");
     }
   } else {
-    return absl::UnimplementedError(absl::StrCat("rope scaling type '", scaling, "' is not supported"));
+    return absl::UnimplementedError(
+        absl::StrCat("rope scaling type '", absl::CHexEscape(scaling), "' is not supported"));
   }
   if (c.rope_dim > 0 && c.rope_dim <= 512 && c.rope_dim % 2 == 0) {
     c.rope_inv_freq.resize(c.rope_dim / 2);
@@ -153,25 +164,13 @@ absl::StatusOr<ModelConfig> ReadConfig(const GgufFile& f) {
   return c;
 }
 
-}  // namespace
-
-absl::StatusOr<ModelConfig> LoadGgufModelConfig(const std::string& path) {
-  PENG_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::Open(path));
-  absl::StatusOr<ModelConfig> config = ReadConfig(*file);
-  if (!config.ok()) return Annotate(config.status(), path);
-  return config;
-}
-
-absl::StatusOr<std::unique_ptr<Model>> LoadGgufModel(const std::string& path,
-                                                     const LoadProgress& progress) {
-  PENG_ASSIGN_OR_RETURN(std::shared_ptr<const GgufFile> file, GgufFile::Open(path));
-  auto model = std::make_unique<Model>();
-  model->path = path;
+// Fills `model` from a parsed file: config, tokenizer, embeddings, then every layer.
+absl::Status LoadFromFile(std::shared_ptr<const GgufFile> file, const LoadProgress& progress, Model* model) {
   PENG_ASSIGN_OR_RETURN(model->config, ReadConfig(*file));
   const ModelConfig& c = model->config;
   PENG_ASSIGN_OR_RETURN(model->tokenizer, Tokenizer::FromGguf(*file));
   if (model->tokenizer->vocab_size() > c.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer has ", model->tokenizer->vocab_size(),
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer has ", model->tokenizer->vocab_size(),
                                                    " tokens but the model only ", c.vocab_size));
   }
   ModelWeights& w = model->weights;
@@ -185,9 +184,27 @@ absl::StatusOr<std::unique_ptr<Model>> LoadGgufModel(const std::string& path,
   w.source = std::make_unique<GgufWeightSource>(file, c);
   w.layers.resize(c.num_layers);
   for (int i = 0; i < c.num_layers; ++i) {
-    PENG_RETURN_IF_ERROR(Annotate(w.ReloadLayer(i), path));
+    PENG_RETURN_IF_ERROR(w.ReloadLayer(i));
     if (progress) progress(i + 1, c.num_layers);
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> LoadGgufModelConfig(const std::string& path) {
+  PENG_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::Open(path));
+  absl::StatusOr<ModelConfig> config = ReadConfig(*file);
+  if (!config.ok()) return InModelFile(config.status(), path);
+  return config;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadGgufModel(const std::string& path,
+                                                     const LoadProgress& progress) {
+  PENG_ASSIGN_OR_RETURN(std::shared_ptr<const GgufFile> file, GgufFile::Open(path));
+  auto model = std::make_unique<Model>();
+  model->path = path;
+  PENG_RETURN_IF_ERROR(InModelFile(LoadFromFile(std::move(file), progress, model.get()), path));
   return model;
 }
 

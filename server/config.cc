@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -13,10 +16,12 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "yaml-cpp/depthguard.h"
 #include "yaml-cpp/yaml.h"
 
 namespace peng {
@@ -84,7 +89,7 @@ std::string DidYouMean(const std::string& got, const std::vector<std::string>& c
   const std::string* best = nullptr;
   int best_distance = limit + 1;
   for (const std::string& c : candidates) {
-    const int distance = EditDistance(absl::AsciiStrToLower(got), c);
+    const int distance = EditDistance(absl::AsciiStrToLower(got), absl::AsciiStrToLower(c));
     if (distance < best_distance) best = &c, best_distance = distance;
   }
   return best ? absl::StrCat("; did you mean ", prefix, *best, "?") : "";
@@ -111,6 +116,13 @@ class Problems {
     list_.push_back({std::move(path), std::move(message), std::move(where)});
   }
   void SetOrigin(const std::string& path, Where where) { origin_[path] = std::move(where); }
+  // Drops the problems found so far at `path` and below it (`path[0]`): a flag replaced the
+  // file's value there.
+  void Forget(const std::string& path) {
+    std::erase_if(list_, [&](const Entry& e) {
+      return e.path == path || absl::StartsWith(e.path, absl::StrCat(path, "["));
+    });
+  }
   bool empty() const { return list_.empty(); }
 
   absl::Status ToStatus(absl::string_view source) const {
@@ -430,8 +442,15 @@ class YamlWriter {
     out_ << YAML::Key << key << YAML::Value << FormatDouble(v);
   }
   void Field(const char* key, const std::vector<std::string>& v) {
-    out_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
-    for (const std::string& s : v) out_ << YAML::DoubleQuoted << (redact_ ? "<redacted>" : s);
+    out_ << YAML::Key << key << YAML::Value;
+    if (redact_ && !v.empty()) {
+      // A string where a list belongs: loading it back fails, naming the key, instead of
+      // accepting a made-up key or serving without one.
+      out_ << YAML::DoubleQuoted << absl::StrCat("<redacted: ", v.size(), v.size() == 1 ? " key>" : " keys>");
+      return;
+    }
+    out_ << YAML::Flow << YAML::BeginSeq;
+    for (const std::string& s : v) out_ << YAML::DoubleQuoted << s;
     out_ << YAML::EndSeq;
   }
   void Size(const char* key, int64_t v) { out_ << YAML::Key << key << YAML::Value << FormatByteSize(v); }
@@ -539,6 +558,47 @@ void Validate(const ServeConfig& c, Problems& p) {
 
 // ---- flags ----
 
+// The keys whose flags are switches, each with the values its flag may take as the next
+// argument: booleans (true, false) and enums that read like one (pin_threads: auto, true,
+// false). Given alone, a switch flag means true.
+class SwitchFinder {
+ public:
+  template <typename Body>
+  void Section(const char* key, Body body) {
+    section_ = key;
+    body();
+  }
+  void Field(const char* key, const bool&) { Add(key, {"true", "false"}); }
+  template <typename T>
+  void Field(const char*, const T&) {}
+  void Size(const char*, int64_t) {}
+  void KvFormatField(const char*, KvFormat) {}
+  template <typename E>
+  void Enum(const char* key, E, const EnumNames<E>& names) {
+    std::vector<std::string> values;
+    for (const auto& [value, name] : names) values.push_back(name);
+    if (std::find(values.begin(), values.end(), "true") != values.end()) Add(key, std::move(values));
+  }
+
+  std::map<std::string, std::vector<std::string>> switches;  // key path -> values
+
+ private:
+  void Add(const char* key, std::vector<std::string> values) {
+    switches[absl::StrCat(section_, ".", key)] = std::move(values);
+  }
+  std::string section_;
+};
+
+const std::map<std::string, std::vector<std::string>>& SwitchKeys() {
+  static const auto* keys = [] {
+    SwitchFinder finder;
+    const ServeConfig defaults;
+    VisitConfig(defaults, finder);
+    return new std::map<std::string, std::vector<std::string>>(std::move(finder.switches));
+  }();
+  return *keys;
+}
+
 // Applies flags as a YAML overlay, so they are parsed (and reported) exactly like the file.
 void ReadFlags(const std::map<std::string, std::string>& flags, ServeConfig& config, Problems& p) {
   const auto& names = ConfigFlagNames();
@@ -555,12 +615,13 @@ void ReadFlags(const std::map<std::string, std::string>& flags, ServeConfig& con
     const std::string& path = it->second;
     const size_t dot = path.find('.');
     const std::string section = path.substr(0, dot), key = path.substr(dot + 1);
+    p.Forget(path);  // the flag replaces the file's value, so that value's problems go too
     p.SetOrigin(path, {absl::StrCat("from --", name)});
     if (key == "api_keys") {
       YAML::Node list(YAML::NodeType::Sequence);
       list.push_back(value);
       overlay[section][key] = list;
-    } else if (value.empty() && (key == "metrics_auth" || key == "enable_prefix_caching" || key == "pin_threads")) {
+    } else if (value.empty() && SwitchKeys().count(path)) {
       overlay[section][key] = "true";
     } else {
       overlay[section][key] = value;
@@ -580,13 +641,23 @@ absl::StatusOr<ServeConfig> ParseConfig(absl::string_view yaml, absl::string_vie
                                         const std::map<std::string, std::string>& flags) {
   ServeConfig config;
   Problems problems;
+  auto yaml_error = [&](const YAML::Mark& mark, absl::string_view what) {
+    const std::string where = mark.is_null() ? "" : absl::StrCat(":", mark.line + 1, ":", mark.column + 1);
+    return absl::InvalidArgumentError(absl::StrCat(source, where, ": invalid YAML: ", what));
+  };
   try {
-    const YAML::Node root = YAML::Load(std::string(yaml));
-    YamlReader(&problems).Read(root, config);
+    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
+    for (size_t i = 1; i < documents.size(); ++i) {
+      if (!documents[i].IsNull()) {
+        return yaml_error(documents[i].Mark(), "a second document (after ---); a config file holds one");
+      }
+    }
+    if (!documents.empty()) YamlReader(&problems).Read(documents[0], config);
+  } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's message is "bad file"
+    return yaml_error(e.mark, absl::StrCat("nested too deeply: more than ", e.depth() - 1,
+                                           " levels (a config needs 3)"));
   } catch (const YAML::Exception& e) {  // syntax errors: nothing after them can be trusted
-    const std::string where =
-        e.mark.is_null() ? "" : absl::StrCat(":", e.mark.line + 1, ":", e.mark.column + 1);
-    return absl::InvalidArgumentError(absl::StrCat(source, where, ": invalid YAML: ", e.msg));
+    return yaml_error(e.mark, e.msg);
   }
   ReadFlags(flags, config, problems);
   Validate(config, problems);
@@ -596,10 +667,17 @@ absl::StatusOr<ServeConfig> ParseConfig(absl::string_view yaml, absl::string_vie
 
 absl::StatusOr<ServeConfig> LoadConfigFile(const std::string& path,
                                            const std::map<std::string, std::string>& flags) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("config file ", path, " is a directory"));
+  }
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path, ": ", std::strerror(errno)));
+  }
   std::stringstream text;
   text << in.rdbuf();
+  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat("cannot read config file ", path));
   return ParseConfig(text.str(), path, flags);
 }
 
@@ -611,6 +689,18 @@ absl::Status ApplyFlags(ServeConfig& config, const std::map<std::string, std::st
   if (absl::Status s = problems.ToStatus("from flags"); !s.ok()) return s;
   config = std::move(updated);
   return absl::OkStatus();
+}
+
+bool ConfigFlagTakesArgument(absl::string_view name, const char* next) {
+  const auto& names = ConfigFlagNames();
+  auto it = names.find(std::string(name));
+  if (it == names.end()) return false;
+  auto switch_key = SwitchKeys().find(it->second);
+  if (switch_key == SwitchKeys().end()) return true;
+  if (next == nullptr) return false;
+  const std::vector<std::string>& values = switch_key->second;
+  return std::any_of(values.begin(), values.end(),
+                     [&](const std::string& v) { return absl::EqualsIgnoreCase(v, next); });
 }
 
 const std::map<std::string, std::string>& ConfigFlagNames() {
@@ -682,23 +772,31 @@ absl::StatusOr<int64_t> ParseByteSize(absl::string_view text) {
   const absl::string_view number = s.substr(0, n);
   const std::string unit = absl::AsciiStrToLower(absl::StripAsciiWhitespace(s.substr(n)));
   static const auto* units = new std::vector<std::pair<std::string, double>>{
-      {"", 1},        {"b", 1},         {"kb", 1e3},        {"mb", 1e6},        {"gb", 1e9},
-      {"tb", 1e12},   {"kib", 1024.0},  {"mib", 1048576.0}, {"gib", 1073741824.0},
-      {"tib", 1099511627776.0}};
+      {"B", 1},          {"KB", 1e3},          {"MB", 1e6},             {"GB", 1e9},
+      {"TB", 1e12},      {"KiB", 1024.0},      {"MiB", 1048576.0},      {"GiB", 1073741824.0},
+      {"TiB", 1099511627776.0}};
   const auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "expected a byte size like 64MiB or 2GB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)",
-        why, ", got ", Quoted(std::string(text))));
+        "expected a byte size like 64MiB or 2GB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), got ",
+        Quoted(std::string(text)), why));
   };
   double value;
   if (number.empty() || !absl::SimpleAtod(number, &value)) return bad("");
-  auto it = std::find_if(units->begin(), units->end(), [&](const auto& u) { return u.first == unit; });
-  if (it == units->end()) {
+  auto it = std::find_if(units->begin(), units->end(),
+                         [&](const auto& u) { return absl::AsciiStrToLower(u.first) == unit; });
+  double scale = 1;
+  if (it != units->end()) {
+    scale = it->second;
+  } else if (!unit.empty()) {
+    // A bare K, M, G or T (64G) means the binary unit in most tools that size memory.
+    if (unit.size() == 1 && absl::StrContains("kmgt", unit)) {
+      return bad(absl::StrCat("; did you mean ", number, absl::AsciiStrToUpper(unit), "iB?"));
+    }
     std::vector<std::string> names;
     for (const auto& u : *units) names.push_back(u.first);
-    return bad(DidYouMean(unit, names));
+    return bad(DidYouMean(unit, names, number));
   }
-  const double bytes = value * it->second;
+  const double bytes = value * scale;
   if (bytes >= 9.2e18) return bad(" (too large)");
   const double whole = std::round(bytes);
   if (std::fabs(bytes - whole) > 1e-6 * std::max(1.0, bytes)) return bad(" (not a whole number of bytes)");

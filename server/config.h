@@ -98,28 +98,38 @@ struct ServeConfig {
 };
 
 // Parses YAML text over the defaults, then applies `flags` (see ApplyFlags) and validates.
-// `source` names the text in messages (usually the file path). An empty document = defaults.
-// On error: InvalidArgument listing every problem, one per line.
+// `source` names the text in messages (usually the file path). An empty document = defaults;
+// a second document (after `---`) is an error. A flag replaces the file's value, so a bad value
+// in the file under a key a flag sets is not reported. On error: InvalidArgument listing every
+// problem, one per line.
 absl::StatusOr<ServeConfig> ParseConfig(absl::string_view yaml, absl::string_view source = "<config>",
                                         const std::map<std::string, std::string>& flags = {});
-// Reads `path` and calls ParseConfig (NotFound if it cannot be read).
+// Reads `path` and calls ParseConfig. A missing, unreadable or directory path is an
+// InvalidArgument too: every problem with a config file is the caller's to fix (peng exits 2).
 absl::StatusOr<ServeConfig> LoadConfigFile(const std::string& path,
                                            const std::map<std::string, std::string>& flags = {});
 
 // Overrides fields from command-line flags, then validates the result. Keys are flag names with
 // or without the leading "--" ("http-port" or "--http-port"); values are parsed exactly as the
 // YAML scalars are (so --kv-budget 2GiB works). Unknown names are errors: route only
-// ConfigFlagNames() here. --api-key sets the key list to that one key. The booleans
-// (--metrics-auth, --enable-prefix-caching) take true/false/1/0; an empty value means true.
+// ConfigFlagNames() here. --api-key sets the key list to that one key. The switches (boolean
+// keys, and pin_threads) take their YAML values; an empty value means true.
 absl::Status ApplyFlags(ServeConfig& config, const std::map<std::string, std::string>& flags);
 // The flag names ApplyFlags accepts (without "--"), each with the key path it sets.
 const std::map<std::string, std::string>& ConfigFlagNames();
+// For a command line: whether config flag `name` (without "--"), written without "=", takes the
+// next argument `next` (nullptr at the end) as its value. A valued flag always does. A switch
+// (--metrics-auth, --enable-prefix-caching, --pin-threads) does only when `next` is one of its
+// values (true or false in any case; also auto for --pin-threads); otherwise it stands alone and
+// means true, so `--metrics-auth --http-port 8210` sets both. Unknown names: false.
+bool ConfigFlagTakesArgument(absl::string_view name, const char* next);
 
 // Range and consistency checks over the whole config; every violation in one status.
 absl::Status ValidateConfig(const ServeConfig& config);
 
 // The effective config as YAML (for --print-config); ParseConfig(ToYaml(c)) reproduces c.
-// redact_api_keys replaces each key with "<redacted>" (then it no longer round-trips).
+// redact_api_keys prints a non-empty key list as the string "<redacted: N keys>": loading that
+// back is an error naming server.api_keys, never a made-up key or a server without keys.
 std::string ToYaml(const ServeConfig& config, bool redact_api_keys = false);
 
 // model.name, or when empty the model path's base name without ".gguf" and a trailing

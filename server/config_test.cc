@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -176,6 +177,22 @@ TEST(ConfigTest, WrongTypesNameTheKeyAndTheValue) {
               HasSubstr("server.http_port: duplicate key (line 3, column 3)"));
 }
 
+TEST(ConfigTest, DeepNestingSaysSoWithTheLimit) {
+  const std::string deep = "server: " + std::string(3000, '[') + std::string(3000, ']') + "\n";
+  EXPECT_THAT(ErrorOf(deep), testing::ContainsRegex(
+                                 "test\\.yaml:1:[0-9]+: invalid YAML: nested too deeply: more than [0-9]+ levels"));
+  EXPECT_THAT(ErrorOf(deep), Not(HasSubstr("bad file")));
+}
+
+TEST(ConfigTest, ASecondDocumentIsAnError) {
+  EXPECT_THAT(ErrorOf("server:\n  http_port: 8100\n---\nserver:\n  http_port: 8200\n"),
+              HasSubstr("test.yaml:4:1: invalid YAML: a second document (after ---); a config file holds one"));
+  // One document with its markers, or an empty one after it, is fine.
+  absl::StatusOr<ServeConfig> c = ParseConfig("---\nserver:\n  http_port: 8100\n...\n---\n", "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.http_port, 8100);
+}
+
 TEST(ConfigTest, BadYamlSyntaxGivesLineAndColumn) {
   const std::string msg = ErrorOf("server:\n  http_port: [8000\n  host: x\n");
   EXPECT_THAT(msg, HasSubstr("test.yaml:"));
@@ -201,6 +218,14 @@ TEST(ConfigTest, ByteSizes) {
   EXPECT_FALSE(ParseByteSize("99999999TB").ok());
   EXPECT_THAT(std::string(ParseByteSize("4 Mebibytes").status().message()), HasSubstr("\"4 Mebibytes\""));
   EXPECT_EQ(*ParseByteSize(" 4MIB "), 4 << 20);
+  // A bare K, M, G or T gets the binary unit as a suggestion; a far-off unit gets none.
+  for (const auto& [text, suggestion] : std::vector<std::pair<std::string, std::string>>{
+           {"64G", "64GiB"}, {"64K", "64KiB"}, {"64m", "64MiB"}, {"1.5t", "1.5TiB"}, {"64 mibs", "64MiB"}}) {
+    EXPECT_THAT(std::string(ParseByteSize(text).status().message()),
+                AllOf(HasSubstr(absl::StrCat("got \"", text, "\"; did you mean ", suggestion, "?")),
+                      Not(HasSubstr("did you mean ?"))));
+  }
+  EXPECT_THAT(std::string(ParseByteSize("4 Mebibytes").status().message()), Not(HasSubstr("did you mean")));
   EXPECT_EQ(FormatByteSize(64 << 20), "64MiB");
   EXPECT_EQ(FormatByteSize(1536), "1536");  // not a whole number of KiB
   EXPECT_EQ(FormatByteSize(int64_t{3} << 30), "3GiB");
@@ -233,6 +258,43 @@ TEST(ConfigTest, FlagsOverrideTheFile) {
   EXPECT_EQ(d.engine.pin_threads, Pinning::kNone);
   EXPECT_EQ(d.server.host, "::1");
   EXPECT_EQ(d.server.http_port, 1234);
+}
+
+TEST(ConfigTest, AFlagReplacesABadValueInTheFile) {
+  const char* yaml = "server:\n  http_port: \"abc\"\n  api_keys: [\"has space\"]\n";
+  absl::StatusOr<ServeConfig> c = ParseConfig(yaml, "f.yaml", {{"http-port", "8201"}, {"api-key", "sk-1"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.http_port, 8201);
+  EXPECT_THAT(c->server.api_keys, testing::ElementsAre("sk-1"));
+  // Without the flags, the file's values are blamed on the file; a bad flag on the flag.
+  const std::string msg = ErrorOf(yaml);
+  EXPECT_THAT(msg, HasSubstr("server.http_port: expected an integer, got \"abc\" (line 2, column 14)"));
+  EXPECT_THAT(msg, HasSubstr("server.api_keys[0]: must be non-empty without whitespace"));
+  EXPECT_THAT(ErrorOf(yaml, {{"http-port", "x"}, {"api-key", "sk-1"}}),
+              AllOf(HasSubstr("(1 error)"), HasSubstr("got \"x\" (from --http-port)"), Not(HasSubstr("abc"))));
+}
+
+TEST(ConfigTest, SwitchFlagsStandAloneOrTakeOneOfTheirValues) {
+  for (const char* flag : {"metrics-auth", "enable-prefix-caching", "pin-threads"}) {
+    EXPECT_FALSE(ConfigFlagTakesArgument(flag, nullptr)) << flag;       // last: means true
+    EXPECT_FALSE(ConfigFlagTakesArgument(flag, "--http-port")) << flag;  // never swallows a flag
+    EXPECT_FALSE(ConfigFlagTakesArgument(flag, "8210")) << flag;
+    EXPECT_TRUE(ConfigFlagTakesArgument(flag, "false")) << flag;
+    EXPECT_TRUE(ConfigFlagTakesArgument(flag, "TRUE")) << flag;
+  }
+  EXPECT_TRUE(ConfigFlagTakesArgument("pin-threads", "auto"));
+  EXPECT_FALSE(ConfigFlagTakesArgument("metrics-auth", "auto"));
+  EXPECT_TRUE(ConfigFlagTakesArgument("http-port", "8210"));
+  EXPECT_TRUE(ConfigFlagTakesArgument("http-port", nullptr));  // the caller reports the missing value
+  EXPECT_TRUE(ConfigFlagTakesArgument("model", "--weird-but-a-path"));
+  EXPECT_FALSE(ConfigFlagTakesArgument("no-such-flag", "x"));
+
+  absl::StatusOr<ServeConfig> c =
+      ParseConfig("", "x", {{"metrics-auth", ""}, {"enable-prefix-caching", "FALSE"}, {"pin-threads", ""}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->server.metrics_auth);
+  EXPECT_FALSE(c->engine.enable_prefix_caching);
+  EXPECT_EQ(c->engine.pin_threads, Pinning::kAlways);
 }
 
 TEST(ConfigTest, BadFlagsAreReportedWithTheFlagAndLeaveTheConfigAlone) {
@@ -309,8 +371,17 @@ TEST(ConfigTest, ToYamlRoundTrips) {
   EXPECT_FALSE(back->engine.enable_prefix_caching);
   EXPECT_EQ(back->log.level, LogConfig::Level::kWarning);
 
-  EXPECT_THAT(ToYaml(c, /*redact_api_keys=*/true), AllOf(HasSubstr("<redacted>"), Not(HasSubstr("k1"))));
   EXPECT_EQ(ToYaml(*ParseConfig("")), ToYaml(ServeConfig{}));
+}
+
+TEST(ConfigTest, RedactedKeysCannotLoadBackAsKeys) {
+  ServeConfig c;
+  c.server.api_keys = {"sk-1", "sk-2", "sk-3"};
+  const std::string yaml = ToYaml(c, /*redact_api_keys=*/true);
+  EXPECT_THAT(yaml, AllOf(HasSubstr("api_keys: \"<redacted: 3 keys>\"\n"), Not(HasSubstr("sk-"))));
+  EXPECT_THAT(ErrorOf(yaml), HasSubstr("server.api_keys: expected a list of strings, got \"<redacted: 3 keys>\""));
+  c.server.api_keys = {};
+  EXPECT_THAT(ToYaml(c, /*redact_api_keys=*/true), HasSubstr("api_keys: []\n"));  // nothing to hide
 }
 
 TEST(ConfigTest, ServedModelNameStripsExtensionAndQuantTag) {
@@ -339,7 +410,16 @@ TEST(ConfigTest, DefaultYamlInTheRepositoryLoads) {
   EXPECT_EQ(c->server.host, "127.0.0.1");
   EXPECT_EQ(c->server.http_port, 8000);
   EXPECT_EQ(c->server.grpc_port, 50051);
-  EXPECT_EQ(LoadConfigFile("/nonexistent.yaml").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ConfigTest, AMissingFileOrADirectoryIsAnError) {
+  absl::Status missing = LoadConfigFile("/nonexistent.yaml").status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kInvalidArgument);  // peng exits 2, as for a bad file
+  EXPECT_THAT(std::string(missing.message()), HasSubstr("cannot read config file /nonexistent.yaml: No such file"));
+  const std::string dir = ::testing::TempDir();
+  absl::Status directory = LoadConfigFile(dir).status();
+  EXPECT_EQ(directory.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(directory.message()), HasSubstr(absl::StrCat("config file ", dir, " is a directory")));
 }
 
 }  // namespace
