@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 
 #if defined(__linux__)
@@ -29,6 +30,25 @@ HugeBuffer AllocateHuge(size_t bytes, size_t align) {
   if (huge) ::madvise(p, rounded, MADV_HUGEPAGE);
 #endif
   return HugeBuffer(static_cast<uint8_t*>(p));
+}
+
+std::optional<int64_t> AvailableMemoryBytes() {
+#if defined(__linux__)
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return std::nullopt;
+  char line[256];
+  std::optional<int64_t> kib;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    long long v = 0;
+    if (std::sscanf(line, "MemAvailable: %lld kB", &v) == 1) {
+      kib = v;
+      break;
+    }
+  }
+  std::fclose(f);
+  if (kib) return *kib * 1024;
+#endif
+  return std::nullopt;
 }
 
 }  // namespace peng

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 namespace peng {
 
@@ -24,5 +25,9 @@ using HugeBuffer = std::unique_ptr<uint8_t, HugeFree>;
 // aligned and advised as huge pages (the whole 2 MiB stretches of them); smaller ones are not
 // (rounding them up would waste more than it saves).
 HugeBuffer AllocateHuge(size_t bytes, size_t align = 64);
+
+// Memory the system can give this process without swapping (Linux: MemAvailable in
+// /proc/meminfo); nullopt where unknown.
+std::optional<int64_t> AvailableMemoryBytes();
 
 }  // namespace peng

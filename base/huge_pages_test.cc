@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "gtest/gtest.h"
 
@@ -36,6 +37,14 @@ TEST(HugePagesTest, RejectsWhatCannotBeAllocated) {
   EXPECT_EQ(AllocateHuge(100, 2 * kHugePageBytes), nullptr);  // beyond a huge page
   EXPECT_EQ(AllocateHuge(SIZE_MAX - 10), nullptr);            // overflows the rounding
   EXPECT_EQ(AllocateHuge(size_t{1} << 60), nullptr);          // more than any machine has
+}
+
+TEST(HugePagesTest, AvailableMemoryIsKnownOnLinux) {
+#if defined(__linux__)
+  const std::optional<int64_t> available = AvailableMemoryBytes();
+  ASSERT_TRUE(available.has_value());
+  EXPECT_GT(*available, int64_t{1} << 20);
+#endif
 }
 
 }  // namespace

@@ -234,6 +234,19 @@ def test_serve_warns_when_max_model_len_exceeds_the_models_context(peng_bin, smo
         assert stop_peng_server(server) == 0
 
 
+@pytest.mark.parametrize("budget,code,needle", [("1TiB", 1, "memory available"),  # a runtime limit
+                                                 ("64TiB", 2, "page ids are int32")])  # never valid
+def test_serve_refuses_a_kv_budget_the_machine_cannot_hold(peng_bin, smollm2_path, budget, code, needle):
+    # An error naming the key at start-up, not an abort or the OOM killer mid-run.
+    from conftest import _free_port
+    r = subprocess.run([str(peng_bin), "serve", "--model", str(smollm2_path), "--kv-budget", budget,
+                        "--http-port", str(_free_port()), "--grpc-port", str(_free_port())],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    last = r.stderr.strip().splitlines()[-1]
+    assert "engine.kv_budget" in last and needle in last, last
+
+
 def test_bench_batch_decodes_several_sequences_together(peng_bin, smollm2_path):
     import json
     p = run(peng_bin, "bench", "--model", smollm2_path, "--batch", "3", "--prompt-tokens", "20",
