@@ -35,6 +35,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path
 // Only the hyper-parameters (fast: metadata / config.json, no weights).
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
 
+// A model file's (or folder's) problems — impossible hyper-parameters, a tokenizer or tensor
+// that does not fit — as DataLoss naming `path`: InvalidArgument would read as the caller's bad
+// argument (peng exits 2 for those, 1 for a bad model). Other codes keep theirs.
+absl::Status InModelFile(const absl::Status& s, const std::string& path);
+
 // Format-specific loaders (model_loader_gguf.cc, model_loader_hf.cc).
 absl::StatusOr<ModelConfig> LoadGgufModelConfig(const std::string& path);
 absl::StatusOr<ModelConfig> LoadHfModelConfig(const std::string& dir);

@@ -13,15 +13,6 @@ namespace {
 
 using kernels::GgmlType;
 
-// A model file's problems (impossible hyperparameters, a tokenizer or tensor that does not fit)
-// become DataLoss naming the file: InvalidArgument would read as the caller's bad argument (peng
-// exits 2 for those, 1 for a bad model file). GgufFile's own errors name the file already.
-absl::Status InModelFile(const absl::Status& s, const std::string& path) {
-  if (s.ok()) return s;
-  const absl::StatusCode code = absl::IsInvalidArgument(s) ? absl::StatusCode::kDataLoss : s.code();
-  return absl::Status(code, absl::StrCat(path, ": ", s.message()));
-}
-
 absl::Status CheckShape(const GgufTensor& t, std::vector<int64_t> want) {
   if (t.shape != want) {
     auto fmt = [](const std::vector<int64_t>& s) {

@@ -1,5 +1,6 @@
 #include "server/grpc_generate_call.h"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -47,7 +48,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     absl::Status s = engine_->Submit(std::move(request), std::make_shared<EventSink>(link_));
     if (!s.ok()) {
       if (absl::IsResourceExhausted(s)) {
-        context->AddTrailingMetadata(kRetryAfterKey, std::to_string(retry_after_s));
+        // At least 1 s, as HTTP's Retry-After (ApiErrorFromStatus): 0 would invite a hot loop.
+        context->AddTrailingMetadata(kRetryAfterKey, std::to_string(std::max(retry_after_s, 1)));
       }
       absl::MutexLock lock(&link_->mu);
       engine_done_ = true;  // nothing was queued: there is nothing to abort

@@ -2,6 +2,7 @@
 give the same logits, and both match the numpy reference. Also checks the fixture itself:
 the HF layout with NeoX rope equals the permuted GGUF with normal rope."""
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -107,3 +108,20 @@ def test_greedy_matches_reference(model, tiny, ids, run_peng):
     want = ref.greedy(ids, 16)
     strip = lambda xs: xs[:-1] if xs and xs[-1] == ref.eos_id else xs
     assert strip(list(got)) == strip(want)
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda d: (d / "config.json").write_text("{not json"), "config.json"),
+    (lambda d: (d / "config.json").write_text('{"model_type": ""}'), "model_type"),
+    (lambda d: (d / "tokenizer.json").write_text("[]"), "tokenizer"),
+])
+def test_a_damaged_hf_folder_is_a_model_error_naming_the_folder(tiny, peng_bin, tmp_path, damage, needle):
+    import shutil
+    folder = tmp_path / "hf"
+    shutil.copytree(tiny["hf"], folder)
+    damage(folder)
+    p = subprocess.run([str(peng_bin), "generate", "--model", str(folder), "--prompt", "hi", "--max-tokens", "1"],
+                       capture_output=True, text=True, timeout=120)
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode == 1, (p.returncode, p.stderr[-2000:])  # a bad model, not a bad argument
+    assert str(folder) in last and needle in last, last
