@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "base/thread_pool.h"
 #include "kernels/kv_format.h"
+#include "server/config_text.h"
 
 namespace peng {
 
@@ -136,10 +137,7 @@ std::string ToYaml(const ServeConfig& config, bool redact_api_keys = false);
 // quantisation tag: models/SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct.
 std::string ServedModelName(const ServedModelConfig& model);
 
-// "64MiB", "1.5 GiB", "512KB", "1048576" -> bytes (binary and decimal units, case-insensitive).
-absl::StatusOr<int64_t> ParseByteSize(absl::string_view text);
-// Bytes as the largest exact binary unit: 67108864 -> "64MiB", 1000 -> "1000".
-std::string FormatByteSize(int64_t bytes);
+// ParseByteSize and FormatByteSize: server/config_text.h.
 
 const char* LogLevelName(LogConfig::Level level);
 const char* DeviceName(EngineConfig::Device device);  // "cpu" | "cuda"
