@@ -66,29 +66,32 @@ def complete(client, **kw):
     return client.completions.create(**kw)
 
 
-def stream_chat_text(client, **kw):
-    """(text, finish_reason, chunks) of a streamed chat completion with one choice."""
+def endpoint(kind: str, **fields) -> tuple[str, dict]:
+    """(path, body) of a chat ("chat") or completions request with the default messages or
+    prompt, plus `fields`."""
+    if kind == "chat":
+        return "/v1/chat/completions", {"messages": CHAT, **fields}
+    return "/v1/completions", {"prompt": PROMPT, **fields}
+
+
+def _stream_text(chunks_of, piece):
+    """(text, finish_reason, chunks) of a stream with one choice; piece(choice) -> its text."""
     text, finish, chunks = "", None, []
-    for chunk in chat(client, stream=True, **kw):
+    for chunk in chunks_of:
         chunks.append(chunk)
         for c in chunk.choices:
             assert c.index == 0
-            if c.delta.content:
-                text += c.delta.content
+            text += piece(c) or ""
             if c.finish_reason is not None:
                 assert finish is None, "two finish reasons"
                 finish = c.finish_reason
     return text, finish, chunks
+
+
+def stream_chat_text(client, **kw):
+    """(text, finish_reason, chunks) of a streamed chat completion with one choice."""
+    return _stream_text(chat(client, stream=True, **kw), lambda c: c.delta.content)
 
 
 def stream_completion_text(client, **kw):
-    text, finish, chunks = "", None, []
-    for chunk in complete(client, stream=True, **kw):
-        chunks.append(chunk)
-        for c in chunk.choices:
-            assert c.index == 0
-            text += c.text or ""
-            if c.finish_reason is not None:
-                assert finish is None, "two finish reasons"
-                finish = c.finish_reason
-    return text, finish, chunks
+    return _stream_text(complete(client, stream=True, **kw), lambda c: c.text)

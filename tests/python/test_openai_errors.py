@@ -13,7 +13,7 @@ import pytest
 
 from conftest import start_peng_server, stop_peng_server
 from openai_common import (CHAT, MODEL, PROMPT, TIMEOUT, assert_error, chat, client, complete,  # noqa: F401
-                           http, max_model_len)
+                           endpoint, http, max_model_len)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -39,13 +39,7 @@ WRONG_TYPES = [
 @pytest.mark.parametrize("field,value", WRONG_TYPES, ids=[f for f, _ in WRONG_TYPES])
 @pytest.mark.parametrize("kind", ["chat", "completion"])
 def test_wrong_field_types(http, kind, field, value):
-    body = {"model": MODEL, "max_tokens": 2}
-    if kind == "chat":
-        body["messages"] = CHAT
-        path = "/v1/chat/completions"
-    else:
-        body["prompt"] = PROMPT
-        path = "/v1/completions"
+    path, body = endpoint(kind, model=MODEL, max_tokens=2)
     body[field] = value
     assert_error(http.post(path, json=body), 400, param=field)
 
@@ -80,13 +74,7 @@ OUT_OF_RANGE = [
                          ids=[f"{f}={v}" for f, v in OUT_OF_RANGE])
 @pytest.mark.parametrize("kind", ["chat", "completion"])
 def test_out_of_range_values(http, kind, field, value):
-    body = {"model": MODEL, "max_tokens": 2}
-    if kind == "chat":
-        body["messages"] = CHAT
-        path = "/v1/chat/completions"
-    else:
-        body["prompt"] = PROMPT
-        path = "/v1/completions"
+    path, body = endpoint(kind, model=MODEL, max_tokens=2)
     body[field] = value
     err = assert_error(http.post(path, json=body), 400, param=field)
     assert field in err["message"]
@@ -184,9 +172,8 @@ def test_max_tokens_near_2_63_is_refused_not_wrapped(http, max_model_len, field)
     # sys.maxsize, which some clients send for "no limit": prompt + max_tokens must not wrap
     # into a small total (it used to pass the check and loop in preemptions forever).
     huge = 2**63 - 1
-    path, body = (("/v1/chat/completions", {"messages": CHAT}) if field == "max_completion_tokens"
-                  else ("/v1/completions", {"prompt": PROMPT}))
-    err = assert_error(http.post(path, json={**body, field: huge, "stream": True}), 400, param=field)
+    path, body = endpoint("chat" if field == "max_completion_tokens" else "completion", stream=True)
+    err = assert_error(http.post(path, json={**body, field: huge}), 400, param=field)
     assert str(max_model_len) in err["message"], err
     assert str(huge) in err["message"], err
     assert http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}).status_code == 200
@@ -246,9 +233,8 @@ UNSUPPORTED = [
 @pytest.mark.parametrize("kind,extra,param", UNSUPPORTED, ids=[p + "-" + str(i) for i, (_, _, p) in enumerate(UNSUPPORTED)])
 def test_unsupported_features_are_refused_not_ignored(http, kind, extra, param):
     # JSON mode, tool calls, insertion and best-of would silently come back as plain text.
-    path, body = (("/v1/chat/completions", {"messages": CHAT}) if kind == "chat"
-                  else ("/v1/completions", {"prompt": PROMPT}))
-    err = assert_error(http.post(path, json={**body, "max_tokens": 2, **extra}), 400, param=param)
+    path, body = endpoint(kind, max_tokens=2, **extra)
+    err = assert_error(http.post(path, json=body), 400, param=param)
     assert "not supported" in err["message"], err
 
 
