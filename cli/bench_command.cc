@@ -98,7 +98,7 @@ absl::StatusOr<std::vector<double>> BatchedDecode(const Model& model, LlamaForwa
       const memory::Growth growth{s, np};
       PENG_RETURN_IF_ERROR(kv->Grow({&growth, 1}));
       ForwardBatch pre;
-      pre.chunks.push_back({.seq = s, .start_pos = 0, .tokens = prompt});
+      pre.chunks.push_back({.seq = s, .start_pos = 0, .tokens = prompt, .prompt_len = np});
       PENG_RETURN_IF_ERROR(forward.Forward(pre, view, &out));
       const auto row = out.row(0);
       next[s] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
@@ -128,7 +128,7 @@ absl::StatusOr<std::vector<double>> BatchedDecode(const Model& model, LlamaForwa
 
 absl::Status RunBench(int argc, char** argv) {
   Flags f({"model", "prompt-tokens", "gen-tokens", "threads", "reps", "activations", "batch"},
-          {"json", "no-bandwidth", "pin-threads"});
+          {"json", "no-bandwidth", "pin-threads", "no-amx"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PENG_ASSIGN_OR_RETURN(int64_t pp_tokens, f.Int("prompt-tokens", 512, 1, 1 << 20));
   PENG_ASSIGN_OR_RETURN(int64_t tg_tokens, f.Int("gen-tokens", 128, 1, 1 << 20));
@@ -147,6 +147,7 @@ absl::Status RunBench(int argc, char** argv) {
 
   LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads),
                                               .int8_activations = int8,
+                                              .amx_prompts = !f.Has("no-amx"),
                                               .pinning = f.Has("pin-threads") ? Pinning::kAlways : Pinning::kNone});
   if (batch > 0) {
     PENG_ASSIGN_OR_RETURN(const std::vector<double> tok_s,
@@ -167,7 +168,7 @@ absl::Status RunBench(int argc, char** argv) {
   for (int64_t rep = -1; rep < reps; ++rep) {  // rep -1 is the warm-up
     SimpleKvCache kv(c.num_layers, c.num_kv_heads, c.head_dim, pp_tokens + tg_tokens);
     ForwardBatch batch;
-    batch.chunks.push_back({.seq = 0, .start_pos = 0, .tokens = prompt});
+    batch.chunks.push_back({.seq = 0, .start_pos = 0, .tokens = prompt, .prompt_len = pp_tokens});
     ForwardOutput out;
     auto t0 = Clock::now();
     PENG_RETURN_IF_ERROR(forward.Forward(batch, kv, &out));

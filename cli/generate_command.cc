@@ -50,6 +50,7 @@ class Session {
 
     ForwardOutput out;
     const auto t0 = Clock::now();
+    prompt_len_ = static_cast<int64_t>(prompt.size());
     std::span<const int32_t> fresh(prompt.data() + keep, prompt.size() - keep);
     PENG_RETURN_IF_ERROR(Step(fresh, static_cast<int64_t>(keep), &out));
     const auto t1 = Clock::now();
@@ -83,7 +84,7 @@ class Session {
  private:
   absl::Status Step(std::span<const int32_t> tokens, int64_t start, ForwardOutput* out) {
     ForwardBatch batch;
-    batch.chunks.push_back({.seq = 0, .start_pos = start, .tokens = tokens});
+    batch.chunks.push_back({.seq = 0, .start_pos = start, .tokens = tokens, .prompt_len = prompt_len_});
     return forward_->Forward(batch, *kv_, out);
   }
 
@@ -91,6 +92,7 @@ class Session {
   std::unique_ptr<ForwardBackend> forward_;
   std::unique_ptr<KvCache> kv_;
   std::vector<int32_t> cached_;
+  int64_t prompt_len_ = 0;  // of the current prompt
 };
 
 // Reads the sampling flags (range checks here; vocabulary-dependent checks after the load).

@@ -20,6 +20,7 @@
 #include "base/thread_pool.h"
 #include "cli/common.h"
 #include "engine/model.h"
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/interleaved.h"
 #include "memory/kv_manager.h"
 #include "scheduler/local_engine_loop.h"
@@ -137,6 +138,7 @@ absl::Status RunServe(int argc, char** argv) {
   lo.threads = cfg.engine.ComputeThreads();
   lo.pinning = cfg.engine.pin_threads;
   lo.int8_activations = cfg.engine.activations == EngineConfig::Activations::kInt8;
+  lo.amx_prompts = cfg.engine.amx_prompts;
   lo.device = device;
   lo.cuda_device = cfg.engine.cuda_device;
   lo.kv = KvOptionsOf(cfg);
@@ -221,6 +223,11 @@ absl::Status RunServe(int argc, char** argv) {
               : kernels::HasInt8MatMul() ? "; matmul activations int8 (AVX-512 VNNI)"
                                          : "; matmul activations f32 (engine.activations int8 needs AVX-512 VNNI, "
                                            "which this build's CPU target lacks)";
+    if (cfg.engine.activations == EngineConfig::Activations::kInt8 && kernels::HasInt8MatMul()) {
+      matmuls += !cfg.engine.amx_prompts      ? ", prompts too (engine.amx_prompts false)"
+                 : kernels::HasAmxBf16() ? ", prompts of 64+ tokens bf16 on AMX"
+                                         : ", prompts too (no AMX-BF16 on this CPU)";
+    }
   }
   if (cfg.engine.device == EngineConfig::Device::kCpu) {
     const int cpus = ThreadPool::AllowedCpuCount();

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
 #include "base/status.h"
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/interleaved.h"
 #include "kernels/cpu/ops.h"
@@ -36,21 +37,46 @@ constexpr int64_t kPiecesPerThread = 4;
 
 }  // namespace
 
-void LlamaForward::Int8Buffer::Reserve(int64_t n, int64_t cols) {
-  Grow(codes, static_cast<size_t>(n * cols));
-  Grow(scales, static_cast<size_t>(n * cols / 16));
+uint8_t* LlamaForward::AlignedScratch::Grow(size_t n) {
+  if (n > bytes) {
+    data = AllocateHuge(n);
+    PENG_CHECK(data != nullptr);  // scratch of the batch's size: the KV budget left room for it
+    std::memset(data.get(), 0, n);
+    bytes = n;
+  }
+  return data.get();
 }
 
-void LlamaForward::Int8Buffer::Quantize(const float* x, int64_t cols, int64_t t0, int64_t t1) {
-  kernels::QuantizeActivations(x + t0 * cols, cols, t1 - t0, cols, codes.data() + t0 * cols,
-                               scales.data() + t0 * (cols / 16));
+void LlamaForward::MatMulInput::Reserve(int64_t n, int64_t cols) {
+  Grow(codes, static_cast<size_t>(n * cols));
+  Grow(scales, static_cast<size_t>(n * cols / 16));
+  bf16.Grow(static_cast<size_t>((n + kernels::kAmxTokenBlock) * cols) * sizeof(uint16_t));
+}
+
+void LlamaForward::MatMulInput::Prepare(const float* x, int64_t cols, int64_t t0, int64_t t1,
+                                        std::span<const RowSegment> segments) {
+  for (const RowSegment& s : segments) {
+    const int64_t b = std::max(t0, s.begin), e = std::min(t1, s.end);
+    if (b >= e) continue;
+    if (s.amx) {
+      kernels::ConvertToBf16(x + b * cols, cols, e - b, cols, const_cast<uint16_t*>(bf16_row(b, cols)));
+    } else {
+      kernels::QuantizeActivations(x + b * cols, cols, e - b, cols, codes.data() + b * cols,
+                                   scales.data() + b * (cols / 16));
+    }
+  }
 }
 
 LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
-    : model_(model), c_(model.config), options_(options), pool_(options.num_threads, options.pinning), attention_(model.config) {
-}
+    : model_(model),
+      c_(model.config),
+      options_(options),
+      amx_(options.amx_prompts && options.int8_activations && kernels::HasAmxBf16()),
+      pool_(options.num_threads, options.pinning),
+      attention_(model.config) {}
 
 void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
+                           std::span<const RowSegment> segments,
                            const std::function<void(int64_t, int64_t)>& epilogue) {
   const bool blas = n >= options_.blas_min_tokens;
   PENG_CHECK(jobs.size() <= 4);
@@ -69,7 +95,7 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   // The distinct inputs of the int8 jobs: jobs over one input share its quantized copy.
   std::array<int, 4> input_of;               // per job: its input, or -1 (not int8)
   std::array<const MatMulJob*, 4> inputs{};  // per input: the first job reading it
-  std::array<const Int8Buffer*, 4> ready{};  // per input: the caller's int8 copy, or null
+  std::array<const MatMulInput*, 4> ready{};  // per input: the caller's prepared copy, or null
   int num_inputs = 0;
   int64_t int8_elements = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
@@ -87,10 +113,10 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
     }
   }
   const bool per_thread = int8_elements <= kPerThreadQuantizeMax;
-  if (per_thread) int8_per_thread_.resize(nt);
-  auto buffers = [&](int t) -> std::vector<Int8Buffer>& { return per_thread ? int8_per_thread_[t] : int8_shared_; };
+  if (per_thread) inputs_per_thread_.resize(nt);
+  auto buffers = [&](int t) -> std::vector<MatMulInput>& { return per_thread ? inputs_per_thread_[t] : inputs_shared_; };
   for (int t = 0; t < (per_thread ? nt : 1); ++t) {
-    std::vector<Int8Buffer>& set = buffers(t);
+    std::vector<MatMulInput>& set = buffers(t);
     if (set.size() < static_cast<size_t>(num_inputs)) set.resize(num_inputs);
     for (int k = 0; k < num_inputs; ++k) {
       if (ready[k] == nullptr) set[k].Reserve(n, inputs[k]->w->cols);
@@ -99,7 +125,7 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   if (!per_thread && int8_elements > 0) {
     pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
       for (int k = 0; k < num_inputs; ++k) {
-        if (ready[k] == nullptr) int8_shared_[k].Quantize(inputs[k]->x, inputs[k]->w->cols, b, e);
+        if (ready[k] == nullptr) inputs_shared_[k].Prepare(inputs[k]->x, inputs[k]->w->cols, b, e, segments);
       }
     });
   }
@@ -111,6 +137,11 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   // them.
   if (epilogue) {
     for (const MatMulJob& j : jobs) PENG_CHECK(j.w->rows == jobs.begin()->w->rows);
+  }
+  const bool any_amx = std::any_of(segments.begin(), segments.end(), [](const RowSegment& s) { return s.amx; });
+  if (any_amx) {
+    if (amx_scratch_.size() < static_cast<size_t>(nt)) amx_scratch_.resize(nt);
+    for (AlignedScratch& s : amx_scratch_) s.Grow(kernels::AmxScratchBytes(max_cols));
   }
   // Pieces in multiples of the kernels' row tiles: 2 groups of 16 rows for batches, 8 for one token.
   const int64_t tile_rows = n == 1 ? 128 : 32;
@@ -132,10 +163,10 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   }
 
   pool_.RunShared([&](int t) {
-    std::vector<Int8Buffer>& quantized = buffers(t);
+    std::vector<MatMulInput>& prepared = buffers(t);
     if (per_thread) {
       for (int k = 0; k < num_inputs; ++k) {
-        if (ready[k] == nullptr) quantized[k].Quantize(inputs[k]->x, inputs[k]->w->cols, 0, n);
+        if (ready[k] == nullptr) prepared[k].Prepare(inputs[k]->x, inputs[k]->w->cols, 0, n, segments);
       }
     }
     const auto run = [&](int job, int64_t r0, int64_t r1, int64_t next_end) {
@@ -143,9 +174,18 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
       const kernels::MatrixView& w = *j.w;
       if (input_of[job] >= 0) {
         const int k = input_of[job];
-        const Int8Buffer& in = ready[k] != nullptr ? *ready[k] : quantized[k];
-        kernels::MatMulInterleavedInt8(w.type, w.data, w.cols, in.codes.data(), in.scales.data(), n,
-                                       j.y, w.rows, r0, r1, next_end);
+        const MatMulInput& in = ready[k] != nullptr ? *ready[k] : prepared[k];
+        for (const RowSegment& s : segments) {
+          float* y = j.y + s.begin * w.rows;
+          if (s.amx) {
+            kernels::MatMulInterleavedAmx(w.type, w.data, w.cols, in.bf16_row(s.begin, w.cols), s.end - s.begin,
+                                          y, w.rows, r0, r1, amx_scratch_[t].data.get());
+          } else {
+            kernels::MatMulInterleavedInt8(w.type, w.data, w.cols, in.codes.data() + s.begin * w.cols,
+                                           in.scales.data() + s.begin * (w.cols / 16), s.end - s.begin, y,
+                                           w.rows, r0, r1, next_end);
+          }
+        }
       } else if (blas && !w.interleaved) {  // interleaved matrices are as fast through MatMulRows
         // Dequantize these rows once, then one sgemm over them for all n tokens. Peng's pool
         // splits the rows; oneDNN must not start OpenMP threads of its own.
@@ -219,11 +259,22 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
   Grow(rope_sin_, n * half);
 
   const kernels::MatrixView& embd = model_.weights.token_embd.view();
+  segments_.clear();
+  const auto add_row = [](std::vector<RowSegment>& segments, int64_t row, bool amx) {
+    if (!segments.empty() && segments.back().amx == amx) {
+      segments.back().end = row + 1;
+    } else {
+      segments.push_back({row, row + 1, amx});
+    }
+  };
+  std::vector<bool> row_amx(n);
   int64_t t = 0;
   for (size_t ci = 0; ci < batch.chunks.size(); ++ci) {
     const SequenceChunk& ch = batch.chunks[ci];
     for (size_t i = 0; i < ch.tokens.size(); ++i, ++t) {
       pos_[t] = ch.start_pos + static_cast<int64_t>(i);
+      row_amx[t] = amx_ && ch.prompt_len >= options_.amx_min_prompt && pos_[t] < ch.prompt_len;
+      add_row(segments_, t, row_amx[t]);
       chunk_of_[t] = static_cast<int32_t>(ci);
       kernels::RopeAngles(c_.rope_dim, pos_[t], c_.rope_inv_freq.data(), rope_cos_.data() + t * half,
                           rope_sin_.data() + t * half);
@@ -239,14 +290,21 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
   for (int l = 0; l < c_.num_layers; ++l) RunLayer(l, batch, kv, n);
 
   // Final norm and LM head over the requested rows only.
+  // A prompt's rows take the AMX kernel here only when it asks for every row's logits (prompt
+  // logprobs): for one row per prompt, dequantizing the whole LM head is not repaid.
   std::vector<int64_t> rows;
   rows.reserve(logit_rows);
+  logit_segments_.clear();
   t = 0;
   for (const SequenceChunk& ch : batch.chunks) {
     const int64_t len = static_cast<int64_t>(ch.tokens.size());
     if (ch.logits == SequenceChunk::Logits::kAll) {
-      for (int64_t i = 0; i < len; ++i) rows.push_back(t + i);
+      for (int64_t i = 0; i < len; ++i) {
+        add_row(logit_segments_, static_cast<int64_t>(rows.size()), row_amx[t + i]);
+        rows.push_back(t + i);
+      }
     } else if (ch.logits == SequenceChunk::Logits::kLast) {
+      add_row(logit_segments_, static_cast<int64_t>(rows.size()), false);
       rows.push_back(t + len - 1);
     }
     t += len;
@@ -258,7 +316,7 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
   }
   out->vocab_size = c_.vocab_size;
   out->logits.resize(static_cast<size_t>(m) * c_.vocab_size);
-  if (m > 0) MatMuls({{&model_.weights.lm_head(), xn_.data(), out->logits.data()}}, m);
+  if (m > 0) MatMuls({{&model_.weights.lm_head(), xn_.data(), out->logits.data()}}, m, logit_segments_);
   return absl::OkStatus();
 }
 
@@ -269,11 +327,11 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
 
   // xn_ holds this layer's attention-normed input (Forward or the previous layer's last pass),
   // and xn_q_ its int8 copy when the int8 kernels read wq.
-  const Int8Buffer* attn_in = Int8Reads(w.wq.view()) ? &xn_q_ : nullptr;
+  const MatMulInput* attn_in = Int8Reads(w.wq.view()) ? &xn_q_ : nullptr;
   MatMuls({{&w.wq.view(), xn_.data(), q_.data(), attn_in},
            {&w.wk.view(), xn_.data(), k_.data(), attn_in},
            {&w.wv.view(), xn_.data(), v_.data(), attn_in}},
-          n);
+          n, segments_);
 
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
@@ -298,21 +356,21 @@ void LlamaForward::RunLayer(int layer, const ForwardBatch& batch, KvCache& kv, i
 
   attention_.Run(pool_, layer, batch, kv, q_.data(), attn_.data());
 
-  MatMuls({{&w.wo.view(), attn_.data(), xn_.data()}}, n);
+  MatMuls({{&w.wo.view(), attn_.data(), xn_.data()}}, n, segments_);
   const bool quantize_ffn = Int8Reads(w.w_gate.view());
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) AddInPlace(x_.data() + t * d, xn_.data() + t * d, d);
     NormRows(b, e, w.ffn_norm, quantize_ffn);
   });
   const int64_t ffn = c_.ffn_dim;
-  const Int8Buffer* ffn_in = quantize_ffn ? &xn_q_ : nullptr;
+  const MatMulInput* ffn_in = quantize_ffn ? &xn_q_ : nullptr;
   MatMuls({{&w.w_gate.view(), xn_.data(), gate_.data(), ffn_in}, {&w.w_up.view(), xn_.data(), up_.data(), ffn_in}}, n,
-          [&](int64_t r0, int64_t r1) {
+          segments_, [&](int64_t r0, int64_t r1) {
             for (int64_t t = 0; t < n; ++t) {
               kernels::SiluMulRow(gate_.data() + t * ffn + r0, up_.data() + t * ffn + r0, r1 - r0);
             }
           });
-  MatMuls({{&w.w_down.view(), gate_.data(), xn_.data()}}, n);
+  MatMuls({{&w.w_down.view(), gate_.data(), xn_.data()}}, n, segments_);
   const LayerWeights* next = layer + 1 < c_.num_layers ? model_.weights.layers[layer + 1].get() : nullptr;
   const bool quantize_next = next != nullptr && Int8Reads(next->wq.view());
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) {
@@ -330,7 +388,7 @@ void LlamaForward::NormRows(int64_t b, int64_t e, const std::vector<float>& weig
   for (int64_t t = b; t < e; ++t) {
     kernels::RmsNormRow(x_.data() + t * d, weight.data(), c_.rms_eps, d, xn_.data() + t * d);
   }
-  if (quantize) xn_q_.Quantize(xn_.data(), d, b, e);
+  if (quantize) xn_q_.Prepare(xn_.data(), d, b, e, segments_);
 }
 
 }  // namespace peng

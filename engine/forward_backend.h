@@ -23,6 +23,11 @@ struct SequenceChunk {
   int64_t start_pos = 0;         // tokens before this chunk are already in the cache
   std::span<const int32_t> tokens;
   enum class Logits { kNone, kLast, kAll } logits = Logits::kLast;
+  // The sequence's prompt length: positions below it hold prompt tokens, the rest generated
+  // ones (0: treat every token as generated). A backend may run a long prompt's tokens through
+  // other kernels (the CPU worker: AMX, forward.h), so a sequence's rows get the same
+  // arithmetic whatever else is in the batch only if this is the same in every batch.
+  int64_t prompt_len = 0;
 };
 
 struct ForwardBatch {

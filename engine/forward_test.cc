@@ -4,11 +4,13 @@
 #include "engine/forward.h"
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "engine/simple_kv_cache.h"
 #include "engine/testing/test_model.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/amx.h"
 
 namespace peng {
 namespace {
@@ -102,6 +104,87 @@ TEST_F(ForwardTest, ChunkedPrefillAndMixedDecodeStepsMatchOneShot) {
     pa = std::min<int64_t>(40, pa + 1);
     pb += nb;
   }
+}
+
+// Long prompts' rows run on the AMX kernel (bfloat16 activations), everything else on the int8
+// kernel. A row's result must still not depend on the batch: a prompt chunked the same way gives
+// bitwise the same logits alone and mixed with other prompts and decodes (in any order, so the
+// rows of each kernel are not contiguous), and so do the decodes. The AMX rows stay as close to
+// float activations as the int8 rows do.
+TEST_F(ForwardTest, AmxPromptRowsAreBatchInvariant) {
+  if (!kernels::HasAmxBf16()) GTEST_SKIP() << "this CPU has no AMX-BF16";
+  const auto a = Tokens(100, 8), b = Tokens(70, 9), c = Tokens(12, 10);
+  const int64_t v = model_->config.vocab_size;
+  using L = SequenceChunk::Logits;
+  // a in chunks of 60 and 40 alone; c's prompt (short: int8 kernel) then 3 decodes alone.
+  std::vector<float> a_alone, c_alone;
+  {
+    auto kv = NewKv();
+    LlamaForward fwd(*model_, {});
+    ForwardOutput out;
+    for (auto [start, len] : {std::pair<int64_t, int64_t>{0, 60}, {60, 40}}) {
+      ForwardBatch s;
+      s.chunks.push_back({.seq = 1, .start_pos = start, .tokens = {a.data() + start, size_t(len)},
+                          .logits = L::kAll, .prompt_len = 100});
+      ASSERT_TRUE(fwd.Forward(s, *kv, &out).ok());
+      a_alone.insert(a_alone.end(), out.logits.begin(), out.logits.end());
+    }
+    for (int64_t pos = 0; pos < 12; ++pos) {
+      ForwardBatch s;
+      s.chunks.push_back({.seq = 3, .start_pos = pos, .tokens = {c.data() + pos, pos < 9 ? size_t(9) : size_t(1)},
+                          .prompt_len = 9});
+      if (pos < 9) pos = 8;
+      ASSERT_TRUE(fwd.Forward(s, *kv, &out).ok());
+      c_alone.insert(c_alone.end(), out.logits.begin(), out.logits.end());
+    }
+  }
+  // The same chunks of a and c, mixed with b's prompt (one chunk) in every step.
+  std::vector<float> a_mixed, c_mixed;
+  {
+    auto kv = NewKv();
+    LlamaForward fwd(*model_, {});
+    ForwardOutput out;
+    ForwardBatch s0;
+    s0.chunks.push_back({.seq = 3, .start_pos = 0, .tokens = {c.data(), 9}, .prompt_len = 9});
+    s0.chunks.push_back({.seq = 1, .start_pos = 0, .tokens = {a.data(), 60}, .logits = L::kAll, .prompt_len = 100});
+    ASSERT_TRUE(fwd.Forward(s0, *kv, &out).ok());
+    c_mixed.insert(c_mixed.end(), out.logits.begin(), out.logits.begin() + v);
+    a_mixed.insert(a_mixed.end(), out.logits.begin() + v, out.logits.end());
+    ForwardBatch s1;  // a prompt chunk, a decode, another prompt: kernels A, int8, A
+    s1.chunks.push_back({.seq = 1, .start_pos = 60, .tokens = {a.data() + 60, 40}, .logits = L::kAll, .prompt_len = 100});
+    s1.chunks.push_back({.seq = 3, .start_pos = 9, .tokens = {c.data() + 9, 1}, .prompt_len = 9});
+    s1.chunks.push_back({.seq = 2, .start_pos = 0, .tokens = b, .prompt_len = 70});
+    ASSERT_TRUE(fwd.Forward(s1, *kv, &out).ok());
+    a_mixed.insert(a_mixed.end(), out.logits.begin(), out.logits.begin() + 40 * v);
+    c_mixed.insert(c_mixed.end(), out.logits.begin() + 40 * v, out.logits.begin() + 41 * v);
+    for (int64_t pos = 10; pos < 12; ++pos) {
+      ForwardBatch s;
+      s.chunks.push_back({.seq = 2, .start_pos = 70 + pos - 10, .tokens = {&b[pos], 1}, .prompt_len = 70});
+      s.chunks.push_back({.seq = 3, .start_pos = pos, .tokens = {c.data() + pos, 1}, .prompt_len = 9});
+      ASSERT_TRUE(fwd.Forward(s, *kv, &out).ok());
+      c_mixed.insert(c_mixed.end(), out.logits.begin() + v, out.logits.end());
+    }
+  }
+  ASSERT_EQ(a_mixed.size(), a_alone.size());
+  EXPECT_EQ(std::memcmp(a_mixed.data(), a_alone.data(), a_alone.size() * sizeof(float)), 0);
+  ASSERT_EQ(c_mixed.size(), c_alone.size());
+  EXPECT_EQ(std::memcmp(c_mixed.data(), c_alone.data(), c_alone.size() * sizeof(float)), 0);
+
+  // Against float activations, the AMX rows are no further off than the int8 kernel's.
+  const auto logits = [&](const ForwardOptions& o, int64_t prompt_len) {
+    auto kv = NewKv();
+    LlamaForward fwd(*model_, o);
+    ForwardBatch s;
+    s.chunks.push_back({.seq = 0, .start_pos = 0, .tokens = a, .logits = L::kAll, .prompt_len = prompt_len});
+    ForwardOutput out;
+    EXPECT_TRUE(fwd.Forward(s, *kv, &out).ok());
+    return out.logits;
+  };
+  const std::vector<float> f32 = logits({.int8_activations = false}, 0), int8 = logits({}, 0), amx = logits({}, 100);
+  const double int8_err = RelErr(int8, f32), amx_err = RelErr(amx, f32);
+  std::printf("relative error against float activations: int8 %.4f, AMX bf16 %.4f\n", int8_err, amx_err);
+  EXPECT_GT(amx_err, 0);  // the AMX kernel did run
+  EXPECT_LT(amx_err, int8_err);
 }
 
 TEST_F(ForwardTest, DroppedLayerIsAnErrorAndReloadRestoresIt) {

@@ -15,6 +15,7 @@
 #endif
 
 #include "benchmark/benchmark.h"
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/interleaved.h"
 #include "kernels/cpu/matmul.h"
@@ -87,6 +88,27 @@ void BM_InterleavedInt8(benchmark::State& state, int64_t rows_scale) {
     kernels::QuantizeActivations(p.x.data(), p.cols, n, p.cols, codes.data(), scales.data());
     kernels::MatMulInterleavedInt8(GgmlType::kQ4_1, packed.data(), p.cols, codes.data(),
                                    scales.data(), n, p.y.data(), p.rows, 0, p.rows);
+    benchmark::DoNotOptimize(p.y.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * p.rows * p.cols, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
+// The AMX bf16 kernel (kernels/cpu/amx.h) on the same problems; the activations' conversion to
+// bfloat16 is part of the cost, as the quantization is above.
+void BM_InterleavedAmx(benchmark::State& state, int64_t rows_scale) {
+  if (!kernels::HasAmxBf16()) return state.SkipWithError("this CPU has no AMX-BF16");
+  const int64_t n = state.range(0);
+  Problem p(n, 1536 * rows_scale);
+  std::vector<uint8_t> packed(kernels::InterleavedBytes(GgmlType::kQ4_1, p.rows, p.cols));
+  kernels::Interleave(GgmlType::kQ4_1, p.q.data(), p.rows, p.cols, packed.data());
+  const int64_t padded = (n + kernels::kAmxTokenBlock - 1) / kernels::kAmxTokenBlock * kernels::kAmxTokenBlock;
+  struct alignas(64) Line { uint8_t bytes[64]; };
+  std::vector<Line> x_lines(padded * p.cols * 2 / 64 + 1), scratch(kernels::AmxScratchBytes(p.cols) / 64 + 1);
+  auto* xb = reinterpret_cast<uint16_t*>(x_lines.data());
+  for (auto _ : state) {
+    kernels::ConvertToBf16(p.x.data(), p.cols, n, p.cols, xb);
+    kernels::MatMulInterleavedAmx(GgmlType::kQ4_1, packed.data(), p.cols, xb, n, p.y.data(), p.rows,
+                                  0, p.rows, reinterpret_cast<uint8_t*>(scratch.data()));
     benchmark::DoNotOptimize(p.y.data());
   }
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * p.rows * p.cols, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
@@ -192,6 +214,8 @@ BENCHMARK(BM_Fused)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK(BM_Interleaved)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK_CAPTURE(BM_InterleavedInt8, l2, 1)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK_CAPTURE(BM_InterleavedInt8, dram, 96)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(160);
+BENCHMARK_CAPTURE(BM_InterleavedAmx, l2, 1)->Arg(0)->Arg(1)->Arg(16)->Arg(32)->Arg(64)->Arg(128)->Arg(512);
+BENCHMARK_CAPTURE(BM_InterleavedAmx, dram, 96)->Arg(16)->Arg(64)->Arg(128)->Arg(512);
 BENCHMARK(BM_OpenBlas)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 BENCHMARK(BM_OneDnn)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Arg(64)->Arg(512);
 

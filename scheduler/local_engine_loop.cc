@@ -1,5 +1,7 @@
 #include "scheduler/local_engine_loop.h"
 
+#include <algorithm>
+
 #include <climits>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +25,7 @@ ForwardOptions CpuOptions(const LocalEngineLoopOptions& o) {
   return ForwardOptions{.num_threads = o.threads,
                         .blas_min_tokens = o.batch_invariant ? INT_MAX : 64,
                         .int8_activations = o.int8_activations,
+                        .amx_prompts = o.amx_prompts,
                         .pinning = o.pinning};
 }
 
@@ -203,7 +206,13 @@ void LocalEngineLoop::DrainTasks() {
 
 void LocalEngineLoop::Step() {
   const Clock::time_point step_start = Clock::now();
-  const StepPlan plan = scheduler_.Schedule();
+  StepPlan plan = scheduler_.Schedule();
+  // Chunks of generated tokens first, prompt chunks after: the CPU worker runs long prompts'
+  // tokens on another matmul kernel (ForwardOptions::amx_prompts), and one contiguous run of
+  // rows per kernel is one call of each.
+  std::stable_partition(plan.chunks.begin(), plan.chunks.end(), [&](const ScheduledChunk& c) {
+    return c.start >= scheduler_.sequence(c.seq).prompt_len;
+  });
   // The waiting queue is final for this step once scheduled: publish it before any token of
   // the step reaches a client, so a client that reacts to a token never finds the request it
   // watched start still counted as waiting by Submit's bounds.
@@ -222,7 +231,8 @@ void LocalEngineLoop::Step() {
                             .tokens = {s.tokens.data() + c.start, static_cast<size_t>(c.num_tokens)},
                             .logits = c.all_logits ? SequenceChunk::Logits::kAll
                                       : c.sample   ? SequenceChunk::Logits::kLast
-                                                   : SequenceChunk::Logits::kNone});
+                                                   : SequenceChunk::Logits::kNone,
+                            .prompt_len = s.prompt_len});
   }
   const Clock::time_point forward_start = Clock::now();
   const absl::Status status = forward_->Forward(batch, kv_view_, &out_);

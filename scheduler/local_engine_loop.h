@@ -33,6 +33,7 @@ struct LocalEngineLoopOptions {
   // the batch (same tokens alone or batched at temperature 0). Off: prefill through oneDNN.
   bool batch_invariant = true;
   bool int8_activations = true;  // ForwardOptions::int8_activations of the CPU worker
+  bool amx_prompts = true;       // ForwardOptions::amx_prompts of the CPU worker
   Pinning pinning = Pinning::kNone;  // ForwardOptions::pinning of the CPU worker
 };
 

@@ -148,6 +148,7 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Field("tokens_per_page", c.engine.tokens_per_page);
     v.Field("enable_prefix_caching", c.engine.enable_prefix_caching);
     v.Enum("activations", c.engine.activations, ActivationNames());
+    v.Field("amx_prompts", c.engine.amx_prompts);
   });
   v.Section("kv", [&] {
     v.Enum("mode", c.kv.mode, KvModeNames());
@@ -690,6 +691,7 @@ const std::map<std::string, std::string>& ConfigFlagNames() {
       {"tokens-per-page", "engine.tokens_per_page"},
       {"enable-prefix-caching", "engine.enable_prefix_caching"},
       {"activations", "engine.activations"},
+      {"amx-prompts", "engine.amx_prompts"},
       {"kv-mode", "kv.mode"},
       {"alpha-prune", "kv.alpha_prune"},
       {"alpha-quant", "kv.alpha_quant"},

@@ -54,6 +54,9 @@ struct EngineConfig {
   // CPU matmul activations (engine/forward.h): int8 (VNNI kernel, fast) | f32 (reference-exact).
   enum class Activations { kInt8, kF32 };
   Activations activations = Activations::kInt8;
+  // With int8 activations on a CPU with AMX-BF16: prompts of 64 tokens or more run their
+  // matmuls on AMX tiles with bfloat16 activations (ForwardOptions::amx_prompts).
+  bool amx_prompts = true;
 };
 
 // How KV is kept (memory/README.md, REFERENCE.md §1): dense (engine.kv_format f32/f16/bf16),

@@ -62,6 +62,15 @@ inline uint16_t Fp32ToFp16(float f) {
 #endif
 }
 
+// Round to nearest even; NaNs stay NaNs (quieted).
+inline uint16_t Fp32ToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
 inline float Bf16ToFp32(uint16_t b) {
   const uint32_t bits = static_cast<uint32_t>(b) << 16;
   float f;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/amx.h"
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/interleaved.h"
@@ -228,6 +229,84 @@ TEST_P(InterleavedTest, Int8KernelMatchesRoundedActivationsAndIsBatchInvariant) 
       for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 16}, {16, 48}, {48, rows}}) {
         MatMulInterleavedInt8(type, packed.data(), cols, codes.data() + t0 * cols, scales.data() + t0 * cols / 16,
                               m, batched.data() + t0 * rows, rows, r0, r1);
+      }
+    }
+    ASSERT_EQ(std::memcmp(alone.data(), batched.data(), alone.size() * sizeof(float)), 0) << "batch " << n;
+  }
+}
+
+// The AMX kernel: weights d·u + m and activations rounded to bfloat16, products summed in
+// float. It matches a float64 sum of those rounded operands, stays within bfloat16 rounding of
+// the float product, and gives bitwise the same result for a token whatever the batch and the
+// row split.
+TEST_P(InterleavedTest, AmxKernelMatchesBf16OperandsAndIsBatchInvariant) {
+  if (!HasAmxBf16()) GTEST_SKIP() << "this CPU has no AMX-BF16";
+  const GgmlType type = GetParam();
+  std::mt19937 rng(13);
+  const int64_t rows = 80, cols = 192, tokens = 45;
+  std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
+  std::vector<uint8_t> packed(InterleavedBytes(type, rows, cols));
+  Interleave(type, data.data(), rows, cols, packed.data());
+  // The weights as the kernel rounds them: fma(u, d, m) in float, then bfloat16.
+  std::vector<double> w16(rows * cols);
+  const size_t row_bytes = RowBytes(type, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint8_t* blk = data.data() + r * row_bytes + (c / 32) * Traits(type).block_bytes;
+      uint16_t dh, mh = 0;
+      std::memcpy(&dh, blk, 2);
+      const float d = Fp16ToFp32(dh);
+      float u, m;
+      if (type == GgmlType::kQ4_1) {
+        std::memcpy(&mh, blk + 2, 2);
+        m = Fp16ToFp32(mh);
+        const uint8_t q = blk[4 + (c % 32) % 16];
+        u = c % 32 < 16 ? q & 0x0f : q >> 4;
+      } else {
+        m = -128.0f * d;
+        u = static_cast<float>(static_cast<int8_t>(blk[2 + c % 32]) + 128);
+      }
+      w16[r * cols + c] = Bf16ToFp32(Fp32ToBf16(std::fma(u, d, m)));
+    }
+  }
+  std::vector<float> x(tokens * cols);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  const int64_t padded = (tokens + kAmxTokenBlock - 1) / kAmxTokenBlock * kAmxTokenBlock;
+  std::vector<uint16_t> xb(padded * cols, 0xffff);
+  ConvertToBf16(x.data(), cols, tokens, cols, xb.data());
+  for (int64_t i = 0; i < tokens * cols; ++i) ASSERT_EQ(xb[i], Fp32ToBf16(x[i])) << i;
+  for (int64_t i = tokens * cols; i < padded * cols; ++i) ASSERT_EQ(xb[i], 0xffff) << i;  // untouched
+
+  std::vector<uint8_t> scratch_store(AmxScratchBytes(cols) + 64);
+  uint8_t* scratch = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch_store.data()) + 63) & ~uintptr_t{63});
+  std::vector<float> alone(tokens * rows, NAN), batched(tokens * rows, NAN);
+  std::vector<uint16_t> one(kAmxTokenBlock * cols, 0xffff);  // rows 1.. hold NaNs: never read into row 0
+  for (int64_t t = 0; t < tokens; ++t) {
+    ConvertToBf16(x.data() + t * cols, cols, 1, cols, one.data());
+    MatMulInterleavedAmx(type, packed.data(), cols, one.data(), 1, alone.data() + t * rows, rows, 0, rows, scratch);
+  }
+  std::vector<float> dense(rows * cols);
+  DequantizeRows(MatrixView{type, rows, cols, data.data(), row_bytes}, 0, rows, dense.data());
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = 0, exact = 0, mag = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        ref += w16[r * cols + c] * Bf16ToFp32(xb[t * cols + c]);
+        exact += double(dense[r * cols + c]) * x[t * cols + c];
+        mag += std::fabs(double(dense[r * cols + c]) * x[t * cols + c]);
+      }
+      ASSERT_NEAR(alone[t * rows + r], ref, 1e-5 * mag + 1e-6) << "t=" << t << " r=" << r;
+      ASSERT_NEAR(alone[t * rows + r], exact, 1.0 / 128 * mag) << "t=" << t << " r=" << r;
+    }
+  }
+  for (int64_t n : {2, 16, 17, 32, 33, 45}) {
+    std::vector<uint16_t> part(padded * cols, 0x7f80);  // +inf beyond the call's rows
+    for (int64_t t0 = 0; t0 < tokens; t0 += n) {
+      const int64_t m = std::min(n, tokens - t0);
+      ConvertToBf16(x.data() + t0 * cols, cols, m, cols, part.data());
+      for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 16}, {16, 48}, {48, rows}}) {
+        MatMulInterleavedAmx(type, packed.data(), cols, part.data(), m, batched.data() + t0 * rows, rows, r0, r1, scratch);
       }
     }
     ASSERT_EQ(std::memcmp(alone.data(), batched.data(), alone.size() * sizeof(float)), 0) << "batch " << n;

@@ -1,0 +1,268 @@
+#include "kernels/cpu/amx.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "kernels/cpu/fp16.h"
+#include "kernels/cpu/interleaved.h"
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__AVX512F__)
+#define PENG_AMX 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace peng::kernels {
+
+size_t AmxScratchBytes(int64_t cols) { return static_cast<size_t>(cols) * 128 + 16 * 16 * sizeof(float); }
+
+#if PENG_AMX
+namespace {
+
+// The interleaved layout (interleaved.h): a 16-row x 32-column tile holds fp16 d[16], then for
+// Q4_1 fp16 m[16], then code vectors of 64 bytes in which row r owns bytes 4r..4r+3.
+constexpr int64_t kR = kInterleaveRows;
+constexpr size_t kScaleBytes = 2 * kR;
+constexpr size_t kQ4_1Tile = 2 * kScaleBytes + 4 * 4 * kR;
+constexpr size_t kQ8_0Tile = kScaleBytes + 8 * 4 * kR;
+constexpr size_t kBTileBytes = 1024;  // 16 rows of 32 bfloat16: 32 columns of 16 weight rows
+
+// The tile configuration every call uses: tmm0-3 accumulators (16 tokens x 16 rows, float),
+// tmm4-5 activations (16 tokens x 32 columns, bf16), tmm6-7 weights (16 column pairs x 16 rows
+// x 2, bf16). All are 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+TileConfig MakeConfig() {
+  TileConfig c;
+  for (int i = 0; i < 8; ++i) {
+    c.colsb[i] = 64;
+    c.rows[i] = 16;
+  }
+  return c;
+}
+
+bool AskForTiles() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;
+  if (!amx_bf16 || !amx_tile || !__builtin_cpu_supports("avx512bw")) return false;
+  if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) || !((eax >> 5) & 1)) return false;  // AVX512_BF16
+  // Linux hands out the 8 KB tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM for
+  // XFEATURE_XTILEDATA); without the grant the first tile instruction faults.
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+}  // namespace
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16")
+
+namespace {
+
+// GCC 12's _tile_loadconfig declares a read of 8 bytes, so the shapes could be dropped as dead
+// stores; the asm takes the whole configuration as its operand.
+inline void LoadConfig(const TileConfig& c) { asm volatile("ldtilecfg %0" : : "m"(c)); }
+inline void ReleaseTiles() { asm volatile("tilerelease" ::: "memory"); }
+// The tile intrinsics are asm statements that do not tell the compiler which memory they touch.
+inline void MemoryBarrier() { asm volatile("" ::: "memory"); }
+
+// Two floats vectors (columns k and k+1 of 16 rows) → one B-tile row: dword lane r holds
+// (bf16 of even[r]) in its low half and (bf16 of odd[r]) in its high half.
+inline __m512i PackPair(__m512 even, __m512 odd) {
+  const __m512i halves = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(odd, even));
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, halves);
+}
+
+// Moves a code's bits to the top of a float's mantissa under exponent 0: bits (c << kShift) |
+// 0x3f800000 are the float 1 + c / 2^kBits, exactly. So d·u + m = (2^kBits·d)·F + (m - 2^kBits·d)
+// with one FMA, where a convert and a mask would take two operations (both on port 0). The
+// rounding of m - 2^kBits·d is ~2^-24 of the weights' range, far below bfloat16's 2^-9.
+template <int kBits>
+inline __m512 CodeAsFloat(__m512i q, int bit) {
+  const int to = 23 - kBits;  // the code's lowest bit lands on mantissa bit `to`
+  const __m512i moved = bit <= to ? _mm512_slli_epi32(q, to - bit) : _mm512_srli_epi32(q, bit - to);
+  const __m512i mask = _mm512_set1_epi32(((1 << kBits) - 1) << to), one = _mm512_set1_epi32(0x3f800000);
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(moved, mask, one, 0xea));  // (a & b) | c
+}
+
+// Dequantizes one interleaved tile (16 rows x 32 columns) into a B tile: row kk holds columns
+// 2kk and 2kk+1. Weights are d·u + m with u the unsigned code (Q8_0: m = -128 d).
+template <GgmlType T>
+inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
+  const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
+  if constexpr (T == GgmlType::kQ4_1) {
+    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kScaleBytes)));
+    const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(16.0f)), offset = _mm512_sub_ps(m, scale);
+    const uint8_t* codes = tile + 2 * kScaleBytes;
+    for (int v = 0; v < 4; ++v) {
+      const __m512i q = _mm512_loadu_si512(codes + 64 * v);
+      __m512 f[8];  // byte i's low nibble: column 4v+i; its high nibble: column 16+4v+i
+      for (int i = 0; i < 4; ++i) {
+        f[i] = _mm512_fmadd_ps(CodeAsFloat<4>(q, 8 * i), scale, offset);
+        f[4 + i] = _mm512_fmadd_ps(CodeAsFloat<4>(q, 8 * i + 4), scale, offset);
+      }
+      _mm512_store_si512(dst + 2 * v, PackPair(f[0], f[1]));
+      _mm512_store_si512(dst + 2 * v + 1, PackPair(f[2], f[3]));
+      _mm512_store_si512(dst + 8 + 2 * v, PackPair(f[4], f[5]));
+      _mm512_store_si512(dst + 8 + 2 * v + 1, PackPair(f[6], f[7]));
+    }
+  } else {
+    // d·(u - 128) = 256d·F - 384d.
+    const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(256.0f)), offset = _mm512_mul_ps(d, _mm512_set1_ps(-384.0f));
+    const uint8_t* codes = tile + kScaleBytes;
+    for (int v = 0; v < 8; ++v) {
+      const __m512i q = _mm512_loadu_si512(codes + 64 * v);
+      __m512 f[4];  // byte i: column 4v+i
+      for (int i = 0; i < 4; ++i) f[i] = _mm512_fmadd_ps(CodeAsFloat<8>(q, 8 * i), scale, offset);
+      _mm512_store_si512(dst + 2 * v, PackPair(f[0], f[1]));
+      _mm512_store_si512(dst + 2 * v + 1, PackPair(f[2], f[3]));
+    }
+  }
+}
+
+// Stores accumulator `tmm` (tokens [t, t+16) x 16 rows from column c) into y, or its first
+// n - t rows through `tail` when the block runs past the last token.
+#define PENG_STORE_C(tmm, t, c)                                                              \
+  do {                                                                                       \
+    if ((t) + 16 <= n) {                                                                     \
+      _tile_stored(tmm, y + (t) * ldy + (c), ldy * sizeof(float));                           \
+    } else if ((t) < n) {                                                                    \
+      _tile_stored(tmm, tail, 16 * sizeof(float));                                           \
+      MemoryBarrier();                                                                       \
+      for (int64_t i = 0; i < n - (t); ++i) std::memcpy(y + ((t) + i) * ldy + (c), tail + 16 * i, 64); \
+    }                                                                                        \
+  } while (0)
+
+// One panel of kGroups x 16 rows (column c0 of y; B tiles in `panel`, block by block) against
+// every token, 32 tokens at a time. Meanwhile the vector unit dequantizes the next panel's
+// tiles (`next_tiles` of them, through `dequantize_next(i)`), spread evenly over the tile
+// operations: the two units overlap, and the next panel's tiles are in the cache, not in the
+// store buffer, when its tile loads read them.
+template <int kGroups, typename DequantizeNext>
+void PanelTimesTokens(const uint8_t* panel, int64_t blocks, const uint16_t* x, int64_t cols,
+                      int64_t n, float* y, int64_t ldy, int64_t c0, float* tail, int64_t next_tiles,
+                      const DequantizeNext& dequantize_next) {
+  const size_t x_stride = cols * sizeof(uint16_t);
+  const int64_t steps = (n + kAmxTokenBlock - 1) / kAmxTokenBlock * blocks;
+  int64_t step = 0, dequantized = 0;
+  for (int64_t t = 0; t < n; t += kAmxTokenBlock) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t* xa = x + t * cols;
+    const uint16_t* xb = xa + 16 * cols;
+    const uint8_t* b = panel;
+    for (int64_t k = 0; k < blocks; ++k, b += kGroups * kBTileBytes) {
+      _tile_loadd(4, xa + 32 * k, x_stride);
+      _tile_loadd(6, b, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_loadd(5, xb + 32 * k, x_stride);
+      _tile_dpbf16ps(2, 5, 6);
+      if constexpr (kGroups == 2) {
+        _tile_loadd(7, b + kBTileBytes, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      for (++step; dequantized * steps < step * next_tiles; ++dequantized) dequantize_next(dequantized);
+    }
+    PENG_STORE_C(0, t, c0);
+    PENG_STORE_C(2, t + 16, c0);
+    if constexpr (kGroups == 2) {
+      PENG_STORE_C(1, t, c0 + 16);
+      PENG_STORE_C(3, t + 16, c0 + 16);
+    }
+  }
+}
+#undef PENG_STORE_C
+
+template <GgmlType T>
+void MatMulAmx(const uint8_t* data, int64_t cols, const uint16_t* x, int64_t n, float* y,
+               int64_t ldy, int64_t r0, int64_t r1, uint8_t* scratch) {
+  static const TileConfig kConfig = MakeConfig();
+  if (n == 0) return;
+  const int64_t blocks = cols / 32;
+  const size_t tile_bytes = T == GgmlType::kQ4_1 ? kQ4_1Tile : kQ8_0Tile;
+  // Two panel buffers: the tile unit reads one while the vector unit fills the other.
+  uint8_t* panels[2] = {scratch, scratch + static_cast<size_t>(cols) * 64};
+  float* tail = reinterpret_cast<float*>(scratch + static_cast<size_t>(cols) * 128);
+  const auto groups_at = [&](int64_t r) { return r + 2 * kR <= r1 ? 2 : 1; };
+  // Tile i of the panel at row r: block i / groups, group i % groups (the order the loop reads).
+  const auto dequantize = [&](int64_t r, uint8_t* panel, int64_t i) {
+    const int groups = groups_at(r);
+    const uint8_t* tile = data + ((r / kR + i % groups) * blocks + i / groups) * tile_bytes;
+    DequantizeTile<T>(tile, reinterpret_cast<__m512i*>(panel + i * kBTileBytes));
+  };
+  LoadConfig(kConfig);
+  for (int64_t i = 0; i < groups_at(r0) * blocks; ++i) dequantize(r0, panels[0], i);
+  for (int64_t r = r0, p = 0; r < r1; r += 2 * kR, p ^= 1) {
+    MemoryBarrier();
+    const int64_t next = r + 2 * kR;
+    const int64_t next_tiles = next < r1 ? groups_at(next) * blocks : 0;
+    const auto dequantize_next = [&](int64_t i) { dequantize(next, panels[p ^ 1], i); };
+    if (groups_at(r) == 2) {
+      PanelTimesTokens<2>(panels[p], blocks, x, cols, n, y, ldy, r, tail, next_tiles, dequantize_next);
+    } else {
+      PanelTimesTokens<1>(panels[p], blocks, x, cols, n, y, ldy, r, tail, next_tiles, dequantize_next);
+    }
+  }
+  ReleaseTiles();
+}
+
+}  // namespace
+
+void ConvertToBf16(const float* x, int64_t ldx, int64_t n, int64_t cols, uint16_t* dst) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * ldx;
+    uint16_t* out = dst + t * cols;
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+      const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(xt + c));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), reinterpret_cast<const __m256i&>(h));
+    }
+    for (; c < cols; ++c) out[c] = Fp32ToBf16(xt[c]);
+  }
+}
+
+#pragma GCC pop_options
+
+bool HasAmxBf16() {
+  static const bool kHas = AskForTiles();
+  return kHas;
+}
+
+
+void MatMulInterleavedAmx(GgmlType type, const uint8_t* data, int64_t cols, const uint16_t* x,
+                          int64_t n, float* y, int64_t ldy, int64_t r0, int64_t r1, uint8_t* scratch) {
+  if (type == GgmlType::kQ4_1) return MatMulAmx<GgmlType::kQ4_1>(data, cols, x, n, y, ldy, r0, r1, scratch);
+  MatMulAmx<GgmlType::kQ8_0>(data, cols, x, n, y, ldy, r0, r1, scratch);
+}
+
+#else  // no AMX in this build
+
+bool HasAmxBf16() { return false; }
+void ConvertToBf16(const float* x, int64_t ldx, int64_t n, int64_t cols, uint16_t* dst) {
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t c = 0; c < cols; ++c) dst[t * cols + c] = Fp32ToBf16(x[t * ldx + c]);
+  }
+}
+void MatMulInterleavedAmx(GgmlType, const uint8_t*, int64_t, const uint16_t*, int64_t, float*, int64_t,
+                          int64_t, int64_t, uint8_t*) {
+  std::abort();  // invariant: callers check HasAmxBf16()
+}
+
+#endif
+
+}  // namespace peng::kernels
