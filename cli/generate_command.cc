@@ -123,7 +123,7 @@ absl::Status RunGenerate(int argc, char** argv) {
   Flags f({"model", "prompt", "max-tokens", "temperature", "top-p", "top-k", "min-p", "seed",
            "repeat-penalty", "presence-penalty", "frequency-penalty", "threads", "system",
            "device", "cuda-device", "kv-format", "activations"},
-          {"chat", "output-ids", "no-bos"});
+          {"chat", "output-ids", "no-bos", "no-amx"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PENG_ASSIGN_OR_RETURN(int64_t max_tokens, f.Int("max-tokens", 256, 1, 1 << 20));
   PENG_ASSIGN_OR_RETURN(int64_t threads, f.Int("threads", 2, 1, 256));
@@ -135,6 +135,7 @@ absl::Status RunGenerate(int argc, char** argv) {
   PENG_ASSIGN_OR_RETURN(backend.device, ParseDevice(f.String("device", "cpu")));
   backend.cpu.num_threads = static_cast<int>(threads);
   PENG_ASSIGN_OR_RETURN(backend.cpu.int8_activations, Int8ActivationsFlag(f));
+  backend.cpu.amx_prompts = !f.Has("no-amx");
   PENG_ASSIGN_OR_RETURN(int64_t cuda_device, f.Int("cuda-device", 0, 0, 1023));
   backend.cuda_device = static_cast<int>(cuda_device);
   const std::string kv_format = f.String("kv-format", "f16");

@@ -31,7 +31,7 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
 
 // Logits of every prompt position, computed in chunks of --chunk tokens (exercising the KV path).
 absl::Status RunLogits(int argc, char** argv) {
-  Flags f({"model", "prompt", "ids", "out", "chunk", "threads", "activations"}, {"no-bos"});
+  Flags f({"model", "prompt", "ids", "out", "chunk", "threads", "activations"}, {"no-bos", "no-amx"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   if (!f.Has("out")) return absl::InvalidArgumentError("--out FILE.npy is required");
   if (f.Has("prompt") == f.Has("ids")) return absl::InvalidArgumentError("give exactly one of --prompt, --ids");
@@ -46,14 +46,17 @@ absl::Status RunLogits(int argc, char** argv) {
     ids = model->tokenizer->Encode(f.String("prompt"), !f.Has("no-bos"), true);
   }
   const ModelConfig& c = model->config;
-  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads), .int8_activations = int8});
+  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads),
+                                              .int8_activations = int8,
+                                              .amx_prompts = !f.Has("no-amx")});
   SimpleKvCache kv(c.num_layers, c.num_kv_heads, c.head_dim, c.context_length);
   std::vector<float> all;
   for (size_t start = 0; start < ids.size(); start += chunk) {
     const size_t len = std::min<size_t>(chunk, ids.size() - start);
     ForwardBatch batch;
     batch.chunks.push_back({.seq = 0, .start_pos = static_cast<int64_t>(start),
-                            .tokens = {ids.data() + start, len}, .logits = SequenceChunk::Logits::kAll});
+                            .tokens = {ids.data() + start, len}, .logits = SequenceChunk::Logits::kAll,
+                            .prompt_len = static_cast<int64_t>(ids.size())});
     ForwardOutput out;
     PENG_RETURN_IF_ERROR(forward.Forward(batch, kv, &out));
     all.insert(all.end(), out.logits.begin(), out.logits.end());

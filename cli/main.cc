@@ -29,12 +29,12 @@ const Command kCommands[] = {
     {"serve", peng::cli::RunServeCommand,
      "[--config FILE] [--model PATH] [--http-port N] [--grpc-port N] [--api-key KEY] [--kv-budget SIZE] [--print-config]"},
     {"generate", peng::cli::RunGenerateCommand,
-     "--model PATH --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--device cpu|cuda] [--activations int8|f32] [--output-ids]"},
-    {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3] [--activations int8|f32] [--batch B] [--pin-threads] [--json]"},
+     "--model PATH --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--device cpu|cuda] [--activations int8|f32] [--no-amx] [--output-ids]"},
+    {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3] [--activations int8|f32] [--no-amx] [--batch B] [--pin-threads] [--json]"},
     {"perplexity", peng::cli::RunPerplexityCommand,
-     "--model PATH --text FILE --ctx N [--max-windows W] [--kv-mode dense|quantized|leankv] [--kv-format F] [--chunk 16] [--threads T] [--activations int8|f32] [--config FILE]"},
+     "--model PATH --text FILE --ctx N [--max-windows W] [--kv-mode dense|quantized|leankv] [--kv-format F] [--chunk 16] [--threads T] [--activations int8|f32] [--no-amx] [--config FILE]"},
     {"tokenize", peng::RunTokenizeCommand, "--model PATH [--text TEXT] [--jsonl] [--decode]"},
-    {"logits", peng::cli::RunLogitsCommand, "--model PATH (--prompt TEXT | --ids 1,2,3) --out FILE.npy [--activations int8|f32]"},
+    {"logits", peng::cli::RunLogitsCommand, "--model PATH (--prompt TEXT | --ids 1,2,3) --out FILE.npy [--activations int8|f32] [--no-amx]"},
     {"dump-tensor", peng::cli::RunDumpTensorCommand, "--model FILE.gguf --tensor NAME --out FILE.npy"},
 };
 

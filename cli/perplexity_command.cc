@@ -40,6 +40,7 @@ struct PerplexityOptions {
   int64_t ctx = 0, max_windows = 0, chunk = 16, threads = 2;
   int tokens_per_page = 16;
   bool int8_activations = true;
+  bool amx_prompts = true;  // ForwardOptions::amx_prompts (the windows are prompts)
   KvMode mode = KvMode::kDense;
   kernels::KvFormat format = kernels::KvFormat::kF16;
   memory::LeanKvOptions lean;  // kv-mode leankv: the config's kv section, then the flags
@@ -78,7 +79,7 @@ absl::StatusOr<kernels::KvFormat> FormatFor(KvMode mode, const Flags& f, const S
 absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
   Flags f({"model", "text", "ctx", "max-windows", "kv-mode", "kv-format", "chunk", "threads", "config",
            "alpha-prune", "alpha-quant", "window", "activations"},
-          {});
+          {"no-amx"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PerplexityOptions o;
   PENG_ASSIGN_OR_RETURN(o.mode, ParseMode(f.String("kv-mode", "dense")));
@@ -88,6 +89,7 @@ absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
     o.threads = config->engine.ComputeThreads();
     o.tokens_per_page = config->engine.tokens_per_page;
     o.int8_activations = config->engine.activations == EngineConfig::Activations::kInt8;
+    o.amx_prompts = config->engine.amx_prompts;
     ServeConfig lean_config = *config;  // the kv section's tiers and thresholds
     lean_config.kv.mode = KvConfig::Mode::kLeanKv;
     o.lean = KvOptionsOf(lean_config).lean;
@@ -112,6 +114,7 @@ absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
   PENG_ASSIGN_OR_RETURN(o.chunk, f.Int("chunk", 16, 1, int64_t{1} << 24));
   PENG_ASSIGN_OR_RETURN(o.threads, f.Int("threads", o.threads, 1, 256));
   PENG_ASSIGN_OR_RETURN(o.int8_activations, Int8ActivationsFlag(f, o.int8_activations));
+  if (f.Has("no-amx")) o.amx_prompts = false;
   PENG_ASSIGN_OR_RETURN(o.format, FormatFor(o.mode, f, config ? &*config : nullptr));
   if (!std::filesystem::exists(o.model)) {
     // A missing model exits 1, as in the other commands (main.cc's usage text).
@@ -180,7 +183,8 @@ absl::StatusOr<WindowResult> RunWindow(std::span<const int32_t> window, int64_t 
     ForwardBatch batch;
     batch.chunks.push_back({.seq = kSeq, .start_pos = start,
                             .tokens = window.subspan(start, len),
-                            .logits = SequenceChunk::Logits::kAll});
+                            .logits = SequenceChunk::Logits::kAll,
+                            .prompt_len = n});
     PENG_RETURN_IF_ERROR(forward.Forward(batch, view, &out));
     kv.CommitComputed(kSeq, window, start + len);
     if (out.rows() != len) {
@@ -248,7 +252,9 @@ absl::Status RunPerplexity(int argc, char** argv) {
 
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<memory::KvManager> kv, MakeKv(c, o));
   PagedKvView view(kv.get());
-  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(o.threads), .int8_activations = o.int8_activations});
+  LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(o.threads),
+                                              .int8_activations = o.int8_activations,
+                                              .amx_prompts = o.amx_prompts});
   PENG_RETURN_IF_ERROR(forward.PrepareAttention(view.format(), view.low_format()));
   std::string kv_desc = absl::StrCat(kernels::KvFormatName(o.format), ", ", o.tokens_per_page, " tokens/page");
   if (const memory::LeanKv* lean = kv->lean(); lean != nullptr) {
