@@ -16,6 +16,7 @@
 #include "server/grpc_convert.h"
 #include "server/api_key.h"
 #include "server/grpc_generate_call.h"
+#include "server/grpc_metrics.h"
 
 namespace peng::server {
 namespace {
@@ -141,8 +142,12 @@ class InferenceService final : public v1::Inference::CallbackService {
   std::atomic<uint64_t> next_id_{0};
 };
 
-GrpcServer::GrpcServer(GrpcServerOptions options, EngineLoop* engine, const Tokenizer* tokenizer)
-    : options_(std::move(options)), engine_(engine), tokenizer_(tokenizer) {}
+GrpcServer::GrpcServer(GrpcServerOptions options, EngineLoop* engine, const Tokenizer* tokenizer,
+                       metrics::Registry* registry)
+    : options_(std::move(options)),
+      engine_(engine),
+      tokenizer_(tokenizer),
+      metrics_(registry != nullptr ? std::make_unique<GrpcMetrics>(*registry) : nullptr) {}
 
 GrpcServer::~GrpcServer() { Shutdown(std::chrono::system_clock::now()); }
 
@@ -173,6 +178,11 @@ absl::Status GrpcServer::Start() {
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &selected_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(options_.max_request_bytes, INT32_MAX)));
   builder.RegisterService(service_.get());
+  if (metrics_ != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(metrics_->InterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || selected_port == 0) {
     server_.reset();

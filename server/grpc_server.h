@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/metrics.h"
 #include "engine/tokenizer.h"
 #include "scheduler/engine_loop.h"
 
@@ -36,10 +37,13 @@ struct GrpcServerOptions {
 };
 
 class InferenceService;
+class GrpcMetrics;
 
 class GrpcServer {
  public:
-  GrpcServer(GrpcServerOptions options, EngineLoop* engine, const Tokenizer* tokenizer);
+  // With a `registry` (outliving the server), every call is counted in it (server/grpc_metrics.h).
+  GrpcServer(GrpcServerOptions options, EngineLoop* engine, const Tokenizer* tokenizer,
+             metrics::Registry* registry = nullptr);
   ~GrpcServer();  // Shutdown(now) if still running
   GrpcServer(const GrpcServer&) = delete;
   GrpcServer& operator=(const GrpcServer&) = delete;
@@ -59,6 +63,7 @@ class GrpcServer {
   GrpcServerOptions options_;
   EngineLoop* engine_;
   const Tokenizer* tokenizer_;
+  std::unique_ptr<GrpcMetrics> metrics_;  // null without a registry
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
   int bound_port_ = 0;

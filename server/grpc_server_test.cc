@@ -39,7 +39,7 @@ class GrpcServerTest : public ::testing::Test {
     options.max_model_len = 64;
     options.api_keys = std::move(api_keys);
     options.retry_after_s = 3;
-    server_ = std::make_unique<GrpcServer>(options, engine_.get(), tokenizer_.get());
+    server_ = std::make_unique<GrpcServer>(options, engine_.get(), tokenizer_.get(), &registry_);
     ASSERT_TRUE(server_->Start().ok());
     ASSERT_GT(server_->port(), 0);
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
@@ -76,6 +76,7 @@ class GrpcServerTest : public ::testing::Test {
 
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<FakeEngineLoop> engine_;
+  metrics::Registry registry_;  // outlives server_
   std::unique_ptr<GrpcServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Inference::Stub> stub_;
@@ -423,6 +424,27 @@ TEST_F(GrpcServerTest, ApiKeysAreRequiredOnEveryMethod) {
   EXPECT_THAT(call_all("Bearer secret"), ElementsAre(kOk, kOk, kOk, kOk, kOk));
   EXPECT_THAT(call_all("Bearer k1"), ElementsAre(kOk, kOk, kOk, kOk, kOk));
   EXPECT_EQ(engine_->submitted().size(), 2u);
+
+  // Every call is in /metrics by method and code (counted when the call is done: after Shutdown).
+  server_->Shutdown(std::chrono::system_clock::now() + 5s);
+  const std::string m = registry_.Render();
+  EXPECT_THAT(m, HasSubstr(R"(peng:grpc_requests_total{method="/peng.v1.Inference/Generate",code="OK"} 2)"));
+  EXPECT_THAT(m, HasSubstr(R"(peng:grpc_requests_total{method="/peng.v1.Inference/Generate",code="UNAUTHENTICATED"} 3)"));
+  EXPECT_THAT(m, HasSubstr(R"(peng:grpc_requests_total{method="/peng.v1.Inference/ListModels",code="OK"} 2)"));
+  EXPECT_THAT(m, HasSubstr(R"(peng:grpc_request_duration_seconds_count{method="/peng.v1.Inference/GetLoad"} 5)"));
+}
+
+TEST_F(GrpcServerTest, CancelledCallsAreCountedAsCancelled) {
+  StartServer({.hold = true});  // accepted, never scheduled
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  auto reader = stub_->Generate(&ctx, TextRequest("hi", 5));
+  ASSERT_TRUE(engine_->WaitForSubmitted(1, 5s));
+  ctx.TryCancel();
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  server_->Shutdown(std::chrono::system_clock::now() + 5s);
+  EXPECT_THAT(registry_.Render(),
+              HasSubstr(R"(peng:grpc_requests_total{method="/peng.v1.Inference/Generate",code="CANCELLED"} 1)"));
 }
 
 TEST_F(GrpcServerTest, TokenizeDetokenizeRoundTrip) {

@@ -16,18 +16,12 @@
 #include "server/chat_template.h"
 #include "server/http_context.h"
 #include "server/http_session.h"
+#include "server/request_metrics.h"
 
 namespace peng::server {
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
-
-namespace {
-
-constexpr double kHttpDurationBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                                           2.5,   5.0,  10.0,  30.0, 60.0, 120.0, 300.0};
-
-}  // namespace
 
 void HttpMetrics::Record(const std::string& route, int status, double seconds) const {
   if (requests == nullptr) return;
@@ -111,7 +105,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(HttpServerOptions
     ctx->metrics.duration = &deps.registry->AddHistogram(
         "peng:http_request_duration_seconds",
         "HTTP request latency (to the last byte of the response) by route.",
-        kHttpDurationBuckets, {"route"});
+        kRequestDurationBuckets, {"route"});
   }
   impl->ctx = std::move(ctx);
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));

@@ -27,12 +27,12 @@ MODEL = "SmolLM2-135M-Instruct"
 GAUGES = ["num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"]
 COUNTERS = ["prefix_cache_queries_total", "prefix_cache_hits_total", "num_preemptions_total",
             "prompt_tokens_total", "generation_tokens_total", "request_success_total",
-            "http_requests_total"]
+            "http_requests_total", "grpc_requests_total"]
 HISTOGRAMS = ["time_to_first_token_seconds", "inter_token_latency_seconds",
               "e2e_request_latency_seconds", "request_queue_time_seconds",
               "request_prefill_time_seconds", "request_decode_time_seconds",
               "request_prompt_tokens", "request_generation_tokens", "iteration_tokens_total",
-              "http_request_duration_seconds", "engine_step_seconds"]
+              "http_request_duration_seconds", "grpc_request_duration_seconds", "engine_step_seconds"]
 
 COLON_LINT = "metric names should not contain ':'"
 TOTAL_LINT = 'non-counter metrics should not have "_total" suffix'
@@ -52,9 +52,13 @@ def _tool(name: str) -> str:
     return path
 
 
-def traffic(url: str) -> None:
+def traffic(url: str, grpc_target: str) -> None:
     """A little of everything: chat and completions, streamed and not, one stop, one abort-free
-    error, one prefix-cache hit (the same long prompt twice)."""
+    error, one prefix-cache hit (the same long prompt twice), and a gRPC health check."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    with grpc.insecure_channel(grpc_target) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
     with httpx.Client(base_url=url, timeout=60) as c:
         long_prompt = "The history of the printing press begins " * 8
         for _ in range(2):
@@ -100,7 +104,7 @@ def types(text: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def live(peng_server):
-    traffic(peng_server.http_url)
+    traffic(peng_server.http_url, peng_server.grpc_target)
     return scrape_text(peng_server.http_url)
 
 
@@ -126,6 +130,7 @@ def test_every_metric_is_present_with_its_type(live):
         assert f'peng:request_success_total{{finished_reason="{reason}"}}' in s, reason
     assert 'peng:http_requests_total{route="/v1/completions",status="200"}' in s
     assert 'peng:http_requests_total{route="/v1/completions",status="400"}' in s
+    assert 'peng:grpc_requests_total{method="/grpc.health.v1.Health/Check",code="OK"}' in s
 
 
 def test_values_are_sane(live):
@@ -185,7 +190,7 @@ def test_prometheus_client_parses_it(live):
 def test_counters_are_monotonic(peng_server):
     url = peng_server.http_url
     first = samples(scrape_text(url))
-    traffic(url)
+    traffic(url, peng_server.grpc_target)
     second = samples(scrape_text(url))
     t = types(scrape_text(url))
     checked = 0
@@ -250,7 +255,7 @@ def _free_port() -> int:
 
 def test_prometheus_scrapes_peng(peng_server, tmp_path):
     prometheus = _tool("prometheus")
-    traffic(peng_server.http_url)
+    traffic(peng_server.http_url, peng_server.grpc_target)
     target = peng_server.http_url.removeprefix("http://")
     port = _free_port()
     config = tmp_path / "prometheus.yml"

@@ -1,0 +1,26 @@
+// gRPC calls in /metrics, as HTTP requests are: peng:grpc_requests_total{method,code} and
+// peng:grpc_request_duration_seconds{method} (from the call's arrival to its status), for every
+// service on the server (peng.v1.Inference, grpc.health.v1.Health, reflection). A server
+// interceptor sees each call's method and final status without the handlers' help.
+#pragma once
+
+#include <memory>
+
+#include "base/metrics.h"
+#include "grpcpp/support/server_interceptor.h"
+
+namespace peng::server {
+
+// The two families, registered in a registry that must outlive every server using them.
+class GrpcMetrics {
+ public:
+  explicit GrpcMetrics(metrics::Registry& registry);
+  // An interceptor factory for ServerBuilder::experimental().SetInterceptorCreators.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory() const;
+
+ private:
+  metrics::Family<metrics::Counter>* requests_;
+  metrics::Family<metrics::Histogram>* duration_;
+};
+
+}  // namespace peng::server
