@@ -60,7 +60,14 @@ int main(int argc, char** argv) {
   if (argc < 2) return Usage(stderr);
   if (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) return Usage(stdout);
   for (const Command& c : kCommands) {
-    if (!std::strcmp(argv[1], c.name)) return c.run(argc - 1, argv + 1);
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    for (int i = 2; i < argc; ++i) {
+      if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+        std::printf("usage: peng %s %s\n(peng --help: every command, switches and exit statuses)\n", c.name, c.help);
+        return 0;
+      }
+    }
+    return c.run(argc - 1, argv + 1);
   }
   std::fprintf(stderr, "peng: unknown command '%s'\n", argv[1]);
   return Usage(stderr);

@@ -5,13 +5,16 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "base/metrics.h"
 #include "grpcpp/support/server_interceptor.h"
 
 namespace peng::server {
 
 // The two families, registered in a registry that must outlive every server using them.
+// Calls to paths that are no method of the server's services are counted as method="unknown".
 class GrpcMetrics {
  public:
   explicit GrpcMetrics(metrics::Registry& registry);
@@ -19,6 +22,7 @@ class GrpcMetrics {
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory() const;
 
  private:
+  absl::flat_hash_set<std::string> methods_;
   metrics::Family<metrics::Counter>* requests_;
   metrics::Family<metrics::Histogram>* duration_;
 };

@@ -55,6 +55,34 @@ class GrpcServerTest : public ::testing::Test {
     ctx->set_deadline(std::chrono::system_clock::now() + 10s);
   }
 
+  // A unary call by path with raw message bytes (services with no generated stub here).
+  grpc::Status GenericUnary(const std::string& method, const std::string& request, std::string* response = nullptr) {
+    grpc::GenericStub generic(channel_);
+    grpc::Slice slice(request);
+    grpc::ByteBuffer req(&slice, 1), resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    grpc::Status status;
+    generic.UnaryCall(&ctx, method, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+      std::lock_guard<std::mutex> lock(mu);
+      status = std::move(s);
+      done = true;
+      cv.notify_all();
+    });
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done; });
+    if (response != nullptr && status.ok()) {
+      std::vector<grpc::Slice> slices;
+      resp.Dump(&slices);
+      response->clear();
+      for (const auto& sl : slices) response->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    }
+    return status;
+  }
+
   // Reads the whole stream.
   grpc::Status Generate(const v1::GenerateRequest& req, std::vector<v1::GenerateResponse>* out,
                         grpc::ClientContext* ctx = nullptr) {
@@ -214,6 +242,9 @@ TEST_F(GrpcServerTest, ClientDeadlineAborts) {
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   ASSERT_TRUE(engine_->WaitForAborts(1, 5s));
   EXPECT_EQ(engine_->aborts().size(), 1u);
+  server_->Shutdown(std::chrono::system_clock::now() + 5s);
+  EXPECT_THAT(registry_.Render(),
+              HasSubstr(R"(peng:grpc_requests_total{method="/peng.v1.Inference/Generate",code="DEADLINE_EXCEEDED"} 1)"));
 }
 
 TEST_F(GrpcServerTest, FinishedRequestIsNotAborted) {
@@ -334,33 +365,13 @@ TEST_F(GrpcServerTest, QueueFullIsResourceExhaustedWithRetryAfter) {
 
 TEST_F(GrpcServerTest, DrainingIsUnavailableAndHealthNotServing) {
   StartServer();
-  grpc::GenericStub generic(channel_);
   auto health = [&](const std::string& service) {
     // grpc.health.v1.HealthCheckRequest{service}: field 1, length-delimited.
-    std::string req_bytes;
-    if (!service.empty()) req_bytes = std::string("\x0a", 1) + char(service.size()) + service;
-    grpc::Slice slice(req_bytes);
-    grpc::ByteBuffer req(&slice, 1), resp;
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx);
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    grpc::Status status;
-    generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &req, &resp,
-                      [&](grpc::Status s) {
-                        std::lock_guard<std::mutex> lock(mu);
-                        status = s;
-                        done = true;
-                        cv.notify_all();
-                      });
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return done; });
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    std::vector<grpc::Slice> slices;
-    resp.Dump(&slices);
+    std::string req;
+    if (!service.empty()) req = std::string("\x0a", 1) + char(service.size()) + service;
     std::string out;
-    for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    const grpc::Status status = GenericUnary("/grpc.health.v1.Health/Check", req, &out);
+    EXPECT_TRUE(status.ok()) << status.error_message();
     return out;  // HealthCheckResponse{status}: "\x08\x01" SERVING, "\x08\x02" NOT_SERVING
   };
   EXPECT_EQ(health(""), std::string("\x08\x01", 2));
@@ -432,6 +443,19 @@ TEST_F(GrpcServerTest, ApiKeysAreRequiredOnEveryMethod) {
   EXPECT_THAT(m, HasSubstr(R"(peng:grpc_requests_total{method="/peng.v1.Inference/Generate",code="UNAUTHENTICATED"} 3)"));
   EXPECT_THAT(m, HasSubstr(R"(peng:grpc_requests_total{method="/peng.v1.Inference/ListModels",code="OK"} 2)"));
   EXPECT_THAT(m, HasSubstr(R"(peng:grpc_request_duration_seconds_count{method="/peng.v1.Inference/GetLoad"} 5)"));
+}
+
+// A path that is no method of the server is UNIMPLEMENTED and counted under method="unknown":
+// made-up paths cannot add series to /metrics.
+TEST_F(GrpcServerTest, UnknownMethodsShareOneSeries) {
+  StartServer();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(GenericUnary("/made.up/Method" + std::to_string(i), "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+  server_->Shutdown(std::chrono::system_clock::now() + 5s);
+  const std::string m = registry_.Render();
+  EXPECT_THAT(m, HasSubstr(R"(peng:grpc_requests_total{method="unknown",code="UNIMPLEMENTED"} 3)"));
+  EXPECT_THAT(m, ::testing::Not(HasSubstr("made.up")));
 }
 
 TEST_F(GrpcServerTest, CancelledCallsAreCountedAsCancelled) {
@@ -555,6 +579,8 @@ TEST_F(GrpcServerTest, ReflectionListsTheService) {
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
+  server_->Shutdown(std::chrono::system_clock::now() + 5s);
+  EXPECT_THAT(registry_.Render(), HasSubstr(R"(peng:grpc_requests_total{method="/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",code="OK"} 1)"));
 }
 
 TEST_F(GrpcServerTest, PortInUseFailsStart) {

@@ -217,8 +217,7 @@ TEST_F(HttpServerTest, ValidationErrorsOverHttp) {
   ExpectError(Send("POST", "/v1/chat/completions", "{not json"), 400, "BadRequestError");
   ExpectError(Post("/v1/chat/completions", ChatBody({{"temperature", "hot"}})), 400,
               "BadRequestError", "temperature");
-  ExpectError(Post("/v1/chat/completions", ChatBody({{"n", 2}, {"temperature", 0}})), 400,
-              "BadRequestError", "n");
+  ExpectError(Post("/v1/chat/completions", ChatBody({{"n", 0}})), 400, "BadRequestError", "n");
   ExpectError(Post("/v1/chat/completions", ChatBody({{"model", "nope"}})), 404,
               "NotFoundError", "model");
   ClientResponse ctx = Post("/v1/completions", {{"prompt", "hello"}, {"max_tokens", 1000}});

@@ -451,6 +451,14 @@ absl::Status RejectUnsupported(ApiKind kind, const Json& body) {
     if (const Json* tc = Field(body, "tool_choice"); tc != nullptr && !(tc->is_string() && *tc == "none")) {
       return unsupported("tool_choice", "Tool calling (tool_choice other than \"none\")");
     }
+    // With tools and no tool_choice, OpenAI's default is "auto": the client expects tool_calls,
+    // which this server does not produce (as vLLM without --enable-auto-tool-choice).
+    if (const Json* tools = Field(body, "tools");
+        tools != nullptr && !(tools->is_array() && tools->empty()) && Field(body, "tool_choice") == nullptr) {
+      return BadParam("tools", "Tool calling is not supported by this server (tools with the default "
+                               "tool_choice \"auto\"); pass tool_choice \"none\" to only render the tools "
+                               "into the prompt");
+    }
     if (Field(body, "functions") != nullptr || Field(body, "function_call") != nullptr) {
       return unsupported("functions", "Function calling");
     }
@@ -498,10 +506,7 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   if (n && (*n < 1 || *n > kMaxN)) {
     return BadParam("n", absl::StrCat("n must be in [1, ", kMaxN, "], got ", *n));
   }
-  if (job.n > 1 && job.sampling.greedy()) {
-    return BadParam("n", "n > 1 requires sampling (temperature > 0): greedy choices would be "
-                         "identical");
-  }
+  // n > 1 at temperature 0 is allowed, as OpenAI allows it: the choices come out identical.
   PENG_RETURN_IF_ERROR(ParseStop(body, ctx.tokenizer->vocab_size(), &job.stop));
   PENG_ASSIGN_OR_RETURN(std::optional<int64_t> priority, GetInt(body, "priority"));
   if (priority && (*priority < INT32_MIN || *priority > INT32_MAX)) {

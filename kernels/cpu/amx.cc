@@ -165,16 +165,19 @@ void PanelTimesTokens(const uint8_t* panel, int64_t blocks, const uint16_t* x, i
     const uint16_t* xa = x + t * cols;
     const uint16_t* xb = xa + 16 * cols;
     const uint8_t* b = panel;
+    const bool second = t + 16 < n;  // tokens [t + 16, t + 32) hold any of the call's
     for (int64_t k = 0; k < blocks; ++k, b += kGroups * kBTileBytes) {
       _tile_loadd(4, xa + 32 * k, x_stride);
       _tile_loadd(6, b, 64);
       _tile_dpbf16ps(0, 4, 6);
-      _tile_loadd(5, xb + 32 * k, x_stride);
-      _tile_dpbf16ps(2, 5, 6);
       if constexpr (kGroups == 2) {
         _tile_loadd(7, b + kBTileBytes, 64);
         _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(3, 5, 7);
+      }
+      if (second) {
+        _tile_loadd(5, xb + 32 * k, x_stride);
+        _tile_dpbf16ps(2, 5, 6);
+        if constexpr (kGroups == 2) _tile_dpbf16ps(3, 5, 7);
       }
       for (++step; dequantized * steps < step * next_tiles; ++dequantized) dequantize_next(dequantized);
     }

@@ -256,3 +256,11 @@ def test_bench_batch_decodes_several_sequences_together(peng_bin, smollm2_path):
     assert r["batch"] == 3 and r["tg_tok_s"] > 0 and r["step_ms"] > 0
     bad = run(peng_bin, "bench", "--model", smollm2_path, "--batch", "-2")
     assert bad.returncode == 2 and "--batch" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "generate", "bench", "perplexity", "logits"])
+def test_help_flag_prints_the_command_usage(peng_bin, command):
+    for flag in ("--help", "-h"):
+        p = run(peng_bin, command, flag)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.startswith(f"usage: peng {command} "), p.stdout

@@ -442,3 +442,15 @@ def test_unknown_fields_are_ignored(http):
     r = http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2,
                                            "frobnicate": 3, "guided_json": None})
     assert r.status_code == 200, r.text
+
+
+def test_n_greater_than_one_with_greedy_gives_identical_choices(http):
+    # OpenAI accepts n > 1 at temperature 0; every choice is the greedy one.
+    for path, body, text in (("/v1/completions", {"prompt": PROMPT}, lambda c: c["text"]),
+                             ("/v1/chat/completions", {"messages": CHAT},
+                              lambda c: c["message"]["content"])):
+        r = http.post(path, json={**body, "n": 3, "temperature": 0, "max_tokens": 6})
+        assert r.status_code == 200, r.text
+        choices = r.json()["choices"]
+        assert sorted(c["index"] for c in choices) == [0, 1, 2]
+        assert len({text(c) for c in choices}) == 1, choices

@@ -121,14 +121,6 @@ def test_max_completion_tokens_out_of_range(http):
                  400, param="max_completion_tokens")
 
 
-def test_n_greater_than_one_with_greedy(http):
-    # vLLM's rule, implemented in server/openai_request.cc: greedy choices would be identical.
-    for path, body in (("/v1/completions", {"prompt": PROMPT}),
-                       ("/v1/chat/completions", {"messages": CHAT})):
-        assert_error(http.post(path, json={**body, "n": 2, "temperature": 0, "max_tokens": 2}),
-                     400, param="n")
-
-
 def test_unknown_model(http, client):
     for path, body in (("/v1/completions", {"prompt": PROMPT}),
                        ("/v1/chat/completions", {"messages": CHAT})):
@@ -224,6 +216,7 @@ UNSUPPORTED = [
     ("chat", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
               "tool_choice": "auto"}, "tool_choice"),
     ("chat", {"tool_choice": "required"}, "tool_choice"),
+    ("chat", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
     ("chat", {"functions": [{"name": "f", "parameters": {}}]}, "functions"),
     ("completion", {"suffix": "the end"}, "suffix"),
     ("completion", {"best_of": 3}, "best_of"),
@@ -239,8 +232,10 @@ def test_unsupported_features_are_refused_not_ignored(http, kind, extra, param):
 
 
 def test_harmless_settings_of_unsupported_features_pass(http):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     for path, body in (("/v1/chat/completions", {"messages": CHAT, "response_format": {"type": "text"},
                                                  "tool_choice": "none"}),
+                       ("/v1/chat/completions", {"messages": CHAT, "tools": tools, "tool_choice": "none"}),
                        ("/v1/completions", {"prompt": PROMPT, "best_of": 1, "suffix": ""})):
         r = http.post(path, json={**body, "max_tokens": 2})
         assert r.status_code == 200, r.text
