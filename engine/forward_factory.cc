@@ -65,7 +65,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const ModelConfig& c,
                                                      const BackendOptions& options,
                                                      int64_t max_tokens) {
   if (options.device == Device::kCpu) {
-    return std::make_unique<SimpleKvCache>(c.num_layers, c.num_kv_heads, c.head_dim, max_tokens);
+    return std::make_unique<SimpleKvCache>(c.num_layers, c.num_kv_heads, c.head_dim, max_tokens,
+                                           /*tokens_per_page=*/64, options.kv_format);
   }
   PENG_RETURN_IF_ERROR(CheckCuda());
 #if PENG_WITH_CUDA

@@ -38,7 +38,8 @@ absl::StatusOr<std::unique_ptr<ForwardBackend>> MakeForward(const Model& model,
                                                             const BackendOptions& options);
 
 // A KvCache for one sequence of up to max_tokens tokens where `options.device`'s worker reads
-// it: host float32 pages (SimpleKvCache) for the CPU, device pages in options.kv_format for CUDA.
+// it: host pages (SimpleKvCache) for the CPU, device pages for CUDA, both in options.kv_format
+// (dense formats).
 absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const ModelConfig& config,
                                                      const BackendOptions& options,
                                                      int64_t max_tokens);

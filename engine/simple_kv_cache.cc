@@ -9,12 +9,16 @@
 namespace peng {
 
 SimpleKvCache::SimpleKvCache(int num_layers, int num_kv_heads, int head_dim, int64_t max_tokens,
-                             int tokens_per_page)
+                             int tokens_per_page, kernels::KvFormat format)
     : num_layers_(num_layers),
       num_kv_heads_(num_kv_heads),
       head_dim_(head_dim),
       max_tokens_(max_tokens),
-      tokens_per_page_(tokens_per_page) {}
+      tokens_per_page_(tokens_per_page),
+      format_(format),
+      row_bytes_(kernels::KvFormatBytes(format) * head_dim) {
+  PENG_CHECK(!kernels::IsQuantized(format));  // callers pass dense formats only
+}
 
 absl::Status SimpleKvCache::Reserve(int64_t seq, int64_t end) {
   if (end > max_tokens_) {
@@ -24,10 +28,10 @@ absl::Status SimpleKvCache::Reserve(int64_t seq, int64_t end) {
   Sequence& s = seqs_[seq];
   if (s.tables.empty()) s.tables.resize(static_cast<size_t>(num_layers_) * num_kv_heads_);
   const int64_t pages = (end + tokens_per_page_ - 1) / tokens_per_page_;
-  const size_t page_floats = static_cast<size_t>(tokens_per_page_) * head_dim_;
+  const size_t page_bytes = static_cast<size_t>(tokens_per_page_) * row_bytes_;
   for (auto& table : s.tables) {
     while (static_cast<int64_t>(table.size()) < pages) {
-      table.push_back({std::make_unique<float[]>(page_floats), std::make_unique<float[]>(page_floats)});
+      table.push_back({std::make_unique<uint8_t[]>(page_bytes), std::make_unique<uint8_t[]>(page_bytes)});
     }
   }
   s.reserved = std::max(s.reserved, end);
@@ -45,10 +49,9 @@ SimpleKvCache::Page& SimpleKvCache::PageOf(int64_t seq, int layer, int kv_head, 
 void SimpleKvCache::Store(int64_t seq, int layer, int kv_head, int64_t pos, const float* k,
                           const float* v) {
   Page& page = PageOf(seq, layer, kv_head, pos);
-  const int64_t offset = (pos % tokens_per_page_) * head_dim_;  // of the value row
-  kernels::StoreKeyLanes(k, kernels::KvFormat::kF32, head_dim_, KeyLanes(), pos % tokens_per_page_,
-                         reinterpret_cast<uint8_t*>(page.k.get()));
-  std::memcpy(page.v.get() + offset, v, sizeof(float) * head_dim_);
+  const int slot = static_cast<int>(pos % tokens_per_page_);
+  kernels::StoreKeyLanes(k, format_, head_dim_, KeyLanes(), slot, page.k.get());
+  kernels::StoreKvRow(v, format_, head_dim_, page.v.get() + slot * row_bytes_);
 }
 
 void SimpleKvCache::Spans(int64_t seq, int layer, int kv_head, int64_t len,
@@ -60,6 +63,7 @@ void SimpleKvCache::Spans(int64_t seq, int layer, int kv_head, int64_t len,
   for (int64_t start = 0, p = 0; start < len; start += tokens_per_page_, ++p) {
     out->push_back({.k = table[p].k.get(), .v = table[p].v.get(),
                     .num_tokens = std::min<int64_t>(tokens_per_page_, len - start),
+                    .format = format_,
                     .key_lanes = KeyLanes()});
   }
 }

@@ -454,3 +454,15 @@ def test_n_greater_than_one_with_greedy_gives_identical_choices(http):
         choices = r.json()["choices"]
         assert sorted(c["index"] for c in choices) == [0, 1, 2]
         assert len({text(c) for c in choices}) == 1, choices
+
+
+@pytest.mark.parametrize("prompt", ["The capital of France is", "Once upon a time in a small village,"])
+def test_cli_generate_matches_the_server(client, peng_bin, smollm2_path, prompt):
+    # Both read f16 KV by default (the server's engine.kv_format, generate's --kv-format), so at
+    # temperature 0 they produce the same text, near-ties included.
+    import subprocess
+    served = complete(client, prompt=prompt, max_tokens=30, temperature=0).choices[0].text
+    p = subprocess.run([str(peng_bin), "generate", "--model", str(smollm2_path), "--prompt", prompt,
+                        "--temperature", "0", "--max-tokens", "30"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.removesuffix("\n") == served
