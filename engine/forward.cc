@@ -47,10 +47,10 @@ uint8_t* LlamaForward::AlignedScratch::Grow(size_t n) {
   return data.get();
 }
 
-void LlamaForward::MatMulInput::Reserve(int64_t n, int64_t cols) {
+void LlamaForward::MatMulInput::Reserve(int64_t n, int64_t cols, bool amx) {
   Grow(codes, static_cast<size_t>(n * cols));
   Grow(scales, static_cast<size_t>(n * cols / 16));
-  bf16.Grow(static_cast<size_t>((n + kernels::kAmxTokenBlock) * cols) * sizeof(uint16_t));
+  if (amx) bf16.Grow(static_cast<size_t>((n + kernels::kAmxTokenBlock) * cols) * sizeof(uint16_t));
 }
 
 void LlamaForward::MatMulInput::Prepare(const float* x, int64_t cols, int64_t t0, int64_t t1,
@@ -59,7 +59,7 @@ void LlamaForward::MatMulInput::Prepare(const float* x, int64_t cols, int64_t t0
     const int64_t b = std::max(t0, s.begin), e = std::min(t1, s.end);
     if (b >= e) continue;
     if (s.amx) {
-      kernels::ConvertToBf16(x + b * cols, cols, e - b, cols, const_cast<uint16_t*>(bf16_row(b, cols)));
+      kernels::ConvertToBf16(x + b * cols, cols, e - b, cols, bf16_row(b, cols));
     } else {
       kernels::QuantizeActivations(x + b * cols, cols, e - b, cols, codes.data() + b * cols,
                                    scales.data() + b * (cols / 16));
@@ -112,6 +112,7 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
       if (j.xq == nullptr) int8_elements += n * j.w->cols;
     }
   }
+  const bool any_amx = std::any_of(segments.begin(), segments.end(), [](const RowSegment& s) { return s.amx; });
   const bool per_thread = int8_elements <= kPerThreadQuantizeMax;
   if (per_thread) inputs_per_thread_.resize(nt);
   auto buffers = [&](int t) -> std::vector<MatMulInput>& { return per_thread ? inputs_per_thread_[t] : inputs_shared_; };
@@ -119,7 +120,7 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
     std::vector<MatMulInput>& set = buffers(t);
     if (set.size() < static_cast<size_t>(num_inputs)) set.resize(num_inputs);
     for (int k = 0; k < num_inputs; ++k) {
-      if (ready[k] == nullptr) set[k].Reserve(n, inputs[k]->w->cols);
+      if (ready[k] == nullptr) set[k].Reserve(n, inputs[k]->w->cols, any_amx);
     }
   }
   if (!per_thread && int8_elements > 0) {
@@ -138,7 +139,6 @@ void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
   if (epilogue) {
     for (const MatMulJob& j : jobs) PENG_CHECK(j.w->rows == jobs.begin()->w->rows);
   }
-  const bool any_amx = std::any_of(segments.begin(), segments.end(), [](const RowSegment& s) { return s.amx; });
   if (any_amx) {
     if (amx_scratch_.size() < static_cast<size_t>(nt)) amx_scratch_.resize(nt);
     for (AlignedScratch& s : amx_scratch_) s.Grow(kernels::AmxScratchBytes(max_cols));
@@ -283,7 +283,7 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
   }
 
   // Layer 0's attention norm; each layer normalises the next one's input with its last residual.
-  xn_q_.Reserve(n, d);
+  xn_q_.Reserve(n, d, amx_);
   const LayerWeights& first = *model_.weights.layers[0];
   const bool quantize_first = Int8Reads(first.wq.view());
   pool_.ParallelFor(n, 1, [&](int64_t b, int64_t e) { NormRows(b, e, first.attn_norm, quantize_first); });

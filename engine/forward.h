@@ -33,7 +33,7 @@ struct ForwardOptions {
   bool int8_activations = true;
   // With int8 activations on a CPU with AMX-BF16: the tokens of prompts of at least
   // `amx_min_prompt` tokens run their matmuls on the AMX kernel (kernels/cpu/amx.h; bfloat16
-  // activations; prefill +40-45% from 128 tokens on), every other token on the int8 kernel.
+  // activations; prefill 1.4-1.6x from 128 tokens on), every other token on the int8 kernel.
   // Which kernel a token takes depends only on its sequence (SequenceChunk::prompt_len), so
   // results stay batch-invariant. Shorter prompts stay on the int8 kernel: the AMX kernel
   // dequantizes the weights in every call, which fewer tokens do not repay (break-even ~64).
@@ -77,12 +77,13 @@ class LlamaForward : public ForwardBackend {
     std::vector<int8_t> codes;
     std::vector<float> scales;
     AlignedScratch bf16;  // kAmxTokenBlock rows beyond the last: the AMX kernel reads 32-row blocks
-    void Reserve(int64_t n, int64_t cols);  // room for n tokens
+    void Reserve(int64_t n, int64_t cols, bool amx);  // room for n tokens (bfloat16 ones with amx)
     // Rows [t0, t1) of x, each in the form its segment's kernel reads.
     void Prepare(const float* x, int64_t cols, int64_t t0, int64_t t1, std::span<const RowSegment> segments);
     const uint16_t* bf16_row(int64_t t, int64_t cols) const {
       return reinterpret_cast<const uint16_t*>(bf16.data.get()) + t * cols;
     }
+    uint16_t* bf16_row(int64_t t, int64_t cols) { return reinterpret_cast<uint16_t*>(bf16.data.get()) + t * cols; }
   };
   // xq (optional): x already prepared by the caller, for the interleaved kernels.
   struct MatMulJob {

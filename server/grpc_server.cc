@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <random>
 #include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
 #include "base/status.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -22,6 +25,11 @@ namespace peng::server {
 namespace {
 
 constexpr char kServiceName[] = "peng.v1.Inference";
+
+void LogProtobuf(google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
+  Log(level >= google::protobuf::LOGLEVEL_ERROR ? LogLevel::kWarning : LogLevel::kDebug, "grpc",
+      absl::StrCat("protobuf (", file, ":", line, "): ", message));
+}
 
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, grpc::Status status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -162,6 +170,10 @@ absl::Status GrpcServer::Start() {
   }
   // Process-wide switches; both must be set before a ServerBuilder is made.
   grpc::EnableDefaultHealthCheckService(true);
+  // protobuf's complaints (a request with invalid UTF-8 in a string field, ...) go to our log,
+  // one escaped line each, instead of raw to stderr.
+  static std::once_flag protobuf_log;
+  std::call_once(protobuf_log, [] { google::protobuf::SetLogHandler(&LogProtobuf); });
   // grpc++'s health service carries no descriptors: naming ours (proto/grpc/health/v1) links
   // them in, and reflection then describes grpc.health.v1.Health like our own service.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();

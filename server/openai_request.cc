@@ -66,8 +66,10 @@ absl::StatusOr<std::optional<int64_t>> GetInt(const Json& body, const char* name
   if (f->is_number_integer()) return std::optional<int64_t>(f->get<int64_t>());
   if (f->is_number_float()) {  // pydantic accepts 2.0 for an int field; so do we
     double d = f->get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) {
-      return std::optional<int64_t>(static_cast<int64_t>(d));
+    if (std::isfinite(d) && d == std::floor(d)) {
+      if (std::fabs(d) < 9e15) return std::optional<int64_t>(static_cast<int64_t>(d));
+      // An integer too large for 64 bits (JSON parsers hand those over as floats).
+      return BadParam(name, absl::StrCat(name, " ", f->dump(), " is out of range"));
     }
   }
   return TypeError(name, "an integer");

@@ -83,11 +83,16 @@ void RopeRotate(float* x, int n_heads, int head_dim, int rot_dim, const float* c
 void SiluMulRow(float* gate, const float* up, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX512F__)
-  const __m512 one = _mm512_set1_ps(1.0f);
+  // g / (1 + e) as g · r, r = 1 / (1 + e) from vrcp14ps and one Newton step (relative error
+  // ~2^-23, within a rounding of the quotient): a 512-bit divide occupies its port for ~10
+  // cycles per vector, more than the rest of this loop (SiLU was 3% of serving at c=16).
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
   for (; i + 16 <= n; i += 16) {
     const __m512 g = _mm512_loadu_ps(gate + i);
-    const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
-    _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_loadu_ps(up + i)));
+    const __m512 d = _mm512_add_ps(one, Exp16(_mm512_sub_ps(_mm512_setzero_ps(), g)));
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, two));
+    _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_mul_ps(g, r), _mm512_loadu_ps(up + i)));
   }
 #endif
   for (; i < n; ++i) {

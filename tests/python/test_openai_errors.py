@@ -192,6 +192,11 @@ def test_values_beyond_64_bits_and_32_bit_fields(http):
                        400, param="seed")
     err = assert_error(http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 1, "priority": 2**40}),
                        400, param="priority")
+    # Integers beyond 64 bits reach the server as floats: still "out of range", not "not an integer".
+    for huge in (10**30, 1e30):
+        err = assert_error(http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": huge}),
+                           400, param="max_tokens")
+        assert "out of range" in err["message"], err
 
 
 def test_completion_logprobs_false_means_none(http):
