@@ -106,7 +106,18 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest,
                                            GgmlType::kQ5_K, GgmlType::kQ6_K),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
-class InterleavedTest : public ::testing::TestWithParam<GgmlType> {};
+class InterleavedTest : public ::testing::TestWithParam<GgmlType> {
+ protected:
+  // Random GGML rows of the test's type and their interleaved copy.
+  struct Packed {
+    std::vector<uint8_t> data, packed;
+  };
+  static Packed RandomPacked(int64_t rows, int64_t cols, std::mt19937& rng) {
+    Packed p{RandomRows(GetParam(), rows, cols, rng), std::vector<uint8_t>(InterleavedBytes(GetParam(), rows, cols))};
+    Interleave(GetParam(), p.data.data(), rows, cols, p.packed.data());
+    return p;
+  }
+};
 
 // The I16 layout gives the same products as the GGML layout (within float rounding), the same
 // dequantized rows, and bitwise the same result for a token whatever the batch size.
@@ -194,9 +205,7 @@ TEST_P(InterleavedTest, Int8KernelMatchesRoundedActivationsAndIsBatchInvariant) 
   const GgmlType type = GetParam();
   std::mt19937 rng(11);
   const int64_t rows = 64, cols = 256, tokens = 11;
-  std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
-  std::vector<uint8_t> packed(InterleavedBytes(type, rows, cols));
-  Interleave(type, data.data(), rows, cols, packed.data());
+  const auto [data, packed] = RandomPacked(rows, cols, rng);
   MatrixView plain{type, rows, cols, data.data(), RowBytes(type, cols)};
   std::vector<float> dense(rows * cols);
   DequantizeRows(plain, 0, rows, dense.data());
@@ -244,9 +253,7 @@ TEST_P(InterleavedTest, AmxKernelMatchesBf16OperandsAndIsBatchInvariant) {
   const GgmlType type = GetParam();
   std::mt19937 rng(13);
   const int64_t rows = 80, cols = 192, tokens = 45;
-  std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
-  std::vector<uint8_t> packed(InterleavedBytes(type, rows, cols));
-  Interleave(type, data.data(), rows, cols, packed.data());
+  const auto [data, packed] = RandomPacked(rows, cols, rng);
   // The weights as the kernel rounds them: fma(u, d, m) in float, then bfloat16.
   std::vector<double> w16(rows * cols);
   const size_t row_bytes = RowBytes(type, cols);
