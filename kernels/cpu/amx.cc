@@ -133,7 +133,8 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
 }
 
 // Stores accumulator `tmm` (tokens [t, t+16) x 16 rows from column c) into y, or its first
-// n - t rows through `tail` when the block runs past the last token.
+// n - t rows through `tail` when the block runs past the last token. (A macro: the tile
+// intrinsics take the tile number as a literal.)
 #define PENG_STORE_C(tmm, t, c)                                                              \
   do {                                                                                       \
     if ((t) + 16 <= n) {                                                                     \
