@@ -182,6 +182,7 @@ absl::Status RunServe(int argc, char** argv) {
   ho.port = cfg.server.http_port;
   ho.api_keys = cfg.server.api_keys;
   ho.metrics_auth = cfg.server.metrics_auth;
+  ho.cors_allowed_origins = cfg.server.cors_allowed_origins;
   ho.max_request_bytes = cfg.server.max_request_bytes;
   ho.model_name = ServedModelName(cfg.model);
   ho.max_model_len = served_len;

@@ -135,6 +135,7 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Field("grpc_port", c.server.grpc_port);
     v.Field("api_keys", c.server.api_keys);
     v.Field("metrics_auth", c.server.metrics_auth);
+    v.Field("cors_allowed_origins", c.server.cors_allowed_origins);
     v.Field("drain_timeout_s", c.server.drain_timeout_s);
     v.Size("max_request_bytes", c.server.max_request_bytes);
   });
@@ -461,6 +462,16 @@ void Validate(const ServeConfig& c, Problems& p) {
     const std::string& key = c.server.api_keys[i];
     if (key.empty() || std::any_of(key.begin(), key.end(), [](char ch) { return absl::ascii_isspace(ch); })) {
       p.Add(absl::StrCat("server.api_keys[", i, "]"), "must be non-empty without whitespace");
+    }
+  }
+  for (size_t i = 0; i < c.server.cors_allowed_origins.size(); ++i) {
+    const std::string& o = c.server.cors_allowed_origins[i];
+    if (o != "*" && !(absl::StartsWith(o, "http://") || absl::StartsWith(o, "https://"))) {
+      p.Add(absl::StrCat("server.cors_allowed_origins[", i, "]"),
+            absl::StrCat("must be \"*\" or an origin like https://chat.example.com, got ", Quoted(o)));
+    } else if (o != "*" && (o.back() == '/' || std::any_of(o.begin(), o.end(), [](char ch) { return absl::ascii_isspace(ch); }))) {
+      p.Add(absl::StrCat("server.cors_allowed_origins[", i, "]"),
+            absl::StrCat("an origin is scheme://host[:port] with no path or trailing '/', got ", Quoted(o)));
     }
   }
   if (!(c.server.drain_timeout_s >= 0 && c.server.drain_timeout_s <= 3600)) {

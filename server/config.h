@@ -32,6 +32,9 @@ struct ServerConfig {
   int grpc_port = 50051;              // 0 = no gRPC frontend
   std::vector<std::string> api_keys;  // empty = no authentication
   bool metrics_auth = false;          // whether /metrics, /health, /live, /ready need a key
+  // Browser origins (e.g. "https://chat.example.com") whose pages may call the HTTP API (CORS);
+  // "*" = any. Empty (the default) = none: a web page cannot drive a local server.
+  std::vector<std::string> cors_allowed_origins;
   double drain_timeout_s = 30;        // on SIGTERM: finish running requests for this long
   int64_t max_request_bytes = 1 << 20;
 };

@@ -274,6 +274,16 @@ TEST(ConfigTest, AFlagReplacesABadValueInTheFile) {
               AllOf(HasSubstr("(1 error)"), HasSubstr("got \"x\" (from --http-port)"), Not(HasSubstr("abc"))));
 }
 
+TEST(ConfigTest, CorsOriginsAreCheckedOriginsOrAStar) {
+  absl::StatusOr<ServeConfig> c =
+      ParseConfig("server:\n  cors_allowed_origins: [\"https://app.example\", \"http://localhost:3000\", \"*\"]\n", "f.yaml", {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->server.cors_allowed_origins, testing::ElementsAre("https://app.example", "http://localhost:3000", "*"));
+  const std::string msg = ErrorOf("server:\n  cors_allowed_origins: [\"app.example\", \"https://app.example/\"]\n");
+  EXPECT_THAT(msg, HasSubstr("server.cors_allowed_origins[0]: must be \"*\" or an origin"));
+  EXPECT_THAT(msg, HasSubstr("server.cors_allowed_origins[1]: an origin is scheme://host[:port]"));
+}
+
 TEST(ConfigTest, SwitchFlagsStandAloneOrTakeOneOfTheirValues) {
   for (const char* flag : {"metrics-auth", "enable-prefix-caching", "pin-threads"}) {
     EXPECT_FALSE(ConfigFlagTakesArgument(flag, nullptr)) << flag;       // last: means true

@@ -2,6 +2,7 @@
 
 #include <string_view>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "boost/beast/http/status.hpp"
@@ -159,18 +160,51 @@ std::string SerializeReply(const HttpReply& reply, bool keep_alive) {
   const auto reason = boost::beast::http::obsolete_reason(status);
   std::string out = absl::StrCat("HTTP/1.1 ", reply.status, " ",
                                  absl::string_view(reason.data(), reason.size()), "\r\n");
-  absl::StrAppend(&out, "Content-Type: ", reply.content_type, "\r\n");
-  absl::StrAppend(&out, "Content-Length: ", reply.body.size(), "\r\n");
+  if (!reply.content_type.empty()) absl::StrAppend(&out, "Content-Type: ", reply.content_type, "\r\n");
+  if (reply.status != 204) absl::StrAppend(&out, "Content-Length: ", reply.body.size(), "\r\n");  // 204: none
   for (const auto& [name, value] : reply.headers) absl::StrAppend(&out, name, ": ", value, "\r\n");
   absl::StrAppend(&out, "Connection: ", keep_alive ? "keep-alive" : "close", "\r\n\r\n");
   out += reply.body;
   return out;
 }
 
-std::string SseResponseHead(bool keep_alive, bool chunked) {
-  return absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-                      "Cache-Control: no-cache\r\n", chunked ? "Transfer-Encoding: chunked\r\n" : "",
-                      "Connection: ", keep_alive ? "keep-alive" : "close", "\r\n\r\n");
+std::string SseResponseHead(bool keep_alive, bool chunked,
+                            const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::string head = absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                                  "Cache-Control: no-cache\r\n", chunked ? "Transfer-Encoding: chunked\r\n" : "");
+  for (const auto& [name, value] : headers) absl::StrAppend(&head, name, ": ", value, "\r\n");
+  absl::StrAppend(&head, "Connection: ", keep_alive ? "keep-alive" : "close", "\r\n\r\n");
+  return head;
+}
+
+std::string CorsAllowOrigin(const ServerContext& ctx, std::string_view origin) {
+  if (origin.empty()) return "";
+  for (const std::string& allowed : ctx.options.cors_allowed_origins) {
+    if (allowed == "*") return "*";
+    if (allowed == origin) return allowed;
+  }
+  return "";
+}
+
+std::vector<std::pair<std::string, std::string>> CorsHeaders(const std::string& allow_origin) {
+  std::vector<std::pair<std::string, std::string>> h;
+  if (allow_origin.empty()) return h;
+  h.emplace_back("Access-Control-Allow-Origin", allow_origin);
+  if (allow_origin != "*") h.emplace_back("Vary", "Origin");
+  return h;
+}
+
+HttpReply CorsPreflightReply(const std::string& allow_origin, std::string_view request_headers) {
+  HttpReply r{.status = 204, .content_type = "", .body = "", .headers = CorsHeaders(allow_origin)};
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, HEAD, OPTIONS");
+  // Header names only (a token list): anything else in the request's list is dropped.
+  std::string names;
+  for (char ch : request_headers) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == ',' || ch == ' ') names += ch;
+  }
+  r.headers.emplace_back("Access-Control-Allow-Headers", names.empty() ? "authorization, content-type" : names);
+  r.headers.emplace_back("Access-Control-Max-Age", "600");
+  return r;
 }
 
 }  // namespace peng::server

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -44,6 +45,15 @@ HttpReply ErrorReply(const ApiError& error);
 bool RequiresAuth(const ServerContext& ctx, Route route);
 bool Authorized(const ServerContext& ctx, const std::string& authorization);
 
+// CORS: the Access-Control-Allow-Origin value for a request from `origin` ("*" when every
+// origin is allowed, the origin itself when it is listed), or "" (no CORS headers).
+std::string CorsAllowOrigin(const ServerContext& ctx, std::string_view origin);
+// The headers of a CORS response for `allow_origin` (Vary: Origin when it is not "*").
+std::vector<std::pair<std::string, std::string>> CorsHeaders(const std::string& allow_origin);
+// The answer to a CORS preflight (OPTIONS with Access-Control-Request-Method): 204 allowing the
+// API's methods and the requested headers, cached by the browser for 10 minutes.
+HttpReply CorsPreflightReply(const std::string& allow_origin, std::string_view request_headers);
+
 // Answers every route except the two generation routes.
 HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
                             const std::string& body);
@@ -52,6 +62,7 @@ HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
 std::string SerializeReply(const HttpReply& reply, bool keep_alive);
 // The response head of an SSE stream: chunked transfer encoding, or none (the body ends when
 // the connection closes) for an HTTP/1.0 client.
-std::string SseResponseHead(bool keep_alive, bool chunked = true);
+std::string SseResponseHead(bool keep_alive, bool chunked = true,
+                            const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 }  // namespace peng::server

@@ -35,6 +35,7 @@ struct HttpServerOptions {
   int num_threads = 2;                  // io_context threads
   std::vector<std::string> api_keys;    // empty = no authentication
   bool metrics_auth = false;            // also require a key on /live /ready /health /metrics
+  std::vector<std::string> cors_allowed_origins;  // CORS: origins ("*" = any); empty = off
   int64_t max_request_bytes = 1 << 20;  // larger bodies get 413
   std::string model_name = "peng";      // the served model id
   int64_t max_model_len = 2048;         // context limit (prompt + completion tokens)

@@ -310,6 +310,58 @@ TEST_F(HttpServerTest, MetricsAuthClosesTheProbes) {
   EXPECT_EQ(Send("GET", "/metrics", "", {{"Authorization", "Bearer k"}}).status, 200);
 }
 
+// CORS is off by default; with allowed origins, a browser's preflight gets a 204 without a key,
+// and every response to a listed origin (errors and streams included) carries
+// Access-Control-Allow-Origin, so the page can read it.
+const std::map<std::string, std::string> kPreflight = {{"Origin", "https://app.example"},
+                                                       {"Access-Control-Request-Method", "POST"},
+                                                       {"Access-Control-Request-Headers", "authorization, content-type"}};
+
+TEST_F(HttpServerTest, CorsIsOffByDefault) {
+  StartServer();
+  ClientResponse pre = Send("OPTIONS", "/v1/chat/completions", "", kPreflight);
+  EXPECT_EQ(pre.status, 405);
+  EXPECT_EQ(pre.Header("access-control-allow-origin"), "");
+  EXPECT_EQ(Send("GET", "/v1/models", "", {{"Origin", "https://app.example"}}).Header("access-control-allow-origin"), "");
+}
+
+TEST_F(HttpServerTest, CorsForListedOrigins) {
+  StartServer({}, [](HttpServerOptions& o) {
+    o.api_keys = {"k"};
+    o.cors_allowed_origins = {"https://app.example"};
+  });
+  ClientResponse pre = Send("OPTIONS", "/v1/chat/completions", "", kPreflight);
+  EXPECT_EQ(pre.status, 204);
+  EXPECT_EQ(pre.Header("access-control-allow-origin"), "https://app.example");
+  EXPECT_THAT(pre.Header("access-control-allow-methods"), HasSubstr("POST"));
+  EXPECT_EQ(pre.Header("access-control-allow-headers"), "authorization, content-type");
+  EXPECT_EQ(pre.Header("vary"), "Origin");
+  EXPECT_EQ(pre.Header("content-length"), "");
+  ClientResponse ok = Send("POST", "/v1/chat/completions", ChatBody().dump(),
+                           {{"Origin", "https://app.example"}, {"Authorization", "Bearer k"}});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.Header("access-control-allow-origin"), "https://app.example");
+  ClientResponse stream = Send("POST", "/v1/chat/completions", ChatBody({{"stream", true}}).dump(),
+                               {{"Origin", "https://app.example"}, {"Authorization", "Bearer k"}});
+  EXPECT_EQ(stream.status, 200) << stream.body;
+  EXPECT_THAT(stream.Header("content-type"), StartsWith("text/event-stream"));
+  EXPECT_EQ(stream.Header("access-control-allow-origin"), "https://app.example");
+  ClientResponse denied = Send("POST", "/v1/chat/completions", ChatBody().dump(), {{"Origin", "https://app.example"}});
+  EXPECT_EQ(denied.status, 401);
+  EXPECT_EQ(denied.Header("access-control-allow-origin"), "https://app.example");
+  ClientResponse other = Send("OPTIONS", "/v1/chat/completions", "",
+                              {{"Origin", "https://evil.example"}, {"Access-Control-Request-Method", "POST"}});
+  EXPECT_NE(other.status, 204);
+  EXPECT_EQ(other.Header("access-control-allow-origin"), "");
+}
+
+TEST_F(HttpServerTest, CorsWildcardAllowsAnyOrigin) {
+  StartServer({}, [](HttpServerOptions& o) { o.cors_allowed_origins = {"*"}; });
+  ClientResponse any = Send("GET", "/v1/models", "", {{"Origin", "https://anything.example"}});
+  EXPECT_EQ(any.Header("access-control-allow-origin"), "*");
+  EXPECT_EQ(any.Header("vary"), "");
+}
+
 TEST_F(HttpServerTest, BodyLimitIs413) {
   StartServer({}, [](HttpServerOptions& o) { o.max_request_bytes = 256; });
   Json big = ChatBody({{"messages", {{{"role", "user"}, {"content", std::string(1000, 'a')}}}}});

@@ -93,6 +93,7 @@ void HttpSession::Start() {
 
 void HttpSession::DoRead() {
   if (closed_) return;
+  cors_origin_.clear();  // set per request in Dispatch
   parser_.emplace();
   parser_->body_limit(static_cast<uint64_t>(ctx_->options.max_request_bytes));
   stream_.expires_after(ctx_->options.idle_timeout);
@@ -158,6 +159,16 @@ void HttpSession::Dispatch() {
   head_ = req.method() == http::verb::head;
   const std::string target(req.target());
   match_ = MatchRoute(target);
+  const auto header = [&](http::field f) {
+    const beast::string_view v = req[f];
+    return std::string_view(v.data(), v.size());
+  };
+  cors_origin_ = CorsAllowOrigin(*ctx_, header(http::field::origin));
+  // A CORS preflight carries no credentials: it is answered before the key check.
+  if (!cors_origin_.empty() && req.method() == http::verb::options &&
+      !req[http::field::access_control_request_method].empty()) {
+    return Reply(CorsPreflightReply(cors_origin_, header(http::field::access_control_request_headers)));
+  }
   const bool under_v1 = target.rfind("/v1/", 0) == 0;
   const bool needs_auth = !ctx_->options.api_keys.empty() &&
                           (match_.route == Route::kNone ? under_v1
@@ -251,7 +262,7 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   SetResponseOpen(true);
   if (gen_->stream) {
     if (http10_) keep_alive_ = false;  // the end of the body is the end of the connection
-    Write(SseResponseHead(keep_alive_, /*chunked=*/!http10_));
+    Write(SseResponseHead(keep_alive_, /*chunked=*/!http10_, CorsHeaders(cors_origin_)));
     for (const std::string& f : gen_->responder->StreamStart()) Write(BodyChunk(SseEvent(f)));
   }
   StartMonitor();
@@ -328,6 +339,9 @@ void HttpSession::OnMonitor(beast::error_code ec, size_t n) {
 // ---------------------------------------------------------------------------------- writing
 
 void HttpSession::Reply(HttpReply reply) {
+  if (reply.status != 204) {  // a preflight reply has its CORS headers already
+    for (auto& h : CorsHeaders(cors_origin_)) reply.headers.push_back(std::move(h));
+  }
   std::string bytes = SerializeReply(reply, keep_alive_);
   if (head_) bytes.resize(bytes.size() - reply.body.size());  // the headers alone, Content-Length kept
   FinishResponse(reply.status, std::move(bytes));

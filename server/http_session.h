@@ -90,6 +90,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool keep_alive_ = true;
   bool http10_ = false;  // an HTTP/1.0 request: no chunked encoding
   bool head_ = false;    // a HEAD request: headers only
+  std::string cors_origin_;  // Access-Control-Allow-Origin for this request ("" = none)
   std::chrono::steady_clock::time_point start_;
   int status_ = 0;               // for metrics, set when the response is complete
   bool response_done_ = false;   // last bytes queued
