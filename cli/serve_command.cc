@@ -3,6 +3,7 @@
 // finish up to server.drain_timeout_s, exit 0.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
@@ -31,6 +32,24 @@
 
 namespace peng::cli {
 namespace {
+
+// Every HTTP connection holds a descriptor: raise the soft limit to the hard one (as nginx and
+// most daemons do), and warn when server.max_connections cannot fit under it.
+void RaiseDescriptorLimit(int max_connections) {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return;
+  if (r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+    getrlimit(RLIMIT_NOFILE, &r);
+  }
+  constexpr rlim_t kReserve = 64;  // model files, the gRPC server, logs
+  if (r.rlim_cur != RLIM_INFINITY && r.rlim_cur < static_cast<rlim_t>(max_connections) + kReserve) {
+    Log(LogLevel::kWarning, "", absl::StrCat("server.max_connections is ", max_connections,
+                                            " but this process may open only ", r.rlim_cur,
+                                            " files (ulimit -n): connections beyond that fail to be accepted"));
+  }
+}
 
 // The EngineLoop frontends talk to from the start: Unavailable (503 / UNAVAILABLE) while the
 // model loads, then it forwards to the real loop.
@@ -119,6 +138,7 @@ absl::Status RunServe(int argc, char** argv) {
     return absl::OkStatus();
   }
   SetLogLevel(LevelOf(cfg.log.level));
+  RaiseDescriptorLimit(cfg.server.max_connections);
 
   // Signals are taken by one thread with sigwait; every thread started later inherits the mask.
   sigset_t signals;
@@ -183,6 +203,7 @@ absl::Status RunServe(int argc, char** argv) {
   ho.api_keys = cfg.server.api_keys;
   ho.metrics_auth = cfg.server.metrics_auth;
   ho.cors_allowed_origins = cfg.server.cors_allowed_origins;
+  ho.max_connections = cfg.server.max_connections;
   ho.max_request_bytes = cfg.server.max_request_bytes;
   ho.model_name = ServedModelName(cfg.model);
   ho.max_model_len = served_len;

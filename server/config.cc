@@ -136,6 +136,7 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Field("api_keys", c.server.api_keys);
     v.Field("metrics_auth", c.server.metrics_auth);
     v.Field("cors_allowed_origins", c.server.cors_allowed_origins);
+    v.Field("max_connections", c.server.max_connections);
     v.Field("drain_timeout_s", c.server.drain_timeout_s);
     v.Size("max_request_bytes", c.server.max_request_bytes);
   });
@@ -478,6 +479,7 @@ void Validate(const ServeConfig& c, Problems& p) {
     p.Add("server.drain_timeout_s", absl::StrCat("must be in [0, 3600], got ", FormatDouble(c.server.drain_timeout_s)));
   }
   in_range("server.max_request_bytes", c.server.max_request_bytes, 1024, int64_t{1} << 30);
+  in_range("server.max_connections", c.server.max_connections, 1, 1000000);
 
   in_range("engine.cuda_device", c.engine.cuda_device, 0, 1023);
   in_range("engine.threads", c.engine.threads, 0, 1024);

@@ -37,6 +37,7 @@ struct ServerConfig {
   std::vector<std::string> cors_allowed_origins;
   double drain_timeout_s = 30;        // on SIGTERM: finish running requests for this long
   int64_t max_request_bytes = 1 << 20;
+  int max_connections = 1024;  // open HTTP connections at most; more get a 503 and are closed
 };
 
 struct EngineConfig {

@@ -284,6 +284,13 @@ TEST(ConfigTest, CorsOriginsAreCheckedOriginsOrAStar) {
   EXPECT_THAT(msg, HasSubstr("server.cors_allowed_origins[1]: an origin is scheme://host[:port]"));
 }
 
+TEST(ConfigTest, MaxConnectionsIsAtLeastOne) {
+  EXPECT_THAT(ErrorOf("server:\n  max_connections: 0\n"), HasSubstr("server.max_connections"));
+  absl::StatusOr<ServeConfig> c = ParseConfig("server:\n  max_connections: 50000\n", "f.yaml", {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->server.max_connections, 50000);
+}
+
 TEST(ConfigTest, SwitchFlagsStandAloneOrTakeOneOfTheirValues) {
   for (const char* flag : {"metrics-auth", "enable-prefix-caching", "pin-threads"}) {
     EXPECT_FALSE(ConfigFlagTakesArgument(flag, nullptr)) << flag;       // last: means true

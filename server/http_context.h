@@ -54,6 +54,7 @@ struct ServerContext {
   // Generations whose response has not been fully written yet: Stop waits for them to flush
   // (the engine has sent every stream its final event by then) before tearing down.
   std::atomic<int> open_responses{0};
+  std::atomic<int> connections{0};  // live HttpSessions (options.max_connections bounds it)
 };
 
 }  // namespace peng::server

@@ -1,7 +1,10 @@
 #include "server/http_server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <future>
+#include <memory>
+#include <string>
 #include <thread>
 #include <utility>
 
@@ -13,8 +16,10 @@
 #include "boost/asio/post.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "boost/asio/strand.hpp"
+#include "boost/asio/write.hpp"
 #include "server/chat_template.h"
 #include "server/http_context.h"
+#include "server/http_routes.h"
 #include "server/http_session.h"
 #include "server/request_metrics.h"
 
@@ -36,6 +41,21 @@ struct HttpServer::Impl {
   std::unique_ptr<tcp::acceptor> acceptor;  // on its own strand
   std::unique_ptr<net::steady_timer> retry_timer;
 
+  // One connection over server.max_connections: a 503 in OpenAI's error shape, then close.
+  void RejectOverCapacity(tcp::socket socket) {
+    HttpReply reply = ErrorReply(MakeApiError(
+        503, absl::StrCat("The server has ", ctx->options.max_connections,
+                          " open connections, its limit (server.max_connections); retry later.")));
+    reply.headers.emplace_back("Retry-After", std::to_string(std::max(1, ctx->options.retry_after_s)));
+    auto bytes = std::make_shared<std::string>(SerializeReply(reply, /*keep_alive=*/false));
+    auto sock = std::make_shared<tcp::socket>(std::move(socket));
+    ctx->metrics.Record("other", 503, 0.0);
+    net::async_write(*sock, net::buffer(*bytes), [sock, bytes](boost::system::error_code, size_t) {
+      boost::system::error_code ignored;
+      sock->shutdown(tcp::socket::shutdown_both, ignored);
+    });
+  }
+
   void DoAccept() {
     acceptor->async_accept(net::make_strand(*ioc), [this](boost::system::error_code ec,
                                                           tcp::socket socket) {
@@ -51,7 +71,11 @@ struct HttpServer::Impl {
       }
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);  // SSE chunks are small
-      std::make_shared<HttpSession>(std::move(socket), ctx)->Start();
+      if (ctx->connections.load() >= ctx->options.max_connections) {
+        RejectOverCapacity(std::move(socket));
+      } else {
+        std::make_shared<HttpSession>(std::move(socket), ctx)->Start();
+      }
       DoAccept();
     });
   }
@@ -70,7 +94,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(HttpServerOptions
     return absl::InvalidArgumentError(absl::StrCat("port must be in [0, 65535], got ",
                                                    options.port));
   }
-  if (options.num_threads < 1 || options.max_request_bytes < 1 || options.max_model_len < 1) {
+  if (options.num_threads < 1 || options.max_request_bytes < 1 || options.max_model_len < 1 ||
+      options.max_connections < 1) {
     return absl::InvalidArgumentError(
         "num_threads, max_request_bytes and max_model_len must be positive");
   }

@@ -44,6 +44,9 @@ struct HttpServerOptions {
   int retry_after_s = 1;                // Retry-After on 429/503
   std::string version = "0.1.0";        // GET /version
   std::chrono::seconds idle_timeout{75};  // keep-alive: close an idle connection after this
+  // Open connections at most; one more gets a 503 (Retry-After) and is closed, so a flood of
+  // idle or slow clients cannot take every file descriptor the engine and models need.
+  int max_connections = 1024;
 };
 
 // What the server uses but does not own.

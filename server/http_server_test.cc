@@ -362,6 +362,27 @@ TEST_F(HttpServerTest, CorsWildcardAllowsAnyOrigin) {
   EXPECT_EQ(any.Header("vary"), "");
 }
 
+// Past server.max_connections a new connection gets a 503 with Retry-After and is closed; once
+// a connection goes away, a new one is served again.
+TEST_F(HttpServerTest, ConnectionsBeyondTheLimitGet503) {
+  StartServer({}, [](HttpServerOptions& o) { o.max_connections = 2; });
+  auto held = std::make_unique<Client>(server_->port());
+  Client second(server_->port());
+  ASSERT_EQ(held->Send("GET", "/health").status, 200);  // both connections are sessions now
+  ASSERT_EQ(second.Send("GET", "/health").status, 200);
+  ClientResponse over = Send("GET", "/v1/models");
+  ExpectError(over, 503, "ServiceUnavailableError");
+  EXPECT_EQ(over.Header("retry-after"), "1");
+  EXPECT_EQ(over.Header("connection"), "close");
+  held.reset();  // the server sees the close and ends that session
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; ++i) {
+    status = Send("GET", "/v1/models").status;
+    if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(status, 200);
+}
+
 TEST_F(HttpServerTest, BodyLimitIs413) {
   StartServer({}, [](HttpServerOptions& o) { o.max_request_bytes = 256; });
   Json big = ChatBody({{"messages", {{{"role", "user"}, {"content", std::string(1000, 'a')}}}}});

@@ -71,9 +71,12 @@ class SessionStream final : public RequestStream {
 }  // namespace
 
 HttpSession::HttpSession(net::ip::tcp::socket socket, std::shared_ptr<ServerContext> ctx)
-    : stream_(std::move(socket)), ctx_(std::move(ctx)) {}
+    : stream_(std::move(socket)), ctx_(std::move(ctx)) {
+  ctx_->connections.fetch_add(1);
+}
 
 HttpSession::~HttpSession() {
+  ctx_->connections.fetch_sub(1);
   // Backstop for teardown paths that did not see the disconnect (server stop).
   if (gen_ != nullptr && !gen_->ended) AbortUnfinished();
   SetResponseOpen(false);
