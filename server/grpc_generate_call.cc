@@ -39,7 +39,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   GenerateCall(grpc::CallbackServerContext* context, EngineLoop* engine,
                const Tokenizer* tokenizer, std::unique_ptr<GenerateRequest> request,
                int retry_after_s)
-      : engine_(engine), tokenizer_(tokenizer), id_(request->id),
+      : engine_(engine), tokenizer_(tokenizer), id_(request->id), deadline_(context->deadline()),
         link_(std::make_shared<CallLink>()) {
     {
       absl::MutexLock lock(&link_->mu);
@@ -123,7 +123,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   // Starts the next write, or finishes once everything is written. One write in flight.
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
     if (finished_ || writing_) return;
-    if (cancelled_) return FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+    if (cancelled_) {
+      // The client sees DEADLINE_EXCEEDED when its deadline ended the call; the log says so too.
+      return FinishLocked(std::chrono::system_clock::now() >= deadline_
+                              ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the call's deadline passed")
+                              : grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+    }
     if (!pending_.empty()) {
       in_flight_ = std::move(pending_.front());
       pending_.pop_front();
@@ -147,6 +152,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   EngineLoop* const engine_;
   const Tokenizer* const tokenizer_;
   const std::string id_;
+  const std::chrono::system_clock::time_point deadline_;  // the client's (max() when none)
   const std::shared_ptr<CallLink> link_;
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 
