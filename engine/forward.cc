@@ -267,14 +267,14 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
       segments.push_back({row, row + 1, amx});
     }
   };
-  std::vector<bool> row_amx(n);
+  row_amx_.resize(n);
   int64_t t = 0;
   for (size_t ci = 0; ci < batch.chunks.size(); ++ci) {
     const SequenceChunk& ch = batch.chunks[ci];
     for (size_t i = 0; i < ch.tokens.size(); ++i, ++t) {
       pos_[t] = ch.start_pos + static_cast<int64_t>(i);
-      row_amx[t] = amx_ && ch.prompt_len >= options_.amx_min_prompt && pos_[t] < ch.prompt_len;
-      add_row(segments_, t, row_amx[t]);
+      row_amx_[t] = amx_ && ch.prompt_len >= options_.amx_min_prompt && pos_[t] < ch.prompt_len;
+      add_row(segments_, t, row_amx_[t]);
       chunk_of_[t] = static_cast<int32_t>(ci);
       kernels::RopeAngles(c_.rope_dim, pos_[t], c_.rope_inv_freq.data(), rope_cos_.data() + t * half,
                           rope_sin_.data() + t * half);
@@ -300,7 +300,7 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
     const int64_t len = static_cast<int64_t>(ch.tokens.size());
     if (ch.logits == SequenceChunk::Logits::kAll) {
       for (int64_t i = 0; i < len; ++i) {
-        add_row(logit_segments_, static_cast<int64_t>(rows.size()), row_amx[t + i]);
+        add_row(logit_segments_, static_cast<int64_t>(rows.size()), row_amx_[t + i]);
         rows.push_back(t + i);
       }
     } else if (ch.logits == SequenceChunk::Logits::kLast) {

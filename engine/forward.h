@@ -117,6 +117,7 @@ class LlamaForward : public ForwardBackend {
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, row_scratch_, dense_w_;
   std::vector<int64_t> pos_;       // position of each batch token
   std::vector<int32_t> chunk_of_;  // chunk index of each batch token
+  std::vector<uint8_t> row_amx_;            // per batch row: 1 when it takes the AMX kernel
   std::vector<RowSegment> segments_;        // the batch's rows by kernel
   std::vector<RowSegment> logit_segments_;  // the LM head's rows by kernel
   std::vector<float> rope_cos_, rope_sin_;  // [tokens x rope_dim / 2]: angles shared by all layers

@@ -51,8 +51,9 @@ std::string CorsAllowOrigin(const ServerContext& ctx, std::string_view origin);
 // The headers of a CORS response for `allow_origin` (Vary: Origin when it is not "*").
 std::vector<std::pair<std::string, std::string>> CorsHeaders(const std::string& allow_origin);
 // The answer to a CORS preflight (OPTIONS with Access-Control-Request-Method): 204 allowing the
-// API's methods and the requested headers, cached by the browser for 10 minutes.
-HttpReply CorsPreflightReply(const std::string& allow_origin, std::string_view request_headers);
+// API's methods and the requested headers, cached by the browser for 10 minutes (the session
+// adds CorsHeaders to it, as to every reply).
+HttpReply CorsPreflightReply(std::string_view request_headers);
 
 // Answers every route except the two generation routes.
 HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,

@@ -170,7 +170,7 @@ void HttpSession::Dispatch() {
   // A CORS preflight carries no credentials: it is answered before the key check.
   if (!cors_origin_.empty() && req.method() == http::verb::options &&
       !req[http::field::access_control_request_method].empty()) {
-    return Reply(CorsPreflightReply(cors_origin_, header(http::field::access_control_request_headers)));
+    return Reply(CorsPreflightReply(header(http::field::access_control_request_headers)));
   }
   const bool under_v1 = target.rfind("/v1/", 0) == 0;
   const bool needs_auth = !ctx_->options.api_keys.empty() &&
@@ -342,9 +342,7 @@ void HttpSession::OnMonitor(beast::error_code ec, size_t n) {
 // ---------------------------------------------------------------------------------- writing
 
 void HttpSession::Reply(HttpReply reply) {
-  if (reply.status != 204) {  // a preflight reply has its CORS headers already
-    for (auto& h : CorsHeaders(cors_origin_)) reply.headers.push_back(std::move(h));
-  }
+  for (auto& h : CorsHeaders(cors_origin_)) reply.headers.push_back(std::move(h));
   std::string bytes = SerializeReply(reply, keep_alive_);
   if (head_) bytes.resize(bytes.size() - reply.body.size());  // the headers alone, Content-Length kept
   FinishResponse(reply.status, std::move(bytes));

@@ -1,8 +1,6 @@
 #include "kernels/cpu/amx.h"
 
-#include <algorithm>
 #include <cstring>
-#include <mutex>
 
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/interleaved.h"
@@ -25,9 +23,6 @@ namespace {
 // The interleaved layout (interleaved.h): a 16-row x 32-column tile holds fp16 d[16], then for
 // Q4_1 fp16 m[16], then code vectors of 64 bytes in which row r owns bytes 4r..4r+3.
 constexpr int64_t kR = kInterleaveRows;
-constexpr size_t kScaleBytes = 2 * kR;
-constexpr size_t kQ4_1Tile = 2 * kScaleBytes + 4 * 4 * kR;
-constexpr size_t kQ8_0Tile = kScaleBytes + 8 * 4 * kR;
 constexpr size_t kBTileBytes = 1024;  // 16 rows of 32 bfloat16: 32 columns of 16 weight rows
 
 // The tile configuration every call uses: tmm0-3 accumulators (16 tokens x 16 rows, float),
@@ -104,11 +99,11 @@ template <GgmlType T>
 inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
   const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
   if constexpr (T == GgmlType::kQ4_1) {
-    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kScaleBytes)));
+    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kInterleavedScaleBytes)));
     __m512 scale[5];  // d·2^-p for the nibble at bit p = 0, 4, ..., 16
     for (int k = 0; k < 5; ++k) scale[k] = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / static_cast<float>(1 << (4 * k))));
     const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<4>(q, 4 * k), scale[k], m); };
-    const uint8_t* codes = tile + 2 * kScaleBytes;
+    const uint8_t* codes = tile + InterleavedCodesOffset(T);
     for (int v = 0; v < 4; ++v) {
       const __m512i q = _mm512_loadu_si512(codes + 64 * v);
       const __m512i q12 = _mm512_srli_epi32(q, 12);  // bits 20-31 to 8-19, under the exponent
@@ -124,7 +119,7 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
     const __m512 m = _mm512_mul_ps(d, _mm512_set1_ps(-128.0f));
     const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
     const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
-    const uint8_t* codes = tile + kScaleBytes;
+    const uint8_t* codes = tile + InterleavedCodesOffset(T);
     for (int v = 0; v < 8; ++v) {
       const __m512i q = _mm512_loadu_si512(codes + 64 * v);
       const __m512i q16 = _mm512_srli_epi32(q, 16);  // bytes 2-3 to 0-1
@@ -201,7 +196,7 @@ void MatMulAmx(const uint8_t* data, int64_t cols, const uint16_t* x, int64_t n, 
   static const TileConfig kConfig = MakeConfig();
   if (n == 0) return;
   const int64_t blocks = cols / 32;
-  const size_t tile_bytes = T == GgmlType::kQ4_1 ? kQ4_1Tile : kQ8_0Tile;
+  constexpr size_t tile_bytes = InterleavedTileBytes(T);
   // Two panel buffers: the tile unit reads one while the vector unit fills the other.
   uint8_t* panels[2] = {scratch, scratch + static_cast<size_t>(cols) * 64};
   float* tail = reinterpret_cast<float*>(scratch + static_cast<size_t>(cols) * 128);

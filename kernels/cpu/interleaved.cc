@@ -14,11 +14,9 @@ namespace peng::kernels {
 namespace {
 
 constexpr int kR = kInterleaveRows;
-constexpr size_t kScaleBytes = 2 * kR;                     // fp16 per row
-constexpr size_t kQ4_1Tile = 2 * kScaleBytes + 4 * 4 * kR;  // d, m, 4 code vectors: 320
-constexpr size_t kQ8_0Tile = kScaleBytes + 8 * 4 * kR;      // d, 8 code vectors: 544
+constexpr size_t kScaleBytes = kInterleavedScaleBytes;
 
-size_t TileBytes(GgmlType type) { return type == GgmlType::kQ4_1 ? kQ4_1Tile : kQ8_0Tile; }
+constexpr size_t TileBytes(GgmlType type) { return InterleavedTileBytes(type); }
 
 const uint8_t* Tile(GgmlType type, const uint8_t* data, int64_t cols, int64_t group, int64_t block) {
   return data + (group * (cols / 32) + block) * TileBytes(type);
@@ -26,7 +24,7 @@ const uint8_t* Tile(GgmlType type, const uint8_t* data, int64_t cols, int64_t gr
 
 // Codes of a tile: vector v (64 bytes) holds 4 bytes per row, row r at bytes 4r..4r+3.
 const uint8_t* Codes(GgmlType type, const uint8_t* tile) {
-  return tile + (type == GgmlType::kQ4_1 ? 2 : 1) * kScaleBytes;
+  return tile + InterleavedCodesOffset(type);
 }
 
 // Where GGML code byte j of row r sits among a tile's codes: byte 4v+i goes to byte i of row r's

@@ -26,6 +26,15 @@
 namespace peng::kernels {
 
 inline constexpr int kInterleaveRows = 16;
+// One tile's layout, for the kernels that read it (this file's and amx.h's): the rows' fp16
+// scales (kInterleavedScaleBytes; Q4_1: then as many fp16 minimums), then the code vectors.
+inline constexpr size_t kInterleavedScaleBytes = 2 * kInterleaveRows;
+constexpr size_t InterleavedCodesOffset(GgmlType type) {
+  return (type == GgmlType::kQ4_1 ? 2 : 1) * kInterleavedScaleBytes;
+}
+constexpr size_t InterleavedTileBytes(GgmlType type) {  // Q4_1: 320, Q8_0: 544
+  return InterleavedCodesOffset(type) + (type == GgmlType::kQ4_1 ? 4 : 8) * 4 * kInterleaveRows;
+}
 
 // Whether a matrix of this type and shape can be interleaved (on this build's CPU target).
 bool CanInterleave(GgmlType type, int64_t rows, int64_t cols);

@@ -35,11 +35,7 @@ void StoreKvRow(const float* src, KvFormat format, int64_t n, void* dst) {
       std::abort();  // invariant: dense formats only (quantized tokens go through StoreKvToken)
     case KvFormat::kBF16: {
       auto* d = static_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) {  // round to nearest even
-        uint32_t bits;
-        std::memcpy(&bits, &src[i], 4);
-        d[i] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-      }
+      for (int64_t i = 0; i < n; ++i) d[i] = Fp32ToBf16(src[i]);
       return;
     }
   }
