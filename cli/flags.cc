@@ -9,16 +9,23 @@
 #include "absl/strings/str_cat.h"
 
 namespace peng::cli {
-namespace {
 
-// A switch's value: true or false, in any case.
 std::optional<bool> SwitchValue(const std::string& text) {
   if (absl::EqualsIgnoreCase(text, "true")) return true;
   if (absl::EqualsIgnoreCase(text, "false")) return false;
   return std::nullopt;
 }
 
-}  // namespace
+absl::StatusOr<std::string> NextValue(const std::string& name, int argc, char** argv, int* i) {
+  if (*i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+  const std::string next = argv[*i + 1];
+  if (next.rfind("--", 0) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value, got the flag '", next,
+                                                   "' (a value that starts with -- goes as --", name, "=VALUE)"));
+  }
+  ++*i;
+  return next;
+}
 
 absl::Status Flags::Parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
@@ -49,8 +56,9 @@ absl::Status Flags::Parse(int argc, char** argv) {
       }
     } else if (valued_.count(name)) {
       if (!has_value) {
-        if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-        value = argv[++i];
+        absl::StatusOr<std::string> next = NextValue(name, argc, argv, &i);
+        if (!next.ok()) return next.status();
+        value = *std::move(next);
       }
       values_[name] = value;
     } else {

@@ -15,6 +15,14 @@
 
 namespace peng::cli {
 
+// A switch's value: true or false, in any case; nullopt for anything else.
+std::optional<bool> SwitchValue(const std::string& text);
+
+// The value of valued flag `name` given as the next argument: an error when there is none, or
+// when it looks like a flag itself (`--api-key --print-config` would otherwise set the key to
+// "--print-config"); such a value can still be given as `--name=VALUE`.
+absl::StatusOr<std::string> NextValue(const std::string& name, int argc, char** argv, int* i);
+
 class Flags {
  public:
   // `valued` take a value (`--name V` or `--name=V`); `switches` are booleans (see above).

@@ -23,6 +23,7 @@ struct Command {
   const char* name;
   int (*run)(int, char**);
   const char* help;
+  bool own_help = false;  // the command prints a fuller usage of its own on --help
 };
 
 const Command kCommands[] = {
@@ -33,7 +34,7 @@ const Command kCommands[] = {
     {"bench", peng::cli::RunBenchCommand, "--model PATH [--prompt-tokens 512] [--gen-tokens 128] [--threads 2] [--reps 3] [--activations int8|f32] [--no-amx] [--batch B] [--pin-threads] [--json]"},
     {"perplexity", peng::cli::RunPerplexityCommand,
      "--model PATH --text FILE --ctx N [--max-windows W] [--kv-mode dense|quantized|leankv] [--kv-format F] [--chunk 16] [--threads T] [--activations int8|f32] [--no-amx] [--config FILE]"},
-    {"tokenize", peng::RunTokenizeCommand, "--model PATH [--text TEXT] [--jsonl] [--decode]"},
+    {"tokenize", peng::RunTokenizeCommand, "--model PATH [--text TEXT] [--jsonl] [--decode]", true},
     {"logits", peng::cli::RunLogitsCommand, "--model PATH (--prompt TEXT | --ids 1,2,3) --out FILE.npy [--activations int8|f32] [--no-amx]"},
     {"dump-tensor", peng::cli::RunDumpTensorCommand, "--model FILE.gguf --tensor NAME --out FILE.npy"},
 };
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
   if (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) return Usage(stdout);
   for (const Command& c : kCommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
-    for (int i = 2; i < argc; ++i) {
+    for (int i = 2; i < argc && !c.own_help; ++i) {
       if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
         std::printf("usage: peng %s %s\n(peng --help: every command, switches and exit statuses)\n", c.name, c.help);
         return 0;

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -20,6 +21,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "cli/common.h"
+#include "cli/flags.h"
 #include "engine/model.h"
 #include "kernels/cpu/amx.h"
 #include "kernels/cpu/interleaved.h"
@@ -104,16 +106,22 @@ absl::Status ParseArgs(int argc, char** argv, std::string* config_path, bool* pr
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
     }
-    if (name == "print-config") {
-      *print_config = true;
+    if (name == "print-config") {  // a switch, as every command's (cli/flags.h)
+      if (!has_value && i + 1 < argc && SwitchValue(argv[i + 1])) {
+        value = argv[++i];
+      } else if (!has_value) {
+        value = "true";
+      }
+      const std::optional<bool> on = SwitchValue(value);
+      if (!on) return absl::InvalidArgumentError(absl::StrCat("--print-config takes true or false, got '", value, "'"));
+      *print_config = *on;
       continue;
     }
     // A switch (--metrics-auth) takes the next argument only when it is one of its values.
     const bool takes_value =
         name == "config" || ConfigFlagTakesArgument(name, i + 1 < argc ? argv[i + 1] : nullptr);
     if (!has_value && takes_value) {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-      value = argv[++i];
+      PENG_ASSIGN_OR_RETURN(value, NextValue(name, argc, argv, &i));
     }
     if (name == "config") {
       *config_path = value;
@@ -184,8 +192,10 @@ absl::Status RunServe(int argc, char** argv) {
   const int64_t kv_tokens = memory::KvManager::CapacityTokens(shape, lo.kv);
   const int64_t served_len = std::min<int64_t>(max_model_len, kv_tokens);
   if (served_len < max_model_len) {
-    Info(absl::StrFormat("max_model_len %d exceeds what the KV budget holds for one sequence; serving %d "
-                        "(raise engine.kv_budget for longer contexts)", max_model_len, served_len));
+    Log(LogLevel::kWarning, "",
+        absl::StrFormat("max_model_len %d exceeds what the KV budget holds for one sequence; a sequence "
+                        "gets at most %d tokens (raise engine.kv_budget for longer contexts)",
+                        max_model_len, served_len));
   }
 
   std::unique_ptr<ChatTemplate> chat_override;
@@ -280,8 +290,8 @@ absl::Status RunServe(int argc, char** argv) {
                       "= %d KV tokens; max concurrency at full context (%d tokens): %.2f",
                       model->weights.bytes() / 1048576.0, kv_kind, kv.bytes_per_token(),
                       lean == nullptr ? "" : " before pruning", cfg.engine.kv_budget_bytes / 1048576.0,
-                      kv.total_pages(), kv.page_bytes(), kv.max_tokens(), max_model_len,
-                      static_cast<double>(kv.max_tokens()) / max_model_len));
+                      kv.total_pages(), kv.page_bytes(), kv.max_tokens(), served_len,
+                      static_cast<double>(kv.max_tokens()) / served_len));
   engine.Start();
   loading.Set(&engine);
   if (grpc) grpc->SetServing(true);

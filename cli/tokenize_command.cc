@@ -1,14 +1,18 @@
 // `peng tokenize`: encode text to token ids (or decode ids to text) with a model's tokenizer.
 // Used by people checking prompts and by tests/python/test_tokenizer.py, which compares it with
 // Hugging Face `tokenizers` on thousands of strings through --jsonl.
+#include <climits>
 #include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/status.h"
 #include "absl/strings/str_cat.h"
+#include "cli/flags.h"
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -54,8 +58,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv, bool* help) {
     }
     auto take_value = [&]() -> absl::StatusOr<std::string> {
       if (has_value) return value;
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value"));
-      return std::string(argv[++i]);
+      return cli::NextValue(arg.substr(2), argc, argv, &i);
     };
     const bool is_flag = arg == "--jsonl" || arg == "--no-bos" || arg == "--no-special" ||
                          arg == "--decode" || arg == "--skip-special" || arg == "--help" ||
@@ -109,6 +112,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> OpenTokenizer(const std::string& path
   return Tokenizer::FromGguf(**gguf);
 }
 
+// A JSON integer as a token id; one beyond 32 bits is outside every vocabulary.
+absl::StatusOr<int32_t> JsonId(const nlohmann::json& v) {
+  const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= INT32_MAX
+                                           : v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
+  if (!fits) return absl::InvalidArgumentError(absl::StrCat("token id ", v.dump(), " is outside the vocabulary"));
+  return static_cast<int32_t>(v.get<int64_t>());
+}
+
 // "[1, 2, 3]" or "1 2 3" / "1,2,3" -> ids.
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   std::vector<int32_t> ids;
@@ -116,7 +127,8 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   if (j.is_array()) {
     for (const auto& v : j) {
       if (!v.is_number_integer()) return absl::InvalidArgumentError("ids must be integers");
-      ids.push_back(v.get<int32_t>());
+      PENG_ASSIGN_OR_RETURN(int32_t id, JsonId(v));
+      ids.push_back(id);
     }
     return ids;
   }
@@ -140,6 +152,17 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   return ids;
 }
 
+// Ids outside the vocabulary are an error, as /detokenize and gRPC Detokenize make them.
+absl::Status CheckIds(const Tokenizer& tok, const std::vector<int32_t>& ids) {
+  for (int32_t id : ids) {
+    if (id < 0 || id >= tok.vocab_size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " is outside the vocabulary [0, ", tok.vocab_size(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string Dump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -152,11 +175,15 @@ int RunJsonl(const Tokenizer& tok, const Options& o) {
       std::vector<int32_t> ids;
       bool ok = in.is_array();
       for (size_t k = 0; ok && k < in.size(); ++k) {
-        ok = in[k].is_number_integer();
-        if (ok) ids.push_back(in[k].get<int32_t>());
+        ok = in[k].is_number_integer() && JsonId(in[k]).ok();
+        if (ok) ids.push_back(*JsonId(in[k]));
       }
       if (!ok) {
-        std::cerr << "peng tokenize: stdin line " << line_no << " is not a JSON array of ids\n";
+        std::cerr << "peng tokenize: stdin line " << line_no << " is not a JSON array of token ids\n";
+        return 1;
+      }
+      if (absl::Status s = CheckIds(tok, ids); !s.ok()) {
+        std::cerr << "peng tokenize: stdin line " << line_no << ": " << s.message() << "\n";
         return 1;
       }
       std::cout << Dump(tok.Decode(ids, o.skip_special)) << '\n';
@@ -192,7 +219,10 @@ int RunTokenizeCommand(int argc, char** argv) {
   }
   if (opts->jsonl) return RunJsonl(**tok, *opts);
   if (opts->decode) {
-    auto ids = ParseIds(opts->text);
+    absl::StatusOr<std::vector<int32_t>> ids = ParseIds(opts->text);
+    if (ids.ok()) {
+      if (absl::Status s = CheckIds(**tok, *ids); !s.ok()) ids = s;
+    }
     if (!ids.ok()) {
       std::cerr << "peng tokenize: --text: " << ids.status().message() << "\n";
       return 2;

@@ -2,6 +2,8 @@
 #include <cmath>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "engine/gguf.h"
@@ -149,6 +151,17 @@ absl::StatusOr<ModelConfig> ReadConfig(const GgufFile& f) {
     if (f.FindTensor("rope_freqs.weight") != nullptr) {
       PENG_ASSIGN_OR_RETURN(std::vector<float> factors, LoadVector(f, "rope_freqs.weight", c.rope_dim / 2));
       for (int i = 0; i < c.rope_dim / 2; ++i) c.rope_inv_freq[i] /= factors[i];
+    }
+  }
+  // A tensor of a layer past block_count: the metadata and the tensors disagree (a file edited
+  // or assembled wrong). Loading only block_count layers would serve a different model quietly.
+  for (const GgufTensor& t : f.tensors()) {
+    if (!absl::StartsWith(t.name, "blk.")) continue;
+    const size_t dot = t.name.find('.', 4);
+    int64_t layer = 0;
+    if (dot != std::string::npos && absl::SimpleAtoi(t.name.substr(4, dot - 4), &layer) && layer >= c.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", absl::CHexEscape(t.name), " belongs to layer ", layer,
+                                                     " but ", a, "block_count is ", c.num_layers));
     }
   }
   PENG_RETURN_IF_ERROR(c.Validate());

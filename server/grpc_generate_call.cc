@@ -9,6 +9,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "base/log.h"
@@ -16,6 +17,15 @@
 
 namespace peng::server {
 namespace {
+
+// One log line per Generate call: its status code, then `detail`.
+void LogGenerate(const grpc::Status& status, const std::string& detail) {
+  const LogLevel level = status.error_code() == grpc::StatusCode::INTERNAL ? LogLevel::kError : LogLevel::kInfo;
+  // gRPC's codes are absl's, number for number.
+  const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+  Log(level, "grpc", absl::StrCat("Generate ", code, " ", detail));
+}
+
 
 class GenerateCall;
 
@@ -142,10 +152,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
     finished_ = true;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const LogLevel level = status.error_code() == grpc::StatusCode::INTERNAL ? LogLevel::kError : LogLevel::kInfo;
-    // gRPC's codes are absl's, number for number.
-    const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
-    Log(level, "grpc", absl::StrFormat("Generate %s %.3f s request_id=%s", code, seconds, id_));
+    LogGenerate(status, absl::StrFormat("%.3f s request_id=%s", seconds, id_));
     Finish(status);
   }
 
@@ -173,9 +180,14 @@ void EventSink::OnEvent(TokenEvent event) {
   }
 }
 
+// A Generate call refused before it reached the engine (auth, validation): logged as every
+// Generate call is, with the reason.
 class FinishedCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
-  explicit FinishedCall(grpc::Status status) { Finish(std::move(status)); }
+  explicit FinishedCall(grpc::Status status) {
+    LogGenerate(status, status.error_message());
+    Finish(std::move(status));
+  }
   void OnDone() override { delete this; }
 };
 

@@ -71,8 +71,10 @@ class InferenceService final : public v1::Inference::CallbackService {
     if (absl::Status s = CheckModel(request->model(), info_); !s.ok()) {
       return Reply(context, ToGrpcStatus(s));
     }
-    const bool special = !request->has_add_special_tokens() || request->add_special_tokens();
-    std::vector<int32_t> ids = tokenizer_->Encode(request->text(), special, special);
+    // As HTTP /tokenize (vLLM): the flag is about BOS; control tokens written in the text are
+    // recognised either way, as Generate recognises them.
+    const bool add_bos = !request->has_add_special_tokens() || request->add_special_tokens();
+    std::vector<int32_t> ids = tokenizer_->Encode(request->text(), add_bos, /*parse_special=*/true);
     response->mutable_token_ids()->Add(ids.begin(), ids.end());
     response->set_count(static_cast<int32_t>(ids.size()));
     response->set_max_model_len(options_.max_model_len);

@@ -489,6 +489,13 @@ TEST_F(GrpcServerTest, TokenizeDetokenizeRoundTrip) {
   ASSERT_TRUE(stub_->Tokenize(&c3, treq, &tresp).ok());
   EXPECT_EQ(tresp.count(), 6);  // bytes, no BOS
 
+  grpc::ClientContext c3b;  // control tokens are recognised with or without BOS, as over HTTP
+  SetDeadline(&c3b);
+  treq.set_text("<|im_start|>x");
+  ASSERT_TRUE(stub_->Tokenize(&c3b, treq, &tresp).ok());
+  ASSERT_EQ(tresp.count(), 2);
+  EXPECT_EQ(tresp.token_ids(0), *tokenizer_->FindToken("<|im_start|>"));
+
   grpc::ClientContext c4;
   SetDeadline(&c4);
   dreq.add_token_ids(100000);

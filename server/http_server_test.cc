@@ -157,6 +157,8 @@ TEST_F(HttpServerTest, ChatStreamingFramesAndUsage) {
   for (size_t i = 1; i <= 3; ++i) {
     Json c = Json::parse(data[i]);
     EXPECT_EQ(c["id"], first["id"]);
+    ASSERT_TRUE(c.contains("usage"));  // OpenAI: null on every chunk before the last
+    EXPECT_TRUE(c["usage"].is_null());
     text += c["choices"][0]["delta"]["content"].get<std::string>();
     EXPECT_EQ(c["choices"][0]["finish_reason"], i == 3 ? Json("length") : Json(nullptr));
   }

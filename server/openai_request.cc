@@ -508,7 +508,10 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   if (n && (*n < 1 || *n > kMaxN)) {
     return BadParam("n", absl::StrCat("n must be in [1, ", kMaxN, "], got ", *n));
   }
-  // n > 1 at temperature 0 is allowed, as OpenAI allows it: the choices come out identical.
+  // REFERENCE.md §5 (vLLM's rule): greedy choices would all be the same text.
+  if (job.n > 1 && job.sampling.greedy()) {
+    return BadParam("n", "n > 1 requires sampling (temperature > 0): greedy choices would be identical");
+  }
   PENG_RETURN_IF_ERROR(ParseStop(body, ctx.tokenizer->vocab_size(), &job.stop));
   PENG_ASSIGN_OR_RETURN(std::optional<int64_t> priority, GetInt(body, "priority"));
   if (priority && (*priority < INT32_MIN || *priority > INT32_MAX)) {

@@ -132,6 +132,7 @@ TEST_F(OpenAiRequestTest, RangeAndTypeErrorsNameTheField) {
   ExpectBad(Chat({{"frequency_penalty", -3}}), "frequency_penalty");
   ExpectBad(Chat({{"repetition_penalty", 0}}), "repetition_penalty");
   ExpectBad(Chat({{"n", 0}}), "n");
+  ExpectBad(Chat({{"n", 2}, {"temperature", 0}}), "n");
   ExpectBad(Chat({{"max_tokens", 0}}), "max_tokens");
   ExpectBad(Chat({{"max_completion_tokens", -1}}), "max_completion_tokens");
   ExpectBad(Chat({{"stream", "yes"}}), "stream");

@@ -17,6 +17,18 @@ Json Bytes(const std::string& piece) {
 
 }  // namespace
 
+void CompletionResponder::CharOffset::Add(std::string_view bytes) {
+  for (const unsigned char b : bytes) {
+    if ((b & 0xC0) == 0x80) {  // a continuation byte
+      if (missing_ > 0 && --missing_ == 0) ++chars_;
+      continue;
+    }
+    if (missing_ > 0) ++chars_;  // a character cut short: one U+FFFD in the text
+    missing_ = b >= 0xF0 ? 3 : b >= 0xE0 ? 2 : b >= 0xC0 ? 1 : 0;
+    if (missing_ == 0) ++chars_;
+  }
+}
+
 CompletionResponder::CompletionResponder(const CompletionJob& job, const Tokenizer& tokenizer,
                                          std::string id, int64_t created)
     : job_(job), tokenizer_(tokenizer), id_(std::move(id)), created_(created) {
@@ -28,7 +40,7 @@ CompletionResponder::CompletionResponder(const CompletionJob& job, const Tokeniz
       Choice& c = choices_[p * job.n + j];
       if (job.echo) {
         c.text = job.prompt_texts[p];
-        c.text_offset = static_cast<int64_t>(c.text.size());
+        c.text_offset.Add(c.text);
       }
       if (job.want_logprobs) {
         c.logprobs = job.kind == ApiKind::kChat
@@ -43,10 +55,13 @@ CompletionResponder::CompletionResponder(const CompletionJob& job, const Tokeniz
 }
 
 Json CompletionResponder::ChunkBase() const {
-  return Json{{"id", id_},
-              {"object", job_.kind == ApiKind::kChat ? "chat.completion.chunk" : "text_completion"},
-              {"created", created_},
-              {"model", job_.model}};
+  Json chunk{{"id", id_},
+             {"object", job_.kind == ApiKind::kChat ? "chat.completion.chunk" : "text_completion"},
+             {"created", created_},
+             {"model", job_.model}};
+  // OpenAI: with include_usage every chunk carries "usage", null until the last one.
+  if (job_.include_usage) chunk["usage"] = nullptr;
+  return chunk;
 }
 
 CompletionResponder::Choice& CompletionResponder::ChoiceOf(int prompt_index,
@@ -110,12 +125,12 @@ Json CompletionResponder::EventLogprobs(int prompt_index, const TokenEvent& even
   if (job_.prompt_logprobs >= 0 && !c.prompt_logprobs_done) {
     c.prompt_logprobs_done = true;
     const std::vector<int32_t>& prompt = job_.prompts[prompt_index];
-    int64_t offset = 0;
+    CharOffset offset;
     for (size_t i = 0; i < prompt.size(); ++i) {
       const std::string piece = tokenizer_.TokenPiece(prompt[i]);
       out["tokens"].push_back(piece);
-      out["text_offset"].push_back(offset);
-      offset += static_cast<int64_t>(piece.size());
+      out["text_offset"].push_back(offset.chars());
+      offset.Add(piece);
       // Entry i - 1 predicts token i; missing ones (a request aborted before its prefill
       // finished) stay null.
       if (i == 0 || i - 1 >= event.prompt_logprobs.size()) {
@@ -133,8 +148,8 @@ Json CompletionResponder::EventLogprobs(int prompt_index, const TokenEvent& even
     out["tokens"].push_back(piece);
     out["token_logprobs"].push_back(lp.logprob);
     out["top_logprobs"].push_back(LegacyTop(piece, lp));
-    out["text_offset"].push_back(c.text_offset);
-    c.text_offset += static_cast<int64_t>(piece.size());
+    out["text_offset"].push_back(c.text_offset.chars());
+    c.text_offset.Add(piece);
   }
   return out;
 }

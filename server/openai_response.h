@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/tokenizer.h"
@@ -43,12 +44,25 @@ class CompletionResponder {
   nlohmann::json Usage() const;
 
  private:
+  // OpenAI's text_offset indexes the returned text in characters, not bytes: a token's offset
+  // is the number of characters complete before its bytes (a token that starts inside a
+  // multi-byte character points at that character).
+  class CharOffset {
+   public:
+    int64_t chars() const { return chars_; }
+    void Add(std::string_view bytes);
+
+   private:
+    int64_t chars_ = 0;
+    int missing_ = 0;  // continuation bytes the current character still needs
+  };
+
   struct Choice {
     std::string text;
     FinishReason finish = FinishReason::kNone;
     int64_t completion_tokens = 0;
     nlohmann::json logprobs;      // accumulated (non-streaming)
-    int64_t text_offset = 0;      // completions logprobs: offset of the next token
+    CharOffset text_offset;       // completions logprobs: offset of the next token
     bool prompt_logprobs_done = false;  // echo + logprobs: the prompt's entries are out
     bool echo_pending = false;    // streaming echo + logprobs: the prompt text goes out with them
   };

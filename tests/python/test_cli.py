@@ -108,6 +108,13 @@ def _bad_model_files(smollm2_path):
     nan = bytearray(data)
     nan[norm_at:norm_at + 4] = bytes.fromhex("0000c07f")  # float32 NaN
     cases["nan.gguf"] = (bytes(nan), "tensor output_norm.weight has non-finite values")
+    # llama.block_count lowered from 30 to 3: the tensors of layers 3-29 no longer fit it.
+    key = b"llama.block_count"
+    at = data.index(key) + len(key)
+    assert data[at:at + 8] == (4).to_bytes(4, "little") + (30).to_bytes(4, "little")  # uint32 30
+    fewer = bytearray(data)
+    fewer[at + 4:at + 8] = (3).to_bytes(4, "little")
+    cases["block_count.gguf"] = (bytes(fewer), "but llama.block_count is 3")
     return cases
 
 
@@ -169,6 +176,39 @@ def test_serve_switches_stand_alone_or_take_true_false(peng_bin, args, expected)
 def test_serve_switch_leaves_a_valued_flag_its_value(peng_bin):
     p = run(peng_bin, "serve", "--print-config", "--metrics-auth", "--http-port")
     assert p.returncode == 2 and "peng serve: --http-port needs a value" in p.stderr, p.stderr
+
+
+def test_a_valued_flag_never_takes_the_next_flag_as_its_value(peng_bin, smollm2_path):
+    # `--api-key --print-config` would otherwise serve with the key "--print-config".
+    p = run(peng_bin, "serve", "--api-key", "--print-config")
+    assert p.returncode == 2 and "--api-key needs a value, got the flag '--print-config'" in p.stderr, p.stderr
+    out = _print_config(peng_bin, "--api-key=--odd-key")  # the = form still takes any value
+    assert "api_keys:" in out
+    p = run(peng_bin, "generate", "--model", "--prompt", "hi")
+    assert p.returncode == 2 and "--model needs a value" in p.stderr, p.stderr
+    p = run(peng_bin, "tokenize", "--model", smollm2_path, "--text", "--decode")
+    assert p.returncode == 2 and "--text needs a value" in p.stderr, p.stderr
+
+
+def test_print_config_is_a_switch_like_the_others(peng_bin):
+    for args in (["--print-config=true"], ["--print-config", "TRUE"]):
+        p = run(peng_bin, "serve", *args)
+        assert p.returncode == 0 and "http_port:" in p.stdout, (args, p.stderr)
+    p = run(peng_bin, "serve", "--print-config=maybe")
+    assert p.returncode == 2 and "--print-config takes true or false, got 'maybe'" in p.stderr, p.stderr
+    # --print-config=false serves: with a missing model it fails loading (exit 1), not printing.
+    p = run(peng_bin, "serve", "--print-config=false", "--model", "/nonexistent/m.gguf")
+    assert p.returncode == 1 and "http_port:" not in p.stdout, p.stdout
+
+
+def test_tokenize_decode_refuses_ids_outside_the_vocabulary(peng_bin, smollm2_path):
+    for ids in ("99999", "-1", "1,2,99999", "[4294967297]"):
+        p = run(peng_bin, "tokenize", "--model", smollm2_path, "--decode", "--text", ids)
+        assert p.returncode == 2 and "outside the vocabulary" in p.stderr, (ids, p.stderr)
+    p = run(peng_bin, "tokenize", "--model", smollm2_path, "--decode", "--jsonl", input="[1, 2]\n[70000]\n")
+    assert p.returncode == 1 and "stdin line 2" in p.stderr and "outside the vocabulary" in p.stderr, p.stderr
+    p = run(peng_bin, "tokenize", "--help")
+    assert p.returncode == 0 and "--skip-special" in p.stdout, p.stdout
 
 
 def test_command_switches_stand_alone_or_take_true_false(peng_bin, tmp_path):

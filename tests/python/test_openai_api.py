@@ -277,6 +277,23 @@ def test_echo_logprobs_score_the_prompt(client, http, smollm2_path):
     assert lp.token_logprobs[-2] > -1.0, list(zip(lp.tokens, lp.token_logprobs))
 
 
+def test_text_offset_counts_characters(client):
+    # OpenAI's text_offset indexes the text in characters: text[offset:] starts with the token
+    # (for tokens that are whole characters; an emoji's byte tokens point at the emoji).
+    text = "héllo 😀 naïve 東京 ok"
+    out = complete(client, prompt=text, max_tokens=4, echo=True, logprobs=1, temperature=0)
+    c = out.choices[0]
+    lp = c.logprobs
+    assert c.text.startswith(text)
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[-1] < len(c.text)
+    whole = [(tok, off) for tok, off in zip(lp.tokens, lp.text_offset) if "\ufffd" not in tok]
+    assert len(whole) >= len(lp.tokens) // 2
+    for tok, off in whole:
+        assert c.text[off:].startswith(tok), (tok, off, c.text)
+    emoji = text.index("😀")
+    assert any(off == emoji for tok, off in zip(lp.tokens, lp.text_offset) if "\ufffd" in tok)
+
+
 def test_streamed_echo_chunks_carry_their_own_tokens(http):
     # Each chunk's logprobs tokens spell that chunk's text: the echoed prompt arrives with its
     # logprobs, not ahead of them.
@@ -442,18 +459,6 @@ def test_unknown_fields_are_ignored(http):
     r = http.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2,
                                            "frobnicate": 3, "guided_json": None})
     assert r.status_code == 200, r.text
-
-
-def test_n_greater_than_one_with_greedy_gives_identical_choices(http):
-    # OpenAI accepts n > 1 at temperature 0; every choice is the greedy one.
-    for path, body, text in (("/v1/completions", {"prompt": PROMPT}, lambda c: c["text"]),
-                             ("/v1/chat/completions", {"messages": CHAT},
-                              lambda c: c["message"]["content"])):
-        r = http.post(path, json={**body, "n": 3, "temperature": 0, "max_tokens": 6})
-        assert r.status_code == 200, r.text
-        choices = r.json()["choices"]
-        assert sorted(c["index"] for c in choices) == [0, 1, 2]
-        assert len({text(c) for c in choices}) == 1, choices
 
 
 @pytest.mark.parametrize("prompt", ["The capital of France is", "Once upon a time in a small village,"])

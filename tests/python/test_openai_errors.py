@@ -121,6 +121,14 @@ def test_max_completion_tokens_out_of_range(http):
                  400, param="max_completion_tokens")
 
 
+def test_n_greater_than_one_with_greedy(http):
+    # REFERENCE.md §5 (vLLM's rule): greedy choices would be identical.
+    for path, body in (("/v1/completions", {"prompt": PROMPT}),
+                       ("/v1/chat/completions", {"messages": CHAT})):
+        assert_error(http.post(path, json={**body, "n": 2, "temperature": 0, "max_tokens": 2}),
+                     400, param="n")
+
+
 def test_unknown_model(http, client):
     for path, body in (("/v1/completions", {"prompt": PROMPT}),
                        ("/v1/chat/completions", {"messages": CHAT})):
