@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -31,7 +32,7 @@ const absl::flat_hash_set<std::string>& CommonFields() {
 const absl::flat_hash_set<std::string>& ChatFields() {
   static const auto* f = new absl::flat_hash_set<std::string>{
       "messages", "max_completion_tokens", "top_logprobs", "add_generation_prompt",
-      "chat_template_kwargs", "tools", "tool_choice"};
+      "continue_final_message", "chat_template_kwargs", "tools", "tool_choice"};
   return *f;
 }
 const absl::flat_hash_set<std::string>& CompletionFields() {
@@ -344,6 +345,15 @@ absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContex
     messages.push_back(std::move(msg));
   }
   PENG_ASSIGN_OR_RETURN(std::optional<bool> agp, GetBool(body, "add_generation_prompt"));
+  // vLLM's extension: the reply continues the final (assistant) message instead of starting a
+  // new turn. As vLLM, it excludes add_generation_prompt (whose default is true).
+  PENG_ASSIGN_OR_RETURN(std::optional<bool> cfm, GetBool(body, "continue_final_message"));
+  const bool continue_final = cfm.value_or(false);
+  if (continue_final && agp.value_or(true)) {
+    return BadParam("continue_final_message",
+                    "continue_final_message and add_generation_prompt cannot both be true "
+                    "(send add_generation_prompt: false)");
+  }
   Json extra = Json::object();
   if (const Json* kw = Field(body, "chat_template_kwargs")) {
     if (!kw->is_object()) return TypeError("chat_template_kwargs", "an object");
@@ -366,7 +376,26 @@ absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContex
   if (!text.ok()) {
     return BadParam("messages", absl::StrCat("chat template: ", text.status().message()));
   }
+  if (continue_final) return CutAfterFinalMessage(*text, messages.back().content);
   return *std::move(text);
+}
+
+absl::StatusOr<std::string> CutAfterFinalMessage(const std::string& rendered, const std::string& final_text) {
+  const std::string stripped(absl::StripAsciiWhitespace(final_text));
+  if (stripped.empty()) {
+    return BadParam("continue_final_message", "the final message has no text to continue");
+  }
+  const size_t at = rendered.rfind(stripped);
+  if (at == std::string::npos) {
+    return BadParam("continue_final_message",
+                    "the chat template does not render the final message's text as sent, so it cannot be "
+                    "continued");
+  }
+  // The rendering keeps the message's trailing whitespace when it is there as sent; a template
+  // that trims it gets the trimmed text (as transformers' apply_chat_template does).
+  const std::string kept(absl::StripLeadingAsciiWhitespace(final_text));
+  const size_t end = rendered.compare(at, kept.size(), kept) == 0 ? at + kept.size() : at + stripped.size();
+  return rendered.substr(0, end);
 }
 
 std::vector<int32_t> EncodeChatPrompt(const std::string& text, const Tokenizer& tok) {

@@ -73,6 +73,9 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const nlohman
 // Chat: validates `messages` (plus add_generation_prompt, chat_template_kwargs, tools) and
 // renders them with the chat template. Shared by chat completions and /tokenize.
 absl::StatusOr<std::string> RenderChatPrompt(const nlohmann::json& body, const ModelContext& ctx);
+// continue_final_message: `rendered` cut right after the final message's text, so that the
+// model continues it (a 400 when the template does not render that text as sent).
+absl::StatusOr<std::string> CutAfterFinalMessage(const std::string& rendered, const std::string& final_text);
 // Tokenizes a rendered chat prompt: control tokens parsed, BOS added only when the model adds
 // one and the text does not already start with the BOS token's text.
 std::vector<int32_t> EncodeChatPrompt(const std::string& text, const Tokenizer& tokenizer);

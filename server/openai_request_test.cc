@@ -70,6 +70,27 @@ TEST_F(OpenAiRequestTest, ChatRendersTemplateAddsBosOnceAndDefaultsMaxTokens) {
   EXPECT_FALSE(job->stream);
 }
 
+TEST_F(OpenAiRequestTest, ContinueFinalMessageLeavesTheLastTurnOpen) {
+  const Json messages = {{{"role", "user"}, {"content", "q"}}, {{"role", "assistant"}, {"content", "The answer is "}}};
+  auto job = Chat({{"messages", messages}, {"continue_final_message", true}, {"add_generation_prompt", false}});
+  ASSERT_TRUE(job.ok()) << job.status();
+  // The template keeps the trailing space, so the cut keeps it too.
+  EXPECT_EQ(job->prompt_texts[0], "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\nThe answer is ");
+  // add_generation_prompt defaults to true, which continue_final_message excludes (as vLLM).
+  ExpectBad(Chat({{"messages", messages}, {"continue_final_message", true}}), "continue_final_message");
+  ExpectBad(Chat({{"messages", {{{"role", "user"}, {"content", "  "}}}},
+                  {"continue_final_message", true}, {"add_generation_prompt", false}}),
+            "continue_final_message");
+  ExpectBad(Chat({{"messages", messages}, {"continue_final_message", "yes"}}), "continue_final_message");
+}
+
+TEST(CutAfterFinalMessageTest, KeepsOrTrimsTrailingWhitespaceAsTheTemplateDid) {
+  EXPECT_EQ(*CutAfterFinalMessage("<u>hi</u><a>go on </a>", "go on "), "<u>hi</u><a>go on ");
+  EXPECT_EQ(*CutAfterFinalMessage("<u>hi</u><a>go on</a>", "go on \n"), "<u>hi</u><a>go on");
+  EXPECT_EQ(*CutAfterFinalMessage("<a>x</a><a>x</a>", "x"), "<a>x</a><a>x");  // the last one
+  EXPECT_FALSE(CutAfterFinalMessage("<a>X</a>", "x").ok());
+}
+
 TEST_F(OpenAiRequestTest, SamplingStopAndLogprobFieldsMap) {
   auto job = Chat({{"temperature", 0.5}, {"top_p", 0.9}, {"top_k", 5}, {"min_p", 0.1},
                    {"seed", 42}, {"stop", "x"}, {"stop_token_ids", {7}},

@@ -471,3 +471,21 @@ def test_cli_generate_matches_the_server(client, peng_bin, smollm2_path, prompt)
                         "--temperature", "0", "--max-tokens", "30"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.removesuffix("\n") == served
+
+
+def test_continue_final_message_continues_the_assistant_turn(http, client):
+    # vLLM's extension: the reply continues the last (assistant) message, with no new turn.
+    messages = [{"role": "user", "content": "Name the largest ocean on Earth."},
+                {"role": "assistant", "content": "The largest ocean on Earth is the"}]
+    extra = {"continue_final_message": True, "add_generation_prompt": False}
+    tok = http.post("/tokenize", json={"messages": messages, **extra})
+    assert tok.status_code == 200, tok.text
+    text = http.post("/detokenize", json={"tokens": tok.json()["tokens"]}).json()["prompt"]
+    assert text.endswith("<|im_start|>assistant\nThe largest ocean on Earth is the"), text
+    out = chat(client, messages=messages, max_tokens=6, temperature=0, extra_body=extra)
+    reply = out.choices[0].message.content
+    assert reply and "Pacific" in reply, reply
+    # Without it the model starts a new assistant turn after the finished one.
+    r = http.post("/v1/chat/completions", json={"messages": messages, "continue_final_message": True,
+                                                "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "continue_final_message", r.text
