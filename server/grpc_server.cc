@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "google/protobuf/stubs/logging.h"
+#include "grpc/support/log.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -29,6 +30,15 @@ constexpr char kServiceName[] = "peng.v1.Inference";
 void LogProtobuf(google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
   Log(level >= google::protobuf::LOGLEVEL_ERROR ? LogLevel::kWarning : LogLevel::kDebug, "grpc",
       absl::StrCat("protobuf (", file, ":", line, "): ", message));
+}
+
+// grpc-core's own lines (a port it cannot bind, transport trouble): errors as warnings, the
+// rest at debug, escaped like every line; Peng reports what failed in its own words too.
+void LogGrpcCore(gpr_log_func_args* a) {
+  const std::string file = a->file != nullptr ? a->file : "?";
+  Log(a->severity == GPR_LOG_SEVERITY_ERROR ? LogLevel::kWarning : LogLevel::kDebug, "grpc",
+      absl::StrCat("grpc-core (", file.substr(file.rfind('/') + 1), ":", a->line, "): ",
+                   a->message != nullptr ? a->message : ""));
 }
 
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, grpc::Status status) {
@@ -172,10 +182,13 @@ absl::Status GrpcServer::Start() {
   }
   // Process-wide switches; both must be set before a ServerBuilder is made.
   grpc::EnableDefaultHealthCheckService(true);
-  // protobuf's complaints (a request with invalid UTF-8 in a string field, ...) go to our log,
-  // one escaped line each, instead of raw to stderr.
-  static std::once_flag protobuf_log;
-  std::call_once(protobuf_log, [] { google::protobuf::SetLogHandler(&LogProtobuf); });
+  // protobuf's complaints (a request with invalid UTF-8 in a string field, ...) and grpc-core's
+  // go to our log, one escaped line each, instead of raw to stderr.
+  static std::once_flag library_logs;
+  std::call_once(library_logs, [] {
+    google::protobuf::SetLogHandler(&LogProtobuf);
+    gpr_set_log_function(&LogGrpcCore);
+  });
   // grpc++'s health service carries no descriptors: naming ours (proto/grpc/health/v1) links
   // them in, and reflection then describes grpc.health.v1.Health like our own service.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
