@@ -82,8 +82,10 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
         continue;
       }
       combines_.push_back({static_cast<int32_t>(ci), h, parts, splits});
-      // Split bounds on 16-token boundaries: every tile then starts a key-lane block.
-      const auto bound = [&](int s) { return s == splits ? end : end * s / splits / 16 * 16; };
+      // Splits at fixed positions (multiples of kDecodeSplitTokens, so every tile starts a
+      // key-lane block): the prefill kernel walks a long history in the same blocks and merges
+      // them the same way, so a token's result does not depend on whether it came alone.
+      const auto bound = [&](int s) { return s == splits ? end : s * kDecodeSplitTokens; };
       for (int s = 0; s < splits; ++s) {
         const int64_t b = bound(s), e = bound(s + 1);
         split_begin_.push_back(b);
@@ -115,6 +117,7 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
         a.kv_len = a.q_pos0 + a.num_q;
         a.out = out + (t0 + task.begin) * row + task.kv_head * head_block;
         a.out_stride = row;
+        a.split_tokens = kDecodeSplitTokens;
         a.params = params_;
         prefill_->prefill(a);
         continue;

@@ -20,7 +20,9 @@ namespace peng {
 
 class CpuAttention {
  public:
-  // Decode histories longer than this are split into parts of this many tokens.
+  // Histories longer than this are attended in blocks of this many tokens from position 0 and
+  // merged by log-sum-exp: a decode runs the blocks as parallel tasks, a prefill chunk one
+  // after another, with the same arithmetic, so a token's output is bitwise the same either way.
   static constexpr int64_t kDecodeSplitTokens = 1024;
   // Queries per prefill task.
   static constexpr int64_t kPrefillBlockTokens = 32;

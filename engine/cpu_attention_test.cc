@@ -6,11 +6,13 @@
 #include "engine/cpu_attention.h"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/attention/reference.h"
+#include "engine/simple_kv_cache.h"
 #include "kernels/cpu/kv_store.h"
 
 namespace peng {
@@ -177,6 +179,52 @@ TEST(PartitionedAttention, DecodeMatchesReferenceAcrossSplits) {
   Check(1500, 1100, 1, 4000, 0, 5);
   // Before score_from: nothing is added.
   Check(60, 10, 1, 100, 200, 6);
+}
+
+// A token's attention must not depend on how its prompt was chunked: the last token of a prompt
+// comes alone (a 1-token chunk: the decode kernel, whose history is split every
+// kDecodeSplitTokens) when the prefix cache holds the rest, or inside a chunk (the prefill
+// kernel) otherwise. Chunks across and past the split bounds, dense f16 pages, SmolLM2's shape.
+TEST(CpuAttentionTest, TokensGetBitwiseTheSameOutputAloneAndInsideAPrefillChunk) {
+  ModelConfig c;
+  c.num_heads = 9;
+  c.num_kv_heads = 3;
+  c.head_dim = kHeadDim;
+  const int64_t split = CpuAttention::kDecodeSplitTokens, len = 2 * split + 300;
+  CpuAttention attention(c);
+  ASSERT_TRUE(attention.Prepare(KvFormat::kF16).ok());
+  SimpleKvCache kv(1, c.num_kv_heads, kHeadDim, len, 16, KvFormat::kF16);
+  ASSERT_TRUE(kv.Reserve(0, len).ok());
+  std::mt19937 rng(11);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> k(kHeadDim), v(kHeadDim);
+  for (int64_t pos = 0; pos < len; ++pos) {
+    for (int h = 0; h < c.num_kv_heads; ++h) {
+      for (int d = 0; d < kHeadDim; ++d) {
+        k[d] = n(rng);
+        v[d] = n(rng);
+      }
+      kv.Store(0, 0, h, pos, k.data(), v.data());
+    }
+  }
+  const int64_t row = c.num_heads * kHeadDim;
+  ThreadPool pool(2);
+  for (auto [start, count] : {std::pair<int64_t, int64_t>{split - 40, 80}, {2 * split - 7, 20}, {len - 45, 45}}) {
+    SCOPED_TRACE(testing::Message() << "chunk at " << start << ", " << count << " tokens");
+    std::vector<float> q(count * row), chunk_out(q.size(), NAN), alone(row, NAN);
+    for (float& x : q) x = n(rng);
+    std::vector<int32_t> tokens(count, 1);
+    ForwardBatch batch;
+    batch.chunks.push_back({.seq = 0, .start_pos = start, .tokens = tokens});
+    attention.Run(pool, 0, batch, kv, q.data(), chunk_out.data());
+    for (int64_t t = 0; t < count; ++t) {
+      ForwardBatch one;
+      one.chunks.push_back({.seq = 0, .start_pos = start + t, .tokens = {tokens.data(), 1}});
+      attention.Run(pool, 0, one, kv, q.data() + t * row, alone.data());
+      ASSERT_EQ(std::memcmp(alone.data(), chunk_out.data() + t * row, row * sizeof(float)), 0)
+          << "position " << start + t;
+    }
+  }
 }
 
 }  // namespace

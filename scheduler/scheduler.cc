@@ -218,10 +218,15 @@ StepPlan Scheduler::Schedule() {
       }
       const int64_t n = ChunkLength(s, budget);
       // Admission keeps one block (one page per table) free for every sequence that will be
-      // running, so admitting does not force the next steps' growth into preemptions.
+      // running, so admitting does not force the next steps' growth into preemptions. And the
+      // whole sequence must fit, not only this step's chunk: a prompt (or a preempted
+      // sequence's recompute) started with room for its first chunk only would take the rest
+      // from the running sequences, preempting them, and they it in turn (measured: 8
+      // requests of ~950 + 400 tokens in 64 MiB, prefix caching off, thrashed through 324
+      // preemptions).
       const int64_t reserve =
           kv_->pages_per_block() * static_cast<int64_t>(running_.size() + admitted.size());
-      if (!fits_with(id, s.num_computed + n, reserve)) {
+      if (!fits_with(id, static_cast<int64_t>(s.tokens.size()), reserve)) {
         kv_->Free(id);
         s.num_computed = 0;
         break;  // admit in order: a later, smaller request must not starve this one

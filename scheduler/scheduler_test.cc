@@ -340,19 +340,19 @@ TEST_F(SchedulerTest, ZeroMaxTokensScoresThePromptAndGeneratesNothing) {
 
 TEST_F(SchedulerTest, PromptLogprobsSurvivePreemptionMidPrompt) {
   SchedulerOptions o;
-  o.max_num_batched_tokens = 4;
-  Init(10, o);  // 5 blocks = 20 tokens
-  // "other" decodes ahead of the scoring request and outgrows the pool while "score" is still
-  // prefilling its 16-token prompt in 3-token chunks: "score" is preempted mid-prompt and
-  // recomputed from the start once "other" is done.
+  o.max_num_batched_tokens = 2;
+  Init(12, o);  // 6 blocks = 24 tokens
+  // "other" decodes ahead of the scoring request and outgrows the pool while "score" (admitted
+  // because its whole prompt fit then) is still prefilling its 12-token prompt a token per step:
+  // "score" is preempted mid-prompt and recomputed from the start once "other" is done.
   auto other = Add("other", 4, 10, /*priority=*/-1);
   Step();
-  auto stream = AddRequest("score", Ids(16, 20), 1, [](GenerateRequest& r) { r.prompt_logprobs = 0; });
+  auto stream = AddRequest("score", Ids(12, 20), 1, [](GenerateRequest& r) { r.prompt_logprobs = 0; });
   RunToIdle();
   EXPECT_GT(sched_->num_preemptions(), 0);
   ASSERT_TRUE(stream->finished());
-  ASSERT_EQ(stream->events[0].prompt_logprobs.size(), 15u);
-  for (size_t i = 0; i < 15; ++i) {
+  ASSERT_EQ(stream->events[0].prompt_logprobs.size(), 11u);
+  for (size_t i = 0; i < 11; ++i) {
     EXPECT_EQ(stream->events[0].prompt_logprobs[i].id, 21 + static_cast<int>(i));
     EXPECT_EQ(stream->events[0].prompt_logprobs[i].logprob, -static_cast<float>(i + 1));
   }

@@ -97,6 +97,12 @@ struct PrefillArgs {
   // and low lists), so the probabilities are those of the merged attention. Null: the chunk's
   // own lse.
   const float* probs_lse = nullptr;
+  // 0: each query walks its history in one pass. > 0: a query whose history is longer is
+  // computed as decode computes it: the history in blocks of split_tokens from position 0,
+  // each normalised alone, merged by CombineDecode. Then a token's result is the same whether
+  // it comes alone (a decode, or a prompt's last token left by the prefix cache) or inside a
+  // chunk.
+  int64_t split_tokens = 0;
   AttentionParams params;
 };
 

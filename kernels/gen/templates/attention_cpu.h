@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "kernels/attention/args.h"
 #include "kernels/attention/variant.h"
@@ -721,12 +722,52 @@ void Prefill(const PrefillArgs& a) {
         out_rows[r] = a.out + (t0 + t) * a.out_stride + g * S::kHeadDim;
       }
     }
-    b.Reset();
+    const int64_t q_lo = a.q_pos0 + t0, q_hi = q_lo + nt - 1;
     int64_t begin = 0, end = a.kv_len;
-    ClampRange<S>(a.q_pos0 + t0, a.q_pos0 + t0 + nt - 1, a.params, &begin, &end);
-    if (begin < end) b.Run(a.spans, a.num_spans, begin, end, a.params);
+    ClampRange<S>(q_lo, q_hi, a.params, &begin, &end);
     float lse[RowBlock<S>::kMaxRows];
-    b.Finish(out_rows, lse, 1);
+    // Histories longer than a.split_tokens: block by block as decode splits them (see
+    // PrefillArgs::split_tokens), then merged per token as decode merges them.
+    const int64_t split = a.split_tokens, blocks = split > 0 ? (q_hi + split) / split : 1;
+    if (blocks <= 1) {
+      b.Reset();
+      if (begin < end) b.Run(a.spans, a.num_spans, begin, end, a.params);
+      b.Finish(out_rows, lse, 1);
+    } else {
+      // part_out: [token][block][group head][head_dim]; part_lse: [token][block][group head].
+      thread_local std::vector<float> part_out, part_lse;
+      part_out.resize(static_cast<size_t>(nt * blocks * G * S::kHeadDim));
+      part_lse.resize(static_cast<size_t>(nt * blocks * G));
+      for (int64_t k = 0; k < blocks; ++k) {
+        int64_t kb = k * split, ke = std::min(a.kv_len, (k + 1) * split);
+        ClampRange<S>(q_lo, q_hi, a.params, &kb, &ke);
+        b.Reset();
+        if (kb < ke) b.Run(a.spans, a.num_spans, kb, ke, a.params);
+        float* part_rows[RowBlock<S>::kMaxRows];
+        float part_lse_rows[RowBlock<S>::kMaxRows];
+        for (int r = 0; r < b.rows; ++r) part_rows[r] = &part_out[((r / G * blocks + k) * G + r % G) * S::kHeadDim];
+        b.Finish(part_rows, part_lse_rows, 1);
+        for (int r = 0; r < b.rows; ++r) part_lse[(r / G * blocks + k) * G + r % G] = part_lse_rows[r];
+      }
+      for (int t = 0; t < nt; ++t) {
+        const int64_t splits = (q_lo + t + split) / split;  // decode's: ceil((position + 1) / split)
+        float* out_t = a.out + (t0 + t) * a.out_stride;
+        const float* parts = &part_out[t * blocks * G * S::kHeadDim];
+        const float* lses = &part_lse[t * blocks * G];
+        if (splits == 1) {  // decode writes its one split's result as it is
+          std::copy(parts, parts + G * S::kHeadDim, out_t);
+          std::copy(lses, lses + G, lse + t * G);
+          continue;
+        }
+        CombineArgs c;
+        c.num_splits = static_cast<int>(splits);
+        c.out_parts = parts;
+        c.lse_parts = lses;
+        c.out = out_t;
+        c.lse = lse + t * G;
+        CombineDecode<S>(c);
+      }
+    }
     if (a.lse != nullptr) std::copy(lse, lse + b.rows, a.lse + t0 * G);
     if (a.probs == nullptr || t0 + nt <= a.probs_q_begin) continue;
     // Importance scores: a second pass over the admitted range with the final lse per row.
