@@ -169,7 +169,7 @@ int Run(int argc, char** argv) {
                   layer_bytes * layers / 1e6, best * 1e6, gbs / 1e9, 100 * gbs / memcpy_bw);
     }
   }
-  for (int64_t p : {512, 2048}) {
+  for (int64_t p : {512, 2048, 8192}) {
     BenchKv kv(1, 2, c.num_kv_heads, c.head_dim, p, format, false, huge_pages);
     std::vector<float> q(p * row), out(p * row);
     for (float& x : q) x = nd(rng);
