@@ -49,6 +49,7 @@ class LlamaForward : public ForwardBackend {
 
   // Reserves KV for every chunk (nothing changes if any reservation fails), then runs the batch.
   absl::Status Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out) override;
+  int64_t PromptPathMinTokens() const override { return amx_ ? options_.amx_min_prompt : 0; }
 
   // Finds the generated attention kernels for this model and KV `format` now (Forward does it
   // on first use); the error names the variant tuple that was not built.

@@ -56,6 +56,11 @@ class ForwardBackend {
   // owned by the backend and valid until it is destroyed. nullptr (the default) means host
   // memory: the pool allocates its own.
   virtual absl::StatusOr<uint8_t*> KvPoolMemory(size_t bytes) { return nullptr; }
+
+  // Prompts of at least this many tokens compute their prompt positions on other kernels than
+  // generated tokens (the CPU's AMX path, ForwardOptions::amx_prompts); 0: every position takes
+  // the same kernels. The prefix cache keeps KV computed one way apart from KV computed the other.
+  virtual int64_t PromptPathMinTokens() const { return 0; }
 };
 
 // Totals of a batch, after checking it against the model (every chunk non-empty, inside the

@@ -108,7 +108,19 @@ struct KvManager::Impl {
   }
   // The cached blocks matching the start of `prompt`, leaving at least one token uncovered.
   // `*end` becomes the chain link after the last matched block.
-  std::vector<int32_t> MatchChain(std::span<const int32_t> prompt,
+  // The prefix cache's key of block i of `tokens`: its tokens, then (when any of its positions
+  // is on the prompt path) minus the number that are, which no token id can be.
+  std::span<const int32_t> BlockKey(std::span<const int32_t> tokens, int64_t i, int64_t prompt_path,
+                                    std::vector<int32_t>* buffer) const {
+    const int64_t tpp = options.tokens_per_page;
+    const std::span<const int32_t> block = tokens.subspan(i * tpp, tpp);
+    const int64_t on_path = std::clamp<int64_t>(prompt_path - i * tpp, 0, tpp);
+    if (on_path == 0) return block;
+    buffer->assign(block.begin(), block.end());
+    buffer->push_back(static_cast<int32_t>(-on_path));
+    return *buffer;
+  }
+  std::vector<int32_t> MatchChain(std::span<const int32_t> prompt, int64_t prompt_path,
                                   PrefixCache::Link* end) const {
     std::vector<int32_t> chain;
     PrefixCache::Link& link = *end;
@@ -116,8 +128,9 @@ struct KvManager::Impl {
     if (!options.enable_prefix_caching || prompt.empty()) return chain;
     const int64_t tpp = options.tokens_per_page;
     const int64_t max_blocks = (static_cast<int64_t>(prompt.size()) - 1) / tpp;
+    std::vector<int32_t> key;
     for (int64_t i = 0; i < max_blocks; ++i) {
-      const int32_t block = cache.Find(link, prompt.subspan(i * tpp, tpp), &link);
+      const int32_t block = cache.Find(link, BlockKey(prompt, i, prompt_path, &key), &link);
       if (block < 0) break;
       chain.push_back(block);
     }
@@ -357,7 +370,7 @@ int64_t KvManager::ReadOnlyTokens(SeqId seq) const {
   return s == nullptr ? 0 : s->committed_blocks * impl_->options.tokens_per_page;
 }
 
-int64_t KvManager::MatchPrefix(SeqId seq, std::span<const int32_t> prompt) {
+int64_t KvManager::MatchPrefix(SeqId seq, std::span<const int32_t> prompt, int64_t prompt_path) {
   Impl& m = *impl_;
   if (m.lean) {
     PENG_CHECK(m.lean->Length(seq) == 0);
@@ -367,7 +380,7 @@ int64_t KvManager::MatchPrefix(SeqId seq, std::span<const int32_t> prompt) {
   Sequence& s = m.Touch(seq);
   PENG_CHECK(s.blocks.empty());
   if (!m.options.enable_prefix_caching) return 0;
-  const std::vector<int32_t> chain = m.MatchChain(prompt, &s.chain);
+  const std::vector<int32_t> chain = m.MatchChain(prompt, prompt_path, &s.chain);
   for (const int32_t id : chain) {
     if (m.blocks[id].ref++ == 0) m.cache.OnReferenced(id);
     m.Append(s, id);
@@ -383,11 +396,11 @@ void KvManager::CountPrefixLookup(int64_t prompt_tokens, int64_t hit_tokens) {
   m.stats.hits += hit_tokens;
 }
 
-int64_t KvManager::PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len) const {
+int64_t KvManager::PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len, int64_t prompt_path) const {
   const Impl& m = *impl_;
   if (m.lean) return m.lean->PagesToAdmit(new_len);
   PrefixCache::Link end;
-  const std::vector<int32_t> chain = m.MatchChain(prompt, &end);
+  const std::vector<int32_t> chain = m.MatchChain(prompt, prompt_path, &end);
   int64_t revived = 0;
   for (const int32_t id : chain) revived += m.blocks[id].ref == 0 ? 1 : 0;
   const int64_t fresh =
@@ -395,7 +408,8 @@ int64_t KvManager::PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len
   return (revived + fresh) * m.pages_per_block;
 }
 
-void KvManager::CommitComputed(SeqId seq, std::span<const int32_t> tokens, int64_t computed) {
+void KvManager::CommitComputed(SeqId seq, std::span<const int32_t> tokens, int64_t computed,
+                               int64_t prompt_path) {
   Impl& m = *impl_;
   if (m.lean) {
     PENG_CHECK(computed <= static_cast<int64_t>(tokens.size()));
@@ -408,13 +422,14 @@ void KvManager::CommitComputed(SeqId seq, std::span<const int32_t> tokens, int64
   PENG_CHECK(computed <= static_cast<int64_t>(tokens.size()));
   PENG_CHECK(computed <= static_cast<int64_t>(s.blocks.size()) * tpp);
   const int64_t full = computed / tpp;
+  std::vector<int32_t> key;
   for (int64_t i = s.committed_blocks; i < full; ++i) {
     const int32_t id = s.blocks[i];
     // Only blocks past the committed prefix are written, and Grow gave those to this sequence
     // alone: a shared or cached block here would mean a write into someone else's KV.
     PENG_CHECK(m.blocks[id].ref == 1 && !m.cache.IsCached(id));
     if (!m.options.enable_prefix_caching || s.chain_broken) continue;
-    const auto result = m.cache.Register(id, s.chain, tokens.subspan(i * tpp, tpp), &s.chain);
+    const auto result = m.cache.Register(id, s.chain, m.BlockKey(tokens, i, prompt_path, &key), &s.chain);
     if (result == PrefixCache::RegisterResult::kCollision) s.chain_broken = true;
   }
   s.committed_blocks = std::max(s.committed_blocks, full);

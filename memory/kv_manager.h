@@ -128,7 +128,12 @@ class KvManager {
   // returns how many tokens that covers. The sequence must be unknown or hold no blocks
   // (checked); it exists afterwards with Length = the returned count. With prefix caching off
   // it returns 0. To undo an admission, call Free.
-  int64_t MatchPrefix(SeqId seq, std::span<const int32_t> prompt);
+  // `prompt_path`: the sequence's first positions computed on the prompt path (other kernels
+  // than generated tokens take: SchedulerOptions::prompt_path_min_tokens), 0 when none. Blocks
+  // are cached and matched with how many of their positions that covers, so KV computed one
+  // way never stands in for KV a cold run would compute the other way. Pass the same value to
+  // PagesToAdmit and CommitComputed.
+  int64_t MatchPrefix(SeqId seq, std::span<const int32_t> prompt, int64_t prompt_path = 0);
   // Counts one lookup that took effect (the sequence was admitted with MatchPrefix's result):
   // `prompt_tokens` queried, `hit_tokens` found. Nothing with prefix caching off. A lookup the
   // scheduler undoes (no room this step) is not counted, or a request waiting for room would
@@ -137,13 +142,13 @@ class KvManager {
   // Side-effect-free admission question: the pages that MatchPrefix(prompt) followed by
   // Grow(new_len) would take from free_pages() (new blocks plus matched cached blocks that
   // are unreferenced now and so stop counting as free).
-  int64_t PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len) const;
+  int64_t PagesToAdmit(std::span<const int32_t> prompt, int64_t new_len, int64_t prompt_path = 0) const;
   // After the forward computed tokens [0, computed) of `tokens`, registers the newly full
   // blocks so later requests can share them. `tokens` are the sequence's tokens (prompt then
   // generated), at least `computed` of them; computed <= Length(seq) (checked). Calls with a
   // smaller `computed` than before do nothing. With prefix caching off it only advances
   // ReadOnlyTokens.
-  void CommitComputed(SeqId seq, std::span<const int32_t> tokens, int64_t computed);
+  void CommitComputed(SeqId seq, std::span<const int32_t> tokens, int64_t computed, int64_t prompt_path = 0);
   PrefixCacheStats prefix_cache_stats() const;
 
   // Worker access: the page ids of (seq, layer, kv_head) in token order (empty for an unknown

@@ -44,10 +44,10 @@ absl::Status GrowTo(KvManager& kv, SeqId seq, int64_t len) {
 }
 
 // Admits a prompt as the scheduler does: match, grow to the prompt, "compute" it, commit.
-int64_t Admit(KvManager& kv, SeqId seq, const std::vector<int32_t>& prompt) {
-  const int64_t cached = kv.MatchPrefix(seq, prompt);
+int64_t Admit(KvManager& kv, SeqId seq, const std::vector<int32_t>& prompt, int64_t prompt_path = 0) {
+  const int64_t cached = kv.MatchPrefix(seq, prompt, prompt_path);
   EXPECT_TRUE(GrowTo(kv, seq, prompt.size()).ok());
-  kv.CommitComputed(seq, prompt, prompt.size());
+  kv.CommitComputed(seq, prompt, prompt.size(), prompt_path);
   return cached;
 }
 
@@ -207,6 +207,21 @@ TEST(KvManagerTest, FreeReturnsPagesAndUsageFollows) {
   EXPECT_DOUBLE_EQ(kv.usage(), 0.0);
   ASSERT_TRUE(GrowTo(kv, 3, 16).ok());  // the whole pool again
   EXPECT_EQ(AllPages(kv, 3).size(), 16u);
+}
+
+// Blocks computed on the prompt path (other kernels) are kept apart from blocks computed the
+// other way: a block matches only a lookup that would compute the same positions on that path.
+TEST(KvManagerTest, PrefixCacheKeepsPromptPathBlocksApart) {
+  KvManager kv(kShape, Options(16));
+  const std::vector<int32_t> tokens = Iota(13);  // full blocks [0,4) [4,8) [8,12)
+  // Computed with its first 6 positions on the prompt path (a prompt of 6, then 7 generated).
+  EXPECT_EQ(Admit(kv, 1, tokens, /*prompt_path=*/6), 0);
+  EXPECT_EQ(kv.MatchPrefix(2, tokens, 6), 12);  // the same split: every block
+  EXPECT_EQ(kv.MatchPrefix(3, tokens, 0), 0);   // all on the other path: block 0 differs
+  EXPECT_EQ(kv.MatchPrefix(4, tokens, 13), 4);  // all prompt: block 1 had 2 of 4 on the path
+  EXPECT_EQ(kv.MatchPrefix(5, tokens, 5), 4);   // block 1 with 1 of 4 on the path
+  EXPECT_EQ(kv.PagesToAdmit(tokens, 13, 6), 4);   // the last partial block, 1 page per table x 4
+  EXPECT_EQ(kv.PagesToAdmit(tokens, 13, 0), 16);  // nothing shared
 }
 
 TEST(KvManagerTest, PrefixCacheHitMissAndPartial) {

@@ -69,6 +69,7 @@ LocalEngineLoop::LocalEngineLoop(const Model& model, LocalEngineLoopOptions opti
     : model_(model),
       options_([&] {
         options.scheduler = WithModel(options.scheduler, model.config);
+        options.scheduler.prompt_path_min_tokens = forward->PromptPathMinTokens();
         return options;
       }()),
       forward_(std::move(forward)),

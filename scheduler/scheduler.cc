@@ -124,6 +124,11 @@ void Scheduler::Preempt(memory::SeqId id) {
   listener_->OnPreempted(s);
 }
 
+int64_t Scheduler::PromptPath(const Sequence& s) const {
+  const int64_t min = options_.prompt_path_min_tokens;
+  return min > 0 && s.prompt_len >= min ? s.prompt_len : 0;
+}
+
 int64_t Scheduler::ChunkLength(const Sequence& s, int64_t budget) {
   const int64_t n = std::min<int64_t>(static_cast<int64_t>(s.tokens.size()) - s.num_computed, budget);
   return s.wants_prompt_logits() ? std::min(n, kPromptLogitsChunk) : n;
@@ -206,7 +211,7 @@ StepPlan Scheduler::Schedule() {
       if (!kv_->Has(id)) {
         // Cached positions have no logits: prompts that collect logprobs compute them all.
         looked = !s.wants_prompt_logits();
-        s.num_computed = looked ? kv_->MatchPrefix(id, s.tokens) : 0;
+        s.num_computed = looked ? kv_->MatchPrefix(id, s.tokens, PromptPath(s)) : 0;
         if (first_time) s.cached_prompt_tokens = s.num_computed;
       }
       const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.num_computed;
@@ -264,7 +269,7 @@ void Scheduler::Update(const StepPlan& plan, std::span<const SampledToken> sampl
     if (!c.sample) {
       if (it != seqs_.end()) {
         it->second->num_computed = c.start + c.num_tokens;
-        kv_->CommitComputed(c.seq, it->second->tokens, it->second->num_computed);
+        kv_->CommitComputed(c.seq, it->second->tokens, it->second->num_computed, PromptPath(*it->second));
       }
       continue;
     }
@@ -273,7 +278,7 @@ void Scheduler::Update(const StepPlan& plan, std::span<const SampledToken> sampl
     if (it == seqs_.end()) continue;  // aborted during the step
     Sequence& s = *it->second;
     s.num_computed = c.start + c.num_tokens;
-    kv_->CommitComputed(c.seq, s.tokens, s.num_computed);
+    kv_->CommitComputed(c.seq, s.tokens, s.num_computed, PromptPath(s));
     if (s.request->stop.max_tokens == 0) {  // scoring only: the prompt's logprobs, no token
       TokenEvent ev = PromptEvent(s);
       ev.finish_reason = FinishReason::kLength;

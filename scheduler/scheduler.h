@@ -41,6 +41,10 @@ struct SchedulerOptions {
   int64_t max_waiting_tokens = 262144;    // ... and their prompt tokens
   int64_t max_model_len = 8192;           // prompt + generated, per sequence
   int vocab_size = 0;                     // logits width (for the samplers)
+  // Prompts this long compute their prompt positions on other kernels than generated tokens
+  // (ForwardBackend::PromptPathMinTokens; 0: never). Their KV is cached apart, so a prefix hit
+  // never hands a sequence KV that a cold run would have computed differently.
+  int64_t prompt_path_min_tokens = 0;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -137,6 +141,8 @@ class Scheduler {
 
  private:
   void Preempt(memory::SeqId id);
+  // The sequence's first positions on the prompt path (SchedulerOptions::prompt_path_min_tokens).
+  int64_t PromptPath(const Sequence& s) const;
   // Tokens of `s` to compute this step within `budget`, and its chunk.
   static int64_t ChunkLength(const Sequence& s, int64_t budget);
   static ScheduledChunk Chunk(const Sequence& s, int64_t n);
