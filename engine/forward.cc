@@ -291,7 +291,9 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
 
   // Final norm and LM head over the requested rows only.
   // A prompt's rows take the AMX kernel here only when it asks for every row's logits (prompt
-  // logprobs): for one row per prompt, dequantizing the whole LM head is not repaid.
+  // logprobs): for one row per prompt, dequantizing the whole LM head is not repaid. Its last
+  // row never does: that row samples the first token, which must not depend on whether the
+  // request also asked for prompt logprobs.
   std::vector<int64_t> rows;
   rows.reserve(logit_rows);
   logit_segments_.clear();
@@ -300,7 +302,8 @@ absl::Status LlamaForward::Forward(const ForwardBatch& batch, KvCache& kv, Forwa
     const int64_t len = static_cast<int64_t>(ch.tokens.size());
     if (ch.logits == SequenceChunk::Logits::kAll) {
       for (int64_t i = 0; i < len; ++i) {
-        add_row(logit_segments_, static_cast<int64_t>(rows.size()), row_amx_[t + i]);
+        const bool samples_first_token = ch.start_pos + i == ch.prompt_len - 1;
+        add_row(logit_segments_, static_cast<int64_t>(rows.size()), row_amx_[t + i] && !samples_first_token);
         rows.push_back(t + i);
       }
     } else if (ch.logits == SequenceChunk::Logits::kLast) {

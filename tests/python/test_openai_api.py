@@ -495,8 +495,8 @@ def test_prefix_cache_hit_gives_the_same_logprobs_as_a_cold_prompt(http):
     # A second turn whose prompt holds the first turn's reply: the reply's KV was computed by
     # the decode path, but a cold run computes it as prompt (long prompts may take other
     # kernels). The cache must not hand the one in place of the other. A request with prompt
-    # logprobs (echo) never reads the cache, so it is the cold run; it computes every prompt
-    # row's logits, the last one on other kernels too, so its first token's logprob is left out.
+    # logprobs (echo) never reads the cache, so it is the cold run (and asking for them must
+    # not change the generated tokens' logprobs either).
     first = "The lighthouse keepers of the northern coast kept their lamps burning through storms. " * 5
     body = {"prompt": first, "max_tokens": 40, "temperature": 0, "ignore_eos": True}
     reply = http.post("/v1/completions", json=body).json()["choices"][0]["text"]
@@ -506,4 +506,4 @@ def test_prefix_cache_hit_gives_the_same_logprobs_as_a_cold_prompt(http):
     cold = http.post("/v1/completions", json={**second, "echo": True}).json()["choices"][0]
     n = len(warm["logprobs"]["token_logprobs"])
     assert cold["text"].endswith(warm["text"])
-    assert cold["logprobs"]["token_logprobs"][-n + 1:] == warm["logprobs"]["token_logprobs"][1:]
+    assert cold["logprobs"]["token_logprobs"][-n:] == warm["logprobs"]["token_logprobs"]
