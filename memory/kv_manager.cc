@@ -106,8 +106,6 @@ struct KvManager::Impl {
     blocks.emplace_back();
     return static_cast<int32_t>(blocks.size() - 1);
   }
-  // The cached blocks matching the start of `prompt`, leaving at least one token uncovered.
-  // `*end` becomes the chain link after the last matched block.
   // The prefix cache's key of block i of `tokens`: its tokens, then (when any of its positions
   // is on the prompt path) minus the number that are, which no token id can be.
   std::span<const int32_t> BlockKey(std::span<const int32_t> tokens, int64_t i, int64_t prompt_path,
@@ -120,6 +118,8 @@ struct KvManager::Impl {
     buffer->push_back(static_cast<int32_t>(-on_path));
     return *buffer;
   }
+  // The cached blocks matching the start of `prompt`, leaving at least one token uncovered.
+  // `*end` becomes the chain link after the last matched block.
   std::vector<int32_t> MatchChain(std::span<const int32_t> prompt, int64_t prompt_path,
                                   PrefixCache::Link* end) const {
     std::vector<int32_t> chain;
