@@ -185,6 +185,12 @@ absl::Status RunServe(int argc, char** argv) {
         absl::StrFormat("model.max_model_len %d exceeds the model's context length; serving %d",
                         cfg.model.max_model_len, mc.context_length));
   }
+  if (lo.kv.leankv && cfg.engine.enable_prefix_caching) {
+    // configs/default.yaml turns caching on, so this is a note, not an error.
+    Log(LogLevel::kWarning, "",
+        "engine.enable_prefix_caching is ignored with kv.mode leankv: a compressed page depends on "
+        "its whole request, so leankv pages are never shared (memory/README.md)");
+  }
   const memory::KvShape shape{mc.num_layers, mc.num_kv_heads, mc.head_dim};
   PENG_RETURN_IF_ERROR(Annotate(memory::KvManager::Validate(shape, lo.kv),
                                 lo.kv.leankv ? "engine.kv_budget / kv" : "engine.kv_budget"));

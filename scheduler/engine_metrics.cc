@@ -106,12 +106,12 @@ void EngineMetrics::OnStep(const Scheduler& s, memory::KvManager& kv, int64_t st
   double bytes_per_token = kv.bytes_per_token();
   if (const memory::LeanKv* lean = kv.lean(); lean != nullptr) {
     const memory::LeanKvStats st = lean->stats();
-    if (st.logical_tokens > 0) {  // else keep the last value: nothing is held to measure
+    if (st.logical_tokens > 0) {
       bytes_per_token = static_cast<double>(st.pages) * static_cast<double>(kv.page_bytes()) *
                         lean->num_tables() / static_cast<double>(st.logical_tokens);
-    } else {
+    } else if (kv_bytes_per_token_.Value() > 0) {  // nothing held to measure: the last value
       bytes_per_token = kv_bytes_per_token_.Value();
-    }
+    }  // else, before anything was held, the layout's bytes per token before pruning
     kv_pruned_.Inc(static_cast<double>(st.tokens_pruned - last_lean_.tokens_pruned));
     kv_demoted_.Inc(static_cast<double>(st.tokens_demoted - last_lean_.tokens_demoted));
     last_lean_ = st;

@@ -42,6 +42,10 @@ def test_startup_log_reports_the_page_size_rule(leankv_server):
     assert m, leankv_server.log()
     page, high, low = map(int, m.groups())
     assert 768 <= page <= 2048 and 0 < high < low
+    # Before any request: the layout's bytes per token (k8v4 before pruning), not 0.
+    text = httpx.get(leankv_server.http_url + "/metrics", timeout=10).text
+    assert metric(text, "peng:kv_bytes_per_token") == 10440
+    assert metric(text, "peng:kv_compression_ratio") == pytest.approx(23040 / 10440)
 
 
 def test_concurrent_streams_complete_and_metrics_move(leankv_server):
