@@ -26,7 +26,6 @@ void LogGenerate(const grpc::Status& status, const std::string& detail) {
   Log(level, "grpc", absl::StrCat("Generate ", code, " ", detail));
 }
 
-
 class GenerateCall;
 
 // Outlives the reactor: the engine's RequestStream keeps it until the engine drops the request.
