@@ -1,4 +1,5 @@
 #include "base/thread_pool.h"
+#include "base/crash_report.h"
 
 #include <algorithm>
 #include <charconv>
@@ -156,6 +157,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::WorkerLoop(int index) {
+  SetThreadName("peng-worker");
   if (!cpus_.empty()) PinCurrentThread(cpus_[index]);
   uint32_t seen = 0;
   while (true) {

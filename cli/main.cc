@@ -2,8 +2,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "absl/debugging/failure_signal_handler.h"
-#include "absl/debugging/symbolize.h"
+#include "base/crash_report.h"
 
 namespace peng::cli {
 int RunGenerateCommand(int argc, char** argv);
@@ -54,10 +53,9 @@ int Usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // A crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) prints the failing thread's symbolized
-  // stack to stderr before the process dies: a daemon's log then says where.
-  absl::InitializeSymbolizer(argv[0]);
-  absl::InstallFailureSignalHandler(absl::FailureSignalHandlerOptions());
+  // A crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) prints where it happened to stderr
+  // before the process dies: a daemon's log then says where (base/crash_report.h).
+  peng::InstallCrashReport(argv[0]);
   if (argc < 2) return Usage(stderr);
   if (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) return Usage(stdout);
   for (const Command& c : kCommands) {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/check.h"
+#include "base/crash_report.h"
 #include "base/log.h"
 #include "base/status.h"
 
@@ -89,7 +90,12 @@ LocalEngineLoop::~LocalEngineLoop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void LocalEngineLoop::Start() { thread_ = std::thread([this] { Run(); }); }
+void LocalEngineLoop::Start() {
+  thread_ = std::thread([this] {
+    SetThreadName("peng-engine");
+    Run();
+  });
+}
 
 absl::Status LocalEngineLoop::CheckQueueFits(int64_t requests, int64_t prompt_tokens) const {
   const SchedulerOptions& o = options_.scheduler;

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/crash_report.h"
 #include "base/log.h"
 #include "boost/asio/executor_work_guard.hpp"
 #include "boost/asio/io_context.hpp"
@@ -170,7 +171,10 @@ absl::Status HttpServer::Start() {
       s.ioc->get_executor());
   net::post(s.acceptor->get_executor(), [&s] { s.DoAccept(); });
   for (int i = 0; i < s.ctx->options.num_threads; ++i) {
-    threads_.emplace_back([&s] { s.ioc->run(); });
+    threads_.emplace_back([&s] {
+      SetThreadName("peng-http");
+      s.ioc->run();
+    });
   }
   return absl::OkStatus();
 }
