@@ -32,8 +32,9 @@ class PinnedInts {
   ~PinnedInts() {
     if (data_ != nullptr) cudaFreeHost(data_);
   }
+  bool Fits(size_t count) const { return count <= capacity_; }
   absl::Status Reserve(size_t count) {
-    if (count <= capacity_) return absl::OkStatus();
+    if (Fits(count)) return absl::OkStatus();
     const size_t want = std::max(count, 2 * capacity_);  // grows geometrically
     if (data_ != nullptr) cudaFreeHost(data_);
     data_ = nullptr;
@@ -152,8 +153,8 @@ struct CudaForward::Impl {
   PinnedInts meta;
   std::vector<cuda::DeviceBuffer> kv_pools;
   std::vector<kernels::KvSpan> spans;  // reused per (chunk, layer, head)
-  // Decode graphs by shape. They hold pointers into `scratch` and `meta`: cleared whenever
-  // either is reallocated.
+  // Decode graphs by shape. They hold pointers into `scratch` and `meta`: cleared before either
+  // is reallocated.
   std::map<StepShape, std::unique_ptr<GraphExec>> graphs;
 };
 
@@ -200,9 +201,25 @@ absl::Status CudaForward::Impl::Run(const ForwardBatch& batch, const BatchTotals
   // Host metadata, one int32 array: ids | pos | seq | q_start | kv_len | rows | page tables.
   const int64_t tables_per_layer = int64_t{S} * H * max_pages;
   const size_t num_ints = 3 * n + (S + 1) + S + m + L * tables_per_layer;
-  const int32_t* meta_before = meta.data();
+  // Scratch, carved from one arena in this order (the same addresses for the same shape while
+  // the arena is not regrown).
+  Buffers buf;
+  buf.num_ints = num_ints;
+  buf.workspace_bytes = attention.WorkspaceBytes(S, c.num_heads, c.head_dim, static_cast<int>(shape.max_kv));
+  const size_t embd_bytes = n * weights->embd_row_bytes;
+  const int64_t wide = std::max(qd + 2 * kvd, 2 * ffn);
+  const size_t sizes[] = {num_ints * sizeof(int32_t), embd_bytes, n * d * sizeof(float),
+                          n * std::max({d, qd, ffn}) * sizeof(Bf16), n * wide * sizeof(float),
+                          n * qd * sizeof(float), n * qd * sizeof(float), m * V * sizeof(float),
+                          buf.workspace_bytes};
+  size_t total = 0;
+  for (size_t size : sizes) total += cuda::DeviceArena::Round(std::max<size_t>(size, 1));
+  // The decode graphs hold pointers into `meta` and `scratch`: they are destroyed before either
+  // is freed to regrow. Freeing first was followed by segfaults inside cudaGraphLaunch (3 in 50
+  // serving rounds on an H200): a regrown buffer that landed at the freed one's address kept
+  // the old graphs, which were then replayed against allocations the driver had released.
+  if (!meta.Fits(num_ints) || total > scratch.capacity()) graphs.clear();
   PENG_RETURN_IF_ERROR(meta.Reserve(num_ints));
-  if (meta.data() != meta_before) graphs.clear();
   int32_t* ids = meta.data();
   int32_t* pos = ids + n;
   int32_t* seq = pos + n;
@@ -249,22 +266,7 @@ absl::Status CudaForward::Impl::Run(const ForwardBatch& batch, const BatchTotals
     }
   }
 
-  // Scratch, carved from one arena in this order (the same addresses for the same shape while
-  // the arena is not regrown).
-  Buffers buf;
-  buf.num_ints = num_ints;
-  buf.workspace_bytes = attention.WorkspaceBytes(S, c.num_heads, c.head_dim, static_cast<int>(shape.max_kv));
-  const size_t embd_bytes = n * weights->embd_row_bytes;
-  const int64_t wide = std::max(qd + 2 * kvd, 2 * ffn);
-  const size_t sizes[] = {num_ints * sizeof(int32_t), embd_bytes, n * d * sizeof(float),
-                          n * std::max({d, qd, ffn}) * sizeof(Bf16), n * wide * sizeof(float),
-                          n * qd * sizeof(float), n * qd * sizeof(float), m * V * sizeof(float),
-                          buf.workspace_bytes};
-  size_t total = 0;
-  for (size_t size : sizes) total += cuda::DeviceArena::Round(std::max<size_t>(size, 1));
-  const uint8_t* scratch_before = scratch.base();
   PENG_RETURN_IF_ERROR(scratch.Reserve(total, "forward scratch"));
-  if (scratch.base() != scratch_before) graphs.clear();
   PENG_ASSIGN_OR_RETURN(buf.meta, scratch.Take<int32_t>(num_ints));
   PENG_ASSIGN_OR_RETURN(buf.embd, scratch.TakeBytes(std::max<size_t>(embd_bytes, 1)));
   PENG_ASSIGN_OR_RETURN(buf.x, scratch.Take<float>(n * d));
