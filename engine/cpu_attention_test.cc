@@ -227,5 +227,72 @@ TEST(CpuAttentionTest, TokensGetBitwiseTheSameOutputAloneAndInsideAPrefillChunk)
   }
 }
 
+// One sequence, one kv-head, one list of pages (not partitioned).
+class ListCache : public KvCache {
+ public:
+  explicit ListCache(List* list) : list_(list) {}
+  absl::Status Reserve(int64_t, int64_t) override { return absl::OkStatus(); }
+  void Release(int64_t) override {}
+  void Store(int64_t, int, int, int64_t, const float*, const float*) override {}
+  void Spans(int64_t, int, int, int64_t len, std::vector<kernels::KvSpan>* out) const override {
+    *out = list_->Spans();
+    out->resize((len + list_->per_page - 1) / list_->per_page);
+    if (!out->empty()) out->back().num_tokens = len - (static_cast<int64_t>(out->size()) - 1) * list_->per_page;
+  }
+  KvFormat format() const override { return list_->format; }
+
+ private:
+  List* list_;
+};
+
+// Tiles are fixed by position, not by page: every page size gives bitwise the same outputs as
+// 16-token pages, dense and quantized, in prefill chunks and in decodes past the split bound.
+TEST(CpuAttentionTest, EveryPageSizeGivesBitwiseTheSameOutput) {
+  ModelConfig c;
+  c.num_heads = kGroup;
+  c.num_kv_heads = 1;
+  c.head_dim = kHeadDim;
+  const int64_t len = CpuAttention::kDecodeSplitTokens + 150;
+  const int64_t row = c.num_heads * kHeadDim;
+  std::vector<float> q(len * row);
+  std::mt19937 qrng(5);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (float& x : q) x = n(qrng);
+  std::vector<int32_t> tokens(len, 1);
+  ThreadPool pool(2);
+  for (KvFormat format : {KvFormat::kF16, KvFormat::kF32, KvFormat::kBF16, KvFormat::kK8V8, KvFormat::kK4V2}) {
+    CpuAttention attention(c);
+    ASSERT_TRUE(attention.Prepare(format).ok());
+    // Prefill [0, 200) and [200, len) in two chunks, then decodes at a few positions.
+    auto outputs = [&](int per_page) {
+      std::mt19937 rng(9);  // the same keys and values whatever the page size
+      List list(format, static_cast<int>(len), per_page, rng);
+      ListCache kv(&list);
+      std::vector<float> out((len + 3) * row, NAN);
+      for (auto [start, count] : {std::pair<int64_t, int64_t>{0, 200}, {200, len - 200}}) {
+        ForwardBatch batch;
+        batch.chunks.push_back({.seq = 0, .start_pos = start, .tokens = {tokens.data() + start, size_t(count)}});
+        attention.Run(pool, 0, batch, kv, q.data() + start * row, out.data() + start * row);
+      }
+      int i = 0;
+      for (int64_t pos : {int64_t{37}, int64_t{1023}, len - 1}) {
+        ForwardBatch one;
+        one.chunks.push_back({.seq = 0, .start_pos = pos, .tokens = {tokens.data(), 1}});
+        attention.Run(pool, 0, one, kv, q.data() + pos * row, out.data() + (len + i++) * row);
+      }
+      return out;
+    };
+    const std::vector<float> want = outputs(16);
+    for (int per_page : {1, 2, 4, 8, 32, 64, 128}) {  // engine.tokens_per_page: powers of two
+      SCOPED_TRACE(testing::Message() << kernels::KvFormatName(format) << ", " << per_page << "-token pages");
+      const std::vector<float> got = outputs(per_page);
+      for (size_t i = 0; i < want.size(); i += row) {
+        ASSERT_EQ(std::memcmp(want.data() + i, got.data() + i, row * sizeof(float)), 0)
+            << (i / row < size_t(len) ? "prefill position " : "decode ") << i / row;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace peng

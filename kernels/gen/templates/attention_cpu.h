@@ -263,57 +263,80 @@ struct RowBlock {
     }
   }
 
+  // q·k of every row against the n dequantized key rows in k_scratch (quantized pages).
+  void RowDots(int n, float (*s)[kTile]) {
+    if constexpr (HD % Simd::kW == 0) {
+      // Dequantized keys are token rows: per row, kW tokens' lane-wise products, then their kW
+      // horizontal sums in one fold (ReduceAddEach) rather than one sum per (row, token).
+      // Rows past n are zeros, so every tile runs the same unrolled code.
+      std::fill(k_scratch + n * HD, k_scratch + kTile * HD, 0.0f);
+      constexpr int kVecs = HD / Simd::kW;
+      for (int r = 0; r < rows; ++r) {
+        typename Simd::Vec q[kVecs];
+        for (int v = 0; v < kVecs; ++v) q[v] = Simd::Load(q_row[r] + v * Simd::kW);
+        for (int tb = 0; tb < kTile; tb += Simd::kW) {
+          typename Simd::Vec part[Simd::kW];
+#pragma GCC unroll 16
+          for (int j = 0; j < Simd::kW; ++j) {
+            const float* kt = k_scratch + (tb + j) * HD;
+            typename Simd::Vec a = Simd::Mul(q[0], Simd::Load(kt));
+            for (int v = 1; v < kVecs; ++v) a = Simd::Fma(q[v], Simd::Load(kt + v * Simd::kW), a);
+            part[j] = a;
+          }
+          Simd::ReduceAddEach(part, s[r] + tb);
+        }
+      }
+    } else {
+      for (int r = 0; r < rows; ++r)
+        for (int t = 0; t < n; ++t) s[r][t] = Dot<HD>(q_row[r], k_scratch + t * HD);
+    }
+  }
+
+  // Dense keys [t0, t0 + m) of a span as floats into lanes [at, at + m) of the key-lane block
+  // in k_scratch (dimension-major, kTile lanes): the layout a 16-token page stores.
+  void GatherKeys(const KvSpan& span, int64_t t0, int m, int at) {
+    for (int d = 0; d < HD; ++d) {
+      for (int t = 0; t < m; ++t) {
+        k_scratch[d * kTile + at + t] = DenseElement<S::kFormat>(span.k, KeyElement(span.key_lanes, HD, t0 + t, d));
+      }
+    }
+  }
+
   // q·k of every row against tile rows [t0, t0 + n) of one span into s[r][0, n).
   void Dots(const KvSpan& span, int64_t t0, int n, float (*s)[kTile]) {
     // Every row takes the same path whatever the block holds (one query in decode, many in
     // prefill), so a token's result never depends on how it was batched or chunked.
     if constexpr (IsQuantized(S::kFormat)) {
       PageRows<S::kFormat, HD, false>(span, t0, n, k_scratch, pf_quant_);
-      if constexpr (HD % Simd::kW == 0) {
-        // Dequantized keys are token rows: per row, kW tokens' lane-wise products, then their kW
-        // horizontal sums in one fold (ReduceAddEach) rather than one sum per (row, token).
-        // Rows past n are zeros, so every tile runs the same unrolled code.
-        std::fill(k_scratch + n * HD, k_scratch + kTile * HD, 0.0f);
-        constexpr int kVecs = HD / Simd::kW;
-        for (int r = 0; r < rows; ++r) {
-          typename Simd::Vec q[kVecs];
-          for (int v = 0; v < kVecs; ++v) q[v] = Simd::Load(q_row[r] + v * Simd::kW);
-          for (int tb = 0; tb < kTile; tb += Simd::kW) {
-            typename Simd::Vec part[Simd::kW];
-#pragma GCC unroll 16
-            for (int j = 0; j < Simd::kW; ++j) {
-              const float* kt = k_scratch + (tb + j) * HD;
-              typename Simd::Vec a = Simd::Mul(q[0], Simd::Load(kt));
-              for (int v = 1; v < kVecs; ++v) a = Simd::Fma(q[v], Simd::Load(kt + v * Simd::kW), a);
-              part[j] = a;
-            }
-            Simd::ReduceAddEach(part, s[r] + tb);
-          }
-        }
-      } else {
-        for (int r = 0; r < rows; ++r)
-          for (int t = 0; t < n; ++t) s[r][t] = Dot<HD>(q_row[r], k_scratch + t * HD);
-      }
+      RowDots(n, s);
     } else if (span.key_lanes == kTile && t0 % kTile == 0) {
       // A key-lane block as stored: 16 tokens' logits per vector, no horizontal sums
       // (against per-token dots over token rows, attention_bench: prefill 1.8x, decode in
       // cache 1.4x).
       LaneDotsAllRows<S::kFormat>(static_cast<const uint8_t*>(span.k) + KeyElement(kTile, HD, t0, 0) * KvFormatBytes(S::kFormat), s);
     } else {
-      // Token rows, narrower blocks (pages under 16 tokens) or a tile that starts mid-block:
-      // gather into one float block, then the same arithmetic.
-      for (int t = 0; t < kTile; ++t) {
-        for (int d = 0; d < HD; ++d) {
-          k_scratch[d * kTile + t] = t < n ? DenseElement<S::kFormat>(span.k, KeyElement(span.key_lanes, HD, t0 + t, d)) : 0.0f;
-        }
-      }
+      // Token rows or a tile that starts mid-block: gather into one float block, then the same
+      // arithmetic (the conversion to float is exact, so the result is bitwise the same).
+      GatherKeys(span, t0, n, 0);
+      ZeroKeyLanes(n);
       LaneDotsAllRows<KvFormat::kF32>(k_scratch, s);
     }
+  }
+
+  // Lanes [n, kTile) of the gathered key-lane block: zeros, as a partial tile's unused lanes.
+  void ZeroKeyLanes(int n) {
+    for (int d = 0; d < HD; ++d) std::fill(k_scratch + d * kTile + n, k_scratch + (d + 1) * kTile, 0.0f);
   }
 
   // Logits of every row against tile rows [t0, t0 + n) of one span at kv position kv0.
   void Scores(const KvSpan& span, int64_t t0, int n, int64_t kv0, const AttentionParams& p, float (*s)[kTile]) {
     Dots(span, t0, n, s);
+    ModAndMask(kv0, n, p, s);
+  }
+
+  // score_mod and the mask over one tile's dots (kv positions [kv0, kv0 + n)); lanes past n are
+  // −inf.
+  void ModAndMask(int64_t kv0, int n, const AttentionParams& p, float (*s)[kTile]) {
     if (TileAdmitsAll(kv0, n, p)) {
       // Fast path (most tiles of causal attention): no per-element mask, vector score_mod.
       for (int r = 0; r < rows; ++r) {
@@ -566,11 +589,21 @@ struct RowBlock {
         }
       }
     }
+    // Tiles are fixed by position, whatever the page size: [begin, the next multiple of kTile),
+    // then every kTile positions. A tile inside one span (always, with pages of a multiple of
+    // kTile tokens) is read in place; one across spans (smaller pages) is gathered as floats
+    // and takes the same arithmetic, so a token's result is bitwise the same for every page
+    // size (the summation order follows the tiles).
+    int si = 0;
     int64_t span_start = 0;
-    for (int si = 0; si < num_spans && span_start < end; span_start += spans[si].num_tokens, ++si) {
-      const int64_t lo = std::max(begin, span_start), hi = std::min(end, span_start + spans[si].num_tokens);
-      for (int64_t j = lo; j < hi; j += kTile) {
-        const int n = static_cast<int>(std::min<int64_t>(kTile, hi - j));
+    auto skip_spans_before = [&](int64_t pos) {
+      while (si < num_spans && span_start + spans[si].num_tokens <= pos) span_start += spans[si++].num_tokens;
+    };
+    skip_spans_before(begin);
+    for (int64_t j = begin; j < end && si < num_spans;) {
+      const int64_t tile_end = std::min(end, (j / kTile + 1) * kTile);
+      const int n = static_cast<int>(tile_end - j);
+      if (tile_end <= span_start + spans[si].num_tokens) {
         if constexpr (IsQuantized(S::kFormat)) ahead.NextQuantized(pf_quant_);
         else ahead.Next(&pf_k_, &pf_v_);
         Scores(spans[si], j - span_start, n, j, p, s);
@@ -582,7 +615,47 @@ struct RowBlock {
         } else {  // dense values are read where they lie
           Reduce<S::kFormat>(s, static_cast<const uint8_t*>(spans[si].v) + (j - span_start) * HD * KvFormatBytes(S::kFormat), n);
         }
+      } else {
+        GatheredTile(spans, num_spans, si, span_start, j, n, ahead, s);
+        ModAndMask(j, n, p, s);
+        if (raw != nullptr) {
+          for (int r = 0; r < rows; ++r) std::copy(s[r], s[r] + n, raw + r * raw_stride + (j - begin));
+        }
+        Reduce<KvFormat::kF32>(s, v_scratch, n);
       }
+      j = tile_end;
+      skip_spans_before(j);
+    }
+  }
+
+  // Tile [j, j + n) across spans from span si (which starts at span_start): keys and values
+  // gathered as floats into k_scratch (key lanes or, quantized, token rows) and v_scratch
+  // (token rows), and the tile's dots into s. The prefetch cursor moves a piece at a time.
+  void GatheredTile(const KvSpan* spans, int num_spans, int si, int64_t span_start, int64_t j, int n,
+                    PrefetchCursor& ahead, float (*s)[kTile]) {
+    const LineRange none[2];
+    int at = 0;
+    for (; at < n && si < num_spans; span_start += spans[si++].num_tokens) {
+      const int64_t t0 = j + at - span_start;
+      const int m = static_cast<int>(std::min<int64_t>(n - at, spans[si].num_tokens - t0));
+      if constexpr (IsQuantized(S::kFormat)) {
+        ahead.NextQuantized(pf_quant_);
+        PageRows<S::kFormat, HD, false>(spans[si], t0, m, k_scratch + at * HD, at == 0 ? pf_quant_ : none);
+        PageRows<S::kFormat, HD, true>(spans[si], t0, m, v_scratch + at * HD, at == 0 ? pf_quant_ + 2 : none);
+      } else {
+        ahead.Next(&pf_k_, &pf_v_);
+        GatherKeys(spans[si], t0, m, at);
+        for (int t = 0; t < m; ++t) {
+          for (int i = 0; i < HD; ++i) v_scratch[(at + t) * HD + i] = DenseElement<S::kFormat>(spans[si].v, (t0 + t) * HD + i);
+        }
+      }
+      at += m;
+    }
+    if constexpr (IsQuantized(S::kFormat)) {
+      RowDots(n, s);
+    } else {
+      ZeroKeyLanes(n);
+      LaneDotsAllRows<KvFormat::kF32>(k_scratch, s);
     }
   }
 
