@@ -44,5 +44,6 @@ ApiError ApiErrorFromStatus(const absl::Status& status, int overload_status = 42
 
 // JSON text with invalid UTF-8 replaced by U+FFFD (token pieces may split characters).
 std::string DumpJson(const nlohmann::json& j);
+std::string DumpJson(const nlohmann::ordered_json& j);  // keys in insertion order
 
 }  // namespace peng::server

@@ -7,7 +7,7 @@
 namespace peng::server {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;  // keys in insertion order: top_logprobs go out ranked
 
 Json Bytes(const std::string& piece) {
   Json b = Json::array();
@@ -90,12 +90,15 @@ void CompletionResponder::NoteUsage(int prompt_index, const TokenEvent& event, C
 }
 
 Json CompletionResponder::LegacyTop(const std::string& piece, const TokenLogprob& lp) const {
-  // The token itself is always present (vLLM), then up to top_logprobs alternatives.
+  // Up to top_logprobs alternatives, most likely first (as OpenAI's: a client may take the
+  // first key as the top token), then the token itself when they do not hold it (vLLM always
+  // includes it).
   Json top = Json::object();
-  top[piece] = lp.logprob;
   for (size_t i = 0; i < lp.top.size() && static_cast<int>(i) < job_.top_logprobs; ++i) {
-    top[tokenizer_.TokenPiece(lp.top[i].first)] = lp.top[i].second;
+    const std::string alternative = tokenizer_.TokenPiece(lp.top[i].first);
+    if (!top.contains(alternative)) top[alternative] = lp.top[i].second;
   }
+  if (!top.contains(piece)) top[piece] = lp.logprob;
   return top;
 }
 

@@ -41,7 +41,7 @@ class CompletionResponder {
   void Collect(int prompt_index, const TokenEvent& event);
   std::string Body() const;
 
-  nlohmann::json Usage() const;
+  nlohmann::ordered_json Usage() const;
 
  private:
   // OpenAI's text_offset indexes the returned text in characters, not bytes: a token's offset
@@ -61,7 +61,7 @@ class CompletionResponder {
     std::string text;
     FinishReason finish = FinishReason::kNone;
     int64_t completion_tokens = 0;
-    nlohmann::json logprobs;      // accumulated (non-streaming)
+    nlohmann::ordered_json logprobs;      // accumulated (non-streaming)
     CharOffset text_offset;       // completions logprobs: offset of the next token
     bool prompt_logprobs_done = false;  // echo + logprobs: the prompt's entries are out
     bool echo_pending = false;    // streaming echo + logprobs: the prompt text goes out with them
@@ -73,11 +73,11 @@ class CompletionResponder {
   // completions text offset. With echo, a choice's first logprobs start with its prompt's
   // tokens: the first with null logprob and alternatives (nothing predicts it), the others
   // from event.prompt_logprobs, at text offsets from 0.
-  nlohmann::json EventLogprobs(int prompt_index, const TokenEvent& event, Choice& c) const;
-  void AppendLogprobs(const nlohmann::json& lp, Choice& c) const;
+  nlohmann::ordered_json EventLogprobs(int prompt_index, const TokenEvent& event, Choice& c) const;
+  void AppendLogprobs(const nlohmann::ordered_json& lp, Choice& c) const;
   // A completions `top_logprobs` entry: {token piece: logprob, alternative: logprob, ...}.
-  nlohmann::json LegacyTop(const std::string& piece, const TokenLogprob& lp) const;
-  nlohmann::json ChunkBase() const;
+  nlohmann::ordered_json LegacyTop(const std::string& piece, const TokenLogprob& lp) const;
+  nlohmann::ordered_json ChunkBase() const;
 
   const CompletionJob& job_;
   const Tokenizer& tokenizer_;

@@ -232,6 +232,19 @@ def test_completion_logprobs(client):
         assert tlp == pytest.approx(max(top.values()), abs=1e-5)  # greedy
 
 
+def test_completion_top_logprobs_come_most_likely_first(client):
+    # OpenAI's order: a client may take the first key as the top token. Sampled (temperature 1),
+    # so the chosen token is sometimes not the top one; it then comes after the alternatives.
+    out = complete(client, max_tokens=12, temperature=1.0, seed=3, logprobs=5,
+                   extra_body={"ignore_eos": True})
+    lp = out.choices[0].logprobs
+    for tok, top in zip(lp.tokens, lp.top_logprobs):
+        ranked = list(top.values())[:5]
+        assert ranked == sorted(ranked, reverse=True), top
+        assert list(top.values())[0] == max(top.values())
+        assert tok in top
+
+
 def tokenize(http, text) -> list[int]:
     r = http.post("/tokenize", json={"model": MODEL, "prompt": text})
     assert r.status_code == 200, r.text
