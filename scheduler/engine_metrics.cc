@@ -11,10 +11,15 @@ EngineMetrics::EngineMetrics(metrics::Registry* r)
     : running_(r->AddGauge("peng:num_requests_running", "Sequences in the running batch.").Get()),
       waiting_(r->AddGauge("peng:num_requests_waiting", "Sequences waiting to be scheduled.").Get()),
       kv_usage_(r->AddGauge("peng:kv_cache_usage_perc", "KV-cache usage, 0 to 1 (1 = full).").Get()),
-      prefix_queries_(r->AddCounter("peng:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.").Get()),
-      prefix_hits_(r->AddCounter("peng:prefix_cache_hits", "Prompt tokens found in the prefix cache.").Get()),
+      prefix_queries_(r->AddCounter("peng:prefix_cache_queries",
+                                    "Prompt tokens looked up in the prefix cache (at each request's first "
+                                    "admission; a preempted request's resumption is not counted).").Get()),
+      prefix_hits_(r->AddCounter("peng:prefix_cache_hits",
+                                 "Prompt tokens found in the prefix cache (at each request's first admission).").Get()),
       preemptions_(r->AddCounter("peng:num_preemptions", "Sequences preempted (recompute).").Get()),
-      prompt_tokens_(r->AddCounter("peng:prompt_tokens", "Prompt tokens processed.").Get()),
+      prompt_tokens_(r->AddCounter("peng:prompt_tokens",
+                                   "Prompt tokens processed: a request's prompt counts once it has been "
+                                   "computed (its first token), as vLLM's.").Get()),
       generation_tokens_(r->AddCounter("peng:generation_tokens", "Tokens generated.").Get()),
       success_(r->AddCounter("peng:request_success", "Finished sequences by finish reason.", {"finished_reason"})),
       ttft_(r->AddHistogram("peng:time_to_first_token_seconds", "Time to first token.",
@@ -62,6 +67,9 @@ void EngineMetrics::OnScheduled(const Sequence& seq, double queue_seconds) {
   queue_time_.Observe(queue_seconds);
 }
 
+// A prompt aborted in the queue or mid-prefill was never processed: not counted.
+void EngineMetrics::OnPromptComputed(const Sequence& seq) { prompt_tokens_.Inc(static_cast<double>(seq.prompt_len)); }
+
 void EngineMetrics::OnToken(const Sequence& seq, bool first, double since) {
   generation_tokens_.Inc();
   if (first) {
@@ -75,7 +83,6 @@ void EngineMetrics::OnPreempted(const Sequence& seq) { preemptions_.Inc(); }
 
 void EngineMetrics::OnFinished(const Sequence& seq, FinishReason reason) {
   success_.Labels({FinishReasonName(reason)}).Inc();
-  prompt_tokens_.Inc(static_cast<double>(seq.prompt_len));
   request_prompt_tokens_.Observe(static_cast<double>(seq.prompt_len));
   request_generation_tokens_.Observe(static_cast<double>(seq.num_generated()));
   const auto now = Clock::now();

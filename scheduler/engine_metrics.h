@@ -15,6 +15,7 @@ class EngineMetrics : public SchedulerListener {
   explicit EngineMetrics(metrics::Registry* registry);
 
   void OnScheduled(const Sequence& seq, double queue_seconds) override;
+  void OnPromptComputed(const Sequence& seq) override;
   void OnToken(const Sequence& seq, bool first, double seconds_since_previous) override;
   void OnPreempted(const Sequence& seq) override;
   void OnFinished(const Sequence& seq, FinishReason reason) override;

@@ -95,6 +95,9 @@ class SchedulerListener {
  public:
   virtual ~SchedulerListener() = default;
   virtual void OnScheduled(const Sequence& seq, double queue_seconds) {}
+  // Once per sequence, when its whole prompt has been computed (before its first token, or
+  // when a scoring-only request is done).
+  virtual void OnPromptComputed(const Sequence& seq) {}
   virtual void OnToken(const Sequence& seq, bool first, double seconds_since_previous) {}
   virtual void OnPreempted(const Sequence& seq) {}
   virtual void OnFinished(const Sequence& seq, FinishReason reason) {}

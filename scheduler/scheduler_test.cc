@@ -32,8 +32,14 @@ class SchedulerTest : public ::testing::Test {
     kv_ = std::make_unique<memory::KvManager>(memory::KvShape{2, 1, 4}, ko);
     opts.vocab_size = 100;
     if (opts.max_model_len == 8192) opts.max_model_len = 256;
-    sched_ = std::make_unique<Scheduler>(opts, kv_.get(), nullptr);
+    sched_ = std::make_unique<Scheduler>(opts, kv_.get(), nullptr, &listener_);
   }
+  // Counts the listener calls the tests look at.
+  struct CountingListener : SchedulerListener {
+    std::map<std::string, int> prompts_computed;  // by request id
+    void OnPromptComputed(const Sequence& seq) override { ++prompts_computed[seq.request->id]; }
+  };
+  CountingListener listener_;
   std::shared_ptr<RecordingStream> Add(const std::string& id, int prompt_len, int max_tokens,
                                        int priority = 0, int first_token = 10) {
     return AddRequest(id, Ids(prompt_len, first_token), max_tokens,
@@ -250,6 +256,34 @@ TEST_F(SchedulerTest, APromptWaitingForRoomIsNotCountedAsAPrefixLookupEachStep) 
   RunToIdle();
   EXPECT_TRUE(a->finished() && b->finished());
   EXPECT_GE(kv_->prefix_cache_stats().queries, 28);  // b counted once it was admitted
+}
+
+TEST_F(SchedulerTest, APreemptedRequestsResumptionIsNotCountedAsAPrefixLookup) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 64;
+  Init(12, o);  // 6 blocks = 24 tokens in all: four 5 + 12-token requests preempt each other
+  std::vector<std::shared_ptr<RecordingStream>> streams;
+  for (int i = 0; i < 4; ++i) streams.push_back(Add("r" + std::to_string(i), 5, 12, 0, 10 * i));
+  RunToIdle(2000);
+  for (auto& s : streams) ASSERT_TRUE(s->finished());
+  ASSERT_GT(sched_->num_preemptions(), 0);
+  EXPECT_EQ(kv_->prefix_cache_stats().queries, 4 * 5);  // each prompt once
+  EXPECT_LE(kv_->prefix_cache_stats().hits, kv_->prefix_cache_stats().queries);
+}
+
+TEST_F(SchedulerTest, APromptCountsAsComputedOnceAndNotWhenAbortedBeforeItRan) {
+  SchedulerOptions o;
+  o.max_num_batched_tokens = 64;
+  Init(12, o);  // preemption recomputes prompts: they still count once
+  std::vector<std::shared_ptr<RecordingStream>> streams;
+  for (int i = 0; i < 4; ++i) streams.push_back(Add("r" + std::to_string(i), 5, 12, 0, 10 * i));
+  auto queued = Add("queued", 5, 4, 0, 70);
+  sched_->Abort("queued");  // never scheduled
+  RunToIdle(2000);
+  ASSERT_GT(sched_->num_preemptions(), 0);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(listener_.prompts_computed["r" + std::to_string(i)], 1);
+  EXPECT_EQ(listener_.prompts_computed.count("queued"), 0u);
+  EXPECT_TRUE(queued->finished());
 }
 
 TEST_F(SchedulerTest, LowerPriorityValueIsServedFirst) {
