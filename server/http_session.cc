@@ -217,11 +217,16 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   if (!parsed.ok()) return error(parsed.status());
   std::vector<std::string> ignored;
   absl::StatusOr<CompletionJob> job = ParseCompletionRequest(kind, *parsed, ctx_->model, &ignored);
-  if (!ignored.empty()) {
+  auto warn_ignored = [&](const std::string& request_id) {
+    if (ignored.empty()) return;
     Log(LogLevel::kWarning, "http",
-        absl::StrCat(match_.label, ": ignoring unknown field(s): ", absl::StrJoin(ignored, ", ")));
+        absl::StrCat(match_.label, ": ignoring unknown field(s): ", absl::StrJoin(ignored, ", "),
+                     request_id.empty() ? "" : " request_id=", request_id));
+  };
+  if (!job.ok()) {
+    warn_ignored("");
+    return error(job.status());
   }
-  if (!job.ok()) return error(job.status());
 
   auto gen = std::make_unique<Generation>();
   gen->seq = next_seq_++;
@@ -231,6 +236,7 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
       absl::StrCat(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-", RandomHex(32));
   gen->responder = std::make_unique<CompletionResponder>(gen->job, *ctx_->deps.tokenizer, id,
                                                          UnixNow());
+  warn_ignored(id);
   const CompletionJob& j = gen->job;
   int64_t prompt_tokens = 0;
   for (const auto& prompt : j.prompts) prompt_tokens += static_cast<int64_t>(prompt.size()) * j.n;
@@ -353,7 +359,11 @@ void HttpSession::LogRequest(int status, double seconds) const {
   // the answer they ask for): debug only.
   const bool routine = match_.route == Route::kHealth || match_.route == Route::kLive ||
                        match_.route == Route::kReady || match_.route == Route::kMetrics;
-  const LogLevel level = routine ? LogLevel::kDebug : status >= 500 ? LogLevel::kError : LogLevel::kInfo;
+  // 429 and 503 are load shedding and draining, which the server does on purpose: warnings.
+  const LogLevel level = routine                          ? LogLevel::kDebug
+                         : status == 429 || status == 503 ? LogLevel::kWarning
+                         : status >= 500                  ? LogLevel::kError
+                                                          : LogLevel::kInfo;
   if (!LogEnabled(level)) return;
   std::string line = absl::StrFormat("%s %s %d %.3f s", parser_ ? std::string(parser_->get().method_string()) : "-",
                                      match_.label, status, seconds);
