@@ -299,6 +299,13 @@ void HttpSession::OnEngineEvent(uint64_t seq, int prompt_index, TokenEvent event
   r.Collect(prompt_index, event);
   if (!r.done()) return;
   gen_->ended = true;
+  if (r.NothingServed()) {
+    // Aborted before a token, which only a drain does to a connected client: a 503 that
+    // clients and load balancers retry elsewhere, rather than a 200 with nothing in it.
+    ApiError e = MakeApiError(503, "the server shut down before this request was served; retry it");
+    e.retry_after_s = std::max(1, ctx_->options.retry_after_s);
+    return Reply(ErrorReply(e));
+  }
   Reply(JsonReply(200, r.Body()));
 }
 

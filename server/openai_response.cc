@@ -240,6 +240,13 @@ Json CompletionResponder::Usage() const {
               {"total_tokens", prompt + completion}};
 }
 
+bool CompletionResponder::NothingServed() const {
+  for (const Choice& c : choices_) {
+    if (c.finish != FinishReason::kAbort || c.completion_tokens > 0) return false;
+  }
+  return !choices_.empty();
+}
+
 std::string CompletionResponder::Body() const {
   Json choices = Json::array();
   for (int i = 0; i < num_choices(); ++i) {

@@ -27,6 +27,9 @@ class CompletionResponder {
   const std::string& id() const { return id_; }
   int num_choices() const { return static_cast<int>(choices_.size()); }
   bool done() const { return finished_ == static_cast<int>(choices_.size()); }
+  // Every choice was aborted before it produced a token (the server drained before running
+  // the request): nothing to answer but a retryable error.
+  bool NothingServed() const;
 
   // Streaming. Each returns chunk JSON texts (SSE data payloads, without framing).
   // Start: chat sends a {role: "assistant"} delta per choice; completions with echo send the

@@ -486,6 +486,47 @@ def test_sigterm_drains_in_flight_request(peng_bin, smollm2_path, tmp_path):
     assert re.search(r"drain", server.log(), re.I)
 
 
+def test_drain_timeout_answers_a_request_it_never_ran_with_a_retryable_503(peng_bin, smollm2_path, tmp_path):
+    # One running request and one queued behind it; the drain timeout (1 s) aborts both. The
+    # one that produced tokens gets them (200, finish_reason "abort"); the one that never ran
+    # gets a 503 with Retry-After, which clients and load balancers retry elsewhere.
+    server = start_peng_server(peng_bin, smollm2_path, tmp_path, "scheduler: {max_num_seqs: 1}\n",
+                               "--drain-timeout-s", "1")
+    url = server.http_url
+    results = {}
+
+    def client(name):
+        try:
+            r = httpx.post(url + "/v1/completions", timeout=TIMEOUT, json={
+                "model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True})
+            results[name] = (r.status_code, r.headers.get("retry-after"), r.json())
+        except Exception as e:  # noqa: BLE001 - reported by the assertions below
+            results[name] = ("error", None, repr(e))
+
+    running = threading.Thread(target=client, args=("running",), daemon=True)
+    running.start()
+    deadline = time.monotonic() + 30
+    while scrape(url)["peng:num_requests_running"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    queued = threading.Thread(target=client, args=("queued",), daemon=True)
+    queued.start()
+    while scrape(url)["peng:num_requests_waiting"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert stop_peng_server(server) == 0, server.log()[-3000:]
+    running.join(30)
+    queued.join(30)
+    status, _, body = results["running"]
+    assert status == 200, results
+    assert body["choices"][0]["finish_reason"] == "abort"
+    assert body["usage"]["completion_tokens"] > 0
+    status, retry_after, body = results["queued"]
+    assert status == 503, results
+    assert int(retry_after) >= 1
+    assert body["error"]["code"] == 503
+
+
 def test_mixed_traffic_soak(peng_server, repo_root):
     """tests/bench/soak.py for 30 s: streams, plain requests, n > 1, echo + logprobs, clients
     vanishing mid-stream or mid-body, malformed and out-of-range requests, tokenize round trips,
