@@ -1,5 +1,7 @@
 #include "server/openai_response.h"
 
+#include <algorithm>
+
 #include <utility>
 
 #include "server/openai_error.h"
@@ -34,6 +36,7 @@ CompletionResponder::CompletionResponder(const CompletionJob& job, const Tokeniz
     : job_(job), tokenizer_(tokenizer), id_(std::move(id)), created_(created) {
   choices_.resize(job.prompts.size() * job.n);
   prompt_tokens_.resize(job.prompts.size());
+  cached_tokens_.resize(job.prompts.size());
   for (size_t p = 0; p < job.prompts.size(); ++p) {
     prompt_tokens_[p] = static_cast<int64_t>(job.prompts[p].size());
     for (int j = 0; j < job.n; ++j) {
@@ -77,6 +80,9 @@ void CompletionResponder::NoteUsage(int prompt_index, const TokenEvent& event, C
   if (event.prompt_tokens > 0 && prompt_index >= 0 &&
       prompt_index < static_cast<int>(prompt_tokens_.size())) {
     prompt_tokens_[prompt_index] = event.prompt_tokens;
+  }
+  if (event.choice == 0 && prompt_index >= 0 && prompt_index < static_cast<int>(cached_tokens_.size())) {
+    cached_tokens_[prompt_index] = std::max(cached_tokens_[prompt_index], event.cached_prompt_tokens);
   }
   if (event.completion_tokens > 0) {
     c.completion_tokens = event.completion_tokens;
@@ -235,9 +241,12 @@ Json CompletionResponder::Usage() const {
   int64_t prompt = 0, completion = 0;
   for (int64_t p : prompt_tokens_) prompt += p;
   for (const Choice& c : choices_) completion += c.completion_tokens;
+  int64_t cached = 0;
+  for (int64_t t : cached_tokens_) cached += t;
   return Json{{"prompt_tokens", prompt},
               {"completion_tokens", completion},
-              {"total_tokens", prompt + completion}};
+              {"total_tokens", prompt + completion},
+              {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
 bool CompletionResponder::NothingServed() const {

@@ -88,6 +88,7 @@ class CompletionResponder {
   int64_t created_;
   std::vector<Choice> choices_;             // prompt_index * n + choice
   std::vector<int64_t> prompt_tokens_;      // per prompt
+  std::vector<int64_t> cached_tokens_;      // per prompt: of its first choice, from the prefix cache
   int finished_ = 0;
 };
 

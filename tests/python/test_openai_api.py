@@ -515,8 +515,12 @@ def test_prefix_cache_hit_gives_the_same_logprobs_as_a_cold_prompt(http):
     reply = http.post("/v1/completions", json=body).json()["choices"][0]["text"]
     second = {"prompt": first + reply + " Later", "max_tokens": 12, "temperature": 0,
               "logprobs": 1, "ignore_eos": True}
-    warm = http.post("/v1/completions", json=second).json()["choices"][0]
-    cold = http.post("/v1/completions", json={**second, "echo": True}).json()["choices"][0]
+    warm_body = http.post("/v1/completions", json=second).json()
+    cold_body = http.post("/v1/completions", json={**second, "echo": True}).json()
+    warm, cold = warm_body["choices"][0], cold_body["choices"][0]
+    # usage says how much of the prompt came from the cache (OpenAI's prompt_tokens_details)
+    assert 0 < warm_body["usage"]["prompt_tokens_details"]["cached_tokens"] < warm_body["usage"]["prompt_tokens"]
+    assert cold_body["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     n = len(warm["logprobs"]["token_logprobs"])
     assert cold["text"].endswith(warm["text"])
     assert cold["logprobs"]["token_logprobs"][-n:] == warm["logprobs"]["token_logprobs"]
