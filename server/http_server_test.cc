@@ -113,7 +113,8 @@ TEST_F(HttpServerTest, ChatCompletionNonStreaming) {
   EXPECT_EQ(req.id, j["id"]);
   const int64_t p = static_cast<int64_t>(want.size());
   EXPECT_EQ(j["usage"], Json({{"prompt_tokens", p}, {"completion_tokens", 3},
-                              {"total_tokens", p + 3}}));
+                              {"total_tokens", p + 3},
+                              {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
 }
 
 TEST_F(HttpServerTest, CompletionsBatchEchoAndTokenPrompts) {
