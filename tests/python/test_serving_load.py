@@ -503,18 +503,20 @@ def test_drain_timeout_answers_a_request_it_never_ran_with_a_retryable_503(peng_
         except Exception as e:  # noqa: BLE001 - reported by the assertions below
             results[name] = ("error", None, repr(e))
 
-    running = threading.Thread(target=client, args=("running",), daemon=True)
-    running.start()
-    deadline = time.monotonic() + 30
-    while scrape(url)["peng:num_requests_running"] != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    queued = threading.Thread(target=client, args=("queued",), daemon=True)
-    queued.start()
-    while scrape(url)["peng:num_requests_waiting"] != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert stop_peng_server(server) == 0, server.log()[-3000:]
+    try:
+        running = threading.Thread(target=client, args=("running",), daemon=True)
+        running.start()
+        deadline = time.monotonic() + 30
+        while scrape(url)["peng:num_requests_running"] != 1:
+            assert time.monotonic() < deadline, (results, server.log()[-2000:])
+            time.sleep(0.05)
+        queued = threading.Thread(target=client, args=("queued",), daemon=True)
+        queued.start()
+        while scrape(url)["peng:num_requests_waiting"] != 1:
+            assert time.monotonic() < deadline, (results, server.log()[-2000:])
+            time.sleep(0.05)
+    finally:
+        assert stop_peng_server(server) == 0, server.log()[-3000:]
     running.join(30)
     queued.join(30)
     status, _, body = results["running"]
