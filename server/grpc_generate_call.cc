@@ -77,6 +77,16 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       PumpLocked();
       return;
     }
+    if (event.finish_reason == FinishReason::kAbort && event.completion_tokens == 0) {
+      // Aborted before a token, which only a drain does to a live call: UNAVAILABLE, which
+      // clients retry elsewhere, rather than OK with nothing in it (HTTP answers 503).
+      engine_done_ = true;
+      pending_.clear();
+      final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                   "the server shut down before this request was served; retry it");
+      PumpLocked();
+      return;
+    }
     if (pending_.empty() || pending_.back().token_ids_size() >= kMaxTokensPerMessage) {
       pending_.emplace_back();
       pending_.back().set_request_id(id_);

@@ -320,6 +320,48 @@ def test_generate_is_logged_with_its_request_id(stub, pb, md, server):
     assert re.search(r"peng grpc: Generate OK [0-9.]+ s request_id=pytest-logged", server.log())
 
 
+def test_drain_timeout_ends_a_call_it_never_ran_with_unavailable(pb, peng_bin, smollm2_path, tmp_path):
+    """One running call and one queued behind it (max_num_seqs 1); the drain timeout aborts
+    both. The running one ends OK with finish reason abort; the one that never ran ends
+    UNAVAILABLE, which clients retry elsewhere (HTTP answers 503)."""
+    import threading
+    from conftest import start_peng_server, stop_peng_server
+    pb2, pb2_grpc = pb
+    server = start_peng_server(peng_bin, smollm2_path, tmp_path, "scheduler: {max_num_seqs: 1}\n",
+                               "--drain-timeout-s", "1")
+    results, started = {}, threading.Event()
+
+    def call(name):
+        msgs = []
+        with grpc.insecure_channel(server.grpc_target) as ch:
+            req = pb2.GenerateRequest(text="Once upon a time", max_tokens=2000, ignore_eos=True)
+            try:
+                for m in pb2_grpc.InferenceStub(ch).Generate(req, timeout=RPC_TIMEOUT):
+                    started.set()
+                    msgs.append(m)
+                results[name] = (grpc.StatusCode.OK, msgs)
+            except grpc.RpcError as e:
+                results[name] = (e.code(), msgs)
+
+    try:
+        running = threading.Thread(target=call, args=("running",), daemon=True)
+        running.start()
+        assert started.wait(60)
+        queued = threading.Thread(target=call, args=("queued",), daemon=True)
+        queued.start()
+        time.sleep(0.5)  # queued behind the running call
+    finally:
+        assert stop_peng_server(server) == 0, server.log()[-3000:]
+    running.join(30)
+    queued.join(30)
+    code, msgs = results["running"]
+    assert code == grpc.StatusCode.OK and msgs, results
+    assert msgs[-1].finish_reason == pb2.FINISH_REASON_ABORT
+    code, msgs = results["queued"]
+    assert code == grpc.StatusCode.UNAVAILABLE, results
+    assert not msgs
+
+
 def test_drain_timeout_ends_every_stream_with_abort(pb, peng_bin, smollm2_path, tmp_path):
     """SIGTERM with a drain timeout shorter than the requests: every HTTP and gRPC stream still
     gets its final message (finish reason abort, usage), then the server exits 0."""
