@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 
 #include "gtest/gtest.h"
 
@@ -25,6 +26,21 @@ TEST(CrashReportDeathTest, NamesTheSignalThreadAddressAndFramesByModule) {
               "fatal signal 11 \\(SEGV\\) in thread 'crash-test-thre' \\(tid [0-9]+\\), faulting "
               "address 0x40\n\\*\\*\\* pc [^\n]*base_test\\+0x[0-9a-f]+[^\n]*\n(.|\n)*"
               "\\*\\*\\* SIGSEGV received");
+}
+
+// A fault inside a shared library (libc's memset through a pointer the compiler cannot see
+// through): the report names the library, where abseil's frame-pointer walk gives up.
+void* (*volatile g_memset)(void*, int, size_t) = std::memset;
+
+void CrashInsideLibc() {
+  InstallCrashReport("base_test");
+  g_memset(reinterpret_cast<void*>(g_bad_address), 0, 4096);
+}
+
+TEST(CrashReportDeathTest, AFaultInsideASharedLibraryNamesTheLibrary) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(CrashInsideLibc(), testing::KilledBySignal(SIGSEGV),
+              "\\*\\*\\* pc [^ ]*libc\\.so[^ ]*\\+0x[0-9a-f]+");
 }
 
 TEST(CrashReportDeathTest, AnAbortIsReportedToo) {
