@@ -128,7 +128,7 @@ absl::StatusOr<std::vector<double>> BatchedDecode(const Model& model, LlamaForwa
 
 absl::Status RunBench(int argc, char** argv) {
   Flags f({"model", "prompt-tokens", "gen-tokens", "threads", "reps", "activations", "batch"},
-          {"json", "no-bandwidth", "pin-threads", "no-amx"});
+          {"json", "no-bandwidth", "pin-threads", "no-amx", "no-amx-attention"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PENG_ASSIGN_OR_RETURN(int64_t pp_tokens, f.Int("prompt-tokens", 512, 1, 1 << 20));
   PENG_ASSIGN_OR_RETURN(int64_t tg_tokens, f.Int("gen-tokens", 128, 1, 1 << 20));
@@ -148,6 +148,7 @@ absl::Status RunBench(int argc, char** argv) {
   LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads),
                                               .int8_activations = int8,
                                               .amx_prompts = !f.Has("no-amx"),
+                                              .amx_attention = !f.Has("no-amx-attention"),
                                               .pinning = f.Has("pin-threads") ? Pinning::kAlways : Pinning::kNone});
   if (batch > 0) {
     PENG_ASSIGN_OR_RETURN(const std::vector<double> tok_s,

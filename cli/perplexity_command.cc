@@ -41,6 +41,7 @@ struct PerplexityOptions {
   int tokens_per_page = 16;
   bool int8_activations = true;
   bool amx_prompts = true;  // ForwardOptions::amx_prompts (the windows are prompts)
+  bool amx_attention = true;  // ForwardOptions::amx_attention
   KvMode mode = KvMode::kDense;
   kernels::KvFormat format = kernels::KvFormat::kF16;
   memory::LeanKvOptions lean;  // kv-mode leankv: the config's kv section, then the flags
@@ -79,7 +80,7 @@ absl::StatusOr<kernels::KvFormat> FormatFor(KvMode mode, const Flags& f, const S
 absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
   Flags f({"model", "text", "ctx", "max-windows", "kv-mode", "kv-format", "chunk", "threads", "config",
            "alpha-prune", "alpha-quant", "window", "activations"},
-          {"no-amx"});
+          {"no-amx", "no-amx-attention"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   PerplexityOptions o;
   PENG_ASSIGN_OR_RETURN(o.mode, ParseMode(f.String("kv-mode", "dense")));
@@ -115,6 +116,7 @@ absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
   PENG_ASSIGN_OR_RETURN(o.threads, f.Int("threads", o.threads, 1, 256));
   PENG_ASSIGN_OR_RETURN(o.int8_activations, Int8ActivationsFlag(f, o.int8_activations));
   if (f.Has("no-amx")) o.amx_prompts = false;
+  if (f.Has("no-amx-attention")) o.amx_attention = false;
   PENG_ASSIGN_OR_RETURN(o.format, FormatFor(o.mode, f, config ? &*config : nullptr));
   if (!std::filesystem::exists(o.model)) {
     // A missing model exits 1, as in the other commands (main.cc's usage text).
@@ -254,7 +256,8 @@ absl::Status RunPerplexity(int argc, char** argv) {
   PagedKvView view(kv.get());
   LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(o.threads),
                                               .int8_activations = o.int8_activations,
-                                              .amx_prompts = o.amx_prompts});
+                                              .amx_prompts = o.amx_prompts,
+                                              .amx_attention = o.amx_attention});
   PENG_RETURN_IF_ERROR(forward.PrepareAttention(view.format(), view.low_format()));
   std::string kv_desc = absl::StrCat(kernels::KvFormatName(o.format), ", ", o.tokens_per_page, " tokens/page");
   if (const memory::LeanKv* lean = kv->lean(); lean != nullptr) {

@@ -2,7 +2,8 @@
 // way the forward drives them (engine/cpu_attention.h), on SmolLM2's shape by default.
 //   paged decode: batch B of one-token queries at context N; GB/s of KV read, against this
 //                 machine's memcpy bandwidth (bytes read + written) measured in the same run;
-//   prefill:      one chunk of P tokens (causal) over its own keys; GFLOP/s.
+//   prefill:      one chunk of P tokens (causal) over its own keys; GFLOP/s (with --amx-prompts
+//                 as a prompt, on the AMX kernel where the CPU has it: kernels/cpu/amx_attention.h).
 // KV lives in pages of 16 tokens in the chosen format, scattered as a page pool hands them out;
 // enough layers' worth of pages are cycled that the working set is far larger than the
 // last-level cache. Prints a Markdown table.
@@ -22,6 +23,7 @@
 #include "engine/cpu_attention.h"
 #include "engine/kv_cache.h"
 #include "engine/model_config.h"
+#include "kernels/cpu/amx_attention.h"
 #include "kernels/cpu/kv_store.h"
 
 namespace peng {
@@ -111,15 +113,16 @@ double MemcpyBandwidth(ThreadPool& pool) {
 int Run(int argc, char** argv) {
   int threads = 2;
   kernels::KvFormat format = kernels::KvFormat::kF16;
-  bool contiguous = false, huge_pages = true;
+  bool contiguous = false, huge_pages = true, amx_prompts = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--threads=", 0) == 0) threads = std::atoi(a.c_str() + 10);
     else if (a.rfind("--format=", 0) == 0 && kernels::ParseKvFormat(a.substr(9), &format)) continue;
     else if (a == "--contiguous") contiguous = true;
     else if (a == "--no-huge-pages") huge_pages = false;
+    else if (a == "--amx-prompts") amx_prompts = true;
     else {
-      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32|k8v8|k8v4|k4v2] [--contiguous] [--no-huge-pages]\n");
+      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32|k8v8|k8v4|k4v2] [--contiguous] [--no-huge-pages] [--amx-prompts]\n");
       return 2;
     }
   }
@@ -129,16 +132,18 @@ int Run(int argc, char** argv) {
   c.head_dim = 64;
   ThreadPool pool(threads);
   CpuAttention attention(c);
+  attention.SetAmxPrompts(amx_prompts ? 1 : 0);
   if (absl::Status s = attention.Prepare(format); !s.ok()) {
     std::fprintf(stderr, "attention_bench: %s\n", std::string(s.message()).c_str());
     return 1;
   }
   const double memcpy_bw = MemcpyBandwidth(pool);
   const kernels::CpuIsa isa = kernels::BestCpuIsa();
-  std::printf("memcpy bandwidth (read + write, %d threads): %.1f GB/s; ISA %s; KV %s; pages %s; %s\n\n", threads,
-              memcpy_bw / 1e9, kernels::Name(isa), kernels::KvFormatName(format),
+  std::printf("memcpy bandwidth (read + write, %d threads): %.1f GB/s; ISA %s; KV %s; pages %s; %s; prefill %s\n\n",
+              threads, memcpy_bw / 1e9, kernels::Name(isa), kernels::KvFormatName(format),
               contiguous ? "contiguous per history" : "scattered",
-              huge_pages ? "huge pages advised" : "4 KiB pages");
+              huge_pages ? "huge pages advised" : "4 KiB pages",
+              amx_prompts && kernels::AmxAttentionSupports(format, c.head_dim) ? "on AMX" : "on the vector kernels");
   std::printf("| phase | context | batch | KV MB / pass | time / layer | GB/s or GFLOP/s | vs memcpy |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   const int64_t row = int64_t{c.num_heads} * c.head_dim;
@@ -175,7 +180,7 @@ int Run(int argc, char** argv) {
     for (float& x : q) x = nd(rng);
     std::vector<int32_t> toks(p, 0);
     ForwardBatch fb;
-    fb.chunks.push_back({.seq = 0, .start_pos = 0, .tokens = toks});
+    fb.chunks.push_back({.seq = 0, .start_pos = 0, .tokens = toks, .prompt_len = amx_prompts ? p : 0});
     attention.Run(pool, 0, fb, kv, q.data(), out.data());
     double best = 1e30;
     for (int rep = 0; rep < 5; ++rep) {

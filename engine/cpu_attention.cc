@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "kernels/cpu/amx_attention.h"
 
 namespace peng {
 
@@ -43,8 +44,14 @@ absl::Status CpuAttention::Prepare(kernels::KvFormat format, kernels::KvFormat l
   low_ = low_kernels;
   prefill_ = high_.prefill;
   decode_ = high_.decode;
+  amx_serves_ = format == low && kernels::AmxAttentionSupports(format, c_.head_dim);
   params_.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
   return absl::OkStatus();
+}
+
+int64_t CpuAttention::AmxTokens(const SequenceChunk& ch) const {
+  if (!amx_serves_ || amx_min_prompt_ <= 0 || ch.prompt_len < amx_min_prompt_) return 0;
+  return std::clamp<int64_t>(ch.prompt_len - ch.start_pos, 0, static_cast<int64_t>(ch.tokens.size()));
 }
 
 void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, const KvCache& kv,
@@ -53,31 +60,54 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
   const int kvh = c_.num_kv_heads, group = c_.gqa_group();
   const int64_t row = row_, head_block = head_block_;
   const size_t num_chunks = batch.chunks.size();
+  using Kind = Task::Kind;
 
   // Plan: tasks, decode partial slots and combines, and the spans of every (chunk, kv-head)
   // that several tasks read. A decode task that is alone on its (chunk, kv-head) gathers its
   // spans itself, in parallel, instead of here while the other threads wait.
   spans_.resize(std::max(spans_.size(), num_chunks * kvh));
+  amx_len_.assign(num_chunks * kvh, 0);
+  amx_offset_.resize(num_chunks * kvh);
   first_token_.resize(num_chunks);
   tasks_.clear();
   combines_.clear();
+  conversions_.clear();
   split_begin_.clear();
   int64_t parts = 0, token = 0;
+  size_t amx_bytes = 0;
   for (size_t ci = 0; ci < num_chunks; ++ci) {
     const SequenceChunk& ch = batch.chunks[ci];
     const int64_t len = static_cast<int64_t>(ch.tokens.size()), end = ch.start_pos + len;
+    const int64_t amx = AmxTokens(ch);
     first_token_[ci] = token;
     token += len;
     for (int h = 0; h < kvh; ++h) {
-      const int splits = len > 1 ? 0 : static_cast<int>((end + kDecodeSplitTokens - 1) / kDecodeSplitTokens);
+      const int splits = len > 1 || amx > 0 ? 0 : static_cast<int>((end + kDecodeSplitTokens - 1) / kDecodeSplitTokens);
       if (splits == 1) {
         tasks_.push_back({static_cast<int32_t>(ci), h, 0, end, -1, /*own_spans=*/true});
         continue;
       }
       kv.Spans(ch.seq, layer, h, end, &spans_[ci * kvh + h]);
-      if (len > 1) {
-        for (int64_t b = 0; b < len; b += kPrefillBlockTokens) {
-          tasks_.push_back({static_cast<int32_t>(ci), h, b, std::min(len, b + kPrefillBlockTokens), -1});
+      if (amx > 0) {
+        // The AMX tokens' history, converted in pieces before any of its query tasks runs.
+        const int64_t amx_len = ch.start_pos + amx;
+        amx_len_[ci * kvh + h] = amx_len;
+        amx_offset_[ci * kvh + h] = amx_bytes;
+        amx_bytes += (kernels::AmxHistoryBytes(amx_len, c_.head_dim) + 63) / 64 * 64;
+        for (int64_t b = 0; b < amx_len; b += kAmxConvertTokens) {
+          conversions_.push_back({static_cast<int32_t>(ci), h, b, std::min(amx_len, b + kAmxConvertTokens)});
+        }
+        for (int64_t r = 0; r < amx * group; r += kAmxRowsPerTask) {
+          tasks_.push_back({static_cast<int32_t>(ci), h, r, std::min(amx * group, r + kAmxRowsPerTask), -1, false,
+                            Kind::kAmx});
+        }
+      }
+      if (len > 1 || amx > 0) {
+        // The prefill kernel gives a token alone what decode gives it, so generated tokens
+        // after a prompt's AMX ones (a resumed sequence) may take it in any count.
+        for (int64_t b = amx; b < len; b += kPrefillBlockTokens) {
+          tasks_.push_back({static_cast<int32_t>(ci), h, b, std::min(len, b + kPrefillBlockTokens), -1, false,
+                            Kind::kPrefill});
         }
         continue;
       }
@@ -97,16 +127,48 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
   if (part_out_.size() < static_cast<size_t>(parts * head_block)) part_out_.resize(parts * head_block);
   if (part_lse_.size() < static_cast<size_t>(parts * group)) part_lse_.resize(parts * group);
 
-  // Tasks differ in cost (history length), so threads take them one at a time.
   std::atomic<size_t> next{0};
+  if (!conversions_.empty()) {
+    if (amx_history_.size() * sizeof(Line) < amx_bytes) amx_history_.resize(amx_bytes / sizeof(Line));
+    pool.RunShared([&](int) {
+      for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < conversions_.size();) {
+        const Conversion& cv = conversions_[i];
+        const size_t slot = cv.chunk * kvh + cv.kv_head;
+        const std::vector<kernels::KvSpan>& sp = spans_[slot];
+        kernels::AmxConvertHistory(sp.data(), static_cast<int>(sp.size()), high_.format, c_.head_dim, amx_len_[slot],
+                                   cv.begin, cv.end, amx_history_[0].bytes + amx_offset_[slot]);
+      }
+    });
+    next = 0;
+  }
+
+  // Tasks differ in cost (history length), so threads take them one at a time.
   pool.RunShared([&](int) {
     for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tasks_.size();) {
       const Task& task = tasks_[i];
       const SequenceChunk& ch = batch.chunks[task.chunk];
-      std::vector<kernels::KvSpan>& sp = spans_[task.chunk * kvh + task.kv_head];
+      const size_t slot = task.chunk * kvh + task.kv_head;
+      std::vector<kernels::KvSpan>& sp = spans_[slot];
       if (task.own_spans) kv.Spans(ch.seq, layer, task.kv_head, task.end, &sp);
       const int64_t t0 = first_token_[task.chunk];
-      if (task.part < 0 && ch.tokens.size() > 1) {
+      if (task.kind == Kind::kAmx) {
+        kernels::AmxPrefillArgs a;
+        a.q = q + t0 * row + task.kv_head * head_block;
+        a.q_stride = row;
+        a.q_pos0 = ch.start_pos;
+        a.group = group;
+        a.head_dim = c_.head_dim;
+        a.row_begin = task.begin;
+        a.row_end = task.end;
+        a.history = amx_history_[0].bytes + amx_offset_[slot];
+        a.kv_len = amx_len_[slot];
+        a.out = out + t0 * row + task.kv_head * head_block;
+        a.out_stride = row;
+        a.scale = params_.scale;
+        kernels::AmxPrefillAttention(a);
+        continue;
+      }
+      if (task.kind == Kind::kPrefill) {
         kernels::PrefillArgs a;
         a.q = q + (t0 + task.begin) * row + task.kv_head * head_block;
         a.q_stride = row;
@@ -271,7 +333,8 @@ void CpuAttention::RunPartitioned(ThreadPool& pool, int layer, const ForwardBatc
       kv.Partitions(ch.seq, layer, h, end, &p);
       if (len > 1) {
         for (int64_t b = 0; b < len; b += kPrefillBlockTokens) {
-          tasks_.push_back({static_cast<int32_t>(ci), h, b, std::min(len, b + kPrefillBlockTokens), -1});
+          tasks_.push_back({static_cast<int32_t>(ci), h, b, std::min(len, b + kPrefillBlockTokens), -1, false,
+                            Task::Kind::kPrefill});
         }
         continue;
       }

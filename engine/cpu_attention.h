@@ -2,7 +2,9 @@
 // kernels (kernels/attention/dispatch.h). Chunks of several tokens run the prefill variant in
 // blocks of queries; one-token chunks run the decode variant, split along a long history
 // (split-KV, merged by the log-sum-exp combine). The split count depends only on the history
-// length, so a sequence's result never depends on what else is in the batch. Owned by the
+// length, so a sequence's result never depends on what else is in the batch. With
+// SetAmxPrompts, the prompt tokens of long prompts run on AMX tiles instead
+// (kernels/cpu/amx_attention.h), chosen per sequence as the AMX matmuls are. Owned by the
 // forward's thread; runs its tasks on the forward's pool.
 #pragma once
 
@@ -37,6 +39,16 @@ class CpuAttention {
   absl::Status Prepare(kernels::KvFormat format, kernels::KvFormat low);
   absl::Status Prepare(kernels::KvFormat format) { return Prepare(format, format); }
 
+  // The prompt tokens (positions below SequenceChunk::prompt_len) of prompts of at least
+  // min_prompt tokens take the AMX kernel, where it serves the KV format and head size and the
+  // cache is not partitioned (0: never). The same rule as the forward's AMX matmuls, so a token
+  // takes the same kernels every time it is computed.
+  void SetAmxPrompts(int64_t min_prompt) { amx_min_prompt_ = min_prompt; }
+  // Tokens per history conversion task of the AMX path (a multiple of kernels::kAmxKeyBlock).
+  static constexpr int64_t kAmxConvertTokens = 1024;
+  // Query rows (token, group head) per AMX task: four tiles of 16.
+  static constexpr int64_t kAmxRowsPerTask = 64;
+
   // out[t] = attention of query row t ([tokens x num_heads·head_dim], batch order) over its
   // sequence's history in `kv` for `layer` (the batch's own K/V already stored). With a
   // partitioned (LeanKV) cache: RunPartitioned.
@@ -60,12 +72,24 @@ class CpuAttention {
   void PartitionedPrefill(const ForwardBatch& batch, size_t ci, int h, int64_t begin, int64_t end,
                           const float* q, float* out) const;
 
+  // Leading tokens of chunk `ch` that take the AMX kernel (0 when none do).
+  int64_t AmxTokens(const SequenceChunk& ch) const;
+
   struct Task {
+    enum class Kind : uint8_t { kPrefill, kDecode, kAmx };
     int32_t chunk = 0;
     int32_t kv_head = 0;
-    int64_t begin = 0, end = 0;  // prefill: query offsets in the chunk; decode: kv range
-    int64_t part = -1;           // decode: slot of its partial (-1: prefill)
+    // prefill: query offsets in the chunk; decode: kv range; kAmx: query rows (token · group +
+    // group head) of the chunk
+    int64_t begin = 0, end = 0;
+    int64_t part = -1;           // decode: slot of its partial (-1: its result goes straight out)
     bool own_spans = false;      // the only task of its (chunk, kv-head): it gathers the spans
+    Kind kind = Kind::kDecode;
+  };
+  // Converts history positions [begin, end) of (chunk, kv-head) for the AMX kernel.
+  struct Conversion {
+    int32_t chunk = 0, kv_head = 0;
+    int64_t begin = 0, end = 0;
   };
   struct Combine {
     int32_t chunk = 0, kv_head = 0;
@@ -80,6 +104,16 @@ class CpuAttention {
   const kernels::CpuAttentionKernel* prefill_ = nullptr;  // = high_'s
   const kernels::CpuAttentionKernel* decode_ = nullptr;
   kernels::AttentionParams params_;
+  int64_t amx_min_prompt_ = 0;
+  bool amx_serves_ = false;  // the AMX kernel serves this format and head size
+  // The AMX path's plan: conversions, and per (chunk, kv-head) its converted history.
+  std::vector<Conversion> conversions_;
+  std::vector<int64_t> amx_len_;      // [chunk x kv_head]: history length converted (0: none)
+  std::vector<size_t> amx_offset_;    // [chunk x kv_head]: where it lies in amx_history_
+  struct alignas(64) Line {
+    uint8_t bytes[64];
+  };
+  std::vector<Line> amx_history_;
   // RunPartitioned's plan.
   std::vector<KvPartitions> partitions_;             // [chunk x kv_head]
   struct LeanPart {

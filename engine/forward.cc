@@ -73,7 +73,9 @@ LlamaForward::LlamaForward(const Model& model, const ForwardOptions& options)
       options_(options),
       amx_(options.amx_prompts && options.int8_activations && kernels::HasAmxBf16()),
       pool_(options.num_threads, options.pinning),
-      attention_(model.config) {}
+      attention_(model.config) {
+  attention_.SetAmxPrompts(amx_ && options.amx_attention ? options.amx_min_prompt : 0);
+}
 
 void LlamaForward::MatMuls(std::initializer_list<MatMulJob> jobs, int64_t n,
                            std::span<const RowSegment> segments,

@@ -187,6 +187,44 @@ TEST_F(ForwardTest, AmxPromptRowsAreBatchInvariant) {
   EXPECT_LT(amx_err, int8_err);
 }
 
+// A long prompt's tokens take the AMX kernels (matmuls and attention) in any chunking: one chunk,
+// or chunks of any sizes down to a last token alone (what a prefix-cache hit leaves), give
+// bitwise the same logits.
+TEST_F(ForwardTest, AmxPromptIsBitwiseTheSameHoweverItIsChunked) {
+  if (!kernels::HasAmxBf16()) GTEST_SKIP() << "this CPU has no AMX-BF16";
+  const auto a = Tokens(100, 11);
+  using L = SequenceChunk::Logits;
+  const auto chunked = [&](std::initializer_list<int64_t> sizes) {
+    auto kv = NewKv();
+    LlamaForward fwd(*model_, {});
+    std::vector<float> logits;
+    int64_t start = 0;
+    for (const int64_t n : sizes) {
+      ForwardBatch s;
+      s.chunks.push_back({.seq = 0, .start_pos = start, .tokens = {a.data() + start, size_t(n)}, .logits = L::kAll,
+                          .prompt_len = 100});
+      ForwardOutput out;
+      EXPECT_TRUE(fwd.Forward(s, *kv, &out).ok());
+      logits.insert(logits.end(), out.logits.begin(), out.logits.end());
+      start += n;
+    }
+    return logits;
+  };
+  const std::vector<float> whole = chunked({100});
+  for (const auto& pieces : {chunked({37, 1, 50, 11, 1}), chunked({64, 35, 1}), chunked({16, 16, 16, 16, 16, 16, 4})}) {
+    ASSERT_EQ(pieces.size(), whole.size());
+    EXPECT_EQ(std::memcmp(pieces.data(), whole.data(), whole.size() * sizeof(float)), 0);
+  }
+  // The attention took the AMX kernel: without it the logits differ.
+  auto kv = NewKv();
+  LlamaForward vector_attention(*model_, {.amx_attention = false});
+  ForwardBatch s;
+  s.chunks.push_back({.seq = 0, .start_pos = 0, .tokens = a, .logits = L::kAll, .prompt_len = 100});
+  ForwardOutput out;
+  ASSERT_TRUE(vector_attention.Forward(s, *kv, &out).ok());
+  EXPECT_NE(std::memcmp(out.logits.data(), whole.data(), whole.size() * sizeof(float)), 0);
+}
+
 TEST_F(ForwardTest, DroppedLayerIsAnErrorAndReloadRestoresIt) {
   const auto a = Tokens(5, 6);
   const std::vector<float> before = Alone(a);

@@ -2,13 +2,12 @@
 
 #include <cstring>
 
+#include "kernels/cpu/amx_tiles.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/interleaved.h"
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__AVX512F__)
-#define PENG_AMX 1
+#if PENG_AMX
 #include <cpuid.h>
-#include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -24,26 +23,6 @@ namespace {
 // Q4_1 fp16 m[16], then code vectors of 64 bytes in which row r owns bytes 4r..4r+3.
 constexpr int64_t kR = kInterleaveRows;
 constexpr size_t kBTileBytes = 1024;  // 16 rows of 32 bfloat16: 32 columns of 16 weight rows
-
-// The tile configuration every call uses: tmm0-3 accumulators (16 tokens x 16 rows, float),
-// tmm4-5 activations (16 tokens x 32 columns, bf16), tmm6-7 weights (16 column pairs x 16 rows
-// x 2, bf16). All are 16 rows of 64 bytes.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-TileConfig MakeConfig() {
-  TileConfig c;
-  for (int i = 0; i < 8; ++i) {
-    c.colsb[i] = 64;
-    c.rows[i] = 16;
-  }
-  return c;
-}
 
 bool AskForTiles() {
   unsigned eax, ebx, ecx, edx;
@@ -64,21 +43,10 @@ bool AskForTiles() {
 
 namespace {
 
-// GCC 12's _tile_loadconfig declares a read of 8 bytes, so the shapes could be dropped as dead
-// stores; the asm takes the whole configuration as its operand.
-inline void LoadConfig(const TileConfig& c) { asm volatile("ldtilecfg %0" : : "m"(c)); }
-inline void ReleaseTiles() { asm volatile("tilerelease" ::: "memory"); }
-// The tile intrinsics are asm statements that do not tell the compiler which memory they touch.
-inline void MemoryBarrier() { asm volatile("" ::: "memory"); }
-
-// Two floats vectors (columns k and k+1 of 16 rows) → one B-tile row: dword lane r holds
-// (bf16 of even[r]) in its low half and (bf16 of odd[r]) in its high half.
-inline __m512i PackPair(__m512 even, __m512 odd) {
-  const __m512i halves = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(odd, even));
-  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  return _mm512_permutexvar_epi16(interleave, halves);
-}
+using amx::LoadConfig;
+using amx::MemoryBarrier;
+using amx::PackPair;
+using amx::ReleaseTiles;
 
 // The code field at bits [p, p + kBits) of each lane as the float code·2^p: OR-ed under the
 // exponent of 2^23 it makes the float 2^23 + code·2^p exactly (for p + kBits <= 23), and
@@ -193,7 +161,7 @@ void PanelTimesTokens(const uint8_t* panel, int64_t blocks, const uint16_t* x, i
 template <GgmlType T>
 void MatMulAmx(const uint8_t* data, int64_t cols, const uint16_t* x, int64_t n, float* y,
                int64_t ldy, int64_t r0, int64_t r1, uint8_t* scratch) {
-  static const TileConfig kConfig = MakeConfig();
+  static const amx::TileConfig kConfig = amx::FullTiles();
   if (n == 0) return;
   const int64_t blocks = cols / 32;
   constexpr size_t tile_bytes = InterleavedTileBytes(T);
