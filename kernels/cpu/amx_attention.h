@@ -30,7 +30,7 @@
 namespace peng::kernels {
 
 // Keys per block of the walk (and the history's padding unit).
-inline constexpr int64_t kAmxKeyBlock = 32;
+inline constexpr int64_t kAmxKeyBlock = 64;
 
 // Whether AmxPrefillAttention can run here for this format and head size (AMX-BF16 granted).
 bool AmxAttentionSupports(KvFormat format, int head_dim);
