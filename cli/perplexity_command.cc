@@ -91,6 +91,7 @@ absl::StatusOr<PerplexityOptions> ParseOptions(int argc, char** argv) {
     o.tokens_per_page = config->engine.tokens_per_page;
     o.int8_activations = config->engine.activations == EngineConfig::Activations::kInt8;
     o.amx_prompts = config->engine.amx_prompts;
+    o.amx_attention = config->engine.amx_attention;
     ServeConfig lean_config = *config;  // the kv section's tiers and thresholds
     lean_config.kv.mode = KvConfig::Mode::kLeanKv;
     o.lean = KvOptionsOf(lean_config).lean;

@@ -167,6 +167,7 @@ absl::Status RunServe(int argc, char** argv) {
   lo.pinning = cfg.engine.pin_threads;
   lo.int8_activations = cfg.engine.activations == EngineConfig::Activations::kInt8;
   lo.amx_prompts = cfg.engine.amx_prompts;
+  lo.amx_attention = cfg.engine.amx_attention;
   lo.device = device;
   lo.cuda_device = cfg.engine.cuda_device;
   lo.kv = KvOptionsOf(cfg);
@@ -263,7 +264,8 @@ absl::Status RunServe(int argc, char** argv) {
                                            "which this build's CPU target lacks)";
     if (cfg.engine.activations == EngineConfig::Activations::kInt8 && kernels::HasInt8MatMul()) {
       matmuls += !cfg.engine.amx_prompts      ? ", prompts too (engine.amx_prompts false)"
-                 : kernels::HasAmxBf16() ? ", prompts of 64+ tokens bf16 on AMX"
+                 : kernels::HasAmxBf16() ? (cfg.engine.amx_attention ? ", prompts of 64+ tokens bf16 on AMX (matmuls and attention)"
+                                                                     : ", prompts of 64+ tokens bf16 on AMX (matmuls)")
                                          : ", prompts too (no AMX-BF16 on this CPU)";
     }
   }

@@ -27,6 +27,7 @@ ForwardOptions CpuOptions(const LocalEngineLoopOptions& o) {
                         .blas_min_tokens = o.batch_invariant ? INT_MAX : 64,
                         .int8_activations = o.int8_activations,
                         .amx_prompts = o.amx_prompts,
+                        .amx_attention = o.amx_attention,
                         .pinning = o.pinning};
 }
 

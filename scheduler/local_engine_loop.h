@@ -34,6 +34,7 @@ struct LocalEngineLoopOptions {
   bool batch_invariant = true;
   bool int8_activations = true;  // ForwardOptions::int8_activations of the CPU worker
   bool amx_prompts = true;       // ForwardOptions::amx_prompts of the CPU worker
+  bool amx_attention = true;     // ForwardOptions::amx_attention of the CPU worker
   Pinning pinning = Pinning::kNone;  // ForwardOptions::pinning of the CPU worker
 };
 

@@ -151,6 +151,7 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Field("enable_prefix_caching", c.engine.enable_prefix_caching);
     v.Enum("activations", c.engine.activations, ActivationNames());
     v.Field("amx_prompts", c.engine.amx_prompts);
+    v.Field("amx_attention", c.engine.amx_attention);
   });
   v.Section("kv", [&] {
     v.Enum("mode", c.kv.mode, KvModeNames());
@@ -705,6 +706,7 @@ const std::map<std::string, std::string>& ConfigFlagNames() {
       {"enable-prefix-caching", "engine.enable_prefix_caching"},
       {"activations", "engine.activations"},
       {"amx-prompts", "engine.amx_prompts"},
+      {"amx-attention", "engine.amx_attention"},
       {"kv-mode", "kv.mode"},
       {"alpha-prune", "kv.alpha_prune"},
       {"alpha-quant", "kv.alpha_quant"},
