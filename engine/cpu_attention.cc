@@ -72,9 +72,11 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
   tasks_.clear();
   combines_.clear();
   conversions_.clear();
+  amx_tasks_.clear();
+  amx_groups_.clear();
   split_begin_.clear();
   int64_t parts = 0, token = 0;
-  size_t amx_bytes = 0;
+  size_t amx_bytes = 0, group_bytes = 0;  // the largest group's buffer; the current group's
   for (size_t ci = 0; ci < num_chunks; ++ci) {
     const SequenceChunk& ch = batch.chunks[ci];
     const int64_t len = static_cast<int64_t>(ch.tokens.size()), end = ch.start_pos + len;
@@ -89,17 +91,25 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
       }
       kv.Spans(ch.seq, layer, h, end, &spans_[ci * kvh + h]);
       if (amx > 0) {
-        // The AMX tokens' history, converted in pieces before any of its query tasks runs.
+        // The AMX tokens' history, converted in pieces before any of its query tasks runs. The
+        // converted histories of a group share one buffer of at most amx_history_budget_ bytes
+        // (or one history, if larger); the groups run one after another.
         const int64_t amx_len = ch.start_pos + amx;
+        const size_t bytes = (kernels::AmxHistoryBytes(amx_len, c_.head_dim) + 63) / 64 * 64;
+        if (group_bytes > 0 && group_bytes + bytes > amx_history_budget_) {
+          amx_groups_.push_back({conversions_.size(), amx_tasks_.size()});
+          group_bytes = 0;
+        }
         amx_len_[ci * kvh + h] = amx_len;
-        amx_offset_[ci * kvh + h] = amx_bytes;
-        amx_bytes += (kernels::AmxHistoryBytes(amx_len, c_.head_dim) + 63) / 64 * 64;
+        amx_offset_[ci * kvh + h] = group_bytes;
+        group_bytes += bytes;
+        amx_bytes = std::max(amx_bytes, group_bytes);
         for (int64_t b = 0; b < amx_len; b += kAmxConvertTokens) {
           conversions_.push_back({static_cast<int32_t>(ci), h, b, std::min(amx_len, b + kAmxConvertTokens)});
         }
         for (int64_t r = 0; r < amx * group; r += kAmxRowsPerTask) {
-          tasks_.push_back({static_cast<int32_t>(ci), h, r, std::min(amx * group, r + kAmxRowsPerTask), -1, false,
-                            Kind::kAmx});
+          amx_tasks_.push_back({static_cast<int32_t>(ci), h, r, std::min(amx * group, r + kAmxRowsPerTask), -1, false,
+                                Kind::kAmx});
         }
       }
       if (len > 1 || amx > 0) {
@@ -127,81 +137,94 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
   if (part_out_.size() < static_cast<size_t>(parts * head_block)) part_out_.resize(parts * head_block);
   if (part_lse_.size() < static_cast<size_t>(parts * group)) part_lse_.resize(parts * group);
 
-  std::atomic<size_t> next{0};
-  if (!conversions_.empty()) {
-    if (amx_history_.size() * sizeof(Line) < amx_bytes) amx_history_.resize(amx_bytes / sizeof(Line));
-    pool.RunShared([&](int) {
-      for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < conversions_.size();) {
-        const Conversion& cv = conversions_[i];
-        const size_t slot = cv.chunk * kvh + cv.kv_head;
-        const std::vector<kernels::KvSpan>& sp = spans_[slot];
-        kernels::AmxConvertHistory(sp.data(), static_cast<int>(sp.size()), high_.format, c_.head_dim, amx_len_[slot],
-                                   cv.begin, cv.end, amx_history_[0].bytes + amx_offset_[slot]);
-      }
-    });
-    next = 0;
-  }
+  amx_groups_.push_back({conversions_.size(), amx_tasks_.size()});
+  if (amx_history_.size() * sizeof(Line) < amx_bytes) amx_history_.resize(amx_bytes / sizeof(Line));
 
-  // Tasks differ in cost (history length), so threads take them one at a time.
-  pool.RunShared([&](int) {
-    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tasks_.size();) {
-      const Task& task = tasks_[i];
-      const SequenceChunk& ch = batch.chunks[task.chunk];
-      const size_t slot = task.chunk * kvh + task.kv_head;
-      std::vector<kernels::KvSpan>& sp = spans_[slot];
-      if (task.own_spans) kv.Spans(ch.seq, layer, task.kv_head, task.end, &sp);
-      const int64_t t0 = first_token_[task.chunk];
-      if (task.kind == Kind::kAmx) {
-        kernels::AmxPrefillArgs a;
-        a.q = q + t0 * row + task.kv_head * head_block;
-        a.q_stride = row;
-        a.q_pos0 = ch.start_pos;
-        a.group = group;
-        a.head_dim = c_.head_dim;
-        a.row_begin = task.begin;
-        a.row_end = task.end;
-        a.history = amx_history_[0].bytes + amx_offset_[slot];
-        a.kv_len = amx_len_[slot];
-        a.out = out + t0 * row + task.kv_head * head_block;
-        a.out_stride = row;
-        a.scale = params_.scale;
-        kernels::AmxPrefillAttention(a);
-        continue;
-      }
-      if (task.kind == Kind::kPrefill) {
-        kernels::PrefillArgs a;
-        a.q = q + (t0 + task.begin) * row + task.kv_head * head_block;
-        a.q_stride = row;
-        a.num_q = task.end - task.begin;
-        a.q_pos0 = ch.start_pos + task.begin;
-        a.spans = sp.data();
-        a.num_spans = static_cast<int>(sp.size());
-        a.kv_len = a.q_pos0 + a.num_q;
-        a.out = out + (t0 + task.begin) * row + task.kv_head * head_block;
-        a.out_stride = row;
-        a.split_tokens = kDecodeSplitTokens;
-        a.params = params_;
-        prefill_->prefill(a);
-        continue;
-      }
-      kernels::DecodeArgs a;
+  const auto run_task = [&](const Task& task) {
+    const SequenceChunk& ch = batch.chunks[task.chunk];
+    const size_t slot = task.chunk * kvh + task.kv_head;
+    std::vector<kernels::KvSpan>& sp = spans_[slot];
+    if (task.own_spans) kv.Spans(ch.seq, layer, task.kv_head, task.end, &sp);
+    const int64_t t0 = first_token_[task.chunk];
+    if (task.kind == Kind::kAmx) {
+      kernels::AmxPrefillArgs a;
       a.q = q + t0 * row + task.kv_head * head_block;
+      a.q_stride = row;
+      a.q_pos0 = ch.start_pos;
+      a.group = group;
+      a.head_dim = c_.head_dim;
+      a.row_begin = task.begin;
+      a.row_end = task.end;
+      a.history = amx_history_[0].bytes + amx_offset_[slot];
+      a.kv_len = amx_len_[slot];
+      a.out = out + t0 * row + task.kv_head * head_block;
+      a.out_stride = row;
+      a.scale = params_.scale;
+      kernels::AmxPrefillAttention(a);
+      return;
+    }
+    if (task.kind == Kind::kPrefill) {
+      kernels::PrefillArgs a;
+      a.q = q + (t0 + task.begin) * row + task.kv_head * head_block;
+      a.q_stride = row;
+      a.num_q = task.end - task.begin;
+      a.q_pos0 = ch.start_pos + task.begin;
       a.spans = sp.data();
       a.num_spans = static_cast<int>(sp.size());
-      a.kv_len = ch.start_pos + 1;
-      a.q_pos = ch.start_pos;
-      a.kv_begin = task.begin;
-      a.kv_end = task.end;
-      if (task.part < 0) {
-        a.out = out + t0 * row + task.kv_head * head_block;
-      } else {
-        a.out = part_out_.data() + task.part * head_block;
-        a.lse = part_lse_.data() + task.part * group;
-      }
+      a.kv_len = a.q_pos0 + a.num_q;
+      a.out = out + (t0 + task.begin) * row + task.kv_head * head_block;
+      a.out_stride = row;
+      a.split_tokens = kDecodeSplitTokens;
       a.params = params_;
-      decode_->decode(a);
+      prefill_->prefill(a);
+      return;
     }
-  });
+    kernels::DecodeArgs a;
+    a.q = q + t0 * row + task.kv_head * head_block;
+    a.spans = sp.data();
+    a.num_spans = static_cast<int>(sp.size());
+    a.kv_len = ch.start_pos + 1;
+    a.q_pos = ch.start_pos;
+    a.kv_begin = task.begin;
+    a.kv_end = task.end;
+    if (task.part < 0) {
+      a.out = out + t0 * row + task.kv_head * head_block;
+    } else {
+      a.out = part_out_.data() + task.part * head_block;
+      a.lse = part_lse_.data() + task.part * group;
+    }
+    a.params = params_;
+    decode_->decode(a);
+  };
+  // Per group of AMX histories: their conversions, then their query tasks; the other tasks
+  // (decodes, prefills on the generated kernels) go with the last group's. Tasks differ in
+  // cost (history length), so threads take them one at a time.
+  size_t conv_begin = 0, amx_begin = 0;
+  for (size_t g = 0; g < amx_groups_.size(); ++g) {
+    const auto [conv_end, amx_end] = amx_groups_[g];
+    std::atomic<size_t> next{conv_begin};
+    if (conv_end > conv_begin) {
+      pool.RunShared([&](int) {
+        for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < conv_end;) {
+          const Conversion& cv = conversions_[i];
+          const size_t slot = cv.chunk * kvh + cv.kv_head;
+          const std::vector<kernels::KvSpan>& sp = spans_[slot];
+          kernels::AmxConvertHistory(sp.data(), static_cast<int>(sp.size()), high_.format, c_.head_dim,
+                                     amx_len_[slot], cv.begin, cv.end, amx_history_[0].bytes + amx_offset_[slot]);
+        }
+      });
+    }
+    const bool last = g + 1 == amx_groups_.size();
+    const size_t others = last ? tasks_.size() : 0, total = amx_end - amx_begin + others;
+    next = 0;
+    pool.RunShared([&](int) {
+      for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < total;) {
+        run_task(i < amx_end - amx_begin ? amx_tasks_[amx_begin + i] : tasks_[i - (amx_end - amx_begin)]);
+      }
+    });
+    conv_begin = conv_end;
+    amx_begin = amx_end;
+  }
   if (combines_.empty()) return;
   // Merge the split decodes (cheap: one pass over G·head_dim floats per split).
   size_t bounds = 0;

@@ -43,11 +43,19 @@ class CpuAttention {
   // min_prompt tokens take the AMX kernel, where it serves the KV format and head size and the
   // cache is not partitioned (0: never). The same rule as the forward's AMX matmuls, so a token
   // takes the same kernels every time it is computed.
-  void SetAmxPrompts(int64_t min_prompt) { amx_min_prompt_ = min_prompt; }
+  // history_budget: kAmxHistoryBudget, smaller in tests.
+  void SetAmxPrompts(int64_t min_prompt, size_t history_budget = kAmxHistoryBudget) {
+    amx_min_prompt_ = min_prompt;
+    amx_history_budget_ = history_budget;
+  }
   // Tokens per history conversion task of the AMX path (a multiple of kernels::kAmxKeyBlock).
   static constexpr int64_t kAmxConvertTokens = 1024;
   // Query rows (token, group head) per AMX task: four tiles of 16.
   static constexpr int64_t kAmxRowsPerTask = 64;
+  // The converted histories of one step are held at most this many bytes at a time (a single
+  // larger history alone): many long prompts in one step (a prefix-cache hit leaves each its
+  // last token) run in groups instead of growing the buffer past it.
+  static constexpr size_t kAmxHistoryBudget = size_t{64} << 20;
 
   // out[t] = attention of query row t ([tokens x num_heads·head_dim], batch order) over its
   // sequence's history in `kv` for `layer` (the batch's own K/V already stored). With a
@@ -105,9 +113,16 @@ class CpuAttention {
   const kernels::CpuAttentionKernel* decode_ = nullptr;
   kernels::AttentionParams params_;
   int64_t amx_min_prompt_ = 0;
+  size_t amx_history_budget_ = kAmxHistoryBudget;
   bool amx_serves_ = false;  // the AMX kernel serves this format and head size
   // The AMX path's plan: conversions, and per (chunk, kv-head) its converted history.
   std::vector<Conversion> conversions_;
+  std::vector<Task> amx_tasks_;
+  // Per group: the ends of its conversions and AMX tasks (both in order of (chunk, kv-head)).
+  struct AmxGroup {
+    size_t conversions_end = 0, tasks_end = 0;
+  };
+  std::vector<AmxGroup> amx_groups_;
   std::vector<int64_t> amx_len_;      // [chunk x kv_head]: history length converted (0: none)
   std::vector<size_t> amx_offset_;    // [chunk x kv_head]: where it lies in amx_history_
   struct alignas(64) Line {

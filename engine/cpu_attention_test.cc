@@ -1,8 +1,9 @@
-// LeanKV's partitioned attention (CpuAttention over a KvCache with high and low lists) against
+// CpuAttention. LeanKV's partitioned attention (over a KvCache with high and low lists) against
 // the float64 reference over the union of both lists: outputs, and the importance scores added
 // into the pages' score slots (max over the GQA group of each token's merged probability,
-// summed over the queries at or after score_from). Prefill chunks and decodes, with lists long
-// enough to split.
+// summed over the queries at or after score_from), in prefill chunks and decodes, with lists
+// long enough to split. Then bitwise consistency: a token alone and inside a chunk, every page
+// size, and the AMX prompt path in any batch.
 #include "engine/cpu_attention.h"
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "kernels/attention/reference.h"
 #include "engine/simple_kv_cache.h"
+#include "kernels/cpu/amx_attention.h"
 #include "kernels/cpu/kv_store.h"
 
 namespace peng {
@@ -292,6 +294,83 @@ TEST(CpuAttentionTest, EveryPageSizeGivesBitwiseTheSameOutput) {
       }
     }
   }
+}
+
+
+// The AMX prompt path (where the CPU has AMX-BF16): a prompt token's output does not depend on
+// what else is in the step, nor on how the step's converted histories were grouped to bound
+// their memory (CpuAttention::kAmxHistoryBudget), nor on its chunk (a last token alone).
+TEST(CpuAttentionTest, AmxPromptTokensAreBitwiseTheSameInAnyBatchOrGrouping) {
+  if (!kernels::AmxAttentionSupports(KvFormat::kF16, kHeadDim)) GTEST_SKIP() << "no AMX-BF16 on this CPU";
+  ModelConfig c;
+  c.num_heads = 9;
+  c.num_kv_heads = 3;
+  c.head_dim = kHeadDim;
+  const int64_t row = c.num_heads * kHeadDim, max_len = 1200;
+  SimpleKvCache kv(1, c.num_kv_heads, kHeadDim, max_len, 16, KvFormat::kF16);
+  std::mt19937 rng(13);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> k(kHeadDim), v(kHeadDim);
+  // Sequence s: prompt_len[s] tokens of prompt, then generated ones up to stored[s].
+  const int64_t prompt_len[] = {1100, 150, 90, 400, 50};
+  const int64_t stored[] = {1100, 150, 90, 410, 121};
+  for (int s = 0; s < 5; ++s) {
+    ASSERT_TRUE(kv.Reserve(s, stored[s]).ok());
+    for (int64_t pos = 0; pos < stored[s]; ++pos) {
+      for (int h = 0; h < c.num_kv_heads; ++h) {
+        for (int d = 0; d < kHeadDim; ++d) k[d] = n(rng), v[d] = n(rng);
+        kv.Store(s, 0, h, pos, k.data(), v.data());
+      }
+    }
+  }
+  // A step: a prompt chunk; a prompt's last token alone; a whole short prompt; a resumed
+  // sequence's chunk (prompt tokens, then generated ones); a decode of a prompt under 64.
+  struct Chunk {
+    int seq;
+    int64_t start, count;
+  };
+  const Chunk chunks[] = {{0, 700, 400}, {1, 149, 1}, {2, 0, 90}, {3, 380, 30}, {4, 120, 1}};
+  std::vector<float> q;
+  for (const Chunk& ch : chunks) {
+    for (int64_t i = 0; i < ch.count * row; ++i) q.push_back(n(rng));
+  }
+  std::vector<int32_t> tokens(400, 1);
+  ThreadPool pool(2);
+  const auto run = [&](CpuAttention& attention, std::initializer_list<int> which) {
+    ForwardBatch batch;
+    std::vector<float> qs, out;
+    for (int i : which) {
+      const Chunk& ch = chunks[i];
+      batch.chunks.push_back({.seq = ch.seq, .start_pos = ch.start, .tokens = {tokens.data(), size_t(ch.count)},
+                              .prompt_len = prompt_len[ch.seq]});
+      int64_t first = 0;
+      for (int j = 0; j < i; ++j) first += chunks[j].count;
+      qs.insert(qs.end(), q.begin() + first * row, q.begin() + (first + ch.count) * row);
+    }
+    out.assign(qs.size(), NAN);
+    attention.Run(pool, 0, batch, kv, qs.data(), out.data());
+    return out;
+  };
+  CpuAttention grouped(c), one_group(c), vector_only(c);
+  for (CpuAttention* a : {&grouped, &one_group, &vector_only}) ASSERT_TRUE(a->Prepare(KvFormat::kF16).ok());
+  grouped.SetAmxPrompts(64, /*history_budget=*/1);  // every (chunk, kv-head) its own group
+  one_group.SetAmxPrompts(64);
+  const std::vector<float> all = run(one_group, {0, 1, 2, 3, 4});
+  const std::vector<float> all_grouped = run(grouped, {0, 1, 2, 3, 4});
+  ASSERT_EQ(std::memcmp(all.data(), all_grouped.data(), all.size() * sizeof(float)), 0);
+  // Each chunk alone.
+  int64_t first = 0;
+  for (int i = 0; i < 5; ++i) {
+    const std::vector<float> alone = run(one_group, {i});
+    EXPECT_EQ(std::memcmp(alone.data(), all.data() + first * row, alone.size() * sizeof(float)), 0) << "chunk " << i;
+    first += chunks[i].count;
+  }
+  // The AMX kernel did run: the vector kernels give other bits for the prompt tokens (and the
+  // same for the decode of the short prompt and the resumed sequence's generated tokens).
+  const std::vector<float> plain = run(vector_only, {0, 1, 2, 3, 4});
+  EXPECT_NE(std::memcmp(plain.data(), all.data(), 400 * row * sizeof(float)), 0);
+  const int64_t generated = 400 + 1 + 90 + 20;  // chunk 3's tokens at positions 400..409
+  EXPECT_EQ(std::memcmp(plain.data() + generated * row, all.data() + generated * row, 11 * row * sizeof(float)), 0);
 }
 
 }  // namespace
