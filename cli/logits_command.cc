@@ -31,7 +31,7 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
 
 // Logits of every prompt position, computed in chunks of --chunk tokens (exercising the KV path).
 absl::Status RunLogits(int argc, char** argv) {
-  Flags f({"model", "prompt", "ids", "out", "chunk", "threads", "activations"}, {"no-bos", "no-amx"});
+  Flags f({"model", "prompt", "ids", "out", "chunk", "threads", "activations"}, {"no-bos", "no-amx", "no-amx-attention"});
   PENG_RETURN_IF_ERROR(f.Parse(argc, argv));
   if (!f.Has("out")) return absl::InvalidArgumentError("--out FILE.npy is required");
   if (f.Has("prompt") == f.Has("ids")) return absl::InvalidArgumentError("give exactly one of --prompt, --ids");
@@ -48,7 +48,8 @@ absl::Status RunLogits(int argc, char** argv) {
   const ModelConfig& c = model->config;
   LlamaForward forward(*model, ForwardOptions{.num_threads = static_cast<int>(threads),
                                               .int8_activations = int8,
-                                              .amx_prompts = !f.Has("no-amx")});
+                                              .amx_prompts = !f.Has("no-amx"),
+                                              .amx_attention = !f.Has("no-amx-attention")});
   SimpleKvCache kv(c.num_layers, c.num_kv_heads, c.head_dim, c.context_length);
   std::vector<float> all;
   for (size_t start = 0; start < ids.size(); start += chunk) {

@@ -34,7 +34,7 @@ const Command kCommands[] = {
     {"perplexity", peng::cli::RunPerplexityCommand,
      "--model PATH --text FILE --ctx N [--max-windows W] [--kv-mode dense|quantized|leankv] [--kv-format F] [--chunk 16] [--threads T] [--activations int8|f32] [--no-amx] [--no-amx-attention] [--config FILE]"},
     {"tokenize", peng::RunTokenizeCommand, "--model PATH [--text TEXT] [--jsonl] [--decode]", true},
-    {"logits", peng::cli::RunLogitsCommand, "--model PATH (--prompt TEXT | --ids 1,2,3) --out FILE.npy [--activations int8|f32] [--no-amx]"},
+    {"logits", peng::cli::RunLogitsCommand, "--model PATH (--prompt TEXT | --ids 1,2,3) --out FILE.npy [--activations int8|f32] [--no-amx] [--no-amx-attention]"},
     {"dump-tensor", peng::cli::RunDumpTensorCommand, "--model FILE.gguf --tensor NAME --out FILE.npy"},
 };
 
