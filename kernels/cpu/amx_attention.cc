@@ -12,6 +12,9 @@
 #if PENG_AMX
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,f16c,fma,amx-tile,amx-bf16")
+// Quantized pages are dequantized by the generated kernels' own code (its AVX-512 instance).
+#define PENG_GEN_ISA 3
+#include "kernels/gen/templates/attention_cpu.h"
 #endif
 
 namespace peng::kernels {
@@ -79,6 +82,36 @@ struct SpanCursor {
   }
 };
 
+// Key tile group kg from 16 key rows as floats (row-major, head_dim each).
+template <int HD>
+void PackKeys(const float (*k)[HD], const HistoryLayout& lay, int64_t kg, uint8_t* history) {
+  for (int dc = 0; dc < HD / 32; ++dc) {
+    __m512i* tile = reinterpret_cast<__m512i*>(history + lay.KeyTile(kg, dc));
+    for (int i = 0; i < 16; ++i) {
+      const int d = 32 * dc + 2 * i;
+      alignas(64) float even[16], odd[16];
+      for (int l = 0; l < 16; ++l) even[l] = k[l][d], odd[l] = k[l][d + 1];
+      _mm512_store_si512(tile + i, PackPair(_mm512_load_ps(even), _mm512_load_ps(odd)));
+    }
+  }
+}
+
+// Value tile vt from 32 rows of format F (null rows are zeros).
+template <KvFormat F, int HD>
+void PackValues(const void* const* rows, const HistoryLayout& lay, int64_t vt, uint8_t* history) {
+  for (int db = 0; db < HD / 16; ++db) {
+    __m512i* tile = reinterpret_cast<__m512i*>(history + lay.ValueTile(vt, db));
+    for (int i = 0; i < 16; ++i) {
+      const void* a = rows[2 * i];
+      const void* b = rows[2 * i + 1];
+      const __m512 even = a != nullptr ? Load16<F>(a, 16 * db) : _mm512_setzero_ps();
+      const __m512 odd = b != nullptr ? Load16<F>(b, 16 * db) : _mm512_setzero_ps();
+      _mm512_store_si512(tile + i, PackPair(even, odd));
+    }
+  }
+}
+
+// Dense pages: keys read in place when they are a whole key-lane block, else key by key.
 template <KvFormat F, int HD>
 void ConvertRange(const KvSpan* spans, int num_spans, int64_t kv_len, int64_t begin, int64_t end, uint8_t* history) {
   const HistoryLayout lay{HD, (kv_len + kAmxKeyBlock - 1) / kAmxKeyBlock * kAmxKeyBlock};
@@ -117,15 +150,7 @@ void ConvertRange(const KvSpan* spans, int num_spans, int64_t kv_len, int64_t be
         std::fill(k[l], k[l] + HD, 0.0f);
       }
     }
-    for (int dc = 0; dc < HD / 32; ++dc) {
-      __m512i* tile = reinterpret_cast<__m512i*>(history + lay.KeyTile(j / 16, dc));
-      for (int i = 0; i < 16; ++i) {
-        const int d = 32 * dc + 2 * i;
-        alignas(64) float even[16], odd[16];
-        for (int l = 0; l < 16; ++l) even[l] = k[l][d], odd[l] = k[l][d + 1];
-        _mm512_store_si512(tile + i, PackPair(_mm512_load_ps(even), _mm512_load_ps(odd)));
-      }
-    }
+    PackKeys<HD>(k, lay, j / 16, history);
   }
   // Values, a tile's 32 keys at a time: a row pointer per key (null past the history).
   for (int64_t j = begin; j < stop; j += kValueTileKeys) {
@@ -136,19 +161,53 @@ void ConvertRange(const KvSpan* spans, int num_spans, int64_t kv_len, int64_t be
                                                             static_cast<size_t>(t) * HD * KvFormatBytes(F)
                                                       : nullptr;
     }
-    for (int db = 0; db < HD / 16; ++db) {
-      __m512i* tile = reinterpret_cast<__m512i*>(history + lay.ValueTile(j / kValueTileKeys, db));
-      for (int i = 0; i < 16; ++i) {
-        const void* a = row[2 * i];
-        const void* b = row[2 * i + 1];
-        const __m512 even = a != nullptr ? Load16<F>(a, 16 * db) : _mm512_setzero_ps();
-        const __m512 odd = b != nullptr ? Load16<F>(b, 16 * db) : _mm512_setzero_ps();
-        _mm512_store_si512(tile + i, PackPair(even, odd));
-      }
-    }
+    PackValues<F, HD>(row, lay, j / kValueTileKeys, history);
   }
 }
 
+// One row of quantized codes as floats, by the generated kernels' own dequantization.
+template <int HD>
+void DequantCodes(const void* codes, const void* meta, int64_t t, size_t row, size_t meta_row, int bits, int groups,
+                  float* dst) {
+  const uint8_t* c = static_cast<const uint8_t*>(codes) + t * row;
+  const uint16_t* m = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(meta) + t * meta_row);
+  switch (bits) {
+    case 8: return gen::isa_avx512::DequantRow<HD, 8>(c, m, groups, dst);
+    case 4: return gen::isa_avx512::DequantRow<HD, 4>(c, m, groups, dst);
+    case 2: return gen::isa_avx512::DequantRow<HD, 2>(c, m, groups, dst);
+    default: return gen::isa_avx512::DequantRow<HD, 1>(c, m, groups, dst);
+  }
+}
+
+// Quantized pages (each span its own format): 32 tokens at a time dequantized, then packed.
+template <int HD>
+void ConvertQuantizedRange(const KvSpan* spans, int num_spans, int64_t kv_len, int64_t begin, int64_t end,
+                           uint8_t* history) {
+  const HistoryLayout lay{HD, (kv_len + kAmxKeyBlock - 1) / kAmxKeyBlock * kAmxKeyBlock};
+  const int64_t stop = end >= kv_len ? lay.padded : end;
+  SpanCursor cur{spans, num_spans};
+  alignas(64) float k[kValueTileKeys][HD], v[kValueTileKeys][HD];
+  for (int64_t j = begin; j < stop; j += kValueTileKeys) {
+    const void* row[kValueTileKeys];
+    for (int l = 0; l < kValueTileKeys; ++l) {
+      int64_t t = 0;
+      if (j + l >= kv_len || !cur.Seek(j + l, &t)) {
+        std::fill(k[l], k[l] + HD, 0.0f);
+        row[l] = nullptr;
+        continue;
+      }
+      const KvSpan& s = spans[cur.si];
+      const KvQuant q = QuantOf(s.format);
+      const KvPageSegments seg = PageSegmentsOf(s.format, HD, 1);
+      DequantCodes<HD>(s.k, s.k_meta, t, seg.k_row, seg.k_meta_row, q.k_bits, q.k_groups, k[l]);
+      DequantCodes<HD>(s.v, s.v_meta, t, seg.v_row, seg.v_meta_row, q.v_bits, q.v_groups, v[l]);
+      row[l] = v[l];
+    }
+    PackKeys<HD>(k, lay, j / 16, history);
+    PackKeys<HD>(k + 16, lay, j / 16 + 1, history);
+    PackValues<KvFormat::kF32, HD>(row, lay, j / kValueTileKeys, history);
+  }
+}
 
 // 2^t for t ≤ 0: t = n + f with |f| ≤ 1/2, 2^f by its Taylor polynomial of degree 5 (relative
 // error < 3e-6, far below the bfloat16 rounding of the probabilities that follows), scaled by
@@ -390,7 +449,8 @@ void ConvertFor(KvFormat format, const KvSpan* spans, int num_spans, int64_t kv_
   switch (format) {
     case KvFormat::kF32: return ConvertRange<KvFormat::kF32, HD>(spans, num_spans, kv_len, begin, end, history);
     case KvFormat::kF16: return ConvertRange<KvFormat::kF16, HD>(spans, num_spans, kv_len, begin, end, history);
-    default: return ConvertRange<KvFormat::kBF16, HD>(spans, num_spans, kv_len, begin, end, history);
+    case KvFormat::kBF16: return ConvertRange<KvFormat::kBF16, HD>(spans, num_spans, kv_len, begin, end, history);
+    default: return ConvertQuantizedRange<HD>(spans, num_spans, kv_len, begin, end, history);
   }
 }
 
@@ -398,7 +458,7 @@ void ConvertFor(KvFormat format, const KvSpan* spans, int num_spans, int64_t kv_
 
 bool AmxAttentionSupports(KvFormat format, int head_dim) {
   const bool dense = format == KvFormat::kF32 || format == KvFormat::kF16 || format == KvFormat::kBF16;
-  return dense && (head_dim == 64 || head_dim == 128) && HasAmxBf16();
+  return (dense || IsQuantized(format)) && (head_dim == 64 || head_dim == 128) && HasAmxBf16();
 }
 
 void AmxConvertHistory(const KvSpan* spans, int num_spans, KvFormat format, int head_dim, int64_t kv_len,

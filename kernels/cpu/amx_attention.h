@@ -2,23 +2,26 @@
 // q·k and p·v on the tile unit (TDPBF16PS) and the softmax on the vector unit.
 //
 // Why a second kernel: the generated CPU kernels (kernels/gen/) compute in float on the vector
-// unit, ~170-190 GFLOP/s on two cores of the Intel machine, so prompts of thousands of tokens
-// spend most of their time there (docs/BENCHMARKS.md, "AMX-BF16 for long prompts"). Here a
-// (sequence, kv-head) history is first converted once into bfloat16 tiles (AmxConvertHistory),
-// then every block of 16 query rows walks it 32 keys at a time: scores into two accumulator
-// tiles, an online softmax per row (running max, sum and rescale, as the vector kernels do),
-// the probabilities rounded to bfloat16 and multiplied with the value tiles.
+// unit, ~170-210 GFLOP/s on two cores of the Intel machine, so prompts of thousands of tokens
+// spent most of their time there (docs/BENCHMARKS.md, "AMX prompt attention": 650-965 GFLOP/s
+// here). A (sequence, kv-head) history is first converted once into bfloat16 tiles
+// (AmxConvertHistory), then every block of 16 query rows walks it 64 keys at a time: scores
+// into four accumulator tiles, an online softmax per row in base 2 (running max, sum and
+// rescale, as the vector kernels do), the probabilities rounded to bfloat16 and multiplied with
+// the value tiles, and their sums taken on the tile unit too.
 //
 // Numerics: queries, keys, values and probabilities rounded to bfloat16, products summed in
 // float; the denominator sums the rounded probabilities, so the weights multiplied are the
 // weights normalised. A query row's result depends only on its own query, its position and the
-// history: the keys are cut into blocks at fixed positions (multiples of 32) and each row's
+// history: the keys are cut into blocks at fixed positions (multiples of 64) and each row's
 // softmax runs alone, so a token's output is bitwise the same whatever rows share its tile and
 // however its prompt was chunked. It is not the vector kernels' arithmetic: a token must take
 // the same kernel every time it is computed (the engine routes by prompt, as the AMX matmuls).
 //
-// The variant is fixed: q·k times a scale, the causal mask, softmax; dense KV formats (f32,
-// f16, bf16 pages, keys in key-lane blocks or rows); head_dim 64 or 128.
+// The variant is fixed: q·k times a scale, the causal mask, softmax; head_dim 64 or 128. The KV
+// may be dense (f32, f16, bf16 pages, keys in key-lane blocks or rows) or quantized (each span
+// in its own format, dequantized as the generated kernels dequantize it, then rounded to
+// bfloat16).
 #pragma once
 
 #include <cstddef>
