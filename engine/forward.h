@@ -41,9 +41,9 @@ struct ForwardOptions {
   int amx_min_prompt = 64;
   // With amx_prompts: the same tokens (prompts of amx_min_prompt tokens or more) run their
   // attention on AMX tiles too (kernels/cpu/amx_attention.h; bfloat16 queries, keys, values and
-  // probabilities), for dense KV and head_dim 64 or 128, whatever the weights' type (float
-  // matrices keep their matmuls on the float kernels). false keeps it on the float vector
-  // kernels (for measuring one against the other).
+  // probabilities), for dense or quantized KV (not LeanKV) and head_dim 64 or 128, whatever the
+  // weights' type (float matrices keep their matmuls on the float kernels). false keeps it on
+  // the float vector kernels (for measuring one against the other).
   bool amx_attention = true;
   // Each pool thread (the caller included) on a CPU of its own (base/thread_pool.h).
   Pinning pinning = Pinning::kNone;
