@@ -695,7 +695,7 @@ inline void Probabilities(float* s, int64_t n, float lse) {
     const typename Simd::Vec l = Simd::Set1(lse);
     for (; j + Simd::kW <= n; j += Simd::kW) Simd::Store(s + j, Simd::Exp(Simd::Sub(Simd::Load(s + j), l)));
   }
-  for (; j < n; ++j) s[j] = Probability<S>(s[j], lse);
+  for (float *p = s + j, *end = s + n; p < end; ++p) *p = Probability<S>(*p, lse);
 }
 
 // --- decode: one query, a split of the history ---------------------------------------------
