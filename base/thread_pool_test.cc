@@ -81,7 +81,9 @@ TEST(ThreadPoolTest, CgroupQuotaRoundsUpToWholeCpus) {
   EXPECT_EQ(ThreadPool::QuotaCpus(int64_t{100000}, int64_t{0}), 0);
   const int usable = ThreadPool::UsableCpuCount();
   EXPECT_GE(usable, 1);
-  if (ThreadPool::AllowedCpuCount() > 0) EXPECT_LE(usable, ThreadPool::AllowedCpuCount());
+  if (ThreadPool::AllowedCpuCount() > 0) {
+    EXPECT_LE(usable, ThreadPool::AllowedCpuCount());
+  }
 }
 
 // The allowed CPUs of the calling thread.

@@ -48,7 +48,7 @@ struct SampledToken {
   float logprob = 0.0f;
   // The params.logprobs most likely tokens, most likely first (ties: lower id first). The
   // chosen token appears here too when it is among them (OpenAI's `top_logprobs`).
-  std::vector<std::pair<int32_t, float>> top_logprobs;
+  std::vector<std::pair<int32_t, float>> top_logprobs = {};
 };
 
 // Vocab-sized buffers reused across Sample() calls. One per sampling thread: the engine loop

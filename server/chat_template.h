@@ -28,9 +28,9 @@ struct ChatMessage {
   std::string content;
   // Optional; empty / null ones are left out of the message dict the template sees, so
   // `'tool_calls' in message` and `message.name is defined` behave as with Hugging Face.
-  std::string name;
-  nlohmann::json tool_calls;  // null when absent
-  std::string tool_call_id;   // for role "tool"
+  std::string name = {};
+  nlohmann::json tool_calls = nullptr;  // null when absent
+  std::string tool_call_id = {};   // for role "tool"
 };
 
 // Bounds on one render; a template that exceeds one fails with InvalidArgument naming it.
