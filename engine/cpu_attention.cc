@@ -54,6 +54,27 @@ int64_t CpuAttention::AmxTokens(const SequenceChunk& ch) const {
   return std::clamp<int64_t>(ch.prompt_len - ch.start_pos, 0, static_cast<int64_t>(ch.tokens.size()));
 }
 
+void CpuAttention::PlanAmx(int32_t chunk, int h, int64_t history, int64_t rows, AmxBudget* budget) {
+  // The converted histories of a group share one buffer of at most amx_history_budget_ bytes
+  // (or one history, if larger); the groups run one after another.
+  const size_t bytes = (kernels::AmxHistoryBytes(history, c_.head_dim) + 63) / 64 * 64;
+  if (budget->group > 0 && budget->group + bytes > amx_history_budget_) {
+    amx_groups_.push_back({conversions_.size(), amx_tasks_.size()});
+    budget->group = 0;
+  }
+  const size_t slot = static_cast<size_t>(chunk) * c_.num_kv_heads + h;
+  amx_len_[slot] = history;
+  amx_offset_[slot] = budget->group;
+  budget->group += bytes;
+  budget->largest = std::max(budget->largest, budget->group);
+  for (int64_t b = 0; b < history; b += kAmxConvertTokens) {
+    conversions_.push_back({chunk, h, b, std::min(history, b + kAmxConvertTokens)});
+  }
+  for (int64_t r = 0; r < rows; r += kAmxRowsPerTask) {
+    amx_tasks_.push_back({chunk, h, r, std::min(rows, r + kAmxRowsPerTask), -1, false, Task::Kind::kAmx});
+  }
+}
+
 void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, const KvCache& kv,
                        const float* q, float* out) {
   if (kv.partitioned()) return RunPartitioned(pool, layer, batch, kv, q, out);
@@ -76,7 +97,7 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
   amx_groups_.clear();
   split_begin_.clear();
   int64_t parts = 0, token = 0;
-  size_t amx_bytes = 0, group_bytes = 0;  // the largest group's buffer; the current group's
+  AmxBudget amx_budget;
   for (size_t ci = 0; ci < num_chunks; ++ci) {
     const SequenceChunk& ch = batch.chunks[ci];
     const int64_t len = static_cast<int64_t>(ch.tokens.size()), end = ch.start_pos + len;
@@ -90,28 +111,7 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
         continue;
       }
       kv.Spans(ch.seq, layer, h, end, &spans_[ci * kvh + h]);
-      if (amx > 0) {
-        // The AMX tokens' history, converted in pieces before any of its query tasks runs. The
-        // converted histories of a group share one buffer of at most amx_history_budget_ bytes
-        // (or one history, if larger); the groups run one after another.
-        const int64_t amx_len = ch.start_pos + amx;
-        const size_t bytes = (kernels::AmxHistoryBytes(amx_len, c_.head_dim) + 63) / 64 * 64;
-        if (group_bytes > 0 && group_bytes + bytes > amx_history_budget_) {
-          amx_groups_.push_back({conversions_.size(), amx_tasks_.size()});
-          group_bytes = 0;
-        }
-        amx_len_[ci * kvh + h] = amx_len;
-        amx_offset_[ci * kvh + h] = group_bytes;
-        group_bytes += bytes;
-        amx_bytes = std::max(amx_bytes, group_bytes);
-        for (int64_t b = 0; b < amx_len; b += kAmxConvertTokens) {
-          conversions_.push_back({static_cast<int32_t>(ci), h, b, std::min(amx_len, b + kAmxConvertTokens)});
-        }
-        for (int64_t r = 0; r < amx * group; r += kAmxRowsPerTask) {
-          amx_tasks_.push_back({static_cast<int32_t>(ci), h, r, std::min(amx * group, r + kAmxRowsPerTask), -1, false,
-                                Kind::kAmx});
-        }
-      }
+      if (amx > 0) PlanAmx(static_cast<int32_t>(ci), h, ch.start_pos + amx, amx * group, &amx_budget);
       if (len > 1 || amx > 0) {
         // The prefill kernel gives a token alone what decode gives it, so generated tokens
         // after a prompt's AMX ones (a resumed sequence) may take it in any count.
@@ -138,7 +138,7 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
   if (part_lse_.size() < static_cast<size_t>(parts * group)) part_lse_.resize(parts * group);
 
   amx_groups_.push_back({conversions_.size(), amx_tasks_.size()});
-  if (amx_history_.size() * sizeof(Line) < amx_bytes) amx_history_.resize(amx_bytes / sizeof(Line));
+  if (amx_history_.size() * sizeof(Line) < amx_budget.largest) amx_history_.resize(amx_budget.largest / sizeof(Line));
 
   const auto run_task = [&](const Task& task) {
     const SequenceChunk& ch = batch.chunks[task.chunk];

@@ -94,6 +94,13 @@ class CpuAttention {
     bool own_spans = false;      // the only task of its (chunk, kv-head): it gathers the spans
     Kind kind = Kind::kDecode;
   };
+  // Bytes of converted histories: in the group being planned, and the largest group's.
+  struct AmxBudget {
+    size_t group = 0, largest = 0;
+  };
+  // Plans the AMX path of (chunk, kv-head h): its history [0, history) converted in pieces, then
+  // query rows [0, rows) in tasks, in the current group of histories or a new one.
+  void PlanAmx(int32_t chunk, int h, int64_t history, int64_t rows, AmxBudget* budget);
   // Converts history positions [begin, end) of (chunk, kv-head) for the AMX kernel.
   struct Conversion {
     int32_t chunk = 0, kv_head = 0;
