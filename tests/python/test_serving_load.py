@@ -156,6 +156,38 @@ def test_batch_invariance(peng_server):
         assert a[2] == b[2], f"{p!r}: logprobs differ alone vs in a batch"
 
 
+def test_long_prompts_are_batch_invariant_and_unchanged_by_the_prefix_cache(peng_server):
+    """Prompts of 64+ tokens take the prompt path (on CPUs with AMX: matmuls and attention on
+    AMX tiles, engine/README.md). At temperature 0 each gives the same tokens and logprobs all
+    at once (chunked by the shared token budget) and then alone with its prompt in the prefix
+    cache (only the tail computed, as a short chunk). Fails if a prompt token's arithmetic
+    depended on its chunk (checked: routing short chunks to the vector kernels breaks it)."""
+    words = ("river stone cloud paper light green window market silver garden evening "
+             "letter morning harbor winter music").split()
+    prompts = [" ".join(words[(i * 7 + j * j) % len(words)] for j in range(n))
+               for i, n in enumerate((90, 180, 260, 400, 520, 700))]
+    body = lambda p: {"model": MODEL, "prompt": p, "max_tokens": 12, "temperature": 0,
+                      "ignore_eos": True, "logprobs": 1}
+
+    def result(r):
+        assert r.status_code == 200, r.text
+        d = r.json()
+        ch = d["choices"][0]
+        cached = (d["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+        return (ch["logprobs"]["tokens"], ch["logprobs"]["token_logprobs"]), cached
+
+    async def together():
+        async with httpx.AsyncClient(base_url=peng_server.http_url, timeout=TIMEOUT) as c:
+            return await asyncio.gather(*[c.post("/v1/completions", json=body(p)) for p in prompts])
+
+    batch = [result(r) for r in asyncio.run(asyncio.wait_for(together(), 120))]
+    with httpx.Client(base_url=peng_server.http_url, timeout=TIMEOUT) as c:
+        again = [result(c.post("/v1/completions", json=body(p))) for p in prompts]
+    assert sum(cached for _, cached in again) > 0, "no prompt was served from the prefix cache"
+    for p, (a, _), (b, _) in zip(prompts, batch, again):
+        assert a == b, f"{len(p.split())}-word prompt: tokens or logprobs differ in a batch and cached"
+
+
 def test_disconnect_mid_stream_frees_everything(peng_server):
     url = peng_server.http_url
     before = scrape(url)
