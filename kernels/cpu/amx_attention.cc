@@ -12,7 +12,8 @@
 #if PENG_AMX
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,f16c,fma,amx-tile,amx-bf16")
-// Quantized pages are dequantized by the generated kernels' own code (its AVX-512 instance).
+// Pages are read and quantized ones dequantized by the generated kernels' own code (its
+// AVX-512 instance).
 #define PENG_GEN_ISA 3
 #include "kernels/gen/templates/attention_cpu.h"
 #endif
@@ -48,24 +49,9 @@ struct HistoryLayout {
   }
 };
 
-// 16 consecutive elements of a dense format from element i of p, as floats.
-template <KvFormat F>
-inline __m512 Load16(const void* p, size_t i) {
-  if constexpr (F == KvFormat::kF32) {
-    return _mm512_loadu_ps(static_cast<const float*>(p) + i);
-  } else {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i));
-    if constexpr (F == KvFormat::kF16) return _mm512_cvtph_ps(h);
-    else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-}
-
-template <KvFormat F>
-inline float Element(const void* p, size_t i) {
-  if constexpr (F == KvFormat::kF32) return static_cast<const float*>(p)[i];
-  else if constexpr (F == KvFormat::kF16) return Fp16ToFp32(static_cast<const uint16_t*>(p)[i]);
-  else return Bf16ToFp32(static_cast<const uint16_t*>(p)[i]);
-}
+// Dense elements as floats, 16 at a time or one: the generated kernels' own readers (AVX-512).
+using gen::isa_avx512::DenseElement;
+using gen::isa_avx512::LoadDense;
 
 // Where position j of the history lies: span si, token t of it.
 struct SpanCursor {
@@ -104,8 +90,8 @@ void PackValues(const void* const* rows, const HistoryLayout& lay, int64_t vt, u
     for (int i = 0; i < 16; ++i) {
       const void* a = rows[2 * i];
       const void* b = rows[2 * i + 1];
-      const __m512 even = a != nullptr ? Load16<F>(a, 16 * db) : _mm512_setzero_ps();
-      const __m512 odd = b != nullptr ? Load16<F>(b, 16 * db) : _mm512_setzero_ps();
+      const __m512 even = a != nullptr ? LoadDense<F>(a, 16 * db) : _mm512_setzero_ps();
+      const __m512 odd = b != nullptr ? LoadDense<F>(b, 16 * db) : _mm512_setzero_ps();
       _mm512_store_si512(tile + i, PackPair(even, odd));
     }
   }
@@ -132,8 +118,8 @@ void ConvertRange(const KvSpan* spans, int num_spans, int64_t kv_len, int64_t be
         __m512i* tile = reinterpret_cast<__m512i*>(history + lay.KeyTile(j / 16, dc));
         for (int i = 0; i < 16; ++i) {
           const int d = 32 * dc + 2 * i;
-          const __m512 even = _mm512_maskz_mov_ps(live, Load16<F>(sp->k, block + static_cast<size_t>(d) * 16));
-          const __m512 odd = _mm512_maskz_mov_ps(live, Load16<F>(sp->k, block + static_cast<size_t>(d + 1) * 16));
+          const __m512 even = _mm512_maskz_mov_ps(live, LoadDense<F>(sp->k, block + static_cast<size_t>(d) * 16));
+          const __m512 odd = _mm512_maskz_mov_ps(live, LoadDense<F>(sp->k, block + static_cast<size_t>(d + 1) * 16));
           _mm512_store_si512(tile + i, PackPair(even, odd));
         }
       }
@@ -145,7 +131,7 @@ void ConvertRange(const KvSpan* spans, int num_spans, int64_t kv_len, int64_t be
       int64_t tl = 0;
       if (l < valid && cur.Seek(j + l, &tl)) {
         const KvSpan& s = spans[cur.si];
-        for (int d = 0; d < HD; ++d) k[l][d] = Element<F>(s.k, KeyElement(s.key_lanes, HD, tl, d));
+        for (int d = 0; d < HD; ++d) k[l][d] = DenseElement<F>(s.k, KeyElement(s.key_lanes, HD, tl, d));
       } else {
         std::fill(k[l], k[l] + HD, 0.0f);
       }
