@@ -4,7 +4,7 @@
 //                 machine's memcpy bandwidth (bytes read + written) measured in the same run;
 //   prefill:      one chunk of P tokens (causal) over its own keys; GFLOP/s (with --amx-prompts
 //                 as a prompt, on the AMX kernel where the CPU has it: kernels/cpu/amx_attention.h).
-// KV lives in pages of 16 tokens in the chosen format, scattered as a page pool hands them out;
+// KV lives in pages of 16 tokens (--page-tokens=N for others) in the chosen format, scattered as a page pool hands them out;
 // enough layers' worth of pages are cycled that the working set is far larger than the
 // last-level cache. Prints a Markdown table.
 #include <algorithm>
@@ -39,8 +39,8 @@ double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 class BenchKv : public KvCache {
  public:
   BenchKv(int seqs, int layers, int heads, int head_dim, int64_t tokens, kernels::KvFormat format,
-          bool contiguous, bool huge_pages)
-      : layers_(layers), heads_(heads), hd_(head_dim), format_(format),
+          int tokens_per_page, bool contiguous, bool huge_pages)
+      : kTpp(tokens_per_page), layers_(layers), heads_(heads), hd_(head_dim), format_(format),
         seg_(kernels::PageSegmentsOf(format, head_dim, kTpp)),
         pages_per_table_((tokens + kTpp - 1) / kTpp) {
     const size_t pages = static_cast<size_t>(seqs) * layers * heads * pages_per_table_;
@@ -83,7 +83,7 @@ class BenchKv : public KvCache {
   kernels::KvFormat format() const override { return format_; }
 
  private:
-  static constexpr int kTpp = 16;
+  const int kTpp;  // tokens per page
   std::vector<size_t> slot_;  // page p of the tables -> where it lies
   int layers_, heads_, hd_;
   kernels::KvFormat format_;
@@ -114,6 +114,7 @@ int Run(int argc, char** argv) {
   int threads = 2;
   kernels::KvFormat format = kernels::KvFormat::kF16;
   bool contiguous = false, huge_pages = true, amx_prompts = false;
+  int page_tokens = 16;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--threads=", 0) == 0) threads = std::atoi(a.c_str() + 10);
@@ -121,8 +122,9 @@ int Run(int argc, char** argv) {
     else if (a == "--contiguous") contiguous = true;
     else if (a == "--no-huge-pages") huge_pages = false;
     else if (a == "--amx-prompts") amx_prompts = true;
+    else if (a.rfind("--page-tokens=", 0) == 0 && (page_tokens = std::atoi(a.c_str() + 14)) >= 1 && page_tokens <= 1024) continue;
     else {
-      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32|k8v8|k8v4|k4v2] [--contiguous] [--no-huge-pages] [--amx-prompts]\n");
+      std::fprintf(stderr, "usage: attention_bench [--threads=N] [--format=f16|bf16|f32|k8v8|k8v4|k4v2] [--contiguous] [--no-huge-pages] [--amx-prompts] [--page-tokens=N]\n");
       return 2;
     }
   }
@@ -139,8 +141,8 @@ int Run(int argc, char** argv) {
   }
   const double memcpy_bw = MemcpyBandwidth(pool);
   const kernels::CpuIsa isa = kernels::BestCpuIsa();
-  std::printf("memcpy bandwidth (read + write, %d threads): %.1f GB/s; ISA %s; KV %s; pages %s; %s; prefill %s\n\n",
-              threads, memcpy_bw / 1e9, kernels::Name(isa), kernels::KvFormatName(format),
+  std::printf("memcpy bandwidth (read + write, %d threads): %.1f GB/s; ISA %s; KV %s; %d-token pages %s; %s; prefill %s\n\n",
+              threads, memcpy_bw / 1e9, kernels::Name(isa), kernels::KvFormatName(format), page_tokens,
               contiguous ? "contiguous per history" : "scattered",
               huge_pages ? "huge pages advised" : "4 KiB pages",
               amx_prompts && kernels::AmxAttentionSupports(format, c.head_dim) ? "on AMX" : "on the vector kernels");
@@ -148,7 +150,7 @@ int Run(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|---|\n");
   const int64_t row = int64_t{c.num_heads} * c.head_dim;
   // Bytes of KV (metadata included) per token, all kv-heads of a layer.
-  const double kv_token_bytes = kernels::KvBytesPerToken(format, c.head_dim, 16) * c.num_kv_heads;
+  const double kv_token_bytes = kernels::KvBytesPerToken(format, c.head_dim, page_tokens) * c.num_kv_heads;
   std::mt19937 rng(2);
   std::normal_distribution<float> nd;
 
@@ -156,7 +158,7 @@ int Run(int argc, char** argv) {
     for (int batch : {1, 16}) {
       const double layer_bytes = kv_token_bytes * ctx * batch;
       const int layers = static_cast<int>(std::clamp(std::ceil(512e6 / layer_bytes), 2.0, 64.0));
-      BenchKv kv(batch, layers, c.num_kv_heads, c.head_dim, ctx, format, contiguous, huge_pages);
+      BenchKv kv(batch, layers, c.num_kv_heads, c.head_dim, ctx, format, page_tokens, contiguous, huge_pages);
       std::vector<float> q(batch * row), out(batch * row);
       for (float& x : q) x = nd(rng);
       std::vector<int32_t> tok(batch, 0);
@@ -175,7 +177,7 @@ int Run(int argc, char** argv) {
     }
   }
   for (int64_t p : {512, 2048, 8192}) {
-    BenchKv kv(1, 2, c.num_kv_heads, c.head_dim, p, format, false, huge_pages);
+    BenchKv kv(1, 2, c.num_kv_heads, c.head_dim, p, format, page_tokens, false, huge_pages);
     std::vector<float> q(p * row), out(p * row);
     for (float& x : q) x = nd(rng);
     std::vector<int32_t> toks(p, 0);

@@ -6,7 +6,8 @@
 // Vec: kW floats. Ops: Zero, Set1, Load, Store, Add, Sub, Mul, Max, Fma(a, b, c) = a·b + c,
 // Exp (relative error < 2e-7 on [-87, 88], 0 below), ReduceAdd, ReduceMax, AnyGreater(v, x)
 // (some lane > x), ReduceAddEach(v, out) (out[j] = the sum of v[j]'s lanes, for kW vectors);
-// LoadF16 / LoadBf16 load kW f16/bf16 values as floats.
+// LoadF16 / LoadBf16 load kW f16/bf16 values as floats. AVX-512 also has masked LoadN,
+// LoadF16N, LoadBf16N and StoreN over the first n < kW lanes.
 #pragma once
 
 #include <cmath>
@@ -140,6 +141,14 @@ struct Simd {
     const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
   }
+  // The first n < kW lanes only (masked: nothing past them is read or written).
+  static __mmask16 FirstLanes(int n) { return static_cast<__mmask16>((1u << n) - 1); }
+  static Vec LoadN(const float* p, int n) { return _mm512_maskz_loadu_ps(FirstLanes(n), p); }
+  static Vec LoadF16N(const uint16_t* s, int n) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(FirstLanes(n), s)); }
+  static Vec LoadBf16N(const uint16_t* s, int n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(FirstLanes(n), s)), 16));
+  }
+  static void StoreN(float* p, Vec v, int n) { _mm512_mask_storeu_ps(p, FirstLanes(n), v); }
 };
 #elif PENG_GEN_ISA == 2
 struct Simd {
