@@ -44,7 +44,8 @@ absl::Status CpuAttention::Prepare(kernels::KvFormat format, kernels::KvFormat l
   low_ = low_kernels;
   prefill_ = high_.prefill;
   decode_ = high_.decode;
-  amx_serves_ = format == low && kernels::AmxAttentionSupports(format, c_.head_dim);
+  amx_serves_high_ = kernels::AmxAttentionSupports(format, c_.head_dim);
+  amx_serves_ = format == low && amx_serves_high_;
   params_.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
   return absl::OkStatus();
 }
@@ -52,6 +53,16 @@ absl::Status CpuAttention::Prepare(kernels::KvFormat format, kernels::KvFormat l
 int64_t CpuAttention::AmxTokens(const SequenceChunk& ch) const {
   if (!amx_serves_ || amx_min_prompt_ <= 0 || ch.prompt_len < amx_min_prompt_) return 0;
   return std::clamp<int64_t>(ch.prompt_len - ch.start_pos, 0, static_cast<int64_t>(ch.tokens.size()));
+}
+
+int64_t CpuAttention::AmxTokens(const SequenceChunk& ch, const KvPartitions& p) const {
+  const int64_t len = static_cast<int64_t>(ch.tokens.size());
+  if (!amx_serves_high_ || amx_min_prompt_ <= 0 || ch.prompt_len < amx_min_prompt_ || p.num_low > 0 ||
+      p.high_before != ch.start_pos || p.num_high != ch.start_pos + len) {
+    return 0;
+  }
+  const int64_t prompt = std::clamp<int64_t>(ch.prompt_len - ch.start_pos, 0, len);
+  return std::min(prompt, std::max<int64_t>(0, p.score_from - ch.start_pos));
 }
 
 void CpuAttention::PlanAmx(int32_t chunk, int h, int64_t history, int64_t rows, AmxBudget* budget) {
@@ -137,32 +148,13 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
   if (part_out_.size() < static_cast<size_t>(parts * head_block)) part_out_.resize(parts * head_block);
   if (part_lse_.size() < static_cast<size_t>(parts * group)) part_lse_.resize(parts * group);
 
-  amx_groups_.push_back({conversions_.size(), amx_tasks_.size()});
-  if (amx_history_.size() * sizeof(Line) < amx_budget.largest) amx_history_.resize(amx_budget.largest / sizeof(Line));
-
   const auto run_task = [&](const Task& task) {
     const SequenceChunk& ch = batch.chunks[task.chunk];
     const size_t slot = task.chunk * kvh + task.kv_head;
     std::vector<kernels::KvSpan>& sp = spans_[slot];
     if (task.own_spans) kv.Spans(ch.seq, layer, task.kv_head, task.end, &sp);
     const int64_t t0 = first_token_[task.chunk];
-    if (task.kind == Kind::kAmx) {
-      kernels::AmxPrefillArgs a;
-      a.q = q + t0 * row + task.kv_head * head_block;
-      a.q_stride = row;
-      a.q_pos0 = ch.start_pos;
-      a.group = group;
-      a.head_dim = c_.head_dim;
-      a.row_begin = task.begin;
-      a.row_end = task.end;
-      a.history = amx_history_[0].bytes + amx_offset_[slot];
-      a.kv_len = amx_len_[slot];
-      a.out = out + t0 * row + task.kv_head * head_block;
-      a.out_stride = row;
-      a.scale = params_.scale;
-      kernels::AmxPrefillAttention(a);
-      return;
-    }
+    if (task.kind == Kind::kAmx) return RunAmxTask(task, batch, q, out);
     if (task.kind == Kind::kPrefill) {
       kernels::PrefillArgs a;
       a.q = q + (t0 + task.begin) * row + task.kv_head * head_block;
@@ -196,9 +188,30 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
     a.params = params_;
     decode_->decode(a);
   };
+  RunAmxGroups(pool, batch, q, out, amx_budget, tasks_.size(), [&](size_t i) { run_task(tasks_[i]); });
+  if (combines_.empty()) return;
+  // Merge the split decodes (cheap: one pass over G·head_dim floats per split).
+  size_t bounds = 0;
+  for (const Combine& cb : combines_) {
+    kernels::CombineArgs a;
+    a.num_splits = cb.num_splits;
+    a.out_parts = part_out_.data() + cb.first_part * head_block;
+    a.lse_parts = part_lse_.data() + cb.first_part * group;
+    a.out = out + first_token_[cb.chunk] * row + cb.kv_head * head_block;
+    a.split_begin = split_begin_.data() + bounds;
+    bounds += cb.num_splits + 1;
+    decode_->combine(a);
+  }
+}
+
+void CpuAttention::RunAmxGroups(ThreadPool& pool, const ForwardBatch& batch, const float* q, float* out,
+                                const AmxBudget& budget, size_t others, const std::function<void(size_t)>& run_other) {
   // Per group of AMX histories: their conversions, then their query tasks; the other tasks
   // (decodes, prefills on the generated kernels) go with the last group's. Tasks differ in
   // cost (history length), so threads take them one at a time.
+  amx_groups_.push_back({conversions_.size(), amx_tasks_.size()});
+  if (amx_history_.size() * sizeof(Line) < budget.largest) amx_history_.resize(budget.largest / sizeof(Line));
+  const int kvh = c_.num_kv_heads;
   size_t conv_begin = 0, amx_begin = 0;
   for (size_t g = 0; g < amx_groups_.size(); ++g) {
     const auto [conv_end, amx_end] = amx_groups_[g];
@@ -214,30 +227,39 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
         }
       });
     }
-    const bool last = g + 1 == amx_groups_.size();
-    const size_t others = last ? tasks_.size() : 0, total = amx_end - amx_begin + others;
+    const size_t amx = amx_end - amx_begin, total = amx + (g + 1 == amx_groups_.size() ? others : 0);
     next = 0;
     pool.RunShared([&](int) {
       for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < total;) {
-        run_task(i < amx_end - amx_begin ? amx_tasks_[amx_begin + i] : tasks_[i - (amx_end - amx_begin)]);
+        if (i < amx) {
+          RunAmxTask(amx_tasks_[amx_begin + i], batch, q, out);
+        } else {
+          run_other(i - amx);
+        }
       }
     });
     conv_begin = conv_end;
     amx_begin = amx_end;
   }
-  if (combines_.empty()) return;
-  // Merge the split decodes (cheap: one pass over G·head_dim floats per split).
-  size_t bounds = 0;
-  for (const Combine& cb : combines_) {
-    kernels::CombineArgs a;
-    a.num_splits = cb.num_splits;
-    a.out_parts = part_out_.data() + cb.first_part * head_block;
-    a.lse_parts = part_lse_.data() + cb.first_part * group;
-    a.out = out + first_token_[cb.chunk] * row + cb.kv_head * head_block;
-    a.split_begin = split_begin_.data() + bounds;
-    bounds += cb.num_splits + 1;
-    decode_->combine(a);
-  }
+}
+
+void CpuAttention::RunAmxTask(const Task& task, const ForwardBatch& batch, const float* q, float* out) {
+  const size_t slot = task.chunk * c_.num_kv_heads + task.kv_head;
+  const int64_t t0 = first_token_[task.chunk];
+  kernels::AmxPrefillArgs a;
+  a.q = q + t0 * row_ + task.kv_head * head_block_;
+  a.q_stride = row_;
+  a.q_pos0 = batch.chunks[task.chunk].start_pos;
+  a.group = c_.gqa_group();
+  a.head_dim = c_.head_dim;
+  a.row_begin = task.begin;
+  a.row_end = task.end;
+  a.history = amx_history_[0].bytes + amx_offset_[slot];
+  a.kv_len = amx_len_[slot];
+  a.out = out + t0 * row_ + task.kv_head * head_block_;
+  a.out_stride = row_;
+  a.scale = params_.scale;
+  kernels::AmxPrefillAttention(a);
 }
 
 namespace {
@@ -341,10 +363,17 @@ void CpuAttention::RunPartitioned(ThreadPool& pool, int layer, const ForwardBatc
   // Plan: lists of every (chunk, kv-head); prefill tasks by query blocks; decode tasks by
   // parts (each list split every kDecodeSplitTokens), merged per (chunk, kv-head).
   partitions_.resize(std::max(partitions_.size(), num_chunks * kvh));
+  spans_.resize(std::max(spans_.size(), num_chunks * kvh));
+  amx_len_.assign(num_chunks * kvh, 0);
+  amx_offset_.resize(num_chunks * kvh);
   first_token_.resize(num_chunks);
   tasks_.clear();
   lean_parts_.clear();
   lean_combines_.clear();
+  conversions_.clear();
+  amx_tasks_.clear();
+  amx_groups_.clear();
+  AmxBudget amx_budget;
   int64_t token = 0, probs_size = 0, head_probs_size = 0;
   for (size_t ci = 0; ci < num_chunks; ++ci) {
     const SequenceChunk& ch = batch.chunks[ci];
@@ -355,7 +384,14 @@ void CpuAttention::RunPartitioned(ThreadPool& pool, int layer, const ForwardBatc
       KvPartitions& p = partitions_[ci * kvh + h];
       kv.Partitions(ch.seq, layer, h, end, &p);
       if (len > 1) {
-        for (int64_t b = 0; b < len; b += kPrefillBlockTokens) {
+        // A prompt before its compression: the high list is the whole history in order, so
+        // its leading tokens take the AMX path as an unpartitioned prompt's do.
+        const int64_t amx = AmxTokens(ch, p);
+        if (amx > 0) {
+          spans_[ci * kvh + h] = p.high;
+          PlanAmx(static_cast<int32_t>(ci), h, ch.start_pos + amx, amx * group, &amx_budget);
+        }
+        for (int64_t b = amx; b < len; b += kPrefillBlockTokens) {
           tasks_.push_back({static_cast<int32_t>(ci), h, b, std::min(len, b + kPrefillBlockTokens), -1, false,
                             Task::Kind::kPrefill});
         }
@@ -384,35 +420,32 @@ void CpuAttention::RunPartitioned(ThreadPool& pool, int layer, const ForwardBatc
   if (head_probs_.size() < static_cast<size_t>(head_probs_size)) head_probs_.resize(head_probs_size);
   probs_.assign(probs_size, 0.0f);
 
-  std::atomic<size_t> next{0};
-  pool.RunShared([&](int) {
-    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < tasks_.size();) {
-      const Task& task = tasks_[i];
-      if (task.part < 0) {
-        PartitionedPrefill(batch, task.chunk, task.kv_head, task.begin, task.end, q, out);
-        continue;
-      }
-      const LeanPart& part = lean_parts_[task.part];
-      const KvPartitions& p = partitions_[task.chunk * kvh + task.kv_head];
-      const std::vector<kernels::KvSpan>& spans = part.low ? p.low : p.high;
-      kernels::DecodeArgs a;
-      a.q = q + first_token_[task.chunk] * row + task.kv_head * head_block;
-      a.spans = spans.data();
-      a.num_spans = static_cast<int>(spans.size());
-      a.kv_len = part.low ? p.num_low : p.num_high;
-      a.q_pos = a.kv_len - 1;  // every token of a list is visible to the step's one query
-      a.kv_begin = part.begin;
-      a.kv_end = part.end;
-      a.out = part_out_.data() + task.part * head_block;
-      a.lse = part_lse_.data() + task.part * group;
-      if (lean_combines_[part.combine].scores) a.head_probs = head_probs_.data() + part.probs_offset;
-      a.params = params_;
-      (part.low ? low_ : high_).decode->decode(a);
+  RunAmxGroups(pool, batch, q, out, amx_budget, tasks_.size(), [&](size_t i) {
+    const Task& task = tasks_[i];
+    if (task.part < 0) {
+      PartitionedPrefill(batch, task.chunk, task.kv_head, task.begin, task.end, q, out);
+      return;
     }
+    const LeanPart& part = lean_parts_[task.part];
+    const KvPartitions& p = partitions_[task.chunk * kvh + task.kv_head];
+    const std::vector<kernels::KvSpan>& spans = part.low ? p.low : p.high;
+    kernels::DecodeArgs a;
+    a.q = q + first_token_[task.chunk] * row + task.kv_head * head_block;
+    a.spans = spans.data();
+    a.num_spans = static_cast<int>(spans.size());
+    a.kv_len = part.low ? p.num_low : p.num_high;
+    a.q_pos = a.kv_len - 1;  // every token of a list is visible to the step's one query
+    a.kv_begin = part.begin;
+    a.kv_end = part.end;
+    a.out = part_out_.data() + task.part * head_block;
+    a.lse = part_lse_.data() + task.part * group;
+    if (lean_combines_[part.combine].scores) a.head_probs = head_probs_.data() + part.probs_offset;
+    a.params = params_;
+    (part.low ? low_ : high_).decode->decode(a);
   });
   if (lean_combines_.empty()) return;
   // Merge the parts of every decode (chunk, kv-head) and add the probabilities to the scores.
-  next = 0;
+  std::atomic<size_t> next{0};
   pool.RunShared([&](int) {
     std::vector<const float*> head_probs;
     std::vector<int64_t> split_begin;

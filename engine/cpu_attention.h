@@ -4,11 +4,13 @@
 // (split-KV, merged by the log-sum-exp combine). The split count depends only on the history
 // length, so a sequence's result never depends on what else is in the batch. With
 // SetAmxPrompts, the prompt tokens of long prompts run on AMX tiles instead
-// (kernels/cpu/amx_attention.h), chosen per sequence as the AMX matmuls are. Owned by the
+// (kernels/cpu/amx_attention.h), chosen per sequence as the AMX matmuls are (LeanKV: while the
+// prompt is uncompressed, up to its scored queries). Owned by the
 // forward's thread; runs its tasks on the forward's pool.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -40,9 +42,9 @@ class CpuAttention {
   absl::Status Prepare(kernels::KvFormat format) { return Prepare(format, format); }
 
   // The prompt tokens (positions below SequenceChunk::prompt_len) of prompts of at least
-  // min_prompt tokens take the AMX kernel, where it serves the KV format and head size and the
-  // cache is not partitioned (0: never). The same rule as the forward's AMX matmuls, so a token
-  // takes the same kernels every time it is computed.
+  // min_prompt tokens take the AMX kernel, where it serves the KV format and head size (0:
+  // never). The same rule as the forward's AMX matmuls, so a token takes the same kernels every
+  // time it is computed. A partitioned (LeanKV) cache: see AmxTokens below.
   // history_budget: kAmxHistoryBudget, smaller in tests.
   void SetAmxPrompts(int64_t min_prompt, size_t history_budget = kAmxHistoryBudget) {
     amx_min_prompt_ = min_prompt;
@@ -82,6 +84,11 @@ class CpuAttention {
 
   // Leading tokens of chunk `ch` that take the AMX kernel (0 when none do).
   int64_t AmxTokens(const SequenceChunk& ch) const;
+  // LeanKV: the same, but only while the whole history is the high list, in order (a prompt
+  // before its compression: nothing demoted or pruned), and only up to the first query whose
+  // probabilities count for the importance scores (those take the generated kernels, which give
+  // them).
+  int64_t AmxTokens(const SequenceChunk& ch, const KvPartitions& p) const;
 
   struct Task {
     enum class Kind : uint8_t { kPrefill, kDecode, kAmx };
@@ -98,9 +105,17 @@ class CpuAttention {
   struct AmxBudget {
     size_t group = 0, largest = 0;
   };
-  // Plans the AMX path of (chunk, kv-head h): its history [0, history) converted in pieces, then
-  // query rows [0, rows) in tasks, in the current group of histories or a new one.
+  // Plans the AMX path of (chunk, kv-head h), whose spans are in spans_: its history [0,
+  // history) converted in pieces, then query rows [0, rows) in tasks, in the current group of
+  // histories or a new one.
   void PlanAmx(int32_t chunk, int h, int64_t history, int64_t rows, AmxBudget* budget);
+  // Runs the planned AMX groups (histories of at most budget.largest bytes at a time), each
+  // its conversions and then its query tasks; the caller's `others` tasks (run_other(i),
+  // i < others) join the last group's.
+  void RunAmxGroups(ThreadPool& pool, const ForwardBatch& batch, const float* q, float* out,
+                    const AmxBudget& budget, size_t others, const std::function<void(size_t)>& run_other);
+  // One AMX query task: rows [task.begin, task.end) of (chunk, kv-head).
+  void RunAmxTask(const Task& task, const ForwardBatch& batch, const float* q, float* out);
   // Converts history positions [begin, end) of (chunk, kv-head) for the AMX kernel.
   struct Conversion {
     int32_t chunk = 0, kv_head = 0;
@@ -121,7 +136,8 @@ class CpuAttention {
   kernels::AttentionParams params_;
   int64_t amx_min_prompt_ = 0;
   size_t amx_history_budget_ = kAmxHistoryBudget;
-  bool amx_serves_ = false;  // the AMX kernel serves this format and head size
+  bool amx_serves_ = false;       // the AMX kernel serves this format (unpartitioned) and head size
+  bool amx_serves_high_ = false;  // ... LeanKV's high format
   // The AMX path's plan: conversions, and per (chunk, kv-head) its converted history.
   std::vector<Conversion> conversions_;
   std::vector<Task> amx_tasks_;

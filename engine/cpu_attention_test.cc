@@ -373,5 +373,70 @@ TEST(CpuAttentionTest, AmxPromptTokensAreBitwiseTheSameInAnyBatchOrGrouping) {
   EXPECT_EQ(std::memcmp(plain.data() + generated * row, all.data() + generated * row, 11 * row * sizeof(float)), 0);
 }
 
+// LeanKV: a prompt chunk before the prompt's compression (no low list, nothing pruned) sends
+// its tokens before score_from to the AMX path, bitwise as an unpartitioned cache over the same
+// pages does; the queries whose probabilities count for the scores stay on the generated
+// kernels, bitwise as without AMX, and add the same scores. With a low list, nothing takes AMX.
+TEST(PartitionedAttention, PromptBeforeCompressionTakesTheAmxPathUpToTheScoredQueries) {
+  if (!kernels::AmxAttentionSupports(KvFormat::kK8V4, kHeadDim)) GTEST_SKIP() << "no AMX-BF16 on this CPU";
+  ModelConfig c;
+  c.num_heads = kGroup;
+  c.num_kv_heads = 1;
+  c.head_dim = kHeadDim;
+  const int64_t before = 300, step = 200, score_from = before + 150, row = kGroup * kHeadDim;
+  std::vector<float> q(step * row);
+  std::mt19937 qrng(21);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (float& x : q) x = n(qrng);
+  std::vector<int32_t> tokens(step, 1);
+  ThreadPool pool(2);
+  // The same pages every run (scores start at zero): a list built from the same seed.
+  const auto run = [&](bool partitioned, int64_t amx_min_prompt, int64_t num_low, std::vector<float>* scores) {
+    std::mt19937 rng(8);
+    List high(KvFormat::kK8V4, static_cast<int>(before + step), 16, rng);
+    List low(KvFormat::kK4V2, static_cast<int>(num_low), 16, rng);
+    CpuAttention attention(c);
+    EXPECT_TRUE((partitioned ? attention.Prepare(KvFormat::kK8V4, KvFormat::kK4V2) : attention.Prepare(KvFormat::kK8V4)).ok());
+    attention.SetAmxPrompts(amx_min_prompt);
+    ForwardBatch batch;
+    batch.chunks.push_back({.seq = 0, .start_pos = before + num_low, .tokens = tokens, .prompt_len = before + num_low + step});
+    std::vector<float> out(q.size(), NAN);
+    ListsCache lists(&high, &low, step, score_from + num_low);
+    ListCache one(&high);
+    if (partitioned) {
+      attention.Run(pool, 0, batch, lists, q.data(), out.data());
+    } else {
+      attention.Run(pool, 0, batch, one, q.data(), out.data());
+    }
+    if (scores != nullptr) {
+      scores->clear();
+      for (int64_t t = 0; t < high.size(); ++t) scores->push_back(high.Score(t));
+    }
+    return out;
+  };
+  std::vector<float> scores_amx, scores_vector;
+  const std::vector<float> lean_amx = run(true, 64, 0, &scores_amx);
+  const std::vector<float> lean_vector = run(true, 0, 0, &scores_vector);
+  const std::vector<float> unpartitioned_amx = run(false, 64, 0, nullptr);
+  const size_t amx_floats = (score_from - before) * row;
+  EXPECT_EQ(std::memcmp(lean_amx.data(), unpartitioned_amx.data(), amx_floats * sizeof(float)), 0);
+  EXPECT_NE(std::memcmp(lean_amx.data(), lean_vector.data(), amx_floats * sizeof(float)), 0);  // AMX did run
+  EXPECT_EQ(std::memcmp(lean_amx.data() + amx_floats, lean_vector.data() + amx_floats,
+                        (lean_amx.size() - amx_floats) * sizeof(float)), 0);
+  // The scored queries' tasks add their probabilities concurrently, in blocks cut from another
+  // first query: the same sums up to the order of the float additions.
+  ASSERT_EQ(scores_amx.size(), scores_vector.size());
+  for (size_t i = 0; i < scores_amx.size(); ++i) ASSERT_NEAR(scores_amx[i], scores_vector[i], 1e-5f * scores_vector[i]) << i;
+  float most = 0;
+  for (float x : scores_amx) most = std::max(most, x);
+  EXPECT_GT(most, 0.0f);  // the scored queries did add their probabilities
+  // Close to the float path too (bfloat16 operands).
+  for (size_t i = 0; i < amx_floats; ++i) ASSERT_NEAR(lean_amx[i], lean_vector[i], 3e-2) << i;
+  // A low list (after a compression): every query on the generated kernels.
+  const std::vector<float> with_low_amx = run(true, 64, 40, nullptr);
+  const std::vector<float> with_low_vector = run(true, 0, 40, nullptr);
+  EXPECT_EQ(std::memcmp(with_low_amx.data(), with_low_vector.data(), with_low_amx.size() * sizeof(float)), 0);
+}
+
 }  // namespace
 }  // namespace peng

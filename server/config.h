@@ -61,8 +61,8 @@ struct EngineConfig {
   // With int8 activations on a CPU with AMX-BF16: prompts of 64 tokens or more run their
   // matmuls on AMX tiles with bfloat16 activations (ForwardOptions::amx_prompts).
   bool amx_prompts = true;
-  // With amx_prompts: those prompt tokens' attention on AMX tiles too, except with LeanKV
-  // (bfloat16 queries, keys, values and probabilities; ForwardOptions::amx_attention).
+  // With amx_prompts: those prompt tokens' attention on AMX tiles too (bfloat16 queries, keys,
+  // values and probabilities; ForwardOptions::amx_attention; LeanKV: CpuAttention::AmxTokens).
   bool amx_attention = true;
 };
 
