@@ -24,6 +24,15 @@ using kernels::KvFormat;
 
 constexpr int kHeadDim = 64, kGroup = 3;
 
+// n standard normal floats from seed.
+std::vector<float> Normals(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(n);
+  for (float& e : x) e = dist(rng);
+  return x;
+}
+
 // One list of tokens of one format in pages of `per_page` tokens, with float copies of what
 // the pages hold (the dequantized rows) for the reference.
 struct List {
@@ -256,10 +265,7 @@ TEST(CpuAttentionTest, EveryPageSizeGivesBitwiseTheSameOutput) {
   c.head_dim = kHeadDim;
   const int64_t len = CpuAttention::kDecodeSplitTokens + 150;
   const int64_t row = c.num_heads * kHeadDim;
-  std::vector<float> q(len * row);
-  std::mt19937 qrng(5);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  for (float& x : q) x = n(qrng);
+  const std::vector<float> q = Normals(len * row, 5);
   std::vector<int32_t> tokens(len, 1);
   ThreadPool pool(2);
   for (KvFormat format : {KvFormat::kF16, KvFormat::kF32, KvFormat::kBF16, KvFormat::kK8V8, KvFormat::kK4V2}) {
@@ -384,10 +390,7 @@ TEST(PartitionedAttention, PromptBeforeCompressionTakesTheAmxPathUpToTheScoredQu
   c.num_kv_heads = 1;
   c.head_dim = kHeadDim;
   const int64_t before = 300, step = 200, score_from = before + 150, row = kGroup * kHeadDim;
-  std::vector<float> q(step * row);
-  std::mt19937 qrng(21);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  for (float& x : q) x = n(qrng);
+  const std::vector<float> q = Normals(step * row, 21);
   std::vector<int32_t> tokens(step, 1);
   ThreadPool pool(2);
   // The same pages every run (scores start at zero): a list built from the same seed.
