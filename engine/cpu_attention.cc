@@ -154,7 +154,6 @@ void CpuAttention::Run(ThreadPool& pool, int layer, const ForwardBatch& batch, c
     std::vector<kernels::KvSpan>& sp = spans_[slot];
     if (task.own_spans) kv.Spans(ch.seq, layer, task.kv_head, task.end, &sp);
     const int64_t t0 = first_token_[task.chunk];
-    if (task.kind == Kind::kAmx) return RunAmxTask(task, batch, q, out);
     if (task.kind == Kind::kPrefill) {
       kernels::PrefillArgs a;
       a.q = q + (t0 + task.begin) * row + task.kv_head * head_block;
