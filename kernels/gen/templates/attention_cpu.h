@@ -706,11 +706,9 @@ struct RowBlock {
       }
       at += m;
     }
-    pf_k_ = pf_v_ = nullptr;
+    pf_k_ = pf_v_ = nullptr;  // every piece's lines are requested already
     if constexpr (IsQuantized(S::kFormat)) {
       for (LineRange& r : pf_quant_) r = LineRange{};
-    }
-    if constexpr (IsQuantized(S::kFormat)) {
       RowDots(n, s);
     } else {
       ZeroKeyLanes(n);
