@@ -543,6 +543,15 @@ struct RowBlock {
   // attention: keys and values prefetched over their own loops"): keys and values both over
   // the key loop 19-26 GB/s, each over their own loop 27-31.
   static constexpr int kPrefetchTiles = 2;
+  // Decode: beyond those, each tile's first lines are requested into L2 kKickTiles tiles ahead
+  // of the L1 requests. That starts the L2 stream prefetcher on the tile's page, which fetches
+  // the rest of the page by itself, so the spread L1 requests find it in L2. The core keeps only
+  // a few misses in flight of its own (the fill buffers); the streamer adds its own.
+  // attention_bench --format=f16, 2 threads, decode batch 16 at context 256 / 2,048 / 8,192:
+  // 15.4-15.6 / 14.6 / 14.5-15.0 GB/s without, 18.5-18.8 / 18.3-18.7 / 18.0-18.3 with
+  // (docs/BENCHMARKS.md, "CPU attention: L2 kicks ahead"). In place of the L1 requests, the
+  // same kicks lost (the sixth session's "kick" rows).
+  static constexpr int kKickTiles = 4;
   static constexpr int kTileLines = static_cast<int>(static_cast<size_t>(kTile) * HD * KvFormatBytes(S::kFormat) / 64);
   static constexpr int kKeyLinesPerStep = (kTileLines + HD / 2 - 1) / (HD / 2);
   static constexpr size_t kValueRowBytes = HD * KvFormatBytes(S::kFormat);
@@ -599,6 +608,26 @@ struct RowBlock {
       for (uintptr_t l = 0; l < keys.lines; ++l) keys.Request(l);
       for (uintptr_t l = 0; l < values.lines; ++l) values.Request(l);
     }
+    // Requests the first line of the cursor's tile (keys and values; quantized: of each
+    // segment) into L2, then moves on: see kKickTiles.
+    void Kick() {
+      // Prefill reuses each tile for many query rows: its misses are not what bounds it.
+      if constexpr (S::kPhase != AttentionPhase::kDecode) return;
+      if constexpr (IsQuantized(S::kFormat)) {
+        LineRange r[4];
+        NextQuantized(r);
+        for (const LineRange& x : r) {
+          if (x.lines > 0) __builtin_prefetch(reinterpret_cast<const void*>(x.lo), 0, 2);
+        }
+      } else {
+        const char *k, *v;
+        Next(&k, &v);
+        if (k != nullptr) {
+          __builtin_prefetch(k, 0, 2);
+          __builtin_prefetch(v, 0, 2);
+        }
+      }
+    }
     // Quantized: the cursor's tile as line ranges — key codes, key (scale, zero), value codes,
     // value (scale, zero); ~1-2.3 KB at SmolLM2's shape; all empty past the end.
     void NextQuantized(LineRange* r) {
@@ -641,6 +670,9 @@ struct RowBlock {
         ahead.RequestNextDense();
       }
     }
+    // The tiles after those, up to kKickTiles further: kicked now; then one more per tile.
+    PrefetchCursor kick = ahead;
+    for (int i = 0; i < kKickTiles; ++i) kick.Kick();
     // Tiles are fixed by position, whatever the page size: [begin, the next multiple of kTile),
     // then every kTile positions. A tile inside one span (always, with pages of a multiple of
     // kTile tokens) is read in place; one across spans (smaller pages) is gathered as floats
@@ -658,6 +690,7 @@ struct RowBlock {
       if (tile_end <= span_start + spans[si].num_tokens) {
         if constexpr (IsQuantized(S::kFormat)) ahead.NextQuantized(pf_quant_);
         else ahead.Next(&pf_k_, &pf_v_);
+        kick.Kick();
         Scores(spans[si], j - span_start, n, j, p, s);
         if (raw != nullptr) {
           for (int r = 0; r < rows; ++r) std::copy(s[r], s[r] + n, raw + r * raw_stride + (j - begin));
@@ -668,7 +701,7 @@ struct RowBlock {
           Reduce<S::kFormat>(s, static_cast<const uint8_t*>(spans[si].v) + (j - span_start) * HD * KvFormatBytes(S::kFormat), n);
         }
       } else {
-        GatheredTile(spans, num_spans, si, span_start, j, n, ahead, s);
+        GatheredTile(spans, num_spans, si, span_start, j, n, ahead, kick, s);
         ModAndMask(j, n, p, s);
         if (raw != nullptr) {
           for (int r = 0; r < rows; ++r) std::copy(s[r], s[r] + n, raw + r * raw_stride + (j - begin));
@@ -682,16 +715,17 @@ struct RowBlock {
 
   // Tile [j, j + n) across spans from span si (which starts at span_start): keys and values
   // gathered as floats into k_scratch (key lanes or, quantized, token rows) and v_scratch
-  // (token rows), and the tile's dots into s. The prefetch cursor moves a piece at a time.
+  // (token rows), and the tile's dots into s. The prefetch cursors move a piece at a time.
   void GatheredTile(const KvSpan* spans, int num_spans, int si, int64_t span_start, int64_t j, int n,
-                    PrefetchCursor& ahead, float (*s)[kTile]) {
+                    PrefetchCursor& ahead, PrefetchCursor& kick, float (*s)[kTile]) {
     const LineRange none[2];
     int at = 0;
     for (; at < n && si < num_spans; span_start += spans[si++].num_tokens) {
       const int64_t t0 = j + at - span_start;
       const int m = static_cast<int>(std::min<int64_t>(n - at, spans[si].num_tokens - t0));
-      // Each piece moves the cursor one piece on and requests that piece's lines at once: a
+      // Each piece moves the cursors one piece on and requests that piece's lines at once: a
       // piece is at most half a tile here, and the kernels' spread requests cover one tile.
+      kick.Kick();
       if constexpr (IsQuantized(S::kFormat)) {
         ahead.NextQuantized(pf_quant_);
         for (const LineRange& r : pf_quant_) {
