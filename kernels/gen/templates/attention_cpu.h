@@ -548,7 +548,7 @@ struct RowBlock {
   // the rest of the page by itself, so the spread L1 requests find it in L2. The core keeps only
   // a few misses in flight of its own (the fill buffers); the streamer adds its own.
   // attention_bench --format=f16, 2 threads, decode batch 16 at context 256 / 2,048 / 8,192:
-  // 15.4-15.6 / 14.6 / 14.5-15.0 GB/s without, 18.5-18.8 / 18.3-18.7 / 18.0-18.3 with
+  // 15.4-15.6 / 14.6 / 14.5-15.0 GB/s without, 18.0-18.3 / 17.9-18.4 / 17.6-17.8 with
   // (docs/BENCHMARKS.md, "CPU attention: L2 kicks ahead"). In place of the L1 requests, the
   // same kicks lost (the sixth session's "kick" rows).
   static constexpr int kKickTiles = 4;
