@@ -550,7 +550,7 @@ struct RowBlock {
   // attention_bench --format=f16, 2 threads, decode batch 16 at context 256 / 2,048 / 8,192:
   // 15.4-15.6 / 14.6 / 14.5-15.0 GB/s without, 18.0-18.3 / 17.9-18.4 / 17.6-17.8 with
   // (docs/BENCHMARKS.md, "CPU attention: L2 kicks ahead"). In place of the L1 requests, the
-  // same kicks lost (the sixth session's "kick" rows).
+  // same kicks lost (the fourth session's section "c=16 / c=1 on the Intel machine").
   static constexpr int kKickTiles = 4;
   static constexpr int kTileLines = static_cast<int>(static_cast<size_t>(kTile) * HD * KvFormatBytes(S::kFormat) / 64);
   static constexpr int kKeyLinesPerStep = (kTileLines + HD / 2 - 1) / (HD / 2);
