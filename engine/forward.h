@@ -56,6 +56,7 @@ class LlamaForward : public ForwardBackend {
   // Reserves KV for every chunk (nothing changes if any reservation fails), then runs the batch.
   absl::Status Forward(const ForwardBatch& batch, KvCache& kv, ForwardOutput* out) override;
   int64_t PromptPathMinTokens() const override { return amx_ ? options_.amx_min_prompt : 0; }
+  void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) override { pool_.ParallelFor(n, 1, fn); }
 
   // Finds the generated attention kernels for this model and KV `format` now (Forward does it
   // on first use); the error names the variant tuple that was not built.

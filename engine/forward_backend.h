@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -61,6 +62,11 @@ class ForwardBackend {
   // generated tokens (the CPU's AMX path, ForwardOptions::amx_prompts); 0: every position takes
   // the same kernels. The prefix cache keeps KV computed one way apart from KV computed the other.
   virtual int64_t PromptPathMinTokens() const { return 0; }
+
+  // Runs fn(begin, end) over pieces covering [0, n) on this backend's host threads, for host
+  // work between forward passes (LeanKV's compression); called from the thread that calls
+  // Forward. Serial by default.
+  virtual void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) { fn(0, n); }
 };
 
 // Totals of a batch, after checking it against the model (every chunk non-empty, inside the

@@ -450,6 +450,10 @@ std::vector<float> KvManager::TakeFinishedSparsity() {
   return impl_->lean ? impl_->lean->TakeFinishedSparsity() : std::vector<float>{};
 }
 
+void KvManager::SetParallelFor(ParallelForFn parallel_for) {
+  if (impl_->lean) impl_->lean->SetParallelFor(std::move(parallel_for));
+}
+
 uint8_t* KvManager::PageData(int32_t page) { return impl_->pool->Data(page); }
 const uint8_t* KvManager::PageData(int32_t page) const { return impl_->pool->Data(page); }
 

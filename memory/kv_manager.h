@@ -162,6 +162,9 @@ class KvManager {
   const LeanKv* lean() const;
   // LeanKV: LeanKv::TakeFinishedSparsity (empty in other modes).
   std::vector<float> TakeFinishedSparsity();
+  // LeanKV: where the compression's per-table work runs (LeanKv::SetParallelFor; the engine
+  // loop passes the worker's threads). No effect in other modes.
+  void SetParallelFor(ParallelForFn parallel_for);
 
  private:
   struct Impl;

@@ -237,7 +237,7 @@ float LeanKv::MeanScore(float acc, int32_t pos, const Sequence& s, int64_t compu
 }
 
 void LeanKv::Decide(const Sequence& s, const Table& t, int64_t computed, std::vector<Tok>* hi,
-                    std::vector<Tok>* lo) {
+                    std::vector<Tok>* lo, Decisions* counts) const {
   hi->clear();
   lo->clear();
   for (int64_t i = 0; i < t.num_high; ++i) {
@@ -265,10 +265,10 @@ void LeanKv::Decide(const Sequence& s, const Table& t, int64_t computed, std::ve
         continue;
       }
       if (x.mean < prune_thr) {
-        ++pruned_;
+        ++counts->pruned;
       } else {
         lo->push_back(demote(x));
-        ++demoted_;
+        ++counts->demoted;
       }
       SwapRemove(*hi, i);
     }
@@ -288,15 +288,15 @@ void LeanKv::Decide(const Sequence& s, const Table& t, int64_t computed, std::ve
     }
     const Tok low_cand = (*hi)[l];
     if (low_cand.mean < prune_thr && (r < 0 || low_cand.mean < (*lo)[r].mean)) {
-      ++pruned_;  // case 2: evict L; the new token keeps its slot
+      ++counts->pruned;  // case 2: evict L; the new token keeps its slot
     } else if (low_cand.mean < quant_thr) {
       if (r >= 0 && (*lo)[r].mean < prune_thr) {  // case 3: demote L over R
         (*lo)[r] = demote(low_cand);
-        ++pruned_;
+        ++counts->pruned;
       } else {                                    // case 3: demote L into a new low slot
         lo->push_back(demote(low_cand));
       }
-      ++demoted_;
+      ++counts->demoted;
     } else {
       break;  // case 4: append; nothing would change for the remaining new tokens either
     }
@@ -319,49 +319,65 @@ void LeanKv::Commit(SeqId seq, int64_t computed) {
     return;
   }
   const int nh = pages_.high_tokens, nl = pages_.low_tokens;
+  // A table's demoted tokens, staged as floats (read before any move overwrites their high
+  // slot): values holds each one's keys then values, head_dim each.
   struct Staged {
-    int table;
-    int64_t low_index;
-    float score;
-    int32_t pos;
-    std::vector<float> k, v;
+    std::vector<int64_t> low_index;
+    std::vector<float> score;
+    std::vector<int32_t> pos;
+    std::vector<float> values;
   };
-  std::vector<Staged> staged;
-  std::vector<std::span<const int32_t>> released;
+  std::vector<Staged> staged(num_tables_);
+  std::vector<std::span<const int32_t>> released(num_tables_);
   std::vector<int64_t> needs(num_tables_, 0);
-  std::vector<Tok> hi, lo;
-  for (int ti = 0; ti < num_tables_; ++ti) {
-    Table& t = s.tables[ti];
-    Decide(s, t, computed, &hi, &lo);
-    // 1. Stage demoted tokens (read before any move overwrites their high slot).
-    for (size_t j = 0; j < lo.size(); ++j) {
-      if (lo[j].src >= 0) {
-        PENG_CHECK(lo[j].src == static_cast<int64_t>(j));  // low entries never move
-        continue;
+  std::vector<Decisions> counts(num_tables_);
+  const auto for_tables = [&](const std::function<void(int64_t, int64_t)>& fn) {
+    if (parallel_for_) parallel_for_(num_tables_, fn);
+    else fn(0, num_tables_);
+  };
+  // 1-3 per table; a table's work touches its own entries and pages only.
+  for_tables([&](int64_t begin, int64_t end) {
+    std::vector<Tok> hi, lo;
+    for (int64_t ti = begin; ti < end; ++ti) {
+      Table& t = s.tables[ti];
+      Decide(s, t, computed, &hi, &lo, &counts[ti]);
+      // 1. Stage demoted tokens.
+      Staged& st = staged[ti];
+      for (size_t j = 0; j < lo.size(); ++j) {
+        if (lo[j].src >= 0) {
+          PENG_CHECK(lo[j].src == static_cast<int64_t>(j));  // low entries never move
+          continue;
+        }
+        const int64_t h = -1 - lo[j].src;
+        uint8_t* page = pool_->Data(t.slots[h / nh]);
+        const int slot = static_cast<int>(h % nh);
+        st.low_index.push_back(static_cast<int64_t>(j));
+        st.score.push_back(*ScoreAt(high_seg_, page, slot));
+        st.pos.push_back(PositionAt(high_seg_, page, slot));
+        st.values.resize(st.values.size() + 2 * head_dim_);
+        float* k = st.values.data() + st.values.size() - 2 * head_dim_;
+        kernels::LoadKvToken(o_.high, head_dim_, nh, page, slot, k, k + head_dim_);
       }
-      const int64_t h = -1 - lo[j].src;
-      uint8_t* page = pool_->Data(t.slots[h / nh]);
-      const int slot = static_cast<int>(h % nh);
-      Staged st{ti, static_cast<int64_t>(j), *ScoreAt(high_seg_, page, slot), PositionAt(high_seg_, page, slot),
-                std::vector<float>(head_dim_), std::vector<float>(head_dim_)};
-      kernels::LoadKvToken(o_.high, head_dim_, nh, page, slot, st.k.data(), st.v.data());
-      staged.push_back(std::move(st));
+      // 2. Compact the high list: survivors that moved come from past its new end.
+      for (size_t i = 0; i < hi.size(); ++i) {
+        const int64_t from = hi[i].src;
+        if (from == static_cast<int64_t>(i)) continue;
+        PENG_CHECK(from >= static_cast<int64_t>(hi.size()));
+        CopyToken(high_seg_, pool_->Data(t.slots[from / nh]), static_cast<int>(from % nh),
+                  pool_->Data(t.slots[i / nh]), static_cast<int>(i % nh));
+      }
+      // 3. Page needs: release emptied high pages (keeping room Grow gave to tokens not yet
+      // computed), ask for new low pages.
+      const int64_t high_pages = HighPagesFor(static_cast<int64_t>(hi.size()) + s.reserved - computed);
+      released[ti] = std::span<const int32_t>(t.slots.data() + high_pages, t.high_pages - high_pages);
+      needs[ti] = std::max<int64_t>(0, LowPagesFor(static_cast<int64_t>(lo.size())) - t.low_pages);
+      t.num_high = static_cast<int64_t>(hi.size());
+      t.num_low = static_cast<int64_t>(lo.size());
     }
-    // 2. Compact the high list: survivors that moved come from past its new end.
-    for (size_t i = 0; i < hi.size(); ++i) {
-      const int64_t from = hi[i].src;
-      if (from == static_cast<int64_t>(i)) continue;
-      PENG_CHECK(from >= static_cast<int64_t>(hi.size()));
-      CopyToken(high_seg_, pool_->Data(t.slots[from / nh]), static_cast<int>(from % nh),
-                pool_->Data(t.slots[i / nh]), static_cast<int>(i % nh));
-    }
-    // 3. Page needs: release emptied high pages (keeping room Grow gave to tokens not yet
-    // computed), ask for new low pages.
-    const int64_t high_pages = HighPagesFor(static_cast<int64_t>(hi.size()) + s.reserved - computed);
-    released.emplace_back(t.slots.data() + high_pages, t.high_pages - high_pages);
-    needs[ti] = std::max<int64_t>(0, LowPagesFor(static_cast<int64_t>(lo.size())) - t.low_pages);
-    t.num_high = static_cast<int64_t>(hi.size());
-    t.num_low = static_cast<int64_t>(lo.size());
+  });
+  for (const Decisions& c : counts) {
+    pruned_ += c.pruned;
+    demoted_ += c.demoted;
   }
   // 4. One batched release, one batched allocation (the step's headroom covers the rest).
   pool_->Release(released);
@@ -380,13 +396,19 @@ void LeanKv::Commit(SeqId seq, int64_t computed) {
     for (const int32_t page : got) t.slots[t.slots.size() - 1 - t.low_pages++] = page;
   }
   // 5. Write the demoted tokens in the low layout, keeping their scores and positions.
-  for (const Staged& st : staged) {
-    const Table& t = s.tables[st.table];
-    uint8_t* page = pool_->Data(t.Low(st.low_index / nl));
-    const int slot = static_cast<int>(st.low_index % nl);
-    kernels::StoreKvToken(o_.low, head_dim_, nl, st.k.data(), st.v.data(), st.pos, slot, page);
-    *ScoreAt(low_seg_, page, slot) = st.score;
-  }
+  for_tables([&](int64_t begin, int64_t end) {
+    for (int64_t ti = begin; ti < end; ++ti) {
+      const Table& t = s.tables[ti];
+      const Staged& st = staged[ti];
+      for (size_t j = 0; j < st.low_index.size(); ++j) {
+        uint8_t* page = pool_->Data(t.Low(st.low_index[j] / nl));
+        const int slot = static_cast<int>(st.low_index[j] % nl);
+        const float* k = st.values.data() + 2 * head_dim_ * j;
+        kernels::StoreKvToken(o_.low, head_dim_, nl, k, k + head_dim_, st.pos[j], slot, page);
+        *ScoreAt(low_seg_, page, slot) = st.score[j];
+      }
+    }
+  });
   s.processed = computed;
   s.decided = computed;
 }

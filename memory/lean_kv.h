@@ -26,11 +26,14 @@
 // all tables of the sequence in one batch each (prefix sums over the PagePool ring).
 //
 // Owned by the KvManager (engine loop thread); not thread-safe. The worker reads and writes
-// page memory between Grow and Commit.
+// page memory between Grow and Commit. Commit's per-table work (decisions, staging, moves, the
+// demoted tokens' requantization) may run on the worker's threads (SetParallelFor): tables are
+// independent, and the page release and allocation between those parts stay serial.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -100,6 +103,10 @@ struct LeanHeadLists {
   int32_t LowPage(int64_t k) const { return slots[slots.size() - 1 - k]; }
 };
 
+// Runs fn(begin, end) over pieces covering [0, n), possibly on several threads at once, and
+// returns when all are done (the worker's ThreadPool::ParallelFor).
+using ParallelForFn = std::function<void(int64_t n, const std::function<void(int64_t, int64_t)>& fn)>;
+
 class LeanKv {
  public:
   LeanKv(int num_tables, int head_dim, LeanKvOptions options, PageSizeChoice pages,
@@ -126,6 +133,8 @@ class LeanKv {
   void SetPrompt(SeqId seq, int64_t prompt_len);
   // The forward computed logical tokens [Processed, computed): compress (see above).
   void Commit(SeqId seq, int64_t computed);
+  // Where Commit's per-table work runs: nullptr (the default) = on the calling thread.
+  void SetParallelFor(ParallelForFn parallel_for) { parallel_for_ = std::move(parallel_for); }
 
   // Worker access.
   LeanHeadLists Lists(SeqId seq, int table) const;
@@ -171,9 +180,13 @@ class LeanKv {
   int64_t HighPagesNeeded(const Table& t, int64_t add) const;
   // Makes room for `pages` ids in the table's array (moving the low pages to the new end).
   static void EnsureSlots(Table& t, int64_t pages);
-  // Decides the table's new lists; counts pruned/demoted.
+  // Tokens one table's decisions pruned and demoted.
+  struct Decisions {
+    int64_t pruned = 0, demoted = 0;
+  };
+  // Decides the table's new lists, counting into `counts`. Reads page memory only.
   void Decide(const Sequence& s, const Table& t, int64_t computed, std::vector<Tok>* hi,
-              std::vector<Tok>* lo);
+              std::vector<Tok>* lo, Decisions* counts) const;
   float MeanScore(float acc, int32_t pos, const Sequence& s, int64_t computed) const;
 
   const int num_tables_;
@@ -184,6 +197,7 @@ class LeanKv {
   PagePool* const pool_;
   absl::flat_hash_map<SeqId, Sequence> seqs_;
   int64_t pruned_ = 0, demoted_ = 0;
+  ParallelForFn parallel_for_;
   std::vector<float> finished_sparsity_;
   int64_t finished_tables_ = 0;
   double sparsity_sum_ = 0;

@@ -4,12 +4,14 @@
 #include "memory/lean_kv.h"
 
 #include <cmath>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "base/thread_pool.h"
 #include "kernels/cpu/kv_store.h"
 #include "memory/kv_manager.h"
 
@@ -118,6 +120,16 @@ class LeanKvTest : public ::testing::Test {
     }
     return pages;
   }
+
+  static LeanKvOptions WorkloadOptions() {
+    LeanKvOptions o;
+    o.alpha_prune = 0.3;
+    o.alpha_quant = 0.9;
+    o.window = 6;
+    o.page_bytes_max = 1024;  // small pages: many of them, low lists that wrap the slot array
+    return o;
+  }
+  void RandomWorkload(const std::function<void(int round, const std::map<SeqId, int64_t>& live)>& check);
 
   KvShape shape_;
   std::unique_ptr<KvManager> kv_;
@@ -240,13 +252,9 @@ TEST_F(LeanKvTest, DecodeRuleCases) {
   EXPECT_EQ(lean_->stats().tokens_demoted, 2);
 }
 
-TEST_F(LeanKvTest, RandomWorkloadKeepsPagesAndDataConsistent) {
-  LeanKvOptions o;
-  o.alpha_prune = 0.3;
-  o.alpha_quant = 0.9;
-  o.window = 6;
-  o.page_bytes_max = 1024;  // small pages: many of them, low lists that wrap the slot array
-  Make(2, 2, 4 << 20, o);
+// A randomized workload: sequences start, step and end at random, with random scores. `check`
+// runs after every round with the live sequences and their lengths.
+void LeanKvTest::RandomWorkload(const std::function<void(int round, const std::map<SeqId, int64_t>& live)>& check) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(0.0f, 2.0f);
   std::map<SeqId, int64_t> live;  // seq -> length
@@ -282,6 +290,14 @@ TEST_F(LeanKvTest, RandomWorkloadKeepsPagesAndDataConsistent) {
       Step(seq, next, fn(seq));
       live[seq] = next;
     }
+    check(round, live);
+  }
+}
+
+TEST_F(LeanKvTest, RandomWorkloadKeepsPagesAndDataConsistent) {
+  const LeanKvOptions o = WorkloadOptions();
+  Make(2, 2, 4 << 20, o);
+  RandomWorkload([&](int round, const std::map<SeqId, int64_t>& live) {
     int64_t held = 0;
     for (const auto& [s, len] : live) {
       held += HeldPages(s);
@@ -299,9 +315,50 @@ TEST_F(LeanKvTest, RandomWorkloadKeepsPagesAndDataConsistent) {
       }
     }
     ASSERT_EQ(kv_->free_pages() + held, kv_->total_pages()) << "round " << round;
-  }
+  });
   EXPECT_GT(lean_->stats().tokens_pruned, 0);
   EXPECT_GT(lean_->stats().tokens_demoted, 0);
+}
+
+// Commit's per-table work on a pool of threads (as the engine loop runs it) decides, moves and
+// writes exactly what it does on one thread: the same lists after every round, the same bytes
+// in every page, the same counts.
+TEST_F(LeanKvTest, CompressionOnSeveralThreadsIsExactlyTheSerialOne) {
+  const LeanKvOptions o = WorkloadOptions();
+  std::vector<std::vector<int64_t>> lists[2];
+  std::vector<uint8_t> memory[2];
+  LeanKvStats stats[2];
+  ThreadPool pool(2);
+  for (int run = 0; run < 2; ++run) {
+    Make(2, 2, 4 << 20, o);
+    if (run == 1) {
+      kv_->SetParallelFor([&pool](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+        pool.ParallelFor(n, 1, fn);
+      });
+    }
+    RandomWorkload([&](int, const std::map<SeqId, int64_t>& live) {
+      std::vector<int64_t> round;
+      for (const auto& [s, len] : live) {
+        for (int t = 0; t < Tables(); ++t) {
+          const LeanHeadLists l = lean_->Lists(s, t);
+          round.insert(round.end(), {s, t, l.num_high, l.num_low, l.high_pages, l.low_pages});
+          round.insert(round.end(), l.slots.begin(), l.slots.end());
+        }
+      }
+      lists[run].push_back(std::move(round));
+    });
+    for (int32_t page = 0; page < kv_->total_pages(); ++page) {
+      const uint8_t* d = kv_->PageData(page);
+      memory[run].insert(memory[run].end(), d, d + lean_->pages().page_bytes);
+    }
+    stats[run] = lean_->stats();
+  }
+  ASSERT_EQ(lists[0].size(), lists[1].size());
+  for (size_t r = 0; r < lists[0].size(); ++r) ASSERT_EQ(lists[0][r], lists[1][r]) << "round " << r;
+  EXPECT_TRUE(memory[0] == memory[1]);
+  EXPECT_EQ(stats[0].tokens_pruned, stats[1].tokens_pruned);
+  EXPECT_EQ(stats[0].tokens_demoted, stats[1].tokens_demoted);
+  EXPECT_GT(stats[1].tokens_demoted, 0);
 }
 
 }  // namespace

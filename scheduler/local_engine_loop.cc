@@ -79,6 +79,11 @@ LocalEngineLoop::LocalEngineLoop(const Model& model, LocalEngineLoopOptions opti
       kv_view_(kv_.get()),
       metrics_(registry ? std::make_unique<EngineMetrics>(registry) : nullptr),
       scheduler_(options_.scheduler, kv_.get(), model.tokenizer.get(), metrics_.get()) {
+  // LeanKV's compression runs on the engine thread between steps, while the worker's other
+  // threads wait: it takes them along (docs/BENCHMARKS.md, "LeanKV: compression on every thread").
+  kv_->SetParallelFor([f = forward_.get()](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    f->ParallelFor(n, fn);
+  });
   PublishStats();
 }
 
