@@ -240,15 +240,31 @@ void LeanKv::Decide(const Sequence& s, const Table& t, int64_t computed, std::ve
                     std::vector<Tok>* lo, Decisions* counts) const {
   hi->clear();
   lo->clear();
+  // Each page's scores and positions are requested kAhead pages before they are read: pages lie
+  // anywhere in the pool, where the hardware prefetchers do not follow, and a table's walk
+  // otherwise waits for memory at every page.
+  constexpr int64_t kAhead = 4;
+  const auto request = [&](int32_t id, const kernels::KvPageSegments& seg, int tokens) {
+    const uint8_t* page = pool_->Data(id);
+    for (const size_t at : {seg.scores, seg.scores + 4 * (tokens - 1), seg.positions, seg.positions + 4 * (tokens - 1)}) {
+      __builtin_prefetch(page + at);
+    }
+  };
+  const int nh = pages_.high_tokens, nl = pages_.low_tokens;
+  const int64_t high_pages = (t.num_high + nh - 1) / nh, low_pages = (t.num_low + nl - 1) / nl;
+  for (int64_t k = 0; k < std::min(kAhead, high_pages); ++k) request(t.slots[k], high_seg_, nh);
+  for (int64_t k = 0; k < std::min(kAhead, low_pages); ++k) request(t.Low(k), low_seg_, nl);
   for (int64_t i = 0; i < t.num_high; ++i) {
-    uint8_t* page = pool_->Data(t.slots[i / pages_.high_tokens]);
-    const int slot = static_cast<int>(i % pages_.high_tokens);
+    if (i % nh == 0 && i / nh + kAhead < high_pages) request(t.slots[i / nh + kAhead], high_seg_, nh);
+    uint8_t* page = pool_->Data(t.slots[i / nh]);
+    const int slot = static_cast<int>(i % nh);
     const int32_t pos = PositionAt(high_seg_, page, slot);
     hi->push_back({MeanScore(*ScoreAt(high_seg_, page, slot), pos, s, computed), pos, i});
   }
   for (int64_t i = 0; i < t.num_low; ++i) {
-    uint8_t* page = pool_->Data(t.Low(i / pages_.low_tokens));
-    const int slot = static_cast<int>(i % pages_.low_tokens);
+    if (i % nl == 0 && i / nl + kAhead < low_pages) request(t.Low(i / nl + kAhead), low_seg_, nl);
+    uint8_t* page = pool_->Data(t.Low(i / nl));
+    const int slot = static_cast<int>(i % nl);
     const int32_t pos = PositionAt(low_seg_, page, slot);
     lo->push_back({MeanScore(*ScoreAt(low_seg_, page, slot), pos, s, computed), pos, i});
   }
