@@ -16,6 +16,12 @@ namespace {
 
 // top-p sorts this many most likely tokens first, and finishes by sorting a range this small.
 constexpr int64_t kTopPSortedHead = 64;
+// Candidate filters: tokens at least this many times less likely than the most likely one
+// are left out of the top-p search when the rest hold the nucleus (within 9.2 nats of the
+// best), and out of the top-k selection when k tokens remain (within 18.4 nats). Both only
+// narrow where the search looks; the sets chosen are the same (sampler_test.cc).
+constexpr float kTopPCandidateWeight = 1e-4f;
+constexpr float kTopKCandidateWeight = 1e-8f;
 
 // Strict total order on token ids: higher logit first, then lower id. Every selection and
 // sort uses it, so candidate sets and their order do not depend on the algorithm's tie luck.
@@ -161,41 +167,64 @@ int32_t Sampler::DrawToken(SamplingScratch& scratch) {
   const float* logits = scratch.logits.data();
   float* weights = scratch.weights.data();
   std::vector<int32_t>& order = scratch.order;
-  std::iota(order.begin(), order.end(), 0);
   const MoreLikely more_likely{logits};
+  const auto all_ids = [&] { std::iota(order.begin(), order.end(), 0); };
 
-  // top-k: the k most likely ids, unsorted, at the front.
-  int64_t n = vocab_size_;
-  if (params_.top_k > 0 && params_.top_k < vocab_size_) {
-    n = params_.top_k;
-    std::nth_element(order.begin(), order.begin() + (n - 1), order.end(), more_likely);
-  }
-
-  float max_logit = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; ++i) max_logit = std::max(max_logit, logits[order[i]]);
+  // Every token's weight exp(logit - max) in one vector pass. The most likely token (weight
+  // exactly 1) survives every filter below, so these are the weights of any surviving set.
+  float max_logit;
+  const double all_mass = kernels::ExpShiftedRow(logits, vocab_size_, weights, &max_logit);
   // The model forward never yields a row without a finite logit; bias is bounded.
   PENG_CHECK(std::isfinite(max_logit));
-  double total = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t id = order[i];
-    weights[id] = std::exp(logits[id] - max_logit);
-    total += weights[id];
+
+  // top-k: the k most likely ids, unsorted, at the front. Weights are monotone in logits, so
+  // when at least k tokens weigh kTopKCandidateWeight or more, the k most likely are among
+  // them: the selection then runs over those (a few thousand ids) instead of the vocabulary.
+  int64_t n = vocab_size_;
+  bool ordered = false;  // order[0, n) holds the surviving ids
+  if (params_.top_k > 0 && params_.top_k < vocab_size_) {
+    n = params_.top_k;
+    double mass;
+    int64_t c = kernels::SelectAtLeast(weights, vocab_size_, kTopKCandidateWeight, order.data(), &mass);
+    if (c < n) {
+      all_ids();
+      c = vocab_size_;
+    }
+    std::nth_element(order.begin(), order.begin() + (n - 1), order.begin() + c, more_likely);
+    ordered = true;
+  }
+  double total = all_mass;
+  if (ordered) {
+    total = 0.0;
+    for (int64_t i = 0; i < n; ++i) total += weights[order[i]];
   }
 
   // top-p: the shortest most-likely-first prefix holding top_p of the mass. Peaked LLM
   // distributions reach it within the first few tokens, so sort those first; otherwise find
   // the cut by a mass-weighted quickselect (expected O(n)) instead of sorting everything.
-  // Invariant: [0, lo) precede [lo, hi), which precede [hi, n), and `before` is the mass of
-  // [0, lo), which is short of the target.
+  // The search runs over [0, hi): without top-k, over the tokens of weight kTopPCandidateWeight
+  // or more when they hold the target (they precede every other token, so the prefix lies
+  // among them), else over every token. Invariant: [0, lo) precede [lo, hi), which precede
+  // [hi, n), and `before` is the mass of [0, lo), which is short of the target.
   if (params_.top_p < 1.0f) {
     const double target = params_.top_p * total;
-    int64_t lo = 0;
     int64_t hi = n;
+    if (!ordered) {
+      double mass;
+      const int64_t c = kernels::SelectAtLeast(weights, vocab_size_, kTopPCandidateWeight, order.data(), &mass);
+      if (mass >= target) {
+        hi = c;
+      } else {
+        all_ids();
+      }
+      ordered = true;
+    }
+    int64_t lo = 0;
     double before = 0.0;
     const auto first = order.begin();
-    std::partial_sort(first, first + std::min<int64_t>(n, kTopPSortedHead), first + n,
+    std::partial_sort(first, first + std::min<int64_t>(hi, kTopPSortedHead), first + hi,
                       more_likely);
-    if (n > kTopPSortedHead) {
+    if (hi > kTopPSortedHead) {
       double head = 0.0;
       for (int64_t i = 0; i < kTopPSortedHead; ++i) head += weights[order[i]];
       if (head < target) {
@@ -222,6 +251,7 @@ int32_t Sampler::DrawToken(SamplingScratch& scratch) {
     while (i < hi && (before += weights[order[i]]) < target) ++i;
     n = std::min(i + 1, hi);  // i == hi only by rounding: keep the whole range
   }
+  if (!ordered) all_ids();
 
   // min-p: weights are relative to the most likely token (weight exactly 1), which survives.
   if (params_.min_p > 0.0f) {

@@ -187,6 +187,60 @@ TEST(SamplerTest, TopKNeverSamplesOutsideTopK) {
   }
 }
 
+// The candidate filters (kTopKCandidateWeight, kTopPCandidateWeight) only narrow where the
+// selections look. Tokens far ahead leave fewer than k candidates (the top-k search falls
+// back to the whole vocabulary) and hold the nucleus alone (the top-p search stays among
+// them); a flat row keeps everything a candidate. Each draw stays inside the set a full sort
+// gives, and with top_k every one of the k is drawn.
+TEST(SamplerTest, CandidateFiltersSelectWhatAFullSortSelects) {
+  constexpr int kVocab = 50000;
+  std::vector<float> flat = RandomLogits(kVocab, 21, 1.0f);
+  std::vector<float> peaked = flat;
+  for (int id : {7, 7000, 41000}) peaked[id] += 40.0f;
+  std::vector<float> ramp(kVocab);
+  for (int i = 0; i < kVocab; ++i) ramp[i] = -0.002f * static_cast<float>((i * 7919) % kVocab);
+  struct Case {
+    const std::vector<float>* logits;
+    int top_k;
+    float top_p;
+  };
+  for (const Case& c : {Case{&peaked, 50, 1.0f}, Case{&peaked, 2, 1.0f}, Case{&peaked, 0, 0.9f},
+                        Case{&flat, 20, 1.0f}, Case{&flat, 0, 0.3f}, Case{&ramp, 0, 0.2f},
+                        Case{&ramp, 8, 0.5f}}) {
+    const std::vector<float>& logits = *c.logits;
+    const std::vector<int32_t> ranked = ByLikelihood(logits);
+    const std::vector<double> probs = Softmax(logits, 1.0);
+    // The reference set: the top k by a full sort, then the most-likely-first prefix holding
+    // top_p of their mass.
+    const int k = c.top_k > 0 ? c.top_k : kVocab;
+    double kept_mass = 0;
+    for (int r = 0; r < k; ++r) kept_mass += probs[ranked[r]];
+    std::vector<bool> in_set(kVocab, false);
+    int set_size = 0;
+    double cumulative = 0;
+    for (int r = 0; r < k; ++r) {
+      in_set[ranked[r]] = true;
+      ++set_size;
+      cumulative += probs[ranked[r]];
+      if (cumulative >= c.top_p * kept_mass) break;
+    }
+    SamplingParams params;
+    params.top_k = c.top_k;
+    params.top_p = c.top_p;
+    params.seed = 9;
+    Sampler sampler = MakeSampler(params, kVocab);
+    std::vector<int> counts(kVocab, 0);
+    for (int i = 0; i < 400; ++i) {
+      const int32_t id = sampler.Sample(logits).id;
+      ASSERT_TRUE(in_set[id]) << "top_k=" << c.top_k << " top_p=" << c.top_p << " sampled " << id;
+      ++counts[id];
+    }
+    if (set_size <= 3) {
+      for (int r = 0; r < set_size; ++r) EXPECT_GT(counts[ranked[r]], 0) << "rank " << r << " never drawn";
+    }
+  }
+}
+
 TEST(SamplerTest, MinPNeverSamplesBelowThreshold) {
   SamplingParams params;
   params.min_p = 0.2f;  // threshold 0.2 * 0.4 = 0.08 -> keeps {0, 1, 2}

@@ -86,6 +86,11 @@ class LocalEngineLoop : public EngineLoop {
   std::unique_ptr<EngineMetrics> metrics_;
   Scheduler scheduler_;
   SamplingScratch scratch_;
+  struct RowToSample {
+    Sampler* sampler;
+    int64_t row;  // of out_
+  };
+  std::vector<RowToSample> to_sample_;
   std::vector<SampledToken> sampled_;
   ForwardOutput out_;
 

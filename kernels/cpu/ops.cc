@@ -107,9 +107,16 @@ namespace {
 template <bool kStore>
 double SumExp(const float* x, int64_t n, float* out, float* max_out) {
   float m = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
-  double sum = 0;
   int64_t i = 0;
+#if defined(__AVX512F__)
+  // A scalar max is a chain of dependent compares (~50 µs over a 49K vocabulary).
+  __m512 vm = _mm512_set1_ps(m);
+  for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(_mm512_loadu_ps(x + i), vm);  // NaN lanes keep vm
+  m = _mm512_reduce_max_ps(vm);
+#endif
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  double sum = 0;
+  i = 0;
 #if defined(__AVX512F__)
   const __m512 mv = _mm512_set1_ps(m);
   __m512 acc = _mm512_setzero_ps();
@@ -137,6 +144,38 @@ float SoftmaxRow(float* x, int64_t n) {
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
   return m + static_cast<float>(std::log(sum));
+}
+
+double ExpShiftedRow(const float* x, int64_t n, float* out, float* max_out) {
+  return SumExp<true>(x, n, out, max_out);
+}
+
+int64_t SelectAtLeast(const float* x, int64_t n, float threshold, int32_t* ids, double* sum) {
+  int64_t count = 0, i = 0;
+  double total = 0;
+#if defined(__AVX512F__)
+  const __m512 t = _mm512_set1_ps(threshold);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512 acc = _mm512_setzero_ps();
+  for (; i + 16 <= n; i += 16, idx = _mm512_add_epi32(idx, step)) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __mmask16 keep = _mm512_cmp_ps_mask(v, t, _CMP_GE_OQ);
+    if (keep == 0) continue;
+    _mm512_mask_compressstoreu_epi32(ids + count, keep, idx);
+    acc = _mm512_mask_add_ps(acc, keep, acc, v);
+    count += __builtin_popcount(keep);
+  }
+  total = _mm512_reduce_add_ps(acc);
+#endif
+  for (; i < n; ++i) {
+    if (x[i] >= threshold) {
+      ids[count++] = static_cast<int32_t>(i);
+      total += x[i];
+    }
+  }
+  *sum = total;
+  return count;
 }
 
 float LogSumExp(const float* x, int64_t n) {
