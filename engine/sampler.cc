@@ -22,6 +22,8 @@ constexpr int64_t kTopPSortedHead = 64;
 // narrow where the search looks; the sets chosen are the same (sampler_test.cc).
 constexpr float kTopPCandidateWeight = 1e-4f;
 constexpr float kTopKCandidateWeight = 1e-8f;
+// The same for the top alternatives logprobs report (18.4 nats: weight 1e-8).
+constexpr float kLogprobCandidateNats = 18.42f;
 
 // Strict total order on token ids: higher logit first, then lower id. Every selection and
 // sort uses it, so candidate sets and their order do not depend on the algorithm's tie luck.
@@ -283,9 +285,17 @@ void FillLogprobs(const float* logits, int32_t n, int32_t k, float log_z, std::v
   result.logprob = logits[result.id] - log_z;
   k = std::min(k, n);
   if (k <= 0) return;
+  // The k most likely among the tokens within kLogprobCandidateNats of the best, when k of them
+  // exist (they precede all others); else among all.
   order.resize(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + k, order.end(), MoreLikely{logits});
+  const float best = logits[kernels::ArgMax(logits, n)];
+  double unused;
+  int64_t candidates = kernels::SelectAtLeast(logits, n, best - kLogprobCandidateNats, order.data(), &unused);
+  if (candidates < k) {
+    std::iota(order.begin(), order.end(), 0);
+    candidates = n;
+  }
+  std::partial_sort(order.begin(), order.begin() + k, order.begin() + candidates, MoreLikely{logits});
   result.top_logprobs.reserve(k);
   for (int32_t i = 0; i < k; ++i) result.top_logprobs.emplace_back(order[i], logits[order[i]] - log_z);
 }
@@ -304,11 +314,7 @@ SampledToken RawLogprobs(std::span<const float> logits, int32_t id, int32_t k, S
 
 void Sampler::ComputeLogprobs(SamplingScratch& scratch, SampledToken& result) const {
   const float* logits = scratch.logits.data();
-  const float max_logit = *std::max_element(logits, logits + vocab_size_);
-  double sum = 0.0;
-  for (int32_t id = 0; id < vocab_size_; ++id) sum += std::exp(logits[id] - max_logit);
-  const float log_z = max_logit + static_cast<float>(std::log(sum));
-  FillLogprobs(logits, vocab_size_, params_.logprobs, log_z, scratch.order, result);
+  FillLogprobs(logits, vocab_size_, params_.logprobs, kernels::LogSumExp(logits, vocab_size_), scratch.order, result);
 }
 
 double Sampler::Uniform01() {

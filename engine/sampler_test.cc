@@ -515,6 +515,25 @@ TEST(SamplerTest, CreateRejectsPromptIdsOutsideVocab) {
   EXPECT_THAT(sampler.status().message(), HasSubstr("prompt token id 10 at position 2"));
 }
 
+// Top alternatives come from the tokens within 18.4 nats of the best when k of them exist, else
+// from all: either way the k a full sort ranks first, in its order (ties: lower id).
+TEST(SamplerTest, TopAlternativesAreTheFullSortsFirstK) {
+  constexpr int kVocab = 20000;
+  std::vector<float> flat = RandomLogits(kVocab, 4, 1.0f);
+  flat[11] = flat[12] = 3.0f;  // a tie
+  std::vector<float> lone = flat;
+  lone[9000] += 60.0f;  // one token far ahead: fewer than k candidates
+  SamplingScratch scratch;
+  for (const std::vector<float>* logits : {&flat, &lone}) {
+    const std::vector<int32_t> ranked = ByLikelihood(*logits);
+    for (int32_t k : {1, 5, 20}) {
+      const SampledToken t = RawLogprobs(*logits, 0, k, scratch);
+      ASSERT_EQ(t.top_logprobs.size(), static_cast<size_t>(k));
+      for (int32_t i = 0; i < k; ++i) EXPECT_EQ(t.top_logprobs[i].first, ranked[i]) << "k " << k << " rank " << i;
+    }
+  }
+}
+
 TEST(SamplerTest, RawLogprobsAreTheModelsLogSoftmaxWhateverTheParams) {
   // A vocabulary-sized row (a vector body and a scalar tail) with -inf entries, against a
   // float64 log-softmax.
