@@ -58,6 +58,7 @@ struct SamplingScratch {
   std::vector<float> logits;    // processed logits, by token id
   std::vector<float> weights;   // exp(logit - max) of the candidates, by token id
   std::vector<int32_t> order;   // candidate token ids; the front is partially sorted
+  std::vector<float> block_sums;  // the draw over every token: weights summed 16 at a time
 };
 
 // Log-probability of `id` under the raw model `logits` (log-softmax, no sampling params) and
@@ -122,6 +123,8 @@ class Sampler {
   void ComputeLogprobs(SamplingScratch& scratch, SampledToken& result) const;
   // Runs top-k, top-p and min-p over scratch.logits and draws a token.
   int32_t DrawToken(SamplingScratch& scratch);
+  // The inverse-CDF draw over every token, when no filter left any out.
+  int32_t DrawFromAll(const float* weights, SamplingScratch& scratch);
   double Uniform01();
 
   SamplingParams params_;
