@@ -260,9 +260,22 @@ void LocalEngineLoop::Step() {
   int64_t row = 0;
   for (const ScheduledChunk& c : plan.chunks) {
     if (c.all_logits) {
-      const int32_t k = scheduler_.sequence(c.seq).request->prompt_logprobs;
+      // Row j predicts prompt token start + j + 1. Those rows' logprobs are independent: the
+      // worker's threads share them (a row's normaliser and top alternatives read the whole
+      // vocabulary), then the scheduler records the ones it has not yet.
+      const Sequence& s = scheduler_.sequence(c.seq);
+      const int32_t k = s.request->prompt_logprobs;
+      const int64_t rows = std::clamp<int64_t>(s.prompt_len - 1 - c.start, 0, c.num_tokens);
+      prompt_logprobs_.resize(rows);
+      forward_->ParallelFor(rows, [&](int64_t b, int64_t e) {
+        thread_local SamplingScratch scratch;
+        for (int64_t j = b; j < e; ++j) {
+          prompt_logprobs_[j] = RawLogprobs(out_.row(row + j), s.tokens[c.start + j + 1], k, scratch);
+        }
+      });
       scheduler_.CollectPromptLogprobs(c, [&](int64_t j, int32_t token) {
-        SampledToken lp = RawLogprobs(out_.row(row + j), token, k, scratch_);
+        PENG_CHECK(j < rows && prompt_logprobs_[j].id == token);
+        SampledToken& lp = prompt_logprobs_[j];
         return TokenLogprob{token, lp.logprob, std::move(lp.top_logprobs)};
       });
       row += c.num_tokens - 1;  // the last row, if sampled, is the next token's

@@ -85,12 +85,12 @@ class LocalEngineLoop : public EngineLoop {
   PagedKvView kv_view_;
   std::unique_ptr<EngineMetrics> metrics_;
   Scheduler scheduler_;
-  SamplingScratch scratch_;
   struct RowToSample {
     Sampler* sampler;
     int64_t row;  // of out_
   };
   std::vector<RowToSample> to_sample_;
+  std::vector<SampledToken> prompt_logprobs_;  // of one prompt-logprobs chunk's rows
   std::vector<SampledToken> sampled_;
   ForwardOutput out_;
 
