@@ -257,13 +257,12 @@ int32_t Sampler::DrawToken(SamplingScratch& scratch) {
     while (i < hi && (before += weights[order[i]]) < target) ++i;
     n = std::min(i + 1, hi);  // i == hi only by rounding: keep the whole range
   }
+  // min-p: weights are relative to the most likely token (weight exactly 1), which survives.
   if (!ordered) {
     if (params_.min_p <= 0.0f) return DrawFromAll(weights, scratch);
-    all_ids();
-  }
-
-  // min-p: weights are relative to the most likely token (weight exactly 1), which survives.
-  if (params_.min_p > 0.0f) {
+    double mass;  // the survivors, in id order, straight from the weights
+    n = kernels::SelectAtLeast(weights, vocab_size_, params_.min_p, order.data(), &mass);
+  } else if (params_.min_p > 0.0f) {
     int64_t kept = 0;
     for (int64_t i = 0; i < n; ++i) {
       if (weights[order[i]] >= params_.min_p) order[kept++] = order[i];
