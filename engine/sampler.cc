@@ -190,8 +190,7 @@ int32_t Sampler::DrawToken(SamplingScratch& scratch) {
   bool ordered = false;  // order[0, n) holds the surviving ids
   if (params_.top_k > 0 && params_.top_k < vocab_size_) {
     n = params_.top_k;
-    double mass;
-    int64_t c = kernels::SelectAtLeast(weights, vocab_size_, kTopKCandidateWeight, order.data(), &mass);
+    int64_t c = kernels::SelectAtLeast(weights, vocab_size_, kTopKCandidateWeight, order.data());
     if (c < n) {
       all_ids();
       c = vocab_size_;
@@ -260,8 +259,7 @@ int32_t Sampler::DrawToken(SamplingScratch& scratch) {
   // min-p: weights are relative to the most likely token (weight exactly 1), which survives.
   if (!ordered) {
     if (params_.min_p <= 0.0f) return DrawFromAll(weights, scratch);
-    double mass;  // the survivors, in id order, straight from the weights
-    n = kernels::SelectAtLeast(weights, vocab_size_, params_.min_p, order.data(), &mass);
+    n = kernels::SelectAtLeast(weights, vocab_size_, params_.min_p, order.data());  // in id order
   } else if (params_.min_p > 0.0f) {
     int64_t kept = 0;
     for (int64_t i = 0; i < n; ++i) {
@@ -286,17 +284,15 @@ int32_t Sampler::DrawToken(SamplingScratch& scratch) {
 namespace {
 
 // result.logprob = logits[result.id] - log_z, and the k most likely tokens of `logits` (n).
-void FillLogprobs(const float* logits, int32_t n, int32_t k, float log_z, std::vector<int32_t>& order,
-                  SampledToken& result) {
+void FillLogprobs(const float* logits, int32_t n, int32_t k, float log_z, float best,
+                  std::vector<int32_t>& order, SampledToken& result) {
   result.logprob = logits[result.id] - log_z;
   k = std::min(k, n);
   if (k <= 0) return;
   // The k most likely among the tokens within kLogprobCandidateNats of the best, when k of them
   // exist (they precede all others); else among all.
   order.resize(n);
-  const float best = logits[kernels::ArgMax(logits, n)];
-  double unused;
-  int64_t candidates = kernels::SelectAtLeast(logits, n, best - kLogprobCandidateNats, order.data(), &unused);
+  int64_t candidates = kernels::SelectAtLeast(logits, n, best - kLogprobCandidateNats, order.data());
   if (candidates < k) {
     std::iota(order.begin(), order.end(), 0);
     candidates = n;
@@ -314,13 +310,17 @@ SampledToken RawLogprobs(std::span<const float> logits, int32_t id, int32_t k, S
   SampledToken result;
   result.id = id;
   const int32_t n = static_cast<int32_t>(logits.size());
-  FillLogprobs(logits.data(), n, k, kernels::LogSumExp(logits.data(), n), scratch.order, result);
+  float best;
+  const float log_z = kernels::LogSumExp(logits.data(), n, &best);
+  FillLogprobs(logits.data(), n, k, log_z, best, scratch.order, result);
   return result;
 }
 
 void Sampler::ComputeLogprobs(SamplingScratch& scratch, SampledToken& result) const {
   const float* logits = scratch.logits.data();
-  FillLogprobs(logits, vocab_size_, params_.logprobs, kernels::LogSumExp(logits, vocab_size_), scratch.order, result);
+  float best;
+  const float log_z = kernels::LogSumExp(logits, vocab_size_, &best);
+  FillLogprobs(logits, vocab_size_, params_.logprobs, log_z, best, scratch.order, result);
 }
 
 int32_t Sampler::DrawFromAll(const float* weights, SamplingScratch& scratch) {

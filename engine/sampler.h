@@ -52,8 +52,9 @@ struct SampledToken {
 };
 
 // Vocab-sized buffers reused across Sample() calls. One per sampling thread: the engine loop
-// owns one and passes it to every request's Sampler, so memory does not grow with the number
-// of requests (3 x 4 bytes x vocab). Sample(logits) without one uses a Sampler-owned copy.
+// keeps one per thread that draws and passes it to every request's Sampler, so memory does
+// not grow with the number of requests (~3 x 4 bytes x vocab). Sample(logits) without one
+// uses a Sampler-owned copy.
 struct SamplingScratch {
   std::vector<float> logits;    // processed logits, by token id
   std::vector<float> weights;   // exp(logit - max) of the candidates, by token id

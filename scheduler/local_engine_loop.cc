@@ -13,6 +13,13 @@
 namespace peng {
 namespace {
 
+// The sampling buffers of the calling thread: the engine loop draws a step's rows on the
+// worker's threads, each with its own.
+SamplingScratch& ThreadScratch() {
+  thread_local SamplingScratch scratch;
+  return scratch;
+}
+
 memory::KvShape ShapeOf(const ModelConfig& c) { return {c.num_layers, c.num_kv_heads, c.head_dim}; }
 
 SchedulerOptions WithModel(SchedulerOptions o, const ModelConfig& c) {
@@ -268,7 +275,7 @@ void LocalEngineLoop::Step() {
       const int64_t rows = std::clamp<int64_t>(s.prompt_len - 1 - c.start, 0, c.num_tokens);
       prompt_logprobs_.resize(rows);
       forward_->ParallelFor(rows, [&](int64_t b, int64_t e) {
-        thread_local SamplingScratch scratch;
+        SamplingScratch& scratch = ThreadScratch();
         for (int64_t j = b; j < e; ++j) {
           prompt_logprobs_[j] = RawLogprobs(out_.row(row + j), s.tokens[c.start + j + 1], k, scratch);
         }
@@ -289,7 +296,7 @@ void LocalEngineLoop::Step() {
   // 49K vocabulary, which 16 rows serialized into every step.
   sampled_.resize(to_sample_.size());
   forward_->ParallelFor(static_cast<int64_t>(to_sample_.size()), [&](int64_t b, int64_t e) {
-    thread_local SamplingScratch scratch;
+    SamplingScratch& scratch = ThreadScratch();
     for (int64_t i = b; i < e; ++i) sampled_[i] = to_sample_[i].sampler->Sample(out_.row(to_sample_[i].row), scratch);
   });
   scheduler_.Update(plan, sampled_);

@@ -104,19 +104,25 @@ void SiluMulRow(float* gate, const float* up, int64_t n) {
 namespace {
 
 // Max of x, then sum of exp(x - max); with kStore, out[i] = exp(x[i] - max) (out may be x).
-template <bool kStore>
-double SumExp(const float* x, int64_t n, float* out, float* max_out) {
-  float m = -INFINITY;
+// Max of x[0, n), NaN entries passed over (-inf when there is nothing else). A scalar max is a
+// chain of dependent compares (~50 µs over a 49K vocabulary).
+float MaxOf(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
   int64_t i = 0;
 #if defined(__AVX512F__)
-  // A scalar max is a chain of dependent compares (~50 µs over a 49K vocabulary).
   __m512 vm = _mm512_set1_ps(m);
   for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(_mm512_loadu_ps(x + i), vm);  // NaN lanes keep vm
   m = _mm512_reduce_max_ps(vm);
 #endif
-  for (; i < n; ++i) m = std::max(m, x[i]);
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+template <bool kStore>
+double SumExp(const float* x, int64_t n, float* out, float* max_out) {
+  const float m = MaxOf(x, n);
   double sum = 0;
-  i = 0;
+  int64_t i = 0;
 #if defined(__AVX512F__)
   const __m512 mv = _mm512_set1_ps(m);
   __m512 acc = _mm512_setzero_ps();
@@ -174,26 +180,20 @@ int64_t SelectAtLeast(const float* x, int64_t n, float threshold, int32_t* ids, 
       total += x[i];
     }
   }
-  *sum = total;
+  if (sum != nullptr) *sum = total;
   return count;
 }
 
-float LogSumExp(const float* x, int64_t n) {
+float LogSumExp(const float* x, int64_t n, float* max_out) {
   float m;
   const double sum = SumExp<false>(x, n, nullptr, &m);
+  if (max_out != nullptr) *max_out = m;
   return m + static_cast<float>(std::log(sum));
 }
 
 int64_t ArgMax(const float* x, int64_t n) {
-  float m = -std::numeric_limits<float>::infinity();
+  const float m = MaxOf(x, n);
   int64_t i = 0;
-#if defined(__AVX512F__)
-  __m512 vm = _mm512_set1_ps(m);
-  for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(_mm512_loadu_ps(x + i), vm);  // NaN lanes keep vm
-  m = _mm512_reduce_max_ps(vm);
-#endif
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-  i = 0;
 #if defined(__AVX512F__)
   const __m512 target = _mm512_set1_ps(m);
   for (; i + 16 <= n; i += 16) {

@@ -31,14 +31,15 @@ void SiluMulRow(float* gate, const float* up, int64_t n);
 float SoftmaxRow(float* x, int64_t n);
 
 // log(sum exp x[i]) over a row, computed as SoftmaxRow computes its normaliser; x is unchanged.
-float LogSumExp(const float* x, int64_t n);
+// max_out (optional): the row's max, which the normaliser is taken around.
+float LogSumExp(const float* x, int64_t n, float* max_out = nullptr);
 
 // out[i] = exp(x[i] - max) over a row (out may be x); returns sum of out, *max_out = max.
 double ExpShiftedRow(const float* x, int64_t n, float* out, float* max_out);
 
 // The indices i of x[0, n) with x[i] >= threshold, ascending, into ids (room for n); returns
-// how many, and *sum = the sum of those x[i].
-int64_t SelectAtLeast(const float* x, int64_t n, float threshold, int32_t* ids, double* sum);
+// how many, and (if sum is not null) *sum = the sum of those x[i].
+int64_t SelectAtLeast(const float* x, int64_t n, float threshold, int32_t* ids, double* sum = nullptr);
 
 // Index of the first maximum of x[0, n) (ties: the lowest index, as std::max_element), n > 0.
 // NaN entries are passed over; 0 when there is nothing else.
