@@ -103,7 +103,6 @@ void SiluMulRow(float* gate, const float* up, int64_t n) {
 
 namespace {
 
-// Max of x, then sum of exp(x - max); with kStore, out[i] = exp(x[i] - max) (out may be x).
 // Max of x[0, n), NaN entries passed over (-inf when there is nothing else). A scalar max is a
 // chain of dependent compares (~50 µs over a 49K vocabulary).
 float MaxOf(const float* x, int64_t n) {
@@ -118,6 +117,7 @@ float MaxOf(const float* x, int64_t n) {
   return m;
 }
 
+// Max of x, then sum of exp(x - max); with kStore, out[i] = exp(x[i] - max) (out may be x).
 template <bool kStore>
 double SumExp(const float* x, int64_t n, float* out, float* max_out) {
   const float m = MaxOf(x, n);
