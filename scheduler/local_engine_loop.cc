@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<LocalEngineLoop>> LocalEngineLoop::Create(
       memory::KvManager::Create(ShapeOf(model.config), options.kv);
   if (!kv.ok()) {
     return absl::ResourceExhaustedError(absl::StrCat("engine.kv_budget: ", kv.status().message(),
-                                                     "; lower it (e.g. --kv-budget 1GiB)"));
+                                                     "; lower it (e.g. --kv-budget 256MiB)"));
   }
   return std::unique_ptr<LocalEngineLoop>(new LocalEngineLoop(model, std::move(options), registry,
                                                               std::move(forward), *std::move(kv)));

@@ -51,7 +51,8 @@ struct EngineConfig {
   // Each compute thread on a CPU of its own (base/thread_pool.h): auto (when the threads cover
   // every CPU the process may use) | true | false.
   Pinning pin_threads = Pinning::kAuto;
-  int64_t kv_budget_bytes = int64_t{64} << 20;  // YAML key `kv_budget`, e.g. 64MiB
+  // YAML key `kv_budget`, e.g. 1GiB: ~46,000 f16 tokens of SmolLM2, 16 sequences of ~2,900.
+  int64_t kv_budget_bytes = int64_t{1} << 30;
   kernels::KvFormat kv_format = kernels::KvFormat::kF16;
   int tokens_per_page = 16;
   bool enable_prefix_caching = true;

@@ -31,7 +31,7 @@ TEST(ConfigTest, EmptyDocumentGivesValidDefaults) {
   EXPECT_EQ(c->server.http_port, 8000);
   EXPECT_EQ(c->server.grpc_port, 50051);
   EXPECT_TRUE(c->server.api_keys.empty());
-  EXPECT_EQ(c->engine.kv_budget_bytes, 64 << 20);
+  EXPECT_EQ(c->engine.kv_budget_bytes, int64_t{1} << 30);
   EXPECT_EQ(c->engine.kv_format, kernels::KvFormat::kF16);
   EXPECT_EQ(c->scheduler.overload_status, 429);
   EXPECT_EQ(c->log.level, LogConfig::Level::kInfo);
