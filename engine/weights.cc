@@ -50,6 +50,11 @@ std::vector<WeightMatrix> WeightMatrix::CopyTogether(const std::vector<MatrixSou
   return out;
 }
 
+size_t WeightMatrix::bytes() const {
+  return view_.interleaved ? kernels::InterleavedBytes(view_.type, view_.rows, view_.cols)
+                           : view_.rows * view_.row_bytes;
+}
+
 size_t LayerWeights::bytes() const {
   size_t n = wq.bytes() + wk.bytes() + wv.bytes() + wo.bytes() + w_gate.bytes() + w_up.bytes() +
              w_down.bytes();

@@ -36,7 +36,7 @@ class WeightMatrix {
   // together, and the kernels stream them one after another).
   static std::vector<WeightMatrix> CopyTogether(const std::vector<MatrixSource>& srcs);
   const kernels::MatrixView& view() const { return view_; }
-  size_t bytes() const { return view_.rows * view_.row_bytes; }
+  size_t bytes() const;  // in memory (interleaved tiles may take more than the GGML blocks)
   bool empty() const { return view_.data == nullptr; }
 
  private:

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_status.h"
 #include "kernels/cpu/interleaved.h"
+#include "kernels/cpu/matmul.h"
 #include "kernels/cuda/dequantize.h"
 
 namespace peng::cuda {
@@ -14,13 +15,26 @@ namespace {
 // Rows dequantized per step at load (bounds the staging buffers).
 constexpr int64_t kStagingElems = int64_t{16} << 20;
 
-// The matrix in GGML row layout: as stored, or undone from the CPU worker's 16-row interleaved
-// tiles (kernels/cpu/interleaved.h).
-const uint8_t* GgmlRows(const kernels::MatrixView& w, std::vector<uint8_t>& host) {
-  if (!w.interleaved) return w.data;
-  host.resize(w.rows * w.row_bytes);
-  kernels::Deinterleave(w.type, w.data, w.rows, w.cols, host.data());
-  return host.data();
+// The matrix as rows the CUDA dequantizers read, and their type: as stored; or undone from the
+// CPU worker's 16-row interleaved tiles (kernels/cpu/interleaved.h), byte for byte where the
+// tiles keep the GGML bytes (Q4_1, Q8_0) and as float32 rows where they hold decoded blocks
+// (exact: every weight is d·u + m in float).
+struct HostRows {
+  const uint8_t* data;
+  kernels::GgmlType type;
+  size_t row_bytes;
+};
+
+HostRows GgmlRows(const kernels::MatrixView& w, std::vector<uint8_t>& host) {
+  if (!w.interleaved) return {w.data, w.type, w.row_bytes};
+  if (kernels::CanDeinterleave(w.type)) {
+    host.resize(w.rows * w.row_bytes);
+    kernels::Deinterleave(w.type, w.data, w.rows, w.cols, host.data());
+    return {host.data(), w.type, w.row_bytes};
+  }
+  host.resize(w.rows * w.cols * sizeof(float));
+  kernels::DequantizeRows(w, 0, w.rows, reinterpret_cast<float*>(host.data()));
+  return {host.data(), kernels::GgmlType::kF32, w.cols * sizeof(float)};
 }
 
 struct Staging {
@@ -30,24 +44,20 @@ struct Staging {
 // Uploads w's stored blocks chunk by chunk, dequantizes them to float32 and casts to bf16 at dst.
 absl::Status UploadMatrix(const kernels::MatrixView& w, const char* name, Bf16* dst,
                           Staging& staging, cudaStream_t stream) {
-  if (w.interleaved && w.type != kernels::GgmlType::kQ4_1 && w.type != kernels::GgmlType::kQ8_0) {
-    return absl::UnimplementedError(absl::StrCat(name, ": interleaved layout of GGML type ",
-                                                 kernels::Traits(w.type).name, " is not known"));
-  }
   std::vector<uint8_t> host;
-  const uint8_t* rows = GgmlRows(w, host);
+  const HostRows rows = GgmlRows(w, host);
   const int64_t chunk_rows = std::max<int64_t>(1, kStagingElems / w.cols);
   for (int64_t r0 = 0; r0 < w.rows; r0 += chunk_rows) {
     const int64_t r1 = std::min(w.rows, r0 + chunk_rows);
-    const size_t bytes = (r1 - r0) * w.row_bytes;
+    const size_t bytes = (r1 - r0) * rows.row_bytes;
     PENG_RETURN_IF_ERROR(CudaStatus(
-        cudaMemcpyAsync(staging.raw.data(), rows + r0 * w.row_bytes, bytes, cudaMemcpyHostToDevice, stream),
+        cudaMemcpyAsync(staging.raw.data(), rows.data + r0 * rows.row_bytes, bytes, cudaMemcpyHostToDevice, stream),
         absl::StrCat("upload ", name)));
     const int64_t elems = (r1 - r0) * w.cols;
     auto* f32 = reinterpret_cast<float*>(staging.f32.data());
-    if (!kernels::cuda::DequantizeToF32(w.type, staging.raw.data(), f32, elems, stream)) {
+    if (!kernels::cuda::DequantizeToF32(rows.type, staging.raw.data(), f32, elems, stream)) {
       return absl::UnimplementedError(absl::StrCat(name, ": no CUDA dequantizer for GGML type ",
-                                                   kernels::Traits(w.type).name));
+                                                   kernels::Traits(rows.type).name));
     }
     PENG_RETURN_IF_ERROR(CudaStatus(cudaGetLastError(), absl::StrCat("dequantize ", name)));
     PENG_RETURN_IF_ERROR(CudaStatus(CastToBf16(f32, elems, dst + r0 * w.cols, stream),
@@ -86,7 +96,9 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Upload(const Model& mo
   // Sizes first, so the arena is one exact allocation.
   auto f = [](int64_t n) { return DeviceArena::Round(n * sizeof(float)); };
   auto h = [](int64_t n) { return DeviceArena::Round(n * sizeof(Bf16)); };
-  size_t total = DeviceArena::Round(embd.rows * embd.row_bytes) + h(head.rows * head.cols) + f(d) +
+  std::vector<uint8_t> embd_host;
+  const HostRows embd_rows = GgmlRows(embd, embd_host);
+  size_t total = DeviceArena::Round(embd.rows * embd_rows.row_bytes) + h(head.rows * head.cols) + f(d) +
                  f(std::max(1, c.rope_dim / 2));
   const size_t per_layer = 2 * f(d) + (c.qkv_bias ? f(qkv_rows) : 0) + h(qkv_rows * d) + h(d * qd) +
                            h(2 * ffn * d) + h(d * ffn);
@@ -102,16 +114,14 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Upload(const Model& mo
 
   // Token embedding: stored blocks, in GGML row layout.
   {
-    std::vector<uint8_t> host;
-    const uint8_t* rows = GgmlRows(embd, host);
-    PENG_ASSIGN_OR_RETURN(uint8_t* p, w->arena.TakeBytes(embd.rows * embd.row_bytes));
-    PENG_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(p, rows, embd.rows * embd.row_bytes,
+    PENG_ASSIGN_OR_RETURN(uint8_t* p, w->arena.TakeBytes(embd.rows * embd_rows.row_bytes));
+    PENG_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(p, embd_rows.data, embd.rows * embd_rows.row_bytes,
                                                     cudaMemcpyHostToDevice, stream),
                                     "upload token_embd"));
-    // The upload reads `host` until it returns (pageable source), so it may go out of scope.
+    // The upload reads `embd_host` until it returns (pageable source), so it may be freed.
     w->token_embd = p;
-    w->embd_type = embd.type;
-    w->embd_row_bytes = embd.row_bytes;
+    w->embd_type = embd_rows.type;
+    w->embd_row_bytes = embd_rows.row_bytes;
   }
   {
     PENG_ASSIGN_OR_RETURN(Bf16* p, w->arena.Take<Bf16>(head.rows * head.cols));

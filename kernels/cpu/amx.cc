@@ -19,8 +19,8 @@ size_t AmxScratchBytes(int64_t cols) { return static_cast<size_t>(cols) * 128 + 
 #if PENG_AMX
 namespace {
 
-// The interleaved layout (interleaved.h): a 16-row x 32-column tile holds fp16 d[16], then for
-// Q4_1 fp16 m[16], then code vectors of 64 bytes in which row r owns bytes 4r..4r+3.
+// The interleaved layout (interleaved.h): a 16-row x 32-column tile holds the rows' scales and
+// minimums, then code vectors of 64 bytes in which row r owns bytes 4r..4r+3.
 constexpr int64_t kR = kInterleaveRows;
 constexpr size_t kBTileBytes = 1024;  // 16 rows of 32 bfloat16: 32 columns of 16 weight rows
 
@@ -63,15 +63,17 @@ inline __m512 CodeTimesPow2(__m512i q, int p) {
 // Dequantizes one interleaved tile (16 rows x 32 columns) into a B tile: row kk holds columns
 // 2kk and 2kk+1. Weights are fma(u, d, m) with u the unsigned code (Q8_0: m = -128 d), computed
 // as fma(u·2^p, d·2^-p, m): the power-of-two factors are exact, so the result is the same.
-template <GgmlType T>
+template <TileFormat F>
 inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
-  const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
-  if constexpr (T == GgmlType::kQ4_1) {
-    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kInterleavedScaleBytes)));
+  constexpr size_t kScales = InterleavedScaleBytes(F);
+  const auto half = [&](size_t at) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + at))); };
+  const __m512 d = FloatScales(F) ? _mm512_loadu_ps(tile) : half(0);
+  const uint8_t* codes = tile + InterleavedCodesOffset(F);
+  if constexpr (NibbleCodes(F)) {
+    const __m512 m = FloatScales(F) ? _mm512_loadu_ps(tile + kScales) : half(kScales);
     __m512 scale[5];  // d·2^-p for the nibble at bit p = 0, 4, ..., 16
     for (int k = 0; k < 5; ++k) scale[k] = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / static_cast<float>(1 << (4 * k))));
     const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<4>(q, 4 * k), scale[k], m); };
-    const uint8_t* codes = tile + InterleavedCodesOffset(T);
     for (int v = 0; v < 4; ++v) {
       const __m512i q = _mm512_loadu_si512(codes + 64 * v);
       const __m512i q12 = _mm512_srli_epi32(q, 12);  // bits 20-31 to 8-19, under the exponent
@@ -83,11 +85,23 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
       _mm512_store_si512(dst + 8 + 2 * v, PackPair(h0, h1));
       _mm512_store_si512(dst + 8 + 2 * v + 1, PackPair(h2, h3));
     }
+  } else if constexpr (F == TileFormat::kS8F32x16) {
+    // Signed codes s: u = s ^ 0x80 = s + 128 as unsigned, w = d (u - 128); d per 16 columns.
+    for (int h = 0; h < 2; ++h) {
+      const __m512 dh = _mm512_loadu_ps(tile + kScales * h), m = _mm512_mul_ps(dh, _mm512_set1_ps(-128.0f));
+      const __m512 scale[2] = {dh, _mm512_mul_ps(dh, _mm512_set1_ps(1.0f / 256))};
+      const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
+      for (int v = 4 * h; v < 4 * h + 4; ++v) {
+        const __m512i q = _mm512_xor_si512(_mm512_loadu_si512(codes + 64 * v), _mm512_set1_epi8(static_cast<char>(0x80)));
+        const __m512i q16 = _mm512_srli_epi32(q, 16);
+        _mm512_store_si512(dst + 2 * v, PackPair(weight(q, 0), weight(q, 1)));
+        _mm512_store_si512(dst + 2 * v + 1, PackPair(weight(q16, 0), weight(q16, 1)));
+      }
+    }
   } else {
-    const __m512 m = _mm512_mul_ps(d, _mm512_set1_ps(-128.0f));
+    const __m512 m = FloatScales(F) ? _mm512_loadu_ps(tile + kScales) : _mm512_mul_ps(d, _mm512_set1_ps(-128.0f));
     const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
     const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
-    const uint8_t* codes = tile + InterleavedCodesOffset(T);
     for (int v = 0; v < 8; ++v) {
       const __m512i q = _mm512_loadu_si512(codes + 64 * v);
       const __m512i q16 = _mm512_srli_epi32(q, 16);  // bytes 2-3 to 0-1
@@ -158,7 +172,7 @@ void PanelTimesTokens(const uint8_t* panel, int64_t blocks, const uint16_t* x, i
 }
 #undef PENG_STORE_C
 
-template <GgmlType T>
+template <TileFormat T>
 void MatMulAmx(const uint8_t* data, int64_t cols, const uint16_t* x, int64_t n, float* y,
                int64_t ldy, int64_t r0, int64_t r1, uint8_t* scratch) {
   static const amx::TileConfig kConfig = amx::FullTiles();
@@ -216,8 +230,13 @@ bool HasAmxBf16() {
 
 void MatMulInterleavedAmx(GgmlType type, const uint8_t* data, int64_t cols, const uint16_t* x,
                           int64_t n, float* y, int64_t ldy, int64_t r0, int64_t r1, uint8_t* scratch) {
-  if (type == GgmlType::kQ4_1) return MatMulAmx<GgmlType::kQ4_1>(data, cols, x, n, y, ldy, r0, r1, scratch);
-  MatMulAmx<GgmlType::kQ8_0>(data, cols, x, n, y, ldy, r0, r1, scratch);
+  switch (TileFormatOf(type)) {
+    case TileFormat::kQ4_1: return MatMulAmx<TileFormat::kQ4_1>(data, cols, x, n, y, ldy, r0, r1, scratch);
+    case TileFormat::kQ8_0: return MatMulAmx<TileFormat::kQ8_0>(data, cols, x, n, y, ldy, r0, r1, scratch);
+    case TileFormat::kQ4F32: return MatMulAmx<TileFormat::kQ4F32>(data, cols, x, n, y, ldy, r0, r1, scratch);
+    case TileFormat::kU8F32: return MatMulAmx<TileFormat::kU8F32>(data, cols, x, n, y, ldy, r0, r1, scratch);
+    case TileFormat::kS8F32x16: return MatMulAmx<TileFormat::kS8F32x16>(data, cols, x, n, y, ldy, r0, r1, scratch);
+  }
 }
 
 #else  // no AMX in this build

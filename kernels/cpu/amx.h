@@ -1,4 +1,4 @@
-// Prompt matmuls on Intel AMX: y = x · Wᵀ for an interleaved Q4_1 or Q8_0 matrix
+// Prompt matmuls on Intel AMX: y = x · Wᵀ for an interleaved matrix
 // (kernels/cpu/interleaved.h) with bfloat16 activations, on the tile unit (TDPBF16PS).
 //
 // Why a second kernel: the int8 kernel needs a float epilogue per 32-column block (the block's

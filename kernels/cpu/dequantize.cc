@@ -50,17 +50,6 @@ void DequantQ8_0(const BlockQ8_0* b, float* y, int64_t nb) {
   }
 }
 
-// 6-bit scale and min j of a Q4_K / Q5_K super-block (12 packed bytes hold 8 of each).
-inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 void DequantQ4_K(const BlockQ4_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = Fp16ToFp32(b[i].d), dmin = Fp16ToFp32(b[i].dmin);

@@ -12,4 +12,15 @@ namespace peng::kernels {
 // Writes n floats to dst. Returns false for a type Peng does not support (nothing written).
 bool DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
 
+// 6-bit scale and min j of a Q4_K / Q5_K super-block (12 packed bytes hold 8 of each).
+inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
 }  // namespace peng::kernels

@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
 
+#include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
 
 #if defined(__AVX512F__)
@@ -14,21 +18,18 @@ namespace peng::kernels {
 namespace {
 
 constexpr int kR = kInterleaveRows;
-constexpr size_t kScaleBytes = kInterleavedScaleBytes;
 
-constexpr size_t TileBytes(GgmlType type) { return InterleavedTileBytes(type); }
+constexpr size_t TileBytes(TileFormat f) { return InterleavedTileBytes(f); }
 
-const uint8_t* Tile(GgmlType type, const uint8_t* data, int64_t cols, int64_t group, int64_t block) {
-  return data + (group * (cols / 32) + block) * TileBytes(type);
+const uint8_t* Tile(TileFormat f, const uint8_t* data, int64_t cols, int64_t group, int64_t block) {
+  return data + (group * (cols / 32) + block) * TileBytes(f);
 }
 
 // Codes of a tile: vector v (64 bytes) holds 4 bytes per row, row r at bytes 4r..4r+3.
-const uint8_t* Codes(GgmlType type, const uint8_t* tile) {
-  return tile + InterleavedCodesOffset(type);
-}
+const uint8_t* Codes(TileFormat f, const uint8_t* tile) { return tile + InterleavedCodesOffset(f); }
 
-// Where GGML code byte j of row r sits among a tile's codes: byte 4v+i goes to byte i of row r's
-// lane in vector v. (Q4_1: j < 16, the byte of columns j and j+16; Q8_0: j < 32, column j.)
+// Where code byte j of row r sits among a tile's codes: byte 4v+i goes to byte i of row r's
+// lane in vector v. (Nibbles: j < 16, the byte of columns j and j+16; bytes: j < 32, column j.)
 constexpr size_t CodeAt(int r, int j) { return (j / 4) * 4 * kR + 4 * r + j % 4; }
 // Q8_0 codes are stored offset by 128 (unsigned) so that the int8 kernel multiplies u8 x s8.
 constexpr uint8_t kQ8Offset = 0x80;
@@ -39,15 +40,103 @@ float Half(const uint8_t* p) {
   return Fp16ToFp32(h);
 }
 
+float Float(const uint8_t* p) {
+  float f;
+  std::memcpy(&f, p, 4);
+  return f;
+}
+
+// One 32-column block of a GGML row as a float-scale tile row holds it: weight j is
+// d·u[j] + m, exactly as DequantizeRow computes it (every d·u is exact in float).
+struct DecodedBlock {
+  float d, m;
+  uint8_t u[32];
+};
+
+// The fifth bits of Q5_0 / Q5_1 (bit j of qh is column j's).
+void AddFifthBits(const uint8_t qh_bytes[4], uint8_t* u) {
+  uint32_t qh;
+  std::memcpy(&qh, qh_bytes, 4);
+  for (int j = 0; j < 32; ++j) u[j] |= ((qh >> j) & 1) << 4;
+}
+
+void Nibbles(const uint8_t* qs, uint8_t* u) {  // qs[j]: column j (low nibble), j + 16 (high)
+  for (int j = 0; j < 16; ++j) {
+    u[j] = qs[j] & 0x0f;
+    u[j + 16] = qs[j] >> 4;
+  }
+}
+
+DecodedBlock DecodeBlock(GgmlType type, const uint8_t* row, int64_t b) {
+  DecodedBlock o;
+  switch (type) {
+    case GgmlType::kQ4_0: {
+      const auto& blk = reinterpret_cast<const BlockQ4_0*>(row)[b];
+      o.d = Fp16ToFp32(blk.d);
+      o.m = -8 * o.d;
+      Nibbles(blk.qs, o.u);
+      break;
+    }
+    case GgmlType::kQ5_0: case GgmlType::kQ5_1: {
+      const bool one = type == GgmlType::kQ5_1;
+      const uint8_t* p = row + b * (one ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0));
+      const uint8_t* qh = p + (one ? offsetof(BlockQ5_1, qh) : offsetof(BlockQ5_0, qh));
+      o.d = Half(p);
+      o.m = one ? Half(p + 2) : -16 * o.d;
+      Nibbles(qh + 4, o.u);
+      AddFifthBits(qh, o.u);
+      break;
+    }
+    case GgmlType::kQ4_K: case GgmlType::kQ5_K: {
+      // Sub-block j of a super-block: the low (j even) or high nibbles of bytes 32(j/2)..+31,
+      // scale d·sc_j, minimum dmin·mn_j subtracted; Q5_K's fifth bit is bit j of qh[l].
+      const bool five = type == GgmlType::kQ5_K;
+      const int64_t j = b % 8;
+      const uint8_t* p = row + b / 8 * (five ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K));
+      const uint8_t* qs = p + (five ? offsetof(BlockQ5_K, qs) : offsetof(BlockQ4_K, qs)) + 32 * (j / 2);
+      uint8_t sc, mn;
+      ScaleMinK4(static_cast<int>(j), p + offsetof(BlockQ4_K, scales), &sc, &mn);
+      o.d = Half(p) * sc;
+      o.m = -(Half(p + 2) * mn);
+      for (int l = 0; l < 32; ++l) {
+        o.u[l] = j % 2 == 0 ? qs[l] & 0x0f : qs[l] >> 4;
+        if (five) o.u[l] |= ((p[offsetof(BlockQ5_K, qh) + l] >> j) & 1) << 4;
+      }
+      break;
+    }
+    default:
+      std::abort();  // invariant: CanInterleave accepted the type
+  }
+  return o;
+}
+
 }  // namespace
+
+TileFormat TileFormatOf(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_1: return TileFormat::kQ4_1;
+    case GgmlType::kQ8_0: return TileFormat::kQ8_0;
+    case GgmlType::kQ4_0: case GgmlType::kQ4_K: return TileFormat::kQ4F32;
+    case GgmlType::kQ6_K: return TileFormat::kS8F32x16;
+    default: return TileFormat::kU8F32;  // Q5_0, Q5_1, Q5_K
+  }
+}
 
 bool CanInterleave(GgmlType type, int64_t rows, int64_t cols) {
 #if defined(__AVX512F__)
-  return (type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0) && rows % kR == 0 && cols % 32 == 0;
+  switch (type) {
+    case GgmlType::kQ4_0: case GgmlType::kQ4_1: case GgmlType::kQ5_0: case GgmlType::kQ5_1:
+    case GgmlType::kQ8_0: case GgmlType::kQ4_K: case GgmlType::kQ5_K: case GgmlType::kQ6_K:
+      return rows % kR == 0 && cols % 32 == 0 && RowBytes(type, cols) > 0;
+    default:
+      return false;
+  }
 #else
   return false;
 #endif
 }
+
+bool CanDeinterleave(GgmlType type) { return type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0; }
 
 bool HasInt8MatMul() {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
@@ -58,27 +147,56 @@ bool HasInt8MatMul() {
 }
 
 size_t InterleavedBytes(GgmlType type, int64_t rows, int64_t cols) {
-  return static_cast<size_t>(rows / kR) * static_cast<size_t>(cols / 32) * TileBytes(type);
+  return static_cast<size_t>(rows / kR) * static_cast<size_t>(cols / 32) * TileBytes(TileFormatOf(type));
 }
 
 void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+  const TileFormat f = TileFormatOf(type);
   const size_t row_bytes = RowBytes(type, cols);
+  const size_t scale_bytes = InterleavedScaleBytes(f);
   const int64_t nb = cols / 32;
+  std::vector<float> q6(type == GgmlType::kQ6_K ? kR * kQK_K : 0);
   for (int64_t g = 0; g < rows / kR; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* tile = dst + (g * nb + b) * TileBytes(type);
-      uint8_t* codes = tile + (Codes(type, tile) - tile);
+      uint8_t* tile = dst + (g * nb + b) * TileBytes(f);
+      uint8_t* codes = tile + InterleavedCodesOffset(f);
       for (int r = 0; r < kR; ++r) {
         const uint8_t* row = src + (g * kR + r) * row_bytes;
         if (type == GgmlType::kQ4_1) {
           const auto& blk = reinterpret_cast<const BlockQ4_1*>(row)[b];
           std::memcpy(tile + 2 * r, &blk.d, 2);
-          std::memcpy(tile + kScaleBytes + 2 * r, &blk.m, 2);
+          std::memcpy(tile + scale_bytes + 2 * r, &blk.m, 2);
           for (int j = 0; j < 16; ++j) codes[CodeAt(r, j)] = blk.qs[j];
-        } else {
+        } else if (type == GgmlType::kQ8_0) {
           const auto& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
           std::memcpy(tile + 2 * r, &blk.d, 2);
           for (int c = 0; c < 32; ++c) codes[CodeAt(r, c)] = static_cast<uint8_t>(blk.qs[c]) ^ kQ8Offset;
+        } else if (type == GgmlType::kQ6_K) {
+          // Codes from the dequantized weights: w = (d·sc) s exactly, so s = w / (d·sc).
+          const auto& sb = reinterpret_cast<const BlockQ6_K*>(row)[b / 8];
+          float* w = q6.data() + r * kQK_K;  // the row's super-block, decoded at its first block
+          if (b % 8 == 0) DequantizeRow(type, &sb, w, kQK_K);
+          for (int h = 0; h < 2; ++h) {
+            const int sub = static_cast<int>(b % 8) * 2 + h;
+            const float d = Fp16ToFp32(sb.d) * sb.scales[sub];
+            int32_t k = 0;
+            for (int c = 0; c < 16; ++c) {
+              const int code = d != 0 ? static_cast<int>(std::lrint(w[16 * sub + c] / d)) : 0;
+              codes[CodeAt(r, 16 * h + c)] = static_cast<uint8_t>(static_cast<int8_t>(code));
+              k += 128 * code;
+            }
+            std::memcpy(tile + scale_bytes * h + 4 * r, &d, 4);
+            std::memcpy(tile + scale_bytes * (2 + h) + 4 * r, &k, 4);
+          }
+        } else {
+          const DecodedBlock blk = DecodeBlock(type, row, b);
+          std::memcpy(tile + 4 * r, &blk.d, 4);
+          std::memcpy(tile + scale_bytes + 4 * r, &blk.m, 4);
+          if (NibbleCodes(f)) {
+            for (int j = 0; j < 16; ++j) codes[CodeAt(r, j)] = static_cast<uint8_t>(blk.u[j] | blk.u[j + 16] << 4);
+          } else {
+            for (int c = 0; c < 32; ++c) codes[CodeAt(r, c)] = blk.u[c];
+          }
         }
       }
     }
@@ -86,18 +204,20 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
 }
 
 void Deinterleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst) {
+  if (!CanDeinterleave(type)) std::abort();  // invariant: callers check CanDeinterleave
+  const TileFormat f = TileFormatOf(type);
   const size_t row_bytes = RowBytes(type, cols);
   const int64_t nb = cols / 32;
   for (int64_t g = 0; g < rows / kR; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* tile = Tile(type, src, cols, g, b);
-      const uint8_t* codes = Codes(type, tile);
+      const uint8_t* tile = Tile(f, src, cols, g, b);
+      const uint8_t* codes = Codes(f, tile);
       for (int r = 0; r < kR; ++r) {
         uint8_t* row = dst + (g * kR + r) * row_bytes;
         if (type == GgmlType::kQ4_1) {
           auto& blk = reinterpret_cast<BlockQ4_1*>(row)[b];
           std::memcpy(&blk.d, tile + 2 * r, 2);
-          std::memcpy(&blk.m, tile + kScaleBytes + 2 * r, 2);
+          std::memcpy(&blk.m, tile + InterleavedScaleBytes(f) + 2 * r, 2);
           for (int j = 0; j < 16; ++j) blk.qs[j] = codes[CodeAt(r, j)];
         } else {
           auto& blk = reinterpret_cast<BlockQ8_0*>(row)[b];
@@ -110,23 +230,35 @@ void Deinterleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols,
 }
 
 void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, int64_t r, float* dst) {
-  const int64_t g = r / kR, i = r % kR;
+  const TileFormat f = TileFormatOf(type);
+  const int64_t g = r / kR;
+  const int i = static_cast<int>(r % kR);
   for (int64_t b = 0; b < cols / 32; ++b) {
-    const uint8_t* tile = Tile(type, data, cols, g, b);
-    const uint8_t* codes = Codes(type, tile);
-    const float d = Half(tile + 2 * i);
+    const uint8_t* tile = Tile(f, data, cols, g, b);
+    const uint8_t* codes = Codes(f, tile);
+    const size_t scale_bytes = InterleavedScaleBytes(f);
     float* out = dst + b * 32;
-    if (type == GgmlType::kQ4_1) {
-      const float m = Half(tile + kScaleBytes + 2 * i);
+    if (f == TileFormat::kQ8_0) {
+      const float d = Half(tile + 2 * i);
+      for (int c = 0; c < 32; ++c) out[c] = d * (static_cast<int>(codes[CodeAt(i, c)]) - kQ8Offset);
+      continue;
+    }
+    if (f == TileFormat::kS8F32x16) {
+      for (int c = 0; c < 32; ++c) {
+        out[c] = Float(tile + scale_bytes * (c / 16) + 4 * i) * static_cast<int8_t>(codes[CodeAt(i, c)]);
+      }
+      continue;
+    }
+    const float d = FloatScales(f) ? Float(tile + 4 * i) : Half(tile + 2 * i);
+    const float m = FloatScales(f) ? Float(tile + scale_bytes + 4 * i) : Half(tile + scale_bytes + 2 * i);
+    if (NibbleCodes(f)) {
       for (int j = 0; j < 16; ++j) {
-        const uint8_t q = codes[CodeAt(static_cast<int>(i), j)];
+        const uint8_t q = codes[CodeAt(i, j)];
         out[j] = d * (q & 0x0f) + m;
         out[j + 16] = d * (q >> 4) + m;
       }
     } else {
-      for (int c = 0; c < 32; ++c) {
-        out[c] = d * (static_cast<int>(codes[CodeAt(static_cast<int>(i), c)]) - kQ8Offset);
-      }
+      for (int c = 0; c < 32; ++c) out[c] = d * codes[CodeAt(i, c)] + m;
     }
   }
 }
@@ -170,12 +302,19 @@ void QuantizeActivations(const float* x, int64_t ldx, int64_t num_tokens, int64_
 #if defined(__AVX512F__)
 namespace {
 
-// Loads the 16 rows' scales (and, for Q4_1, minimums; for Q8_0 the offset -128 d) of a tile.
-template <GgmlType T>
+// Loads the 16 rows' scales and minimums of a tile (Q8_0: the offset -128 d; kS8F32x16: the
+// scales of columns 0-15 into d and of 16-31 into m).
+template <TileFormat F>
 inline void LoadScales(const uint8_t* tile, __m512* d, __m512* m) {
+  constexpr size_t kScales = InterleavedScaleBytes(F);
+  if constexpr (FloatScales(F)) {
+    *d = _mm512_loadu_ps(tile);
+    *m = _mm512_loadu_ps(tile + kScales);
+    return;
+  }
   *d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
-  if constexpr (T == GgmlType::kQ4_1) {
-    *m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kScaleBytes)));
+  if constexpr (F == TileFormat::kQ4_1) {
+    *m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kScales)));
   } else {
     *m = _mm512_mul_ps(*d, _mm512_set1_ps(-128.0f));
   }
@@ -183,7 +322,7 @@ inline void LoadScales(const uint8_t* tile, __m512* d, __m512* m) {
 
 // Float activations: accumulates kGroups row groups x kTokens tokens over all blocks;
 // acc[g][t] holds 16 rows. Weights are w = d u + m with u the unsigned code.
-template <GgmlType T, int kGroups, int kTokens>
+template <TileFormat T, int kGroups, int kTokens>
 inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float* x, int64_t ldx,
                       float* y, int64_t ldy) {
   __m512 acc[kGroups][kTokens];
@@ -201,12 +340,12 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
       LoadScales<T>(tile, &d[g], &m[g]);
       q[g] = Codes(T, tile);
     }
-    constexpr int kVectors = T == GgmlType::kQ4_1 ? 4 : 8;
+    constexpr int kVectors = NibbleCodes(T) ? 4 : 8;
     for (int v = 0; v < kVectors; ++v) {
       __m512i codes[kGroups];
       for (int g = 0; g < kGroups; ++g) codes[g] = _mm512_loadu_si512(q[g] + v * 4 * kR);
       for (int i = 0; i < 4; ++i) {
-        if constexpr (T == GgmlType::kQ4_1) {  // columns 4v+i (low nibble) and 16+4v+i (high)
+        if constexpr (NibbleCodes(T)) {  // columns 4v+i (low nibble) and 16+4v+i (high)
           __m512 wl[kGroups], wh[kGroups];
           for (int g = 0; g < kGroups; ++g) {
             const __m512i c = _mm512_srli_epi32(codes[g], 8 * i);
@@ -224,8 +363,13 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
         } else {  // column 4v+i
           __m512 w[kGroups];
           for (int g = 0; g < kGroups; ++g) {
-            const __m512i c = _mm512_and_si512(_mm512_srli_epi32(codes[g], 8 * i), low8);
-            w[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), d[g], m[g]);
+            if constexpr (T == TileFormat::kS8F32x16) {  // d s, d of the column's half (d, m here)
+              const __m512i c = _mm512_srai_epi32(_mm512_slli_epi32(codes[g], 24 - 8 * i), 24);
+              w[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(c), v < 4 ? d[g] : m[g]);
+            } else {
+              const __m512i c = _mm512_and_si512(_mm512_srli_epi32(codes[g], 8 * i), low8);
+              w[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), d[g], m[g]);
+            }
           }
           for (int t = 0; t < kTokens; ++t) {
             const __m512 xv = _mm512_set1_ps(xb[t * ldx + 4 * v + i]);
@@ -261,7 +405,7 @@ inline __m512i HighNibbles(__m512i c, __m512i low4) {
 // evenly over its own blocks, so streaming weights overlaps the arithmetic without a burst of
 // requests that would stall it. Decode (one token) streams through the hardware prefetchers
 // and compiles without it.
-template <GgmlType T, int kGroups, int kTokens, bool kPrefetch>
+template <TileFormat T, int kGroups, int kTokens, bool kPrefetch>
 inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8_t* xq,
                        const float* xs, float* y, int64_t ldy, const uint8_t* prefetch,
                        int64_t pf_lo, int64_t pf_hi) {
@@ -292,7 +436,37 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
       }
     }
     const int8_t* xb = xq + b * 32;
-    if constexpr (T == GgmlType::kQ4_1) {
+    if constexpr (T == TileFormat::kS8F32x16) {
+      // Signed codes: the activations become the unsigned operand, x + 128 (x ^ 0x80), and
+      // each half's dot loses the tile's k = 128 Σ s, exactly, in integers.
+      for (int h = 0; h < 2; ++h) {
+        for (int g = 0; g < kGroups; ++g) {
+          for (int t = 0; t < kTokens; ++t) dot[g][t] = _mm512_setzero_si512();
+        }
+        for (int v = 4 * h; v < 4 * h + 4; ++v) {
+          __m512i c[kGroups];
+          for (int g = 0; g < kGroups; ++g) c[g] = _mm512_loadu_si512(q[g] + v * 4 * kR);
+          for (int t = 0; t < kTokens; ++t) {
+            uint32_t a;
+            std::memcpy(&a, xb + t * cols + 4 * v, 4);
+            const __m512i xv = _mm512_set1_epi32(static_cast<int32_t>(a ^ 0x80808080u));
+            for (int g = 0; g < kGroups; ++g) dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], xv, c[g]);
+          }
+        }
+        for (int g = 0; g < kGroups; ++g) {
+          const uint8_t* tile = Tile(T, data, cols, g0 + g, b);
+          constexpr size_t kScales = InterleavedScaleBytes(T);
+          const __m512 d = _mm512_loadu_ps(tile + kScales * h);
+          const __m512i k = _mm512_loadu_si512(tile + kScales * (2 + h));
+          for (int t = 0; t < kTokens; ++t) {
+            const __m512 ddx = _mm512_mul_ps(d, _mm512_set1_ps(xs[(t * nb + b) * 2]));
+            acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[g][t], k)), ddx, acc[g][t]);
+          }
+        }
+      }
+      continue;
+    }
+    if constexpr (NibbleCodes(T)) {
       for (int v = 0; v < 4; ++v) {
         __m512i lo[kGroups], hi[kGroups];
         for (int g = 0; g < kGroups; ++g) {
@@ -340,6 +514,18 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
 }
 #endif  // __AVX512VNNI__
 
+// Calls run.template operator()<F>() for the tile format of `type`.
+template <typename Run>
+void WithTileFormat(GgmlType type, const Run& run) {
+  switch (TileFormatOf(type)) {
+    case TileFormat::kQ4_1: return run.template operator()<TileFormat::kQ4_1>();
+    case TileFormat::kQ8_0: return run.template operator()<TileFormat::kQ8_0>();
+    case TileFormat::kQ4F32: return run.template operator()<TileFormat::kQ4F32>();
+    case TileFormat::kU8F32: return run.template operator()<TileFormat::kU8F32>();
+    case TileFormat::kS8F32x16: return run.template operator()<TileFormat::kS8F32x16>();
+  }
+}
+
 // Runs 2 groups x nt tokens (1 <= nt <= N) through the kernel instance for exactly nt.
 template <int N, typename K>
 inline void TwoGroups(int64_t nt, int64_t g, int64_t t, const K& kernel) {
@@ -386,16 +572,12 @@ void Tiles(int64_t n, int64_t g0, int64_t g1, const K& kernel) {
 void MatMulInterleaved(GgmlType type, const uint8_t* data, int64_t cols, const float* x,
                        int64_t ldx, int64_t num_tokens, float* y, int64_t ldy, int64_t r0, int64_t r1) {
 #if defined(__AVX512F__)
-  auto run = [&]<GgmlType T>() {
+  auto run = [&]<TileFormat T>() {
     Tiles<6>(num_tokens, r0 / kR, r1 / kR, [&]<int G, int N>(int64_t g, int64_t t) {
       KernelF32<T, G, N>(data, cols, g, x + t * ldx, ldx, y + t * ldy, ldy);
     });
   };
-  if (type == GgmlType::kQ4_1) {
-    run.template operator()<GgmlType::kQ4_1>();
-  } else {
-    run.template operator()<GgmlType::kQ8_0>();
-  }
+  WithTileFormat(type, run);
 #endif
 }
 
@@ -406,7 +588,7 @@ void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, con
   const int64_t nb = cols / 32, g1 = r1 / kR, fetch_end = std::max(g1, next_end / kR);
   constexpr int kTok = 6;
   const int64_t token_tiles = (num_tokens + kTok - 1) / kTok;
-  auto run = [&]<GgmlType T>() {
+  auto run = [&]<TileFormat T>() {
     Tiles<kTok>(num_tokens, r0 / kR, g1, [&]<int G, int N>(int64_t g, int64_t t) {
       // Batches: the token tiles over these G groups fetch the next G groups' tiles, a share of
       // the blocks each, in the order the next groups will read them. All in the first token
@@ -422,11 +604,7 @@ void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, con
                                 ahead ? nb * k / token_tiles : 0, ahead ? nb * (k + 1) / token_tiles : 0);
     });
   };
-  if (type == GgmlType::kQ4_1) {
-    run.template operator()<GgmlType::kQ4_1>();
-  } else {
-    run.template operator()<GgmlType::kQ8_0>();
-  }
+  WithTileFormat(type, run);
 #endif
 }
 

@@ -1,11 +1,23 @@
 // Row-interleaved ("I16") weight layout for fast batched matmul with batch-invariant results.
-// A [rows x cols] Q4_1 or Q8_0 matrix (rows % 16 == 0) is repacked at load into tiles of 16 rows
-// x 32 columns. A tile holds the rows' fp16 scales, then 64-byte code vectors in which row r owns
-// bytes 4r..4r+3, so one vector is 4 consecutive columns of 16 rows (one dword lane per row):
-//   Q4_1 tile: fp16 d[16], fp16 m[16], 4 vectors; byte i of vector v, row r holds the codes of
-//              columns 4v+i (low nibble) and 16+4v+i (high nibble)                 (320 bytes)
-//   Q8_0 tile: fp16 d[16], 8 vectors; byte i of vector v, row r holds column 4v+i's code + 128
-//              (unsigned)                                                           (544 bytes)
+// A [rows x cols] matrix (rows % 16 == 0) of a 32-granular GGML type is repacked at load into
+// tiles of 16 rows x 32 columns. A tile holds the rows' scales (and minimums), then 64-byte code
+// vectors in which row r owns bytes 4r..4r+3, so one vector is 4 consecutive columns of 16 rows
+// (one dword lane per row). Every weight is d·u + m with u the unsigned code of its tile format:
+//   kQ4_1  (Q4_1):  fp16 d[16], fp16 m[16], 4 vectors; byte i of vector v, row r holds the
+//                   codes of columns 4v+i (low nibble) and 16+4v+i (high nibble)    (320 bytes)
+//   kQ8_0  (Q8_0):  fp16 d[16], 8 vectors; byte i of vector v, row r holds column 4v+i's code
+//                   + 128 (unsigned); m = -128 d                                    (544 bytes)
+//   kQ4F32 (Q4_0, Q4_K): float d[16], float m[16], codes as kQ4_1                    (384 bytes)
+//   kU8F32 (Q5_0, Q5_1, Q5_K): float d[16], float m[16], 8 vectors of one code byte per
+//                   column, as kQ8_0's but without the offset                        (640 bytes)
+//   kS8F32x16 (Q6_K, whose scales cover 16 columns): float d[16] for columns 0-15, float d[16]
+//                   for 16-31, int32 k[16] and k[16] for the two halves, then 8 vectors of
+//                   one signed code s per column (w = d s, m = 0); k = 128 Σ s over the half,
+//                   which the int8 kernel subtracts from its dots of (x + 128) and s  (768 bytes)
+// Q4_1 and Q8_0 keep their bytes (Deinterleave restores them). The others are decoded exactly:
+// Q4_0 is d(u - 8), Q5_0 d(u - 16), Q5_1 d u + m, a Q4_K / Q5_K 32-column sub-block
+// (d·sc) u - dmin·mn and a Q6_K 16-column one (d·sc) s: scales of up to 18 significant bits,
+// which float holds and fp16 does not.
 // Tiles are stored row group by row group, blocks in column order. The kernels keep 16 rows per
 // accumulator and broadcast activations (outer product: no horizontal sums), and every batch
 // size runs the same arithmetic in the same order for a given (row, token).
@@ -26,14 +38,25 @@
 namespace peng::kernels {
 
 inline constexpr int kInterleaveRows = 16;
-// One tile's layout, for the kernels that read it (this file's and amx.h's): the rows' fp16
-// scales (kInterleavedScaleBytes; Q4_1: then as many fp16 minimums), then the code vectors.
-inline constexpr size_t kInterleavedScaleBytes = 2 * kInterleaveRows;
-constexpr size_t InterleavedCodesOffset(GgmlType type) {
-  return (type == GgmlType::kQ4_1 ? 2 : 1) * kInterleavedScaleBytes;
+
+// How a tile stores its weights (above).
+enum class TileFormat { kQ4_1, kQ8_0, kQ4F32, kU8F32, kS8F32x16 };
+// The tile format of a type CanInterleave accepts.
+TileFormat TileFormatOf(GgmlType type);
+// Four-bit codes, two per byte (kQ4_1, kQ4F32), or one code per byte.
+constexpr bool NibbleCodes(TileFormat f) { return f == TileFormat::kQ4_1 || f == TileFormat::kQ4F32; }
+// Float32 scales and minimums (kQ4F32, kU8F32), or fp16.
+constexpr bool FloatScales(TileFormat f) {
+  return f == TileFormat::kQ4F32 || f == TileFormat::kU8F32 || f == TileFormat::kS8F32x16;
 }
-constexpr size_t InterleavedTileBytes(GgmlType type) {  // Q4_1: 320, Q8_0: 544
-  return InterleavedCodesOffset(type) + (type == GgmlType::kQ4_1 ? 4 : 8) * 4 * kInterleaveRows;
+// One tile's layout, for the kernels that read it (this file's and amx.h's): the rows' scales,
+// then (where stored) as many minimums, then the code vectors.
+constexpr size_t InterleavedScaleBytes(TileFormat f) { return (FloatScales(f) ? 4 : 2) * kInterleaveRows; }
+constexpr size_t InterleavedCodesOffset(TileFormat f) {
+  return (f == TileFormat::kQ8_0 ? 1 : f == TileFormat::kS8F32x16 ? 4 : 2) * InterleavedScaleBytes(f);
+}
+constexpr size_t InterleavedTileBytes(TileFormat f) {  // 320, 544, 384, 640, 768
+  return InterleavedCodesOffset(f) + (NibbleCodes(f) ? 4 : 8) * 4 * kInterleaveRows;
 }
 
 // Whether a matrix of this type and shape can be interleaved (on this build's CPU target).
@@ -44,7 +67,9 @@ bool HasInt8MatMul();
 size_t InterleavedBytes(GgmlType type, int64_t rows, int64_t cols);
 // Repacks GGML rows into the interleaved layout.
 void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
-// The inverse of Interleave: GGML rows back, byte for byte (the CUDA worker uploads these).
+// Whether Deinterleave can restore the GGML rows (Q4_1, Q8_0: their tiles keep the bytes).
+bool CanDeinterleave(GgmlType type);
+// The inverse of Interleave for those types: GGML rows back, byte for byte.
 void Deinterleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, uint8_t* dst);
 // Dequantizes row r of an interleaved matrix into cols floats.
 void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, int64_t r, float* dst);

@@ -108,6 +108,11 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest,
 
 class InterleavedTest : public ::testing::TestWithParam<GgmlType> {
  protected:
+  // `cols` rounded up to whole blocks of the test's type (K-quants: super-blocks of 256).
+  static int64_t Cols(int64_t cols) {
+    const int64_t block = Traits(GetParam()).block_elems;
+    return (cols + block - 1) / block * block;
+  }
   // Random GGML rows of the test's type and their interleaved copy.
   struct Packed {
     std::vector<uint8_t> data, packed;
@@ -124,7 +129,7 @@ class InterleavedTest : public ::testing::TestWithParam<GgmlType> {
 TEST_P(InterleavedTest, MatchesGgmlLayoutAndIsBatchInvariant) {
   const GgmlType type = GetParam();
   std::mt19937 rng(5);
-  const int64_t rows = 48, cols = 192, tokens = 15;
+  const int64_t rows = 48, cols = Cols(192), tokens = 15;
   std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
   ASSERT_TRUE(CanInterleave(type, rows, cols));
   std::vector<uint8_t> packed(InterleavedBytes(type, rows, cols));
@@ -134,7 +139,7 @@ TEST_P(InterleavedTest, MatchesGgmlLayoutAndIsBatchInvariant) {
   std::vector<float> a(rows * cols), b(rows * cols);
   DequantizeRows(plain, 0, rows, a.data());
   DequantizeRows(inter, 0, rows, b.data());
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-6f * std::fabs(a[i]) + 1e-9f) << i;
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << i;  // decoded exactly
 
   std::vector<float> x(tokens * cols);
   std::normal_distribution<float> nd;
@@ -156,9 +161,15 @@ TEST_P(InterleavedTest, MatchesGgmlLayoutAndIsBatchInvariant) {
   }
 }
 
-// Deinterleave gives back the GGML rows byte for byte (the CUDA worker uploads those).
+// Deinterleave gives back the GGML rows byte for byte (the CUDA worker uploads those) for the
+// types whose tiles keep them; the others' tiles hold decoded blocks.
 TEST_P(InterleavedTest, DeinterleaveRestoresGgmlRows) {
   const GgmlType type = GetParam();
+  if (!CanDeinterleave(type)) {
+    EXPECT_NE(TileFormatOf(type), TileFormat::kQ4_1);
+    EXPECT_NE(TileFormatOf(type), TileFormat::kQ8_0);
+    GTEST_SKIP() << "tiles of decoded blocks";
+  }
   std::mt19937 rng(11);
   const int64_t rows = 32, cols = 96;
   std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
@@ -204,7 +215,7 @@ TEST_P(InterleavedTest, Int8KernelMatchesRoundedActivationsAndIsBatchInvariant) 
   if (!HasInt8MatMul()) GTEST_SKIP() << "built without AVX-512 VNNI";
   const GgmlType type = GetParam();
   std::mt19937 rng(11);
-  const int64_t rows = 64, cols = 256, tokens = 11;
+  const int64_t rows = 64, cols = Cols(256), tokens = 11;
   const auto [data, packed] = RandomPacked(rows, cols, rng);
   MatrixView plain{type, rows, cols, data.data(), RowBytes(type, cols)};
   std::vector<float> dense(rows * cols);
@@ -252,30 +263,15 @@ TEST_P(InterleavedTest, AmxKernelMatchesBf16OperandsAndIsBatchInvariant) {
   if (!HasAmxBf16()) GTEST_SKIP() << "this CPU has no AMX-BF16";
   const GgmlType type = GetParam();
   std::mt19937 rng(13);
-  const int64_t rows = 80, cols = 192, tokens = 45;
+  const int64_t rows = 80, cols = Cols(192), tokens = 45;
   const auto [data, packed] = RandomPacked(rows, cols, rng);
-  // The weights as the kernel rounds them: fma(u, d, m) in float, then bfloat16.
-  std::vector<double> w16(rows * cols);
+  // The weights as the kernel rounds them: fma(u, d, m) in float (every type's dequantized
+  // weight exactly: d·u is exact), then bfloat16.
   const size_t row_bytes = RowBytes(type, cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const uint8_t* blk = data.data() + r * row_bytes + (c / 32) * Traits(type).block_bytes;
-      uint16_t dh, mh = 0;
-      std::memcpy(&dh, blk, 2);
-      const float d = Fp16ToFp32(dh);
-      float u, m;
-      if (type == GgmlType::kQ4_1) {
-        std::memcpy(&mh, blk + 2, 2);
-        m = Fp16ToFp32(mh);
-        const uint8_t q = blk[4 + (c % 32) % 16];
-        u = c % 32 < 16 ? q & 0x0f : q >> 4;
-      } else {
-        m = -128.0f * d;
-        u = static_cast<float>(static_cast<int8_t>(blk[2 + c % 32]) + 128);
-      }
-      w16[r * cols + c] = Bf16ToFp32(Fp32ToBf16(std::fma(u, d, m)));
-    }
-  }
+  std::vector<float> dense(rows * cols);
+  DequantizeRows(MatrixView{type, rows, cols, data.data(), row_bytes}, 0, rows, dense.data());
+  std::vector<double> w16(rows * cols);
+  for (size_t i = 0; i < w16.size(); ++i) w16[i] = Bf16ToFp32(Fp32ToBf16(dense[i]));
   std::vector<float> x(tokens * cols);
   std::normal_distribution<float> nd;
   for (auto& v : x) v = nd(rng);
@@ -293,8 +289,6 @@ TEST_P(InterleavedTest, AmxKernelMatchesBf16OperandsAndIsBatchInvariant) {
     ConvertToBf16(x.data() + t * cols, cols, 1, cols, one.data());
     MatMulInterleavedAmx(type, packed.data(), cols, one.data(), 1, alone.data() + t * rows, rows, 0, rows, scratch);
   }
-  std::vector<float> dense(rows * cols);
-  DequantizeRows(MatrixView{type, rows, cols, data.data(), row_bytes}, 0, rows, dense.data());
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t r = 0; r < rows; ++r) {
       double ref = 0, exact = 0, mag = 0;
@@ -320,7 +314,9 @@ TEST_P(InterleavedTest, AmxKernelMatchesBf16OperandsAndIsBatchInvariant) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, InterleavedTest, ::testing::Values(GgmlType::kQ4_1, GgmlType::kQ8_0),
+INSTANTIATE_TEST_SUITE_P(Types, InterleavedTest,
+                         ::testing::Values(GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ5_0,
+                                           GgmlType::kQ5_1, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
 TEST(DequantizeTest, Q4_1KnownBlock) {

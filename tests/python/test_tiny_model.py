@@ -125,3 +125,24 @@ def test_a_damaged_hf_folder_is_a_model_error_naming_the_folder(tiny, peng_bin, 
     last = p.stderr.strip().splitlines()[-1]
     assert p.returncode == 1, (p.returncode, p.stderr[-2000:])  # a bad model, not a bad argument
     assert str(folder) in last and needle in last, last
+
+
+# K-quant matrices (the Q4_K_M mix of Q4_K, Q5_K and Q6_K) need widths that are multiples of
+# 256. Their blocks are random (tiny_model.py: gguf-py cannot quantize to K-quants).
+KQUANT_CFG = TinyConfig(d_model=256, n_head=12, n_kv=4, head_dim=64, ffn=512)
+
+
+@pytest.fixture(scope="module")
+def kmix(tmp_path_factory):
+    return write_tiny_model(str(tmp_path_factory.mktemp("kmix")), seed=5, types=["KMIX"], cfg=KQUANT_CFG)["KMIX"]
+
+
+def test_k_quant_gguf_matches_reference(kmix, ids, run_peng, tmp_path):
+    # Float activations: the tiles must decode every K-quant block exactly. (The int8 kernel is
+    # checked per type in kernels/cpu/matmul_test.cc; on these noise weights, with their large
+    # uncentred offsets, rounding the activations moves the logits by 14-83%, against ~1% for
+    # the Q4_1 and Q8_0 fixtures of the same shape.)
+    got = peng_logits(run_peng, kmix, ids, tmp_path)
+    err = max_rel_err(got, LlamaRef(kmix).forward(ids))
+    print(f"KMIX: max rel err vs reference {err:.3e}")
+    assert err < 1e-3
