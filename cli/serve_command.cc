@@ -255,7 +255,7 @@ absl::Status RunServe(int argc, char** argv) {
     return Annotate(created.status(), absl::StrCat("engine.device ", DeviceName(cfg.engine.device)));
   }
   LocalEngineLoop& engine = **created;
-  // What the CPU worker's Q4_1/Q8_0 matmuls run on (engine/README.md): int8 needs AVX-512 VNNI.
+  // What the CPU worker's interleaved matmuls run on (engine/README.md): int8 needs AVX-512 VNNI.
   std::string matmuls;
   if (cfg.engine.device == EngineConfig::Device::kCpu) {
     matmuls = cfg.engine.activations == EngineConfig::Activations::kF32 ? "; matmul activations f32"

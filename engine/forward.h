@@ -27,7 +27,7 @@ struct ForwardOptions {
   // Batches with at least this many tokens run their matmuls as dequantize + oneDNN sgemm;
   // smaller ones use the fused dequantizing kernels (measured crossover: engine/README.md).
   int blas_min_tokens = 64;
-  // Interleaved Q4_1/Q8_0 matmuls quantize their activations to int8 per 32-column block and
+  // Interleaved matmuls (kernels/cpu/interleaved.h) quantize their activations to int8 per 32-column block and
   // run the VNNI kernel (~3.5x the float kernel's rate; kernels/cpu/interleaved.h). false keeps
   // float32 activations: logits within ~1e-5 of a float64 reference, for checking against one.
   bool int8_activations = true;

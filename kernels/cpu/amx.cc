@@ -5,6 +5,7 @@
 #include "kernels/cpu/amx_tiles.h"
 #include "kernels/cpu/fp16.h"
 #include "kernels/cpu/interleaved.h"
+#include "kernels/cpu/interleaved_codes.h"
 
 #if PENG_AMX
 #include <cpuid.h>
@@ -69,7 +70,23 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
   const auto half = [&](size_t at) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + at))); };
   const __m512 d = FloatScales(F) ? _mm512_loadu_ps(tile) : half(0);
   const uint8_t* codes = tile + InterleavedCodesOffset(F);
-  if constexpr (NibbleCodes(F)) {
+  if constexpr (F == TileFormat::kQ5F32) {
+    // Five-bit codes, unpacked to a byte per column (vector v: columns 4v..4v+3, as kQ8_0's).
+    const __m512 m = _mm512_loadu_ps(tile + kScales);
+    const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
+    const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
+    const __m512i plane = _mm512_loadu_si512(codes + 4 * 64);
+    for (int v = 0; v < 4; ++v) {
+      __m512i bytes[2];
+      tile_codes::FiveBitCodes(_mm512_loadu_si512(codes + 64 * v), plane, v, &bytes[0], &bytes[1]);
+      for (int half = 0; half < 2; ++half) {
+        const int vv = v + 4 * half;
+        const __m512i q16 = _mm512_srli_epi32(bytes[half], 16);
+        _mm512_store_si512(dst + 2 * vv, PackPair(weight(bytes[half], 0), weight(bytes[half], 1)));
+        _mm512_store_si512(dst + 2 * vv + 1, PackPair(weight(q16, 0), weight(q16, 1)));
+      }
+    }
+  } else if constexpr (NibbleCodes(F)) {
     const __m512 m = FloatScales(F) ? _mm512_loadu_ps(tile + kScales) : half(kScales);
     __m512 scale[5];  // d·2^-p for the nibble at bit p = 0, 4, ..., 16
     for (int k = 0; k < 5; ++k) scale[k] = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / static_cast<float>(1 << (4 * k))));
@@ -234,7 +251,7 @@ void MatMulInterleavedAmx(GgmlType type, const uint8_t* data, int64_t cols, cons
     case TileFormat::kQ4_1: return MatMulAmx<TileFormat::kQ4_1>(data, cols, x, n, y, ldy, r0, r1, scratch);
     case TileFormat::kQ8_0: return MatMulAmx<TileFormat::kQ8_0>(data, cols, x, n, y, ldy, r0, r1, scratch);
     case TileFormat::kQ4F32: return MatMulAmx<TileFormat::kQ4F32>(data, cols, x, n, y, ldy, r0, r1, scratch);
-    case TileFormat::kU8F32: return MatMulAmx<TileFormat::kU8F32>(data, cols, x, n, y, ldy, r0, r1, scratch);
+    case TileFormat::kQ5F32: return MatMulAmx<TileFormat::kQ5F32>(data, cols, x, n, y, ldy, r0, r1, scratch);
     case TileFormat::kS8F32x16: return MatMulAmx<TileFormat::kS8F32x16>(data, cols, x, n, y, ldy, r0, r1, scratch);
   }
 }

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/fp16.h"
+#include "kernels/cpu/interleaved_codes.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -33,6 +34,8 @@ const uint8_t* Codes(TileFormat f, const uint8_t* tile) { return tile + Interlea
 constexpr size_t CodeAt(int r, int j) { return (j / 4) * 4 * kR + 4 * r + j % 4; }
 // Q8_0 codes are stored offset by 128 (unsigned) so that the int8 kernel multiplies u8 x s8.
 constexpr uint8_t kQ8Offset = 0x80;
+// kQ5F32: the plane of fifth bits follows the 4 nibble vectors.
+constexpr size_t kFifthBitsOffset = 4 * 4 * kR;
 
 float Half(const uint8_t* p) {
   uint16_t h;
@@ -118,7 +121,7 @@ TileFormat TileFormatOf(GgmlType type) {
     case GgmlType::kQ8_0: return TileFormat::kQ8_0;
     case GgmlType::kQ4_0: case GgmlType::kQ4_K: return TileFormat::kQ4F32;
     case GgmlType::kQ6_K: return TileFormat::kS8F32x16;
-    default: return TileFormat::kU8F32;  // Q5_0, Q5_1, Q5_K
+    default: return TileFormat::kQ5F32;  // Q5_0, Q5_1, Q5_K
   }
 }
 
@@ -192,10 +195,17 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           const DecodedBlock blk = DecodeBlock(type, row, b);
           std::memcpy(tile + 4 * r, &blk.d, 4);
           std::memcpy(tile + scale_bytes + 4 * r, &blk.m, 4);
-          if (NibbleCodes(f)) {
-            for (int j = 0; j < 16; ++j) codes[CodeAt(r, j)] = static_cast<uint8_t>(blk.u[j] | blk.u[j + 16] << 4);
-          } else {
-            for (int c = 0; c < 32; ++c) codes[CodeAt(r, c)] = blk.u[c];
+          for (int j = 0; j < 16; ++j) {
+            codes[CodeAt(r, j)] = static_cast<uint8_t>((blk.u[j] & 0x0f) | (blk.u[j + 16] & 0x0f) << 4);
+          }
+          if (f == TileFormat::kQ5F32) {
+            uint8_t* plane = codes + kFifthBitsOffset + 4 * r;
+            for (int i = 0; i < 4; ++i) {
+              plane[i] = 0;
+              for (int v = 0; v < 4; ++v) {
+                plane[i] |= static_cast<uint8_t>(((blk.u[4 * v + i] >> 4) & 1) << v | ((blk.u[16 + 4 * v + i] >> 4) & 1) << (4 + v));
+              }
+            }
           }
         }
       }
@@ -251,14 +261,16 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
     }
     const float d = FloatScales(f) ? Float(tile + 4 * i) : Half(tile + 2 * i);
     const float m = FloatScales(f) ? Float(tile + scale_bytes + 4 * i) : Half(tile + scale_bytes + 2 * i);
-    if (NibbleCodes(f)) {
-      for (int j = 0; j < 16; ++j) {
-        const uint8_t q = codes[CodeAt(i, j)];
-        out[j] = d * (q & 0x0f) + m;
-        out[j + 16] = d * (q >> 4) + m;
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t q = codes[CodeAt(i, j)];
+      int lo = q & 0x0f, hi = q >> 4;
+      if (f == TileFormat::kQ5F32) {
+        const uint8_t bits = codes[kFifthBitsOffset + 4 * i + j % 4];
+        lo |= ((bits >> (j / 4)) & 1) << 4;
+        hi |= ((bits >> (4 + j / 4)) & 1) << 4;
       }
-    } else {
-      for (int c = 0; c < 32; ++c) out[c] = d * codes[CodeAt(i, c)] + m;
+      out[j] = d * lo + m;
+      out[j + 16] = d * hi + m;
     }
   }
 }
@@ -349,8 +361,15 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
           __m512 wl[kGroups], wh[kGroups];
           for (int g = 0; g < kGroups; ++g) {
             const __m512i c = _mm512_srli_epi32(codes[g], 8 * i);
-            wl[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(c, low4)), d[g], m[g]);
-            wh[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(c, 4), low4)), d[g], m[g]);
+            __m512i ul = _mm512_and_si512(c, low4), uh = _mm512_and_si512(_mm512_srli_epi32(c, 4), low4);
+            if constexpr (T == TileFormat::kQ5F32) {  // fifth bits: byte i of the plane, bits v and 4+v
+              const __m512i bits = _mm512_loadu_si512(q[g] + kFifthBitsOffset);
+              const __m512i one = _mm512_set1_epi32(1);
+              ul = _mm512_or_si512(ul, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 8 * i + v), one), 4));
+              uh = _mm512_or_si512(uh, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 8 * i + 4 + v), one), 4));
+            }
+            wl[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ul), d[g], m[g]);
+            wh[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(uh), d[g], m[g]);
           }
           for (int t = 0; t < kTokens; ++t) {
             const __m512 xl = _mm512_set1_ps(xb[t * ldx + 4 * v + i]);
@@ -385,18 +404,6 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
 }
 
 #if defined(__AVX512VNNI__)
-// The high nibble of every byte, as a byte. GFNI does it in one operation (the affine map whose
-// matrix moves bits 4-7 to 0-3 and clears 4-7) instead of a shift and a mask: matmul_bench
-// l2/16 372-378 -> 378-420 GOP/s (docs/BENCHMARKS.md, "c=16 / c=1, ninth session").
-inline __m512i HighNibbles(__m512i c, __m512i low4) {
-#if defined(__GFNI__)
-  (void)low4;
-  return _mm512_gf2p8affine_epi64_epi8(c, _mm512_set1_epi64(0x1020408000000000LL), 0);
-#else
-  return _mm512_and_si512(_mm512_srli_epi16(c, 4), low4);
-#endif
-}
-
 // Int8 activations: per block, exact integer dots (vpdpbusd: 4 u8 codes x 4 s8 activations per
 // row lane), then acc += (d dx) * dot + m * (dx * sum of codes), in the same order for every
 // batch size.
@@ -467,12 +474,20 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
       continue;
     }
     if constexpr (NibbleCodes(T)) {
+      __m512i plane[kGroups];
+      if constexpr (T == TileFormat::kQ5F32) {
+        for (int g = 0; g < kGroups; ++g) plane[g] = _mm512_loadu_si512(q[g] + kFifthBitsOffset);
+      }
       for (int v = 0; v < 4; ++v) {
         __m512i lo[kGroups], hi[kGroups];
         for (int g = 0; g < kGroups; ++g) {
           const __m512i c = _mm512_loadu_si512(q[g] + v * 4 * kR);
-          lo[g] = _mm512_and_si512(c, low4);
-          hi[g] = HighNibbles(c, low4);
+          if constexpr (T == TileFormat::kQ5F32) {
+            tile_codes::FiveBitCodes(c, plane[g], v, &lo[g], &hi[g]);
+          } else {
+            lo[g] = _mm512_and_si512(c, low4);
+            hi[g] = tile_codes::HighNibbles(c);
+          }
         }
         for (int t = 0; t < kTokens; ++t) {
           int32_t al, ah;
@@ -521,7 +536,7 @@ void WithTileFormat(GgmlType type, const Run& run) {
     case TileFormat::kQ4_1: return run.template operator()<TileFormat::kQ4_1>();
     case TileFormat::kQ8_0: return run.template operator()<TileFormat::kQ8_0>();
     case TileFormat::kQ4F32: return run.template operator()<TileFormat::kQ4F32>();
-    case TileFormat::kU8F32: return run.template operator()<TileFormat::kU8F32>();
+    case TileFormat::kQ5F32: return run.template operator()<TileFormat::kQ5F32>();
     case TileFormat::kS8F32x16: return run.template operator()<TileFormat::kS8F32x16>();
   }
 }

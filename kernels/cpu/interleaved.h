@@ -8,8 +8,9 @@
 //   kQ8_0  (Q8_0):  fp16 d[16], 8 vectors; byte i of vector v, row r holds column 4v+i's code
 //                   + 128 (unsigned); m = -128 d                                    (544 bytes)
 //   kQ4F32 (Q4_0, Q4_K): float d[16], float m[16], codes as kQ4_1                    (384 bytes)
-//   kU8F32 (Q5_0, Q5_1, Q5_K): float d[16], float m[16], 8 vectors of one code byte per
-//                   column, as kQ8_0's but without the offset                        (640 bytes)
+//   kQ5F32 (Q5_0, Q5_1, Q5_K): float d[16], float m[16], the low 4 bits of the codes as
+//                   kQ4_1's, then a 64-byte plane of fifth bits: byte i of row r's lane
+//                   holds, at bit v, column 4v+i's and, at bit 4+v, column 16+4v+i's  (448 bytes)
 //   kS8F32x16 (Q6_K, whose scales cover 16 columns): float d[16] for columns 0-15, float d[16]
 //                   for 16-31, int32 k[16] and k[16] for the two halves, then 8 vectors of
 //                   one signed code s per column (w = d s, m = 0); k = 128 Σ s over the half,
@@ -40,14 +41,16 @@ namespace peng::kernels {
 inline constexpr int kInterleaveRows = 16;
 
 // How a tile stores its weights (above).
-enum class TileFormat { kQ4_1, kQ8_0, kQ4F32, kU8F32, kS8F32x16 };
+enum class TileFormat { kQ4_1, kQ8_0, kQ4F32, kQ5F32, kS8F32x16 };
 // The tile format of a type CanInterleave accepts.
 TileFormat TileFormatOf(GgmlType type);
-// Four-bit codes, two per byte (kQ4_1, kQ4F32), or one code per byte.
-constexpr bool NibbleCodes(TileFormat f) { return f == TileFormat::kQ4_1 || f == TileFormat::kQ4F32; }
-// Float32 scales and minimums (kQ4F32, kU8F32), or fp16.
+// Four-bit codes, two per byte (kQ4_1, kQ4F32; kQ5F32 adds a fifth bit), or one code per byte.
+constexpr bool NibbleCodes(TileFormat f) {
+  return f == TileFormat::kQ4_1 || f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32;
+}
+// Float32 scales and minimums (kQ4F32, kQ5F32, kS8F32x16), or fp16.
 constexpr bool FloatScales(TileFormat f) {
-  return f == TileFormat::kQ4F32 || f == TileFormat::kU8F32 || f == TileFormat::kS8F32x16;
+  return f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32 || f == TileFormat::kS8F32x16;
 }
 // One tile's layout, for the kernels that read it (this file's and amx.h's): the rows' scales,
 // then (where stored) as many minimums, then the code vectors.
@@ -55,8 +58,9 @@ constexpr size_t InterleavedScaleBytes(TileFormat f) { return (FloatScales(f) ? 
 constexpr size_t InterleavedCodesOffset(TileFormat f) {
   return (f == TileFormat::kQ8_0 ? 1 : f == TileFormat::kS8F32x16 ? 4 : 2) * InterleavedScaleBytes(f);
 }
-constexpr size_t InterleavedTileBytes(TileFormat f) {  // 320, 544, 384, 640, 768
-  return InterleavedCodesOffset(f) + (NibbleCodes(f) ? 4 : 8) * 4 * kInterleaveRows;
+constexpr size_t InterleavedTileBytes(TileFormat f) {  // 320, 544, 384, 448, 768
+  return InterleavedCodesOffset(f) + (NibbleCodes(f) ? 4 : 8) * 4 * kInterleaveRows +
+         (f == TileFormat::kQ5F32 ? 4 * kInterleaveRows : 0);
 }
 
 // Whether a matrix of this type and shape can be interleaved (on this build's CPU target).

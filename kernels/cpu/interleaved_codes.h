@@ -1,0 +1,41 @@
+// Code unpacking shared by the kernels that read interleaved tiles (interleaved.cc, amx.cc).
+#pragma once
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+namespace peng::kernels::tile_codes {
+
+// The high nibble of every byte, as a byte. GFNI does it in one operation (the affine map whose
+// matrix moves bits 4-7 to 0-3 and clears 4-7) instead of a shift and a mask: matmul_bench
+// l2/16 372-378 -> 378-420 GOP/s (docs/BENCHMARKS.md, "c=16 / c=1, ninth session").
+inline __m512i HighNibbles(__m512i c) {
+#if defined(__GFNI__)
+  return _mm512_gf2p8affine_epi64_epi8(c, _mm512_set1_epi64(0x1020408000000000LL), 0);
+#else
+  return _mm512_and_si512(_mm512_srli_epi16(c, 4), _mm512_set1_epi8(0x0f));
+#endif
+}
+
+// Bit s of every byte, moved to bit 4 (the others cleared). GFNI: the affine map whose matrix
+// row for output bit 4 (byte 3 of the quadword) selects input bit s.
+inline __m512i BitToFour(__m512i p, int s) {
+#if defined(__GFNI__)
+  return _mm512_gf2p8affine_epi64_epi8(p, _mm512_set1_epi64(static_cast<long long>(1ull << (24 + s))), 0);
+#else
+  const __m512i moved = s <= 4 ? _mm512_slli_epi32(p, 4 - s) : _mm512_srli_epi32(p, s - 4);
+  return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
+#endif
+}
+
+// Five-bit codes of vector v (0-3) of a kQ5F32 tile: `c` its nibble vector, `plane` the tile's
+// fifth bits (byte i of a row's lane: bit v for column 4v+i, bit 4+v for column 16+4v+i). Sets
+// the codes of columns 4v+i (`lo`) and 16+4v+i (`hi`), one byte each.
+inline void FiveBitCodes(__m512i c, __m512i plane, int v, __m512i* lo, __m512i* hi) {
+  *lo = _mm512_ternarylogic_epi32(c, _mm512_set1_epi8(0x0f), BitToFour(plane, v), 0xea);  // (a & b) | c
+  *hi = _mm512_or_si512(HighNibbles(c), BitToFour(plane, 4 + v));
+}
+
+}  // namespace peng::kernels::tile_codes
+
+#endif  // __AVX512F__
