@@ -9,8 +9,7 @@ that Peng's kernels for those types can be benchmarked beside the peer on the sa
 The default source is the default model, already 4-bit: its weights are quantized a second
 time (llama.cpp's allow_requantize), so the file is for speed, not for quality. SmolLM2's
 576-wide matrices are not multiples of 256, so llama.cpp stores most of them in its fallback
-types (Q5_0 for Q4_K_M) and only the 1,536-wide ones as K-quants, as in the published
-Q4_K_M files of this model.
+types (Q5_0 for Q4_K_M) and only the 1,536-wide ones as K-quants.
 """
 
 import argparse
