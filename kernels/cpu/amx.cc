@@ -66,13 +66,11 @@ inline __m512 CodeTimesPow2(__m512i q, int p) {
 // as fma(u·2^p, d·2^-p, m): the power-of-two factors are exact, so the result is the same.
 template <TileFormat F>
 inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
-  constexpr size_t kScales = InterleavedScaleBytes(F);
-  const auto half = [&](size_t at) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + at))); };
-  const __m512 d = FloatScales(F) ? _mm512_loadu_ps(tile) : half(0);
+  __m512 d, m;  // kS8F32x16: the two halves' scales
+  tile_codes::LoadScales<F>(tile, &d, &m);
   const uint8_t* codes = tile + InterleavedCodesOffset(F);
-  if constexpr (F == TileFormat::kQ5F32) {
+  if constexpr (FifthBits(F)) {
     // Five-bit codes, unpacked to a byte per column (vector v: columns 4v..4v+3, as kQ8_0's).
-    const __m512 m = _mm512_loadu_ps(tile + kScales);
     const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
     const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
     const __m512i plane = _mm512_loadu_si512(codes + 4 * 64);
@@ -87,7 +85,6 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
       }
     }
   } else if constexpr (NibbleCodes(F)) {
-    const __m512 m = FloatScales(F) ? _mm512_loadu_ps(tile + kScales) : half(kScales);
     __m512 scale[5];  // d·2^-p for the nibble at bit p = 0, 4, ..., 16
     for (int k = 0; k < 5; ++k) scale[k] = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / static_cast<float>(1 << (4 * k))));
     const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<4>(q, 4 * k), scale[k], m); };
@@ -105,9 +102,9 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
   } else if constexpr (F == TileFormat::kS8F32x16) {
     // Signed codes s: u = s ^ 0x80 = s + 128 as unsigned, w = d (u - 128); d per 16 columns.
     for (int h = 0; h < 2; ++h) {
-      const __m512 dh = _mm512_loadu_ps(tile + kScales * h), m = _mm512_mul_ps(dh, _mm512_set1_ps(-128.0f));
+      const __m512 dh = h == 0 ? d : m, mh = _mm512_mul_ps(dh, _mm512_set1_ps(-128.0f));
       const __m512 scale[2] = {dh, _mm512_mul_ps(dh, _mm512_set1_ps(1.0f / 256))};
-      const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
+      const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], mh); };
       for (int v = 4 * h; v < 4 * h + 4; ++v) {
         const __m512i q = _mm512_xor_si512(_mm512_loadu_si512(codes + 64 * v), _mm512_set1_epi8(static_cast<char>(0x80)));
         const __m512i q16 = _mm512_srli_epi32(q, 16);
@@ -116,7 +113,6 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
       }
     }
   } else {
-    const __m512 m = FloatScales(F) ? _mm512_loadu_ps(tile + kScales) : _mm512_mul_ps(d, _mm512_set1_ps(-128.0f));
     const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
     const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
     for (int v = 0; v < 8; ++v) {
@@ -247,13 +243,9 @@ bool HasAmxBf16() {
 
 void MatMulInterleavedAmx(GgmlType type, const uint8_t* data, int64_t cols, const uint16_t* x,
                           int64_t n, float* y, int64_t ldy, int64_t r0, int64_t r1, uint8_t* scratch) {
-  switch (TileFormatOf(type)) {
-    case TileFormat::kQ4_1: return MatMulAmx<TileFormat::kQ4_1>(data, cols, x, n, y, ldy, r0, r1, scratch);
-    case TileFormat::kQ8_0: return MatMulAmx<TileFormat::kQ8_0>(data, cols, x, n, y, ldy, r0, r1, scratch);
-    case TileFormat::kQ4F32: return MatMulAmx<TileFormat::kQ4F32>(data, cols, x, n, y, ldy, r0, r1, scratch);
-    case TileFormat::kQ5F32: return MatMulAmx<TileFormat::kQ5F32>(data, cols, x, n, y, ldy, r0, r1, scratch);
-    case TileFormat::kS8F32x16: return MatMulAmx<TileFormat::kS8F32x16>(data, cols, x, n, y, ldy, r0, r1, scratch);
-  }
+  tile_codes::WithTileFormat(TileFormatOf(type), [&]<TileFormat F>() {
+    MatMulAmx<F>(data, cols, x, n, y, ldy, r0, r1, scratch);
+  });
 }
 
 #else  // no AMX in this build

@@ -119,9 +119,12 @@ TileFormat TileFormatOf(GgmlType type) {
   switch (type) {
     case GgmlType::kQ4_1: return TileFormat::kQ4_1;
     case GgmlType::kQ8_0: return TileFormat::kQ8_0;
-    case GgmlType::kQ4_0: case GgmlType::kQ4_K: return TileFormat::kQ4F32;
+    case GgmlType::kQ4_0: return TileFormat::kQ4_0;
+    case GgmlType::kQ5_0: return TileFormat::kQ5_0;
+    case GgmlType::kQ5_1: return TileFormat::kQ5_1;
+    case GgmlType::kQ4_K: return TileFormat::kQ4F32;
     case GgmlType::kQ6_K: return TileFormat::kS8F32x16;
-    default: return TileFormat::kQ5F32;  // Q5_0, Q5_1, Q5_K
+    default: return TileFormat::kQ5F32;  // Q5_K
   }
 }
 
@@ -193,12 +196,18 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           }
         } else {
           const DecodedBlock blk = DecodeBlock(type, row, b);
-          std::memcpy(tile + 4 * r, &blk.d, 4);
-          std::memcpy(tile + scale_bytes + 4 * r, &blk.m, 4);
+          if (FloatScales(f)) {
+            std::memcpy(tile + 4 * r, &blk.d, 4);
+            std::memcpy(tile + scale_bytes + 4 * r, &blk.m, 4);
+          } else {  // the file's fp16 scales, back from float exactly
+            const uint16_t d = Fp32ToFp16(blk.d), m = Fp32ToFp16(blk.m);
+            std::memcpy(tile + 2 * r, &d, 2);
+            if (StoredMins(f)) std::memcpy(tile + scale_bytes + 2 * r, &m, 2);
+          }
           for (int j = 0; j < 16; ++j) {
             codes[CodeAt(r, j)] = static_cast<uint8_t>((blk.u[j] & 0x0f) | (blk.u[j + 16] & 0x0f) << 4);
           }
-          if (f == TileFormat::kQ5F32) {
+          if (FifthBits(f)) {
             uint8_t* plane = codes + kFifthBitsOffset + 4 * r;
             for (int i = 0; i < 4; ++i) {
               plane[i] = 0;
@@ -260,11 +269,13 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
       continue;
     }
     const float d = FloatScales(f) ? Float(tile + 4 * i) : Half(tile + 2 * i);
-    const float m = FloatScales(f) ? Float(tile + scale_bytes + 4 * i) : Half(tile + scale_bytes + 2 * i);
+    const float m = FloatScales(f) ? Float(tile + scale_bytes + 4 * i)
+                    : StoredMins(f) ? Half(tile + scale_bytes + 2 * i)
+                                    : ImpliedMin(f) * d;
     for (int j = 0; j < 16; ++j) {
       const uint8_t q = codes[CodeAt(i, j)];
       int lo = q & 0x0f, hi = q >> 4;
-      if (f == TileFormat::kQ5F32) {
+      if (FifthBits(f)) {
         const uint8_t bits = codes[kFifthBitsOffset + 4 * i + j % 4];
         lo |= ((bits >> (j / 4)) & 1) << 4;
         hi |= ((bits >> (4 + j / 4)) & 1) << 4;
@@ -314,23 +325,7 @@ void QuantizeActivations(const float* x, int64_t ldx, int64_t num_tokens, int64_
 #if defined(__AVX512F__)
 namespace {
 
-// Loads the 16 rows' scales and minimums of a tile (Q8_0: the offset -128 d; kS8F32x16: the
-// scales of columns 0-15 into d and of 16-31 into m).
-template <TileFormat F>
-inline void LoadScales(const uint8_t* tile, __m512* d, __m512* m) {
-  constexpr size_t kScales = InterleavedScaleBytes(F);
-  if constexpr (FloatScales(F)) {
-    *d = _mm512_loadu_ps(tile);
-    *m = _mm512_loadu_ps(tile + kScales);
-    return;
-  }
-  *d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
-  if constexpr (F == TileFormat::kQ4_1) {
-    *m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kScales)));
-  } else {
-    *m = _mm512_mul_ps(*d, _mm512_set1_ps(-128.0f));
-  }
-}
+using tile_codes::LoadScales;
 
 // Float activations: accumulates kGroups row groups x kTokens tokens over all blocks;
 // acc[g][t] holds 16 rows. Weights are w = d u + m with u the unsigned code.
@@ -362,7 +357,7 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
           for (int g = 0; g < kGroups; ++g) {
             const __m512i c = _mm512_srli_epi32(codes[g], 8 * i);
             __m512i ul = _mm512_and_si512(c, low4), uh = _mm512_and_si512(_mm512_srli_epi32(c, 4), low4);
-            if constexpr (T == TileFormat::kQ5F32) {  // fifth bits: byte i of the plane, bits v and 4+v
+            if constexpr (FifthBits(T)) {  // fifth bits: byte i of the plane, bits v and 4+v
               const __m512i bits = _mm512_loadu_si512(q[g] + kFifthBitsOffset);
               const __m512i one = _mm512_set1_epi32(1);
               ul = _mm512_or_si512(ul, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 8 * i + v), one), 4));
@@ -475,14 +470,14 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
     }
     if constexpr (NibbleCodes(T)) {
       __m512i plane[kGroups];
-      if constexpr (T == TileFormat::kQ5F32) {
+      if constexpr (FifthBits(T)) {
         for (int g = 0; g < kGroups; ++g) plane[g] = _mm512_loadu_si512(q[g] + kFifthBitsOffset);
       }
       for (int v = 0; v < 4; ++v) {
         __m512i lo[kGroups], hi[kGroups];
         for (int g = 0; g < kGroups; ++g) {
           const __m512i c = _mm512_loadu_si512(q[g] + v * 4 * kR);
-          if constexpr (T == TileFormat::kQ5F32) {
+          if constexpr (FifthBits(T)) {
             tile_codes::FiveBitCodes(c, plane[g], v, &lo[g], &hi[g]);
           } else {
             lo[g] = _mm512_and_si512(c, low4);
@@ -528,18 +523,6 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
   }
 }
 #endif  // __AVX512VNNI__
-
-// Calls run.template operator()<F>() for the tile format of `type`.
-template <typename Run>
-void WithTileFormat(GgmlType type, const Run& run) {
-  switch (TileFormatOf(type)) {
-    case TileFormat::kQ4_1: return run.template operator()<TileFormat::kQ4_1>();
-    case TileFormat::kQ8_0: return run.template operator()<TileFormat::kQ8_0>();
-    case TileFormat::kQ4F32: return run.template operator()<TileFormat::kQ4F32>();
-    case TileFormat::kQ5F32: return run.template operator()<TileFormat::kQ5F32>();
-    case TileFormat::kS8F32x16: return run.template operator()<TileFormat::kS8F32x16>();
-  }
-}
 
 // Runs 2 groups x nt tokens (1 <= nt <= N) through the kernel instance for exactly nt.
 template <int N, typename K>
@@ -592,7 +575,7 @@ void MatMulInterleaved(GgmlType type, const uint8_t* data, int64_t cols, const f
       KernelF32<T, G, N>(data, cols, g, x + t * ldx, ldx, y + t * ldy, ldy);
     });
   };
-  WithTileFormat(type, run);
+  tile_codes::WithTileFormat(TileFormatOf(type), run);
 #endif
 }
 
@@ -619,7 +602,7 @@ void MatMulInterleavedInt8(GgmlType type, const uint8_t* data, int64_t cols, con
                                 ahead ? nb * k / token_tiles : 0, ahead ? nb * (k + 1) / token_tiles : 0);
     });
   };
-  WithTileFormat(type, run);
+  tile_codes::WithTileFormat(TileFormatOf(type), run);
 #endif
 }
 

@@ -7,18 +7,21 @@
 //                   codes of columns 4v+i (low nibble) and 16+4v+i (high nibble)    (320 bytes)
 //   kQ8_0  (Q8_0):  fp16 d[16], 8 vectors; byte i of vector v, row r holds column 4v+i's code
 //                   + 128 (unsigned); m = -128 d                                    (544 bytes)
-//   kQ4F32 (Q4_0, Q4_K): float d[16], float m[16], codes as kQ4_1                    (384 bytes)
-//   kQ5F32 (Q5_0, Q5_1, Q5_K): float d[16], float m[16], the low 4 bits of the codes as
-//                   kQ4_1's, then a 64-byte plane of fifth bits: byte i of row r's lane
-//                   holds, at bit v, column 4v+i's and, at bit 4+v, column 16+4v+i's  (448 bytes)
+//   kQ4_0  (Q4_0):  fp16 d[16], codes as kQ4_1's; m = -8 d                          (288 bytes)
+//   kQ5_0  (Q5_0):  fp16 d[16], the low 4 bits of the codes as kQ4_1's, then a 64-byte
+//                   plane of fifth bits: byte i of row r's lane holds, at bit v, column
+//                   4v+i's and, at bit 4+v, column 16+4v+i's; m = -16 d                (352 bytes)
+//   kQ5_1  (Q5_1):  fp16 d[16], fp16 m[16], codes as kQ5_0's                           (384 bytes)
+//   kQ4F32 (Q4_K):  float d[16], float m[16], codes as kQ4_1's                         (384 bytes)
+//   kQ5F32 (Q5_K):  float d[16], float m[16], codes as kQ5_0's                         (448 bytes)
 //   kS8F32x16 (Q6_K, whose scales cover 16 columns): float d[16] for columns 0-15, float d[16]
 //                   for 16-31, int32 k[16] and k[16] for the two halves, then 8 vectors of
 //                   one signed code s per column (w = d s, m = 0); k = 128 Σ s over the half,
 //                   which the int8 kernel subtracts from its dots of (x + 128) and s  (768 bytes)
 // Q4_1 and Q8_0 keep their bytes (Deinterleave restores them). The others are decoded exactly:
-// Q4_0 is d(u - 8), Q5_0 d(u - 16), Q5_1 d u + m, a Q4_K / Q5_K 32-column sub-block
-// (d·sc) u - dmin·mn and a Q6_K 16-column one (d·sc) s: scales of up to 18 significant bits,
-// which float holds and fp16 does not.
+// Q4_0 is d(u - 8), Q5_0 d(u - 16), Q5_1 d u + m (their fp16 scales kept), a Q4_K / Q5_K
+// 32-column sub-block (d·sc) u - dmin·mn and a Q6_K 16-column one (d·sc) s: scales of up to 18
+// significant bits, which float holds and fp16 does not.
 // Tiles are stored row group by row group, blocks in column order. The kernels keep 16 rows per
 // accumulator and broadcast activations (outer product: no horizontal sums), and every batch
 // size runs the same arithmetic in the same order for a given (row, token).
@@ -41,26 +44,35 @@ namespace peng::kernels {
 inline constexpr int kInterleaveRows = 16;
 
 // How a tile stores its weights (above).
-enum class TileFormat { kQ4_1, kQ8_0, kQ4F32, kQ5F32, kS8F32x16 };
+enum class TileFormat { kQ4_1, kQ8_0, kQ4_0, kQ5_0, kQ5_1, kQ4F32, kQ5F32, kS8F32x16 };
 // The tile format of a type CanInterleave accepts.
 TileFormat TileFormatOf(GgmlType type);
-// Four-bit codes, two per byte (kQ4_1, kQ4F32; kQ5F32 adds a fifth bit), or one code per byte.
-constexpr bool NibbleCodes(TileFormat f) {
-  return f == TileFormat::kQ4_1 || f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32;
+// Four-bit codes, two per byte (the five-bit formats add a plane of fifth bits), or one code
+// per byte (kQ8_0, kS8F32x16).
+constexpr bool NibbleCodes(TileFormat f) { return f != TileFormat::kQ8_0 && f != TileFormat::kS8F32x16; }
+constexpr bool FifthBits(TileFormat f) {
+  return f == TileFormat::kQ5_0 || f == TileFormat::kQ5_1 || f == TileFormat::kQ5F32;
 }
-// Float32 scales and minimums (kQ4F32, kQ5F32, kS8F32x16), or fp16.
+// Float32 scales and minimums (kQ4F32, kQ5F32, kS8F32x16), or fp16 (the file's own).
 constexpr bool FloatScales(TileFormat f) {
   return f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32 || f == TileFormat::kS8F32x16;
 }
+// Whether the tile stores minimums; the others' is ImpliedMin(f) · d (kS8F32x16: none).
+constexpr bool StoredMins(TileFormat f) {
+  return f == TileFormat::kQ4_1 || f == TileFormat::kQ5_1 || f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32;
+}
+constexpr float ImpliedMin(TileFormat f) {
+  return f == TileFormat::kQ8_0 ? -128.0f : f == TileFormat::kQ4_0 ? -8.0f : f == TileFormat::kQ5_0 ? -16.0f : 0.0f;
+}
 // One tile's layout, for the kernels that read it (this file's and amx.h's): the rows' scales,
-// then (where stored) as many minimums, then the code vectors.
+// then (where stored) as many minimums, then the code vectors, then (five-bit codes) the plane.
 constexpr size_t InterleavedScaleBytes(TileFormat f) { return (FloatScales(f) ? 4 : 2) * kInterleaveRows; }
 constexpr size_t InterleavedCodesOffset(TileFormat f) {
-  return (f == TileFormat::kQ8_0 ? 1 : f == TileFormat::kS8F32x16 ? 4 : 2) * InterleavedScaleBytes(f);
+  return (f == TileFormat::kS8F32x16 ? 4 : StoredMins(f) ? 2 : 1) * InterleavedScaleBytes(f);
 }
-constexpr size_t InterleavedTileBytes(TileFormat f) {  // 320, 544, 384, 448, 768
-  return InterleavedCodesOffset(f) + (NibbleCodes(f) ? 4 : 8) * 4 * kInterleaveRows +
-         (f == TileFormat::kQ5F32 ? 4 * kInterleaveRows : 0);
+// kQ4_1 320, kQ8_0 544, kQ4_0 288, kQ5_0 352, kQ5_1 384, kQ4F32 384, kQ5F32 448, kS8F32x16 768.
+constexpr size_t InterleavedTileBytes(TileFormat f) {
+  return InterleavedCodesOffset(f) + (NibbleCodes(f) ? 4 : 8) * 4 * kInterleaveRows + (FifthBits(f) ? 4 * kInterleaveRows : 0);
 }
 
 // Whether a matrix of this type and shape can be interleaved (on this build's CPU target).

@@ -1,10 +1,52 @@
-// Code unpacking shared by the kernels that read interleaved tiles (interleaved.cc, amx.cc).
+// Tile reading shared by the kernels of interleaved tiles (interleaved.cc, amx.cc).
 #pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/interleaved.h"
+
+namespace peng::kernels::tile_codes {
+
+// Calls run.template operator()<F>() with the tile format f as a compile-time constant.
+template <typename Run>
+void WithTileFormat(TileFormat f, const Run& run) {
+  switch (f) {
+    case TileFormat::kQ4_1: return run.template operator()<TileFormat::kQ4_1>();
+    case TileFormat::kQ8_0: return run.template operator()<TileFormat::kQ8_0>();
+    case TileFormat::kQ4_0: return run.template operator()<TileFormat::kQ4_0>();
+    case TileFormat::kQ5_0: return run.template operator()<TileFormat::kQ5_0>();
+    case TileFormat::kQ5_1: return run.template operator()<TileFormat::kQ5_1>();
+    case TileFormat::kQ4F32: return run.template operator()<TileFormat::kQ4F32>();
+    case TileFormat::kQ5F32: return run.template operator()<TileFormat::kQ5F32>();
+    case TileFormat::kS8F32x16: return run.template operator()<TileFormat::kS8F32x16>();
+  }
+}
+
+}  // namespace peng::kernels::tile_codes
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
 namespace peng::kernels::tile_codes {
+
+// The 16 rows' scales d and minimums m of a tile (kS8F32x16: the scales of columns 0-15 in d
+// and of 16-31 in m).
+template <TileFormat F>
+inline void LoadScales(const uint8_t* tile, __m512* d, __m512* m) {
+  constexpr size_t kScales = InterleavedScaleBytes(F);
+  if constexpr (FloatScales(F)) {
+    *d = _mm512_loadu_ps(tile);
+    *m = _mm512_loadu_ps(tile + kScales);
+    return;
+  }
+  *d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
+  if constexpr (StoredMins(F)) {
+    *m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kScales)));
+  } else {
+    *m = _mm512_mul_ps(*d, _mm512_set1_ps(ImpliedMin(F)));  // exact: a power of two
+  }
+}
 
 // The high nibble of every byte, as a byte. GFNI does it in one operation (the affine map whose
 // matrix moves bits 4-7 to 0-3 and clears 4-7) instead of a shift and a mask: matmul_bench
