@@ -178,7 +178,8 @@ absl::Status LoadFromFile(std::shared_ptr<const GgufFile> file, const LoadProgre
                                                    " tokens but the model only ", c.vocab_size));
   }
   ModelWeights& w = model->weights;
-  PENG_ASSIGN_OR_RETURN(const MatrixSource embd, LoadMatrix(*file, "token_embd.weight", c.vocab_size, c.d_model));
+  PENG_ASSIGN_OR_RETURN(MatrixSource embd, LoadMatrix(*file, "token_embd.weight", c.vocab_size, c.d_model));
+  embd.interleave = c.tied_embeddings;  // tiles only where it is also the LM head
   w.token_embd = WeightMatrix::Copy(embd);
   if (!c.tied_embeddings) {
     PENG_ASSIGN_OR_RETURN(const MatrixSource output, LoadMatrix(*file, "output.weight", c.vocab_size, c.d_model));

@@ -200,9 +200,11 @@ absl::StatusOr<std::unique_ptr<Model>> LoadHfModel(const std::string& dir, const
                                                std::ifstream(tok_cfg).good() ? tok_cfg : ""));
   PENG_ASSIGN_OR_RETURN(std::shared_ptr<const SafetensorsModel> files, SafetensorsModel::Open(dir));
   ModelWeights& w = model->weights;
-  PENG_ASSIGN_OR_RETURN(const MatrixSource embd, Matrix(*files, "model.embed_tokens.weight", c.vocab_size, c.d_model));
+  PENG_ASSIGN_OR_RETURN(MatrixSource embd, Matrix(*files, "model.embed_tokens.weight", c.vocab_size, c.d_model));
+  const bool own_lm_head = !c.tied_embeddings || files->Find("lm_head.weight") != nullptr;
+  embd.interleave = !own_lm_head;  // tiles only where it is also the LM head
   w.token_embd = WeightMatrix::Copy(embd);
-  if (!c.tied_embeddings || files->Find("lm_head.weight") != nullptr) {
+  if (own_lm_head) {
     PENG_ASSIGN_OR_RETURN(const MatrixSource output, Matrix(*files, "lm_head.weight", c.vocab_size, c.d_model));
     w.output = WeightMatrix::Copy(output);
   }

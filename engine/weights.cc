@@ -15,7 +15,7 @@ namespace {
 
 // Bytes a matrix takes in memory, rounded up to keep the next one 64-byte aligned.
 size_t StoredBytes(const MatrixSource& s) {
-  const size_t bytes = kernels::CanInterleave(s.type, s.rows, s.cols)
+  const size_t bytes = s.interleave && kernels::CanInterleave(s.type, s.rows, s.cols)
                            ? kernels::InterleavedBytes(s.type, s.rows, s.cols)
                            : kernels::RowBytes(s.type, s.cols) * s.rows;
   return (bytes + 63) / 64 * 64;
@@ -35,7 +35,7 @@ std::vector<WeightMatrix> WeightMatrix::CopyTogether(const std::vector<MatrixSou
   uint8_t* at = const_cast<uint8_t*>(storage.get());
   for (size_t i = 0; i < srcs.size(); ++i) {
     const MatrixSource& s = srcs[i];
-    const bool interleave = kernels::CanInterleave(s.type, s.rows, s.cols);
+    const bool interleave = s.interleave && kernels::CanInterleave(s.type, s.rows, s.cols);
     const size_t row_bytes = kernels::RowBytes(s.type, s.cols);
     if (interleave) {
       // Batched matmuls run much faster on 16-row tiles (kernels/cpu/interleaved.h).

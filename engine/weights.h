@@ -23,6 +23,9 @@ struct MatrixSource {
   kernels::GgmlType type;
   int64_t rows = 0, cols = 0;
   const uint8_t* data = nullptr;
+  // Whether a batched-matmul type may be stored as tiles; false keeps the file's rows (an
+  // untied token embedding, only ever read a row at a time).
+  bool interleave = true;
 };
 
 // A weight matrix [rows x cols] in a stored GGML type, in memory of its own or shared with the

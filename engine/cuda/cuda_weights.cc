@@ -18,7 +18,8 @@ constexpr int64_t kStagingElems = int64_t{16} << 20;
 // The matrix as rows the CUDA dequantizers read, and their type: as stored; or undone from the
 // CPU worker's 16-row interleaved tiles (kernels/cpu/interleaved.h), byte for byte where the
 // tiles keep the GGML bytes (Q4_1, Q8_0) and as float32 rows where they hold decoded blocks
-// (exact: every weight is d·u + m in float).
+// (exact: every weight is d·u + m in float). A token embedding is tiled only when it is also
+// the LM head (engine/weights.h), so only a tied one of such a type takes float32 here.
 struct HostRows {
   const uint8_t* data;
   kernels::GgmlType type;

@@ -34,7 +34,7 @@ const uint8_t* Codes(TileFormat f, const uint8_t* tile) { return tile + Interlea
 constexpr size_t CodeAt(int r, int j) { return (j / 4) * 4 * kR + 4 * r + j % 4; }
 // Q8_0 codes are stored offset by 128 (unsigned) so that the int8 kernel multiplies u8 x s8.
 constexpr uint8_t kQ8Offset = 0x80;
-// kQ5F32: the plane of fifth bits follows the 4 nibble vectors.
+// Five-bit formats: the plane of fifth bits follows the 4 nibble vectors.
 constexpr size_t kFifthBitsOffset = 4 * 4 * kR;
 
 float Half(const uint8_t* p) {
@@ -49,8 +49,8 @@ float Float(const uint8_t* p) {
   return f;
 }
 
-// One 32-column block of a GGML row as a float-scale tile row holds it: weight j is
-// d·u[j] + m, exactly as DequantizeRow computes it (every d·u is exact in float).
+// One 32-column block of a GGML row, decoded: weight j is d·u[j] + m, exactly as DequantizeRow
+// computes it (every d·u is exact in float).
 struct DecodedBlock {
   float d, m;
   uint8_t u[32];
@@ -187,7 +187,7 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
             const float d = Fp16ToFp32(sb.d) * sb.scales[sub];
             int32_t k = 0;
             for (int c = 0; c < 16; ++c) {
-              const int code = d != 0 ? static_cast<int>(std::lrint(w[16 * sub + c] / d)) : 0;
+              const int code = d != 0 && std::isfinite(d) ? static_cast<int>(std::lrint(w[16 * sub + c] / d)) : 0;
               codes[CodeAt(r, 16 * h + c)] = static_cast<uint8_t>(static_cast<int8_t>(code));
               k += 128 * code;
             }
