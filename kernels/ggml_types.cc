@@ -12,8 +12,8 @@ const GgmlTypeTraits* FindGgmlType(uint32_t id) {
   static const GgmlTypeTraits kQ5_1{"Q5_1", kQK, sizeof(BlockQ5_1), true};
   static const GgmlTypeTraits kQ8_0{"Q8_0", kQK, sizeof(BlockQ8_0), true};
   static const GgmlTypeTraits kQ8_1{"Q8_1", kQK, 36, false};
-  static const GgmlTypeTraits kQ2_K{"Q2_K", kQK_K, 84, false};
-  static const GgmlTypeTraits kQ3_K{"Q3_K", kQK_K, 110, false};
+  static const GgmlTypeTraits kQ2_K{"Q2_K", kQK_K, sizeof(BlockQ2_K), true};
+  static const GgmlTypeTraits kQ3_K{"Q3_K", kQK_K, sizeof(BlockQ3_K), true};
   static const GgmlTypeTraits kQ4_K{"Q4_K", kQK_K, sizeof(BlockQ4_K), true};
   static const GgmlTypeTraits kQ5_K{"Q5_K", kQK_K, sizeof(BlockQ5_K), true};
   static const GgmlTypeTraits kQ6_K{"Q6_K", kQK_K, sizeof(BlockQ6_K), true};

@@ -84,6 +84,46 @@ void DequantQ5_K(const BlockQ5_K* b, float* y, int64_t nb) {
   }
 }
 
+// Q2_K: 16 sub-blocks of 16, each with a 4-bit scale (low nibble) and min (high nibble) of d
+// and dmin. Within each 128-value half, 2-bit field j of bytes 0-15 / 16-31 holds sub-blocks 2j
+// and 2j+1.
+void DequantQ2_K(const BlockQ2_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = Fp16ToFp32(b[i].d), dmin = Fp16ToFp32(b[i].dmin);
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* q = b[i].qs + 32 * half;
+      for (int j = 0; j < 4; ++j) {
+        for (int k = 0; k < 2; ++k, y += 16) {
+          const uint8_t sc = b[i].scales[8 * half + 2 * j + k];
+          const float dl = d * (sc & 0x0f), ml = dmin * (sc >> 4);
+          for (int l = 0; l < 16; ++l) y[l] = dl * ((q[16 * k + l] >> (2 * j)) & 3) - ml;
+        }
+      }
+    }
+  }
+}
+
+// Q3_K: 16 sub-blocks of 16 with 6-bit signed scales of d (ScaleQ3_K); a value is its 2-bit
+// field (laid out as Q2_K's) minus 4 unless its bit in hmask (bit 4·half + j) is set.
+void DequantQ3_K(const BlockQ3_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = Fp16ToFp32(b[i].d);
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* q = b[i].qs + 32 * half;
+      for (int j = 0; j < 4; ++j) {
+        const uint8_t bit = static_cast<uint8_t>(1u << (4 * half + j));
+        for (int k = 0; k < 2; ++k, y += 16) {
+          const float dl = d * ScaleQ3_K(8 * half + 2 * j + k, b[i].scales);
+          for (int l = 0; l < 16; ++l) {
+            const int u = (q[16 * k + l] >> (2 * j)) & 3;
+            y[l] = dl * (u - ((b[i].hmask[16 * k + l] & bit) ? 0 : 4));
+          }
+        }
+      }
+    }
+  }
+}
+
 void DequantQ6_K(const BlockQ6_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = Fp16ToFp32(b[i].d);
@@ -132,6 +172,8 @@ bool DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
       DequantQ5<BlockQ5_1, true>(static_cast<const BlockQ5_1*>(src), dst, n / kQK);
       return true;
     case GgmlType::kQ8_0: DequantQ8_0(static_cast<const BlockQ8_0*>(src), dst, n / kQK); return true;
+    case GgmlType::kQ2_K: DequantQ2_K(static_cast<const BlockQ2_K*>(src), dst, n / kQK_K); return true;
+    case GgmlType::kQ3_K: DequantQ3_K(static_cast<const BlockQ3_K*>(src), dst, n / kQK_K); return true;
     case GgmlType::kQ4_K: DequantQ4_K(static_cast<const BlockQ4_K*>(src), dst, n / kQK_K); return true;
     case GgmlType::kQ5_K: DequantQ5_K(static_cast<const BlockQ5_K*>(src), dst, n / kQK_K); return true;
     case GgmlType::kQ6_K: DequantQ6_K(static_cast<const BlockQ6_K*>(src), dst, n / kQK_K); return true;

@@ -12,6 +12,14 @@ namespace peng::kernels {
 // Writes n floats to dst. Returns false for a type Peng does not support (nothing written).
 bool DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
 
+// Scale j (0-15) of a Q3_K super-block, offset removed: 6 bits, the low 4 in byte j (j < 8) or
+// the high nibble of byte j - 8, the high 2 in byte 8 + j % 4 at bit 2 (j / 4); minus 32.
+inline int ScaleQ3_K(int j, const uint8_t* q) {
+  const int low = j < 8 ? q[j] & 0x0f : q[j - 8] >> 4;
+  const int high = (q[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return (low | high << 4) - 32;
+}
+
 // 6-bit scale and min j of a Q4_K / Q5_K super-block (12 packed bytes hold 8 of each).
 inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   if (j < 4) {

@@ -113,6 +113,16 @@ DecodedBlock DecodeBlock(GgmlType type, const uint8_t* row, int64_t b) {
   return o;
 }
 
+// The scale d·sc of 16-column sub-block `sub` of a Q6_K or Q3_K super-block.
+float SubBlockScale16(GgmlType type, const uint8_t* sb, int sub) {
+  if (type == GgmlType::kQ6_K) {
+    const auto* b = reinterpret_cast<const BlockQ6_K*>(sb);
+    return Fp16ToFp32(b->d) * b->scales[sub];
+  }
+  const auto* b = reinterpret_cast<const BlockQ3_K*>(sb);
+  return Fp16ToFp32(b->d) * ScaleQ3_K(sub, b->scales);
+}
+
 }  // namespace
 
 TileFormat TileFormatOf(GgmlType type) {
@@ -123,7 +133,7 @@ TileFormat TileFormatOf(GgmlType type) {
     case GgmlType::kQ5_0: return TileFormat::kQ5_0;
     case GgmlType::kQ5_1: return TileFormat::kQ5_1;
     case GgmlType::kQ4_K: return TileFormat::kQ4F32;
-    case GgmlType::kQ6_K: return TileFormat::kS8F32x16;
+    case GgmlType::kQ3_K: case GgmlType::kQ6_K: return TileFormat::kS8F32x16;
     default: return TileFormat::kQ5F32;  // Q5_K
   }
 }
@@ -132,7 +142,7 @@ bool CanInterleave(GgmlType type, int64_t rows, int64_t cols) {
 #if defined(__AVX512F__)
   switch (type) {
     case GgmlType::kQ4_0: case GgmlType::kQ4_1: case GgmlType::kQ5_0: case GgmlType::kQ5_1:
-    case GgmlType::kQ8_0: case GgmlType::kQ4_K: case GgmlType::kQ5_K: case GgmlType::kQ6_K:
+    case GgmlType::kQ8_0: case GgmlType::kQ3_K: case GgmlType::kQ4_K: case GgmlType::kQ5_K: case GgmlType::kQ6_K:
       return rows % kR == 0 && cols % 32 == 0 && RowBytes(type, cols) > 0;
     default:
       return false;
@@ -161,7 +171,7 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
   const size_t row_bytes = RowBytes(type, cols);
   const size_t scale_bytes = InterleavedScaleBytes(f);
   const int64_t nb = cols / 32;
-  std::vector<float> q6(type == GgmlType::kQ6_K ? kR * kQK_K : 0);
+  std::vector<float> sub16(f == TileFormat::kS8F32x16 ? kR * kQK_K : 0);
   for (int64_t g = 0; g < rows / kR; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* tile = dst + (g * nb + b) * TileBytes(f);
@@ -177,14 +187,14 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           const auto& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
           std::memcpy(tile + 2 * r, &blk.d, 2);
           for (int c = 0; c < 32; ++c) codes[CodeAt(r, c)] = static_cast<uint8_t>(blk.qs[c]) ^ kQ8Offset;
-        } else if (type == GgmlType::kQ6_K) {
+        } else if (f == TileFormat::kS8F32x16) {
           // Codes from the dequantized weights: w = (d·sc) s exactly, so s = w / (d·sc).
-          const auto& sb = reinterpret_cast<const BlockQ6_K*>(row)[b / 8];
-          float* w = q6.data() + r * kQK_K;  // the row's super-block, decoded at its first block
-          if (b % 8 == 0) DequantizeRow(type, &sb, w, kQK_K);
+          const uint8_t* sb = row + b / 8 * Traits(type).block_bytes;
+          float* w = sub16.data() + r * kQK_K;  // the row's super-block, decoded at its first block
+          if (b % 8 == 0) DequantizeRow(type, sb, w, kQK_K);
           for (int h = 0; h < 2; ++h) {
             const int sub = static_cast<int>(b % 8) * 2 + h;
-            const float d = Fp16ToFp32(sb.d) * sb.scales[sub];
+            const float d = SubBlockScale16(type, sb, sub);
             int32_t k = 0;
             for (int c = 0; c < 16; ++c) {
               const int code = d != 0 && std::isfinite(d) ? static_cast<int>(std::lrint(w[16 * sub + c] / d)) : 0;

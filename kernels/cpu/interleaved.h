@@ -14,13 +14,13 @@
 //   kQ5_1  (Q5_1):  fp16 d[16], fp16 m[16], codes as kQ5_0's                           (384 bytes)
 //   kQ4F32 (Q4_K):  float d[16], float m[16], codes as kQ4_1's                         (384 bytes)
 //   kQ5F32 (Q5_K):  float d[16], float m[16], codes as kQ5_0's                         (448 bytes)
-//   kS8F32x16 (Q6_K, whose scales cover 16 columns): float d[16] for columns 0-15, float d[16]
+//   kS8F32x16 (Q3_K, Q6_K, whose scales cover 16 columns): float d[16] for columns 0-15, float d[16]
 //                   for 16-31, int32 k[16] and k[16] for the two halves, then 8 vectors of
 //                   one signed code s per column (w = d s, m = 0); k = 128 Σ s over the half,
 //                   which the int8 kernel subtracts from its dots of (x + 128) and s  (768 bytes)
 // Q4_1 and Q8_0 keep their bytes (Deinterleave restores them). The others are decoded exactly:
 // Q4_0 is d(u - 8), Q5_0 d(u - 16), Q5_1 d u + m (their fp16 scales kept), a Q4_K / Q5_K
-// 32-column sub-block (d·sc) u - dmin·mn and a Q6_K 16-column one (d·sc) s: scales of up to 18
+// 32-column sub-block (d·sc) u - dmin·mn and a Q3_K / Q6_K 16-column one (d·sc) s: scales of up to 18
 // significant bits, which float holds and fp16 does not.
 // Tiles are stored row group by row group, blocks in column order. The kernels keep 16 rows per
 // accumulator and broadcast activations (outer product: no horizontal sums), and every batch

@@ -38,7 +38,8 @@ std::vector<uint8_t> RandomRows(GgmlType type, int64_t rows, int64_t cols, std::
       case GgmlType::kF16: case GgmlType::kBF16: set_half(p); if (type == GgmlType::kBF16) { p[0] = 0; } break;
       case GgmlType::kQ4_1: case GgmlType::kQ5_1: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
         set_half(p); set_half(p + 2); break;
-      case GgmlType::kQ6_K: set_half(p + tr.block_bytes - 2); break;
+      case GgmlType::kQ6_K: case GgmlType::kQ3_K: set_half(p + tr.block_bytes - 2); break;
+      case GgmlType::kQ2_K: set_half(p + tr.block_bytes - 4); set_half(p + tr.block_bytes - 2); break;
       default: set_half(p); break;
     }
   }
@@ -102,8 +103,9 @@ TEST_P(MatMulTest, EveryBatchSizeGivesBitwiseTheSameRow) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest,
                          ::testing::Values(GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16,
                                            GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0,
-                                           GgmlType::kQ5_1, GgmlType::kQ8_0, GgmlType::kQ4_K,
-                                           GgmlType::kQ5_K, GgmlType::kQ6_K),
+                                           GgmlType::kQ5_1, GgmlType::kQ8_0, GgmlType::kQ2_K,
+                                           GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                                           GgmlType::kQ6_K),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
 class InterleavedTest : public ::testing::TestWithParam<GgmlType> {
@@ -316,7 +318,8 @@ TEST_P(InterleavedTest, AmxKernelMatchesBf16OperandsAndIsBatchInvariant) {
 
 INSTANTIATE_TEST_SUITE_P(Types, InterleavedTest,
                          ::testing::Values(GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ5_0,
-                                           GgmlType::kQ5_1, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K),
+                                           GgmlType::kQ5_1, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                                           GgmlType::kQ6_K),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
 TEST(DequantizeTest, Q4_1KnownBlock) {
