@@ -18,6 +18,8 @@ const GgmlTypeTraits* FindGgmlType(uint32_t id) {
   static const GgmlTypeTraits kQ5_K{"Q5_K", kQK_K, sizeof(BlockQ5_K), true};
   static const GgmlTypeTraits kQ6_K{"Q6_K", kQK_K, sizeof(BlockQ6_K), true};
   static const GgmlTypeTraits kQ8_K{"Q8_K", kQK_K, 292, false};
+  static const GgmlTypeTraits kIQ4_NL{"IQ4_NL", kQK, sizeof(BlockIQ4_NL), true};
+  static const GgmlTypeTraits kIQ4_XS{"IQ4_XS", kQK_K, sizeof(BlockIQ4_XS), true};
   switch (static_cast<GgmlType>(id)) {
     case GgmlType::kF32: return &kF32;
     case GgmlType::kF16: return &kF16;
@@ -34,6 +36,8 @@ const GgmlTypeTraits* FindGgmlType(uint32_t id) {
     case GgmlType::kQ5_K: return &kQ5_K;
     case GgmlType::kQ6_K: return &kQ6_K;
     case GgmlType::kQ8_K: return &kQ8_K;
+    case GgmlType::kIQ4_NL: return &kIQ4_NL;
+    case GgmlType::kIQ4_XS: return &kIQ4_XS;
   }
   return nullptr;
 }

@@ -124,6 +124,14 @@ void DequantQ3_K(const BlockQ3_K* b, float* y, int64_t nb) {
   }
 }
 
+// 32 values of scale d: table entries of the low nibbles of qs (first 16), then the high ones.
+void DequantIq4(float d, const uint8_t* qs, float* y) {
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * kIq4Values[qs[j] & 0x0f];
+    y[j + 16] = d * kIq4Values[qs[j] >> 4];
+  }
+}
+
 void DequantQ6_K(const BlockQ6_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = Fp16ToFp32(b[i].d);
@@ -172,6 +180,20 @@ bool DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
       DequantQ5<BlockQ5_1, true>(static_cast<const BlockQ5_1*>(src), dst, n / kQK);
       return true;
     case GgmlType::kQ8_0: DequantQ8_0(static_cast<const BlockQ8_0*>(src), dst, n / kQK); return true;
+    case GgmlType::kIQ4_NL: {
+      const auto* b = static_cast<const BlockIQ4_NL*>(src);
+      for (int64_t i = 0; i < n / kQK; ++i) DequantIq4(Fp16ToFp32(b[i].d), b[i].qs, dst + i * kQK);
+      return true;
+    }
+    case GgmlType::kIQ4_XS: {
+      const auto* b = static_cast<const BlockIQ4_XS*>(src);
+      for (int64_t i = 0; i < n / kQK_K; ++i) {
+        for (int j = 0; j < 8; ++j) {
+          DequantIq4(Fp16ToFp32(b[i].d) * ScaleIQ4_XS(j, b[i]), b[i].qs + 16 * j, dst + i * kQK_K + 32 * j);
+        }
+      }
+      return true;
+    }
     case GgmlType::kQ2_K: DequantQ2_K(static_cast<const BlockQ2_K*>(src), dst, n / kQK_K); return true;
     case GgmlType::kQ3_K: DequantQ3_K(static_cast<const BlockQ3_K*>(src), dst, n / kQK_K); return true;
     case GgmlType::kQ4_K: DequantQ4_K(static_cast<const BlockQ4_K*>(src), dst, n / kQK_K); return true;

@@ -20,6 +20,12 @@ inline int ScaleQ3_K(int j, const uint8_t* q) {
   return (low | high << 4) - 32;
 }
 
+// The 6-bit scale of 32-value sub-block j of an IQ4_XS super-block, offset removed: the low 4
+// bits in nibble j % 2 of scales_l[j / 2], the high 2 at bit 2j of scales_h; minus 32.
+inline int ScaleIQ4_XS(int j, const BlockIQ4_XS& b) {
+  return (((b.scales_l[j / 2] >> (4 * (j % 2))) & 0x0f) | (((b.scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
+
 // 6-bit scale and min j of a Q4_K / Q5_K super-block (12 packed bytes hold 8 of each).
 inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   if (j < 4) {

@@ -113,14 +113,24 @@ DecodedBlock DecodeBlock(GgmlType type, const uint8_t* row, int64_t b) {
   return o;
 }
 
-// The scale d·sc of 16-column sub-block `sub` of a Q6_K or Q3_K super-block.
-float SubBlockScale16(GgmlType type, const uint8_t* sb, int sub) {
-  if (type == GgmlType::kQ6_K) {
-    const auto* b = reinterpret_cast<const BlockQ6_K*>(sb);
-    return Fp16ToFp32(b->d) * b->scales[sub];
+// The scale of 16-column sub-block `sub` of a GGML block of a signed-code type (weights are
+// scale × an integer code).
+float SubBlockScale16(GgmlType type, const uint8_t* block, int sub) {
+  switch (type) {
+    case GgmlType::kQ6_K: {
+      const auto* b = reinterpret_cast<const BlockQ6_K*>(block);
+      return Fp16ToFp32(b->d) * b->scales[sub];
+    }
+    case GgmlType::kQ3_K: {
+      const auto* b = reinterpret_cast<const BlockQ3_K*>(block);
+      return Fp16ToFp32(b->d) * ScaleQ3_K(sub, b->scales);
+    }
+    case GgmlType::kIQ4_NL: return Fp16ToFp32(reinterpret_cast<const BlockIQ4_NL*>(block)->d);
+    default: {  // IQ4_XS: a scale per 32 columns
+      const auto* b = reinterpret_cast<const BlockIQ4_XS*>(block);
+      return Fp16ToFp32(b->d) * ScaleIQ4_XS(sub / 2, *b);
+    }
   }
-  const auto* b = reinterpret_cast<const BlockQ3_K*>(sb);
-  return Fp16ToFp32(b->d) * ScaleQ3_K(sub, b->scales);
 }
 
 }  // namespace
@@ -133,7 +143,8 @@ TileFormat TileFormatOf(GgmlType type) {
     case GgmlType::kQ5_0: return TileFormat::kQ5_0;
     case GgmlType::kQ5_1: return TileFormat::kQ5_1;
     case GgmlType::kQ4_K: return TileFormat::kQ4F32;
-    case GgmlType::kQ3_K: case GgmlType::kQ6_K: return TileFormat::kS8F32x16;
+    case GgmlType::kQ3_K: case GgmlType::kQ6_K: case GgmlType::kIQ4_NL: case GgmlType::kIQ4_XS:
+      return TileFormat::kS8F32x16;
     default: return TileFormat::kQ5F32;  // Q5_K
   }
 }
@@ -143,6 +154,7 @@ bool CanInterleave(GgmlType type, int64_t rows, int64_t cols) {
   switch (type) {
     case GgmlType::kQ4_0: case GgmlType::kQ4_1: case GgmlType::kQ5_0: case GgmlType::kQ5_1:
     case GgmlType::kQ8_0: case GgmlType::kQ3_K: case GgmlType::kQ4_K: case GgmlType::kQ5_K: case GgmlType::kQ6_K:
+    case GgmlType::kIQ4_NL: case GgmlType::kIQ4_XS:
       return rows % kR == 0 && cols % 32 == 0 && RowBytes(type, cols) > 0;
     default:
       return false;
@@ -189,11 +201,13 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           for (int c = 0; c < 32; ++c) codes[CodeAt(r, c)] = static_cast<uint8_t>(blk.qs[c]) ^ kQ8Offset;
         } else if (f == TileFormat::kS8F32x16) {
           // Codes from the dequantized weights: w = (d·sc) s exactly, so s = w / (d·sc).
-          const uint8_t* sb = row + b / 8 * Traits(type).block_bytes;
-          float* w = sub16.data() + r * kQK_K;  // the row's super-block, decoded at its first block
-          if (b % 8 == 0) DequantizeRow(type, sb, w, kQK_K);
+          const GgmlTypeTraits& tr = Traits(type);
+          const int64_t per_block = tr.block_elems / 32;  // 32-column blocks per GGML block
+          const uint8_t* sb = row + b / per_block * tr.block_bytes;
+          float* w = sub16.data() + r * kQK_K;  // the row's GGML block, decoded at its first 32 columns
+          if (b % per_block == 0) DequantizeRow(type, sb, w, tr.block_elems);
           for (int h = 0; h < 2; ++h) {
-            const int sub = static_cast<int>(b % 8) * 2 + h;
+            const int sub = static_cast<int>(b % per_block) * 2 + h;
             const float d = SubBlockScale16(type, sb, sub);
             int32_t k = 0;
             for (int c = 0; c < 16; ++c) {

@@ -105,7 +105,7 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest,
                                            GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0,
                                            GgmlType::kQ5_1, GgmlType::kQ8_0, GgmlType::kQ2_K,
                                            GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
-                                           GgmlType::kQ6_K),
+                                           GgmlType::kQ6_K, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
 class InterleavedTest : public ::testing::TestWithParam<GgmlType> {
@@ -319,7 +319,7 @@ TEST_P(InterleavedTest, AmxKernelMatchesBf16OperandsAndIsBatchInvariant) {
 INSTANTIATE_TEST_SUITE_P(Types, InterleavedTest,
                          ::testing::Values(GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ5_0,
                                            GgmlType::kQ5_1, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
-                                           GgmlType::kQ6_K),
+                                           GgmlType::kQ6_K, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
 TEST(DequantizeTest, Q4_1KnownBlock) {
