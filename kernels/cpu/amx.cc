@@ -69,7 +69,25 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
   __m512 d, m;  // kS8F32x16: the two halves' scales
   tile_codes::LoadScales<F>(tile, &d, &m);
   const uint8_t* codes = tile + InterleavedCodesOffset(F);
-  if constexpr (FifthBits(F)) {
+  if constexpr (F == TileFormat::kIQ4) {
+    // Table values s of the indices, as u = s ^ 0x80 = s + 128: w = d (u - 128), as kQ8_0's.
+    const __m512 mq = _mm512_mul_ps(d, _mm512_set1_ps(-128.0f));
+    const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
+    const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], mq); };
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int v = 0; v < 4; ++v) {
+      const __m512i c = _mm512_loadu_si512(codes + 64 * v);
+      const __m512i bytes[2] = {
+          _mm512_xor_si512(tile_codes::Iq4Values(_mm512_and_si512(c, _mm512_set1_epi8(0x0f))), flip),
+          _mm512_xor_si512(tile_codes::Iq4Values(tile_codes::HighNibbles(c)), flip)};
+      for (int half = 0; half < 2; ++half) {
+        const int vv = v + 4 * half;
+        const __m512i q16 = _mm512_srli_epi32(bytes[half], 16);
+        _mm512_store_si512(dst + 2 * vv, PackPair(weight(bytes[half], 0), weight(bytes[half], 1)));
+        _mm512_store_si512(dst + 2 * vv + 1, PackPair(weight(q16, 0), weight(q16, 1)));
+      }
+    }
+  } else if constexpr (FifthBits(F)) {
     // Five-bit codes, unpacked to a byte per column (vector v: columns 4v..4v+3, as kQ8_0's).
     const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
     const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };

@@ -143,8 +143,8 @@ TileFormat TileFormatOf(GgmlType type) {
     case GgmlType::kQ5_0: return TileFormat::kQ5_0;
     case GgmlType::kQ5_1: return TileFormat::kQ5_1;
     case GgmlType::kQ4_K: return TileFormat::kQ4F32;
-    case GgmlType::kQ3_K: case GgmlType::kQ6_K: case GgmlType::kIQ4_NL: case GgmlType::kIQ4_XS:
-      return TileFormat::kS8F32x16;
+    case GgmlType::kQ3_K: case GgmlType::kQ6_K: return TileFormat::kS8F32x16;
+    case GgmlType::kIQ4_NL: case GgmlType::kIQ4_XS: return TileFormat::kIQ4;
     default: return TileFormat::kQ5F32;  // Q5_K
   }
 }
@@ -199,6 +199,19 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           const auto& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
           std::memcpy(tile + 2 * r, &blk.d, 2);
           for (int c = 0; c < 32; ++c) codes[CodeAt(r, c)] = static_cast<uint8_t>(blk.qs[c]) ^ kQ8Offset;
+        } else if (f == TileFormat::kIQ4) {
+          // The file's indices as they are (IQ4_XS: sub-block b % 8 of the super-block).
+          const bool xs = type == GgmlType::kIQ4_XS;
+          const uint8_t* block = row + (xs ? b / 8 * sizeof(BlockIQ4_XS) : b * sizeof(BlockIQ4_NL));
+          const uint8_t* qs = xs ? block + offsetof(BlockIQ4_XS, qs) + 16 * (b % 8) : block + offsetof(BlockIQ4_NL, qs);
+          const float d = SubBlockScale16(type, block, xs ? static_cast<int>(b % 8) * 2 : 0);
+          int32_t k = 0;
+          for (int j = 0; j < 16; ++j) {
+            codes[CodeAt(r, j)] = qs[j];
+            k += 128 * (kIq4Values[qs[j] & 0x0f] + kIq4Values[qs[j] >> 4]);
+          }
+          std::memcpy(tile + 4 * r, &d, 4);
+          std::memcpy(tile + scale_bytes + 4 * r, &k, 4);
         } else if (f == TileFormat::kS8F32x16) {
           // Codes from the dequantized weights: w = (d·sc) s exactly, so s = w / (d·sc).
           const GgmlTypeTraits& tr = Traits(type);
@@ -284,6 +297,14 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
     if (f == TileFormat::kQ8_0) {
       const float d = Half(tile + 2 * i);
       for (int c = 0; c < 32; ++c) out[c] = d * (static_cast<int>(codes[CodeAt(i, c)]) - kQ8Offset);
+      continue;
+    }
+    if (f == TileFormat::kIQ4) {
+      const float d = Float(tile + 4 * i);
+      for (int j = 0; j < 16; ++j) {
+        out[j] = d * kIq4Values[codes[CodeAt(i, j)] & 0x0f];
+        out[j + 16] = d * kIq4Values[codes[CodeAt(i, j)] >> 4];
+      }
       continue;
     }
     if (f == TileFormat::kS8F32x16) {
@@ -381,6 +402,12 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
           for (int g = 0; g < kGroups; ++g) {
             const __m512i c = _mm512_srli_epi32(codes[g], 8 * i);
             __m512i ul = _mm512_and_si512(c, low4), uh = _mm512_and_si512(_mm512_srli_epi32(c, 4), low4);
+            if constexpr (T == TileFormat::kIQ4) {  // d s, s the indexed table value
+              const __m512i table = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
+              wl[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_permutexvar_epi32(ul, table)), d[g]);
+              wh[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_permutexvar_epi32(uh, table)), d[g]);
+              continue;
+            }
             if constexpr (FifthBits(T)) {  // fifth bits: byte i of the plane, bits v and 4+v
               const __m512i bits = _mm512_loadu_si512(q[g] + kFifthBitsOffset);
               const __m512i one = _mm512_set1_epi32(1);
@@ -462,6 +489,38 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
       }
     }
     const int8_t* xb = xq + b * 32;
+    if constexpr (T == TileFormat::kIQ4) {
+      // Table values of the indices, signed: the dots are of x + 128 (x ^ 0x80) and s, less k.
+      for (int v = 0; v < 4; ++v) {
+        __m512i lo[kGroups], hi[kGroups];
+        for (int g = 0; g < kGroups; ++g) {
+          const __m512i c = _mm512_loadu_si512(q[g] + v * 4 * kR);
+          lo[g] = tile_codes::Iq4Values(_mm512_and_si512(c, low4));
+          hi[g] = tile_codes::Iq4Values(tile_codes::HighNibbles(c));
+        }
+        for (int t = 0; t < kTokens; ++t) {
+          uint32_t al, ah;
+          std::memcpy(&al, xb + t * cols + 4 * v, 4);
+          std::memcpy(&ah, xb + t * cols + 16 + 4 * v, 4);
+          const __m512i xl = _mm512_set1_epi32(static_cast<int32_t>(al ^ 0x80808080u));
+          const __m512i xh = _mm512_set1_epi32(static_cast<int32_t>(ah ^ 0x80808080u));
+          for (int g = 0; g < kGroups; ++g) {
+            dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], xl, lo[g]);
+            dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], xh, hi[g]);
+          }
+        }
+      }
+      for (int g = 0; g < kGroups; ++g) {
+        const uint8_t* tile = Tile(T, data, cols, g0 + g, b);
+        const __m512 d = _mm512_loadu_ps(tile);
+        const __m512i k = _mm512_loadu_si512(tile + InterleavedScaleBytes(T));
+        for (int t = 0; t < kTokens; ++t) {
+          const __m512 ddx = _mm512_mul_ps(d, _mm512_set1_ps(xs[(t * nb + b) * 2]));
+          acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[g][t], k)), ddx, acc[g][t]);
+        }
+      }
+      continue;
+    }
     if constexpr (T == TileFormat::kS8F32x16) {
       // Signed codes: the activations become the unsigned operand, x + 128 (x ^ 0x80), and
       // each half's dot loses the tile's k = 128 Σ s, exactly, in integers.

@@ -14,6 +14,9 @@
 //   kQ5_1  (Q5_1):  fp16 d[16], fp16 m[16], codes as kQ5_0's                           (384 bytes)
 //   kQ4F32 (Q4_K):  float d[16], float m[16], codes as kQ4_1's                         (384 bytes)
 //   kQ5F32 (Q5_K):  float d[16], float m[16], codes as kQ5_0's                         (448 bytes)
+//   kIQ4   (IQ4_NL, IQ4_XS): float d[16], int32 k[16], then 4-bit indices laid out as
+//                   kQ4_1's codes; a weight is d s with s = kIq4Values[index] (signed), and
+//                   k = 128 Σ s, as kS8F32x16's                                       (384 bytes)
 //   kS8F32x16 (Q3_K, Q6_K, whose scales cover 16 columns): float d[16] for columns 0-15, float d[16]
 //                   for 16-31, int32 k[16] and k[16] for the two halves, then 8 vectors of
 //                   one signed code s per column (w = d s, m = 0); k = 128 Σ s over the half,
@@ -44,7 +47,7 @@ namespace peng::kernels {
 inline constexpr int kInterleaveRows = 16;
 
 // How a tile stores its weights (above).
-enum class TileFormat { kQ4_1, kQ8_0, kQ4_0, kQ5_0, kQ5_1, kQ4F32, kQ5F32, kS8F32x16 };
+enum class TileFormat { kQ4_1, kQ8_0, kQ4_0, kQ5_0, kQ5_1, kQ4F32, kQ5F32, kS8F32x16, kIQ4 };
 // The tile format of a type CanInterleave accepts.
 TileFormat TileFormatOf(GgmlType type);
 // Four-bit codes, two per byte (the five-bit formats add a plane of fifth bits), or one code
@@ -55,8 +58,10 @@ constexpr bool FifthBits(TileFormat f) {
 }
 // Float32 scales and minimums (kQ4F32, kQ5F32, kS8F32x16), or fp16 (the file's own).
 constexpr bool FloatScales(TileFormat f) {
-  return f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32 || f == TileFormat::kS8F32x16;
+  return f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32 || f == TileFormat::kS8F32x16 || f == TileFormat::kIQ4;
 }
+// Signed codes s (w = d s) and, after the scales, int32 k = 128 Σ s per row and scale.
+constexpr bool SignedCodes(TileFormat f) { return f == TileFormat::kS8F32x16 || f == TileFormat::kIQ4; }
 // Whether the tile stores minimums; the others' is ImpliedMin(f) · d (kS8F32x16: none).
 constexpr bool StoredMins(TileFormat f) {
   return f == TileFormat::kQ4_1 || f == TileFormat::kQ5_1 || f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32;
@@ -68,9 +73,10 @@ constexpr float ImpliedMin(TileFormat f) {
 // then (where stored) as many minimums, then the code vectors, then (five-bit codes) the plane.
 constexpr size_t InterleavedScaleBytes(TileFormat f) { return (FloatScales(f) ? 4 : 2) * kInterleaveRows; }
 constexpr size_t InterleavedCodesOffset(TileFormat f) {
-  return (f == TileFormat::kS8F32x16 ? 4 : StoredMins(f) ? 2 : 1) * InterleavedScaleBytes(f);
+  return (f == TileFormat::kS8F32x16 ? 4 : StoredMins(f) || f == TileFormat::kIQ4 ? 2 : 1) * InterleavedScaleBytes(f);
 }
-// kQ4_1 320, kQ8_0 544, kQ4_0 288, kQ5_0 352, kQ5_1 384, kQ4F32 384, kQ5F32 448, kS8F32x16 768.
+// kQ4_1 320, kQ8_0 544, kQ4_0 288, kQ5_0 352, kQ5_1 384, kQ4F32 384, kQ5F32 448, kS8F32x16 768,
+// kIQ4 384.
 constexpr size_t InterleavedTileBytes(TileFormat f) {
   return InterleavedCodesOffset(f) + (NibbleCodes(f) ? 4 : 8) * 4 * kInterleaveRows + (FifthBits(f) ? 4 * kInterleaveRows : 0);
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/interleaved.h"
+#include "kernels/ggml_types.h"
 
 namespace peng::kernels::tile_codes {
 
@@ -20,6 +21,7 @@ void WithTileFormat(TileFormat f, const Run& run) {
     case TileFormat::kQ4F32: return run.template operator()<TileFormat::kQ4F32>();
     case TileFormat::kQ5F32: return run.template operator()<TileFormat::kQ5F32>();
     case TileFormat::kS8F32x16: return run.template operator()<TileFormat::kS8F32x16>();
+    case TileFormat::kIQ4: return run.template operator()<TileFormat::kIQ4>();
   }
 }
 
@@ -57,6 +59,12 @@ inline __m512i HighNibbles(__m512i c) {
 #else
   return _mm512_and_si512(_mm512_srli_epi16(c, 4), _mm512_set1_epi8(0x0f));
 #endif
+}
+
+// IQ4 indices (the low 4 bits of each byte) to their signed table values, one byte each.
+inline __m512i Iq4Values(__m512i index) {
+  return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values))),
+                             index);
 }
 
 // Bit s of every byte, moved to bit 4 (the others cleared). GFNI: the affine map whose matrix
