@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a GGUF in another of llama.cpp's quantization mixes (Q4_K_M, Q5_K_M, Q6_K, Q4_0, ...)
+"""Writes a GGUF in another of llama.cpp's quantization mixes (Q4_K_M, Q5_K_M, Q3_K_M, IQ4_XS, Q4_0, ...)
 with llama.cpp's own quantizer (llama-cpp-python, installed by tests/bench/install_peer.sh), so
 that Peng's kernels for those types can be benchmarked beside the peer on the same file.
 
@@ -18,7 +18,7 @@ import sys
 
 MIXES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7, "Q2_K": 10, "Q3_K_S": 11,
          "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17,
-         "Q6_K": 18}
+         "Q6_K": 18, "IQ4_NL": 25, "IQ4_XS": 30}
 
 
 def main():
