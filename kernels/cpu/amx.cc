@@ -1,5 +1,6 @@
 #include "kernels/cpu/amx.h"
 
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/cpu/amx_tiles.h"
