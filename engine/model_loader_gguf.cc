@@ -44,7 +44,9 @@ absl::StatusOr<MatrixSource> LoadMatrix(const GgufFile& f, const std::string& na
                                         int64_t cols) {
   PENG_ASSIGN_OR_RETURN(const GgufTensor* t, Need(f, name));
   PENG_RETURN_IF_ERROR(CheckShape(*t, {cols, rows}));
-  return MatrixSource{t->type, rows, cols, t->data};
+  const MatrixSource m{t->type, rows, cols, t->data};
+  PENG_RETURN_IF_ERROR(CheckFinite(name, m));
+  return m;
 }
 
 absl::StatusOr<std::vector<float>> LoadVector(const GgufFile& f, const std::string& name,

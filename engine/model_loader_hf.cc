@@ -145,12 +145,15 @@ absl::StatusOr<MatrixSource> Matrix(const SafetensorsModel& m, const std::string
                                     int64_t cols) {
   PENG_ASSIGN_OR_RETURN(const SafetensorsTensor* t, Need(m, name, {rows, cols}));
   PENG_ASSIGN_OR_RETURN(GgmlType type, DtypeToGgml(*t));
-  return MatrixSource{type, rows, cols, t->data};
+  const MatrixSource matrix{type, rows, cols, t->data};
+  PENG_RETURN_IF_ERROR(CheckFinite(name, matrix));
+  return matrix;
 }
 
 absl::StatusOr<std::vector<float>> Vector(const SafetensorsModel& m, const std::string& name, int64_t n) {
   PENG_ASSIGN_OR_RETURN(const SafetensorsTensor* t, Need(m, name, {n}));
   PENG_ASSIGN_OR_RETURN(GgmlType type, DtypeToGgml(*t));
+  PENG_RETURN_IF_ERROR(CheckFinite(name, MatrixSource{type, 1, n, t->data}));
   std::vector<float> v(n);
   kernels::DequantizeRow(type, t->data, v.data(), n);
   return v;

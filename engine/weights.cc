@@ -7,6 +7,8 @@
 #include "base/check.h"
 #include "base/huge_pages.h"
 #include "base/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/dequantize.h"
 #include "kernels/cpu/interleaved.h"
 
 namespace peng {
@@ -48,6 +50,14 @@ std::vector<WeightMatrix> WeightMatrix::CopyTogether(const std::vector<MatrixSou
     at += StoredBytes(s);
   }
   return out;
+}
+
+absl::Status CheckFinite(const std::string& name, const MatrixSource& m) {
+  const int64_t row = kernels::FirstNonFiniteRow(m.type, m.data, m.rows, m.cols);
+  if (row < 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": row ", row, " holds a non-finite ",
+                                                 kernels::Traits(m.type).block_elems > 1 ? "scale" : "value",
+                                                 " (inf or NaN); the file is damaged"));
 }
 
 size_t WeightMatrix::bytes() const {

@@ -31,6 +31,9 @@ struct MatrixSource {
 // A weight matrix [rows x cols] in a stored GGML type, in memory of its own or shared with the
 // other matrices copied with it (64-byte aligned, huge pages where it spans them:
 // base/huge_pages.h). Batched-matmul types are stored as 16-row tiles (kernels/cpu/interleaved.h).
+// An error naming the tensor when a matrix or vector holds a non-finite value (a corrupt file).
+absl::Status CheckFinite(const std::string& name, const MatrixSource& m);
+
 class WeightMatrix {
  public:
   WeightMatrix() = default;

@@ -1,5 +1,8 @@
 #include "kernels/cpu/dequantize.h"
 
+#include <cmath>
+#include <cstddef>
+
 #include "kernels/cpu/fp16.h"
 
 namespace peng::kernels {
@@ -155,6 +158,59 @@ void DequantQ6_K(const BlockQ6_K* b, float* y, int64_t nb) {
 }
 
 }  // namespace
+
+int64_t FirstNonFiniteRow(GgmlType type, const void* data, int64_t rows, int64_t cols) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  const auto half_at = [&](size_t at) {
+    uint16_t h;
+    __builtin_memcpy(&h, bytes + at, 2);
+    return h;
+  };
+  const int64_t n = rows * cols;
+  switch (type) {
+    case GgmlType::kF32:
+      for (int64_t i = 0; i < n; ++i) {
+        float f;
+        __builtin_memcpy(&f, bytes + 4 * i, 4);
+        if (!std::isfinite(f)) return i / cols;
+      }
+      return -1;
+    case GgmlType::kF16: case GgmlType::kBF16: {
+      const uint16_t exponent = type == GgmlType::kF16 ? 0x7c00 : 0x7f80;  // all ones: inf or NaN
+      for (int64_t i = 0; i < n; ++i) {
+        if ((half_at(2 * i) & exponent) == exponent) return i / cols;
+      }
+      return -1;
+    }
+    default:
+      break;
+  }
+  // The byte offsets of a block's fp16 scales and minimums.
+  size_t fields[2] = {0, 0};
+  int num_fields = 1;  // Q4_0, Q5_0, Q8_0, IQ4_NL, IQ4_XS: d first
+  switch (type) {
+    case GgmlType::kQ4_1: case GgmlType::kQ5_1: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
+      fields[1] = 2;
+      num_fields = 2;
+      break;
+    case GgmlType::kQ2_K:
+      fields[0] = offsetof(BlockQ2_K, d);
+      fields[1] = offsetof(BlockQ2_K, dmin);
+      num_fields = 2;
+      break;
+    case GgmlType::kQ3_K: fields[0] = offsetof(BlockQ3_K, d); break;
+    case GgmlType::kQ6_K: fields[0] = offsetof(BlockQ6_K, d); break;
+    default: break;
+  }
+  const GgmlTypeTraits& tr = Traits(type);
+  const int64_t blocks_per_row = cols / tr.block_elems;
+  for (int64_t b = 0; b < n / tr.block_elems; ++b) {
+    for (int k = 0; k < num_fields; ++k) {
+      if ((half_at(b * tr.block_bytes + fields[k]) & 0x7c00) == 0x7c00) return b / blocks_per_row;
+    }
+  }
+  return -1;
+}
 
 bool DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
   switch (type) {

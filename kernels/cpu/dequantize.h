@@ -12,6 +12,11 @@ namespace peng::kernels {
 // Writes n floats to dst. Returns false for a type Peng does not support (nothing written).
 bool DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
 
+// The first row of a [rows x cols] tensor of a supported type that holds a non-finite value, or
+// -1. Quantized types are checked by their fp16 scales and minimums, which bound every weight
+// (finite scales times codes of at most 8 bits are finite); float types value by value.
+int64_t FirstNonFiniteRow(GgmlType type, const void* data, int64_t rows, int64_t cols);
+
 // Scale j (0-15) of a Q3_K super-block, offset removed: 6 bits, the low 4 in byte j (j < 8) or
 // the high nibble of byte j - 8, the high 2 in byte 8 + j % 4 at bit 2 (j / 4); minus 32.
 inline int ScaleQ3_K(int j, const uint8_t* q) {

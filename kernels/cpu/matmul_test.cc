@@ -322,6 +322,22 @@ INSTANTIATE_TEST_SUITE_P(Types, InterleavedTest,
                                            GgmlType::kQ6_K, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS),
                          [](const auto& info) { return std::string(Traits(info.param).name); });
 
+// A damaged row (every byte 0xff: NaN scales, or NaN values for the float types) is found by
+// its index; random well-formed rows pass.
+TEST(DequantizeTest, FirstNonFiniteRowFindsTheDamagedRow) {
+  std::mt19937 rng(17);
+  for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0, GgmlType::kQ4_1,
+                        GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0, GgmlType::kQ2_K, GgmlType::kQ3_K,
+                        GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K, GgmlType::kIQ4_NL, GgmlType::kIQ4_XS}) {
+    const int64_t rows = 5, cols = 512;
+    std::vector<uint8_t> data = RandomRows(type, rows, cols, rng);
+    EXPECT_EQ(FirstNonFiniteRow(type, data.data(), rows, cols), -1) << Traits(type).name;
+    const size_t row_bytes = RowBytes(type, cols);
+    std::fill(data.begin() + 3 * row_bytes, data.begin() + 4 * row_bytes, uint8_t{0xff});
+    EXPECT_EQ(FirstNonFiniteRow(type, data.data(), rows, cols), 3) << Traits(type).name;
+  }
+}
+
 TEST(DequantizeTest, Q4_1KnownBlock) {
   BlockQ4_1 b{};
   b.d = Fp32ToFp16(0.5f);

@@ -108,6 +108,14 @@ def _bad_model_files(smollm2_path):
     nan = bytearray(data)
     nan[norm_at:norm_at + 4] = bytes.fromhex("0000c07f")  # float32 NaN
     cases["nan.gguf"] = (bytes(nan), "tensor output_norm.weight has non-finite values")
+    # A Q4_1 block's scale d set to an fp16 NaN, in a matrix of layer 3 (row 40): the matmuls
+    # would turn it into NaN logits; the load names the tensor and the row instead.
+    _, down_at = _tensor_info(smollm2_path, "blk.3.ffn_down.weight")
+    nan_scale = bytearray(data)
+    block = 40 * (1536 // 32) + 5  # row 40 (ffn_down is 576 rows of 1,536 columns), block 5
+    nan_scale[down_at + 20 * block:down_at + 20 * block + 2] = (0x7E00).to_bytes(2, "little")
+    cases["nan_scale.gguf"] = (bytes(nan_scale),
+                               "tensor blk.3.ffn_down.weight: row 40 holds a non-finite scale (inf or NaN)")
     # llama.block_count lowered from 30 to 3: the tensors of layers 3-29 no longer fit it.
     key = b"llama.block_count"
     at = data.index(key) + len(key)
