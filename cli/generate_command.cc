@@ -60,6 +60,7 @@ class Session {
     std::vector<int32_t> generated;
     while (static_cast<int64_t>(generated.size()) < max_new) {
       const SampledToken tok = sampler.Sample(out.row(0));
+      if (tok.id < 0) return absl::InternalError("the model produced non-finite logits (inf or NaN)");
       sampler.Accept(tok.id);
       if (model_.tokenizer->IsEndOfGeneration(tok.id)) break;
       generated.push_back(tok.id);

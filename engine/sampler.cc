@@ -142,8 +142,8 @@ SampledToken Sampler::Sample(std::span<const float> logits, SamplingScratch& scr
   PENG_CHECK(static_cast<int64_t>(logits.size()) == vocab_size_);
   if (params_.greedy() && params_.logit_bias.empty() && !has_penalties() && params_.logprobs < 0) {
     // Nothing changes the row: its argmax as given, without copying 49K floats per token.
-    return {.id = static_cast<int32_t>(kernels::ArgMax(logits.data(), vocab_size_)),
-            .logprob = std::numeric_limits<float>::quiet_NaN()};
+    const int32_t id = static_cast<int32_t>(kernels::ArgMax(logits.data(), vocab_size_));
+    return {.id = std::isfinite(logits[id]) ? id : -1, .logprob = std::numeric_limits<float>::quiet_NaN()};
   }
   scratch.logits.assign(logits.begin(), logits.end());
   scratch.weights.resize(vocab_size_);
@@ -155,12 +155,14 @@ SampledToken Sampler::Sample(std::span<const float> logits, SamplingScratch& scr
     const float* l = scratch.logits.data();
     // max_element returns the first maximum: ties go to the lowest id.
     result.id = static_cast<int32_t>(std::max_element(l, l + vocab_size_) - l);
+    if (!std::isfinite(l[result.id])) result.id = -1;
   } else {
     if (params_.temperature != 1.0f) {
       for (float& logit : scratch.logits) logit /= params_.temperature;
     }
     result.id = DrawToken(scratch);
   }
+  if (result.id < 0) return result;
   if (params_.logprobs >= 0) {
     ComputeLogprobs(scratch, result);
   } else {
@@ -180,8 +182,8 @@ int32_t Sampler::DrawToken(SamplingScratch& scratch) {
   // exactly 1) survives every filter below, so these are the weights of any surviving set.
   float max_logit;
   const double all_mass = kernels::ExpShiftedRow(logits, vocab_size_, weights, &max_logit);
-  // The model forward never yields a row without a finite logit; bias is bounded.
-  PENG_CHECK(std::isfinite(max_logit));
+  // Bias is bounded; a forward that overflowed (inf or NaN logits) is the caller's to report.
+  if (!std::isfinite(max_logit)) return -1;
 
   // top-k: the k most likely ids, unsorted, at the front. Weights are monotone in logits, so
   // when at least k tokens weigh kTopKCandidateWeight or more, the k most likely are among

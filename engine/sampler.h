@@ -43,7 +43,7 @@ struct SamplingParams {
 };
 
 struct SampledToken {
-  int32_t id = -1;
+  int32_t id = -1;  // -1: the row had no finite maximum (the model overflowed); nothing was drawn
   // Log-probability of `id`; NaN when params.logprobs == -1 (not computed).
   float logprob = 0.0f;
   // The params.logprobs most likely tokens, most likely first (ties: lower id first). The

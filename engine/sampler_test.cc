@@ -95,6 +95,26 @@ TEST(SamplerTest, GreedyIsArgmaxWithLowestIdOnTies) {
   EXPECT_EQ(sampler.Sample(ties).id, 17);
 }
 
+// A row without a finite maximum (a model that overflowed) draws nothing, on every path.
+TEST(SamplerTest, NonFiniteRowsGiveNoToken) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> logits(5000, bad);
+    SamplingParams greedy;
+    greedy.temperature = 0.0f;
+    SamplingParams greedy_logprobs = greedy;
+    greedy_logprobs.logprobs = 2;
+    SamplingParams sampled;
+    sampled.temperature = 0.8f;
+    sampled.top_p = 0.9f;
+    SamplingParams sampled_logprobs = sampled;
+    sampled_logprobs.logprobs = 2;
+    for (const SamplingParams& params : {greedy, greedy_logprobs, sampled, sampled_logprobs}) {
+      Sampler sampler = MakeSampler(params, 5000);
+      EXPECT_EQ(sampler.Sample(logits).id, -1) << bad << " temperature " << params.temperature;
+    }
+  }
+}
+
 TEST(SamplerTest, GreedyWithoutAndWithLogprobsPicksTheSameToken) {
   // Without logprobs, penalties or bias, greedy takes the row's argmax in place (ArgMax); with
   // logprobs it goes through the processed copy. Sizes cover vector tails; ties straddle them.

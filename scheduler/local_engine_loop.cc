@@ -299,6 +299,13 @@ void LocalEngineLoop::Step() {
     SamplingScratch& scratch = ThreadScratch();
     for (int64_t i = b; i < e; ++i) sampled_[i] = to_sample_[i].sampler->Sample(out_.row(to_sample_[i].row), scratch);
   });
+  if (std::any_of(sampled_.begin(), sampled_.end(), [](const SampledToken& t) { return t.id < 0; })) {
+    // Only a model that overflows gets here (a file's weights are checked finite at load).
+    Log(LogLevel::kError, "engine", "step failed: the model produced non-finite logits (inf or NaN)");
+    scheduler_.FailStep(plan, "the model produced non-finite logits (inf or NaN)");
+    PublishStats();
+    return;
+  }
   scheduler_.Update(plan, sampled_);
   if (metrics_) {
     metrics_->OnStepTimes(forward_end - forward_start,
