@@ -62,46 +62,41 @@ inline __m512 CodeTimesPow2(__m512i q, int p) {
   return _mm512_sub_ps(_mm512_castsi512_ps(bits), _mm512_set1_ps(8388608.0f));
 }
 
+// Byte codes u of columns 4v..4v+3 (byte i of a row's lane: column 4v+i) as weights
+// fma(u, d, m) in rows 2v and 2v+1 of a B tile.
+inline void StoreByteCodes(__m512i q, __m512 d, __m512 m, int v, __m512i* dst) {
+  const __m512 d8 = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256));  // for the byte at bit 8
+  const auto weight = [&](__m512i x, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(x, 8 * k), k == 0 ? d : d8, m); };
+  const __m512i q16 = _mm512_srli_epi32(q, 16);  // bytes 2-3 to 0-1
+  _mm512_store_si512(dst + 2 * v, PackPair(weight(q, 0), weight(q, 1)));
+  _mm512_store_si512(dst + 2 * v + 1, PackPair(weight(q16, 0), weight(q16, 1)));
+}
+
 // Dequantizes one interleaved tile (16 rows x 32 columns) into a B tile: row kk holds columns
 // 2kk and 2kk+1. Weights are fma(u, d, m) with u the unsigned code (Q8_0: m = -128 d), computed
 // as fma(u·2^p, d·2^-p, m): the power-of-two factors are exact, so the result is the same.
+// Signed codes s (kIQ4, kS8F32x16) are taken as u = s ^ 0x80 = s + 128, with m = -128 d.
 template <TileFormat F>
 inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
   __m512 d, m;  // kS8F32x16: the two halves' scales
   tile_codes::LoadScales<F>(tile, &d, &m);
   const uint8_t* codes = tile + InterleavedCodesOffset(F);
-  if constexpr (F == TileFormat::kIQ4) {
-    // Table values s of the indices, as u = s ^ 0x80 = s + 128: w = d (u - 128), as kQ8_0's.
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  if constexpr (F == TileFormat::kIQ4) {  // table values of the indices
     const __m512 mq = _mm512_mul_ps(d, _mm512_set1_ps(-128.0f));
-    const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
-    const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], mq); };
-    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int v = 0; v < 4; ++v) {
       const __m512i c = _mm512_loadu_si512(codes + 64 * v);
-      const __m512i bytes[2] = {
-          _mm512_xor_si512(tile_codes::Iq4Values(_mm512_and_si512(c, _mm512_set1_epi8(0x0f))), flip),
-          _mm512_xor_si512(tile_codes::Iq4Values(tile_codes::HighNibbles(c)), flip)};
-      for (int half = 0; half < 2; ++half) {
-        const int vv = v + 4 * half;
-        const __m512i q16 = _mm512_srli_epi32(bytes[half], 16);
-        _mm512_store_si512(dst + 2 * vv, PackPair(weight(bytes[half], 0), weight(bytes[half], 1)));
-        _mm512_store_si512(dst + 2 * vv + 1, PackPair(weight(q16, 0), weight(q16, 1)));
-      }
+      StoreByteCodes(_mm512_xor_si512(tile_codes::Iq4Values(_mm512_and_si512(c, _mm512_set1_epi8(0x0f))), flip), d,
+                     mq, v, dst);
+      StoreByteCodes(_mm512_xor_si512(tile_codes::Iq4Values(tile_codes::HighNibbles(c)), flip), d, mq, v + 4, dst);
     }
-  } else if constexpr (FifthBits(F)) {
-    // Five-bit codes, unpacked to a byte per column (vector v: columns 4v..4v+3, as kQ8_0's).
-    const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
-    const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
+  } else if constexpr (FifthBits(F)) {  // five-bit codes, a byte per column
     const __m512i plane = _mm512_loadu_si512(codes + 4 * 64);
     for (int v = 0; v < 4; ++v) {
-      __m512i bytes[2];
-      tile_codes::FiveBitCodes(_mm512_loadu_si512(codes + 64 * v), plane, v, &bytes[0], &bytes[1]);
-      for (int half = 0; half < 2; ++half) {
-        const int vv = v + 4 * half;
-        const __m512i q16 = _mm512_srli_epi32(bytes[half], 16);
-        _mm512_store_si512(dst + 2 * vv, PackPair(weight(bytes[half], 0), weight(bytes[half], 1)));
-        _mm512_store_si512(dst + 2 * vv + 1, PackPair(weight(q16, 0), weight(q16, 1)));
-      }
+      __m512i lo, hi;
+      tile_codes::FiveBitCodes(_mm512_loadu_si512(codes + 64 * v), plane, v, &lo, &hi);
+      StoreByteCodes(lo, d, m, v, dst);
+      StoreByteCodes(hi, d, m, v + 4, dst);
     }
   } else if constexpr (NibbleCodes(F)) {
     __m512 scale[5];  // d·2^-p for the nibble at bit p = 0, 4, ..., 16
@@ -118,29 +113,14 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
       _mm512_store_si512(dst + 8 + 2 * v, PackPair(h0, h1));
       _mm512_store_si512(dst + 8 + 2 * v + 1, PackPair(h2, h3));
     }
-  } else if constexpr (F == TileFormat::kS8F32x16) {
-    // Signed codes s: u = s ^ 0x80 = s + 128 as unsigned, w = d (u - 128); d per 16 columns.
-    for (int h = 0; h < 2; ++h) {
-      const __m512 dh = h == 0 ? d : m, mh = _mm512_mul_ps(dh, _mm512_set1_ps(-128.0f));
-      const __m512 scale[2] = {dh, _mm512_mul_ps(dh, _mm512_set1_ps(1.0f / 256))};
-      const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], mh); };
-      for (int v = 4 * h; v < 4 * h + 4; ++v) {
-        const __m512i q = _mm512_xor_si512(_mm512_loadu_si512(codes + 64 * v), _mm512_set1_epi8(static_cast<char>(0x80)));
-        const __m512i q16 = _mm512_srli_epi32(q, 16);
-        _mm512_store_si512(dst + 2 * v, PackPair(weight(q, 0), weight(q, 1)));
-        _mm512_store_si512(dst + 2 * v + 1, PackPair(weight(q16, 0), weight(q16, 1)));
-      }
+  } else if constexpr (F == TileFormat::kS8F32x16) {  // d per 16 columns: columns 0-15 in d, 16-31 in m
+    for (int v = 0; v < 8; ++v) {
+      const __m512 dh = v < 4 ? d : m;
+      StoreByteCodes(_mm512_xor_si512(_mm512_loadu_si512(codes + 64 * v), flip), dh,
+                     _mm512_mul_ps(dh, _mm512_set1_ps(-128.0f)), v, dst);
     }
   } else {
-    const __m512 scale[2] = {d, _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 256))};  // bytes at bit 0, 8
-    const auto weight = [&](__m512i q, int k) { return _mm512_fmadd_ps(CodeTimesPow2<8>(q, 8 * k), scale[k], m); };
-    for (int v = 0; v < 8; ++v) {
-      const __m512i q = _mm512_loadu_si512(codes + 64 * v);
-      const __m512i q16 = _mm512_srli_epi32(q, 16);  // bytes 2-3 to 0-1
-      // Byte i is column 4v+i.
-      _mm512_store_si512(dst + 2 * v, PackPair(weight(q, 0), weight(q, 1)));
-      _mm512_store_si512(dst + 2 * v + 1, PackPair(weight(q16, 0), weight(q16, 1)));
-    }
+    for (int v = 0; v < 8; ++v) StoreByteCodes(_mm512_loadu_si512(codes + 64 * v), d, m, v, dst);
   }
 }
 
