@@ -75,20 +75,29 @@ inline void StoreByteCodes(__m512i q, __m512 d, __m512 m, int v, __m512i* dst) {
 // Dequantizes one interleaved tile (16 rows x 32 columns) into a B tile: row kk holds columns
 // 2kk and 2kk+1. Weights are fma(u, d, m) with u the unsigned code (Q8_0: m = -128 d), computed
 // as fma(u·2^p, d·2^-p, m): the power-of-two factors are exact, so the result is the same.
-// Signed codes s (kIQ4, kS8F32x16) are taken as u = s ^ 0x80 = s + 128, with m = -128 d.
+// kIQ4's signed table values s are taken as u = s ^ 0x80 = s + 128, with m = -128 d.
 template <TileFormat F>
 inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
-  __m512 d, m;  // kS8F32x16: the two halves' scales
+  __m512 d, m;  // kQ6: the two halves' scales
   tile_codes::LoadScales<F>(tile, &d, &m);
   const uint8_t* codes = tile + InterleavedCodesOffset(F);
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   if constexpr (F == TileFormat::kIQ4) {  // table values of the indices
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     const __m512 mq = _mm512_mul_ps(d, _mm512_set1_ps(-128.0f));
     for (int v = 0; v < 4; ++v) {
       const __m512i c = _mm512_loadu_si512(codes + 64 * v);
       StoreByteCodes(_mm512_xor_si512(tile_codes::Iq4Values(_mm512_and_si512(c, _mm512_set1_epi8(0x0f))), flip), d,
                      mq, v, dst);
       StoreByteCodes(_mm512_xor_si512(tile_codes::Iq4Values(tile_codes::HighNibbles(c)), flip), d, mq, v + 4, dst);
+    }
+  } else if constexpr (F == TileFormat::kQ6) {  // six-bit u, w = (d·sc) (u - 32): d·sc of columns 0-15 in d, 16-31 in m
+    const __m512i plane4 = _mm512_loadu_si512(codes + 4 * 64), plane5 = _mm512_loadu_si512(codes + 5 * 64);
+    const __m512 m0 = _mm512_mul_ps(d, _mm512_set1_ps(-32.0f)), m1 = _mm512_mul_ps(m, _mm512_set1_ps(-32.0f));
+    for (int v = 0; v < 4; ++v) {
+      __m512i lo, hi;
+      tile_codes::SixBitCodes(_mm512_loadu_si512(codes + 64 * v), plane4, plane5, v, &lo, &hi);
+      StoreByteCodes(lo, d, m0, v, dst);
+      StoreByteCodes(hi, m, m1, v + 4, dst);
     }
   } else if constexpr (FifthBits(F)) {  // five-bit codes, a byte per column
     const __m512i plane = _mm512_loadu_si512(codes + 4 * 64);
@@ -112,12 +121,6 @@ inline void DequantizeTile(const uint8_t* tile, __m512i* dst) {
       _mm512_store_si512(dst + 2 * v + 1, PackPair(c2, c3));
       _mm512_store_si512(dst + 8 + 2 * v, PackPair(h0, h1));
       _mm512_store_si512(dst + 8 + 2 * v + 1, PackPair(h2, h3));
-    }
-  } else if constexpr (F == TileFormat::kS8F32x16) {  // d per 16 columns: columns 0-15 in d, 16-31 in m
-    for (int v = 0; v < 8; ++v) {
-      const __m512 dh = v < 4 ? d : m;
-      StoreByteCodes(_mm512_xor_si512(_mm512_loadu_si512(codes + 64 * v), flip), dh,
-                     _mm512_mul_ps(dh, _mm512_set1_ps(-128.0f)), v, dst);
     }
   } else {
     for (int v = 0; v < 8; ++v) StoreByteCodes(_mm512_loadu_si512(codes + 64 * v), d, m, v, dst);

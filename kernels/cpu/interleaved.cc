@@ -34,8 +34,8 @@ const uint8_t* Codes(TileFormat f, const uint8_t* tile) { return tile + Interlea
 constexpr size_t CodeAt(int r, int j) { return (j / 4) * 4 * kR + 4 * r + j % 4; }
 // Q8_0 codes are stored offset by 128 (unsigned) so that the int8 kernel multiplies u8 x s8.
 constexpr uint8_t kQ8Offset = 0x80;
-// Five-bit formats: the plane of fifth bits follows the 4 nibble vectors.
-constexpr size_t kFifthBitsOffset = 4 * 4 * kR;
+// Five- and six-bit formats: the planes of bit 4 (and bit 5) follow the 4 nibble vectors.
+constexpr size_t kHighBitsOffset = 4 * 4 * kR;
 
 float Half(const uint8_t* p) {
   uint16_t h;
@@ -113,22 +113,34 @@ DecodedBlock DecodeBlock(GgmlType type, const uint8_t* row, int64_t b) {
   return o;
 }
 
-// The scale of 16-column sub-block `sub` of a GGML block of a signed-code type (weights are
-// scale × an integer code).
-float SubBlockScale16(GgmlType type, const uint8_t* block, int sub) {
-  switch (type) {
-    case GgmlType::kQ6_K: {
-      const auto* b = reinterpret_cast<const BlockQ6_K*>(block);
-      return Fp16ToFp32(b->d) * b->scales[sub];
-    }
-    case GgmlType::kQ3_K: {
-      const auto* b = reinterpret_cast<const BlockQ3_K*>(block);
-      return Fp16ToFp32(b->d) * ScaleQ3_K(sub, b->scales);
-    }
-    case GgmlType::kIQ4_NL: return Fp16ToFp32(reinterpret_cast<const BlockIQ4_NL*>(block)->d);
-    default: {  // IQ4_XS: a scale per 32 columns
-      const auto* b = reinterpret_cast<const BlockIQ4_XS*>(block);
-      return Fp16ToFp32(b->d) * ScaleIQ4_XS(sub / 2, *b);
+// The fp16 scale d of a Q6_K / Q3_K super-block and the int8 scale of its 16-column sub-block
+// `sub`: weights are (d·sc) s.
+void SuperBlockScales(GgmlType type, const uint8_t* block, int sub, uint16_t* d, int8_t* sc) {
+  if (type == GgmlType::kQ6_K) {
+    const auto* b = reinterpret_cast<const BlockQ6_K*>(block);
+    *d = b->d;
+    *sc = b->scales[sub];
+  } else {
+    const auto* b = reinterpret_cast<const BlockQ3_K*>(block);
+    *d = b->d;
+    *sc = static_cast<int8_t>(ScaleQ3_K(sub, b->scales));
+  }
+}
+
+// The scale of 32-column block `sub / 2` of an IQ4_NL / IQ4_XS block: weights are d·s.
+float Iq4Scale(GgmlType type, const uint8_t* block, int sub) {
+  if (type == GgmlType::kIQ4_NL) return Fp16ToFp32(reinterpret_cast<const BlockIQ4_NL*>(block)->d);
+  const auto* b = reinterpret_cast<const BlockIQ4_XS*>(block);
+  return Fp16ToFp32(b->d) * ScaleIQ4_XS(sub / 2, *b);
+}
+
+// Byte i of row r's lane in a plane holds, at bit v, bit `bit` of column 4v+i's code and, at
+// bit 4+v, that of column 16+4v+i's (the layout of the five- and six-bit formats' planes).
+void WritePlane(const uint8_t* u, int bit, uint8_t* lane) {
+  for (int i = 0; i < 4; ++i) {
+    lane[i] = 0;
+    for (int v = 0; v < 4; ++v) {
+      lane[i] |= static_cast<uint8_t>(((u[4 * v + i] >> bit) & 1) << v | ((u[16 + 4 * v + i] >> bit) & 1) << (4 + v));
     }
   }
 }
@@ -143,7 +155,7 @@ TileFormat TileFormatOf(GgmlType type) {
     case GgmlType::kQ5_0: return TileFormat::kQ5_0;
     case GgmlType::kQ5_1: return TileFormat::kQ5_1;
     case GgmlType::kQ4_K: return TileFormat::kQ4F32;
-    case GgmlType::kQ3_K: case GgmlType::kQ6_K: return TileFormat::kS8F32x16;
+    case GgmlType::kQ3_K: case GgmlType::kQ6_K: return TileFormat::kQ6;
     case GgmlType::kIQ4_NL: case GgmlType::kIQ4_XS: return TileFormat::kIQ4;
     default: return TileFormat::kQ5F32;  // Q5_K
   }
@@ -183,7 +195,7 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
   const size_t row_bytes = RowBytes(type, cols);
   const size_t scale_bytes = InterleavedScaleBytes(f);
   const int64_t nb = cols / 32;
-  std::vector<float> sub16(f == TileFormat::kS8F32x16 ? kR * kQK_K : 0);
+  std::vector<float> sub16(f == TileFormat::kQ6 ? kR * kQK_K : 0);
   for (int64_t g = 0; g < rows / kR; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* tile = dst + (g * nb + b) * TileBytes(f);
@@ -204,7 +216,7 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           const bool xs = type == GgmlType::kIQ4_XS;
           const uint8_t* block = row + (xs ? b / 8 * sizeof(BlockIQ4_XS) : b * sizeof(BlockIQ4_NL));
           const uint8_t* qs = xs ? block + offsetof(BlockIQ4_XS, qs) + 16 * (b % 8) : block + offsetof(BlockIQ4_NL, qs);
-          const float d = SubBlockScale16(type, block, xs ? static_cast<int>(b % 8) * 2 : 0);
+          const float d = Iq4Scale(type, block, xs ? static_cast<int>(b % 8) * 2 : 0);
           int32_t k = 0;
           for (int j = 0; j < 16; ++j) {
             codes[CodeAt(r, j)] = qs[j];
@@ -212,25 +224,32 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           }
           std::memcpy(tile + 4 * r, &d, 4);
           std::memcpy(tile + scale_bytes + 4 * r, &k, 4);
-        } else if (f == TileFormat::kS8F32x16) {
+        } else if (f == TileFormat::kQ6) {
           // Codes from the dequantized weights: w = (d·sc) s exactly, so s = w / (d·sc).
           const GgmlTypeTraits& tr = Traits(type);
-          const int64_t per_block = tr.block_elems / 32;  // 32-column blocks per GGML block
-          const uint8_t* sb = row + b / per_block * tr.block_bytes;
-          float* w = sub16.data() + r * kQK_K;  // the row's GGML block, decoded at its first 32 columns
-          if (b % per_block == 0) DequantizeRow(type, sb, w, tr.block_elems);
+          const uint8_t* sb = row + b / 8 * tr.block_bytes;
+          float* w = sub16.data() + r * kQK_K;  // the row's super-block, decoded at its first 32 columns
+          if (b % 8 == 0) DequantizeRow(type, sb, w, kQK_K);
+          uint8_t u[32];
           for (int h = 0; h < 2; ++h) {
-            const int sub = static_cast<int>(b % per_block) * 2 + h;
-            const float d = SubBlockScale16(type, sb, sub);
-            int32_t k = 0;
+            const int sub = static_cast<int>(b % 8) * 2 + h;
+            uint16_t d16;
+            int8_t sc;
+            SuperBlockScales(type, sb, sub, &d16, &sc);
+            const float d = Fp16ToFp32(d16) * sc;
+            int16_t sum = 0;
             for (int c = 0; c < 16; ++c) {
               const int code = d != 0 && std::isfinite(d) ? static_cast<int>(std::lrint(w[16 * sub + c] / d)) : 0;
-              codes[CodeAt(r, 16 * h + c)] = static_cast<uint8_t>(static_cast<int8_t>(code));
-              k += 128 * code;
+              u[16 * h + c] = static_cast<uint8_t>(code + 32);
+              sum = static_cast<int16_t>(sum + code);
             }
-            std::memcpy(tile + scale_bytes * h + 4 * r, &d, 4);
-            std::memcpy(tile + scale_bytes * (2 + h) + 4 * r, &k, 4);
+            std::memcpy(tile + 2 * r, &d16, 2);
+            tile[kQ6SubScales + kR * h + r] = static_cast<uint8_t>(sc);
+            std::memcpy(tile + kQ6Sums + 2 * kR * h + 2 * r, &sum, 2);
           }
+          for (int j = 0; j < 16; ++j) codes[CodeAt(r, j)] = static_cast<uint8_t>((u[j] & 0x0f) | (u[j + 16] & 0x0f) << 4);
+          WritePlane(u, 4, codes + kHighBitsOffset + 4 * r);
+          WritePlane(u, 5, codes + kHighBitsOffset + 4 * kR + 4 * r);
         } else {
           const DecodedBlock blk = DecodeBlock(type, row, b);
           if (FloatScales(f)) {
@@ -244,15 +263,7 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           for (int j = 0; j < 16; ++j) {
             codes[CodeAt(r, j)] = static_cast<uint8_t>((blk.u[j] & 0x0f) | (blk.u[j + 16] & 0x0f) << 4);
           }
-          if (FifthBits(f)) {
-            uint8_t* plane = codes + kFifthBitsOffset + 4 * r;
-            for (int i = 0; i < 4; ++i) {
-              plane[i] = 0;
-              for (int v = 0; v < 4; ++v) {
-                plane[i] |= static_cast<uint8_t>(((blk.u[4 * v + i] >> 4) & 1) << v | ((blk.u[16 + 4 * v + i] >> 4) & 1) << (4 + v));
-              }
-            }
-          }
+          if (FifthBits(f)) WritePlane(blk.u, 4, codes + kHighBitsOffset + 4 * r);
         }
       }
     }
@@ -307,9 +318,13 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
       }
       continue;
     }
-    if (f == TileFormat::kS8F32x16) {
+    if (f == TileFormat::kQ6) {
       for (int c = 0; c < 32; ++c) {
-        out[c] = Float(tile + scale_bytes * (c / 16) + 4 * i) * static_cast<int8_t>(codes[CodeAt(i, c)]);
+        const int j = c % 16, v = j / 4, at = 4 * i + j % 4, bit = c < 16 ? v : 4 + v;
+        const uint8_t q = codes[CodeAt(i, j)];
+        const int u = (c < 16 ? q & 0x0f : q >> 4) | ((codes[kHighBitsOffset + at] >> bit) & 1) << 4 |
+                      ((codes[kHighBitsOffset + 4 * kR + at] >> bit) & 1) << 5;
+        out[c] = Half(tile + 2 * i) * static_cast<int8_t>(tile[kQ6SubScales + kR * (c / 16) + i]) * (u - 32);
       }
       continue;
     }
@@ -321,7 +336,7 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
       const uint8_t q = codes[CodeAt(i, j)];
       int lo = q & 0x0f, hi = q >> 4;
       if (FifthBits(f)) {
-        const uint8_t bits = codes[kFifthBitsOffset + 4 * i + j % 4];
+        const uint8_t bits = codes[kHighBitsOffset + 4 * i + j % 4];
         lo |= ((bits >> (j / 4)) & 1) << 4;
         hi |= ((bits >> (4 + j / 4)) & 1) << 4;
       }
@@ -408,11 +423,21 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
               wh[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_permutexvar_epi32(uh, table)), d[g]);
               continue;
             }
-            if constexpr (FifthBits(T)) {  // fifth bits: byte i of the plane, bits v and 4+v
-              const __m512i bits = _mm512_loadu_si512(q[g] + kFifthBitsOffset);
+            // The higher bits: byte i of each plane, bits v and 4+v.
+            const auto high_bits = [&](int plane, int to) {
+              const __m512i bits = _mm512_loadu_si512(q[g] + kHighBitsOffset + plane * 4 * kR);
               const __m512i one = _mm512_set1_epi32(1);
-              ul = _mm512_or_si512(ul, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 8 * i + v), one), 4));
-              uh = _mm512_or_si512(uh, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 8 * i + 4 + v), one), 4));
+              ul = _mm512_or_si512(ul, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 8 * i + v), one), to));
+              uh = _mm512_or_si512(uh, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 8 * i + 4 + v), one), to));
+            };
+            if constexpr (FifthBits(T)) high_bits(0, 4);
+            if constexpr (T == TileFormat::kQ6) {  // (d·sc) (u - 32), d·sc of the column's half (d, m here)
+              high_bits(0, 4);
+              high_bits(1, 5);
+              const __m512i offset = _mm512_set1_epi32(32);
+              wl[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ul, offset)), d[g]);
+              wh[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(uh, offset)), m[g]);
+              continue;
             }
             wl[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ul), d[g], m[g]);
             wh[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(uh), d[g], m[g]);
@@ -428,13 +453,8 @@ inline void KernelF32(const uint8_t* data, int64_t cols, int64_t g0, const float
         } else {  // column 4v+i
           __m512 w[kGroups];
           for (int g = 0; g < kGroups; ++g) {
-            if constexpr (T == TileFormat::kS8F32x16) {  // d s, d of the column's half (d, m here)
-              const __m512i c = _mm512_srai_epi32(_mm512_slli_epi32(codes[g], 24 - 8 * i), 24);
-              w[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(c), v < 4 ? d[g] : m[g]);
-            } else {
-              const __m512i c = _mm512_and_si512(_mm512_srli_epi32(codes[g], 8 * i), low8);
-              w[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), d[g], m[g]);
-            }
+            const __m512i c = _mm512_and_si512(_mm512_srli_epi32(codes[g], 8 * i), low8);
+            w[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), d[g], m[g]);
           }
           for (int t = 0; t < kTokens; ++t) {
             const __m512 xv = _mm512_set1_ps(xb[t * ldx + 4 * v + i]);
@@ -521,30 +541,36 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
       }
       continue;
     }
-    if constexpr (T == TileFormat::kS8F32x16) {
-      // Signed codes: the activations become the unsigned operand, x + 128 (x ^ 0x80), and
-      // each half's dot loses the tile's k = 128 Σ s, exactly, in integers.
+    if constexpr (T == TileFormat::kQ6) {
+      // Signed codes s = u - 32, a scale per half: the activations become the unsigned
+      // operand, x + 128 (x ^ 0x80), and each half's dot loses k = 128 Σs, exactly, in integers.
       for (int h = 0; h < 2; ++h) {
         for (int g = 0; g < kGroups; ++g) {
           for (int t = 0; t < kTokens; ++t) dot[g][t] = _mm512_setzero_si512();
         }
-        for (int v = 4 * h; v < 4 * h + 4; ++v) {
-          __m512i c[kGroups];
-          for (int g = 0; g < kGroups; ++g) c[g] = _mm512_loadu_si512(q[g] + v * 4 * kR);
+        for (int v = 0; v < 4; ++v) {
+          __m512i sv[kGroups];
+          for (int g = 0; g < kGroups; ++g) {
+            __m512i lo, hi;
+            tile_codes::SixBitCodes(_mm512_loadu_si512(q[g] + v * 4 * kR), _mm512_loadu_si512(q[g] + kHighBitsOffset),
+                                    _mm512_loadu_si512(q[g] + kHighBitsOffset + 4 * kR), v, &lo, &hi);
+            sv[g] = _mm512_sub_epi8(h == 0 ? lo : hi, _mm512_set1_epi8(32));
+          }
           for (int t = 0; t < kTokens; ++t) {
             uint32_t a;
-            std::memcpy(&a, xb + t * cols + 4 * v, 4);
+            std::memcpy(&a, xb + t * cols + 16 * h + 4 * v, 4);
             const __m512i xv = _mm512_set1_epi32(static_cast<int32_t>(a ^ 0x80808080u));
-            for (int g = 0; g < kGroups; ++g) dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], xv, c[g]);
+            for (int g = 0; g < kGroups; ++g) dot[g][t] = _mm512_dpbusd_epi32(dot[g][t], xv, sv[g]);
           }
         }
         for (int g = 0; g < kGroups; ++g) {
           const uint8_t* tile = Tile(T, data, cols, g0 + g, b);
-          constexpr size_t kScales = InterleavedScaleBytes(T);
-          const __m512 d = _mm512_loadu_ps(tile + kScales * h);
-          const __m512i k = _mm512_loadu_si512(tile + kScales * (2 + h));
+          __m512 d0, d1;
+          LoadScales<T>(tile, &d0, &d1);
+          const __m512i k = _mm512_slli_epi32(
+              _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kQ6Sums + 2 * kR * h))), 7);
           for (int t = 0; t < kTokens; ++t) {
-            const __m512 ddx = _mm512_mul_ps(d, _mm512_set1_ps(xs[(t * nb + b) * 2]));
+            const __m512 ddx = _mm512_mul_ps(h == 0 ? d0 : d1, _mm512_set1_ps(xs[(t * nb + b) * 2]));
             acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[g][t], k)), ddx, acc[g][t]);
           }
         }
@@ -554,7 +580,7 @@ inline void KernelInt8(const uint8_t* data, int64_t cols, int64_t g0, const int8
     if constexpr (NibbleCodes(T)) {
       __m512i plane[kGroups];
       if constexpr (FifthBits(T)) {
-        for (int g = 0; g < kGroups; ++g) plane[g] = _mm512_loadu_si512(q[g] + kFifthBitsOffset);
+        for (int g = 0; g < kGroups; ++g) plane[g] = _mm512_loadu_si512(q[g] + kHighBitsOffset);
       }
       for (int v = 0; v < 4; ++v) {
         __m512i lo[kGroups], hi[kGroups];

@@ -16,11 +16,13 @@
 //   kQ5F32 (Q5_K):  float d[16], float m[16], codes as kQ5_0's                         (448 bytes)
 //   kIQ4   (IQ4_NL, IQ4_XS): float d[16], int32 k[16], then 4-bit indices laid out as
 //                   kQ4_1's codes; a weight is d s with s = kIq4Values[index] (signed), and
-//                   k = 128 Σ s, as kS8F32x16's                                       (384 bytes)
-//   kS8F32x16 (Q3_K, Q6_K, whose scales cover 16 columns): float d[16] for columns 0-15, float d[16]
-//                   for 16-31, int32 k[16] and k[16] for the two halves, then 8 vectors of
-//                   one signed code s per column (w = d s, m = 0); k = 128 Σ s over the half,
-//                   which the int8 kernel subtracts from its dots of (x + 128) and s  (768 bytes)
+//                   k = 128 Σ s, which the int8 kernel subtracts from its dots of x + 128 and s
+//                                                                                     (384 bytes)
+//   kQ6    (Q3_K, Q6_K, whose scales cover 16 columns): fp16 d[16] (the super-block's),
+//                   int8 sc[16] for columns 0-15 and sc[16] for 16-31, int16 Σs[16] and
+//                   Σs[16] for the two halves, the low 4 bits of u = s + 32 as kQ4_1's codes,
+//                   then planes of bit 4 and of bit 5, each laid out as kQ5_0's; a weight is
+//                   (d·sc) s with s = u - 32                                           (512 bytes)
 // Q4_1 and Q8_0 keep their bytes (Deinterleave restores them). The others are decoded exactly:
 // Q4_0 is d(u - 8), Q5_0 d(u - 16), Q5_1 d u + m (their fp16 scales kept), a Q4_K / Q5_K
 // 32-column sub-block (d·sc) u - dmin·mn and a Q3_K / Q6_K 16-column one (d·sc) s: scales of up to 18
@@ -47,22 +49,20 @@ namespace peng::kernels {
 inline constexpr int kInterleaveRows = 16;
 
 // How a tile stores its weights (above).
-enum class TileFormat { kQ4_1, kQ8_0, kQ4_0, kQ5_0, kQ5_1, kQ4F32, kQ5F32, kS8F32x16, kIQ4 };
+enum class TileFormat { kQ4_1, kQ8_0, kQ4_0, kQ5_0, kQ5_1, kQ4F32, kQ5F32, kQ6, kIQ4 };
 // The tile format of a type CanInterleave accepts.
 TileFormat TileFormatOf(GgmlType type);
-// Four-bit codes, two per byte (the five-bit formats add a plane of fifth bits), or one code
-// per byte (kQ8_0, kS8F32x16).
-constexpr bool NibbleCodes(TileFormat f) { return f != TileFormat::kQ8_0 && f != TileFormat::kS8F32x16; }
+// Four-bit codes, two per byte (the five- and six-bit formats add planes of the higher bits),
+// or one code per byte (kQ8_0).
+constexpr bool NibbleCodes(TileFormat f) { return f != TileFormat::kQ8_0; }
 constexpr bool FifthBits(TileFormat f) {
   return f == TileFormat::kQ5_0 || f == TileFormat::kQ5_1 || f == TileFormat::kQ5F32;
 }
-// Float32 scales and minimums (kQ4F32, kQ5F32, kS8F32x16), or fp16 (the file's own).
+// Float32 scales (kQ4F32, kQ5F32, kIQ4), or fp16 (the file's own; kQ6: times int8 sub-scales).
 constexpr bool FloatScales(TileFormat f) {
-  return f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32 || f == TileFormat::kS8F32x16 || f == TileFormat::kIQ4;
+  return f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32 || f == TileFormat::kIQ4;
 }
-// Signed codes s (w = d s) and, after the scales, int32 k = 128 Σ s per row and scale.
-constexpr bool SignedCodes(TileFormat f) { return f == TileFormat::kS8F32x16 || f == TileFormat::kIQ4; }
-// Whether the tile stores minimums; the others' is ImpliedMin(f) · d (kS8F32x16: none).
+// Whether the tile stores minimums; the others' is ImpliedMin(f) · d (kQ6, kIQ4: none).
 constexpr bool StoredMins(TileFormat f) {
   return f == TileFormat::kQ4_1 || f == TileFormat::kQ5_1 || f == TileFormat::kQ4F32 || f == TileFormat::kQ5F32;
 }
@@ -73,12 +73,14 @@ constexpr float ImpliedMin(TileFormat f) {
 // then (where stored) as many minimums, then the code vectors, then (five-bit codes) the plane.
 constexpr size_t InterleavedScaleBytes(TileFormat f) { return (FloatScales(f) ? 4 : 2) * kInterleaveRows; }
 constexpr size_t InterleavedCodesOffset(TileFormat f) {
-  return (f == TileFormat::kS8F32x16 ? 4 : StoredMins(f) || f == TileFormat::kIQ4 ? 2 : 1) * InterleavedScaleBytes(f);
+  return (f == TileFormat::kQ6 ? 4 : StoredMins(f) || f == TileFormat::kIQ4 ? 2 : 1) * InterleavedScaleBytes(f);
 }
-// kQ4_1 320, kQ8_0 544, kQ4_0 288, kQ5_0 352, kQ5_1 384, kQ4F32 384, kQ5F32 448, kS8F32x16 768,
-// kIQ4 384.
+// kQ6: where the sub-scales and the sums are.
+inline constexpr size_t kQ6SubScales = 2 * kInterleaveRows, kQ6Sums = 4 * kInterleaveRows;
+// kQ4_1 320, kQ8_0 544, kQ4_0 288, kQ5_0 352, kQ5_1 384, kQ4F32 384, kQ5F32 448, kQ6 512, kIQ4 384.
 constexpr size_t InterleavedTileBytes(TileFormat f) {
-  return InterleavedCodesOffset(f) + (NibbleCodes(f) ? 4 : 8) * 4 * kInterleaveRows + (FifthBits(f) ? 4 * kInterleaveRows : 0);
+  return InterleavedCodesOffset(f) + (NibbleCodes(f) ? 4 : 8) * 4 * kInterleaveRows +
+         (FifthBits(f) ? 4 : f == TileFormat::kQ6 ? 8 : 0) * kInterleaveRows;
 }
 
 // Whether a matrix of this type and shape can be interleaved (on this build's CPU target).

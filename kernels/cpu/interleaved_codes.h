@@ -20,7 +20,7 @@ void WithTileFormat(TileFormat f, const Run& run) {
     case TileFormat::kQ5_1: return run.template operator()<TileFormat::kQ5_1>();
     case TileFormat::kQ4F32: return run.template operator()<TileFormat::kQ4F32>();
     case TileFormat::kQ5F32: return run.template operator()<TileFormat::kQ5F32>();
-    case TileFormat::kS8F32x16: return run.template operator()<TileFormat::kS8F32x16>();
+    case TileFormat::kQ6: return run.template operator()<TileFormat::kQ6>();
     case TileFormat::kIQ4: return run.template operator()<TileFormat::kIQ4>();
   }
 }
@@ -32,8 +32,8 @@ void WithTileFormat(TileFormat f, const Run& run) {
 
 namespace peng::kernels::tile_codes {
 
-// The 16 rows' scales d and minimums m of a tile (kS8F32x16: the scales of columns 0-15 in d
-// and of 16-31 in m).
+// The 16 rows' scales d and minimums m of a tile (kQ6: the scales of columns 0-15 in d and of
+// 16-31 in m, each d·sc exactly; kIQ4: m unused).
 template <TileFormat F>
 inline void LoadScales(const uint8_t* tile, __m512* d, __m512* m) {
   constexpr size_t kScales = InterleavedScaleBytes(F);
@@ -43,7 +43,13 @@ inline void LoadScales(const uint8_t* tile, __m512* d, __m512* m) {
     return;
   }
   *d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
-  if constexpr (StoredMins(F)) {
+  if constexpr (F == TileFormat::kQ6) {
+    const auto sub_scale = [&](size_t at) {
+      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + at))));
+    };
+    *m = _mm512_mul_ps(*d, sub_scale(kQ6SubScales + kInterleaveRows));
+    *d = _mm512_mul_ps(*d, sub_scale(kQ6SubScales));
+  } else if constexpr (StoredMins(F)) {
     *m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + kScales)));
   } else {
     *m = _mm512_mul_ps(*d, _mm512_set1_ps(ImpliedMin(F)));  // exact: a power of two
@@ -67,16 +73,17 @@ inline __m512i Iq4Values(__m512i index) {
                              index);
 }
 
-// Bit s of every byte, moved to bit 4 (the others cleared). GFNI: the affine map whose matrix
-// row for output bit 4 (byte 3 of the quadword) selects input bit s.
-inline __m512i BitToFour(__m512i p, int s) {
+// Bit s of every byte, moved to bit `to` (the others cleared). GFNI: the affine map whose
+// matrix row for output bit `to` (byte 7 - to of the quadword) selects input bit s.
+inline __m512i BitTo(__m512i p, int s, int to) {
 #if defined(__GFNI__)
-  return _mm512_gf2p8affine_epi64_epi8(p, _mm512_set1_epi64(static_cast<long long>(1ull << (24 + s))), 0);
+  return _mm512_gf2p8affine_epi64_epi8(p, _mm512_set1_epi64(static_cast<long long>(1ull << (8 * (7 - to) + s))), 0);
 #else
-  const __m512i moved = s <= 4 ? _mm512_slli_epi32(p, 4 - s) : _mm512_srli_epi32(p, s - 4);
-  return _mm512_and_si512(moved, _mm512_set1_epi8(0x10));
+  const __m512i moved = s <= to ? _mm512_slli_epi32(p, to - s) : _mm512_srli_epi32(p, s - to);
+  return _mm512_and_si512(moved, _mm512_set1_epi8(static_cast<char>(1 << to)));
 #endif
 }
+inline __m512i BitToFour(__m512i p, int s) { return BitTo(p, s, 4); }
 
 // Five-bit codes of vector v (0-3) of a kQ5F32 tile: `c` its nibble vector, `plane` the tile's
 // fifth bits (byte i of a row's lane: bit v for column 4v+i, bit 4+v for column 16+4v+i). Sets
@@ -84,6 +91,15 @@ inline __m512i BitToFour(__m512i p, int s) {
 inline void FiveBitCodes(__m512i c, __m512i plane, int v, __m512i* lo, __m512i* hi) {
   *lo = _mm512_ternarylogic_epi32(c, _mm512_set1_epi8(0x0f), BitToFour(plane, v), 0xea);  // (a & b) | c
   *hi = _mm512_or_si512(HighNibbles(c), BitToFour(plane, 4 + v));
+}
+
+// Six-bit codes u of vector v (0-3) of a kQ6 tile: the nibbles `c`, bit 4 from `plane4` and
+// bit 5 from `plane5` (each laid out as FiveBitCodes' plane). Sets the codes of columns 4v+i
+// (`lo`) and 16+4v+i (`hi`).
+inline void SixBitCodes(__m512i c, __m512i plane4, __m512i plane5, int v, __m512i* lo, __m512i* hi) {
+  *lo = _mm512_ternarylogic_epi32(_mm512_and_si512(c, _mm512_set1_epi8(0x0f)), BitToFour(plane4, v),
+                                  BitTo(plane5, v, 5), 0xfe);  // a | b | c
+  *hi = _mm512_ternarylogic_epi32(HighNibbles(c), BitToFour(plane4, 4 + v), BitTo(plane5, 4 + v, 5), 0xfe);
 }
 
 }  // namespace peng::kernels::tile_codes
