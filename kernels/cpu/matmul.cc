@@ -85,6 +85,16 @@ inline void LoadBlock<GgmlType::kF16>(const uint8_t* row, int64_t b, __m512* lo,
 }
 
 template <>
+inline void LoadBlock<GgmlType::kBF16>(const uint8_t* row, int64_t b, __m512* lo, __m512* hi) {
+  const auto* p = reinterpret_cast<const uint16_t*>(row) + b * 32;  // bf16 is a float's high half
+  const auto widen = [](const uint16_t* q) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))), 16));
+  };
+  *lo = widen(p);
+  *hi = widen(p + 16);
+}
+
+template <>
 inline void LoadBlock<GgmlType::kF32>(const uint8_t* row, int64_t b, __m512* lo, __m512* hi) {
   const auto* p = reinterpret_cast<const float*>(row) + b * 32;
   *lo = _mm512_loadu_ps(p);
@@ -143,7 +153,7 @@ bool HasFusedMatMul(GgmlType type) {
 #if defined(__AVX512F__)
   switch (type) {
     case GgmlType::kQ4_0: case GgmlType::kQ4_1: case GgmlType::kQ8_0: case GgmlType::kF16:
-    case GgmlType::kF32:
+    case GgmlType::kBF16: case GgmlType::kF32:
       return true;
     default:
       return false;
@@ -165,6 +175,7 @@ void MatMulRows(const MatrixView& w, const float* x, int64_t ldx, int64_t num_to
       case GgmlType::kQ4_1: return FusedMatMul<GgmlType::kQ4_1>(w, x, ldx, num_tokens, y, ldy, r0, r1);
       case GgmlType::kQ8_0: return FusedMatMul<GgmlType::kQ8_0>(w, x, ldx, num_tokens, y, ldy, r0, r1);
       case GgmlType::kF16: return FusedMatMul<GgmlType::kF16>(w, x, ldx, num_tokens, y, ldy, r0, r1);
+      case GgmlType::kBF16: return FusedMatMul<GgmlType::kBF16>(w, x, ldx, num_tokens, y, ldy, r0, r1);
       case GgmlType::kF32: return FusedMatMul<GgmlType::kF32>(w, x, ldx, num_tokens, y, ldy, r0, r1);
       default: break;
     }
