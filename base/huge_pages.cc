@@ -1,5 +1,7 @@
 #include "base/huge_pages.h"
 
+#include "base/cgroup.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -46,9 +48,12 @@ std::optional<int64_t> AvailableMemoryBytes() {
     }
   }
   std::fclose(f);
-  if (kib) return *kib * 1024;
-#endif
+  const std::optional<int64_t> headroom = CgroupMemoryHeadroom();
+  if (kib) return headroom ? std::min(*headroom, *kib * 1024) : *kib * 1024;
+  return headroom;
+#else
   return std::nullopt;
+#endif
 }
 
 }  // namespace peng

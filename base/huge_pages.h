@@ -27,7 +27,8 @@ using HugeBuffer = std::unique_ptr<uint8_t, HugeFree>;
 HugeBuffer AllocateHuge(size_t bytes, size_t align = 64);
 
 // Memory the system can give this process without swapping (Linux: MemAvailable in
-// /proc/meminfo); nullopt where unknown.
+// /proc/meminfo, and no more than its cgroup's memory limit leaves: a container's limit is
+// what the OOM killer enforces, whatever the node has free); nullopt where unknown.
 std::optional<int64_t> AvailableMemoryBytes();
 
 }  // namespace peng

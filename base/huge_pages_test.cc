@@ -1,5 +1,7 @@
 #include "base/huge_pages.h"
 
+#include "base/cgroup.h"
+
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
@@ -37,6 +39,15 @@ TEST(HugePagesTest, RejectsWhatCannotBeAllocated) {
   EXPECT_EQ(AllocateHuge(100, 2 * kHugePageBytes), nullptr);  // beyond a huge page
   EXPECT_EQ(AllocateHuge(SIZE_MAX - 10), nullptr);            // overflows the rounding
   EXPECT_EQ(AllocateHuge(size_t{1} << 60), nullptr);          // more than any machine has
+}
+
+TEST(HugePagesTest, CgroupMemoryHeadroomIsLimitMinusUsage) {
+  EXPECT_EQ(CgroupMemoryHeadroom("1073741824\n", "104857600\n"), int64_t{1073741824 - 104857600});
+  EXPECT_EQ(CgroupMemoryHeadroom("max\n", "104857600\n"), std::nullopt);                    // v2: no limit
+  EXPECT_EQ(CgroupMemoryHeadroom("9223372036854771712\n", "4096\n"), std::nullopt);       // v1: no limit
+  EXPECT_EQ(CgroupMemoryHeadroom("1048576\n", "2097152\n"), int64_t{0});                  // over the limit
+  EXPECT_EQ(CgroupMemoryHeadroom("", ""), std::nullopt);
+  EXPECT_EQ(CgroupMemoryHeadroom("12x\n", "1\n"), std::nullopt);
 }
 
 TEST(HugePagesTest, AvailableMemoryIsKnownOnLinux) {

@@ -1,4 +1,6 @@
 #include "base/thread_pool.h"
+
+#include "base/cgroup.h"
 #include "base/crash_report.h"
 
 #include <algorithm>
@@ -98,32 +100,18 @@ int ThreadPool::QuotaCpus(const std::string& cpu_max) {
 
 int ThreadPool::UsableCpuCount() {
   int cpus = std::max(1, AllowedCpuCount());
-  const auto read = [](const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream text;
-    text << f.rdbuf();
-    return f ? text.str() : std::string();
-  };
-  // This process's cgroups (/proc/self/cgroup): v2 "0::<path>" gives <root>/<path>/cpu.max;
-  // v1 "<n>:<controllers>:<path>" with the cpu controller gives cpu.cfs_quota_us and
-  // cpu.cfs_period_us under its mount. The namespace root's files are the fallback.
-  std::string v2 = "/", v1 = "/", line;
-  for (std::istringstream lines(read("/proc/self/cgroup")); std::getline(lines, line);) {
-    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
-    if (b == std::string::npos) continue;
-    const std::string controllers = "," + line.substr(a + 1, b - a - 1) + ",";
-    if (controllers == ",,") v2 = line.substr(b + 1);
-    if (controllers.find(",cpu,") != std::string::npos) v1 = line.substr(b + 1);
-  }
-  int quota = QuotaCpus(read("/sys/fs/cgroup" + v2 + "/cpu.max"));
-  if (quota == 0) quota = QuotaCpus(read("/sys/fs/cgroup/cpu.max"));
+  // This process's cgroups (base/cgroup.h): v2's cpu.max, else v1's cpu.cfs_quota_us and
+  // cpu.cfs_period_us under the cpu controller's mount; the namespace root's files are the
+  // fallback.
+  int quota = QuotaCpus(ReadSmallFile(CgroupV2Dir() + "/cpu.max"));
+  if (quota == 0) quota = QuotaCpus(ReadSmallFile("/sys/fs/cgroup/cpu.max"));
   const auto v1_quota = [&](const std::string& dir) {
-    const std::string q = read(dir + "/cpu.cfs_quota_us"), per = read(dir + "/cpu.cfs_period_us");
+    const std::string q = ReadSmallFile(dir + "/cpu.cfs_quota_us"), per = ReadSmallFile(dir + "/cpu.cfs_period_us");
     return q.empty() || per.empty() ? 0 : QuotaCpus(std::atoll(q.c_str()), std::atoll(per.c_str()));
   };
-  for (const std::string mount : {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"}) {
-    if (quota == 0) quota = v1_quota(mount + v1);
-    if (quota == 0) quota = v1_quota(mount);
+  for (const std::string mount : {"cpu", "cpu,cpuacct"}) {
+    if (quota == 0) quota = v1_quota(CgroupV1Dir(mount, "cpu"));
+    if (quota == 0) quota = v1_quota("/sys/fs/cgroup/" + mount);
   }
   if (quota > 0) cpus = std::min(cpus, quota);
   return cpus;

@@ -295,6 +295,29 @@ def test_serve_refuses_a_kv_budget_the_machine_cannot_hold(peng_bin, smollm2_pat
     assert "engine.kv_budget" in last and needle in last, last
 
 
+def test_serve_refuses_a_kv_budget_over_its_cgroup_memory_limit(peng_bin, smollm2_path):
+    # A container's memory limit is its cgroup's, whatever the node has free: the default 1GiB
+    # KV budget under a 700 MB limit must be an error naming the key, not the OOM killer.
+    import os
+    from conftest import _free_port
+    group = f"/sys/fs/cgroup/memory/peng-test-{os.getpid()}"  # cgroup v1, as on this machine kind
+    try:
+        os.mkdir(group)
+    except OSError as e:
+        pytest.skip(f"cannot create a memory cgroup here ({e})")
+    try:
+        with open(f"{group}/memory.limit_in_bytes", "w") as f:
+            f.write("700M")
+        r = subprocess.run(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" "$@"', str(peng_bin), "serve",
+                            "--model", str(smollm2_path), "--http-port", str(_free_port()), "--grpc-port", "0"],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        os.rmdir(group)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    last = r.stderr.strip().splitlines()[-1]
+    assert "engine.kv_budget" in last and "memory available" in last, last
+
+
 def test_bench_batch_decodes_several_sequences_together(peng_bin, smollm2_path):
     import json
     p = run(peng_bin, "bench", "--model", smollm2_path, "--batch", "3", "--prompt-tokens", "20",
