@@ -1,4 +1,5 @@
-"""Randomised bad input against a live `peng serve` (the shared session server): valid requests
+"""Randomised bad input against a live `peng serve` (a server of its own, contexts capped at 1,024
+tokens so that a request whose max_tokens a mutation removed ends in seconds): valid requests
 to every POST route with fields replaced by values of the wrong type or size, fields removed,
 unknown fields added, bodies truncated, bytes flipped or inserted, and some streamed. Seeded, so
 a failure replays. Whatever arrives, the server must answer: 200 with a body that parses (SSE
@@ -15,7 +16,20 @@ import random
 import httpx
 import pytest
 
-from openai_common import MODEL, http  # noqa: F401
+from conftest import start_peng_server, stop_peng_server
+from openai_common import MODEL, TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def http(peng_bin, smollm2_path, tmp_path_factory):
+    # Without max_tokens a completion runs to the end of the context: 1,024 tokens here, where
+    # the default KV budget gives 8,192 (over a minute of decode on two cores).
+    server = start_peng_server(peng_bin, smollm2_path, tmp_path_factory.mktemp("fuzz"), "", "--max-model-len", "1024")
+    try:
+        with httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as c:
+            yield c
+    finally:
+        assert stop_peng_server(server) == 0
 
 BASES = {
     "/v1/chat/completions": {
