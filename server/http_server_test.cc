@@ -136,10 +136,14 @@ TEST_F(HttpServerTest, CompletionsBatchEchoAndTokenPrompts) {
   ClientResponse ids = Post("/v1/completions", {{"prompt", {1, 2, 3}}});
   ASSERT_EQ(ids.status, 200) << ids.body;
   EXPECT_THAT(ids.Json()["choices"][0]["text"].get<std::string>(), StartsWith("Hello world!"));
-  EXPECT_EQ(ids.Json()["usage"]["completion_tokens"], 128 - 3);
+  EXPECT_EQ(ids.Json()["usage"]["completion_tokens"], 16);
   EXPECT_EQ(engine_->submitted().back().prompt, std::vector<int32_t>({1, 2, 3}));
-  // Default max_tokens: the rest of the context.
-  EXPECT_EQ(engine_->submitted().back().stop.max_tokens, 128 - 3);
+  // Default max_tokens: 16, OpenAI's for its legacy completions API.
+  EXPECT_EQ(engine_->submitted().back().stop.max_tokens, 16);
+  // Within the context: a 120-token prompt of a 128-token context gets the 8 left.
+  ClientResponse near_end = Post("/v1/completions", {{"prompt", std::vector<int>(120, 5)}});
+  ASSERT_EQ(near_end.status, 200) << near_end.body;
+  EXPECT_EQ(engine_->submitted().back().stop.max_tokens, 8);
 }
 
 TEST_F(HttpServerTest, ChatStreamingFramesAndUsage) {

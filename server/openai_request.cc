@@ -596,6 +596,11 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
                                  " input tokens. Please reduce the length of the input ", where,
                                  "."));
   }
+  // /v1/completions without max_tokens: 16, the default OpenAI documents for its legacy API (and
+  // vLLM's), within the context. Chat: the rest of the context (below).
+  if (!max_tokens && kind == ApiKind::kCompletion) {
+    max_tokens = std::min<int64_t>(kDefaultCompletionTokens, ctx.max_model_len - longest);
+  }
   if (max_tokens && *max_tokens > ctx.max_model_len - longest) {  // no overflow near 2^63
     const uint64_t requested = static_cast<uint64_t>(longest) + static_cast<uint64_t>(*max_tokens);
     return BadParam(max_param,
@@ -605,7 +610,7 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
                                  " in the completion). Please reduce the length of the ", where,
                                  " or completion."));
   }
-  // Default: the rest of the context (per prompt: see MaxTokensFor).
+  // Chat's default: the rest of the context (per prompt: see MaxTokensFor).
   job.max_tokens = max_tokens.value_or(-1);
   job.stop.max_tokens = max_tokens ? *max_tokens : ctx.max_model_len - longest;
   job.max_model_len = ctx.max_model_len;

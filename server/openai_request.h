@@ -24,6 +24,9 @@ namespace peng::server {
 
 enum class ApiKind { kChat, kCompletion };
 
+// max_tokens of a /v1/completions request that does not say (OpenAI's documented default).
+inline constexpr int64_t kDefaultCompletionTokens = 16;
+
 // What the parser needs to know about the served model.
 struct ModelContext {
   std::string model_name;           // the only accepted "model" value

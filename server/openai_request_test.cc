@@ -125,8 +125,10 @@ TEST_F(OpenAiRequestTest, PromptForms) {
   auto list = Completion({{"prompt", {"a", "bc"}}});
   ASSERT_TRUE(list.ok());
   EXPECT_EQ(list->prompts.size(), 2u);
-  EXPECT_EQ(list->MaxTokensFor(0), 64 - 2);
-  EXPECT_EQ(list->MaxTokensFor(1), 64 - 3);
+  // No max_tokens: OpenAI's legacy default of 16 for every prompt (a chat request gets the rest
+  // of the context instead: ChatDefaultMaxTokensIsTheRestOfTheContext).
+  EXPECT_EQ(list->MaxTokensFor(0), kDefaultCompletionTokens);
+  EXPECT_EQ(list->MaxTokensFor(1), kDefaultCompletionTokens);
   auto ids = Completion({{"prompt", {1, 2, 3}}});
   ASSERT_TRUE(ids.ok());
   EXPECT_THAT(ids->prompts, ElementsAre(ElementsAre(1, 2, 3)));
@@ -274,7 +276,14 @@ TEST_F(OpenAiRequestTest, EchoWithLogprobsAsksForPromptLogprobs) {
   auto plain = Completion({{"prompt", "ab"}, {"logprobs", 3}});
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_EQ(plain->prompt_logprobs, -1);
-  EXPECT_GT(plain->MaxTokensFor(0), 0);  // not given: the rest of the context
+  EXPECT_EQ(plain->MaxTokensFor(0), kDefaultCompletionTokens);  // not given
+}
+
+TEST_F(OpenAiRequestTest, ChatDefaultMaxTokensIsTheRestOfTheContext) {
+  auto job = Chat(Json::object());
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->prompts.size(), 1u);
+  EXPECT_EQ(job->MaxTokensFor(0), 64 - static_cast<int64_t>(job->prompts[0].size()));
 }
 
 }  // namespace
