@@ -113,6 +113,17 @@ TEST(SamplerTest, NonFiniteRowsGiveNoToken) {
       EXPECT_EQ(sampler.Sample(logits).id, -1) << bad << " temperature " << params.temperature;
     }
   }
+  // One NaN in an otherwise finite row: the row has a finite maximum, and the draw gives the
+  // NaN no weight.
+  std::vector<float> one_nan = RandomLogits(5000, 7);
+  one_nan[123] = std::numeric_limits<float>::quiet_NaN();
+  SamplingParams sampled;
+  sampled.temperature = 0.8f;
+  Sampler sampler = MakeSampler(sampled, 5000);
+  for (int i = 0; i < 200; ++i) {
+    const int32_t id = sampler.Sample(one_nan).id;
+    EXPECT_TRUE(id >= 0 && id != 123) << id;
+  }
 }
 
 TEST(SamplerTest, GreedyWithoutAndWithLogprobsPicksTheSameToken) {

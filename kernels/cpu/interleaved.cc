@@ -127,11 +127,11 @@ void SuperBlockScales(GgmlType type, const uint8_t* block, int sub, uint16_t* d,
   }
 }
 
-// The scale of 32-column block `sub / 2` of an IQ4_NL / IQ4_XS block: weights are d·s.
-float Iq4Scale(GgmlType type, const uint8_t* block, int sub) {
+// The scale of 32-column block j of an IQ4_NL / IQ4_XS block (IQ4_NL: j = 0): weights are d·s.
+float Iq4Scale(GgmlType type, const uint8_t* block, int j) {
   if (type == GgmlType::kIQ4_NL) return Fp16ToFp32(reinterpret_cast<const BlockIQ4_NL*>(block)->d);
   const auto* b = reinterpret_cast<const BlockIQ4_XS*>(block);
-  return Fp16ToFp32(b->d) * ScaleIQ4_XS(sub / 2, *b);
+  return Fp16ToFp32(b->d) * ScaleIQ4_XS(j, *b);
 }
 
 // Byte i of row r's lane in a plane holds, at bit v, bit `bit` of column 4v+i's code and, at
@@ -143,6 +143,21 @@ void WritePlane(const uint8_t* u, int bit, uint8_t* lane) {
       lane[i] |= static_cast<uint8_t>(((u[4 * v + i] >> bit) & 1) << v | ((u[16 + 4 * v + i] >> bit) & 1) << (4 + v));
     }
   }
+}
+
+// Row r's low 4 bits of codes u[0..31] into a tile's nibble vectors (byte j: column j low,
+// column j+16 high).
+void WriteNibbles(const uint8_t* u, int r, uint8_t* codes) {
+  for (int j = 0; j < 16; ++j) codes[CodeAt(r, j)] = static_cast<uint8_t>((u[j] & 0x0f) | (u[j + 16] & 0x0f) << 4);
+}
+
+// Column c's code in row i of a nibble tile, with `planes` planes of higher bits (0-2).
+int NibbleCode(const uint8_t* codes, int i, int c, int planes) {
+  const int j = c % 16, v = j / 4, bit = c < 16 ? v : 4 + v;
+  const uint8_t q = codes[CodeAt(i, j)];
+  int u = c < 16 ? q & 0x0f : q >> 4;
+  for (int p = 0; p < planes; ++p) u |= ((codes[kHighBitsOffset + p * 4 * kR + 4 * i + j % 4] >> bit) & 1) << (4 + p);
+  return u;
 }
 
 }  // namespace
@@ -216,7 +231,7 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
           const bool xs = type == GgmlType::kIQ4_XS;
           const uint8_t* block = row + (xs ? b / 8 * sizeof(BlockIQ4_XS) : b * sizeof(BlockIQ4_NL));
           const uint8_t* qs = xs ? block + offsetof(BlockIQ4_XS, qs) + 16 * (b % 8) : block + offsetof(BlockIQ4_NL, qs);
-          const float d = Iq4Scale(type, block, xs ? static_cast<int>(b % 8) * 2 : 0);
+          const float d = Iq4Scale(type, block, xs ? static_cast<int>(b % 8) : 0);
           int32_t k = 0;
           for (int j = 0; j < 16; ++j) {
             codes[CodeAt(r, j)] = qs[j];
@@ -247,7 +262,7 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
             tile[kQ6SubScales + kR * h + r] = static_cast<uint8_t>(sc);
             std::memcpy(tile + kQ6Sums + 2 * kR * h + 2 * r, &sum, 2);
           }
-          for (int j = 0; j < 16; ++j) codes[CodeAt(r, j)] = static_cast<uint8_t>((u[j] & 0x0f) | (u[j + 16] & 0x0f) << 4);
+          WriteNibbles(u, r, codes);
           WritePlane(u, 4, codes + kHighBitsOffset + 4 * r);
           WritePlane(u, 5, codes + kHighBitsOffset + 4 * kR + 4 * r);
         } else {
@@ -260,9 +275,7 @@ void Interleave(GgmlType type, const uint8_t* src, int64_t rows, int64_t cols, u
             std::memcpy(tile + 2 * r, &d, 2);
             if (StoredMins(f)) std::memcpy(tile + scale_bytes + 2 * r, &m, 2);
           }
-          for (int j = 0; j < 16; ++j) {
-            codes[CodeAt(r, j)] = static_cast<uint8_t>((blk.u[j] & 0x0f) | (blk.u[j + 16] & 0x0f) << 4);
-          }
+          WriteNibbles(blk.u, r, codes);
           if (FifthBits(f)) WritePlane(blk.u, 4, codes + kHighBitsOffset + 4 * r);
         }
       }
@@ -312,19 +325,13 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
     }
     if (f == TileFormat::kIQ4) {
       const float d = Float(tile + 4 * i);
-      for (int j = 0; j < 16; ++j) {
-        out[j] = d * kIq4Values[codes[CodeAt(i, j)] & 0x0f];
-        out[j + 16] = d * kIq4Values[codes[CodeAt(i, j)] >> 4];
-      }
+      for (int c = 0; c < 32; ++c) out[c] = d * kIq4Values[NibbleCode(codes, i, c, 0)];
       continue;
     }
     if (f == TileFormat::kQ6) {
       for (int c = 0; c < 32; ++c) {
-        const int j = c % 16, v = j / 4, at = 4 * i + j % 4, bit = c < 16 ? v : 4 + v;
-        const uint8_t q = codes[CodeAt(i, j)];
-        const int u = (c < 16 ? q & 0x0f : q >> 4) | ((codes[kHighBitsOffset + at] >> bit) & 1) << 4 |
-                      ((codes[kHighBitsOffset + 4 * kR + at] >> bit) & 1) << 5;
-        out[c] = Half(tile + 2 * i) * static_cast<int8_t>(tile[kQ6SubScales + kR * (c / 16) + i]) * (u - 32);
+        out[c] = Half(tile + 2 * i) * static_cast<int8_t>(tile[kQ6SubScales + kR * (c / 16) + i]) *
+                 (NibbleCode(codes, i, c, 2) - 32);
       }
       continue;
     }
@@ -332,17 +339,7 @@ void DequantizeInterleavedRow(GgmlType type, const uint8_t* data, int64_t cols, 
     const float m = FloatScales(f) ? Float(tile + scale_bytes + 4 * i)
                     : StoredMins(f) ? Half(tile + scale_bytes + 2 * i)
                                     : ImpliedMin(f) * d;
-    for (int j = 0; j < 16; ++j) {
-      const uint8_t q = codes[CodeAt(i, j)];
-      int lo = q & 0x0f, hi = q >> 4;
-      if (FifthBits(f)) {
-        const uint8_t bits = codes[kHighBitsOffset + 4 * i + j % 4];
-        lo |= ((bits >> (j / 4)) & 1) << 4;
-        hi |= ((bits >> (4 + j / 4)) & 1) << 4;
-      }
-      out[j] = d * lo + m;
-      out[j + 16] = d * hi + m;
-    }
+    for (int c = 0; c < 32; ++c) out[c] = d * NibbleCode(codes, i, c, FifthBits(f) ? 1 : 0) + m;
   }
 }
 
