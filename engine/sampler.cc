@@ -117,6 +117,7 @@ bool Sampler::has_penalties() const {
 void Sampler::Accept(int32_t id) {
   PENG_CHECK(id >= 0 && id < vocab_size_);
   if (has_penalties()) ++history_[id].generated;
+  if (constraint_ != nullptr) constraint_->Accept(id);
 }
 
 void Sampler::ApplyPenaltiesAndBias(std::span<float> logits) const {
@@ -140,7 +141,8 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
 
 SampledToken Sampler::Sample(std::span<const float> logits, SamplingScratch& scratch) {
   PENG_CHECK(static_cast<int64_t>(logits.size()) == vocab_size_);
-  if (params_.greedy() && params_.logit_bias.empty() && !has_penalties() && params_.logprobs < 0) {
+  if (params_.greedy() && params_.logit_bias.empty() && !has_penalties() && params_.logprobs < 0 &&
+      constraint_ == nullptr) {
     // Nothing changes the row: its argmax as given, without copying 49K floats per token.
     const int32_t id = static_cast<int32_t>(kernels::ArgMax(logits.data(), vocab_size_));
     return {.id = std::isfinite(logits[id]) ? id : -1, .logprob = std::numeric_limits<float>::quiet_NaN()};
@@ -149,6 +151,7 @@ SampledToken Sampler::Sample(std::span<const float> logits, SamplingScratch& scr
   scratch.weights.resize(vocab_size_);
   scratch.order.resize(vocab_size_);
   ApplyPenaltiesAndBias(scratch.logits);
+  if (constraint_ != nullptr) constraint_->Mask(scratch.logits);
 
   SampledToken result;
   if (params_.greedy()) {
@@ -301,7 +304,11 @@ void FillLogprobs(const float* logits, int32_t n, int32_t k, float log_z, float 
   }
   std::partial_sort(order.begin(), order.begin() + k, order.begin() + candidates, MoreLikely{logits});
   result.top_logprobs.reserve(k);
-  for (int32_t i = 0; i < k; ++i) result.top_logprobs.emplace_back(order[i], logits[order[i]] - log_z);
+  // Banned tokens (-inf: a constraint's mask) are no alternative: a row with fewer than k
+  // possible tokens lists fewer.
+  for (int32_t i = 0; i < k && std::isfinite(logits[order[i]]); ++i) {
+    result.top_logprobs.emplace_back(order[i], logits[order[i]] - log_z);
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <random>
 #include <span>
@@ -15,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/logits_constraint.h"
 
 namespace peng {
 
@@ -47,7 +49,8 @@ struct SampledToken {
   // Log-probability of `id`; NaN when params.logprobs == -1 (not computed).
   float logprob = 0.0f;
   // The params.logprobs most likely tokens, most likely first (ties: lower id first). The
-  // chosen token appears here too when it is among them (OpenAI's `top_logprobs`).
+  // chosen token appears here too when it is among them (OpenAI's `top_logprobs`). Banned
+  // tokens (logit -inf, e.g. outside JSON mode's grammar) are left out, so there may be fewer.
   std::vector<std::pair<int32_t, float>> top_logprobs = {};
 };
 
@@ -99,8 +102,14 @@ class Sampler {
   SampledToken Sample(std::span<const float> logits, SamplingScratch& scratch);
   SampledToken Sample(std::span<const float> logits);
 
-  // Records a generated token for the penalties. `id` must be in [0, vocab_size).
+  // Records a generated token for the penalties (and the constraint). `id` must be in
+  // [0, vocab_size).
   void Accept(int32_t id);
+
+  // Restricts every later draw to the tokens `constraint` allows (JSON mode): it masks the
+  // logits after bias and penalties, so logprobs describe the constrained distribution.
+  void SetConstraint(std::unique_ptr<LogitsConstraint> constraint) { constraint_ = std::move(constraint); }
+  const LogitsConstraint* constraint() const { return constraint_.get(); }
 
   // Applies logit_bias, then the repetition penalty (logit > 0 ? logit / p : logit * p) over
   // prompt + accepted tokens, then logit -= presence * (count > 0) + frequency * count over
@@ -134,6 +143,7 @@ class Sampler {
   std::mt19937_64 rng_;
   // Tokens seen in the prompt or output; filled only when a penalty is active.
   absl::flat_hash_map<int32_t, TokenHistory> history_;
+  std::unique_ptr<LogitsConstraint> constraint_;
   SamplingScratch own_scratch_;
 };
 

@@ -4,8 +4,10 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -611,6 +613,48 @@ TEST(SamplerTest, RawLogprobsAreTheModelsLogSoftmaxWhateverTheParams) {
     EXPECT_GE(t.top_logprobs[1].second, t.top_logprobs[2].second);
   }
   EXPECT_TRUE(RawLogprobs(logits, 3, 0, scratch).top_logprobs.empty());
+}
+
+// A constraint that allows the ids of one set and records what it is told.
+class SetConstraint : public LogitsConstraint {
+ public:
+  explicit SetConstraint(std::vector<int32_t> allowed, std::vector<int32_t>* accepted)
+      : allowed_(std::move(allowed)), accepted_(accepted) {}
+  void Mask(std::span<float> logits) override {
+    for (size_t id = 0; id < logits.size(); ++id) {
+      if (std::find(allowed_.begin(), allowed_.end(), static_cast<int32_t>(id)) == allowed_.end()) {
+        logits[id] = -std::numeric_limits<float>::infinity();
+      }
+    }
+  }
+  void Accept(int32_t id) override { accepted_->push_back(id); }
+
+ private:
+  std::vector<int32_t> allowed_;
+  std::vector<int32_t>* accepted_;
+};
+
+TEST(SamplerTest, ConstraintLimitsDrawsAndAlternatives) {
+  const std::vector<float> logits = {5.0f, 1.0f, 4.0f, 0.5f, 3.0f, 0.0f};
+  std::vector<int32_t> accepted;
+  for (const float temperature : {0.0f, 1.0f}) {
+    SamplingParams params;
+    params.temperature = temperature;
+    params.logprobs = 4;
+    params.seed = 3;
+    Sampler s = MakeSampler(params, 6);
+    s.SetConstraint(std::make_unique<SetConstraint>(std::vector<int32_t>{1, 3}, &accepted));
+    for (int i = 0; i < 50; ++i) {
+      const SampledToken t = s.Sample(logits);
+      ASSERT_TRUE(t.id == 1 || t.id == 3) << t.id;
+      // The alternatives are the allowed tokens only, normalised over them.
+      ASSERT_EQ(t.top_logprobs.size(), 2u);
+      EXPECT_EQ(t.top_logprobs[0].first, 1);
+      EXPECT_NEAR(t.top_logprobs[0].second, std::log(std::exp(1.0) / (std::exp(1.0) + std::exp(0.5))), 1e-5);
+      s.Accept(t.id);
+      EXPECT_EQ(accepted.back(), t.id);
+    }
+  }
 }
 
 }  // namespace

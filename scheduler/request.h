@@ -39,6 +39,9 @@ struct GenerateRequest {
   // prompts skip the prefix cache (a cached position has no logits) and prefill in chunks of
   // at most Scheduler::kPromptLogitsChunk tokens.
   int32_t prompt_logprobs = -1;
+  // JSON mode (response_format json_object): each choice's output is one JSON object, then an
+  // end-of-generation token (engine/json_constraint.h).
+  bool json_object = false;
   std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
 };
 

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/json_constraint.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "memory/kv_manager.h"
@@ -159,6 +160,7 @@ class Scheduler {
   SchedulerOptions options_;
   memory::KvManager* kv_;
   const Tokenizer* tokenizer_;
+  std::shared_ptr<const JsonVocabulary> json_vocabulary_;  // built at the first JSON-mode request
   SchedulerListener* listener_;
   SchedulerListener no_listener_;
   std::unordered_map<memory::SeqId, std::unique_ptr<Sequence>> seqs_;

@@ -103,6 +103,7 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
     }
     out.prompt_logprobs = in.prompt_logprobs();
   }
+  out.json_object = in.json_object();
   const int64_t min_tokens = in.has_prompt_logprobs() ? 0 : 1;
   if (in.has_max_tokens() && in.max_tokens() < min_tokens) {
     return Bad(absl::StrCat("max_tokens must be at least 1", min_tokens == 0 ? " (0 with prompt_logprobs)" : "",

@@ -463,21 +463,13 @@ absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
 namespace {
 
 // Fields that ask for something Peng does not do. Ignoring them would hand the client prose
-// where it expects JSON, a tool call or a ranked best-of, so they are 400s (as in vLLM when the
-// feature is off). Their harmless settings pass: response_format "text", tool_choice "none",
-// best_of equal to n.
+// where it expects a schema's JSON, a tool call or a ranked best-of, so they are 400s (as in
+// vLLM when the feature is off). Their harmless settings pass: tool_choice "none", best_of
+// equal to n. response_format is read by ParseResponseFormat.
 absl::Status RejectUnsupported(ApiKind kind, const Json& body) {
   const auto unsupported = [](const char* param, absl::string_view what) {
     return BadParam(param, absl::StrCat(what, " is not supported by this server"));
   };
-  if (const Json* rf = Field(body, "response_format")) {
-    const Json* type = rf->is_object() ? Field(*rf, "type") : nullptr;
-    if (type == nullptr || !type->is_string()) return TypeError("response_format", "an object with a string 'type'");
-    if (type->get<std::string>() != "text") {
-      return unsupported("response_format", absl::StrCat("Structured output (response_format type '",
-                                                         type->get<std::string>(), "')"));
-    }
-  }
   if (kind == ApiKind::kChat) {
     if (const Json* tc = Field(body, "tool_choice"); tc != nullptr && !(tc->is_string() && *tc == "none")) {
       return unsupported("tool_choice", "Tool calling (tool_choice other than \"none\")");
@@ -508,6 +500,29 @@ absl::Status RejectUnsupported(ApiKind kind, const Json& body) {
 
 }  // namespace
 
+namespace {
+
+// response_format: "text" (the default) or "json_object" (JSON mode: the output is one JSON
+// object, engine/json_constraint.h). A JSON schema is a 400: JSON mode does not enforce one.
+absl::Status ParseResponseFormat(const Json& body, CompletionJob* job) {
+  const Json* rf = Field(body, "response_format");
+  if (rf == nullptr || rf->is_null()) return absl::OkStatus();
+  const Json* type = rf->is_object() ? Field(*rf, "type") : nullptr;
+  if (type == nullptr || !type->is_string()) return TypeError("response_format", "an object with a string 'type'");
+  const std::string& t = type->get_ref<const std::string&>();
+  if (t == "json_object") {
+    job->json_object = true;
+  } else if (t != "text") {
+    return BadParam("response_format",
+                    absl::StrCat("response_format type '", t, "' is not supported by this server (",
+                                 t == "json_schema" ? "JSON mode does not enforce a schema; " : "",
+                                 "supported: 'text', 'json_object')"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& body,
                                                      const ModelContext& ctx,
                                                      std::vector<std::string>* ignored_fields) {
@@ -516,6 +531,7 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   job.kind = kind;
   if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
   PENG_RETURN_IF_ERROR(RejectUnsupported(kind, body));
+  PENG_RETURN_IF_ERROR(ParseResponseFormat(body, &job));
   for (const auto& [key, value] : body.items()) {
     bool known = CommonFields().contains(key) ||
                  (kind == ApiKind::kChat ? ChatFields() : CompletionFields()).contains(key);

@@ -59,6 +59,7 @@ struct CompletionJob {
   int64_t max_tokens = -1;      // as requested (0 only with echo); -1 = not given (rest of the context)
   int64_t max_model_len = 0;
   int prompt_logprobs = -1;     // echo + logprobs: GenerateRequest::prompt_logprobs
+  bool json_object = false;     // response_format {"type": "json_object"}: GenerateRequest::json_object
 
   // stop.max_tokens for prompt `i`: the request's value, or the rest of the context.
   int64_t MaxTokensFor(size_t i) const {

@@ -418,3 +418,13 @@ def test_drain_timeout_ends_every_stream_with_abort(pb, peng_bin, smollm2_path, 
         assert msgs[-1].finish_reason == pb2.FINISH_REASON_ABORT
         assert msgs[-1].usage.completion_tokens > 0
     assert "drain timed out after 1 s: aborted 10 unfinished sequences" in server.log(), server.log()[-2000:]
+
+
+def test_generate_json_object(stub, pb, md):
+    # JSON mode over gRPC: the greedy output either closes one JSON object (then the end token)
+    # or is cut by max_tokens.
+    req = _greedy(pb, "JSON for a person named Ann, 30 years old:", 200, json_object=True)
+    msgs = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+    text = "".join(m.text for m in msgs)
+    assert msgs[-1].finish_reason == pb[0].FINISH_REASON_STOP, repr(text)
+    assert isinstance(json.loads(text), dict), text

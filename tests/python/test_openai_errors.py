@@ -223,7 +223,7 @@ def test_developer_role_is_the_system_role(http):
 
 
 UNSUPPORTED = [
-    ("chat", {"response_format": {"type": "json_object"}}, "response_format"),
+    ("chat", {"response_format": {"type": "xml"}}, "response_format"),
     ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
      "response_format"),
     ("chat", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
@@ -238,7 +238,7 @@ UNSUPPORTED = [
 
 @pytest.mark.parametrize("kind,extra,param", UNSUPPORTED, ids=[p + "-" + str(i) for i, (_, _, p) in enumerate(UNSUPPORTED)])
 def test_unsupported_features_are_refused_not_ignored(http, kind, extra, param):
-    # JSON mode, tool calls, insertion and best-of would silently come back as plain text.
+    # Schemas, tool calls, insertion and best-of would silently come back as plain text.
     path, body = endpoint(kind, max_tokens=2, **extra)
     err = assert_error(http.post(path, json=body), 400, param=param)
     assert "not supported" in err["message"], err

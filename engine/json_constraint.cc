@@ -1,0 +1,107 @@
+#include "engine/json_constraint.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "base/check.h"
+#include "engine/tokenizer.h"
+
+namespace peng {
+
+std::shared_ptr<const JsonVocabulary> JsonVocabulary::From(const Tokenizer& tokenizer) {
+  auto vocab = std::make_shared<JsonVocabulary>();
+  const int32_t n = tokenizer.vocab_size();
+  vocab->pieces.resize(n);
+  vocab->kinds.resize(n, Kind::kOther);
+  for (int32_t id = 0; id < n; ++id) {
+    if (tokenizer.IsEndOfGeneration(id)) {
+      vocab->kinds[id] = Kind::kEndOfGeneration;
+    } else if (!tokenizer.IsSpecial(id)) {
+      vocab->pieces[id] = tokenizer.TokenPiece(id);
+      if (!vocab->pieces[id].empty()) vocab->kinds[id] = Kind::kText;
+    }
+  }
+  return vocab;
+}
+
+JsonConstraint::JsonConstraint(std::shared_ptr<const JsonVocabulary> vocab) : vocab_(std::move(vocab)) {}
+
+const std::vector<uint64_t>& JsonConstraint::AllowedFor(const JsonGrammar& state) {
+  ++uses_;
+  for (CachedMask& c : cache_) {
+    if (c.state == state) {
+      c.last_use = uses_;
+      return c.allowed;
+    }
+  }
+  CachedMask* slot;
+  if (cache_.size() < kCacheSize) {
+    slot = &cache_.emplace_back();
+  } else {
+    slot = &*std::min_element(cache_.begin(), cache_.end(),
+                              [](const CachedMask& a, const CachedMask& b) { return a.last_use < b.last_use; });
+  }
+  slot->state = state;
+  slot->last_use = uses_;
+  const size_t n = vocab_->kinds.size();
+  std::vector<uint64_t>& allowed = slot->allowed;
+  allowed.assign((n + 63) / 64, 0);
+  const auto allow = [&](size_t id) { allowed[id >> 6] |= uint64_t{1} << (id & 63); };
+  bool any_end = false;
+  for (size_t id = 0; id < n; ++id) {
+    if (vocab_->kinds[id] == JsonVocabulary::Kind::kEndOfGeneration && state.Complete()) {
+      allow(id);
+      any_end = true;
+    }
+  }
+  // Once the object is closed the sequence ends; text continues it only in a vocabulary with
+  // no end-of-generation token (then: whitespace, up to the grammar's limit).
+  bool any = any_end;
+  if (!any_end) {
+    for (size_t id = 0; id < n; ++id) {
+      if (vocab_->kinds[id] != JsonVocabulary::Kind::kText) continue;
+      JsonGrammar g = state;
+      bool ok = true;
+      for (const char c : vocab_->pieces[id]) {
+        if (!g.Feed(static_cast<uint8_t>(c))) {
+          ok = false;
+          break;
+        }
+      }
+      if (ok) {
+        allow(id);
+        any = true;
+      }
+    }
+  }
+  if (!any) {
+    // Nothing can follow (a vocabulary without end tokens, at the whitespace limit after the
+    // object): leave the row unconstrained rather than ban every token.
+    std::fill(allowed.begin(), allowed.end(), ~uint64_t{0});
+  }
+  return allowed;
+}
+
+void JsonConstraint::Mask(std::span<float> logits) {
+  PENG_CHECK(logits.size() == vocab_->kinds.size());
+  const std::vector<uint64_t>& allowed = AllowedFor(grammar_);
+  constexpr float kBanned = -std::numeric_limits<float>::infinity();
+  for (size_t w = 0; w < allowed.size(); ++w) {
+    const uint64_t bits = allowed[w];
+    if (bits == ~uint64_t{0}) continue;
+    const size_t end = std::min(logits.size(), (w + 1) * 64);
+    for (size_t id = w * 64; id < end; ++id) {
+      if (!((bits >> (id & 63)) & 1)) logits[id] = kBanned;
+    }
+  }
+}
+
+void JsonConstraint::Accept(int32_t id) {
+  PENG_CHECK(id >= 0 && static_cast<size_t>(id) < vocab_->kinds.size());
+  if (vocab_->kinds[id] != JsonVocabulary::Kind::kText) return;  // an end token (ignore_eos)
+  // Mask() allowed only tokens whose bytes the grammar takes; an unconstrained row (see
+  // AllowedFor) may bring one it refuses, which then leaves the state as it is.
+  grammar_.FeedAll(vocab_->pieces[id]);
+}
+
+}  // namespace peng

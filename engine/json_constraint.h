@@ -1,0 +1,56 @@
+// JSON mode: the constraint that keeps a sequence's output one JSON object (JsonGrammar) and
+// then ends it. JsonVocabulary holds each token's bytes as the grammar reads them and is built
+// once per model, shared read-only by every JSON-mode sequence; JsonConstraint is one
+// sequence's grammar state with a small cache of masks by state (inside a string, or between
+// the digits of a number, the state repeats token after token).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/json_grammar.h"
+#include "engine/logits_constraint.h"
+
+namespace peng {
+
+class Tokenizer;
+
+struct JsonVocabulary {
+  enum class Kind : uint8_t { kText, kEndOfGeneration, kOther /* control tokens, empty pieces */ };
+  std::vector<std::string> pieces;  // by token id: the bytes it stands for
+  std::vector<Kind> kinds;
+
+  static std::shared_ptr<const JsonVocabulary> From(const Tokenizer& tokenizer);
+};
+
+class JsonConstraint : public LogitsConstraint {
+ public:
+  explicit JsonConstraint(std::shared_ptr<const JsonVocabulary> vocab);
+
+  // Until the object is complete: the text tokens whose bytes keep the document valid. Then:
+  // the end-of-generation tokens only.
+  void Mask(std::span<float> logits) override;
+  void Accept(int32_t id) override;
+
+  const JsonGrammar& grammar() const { return grammar_; }
+
+ private:
+  struct CachedMask {
+    JsonGrammar state;
+    std::vector<uint64_t> allowed;  // bit per token id
+    uint64_t last_use = 0;
+  };
+  static constexpr size_t kCacheSize = 8;
+
+  const std::vector<uint64_t>& AllowedFor(const JsonGrammar& state);
+
+  std::shared_ptr<const JsonVocabulary> vocab_;
+  JsonGrammar grammar_;
+  std::vector<CachedMask> cache_;
+  uint64_t uses_ = 0;
+};
+
+}  // namespace peng

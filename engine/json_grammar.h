@@ -1,0 +1,68 @@
+// JsonGrammar: a byte-at-a-time recognizer of one JSON text (RFC 8259) whose top-level value is
+// an object: what JSON mode (OpenAI's response_format {"type": "json_object"}) promises. Feed()
+// takes the next byte and returns false, leaving the state as it was, when no valid document
+// continues that way; so every prefix it accepts extends to a complete document. A plain value
+// type of 16 bytes: callers copy it to try a token's bytes. Not thread-safe.
+//
+// Limits, so a constrained generation cannot stall in filler: at most kMaxDepth nested
+// containers and kMaxWhitespace whitespace bytes in a row. Strings take any byte >= 0x20 except
+// an unescaped quote or backslash (UTF-8 is not validated: the detokenizer turns an ill-formed
+// sequence into U+FFFD, which is valid inside a JSON string).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace peng {
+
+class JsonGrammar {
+ public:
+  static constexpr int kMaxDepth = 64;
+  static constexpr int kMaxWhitespace = 32;
+
+  // Whether `c` may come next; if so the state moves past it, otherwise nothing changes.
+  bool Feed(uint8_t c);
+  // Feeds every byte of `bytes`; false (and the state as it was) if any is refused.
+  bool FeedAll(std::string_view bytes);
+  // The top-level object is closed: only whitespace may follow.
+  bool Complete() const { return mode_ == Mode::kDone; }
+
+  friend bool operator==(const JsonGrammar&, const JsonGrammar&) = default;
+
+ private:
+  enum class Mode : uint8_t {
+    kStart,          // before the top-level '{'
+    kValue,          // a value must come (after ':', ',' in an array)
+    kValueOrClose,   // after '[': a value or ']'
+    kKeyOrClose,     // after '{': a key or '}'
+    kKey,            // after ',' in an object: a key
+    kColon,          // after a key
+    kAfterValue,     // after a value inside a container: ',' or the container's close
+    kString,         // inside a key (key_ = 1) or a value string; sub_ = escape progress
+    kNumber,         // sub_ = a Num state
+    kLiteral,        // true / false / null: aux_ = which, sub_ = bytes matched
+    kDone,           // the top-level object is closed
+  };
+  // Number states (RFC 8259 §6): the ones marked "end" may finish the number.
+  enum Num : uint8_t { kMinus, kZero /*end*/, kInt /*end*/, kDot, kFrac /*end*/, kExp, kExpSign, kExpDigits /*end*/ };
+  // String escape progress: kPlain, kBackslash, or 4..1 hex digits of \uXXXX still to come.
+  static constexpr uint8_t kPlain = 0, kBackslash = 5;
+
+  bool FeedOne(uint8_t c);
+  bool OpenContainer(bool object);
+  bool CloseContainer(bool object);
+  // A value just ended: back to the enclosing container, or done at the top.
+  void EndValue() { mode_ = depth_ == 0 ? Mode::kDone : Mode::kAfterValue; }
+  bool StartValue(uint8_t c);
+  bool TopIsObject() const { return (stack_ >> (depth_ - 1)) & 1; }
+
+  Mode mode_ = Mode::kStart;
+  uint8_t sub_ = 0;
+  uint8_t aux_ = 0;
+  uint8_t key_ = 0;         // the string being read is a key
+  uint8_t whitespace_ = 0;  // whitespace bytes in a row
+  uint8_t depth_ = 0;
+  uint64_t stack_ = 0;      // bit d: container d is an object (1) or an array (0)
+};
+
+}  // namespace peng

@@ -1,0 +1,96 @@
+"""JSON mode (response_format {"type": "json_object"}) on a live `peng serve`, through the
+official `openai` client, raw HTTP and gRPC: every output that ends by itself is one JSON object
+that Python's json module parses; one cut by max_tokens is a prefix of one. The grammar itself
+is unit-tested in engine/json_grammar_test.cc.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from openai_common import MODEL, chat, client, complete, http, stream_chat_text  # noqa: F401
+
+JSON = {"type": "json_object"}
+ASKS = ["Give me a JSON object describing a cat with a name and an age.",
+        "Describe the city of Paris as JSON.",
+        "Return a JSON object with three fruits and their colours.",
+        "hello"]
+
+
+def assert_object_or_cut(text: str, finish_reason: str) -> bool:
+    """True when the output ended by itself (then it is a JSON object)."""
+    if finish_reason == "length":
+        # Cut by max_tokens: no complete document may sit inside it (JSON mode ends there).
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
+        return False
+    assert finish_reason == "stop", finish_reason
+    value = json.loads(text)
+    assert isinstance(value, dict), text
+    return True
+
+
+def test_chat_outputs_are_json_objects(client):
+    ended = 0
+    for ask in ASKS:
+        for seed in range(3):
+            r = chat(client, messages=[{"role": "user", "content": ask}], max_tokens=200,
+                     temperature=0.8, seed=seed, response_format=JSON)
+            ended += assert_object_or_cut(r.choices[0].message.content, r.choices[0].finish_reason)
+    # The small model closes most objects well before 200 tokens.
+    assert ended >= len(ASKS) * 3 // 2, ended
+
+
+def test_without_json_mode_the_same_asks_are_prose(client):
+    # What makes the outputs above JSON is the constraint, not the model's habit.
+    prose = 0
+    for ask in ASKS:
+        r = chat(client, messages=[{"role": "user", "content": ask}], max_tokens=60, temperature=0)
+        try:
+            prose += not isinstance(json.loads(r.choices[0].message.content), dict)
+        except json.JSONDecodeError:
+            prose += 1
+    assert prose >= 2, prose
+
+
+def test_streamed_json_mode_matches_the_whole_response(client):
+    messages = [{"role": "user", "content": ASKS[0]}]
+    whole = chat(client, messages=messages, max_tokens=200, temperature=0, response_format=JSON)
+    text, finish, _ = stream_chat_text(client, messages=messages, max_tokens=200, temperature=0,
+                                       response_format=JSON)
+    assert text == whole.choices[0].message.content
+    assert finish == whole.choices[0].finish_reason
+    assert assert_object_or_cut(text, finish)
+
+
+def test_completions_n2_each_choice_is_an_object(client):
+    r = complete(client, prompt="A JSON object for a book:", max_tokens=200, n=2, temperature=0.8,
+                 seed=5, extra_body={"response_format": JSON})
+    assert len(r.choices) == 2
+    for c in r.choices:
+        assert_object_or_cut(c.text, c.finish_reason)
+
+
+def test_alternatives_are_only_tokens_the_grammar_allows(http):
+    # At the end only the end-of-turn token is possible: the other alternatives are banned and
+    # are not listed (OpenAI clients need a number for every logprob).
+    r = http.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": [{"role": "user", "content": ASKS[0]}], "max_tokens": 200,
+        "temperature": 0, "response_format": JSON, "logprobs": True, "top_logprobs": 5})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert assert_object_or_cut(choice["message"]["content"], choice["finish_reason"])
+    content = choice["logprobs"]["content"]
+    for entry in content:
+        assert isinstance(entry["logprob"], float)
+        assert all(isinstance(t["logprob"], float) for t in entry["top_logprobs"]), entry
+    assert len(content[-1]["top_logprobs"]) < 5, content[-1]
+
+
+@pytest.mark.parametrize("fmt", [{"type": "text"}, None])
+def test_text_format_is_unconstrained(client, fmt):
+    extra = {} if fmt is None else {"response_format": fmt}
+    a = chat(client, messages=[{"role": "user", "content": "hello"}], max_tokens=20, temperature=0, **extra)
+    b = chat(client, messages=[{"role": "user", "content": "hello"}], max_tokens=20, temperature=0)
+    assert a.choices[0].message.content == b.choices[0].message.content
