@@ -21,7 +21,21 @@ std::shared_ptr<const JsonVocabulary> JsonVocabulary::From(const Tokenizer& toke
       if (!vocab->pieces[id].empty()) vocab->kinds[id] = Kind::kText;
     }
   }
+  vocab->Index();
   return vocab;
+}
+
+void JsonVocabulary::Index() {
+  by_first_byte.assign(256, {});
+  plain_prefix.assign(pieces.size(), 0);
+  for (size_t id = 0; id < pieces.size(); ++id) {
+    if (kinds[id] != Kind::kText) continue;
+    const std::string& p = pieces[id];
+    by_first_byte[static_cast<uint8_t>(p[0])].push_back(static_cast<int32_t>(id));
+    uint32_t n = 0;
+    while (n < p.size() && JsonGrammar::IsPlainStringByte(static_cast<uint8_t>(p[n]))) ++n;
+    plain_prefix[id] = n;
+  }
 }
 
 JsonConstraint::JsonConstraint(std::shared_ptr<const JsonVocabulary> vocab) : vocab_(std::move(vocab)) {}
@@ -57,20 +71,34 @@ const std::vector<uint64_t>& JsonConstraint::AllowedFor(const JsonGrammar& state
   // Once the object is closed the sequence ends; text continues it only in a vocabulary with
   // no end-of-generation token (then: whitespace, up to the grammar's limit).
   bool any = any_end;
-  if (!any_end) {
+  // A token is allowed when the grammar takes all of its bytes. Inside a string its plain
+  // prefix changes nothing, so most tokens there need no simulation; elsewhere a first byte
+  // the grammar refuses rules out every token that starts with it.
+  const auto takes_rest = [&](const JsonGrammar& from, const std::string& piece, size_t at) {
+    JsonGrammar g = from;
+    for (; at < piece.size(); ++at) {
+      if (!g.Feed(static_cast<uint8_t>(piece[at]))) return false;
+    }
+    return true;
+  };
+  if (!any_end && state.InPlainString()) {
     for (size_t id = 0; id < n; ++id) {
       if (vocab_->kinds[id] != JsonVocabulary::Kind::kText) continue;
-      JsonGrammar g = state;
-      bool ok = true;
-      for (const char c : vocab_->pieces[id]) {
-        if (!g.Feed(static_cast<uint8_t>(c))) {
-          ok = false;
-          break;
-        }
-      }
-      if (ok) {
+      const std::string& piece = vocab_->pieces[id];
+      if (vocab_->plain_prefix[id] == piece.size() || takes_rest(state, piece, vocab_->plain_prefix[id])) {
         allow(id);
         any = true;
+      }
+    }
+  } else if (!any_end) {
+    for (int b = 0; b < 256; ++b) {
+      JsonGrammar first = state;
+      if (vocab_->by_first_byte[b].empty() || !first.Feed(static_cast<uint8_t>(b))) continue;
+      for (const int32_t id : vocab_->by_first_byte[b]) {
+        if (takes_rest(first, vocab_->pieces[id], 1)) {
+          allow(id);
+          any = true;
+        }
       }
     }
   }

@@ -22,8 +22,14 @@ struct JsonVocabulary {
   enum class Kind : uint8_t { kText, kEndOfGeneration, kOther /* control tokens, empty pieces */ };
   std::vector<std::string> pieces;  // by token id: the bytes it stands for
   std::vector<Kind> kinds;
+  // Derived by Index(): the text tokens by first byte, and per token the length of its prefix
+  // of plain string bytes (JsonGrammar::IsPlainStringByte), which a string takes as they are.
+  std::vector<std::vector<int32_t>> by_first_byte;
+  std::vector<uint32_t> plain_prefix;
 
   static std::shared_ptr<const JsonVocabulary> From(const Tokenizer& tokenizer);
+  // Fills the derived fields from pieces and kinds.
+  void Index();
 };
 
 class JsonConstraint : public LogitsConstraint {

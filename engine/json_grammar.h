@@ -26,6 +26,10 @@ class JsonGrammar {
   bool FeedAll(std::string_view bytes);
   // The top-level object is closed: only whitespace may follow.
   bool Complete() const { return mode_ == Mode::kDone; }
+  // Inside a string, not in an escape: any byte >= 0x20 other than '"' and '\\' leaves the
+  // state exactly as it is.
+  bool InPlainString() const { return mode_ == Mode::kString && sub_ == kPlain; }
+  static bool IsPlainStringByte(uint8_t c) { return c >= 0x20 && c != '"' && c != '\\'; }
 
   friend bool operator==(const JsonGrammar&, const JsonGrammar&) = default;
 

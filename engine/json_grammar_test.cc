@@ -143,6 +143,7 @@ std::shared_ptr<const JsonVocabulary> ToyVocabulary() {
     v->pieces.push_back(piece);
     v->kinds.push_back(kind);
   }
+  v->Index();
   return v;
 }
 
@@ -173,6 +174,44 @@ TEST(JsonConstraintTest, MasksTokensByTheirBytesThenOnlyEnds) {
   c.Accept(1);
   EXPECT_TRUE(c.grammar().Complete());
   EXPECT_EQ(Allowed(c, n), (std::vector<int>{6}));  // the end token only
+}
+
+// The mask (first-byte groups, plain string prefixes, the cache) equals the definition: a token
+// is allowed when a copy of the grammar takes every one of its bytes. Random tokens over a
+// JSON-ish alphabet, at the states of random walks.
+TEST(JsonConstraintTest, MaskIsTheDefinition) {
+  const std::string alphabet = "{}[]\":, 0123456789-.eEtruefalsnxyz\\\n\x01\xc3\xa9";
+  std::mt19937 rng(11);
+  auto vocab = std::make_shared<JsonVocabulary>();
+  for (int i = 0; i < 3000; ++i) {
+    std::string piece(1 + rng() % 6, ' ');
+    for (char& c : piece) c = alphabet[rng() % alphabet.size()];
+    vocab->pieces.push_back(piece);
+    vocab->kinds.push_back(JsonVocabulary::Kind::kText);
+  }
+  vocab->pieces.push_back("");
+  vocab->kinds.push_back(JsonVocabulary::Kind::kEndOfGeneration);
+  vocab->Index();
+  const size_t n = vocab->pieces.size();
+  for (int walk = 0; walk < 40; ++walk) {
+    JsonConstraint c(vocab);
+    for (int step = 0; step < 60; ++step) {
+      std::vector<float> logits(n, 0.0f);
+      c.Mask(logits);
+      std::vector<int32_t> allowed;
+      for (size_t id = 0; id < n; ++id) {
+        JsonGrammar g = c.grammar();
+        const bool expect = vocab->kinds[id] == JsonVocabulary::Kind::kEndOfGeneration
+                                ? g.Complete()
+                                : !c.grammar().Complete() && g.FeedAll(vocab->pieces[id]);
+        ASSERT_EQ(logits[id] == 0.0f, expect) << "token " << id << " '" << vocab->pieces[id] << "'";
+        if (expect) allowed.push_back(static_cast<int32_t>(id));
+      }
+      if (c.grammar().Complete()) break;
+      ASSERT_FALSE(allowed.empty());
+      c.Accept(allowed[rng() % allowed.size()]);
+    }
+  }
 }
 
 }  // namespace
