@@ -38,9 +38,12 @@ void JsonVocabulary::Index() {
   }
 }
 
-JsonConstraint::JsonConstraint(std::shared_ptr<const JsonVocabulary> vocab) : vocab_(std::move(vocab)) {}
+template <class G>
+GrammarConstraint<G>::GrammarConstraint(std::shared_ptr<const JsonVocabulary> vocab, G grammar)
+    : vocab_(std::move(vocab)), grammar_(std::move(grammar)) {}
 
-const std::vector<uint64_t>& JsonConstraint::AllowedFor(const JsonGrammar& state) {
+template <class G>
+const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
   ++uses_;
   for (CachedMask& c : cache_) {
     if (c.state == state) {
@@ -50,7 +53,7 @@ const std::vector<uint64_t>& JsonConstraint::AllowedFor(const JsonGrammar& state
   }
   CachedMask* slot;
   if (cache_.size() < kCacheSize) {
-    slot = &cache_.emplace_back();
+    slot = &cache_.emplace_back(CachedMask{state, {}, 0});
   } else {
     slot = &*std::min_element(cache_.begin(), cache_.end(),
                               [](const CachedMask& a, const CachedMask& b) { return a.last_use < b.last_use; });
@@ -74,10 +77,10 @@ const std::vector<uint64_t>& JsonConstraint::AllowedFor(const JsonGrammar& state
   // A token is allowed when the grammar takes all of its bytes. Inside a string its plain
   // prefix changes nothing, so most tokens there need no simulation; elsewhere a first byte
   // the grammar refuses rules out every token that starts with it.
-  const auto takes_rest = [&](const JsonGrammar& from, const std::string& piece, size_t at) {
-    JsonGrammar g = from;
+  const auto takes_rest = [&](const G& from, const std::string& piece, size_t at) {
+    G g = from;
     for (; at < piece.size(); ++at) {
-      if (!g.Feed(static_cast<uint8_t>(piece[at]))) return false;
+      if (!g.Advance(static_cast<uint8_t>(piece[at]))) return false;
     }
     return true;
   };
@@ -92,8 +95,8 @@ const std::vector<uint64_t>& JsonConstraint::AllowedFor(const JsonGrammar& state
     }
   } else if (!any_end) {
     for (int b = 0; b < 256; ++b) {
-      JsonGrammar first = state;
-      if (vocab_->by_first_byte[b].empty() || !first.Feed(static_cast<uint8_t>(b))) continue;
+      G first = state;
+      if (vocab_->by_first_byte[b].empty() || !first.Advance(static_cast<uint8_t>(b))) continue;
       for (const int32_t id : vocab_->by_first_byte[b]) {
         if (takes_rest(first, vocab_->pieces[id], 1)) {
           allow(id);
@@ -110,7 +113,8 @@ const std::vector<uint64_t>& JsonConstraint::AllowedFor(const JsonGrammar& state
   return allowed;
 }
 
-void JsonConstraint::Mask(std::span<float> logits) {
+template <class G>
+void GrammarConstraint<G>::Mask(std::span<float> logits) {
   PENG_CHECK(logits.size() == vocab_->kinds.size());
   const std::vector<uint64_t>& allowed = AllowedFor(grammar_);
   constexpr float kBanned = -std::numeric_limits<float>::infinity();
@@ -124,12 +128,16 @@ void JsonConstraint::Mask(std::span<float> logits) {
   }
 }
 
-void JsonConstraint::Accept(int32_t id) {
+template <class G>
+void GrammarConstraint<G>::Accept(int32_t id) {
   PENG_CHECK(id >= 0 && static_cast<size_t>(id) < vocab_->kinds.size());
   if (vocab_->kinds[id] != JsonVocabulary::Kind::kText) return;  // an end token (ignore_eos)
   // Mask() allowed only tokens whose bytes the grammar takes; an unconstrained row (see
   // AllowedFor) may bring one it refuses, which then leaves the state as it is.
   grammar_.FeedAll(vocab_->pieces[id]);
 }
+
+template class GrammarConstraint<JsonGrammar>;
+template class GrammarConstraint<SchemaGrammar>;
 
 }  // namespace peng

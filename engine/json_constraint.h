@@ -1,5 +1,5 @@
-// JSON mode: the constraint that keeps a sequence's output one JSON object (JsonGrammar) and
-// then ends it. JsonVocabulary holds each token's bytes as the grammar reads them and is built
+// JSON mode and structured output: the constraint that keeps a sequence's output one JSON
+// object (JsonGrammar) or one document of a JSON schema (SchemaGrammar) and then ends it. JsonVocabulary holds each token's bytes as the grammar reads them and is built
 // once per model, shared read-only by every JSON-mode sequence; JsonConstraint is one
 // sequence's grammar state with a small cache of masks by state (inside a string, or between
 // the digits of a number, the state repeats token after token).
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/json_grammar.h"
+#include "engine/json_schema.h"
 #include "engine/logits_constraint.h"
 
 namespace peng {
@@ -32,31 +33,50 @@ struct JsonVocabulary {
   void Index();
 };
 
-class JsonConstraint : public LogitsConstraint {
+// One sequence's constraint over grammar G (JsonGrammar: any object; SchemaGrammar: a JSON
+// schema's documents). Instantiated for both in json_constraint.cc.
+template <class G>
+class GrammarConstraint : public LogitsConstraint {
  public:
-  explicit JsonConstraint(std::shared_ptr<const JsonVocabulary> vocab);
+  GrammarConstraint(std::shared_ptr<const JsonVocabulary> vocab, G grammar);
 
-  // Until the object is complete: the text tokens whose bytes keep the document valid. Then:
-  // the end-of-generation tokens only.
+  // Until the document is complete: the text tokens whose bytes keep it valid. Then: the
+  // end-of-generation tokens only.
   void Mask(std::span<float> logits) override;
   void Accept(int32_t id) override;
 
-  const JsonGrammar& grammar() const { return grammar_; }
+  const G& grammar() const { return grammar_; }
 
  private:
   struct CachedMask {
-    JsonGrammar state;
+    G state;
     std::vector<uint64_t> allowed;  // bit per token id
     uint64_t last_use = 0;
   };
   static constexpr size_t kCacheSize = 8;
 
-  const std::vector<uint64_t>& AllowedFor(const JsonGrammar& state);
+  const std::vector<uint64_t>& AllowedFor(const G& state);
 
   std::shared_ptr<const JsonVocabulary> vocab_;
-  JsonGrammar grammar_;
+  G grammar_;
   std::vector<CachedMask> cache_;
   uint64_t uses_ = 0;
+};
+
+class JsonConstraint : public GrammarConstraint<JsonGrammar> {
+ public:
+  explicit JsonConstraint(std::shared_ptr<const JsonVocabulary> vocab)
+      : GrammarConstraint(std::move(vocab), JsonGrammar()) {}
+};
+
+class SchemaConstraint : public GrammarConstraint<SchemaGrammar> {
+ public:
+  // `schema` must outlive the constraint (the sequence's request holds it).
+  SchemaConstraint(std::shared_ptr<const JsonVocabulary> vocab, std::shared_ptr<const JsonSchema> schema)
+      : GrammarConstraint(std::move(vocab), SchemaGrammar(schema.get())), schema_(std::move(schema)) {}
+
+ private:
+  std::shared_ptr<const JsonSchema> schema_;
 };
 
 }  // namespace peng

@@ -11,6 +11,11 @@ bool IsHex(uint8_t c) { return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A'
 
 }  // namespace
 
+bool JsonGrammar::CanEnd() const {
+  return mode_ == Mode::kDone ||
+         (mode_ == Mode::kNumber && depth_ == 0 && (sub_ == kZero || sub_ == kInt || sub_ == kFrac || sub_ == kExpDigits));
+}
+
 bool JsonGrammar::FeedAll(std::string_view bytes) {
   const JsonGrammar saved = *this;
   for (const char c : bytes) {
@@ -163,8 +168,8 @@ bool JsonGrammar::FeedOne(uint8_t c) {
             sub_ = kExp;
             return true;
           }
-          // Any other byte ends the number and is read as what follows it (numbers never sit
-          // at the top level: the document is an object).
+          // Any other byte ends the number and is read as what follows it (at the top level:
+          // only whitespace; CanEnd() tells an embedding grammar that the number may end).
           EndValue();
           return FeedOne(c);
       }

@@ -20,12 +20,22 @@ class JsonGrammar {
   static constexpr int kMaxDepth = 64;
   static constexpr int kMaxWhitespace = 32;
 
+  // The default recognizes one object; with any_value, one JSON value of any kind (a JSON
+  // schema's free-form parts, engine/json_schema.h).
+  JsonGrammar() = default;
+  explicit JsonGrammar(bool any_value) : mode_(any_value ? Mode::kValue : Mode::kStart) {}
+
   // Whether `c` may come next; if so the state moves past it, otherwise nothing changes.
   bool Feed(uint8_t c);
+  // Feed without the undo: on false the state is unspecified (for copies that are dropped).
+  bool Advance(uint8_t c) { return FeedOne(c); }
   // Feeds every byte of `bytes`; false (and the state as it was) if any is refused.
   bool FeedAll(std::string_view bytes);
-  // The top-level object is closed: only whitespace may follow.
+  // The top-level value is complete: only whitespace may follow.
   bool Complete() const { return mode_ == Mode::kDone; }
+  // Complete, or a top-level number that may end here (numbers end at the next byte that
+  // cannot continue them, which belongs to whatever follows).
+  bool CanEnd() const;
   // Inside a string, not in an escape: any byte >= 0x20 other than '"' and '\\' leaves the
   // state exactly as it is.
   bool InPlainString() const { return mode_ == Mode::kString && sub_ == kPlain; }

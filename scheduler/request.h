@@ -14,6 +14,8 @@
 
 namespace peng {
 
+class JsonSchema;
+
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 const char* FinishReasonName(FinishReason r);  // "stop", "length", "abort", "error"
 
@@ -42,6 +44,9 @@ struct GenerateRequest {
   // JSON mode (response_format json_object): each choice's output is one JSON object, then an
   // end-of-generation token (engine/json_constraint.h).
   bool json_object = false;
+  // Structured output (response_format json_schema): each choice's output is one document of
+  // this schema (engine/json_schema.h). Takes precedence over json_object.
+  std::shared_ptr<const JsonSchema> json_schema;
   std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
 };
 

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "base/status.h"
+#include "engine/json_schema.h"
 
 namespace peng::server {
 namespace {
@@ -104,6 +105,17 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
     out.prompt_logprobs = in.prompt_logprobs();
   }
   out.json_object = in.json_object();
+  if (!in.json_schema().empty()) {
+    nlohmann::ordered_json schema;
+    try {
+      schema = nlohmann::ordered_json::parse(in.json_schema());
+    } catch (const nlohmann::ordered_json::exception& e) {
+      return Bad(absl::StrCat("json_schema is not valid JSON: ", e.what()));
+    }
+    absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled = JsonSchema::Compile(schema);
+    if (!compiled.ok()) return Bad(std::string(compiled.status().message()));
+    out.json_schema = *std::move(compiled);
+  }
   const int64_t min_tokens = in.has_prompt_logprobs() ? 0 : 1;
   if (in.has_max_tokens() && in.max_tokens() < min_tokens) {
     return Bad(absl::StrCat("max_tokens must be at least 1", min_tokens == 0 ? " (0 with prompt_logprobs)" : "",

@@ -216,7 +216,7 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   absl::StatusOr<nlohmann::json> parsed = ParseJsonBody(body);
   if (!parsed.ok()) return error(parsed.status());
   std::vector<std::string> ignored;
-  absl::StatusOr<CompletionJob> job = ParseCompletionRequest(kind, *parsed, ctx_->model, &ignored);
+  absl::StatusOr<CompletionJob> job = ParseCompletionRequest(kind, *parsed, ctx_->model, &ignored, body);
   auto warn_ignored = [&](const std::string& request_id) {
     if (ignored.empty()) return;
     Log(LogLevel::kWarning, "http",
@@ -256,6 +256,7 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
     req->n = j.n;
     req->prompt_logprobs = j.prompt_logprobs;
     req->json_object = j.json_object;
+    req->json_schema = j.json_schema;
     req->arrival = std::chrono::steady_clock::now();
     const std::string rid = req->id;
     auto stream = std::make_shared<SessionStream>(weak_from_this(), ctx_, gen_->seq,

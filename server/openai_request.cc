@@ -502,22 +502,52 @@ absl::Status RejectUnsupported(ApiKind kind, const Json& body) {
 
 namespace {
 
-// response_format: "text" (the default) or "json_object" (JSON mode: the output is one JSON
-// object, engine/json_constraint.h). A JSON schema is a 400: JSON mode does not enforce one.
-absl::Status ParseResponseFormat(const Json& body, CompletionJob* job) {
+// response_format: "text" (the default), "json_object" (JSON mode: the output is one JSON
+// object, engine/json_constraint.h) or "json_schema" (one document of the schema,
+// engine/json_schema.h; a schema outside the supported subset is a 400 that names the keyword).
+absl::Status ParseResponseFormat(const Json& body, std::string_view raw_body, CompletionJob* job) {
   const Json* rf = Field(body, "response_format");
   if (rf == nullptr || rf->is_null()) return absl::OkStatus();
   const Json* type = rf->is_object() ? Field(*rf, "type") : nullptr;
   if (type == nullptr || !type->is_string()) return TypeError("response_format", "an object with a string 'type'");
   const std::string& t = type->get_ref<const std::string&>();
+  if (t == "text") return absl::OkStatus();
   if (t == "json_object") {
     job->json_object = true;
-  } else if (t != "text") {
-    return BadParam("response_format",
-                    absl::StrCat("response_format type '", t, "' is not supported by this server (",
-                                 t == "json_schema" ? "JSON mode does not enforce a schema; " : "",
-                                 "supported: 'text', 'json_object')"));
+    return absl::OkStatus();
   }
+  if (t != "json_schema") {
+    return BadParam("response_format", absl::StrCat("response_format type '", t,
+                                                    "' is not supported by this server (supported: 'text', "
+                                                    "'json_object', 'json_schema')"));
+  }
+  const Json* js = Field(*rf, "json_schema");
+  if (js == nullptr || !js->is_object()) return TypeError("response_format.json_schema", "an object");
+  const Json* schema = Field(*js, "schema");
+  if (schema == nullptr || schema->is_null()) {  // a name alone: any JSON object
+    job->json_object = true;
+    return absl::OkStatus();
+  }
+  if (!schema->is_object() && !schema->is_boolean()) {
+    return TypeError("response_format.json_schema.schema", "a JSON schema (an object)");
+  }
+  // The schema again from the request text, as ordered_json: the properties in the client's
+  // order (nlohmann::json sorts object keys).
+  nlohmann::ordered_json ordered;
+  if (!raw_body.empty()) {
+    try {
+      ordered = nlohmann::ordered_json::parse(raw_body)["response_format"]["json_schema"]["schema"];
+    } catch (const nlohmann::ordered_json::exception&) {
+      ordered = nlohmann::ordered_json::parse(schema->dump());
+    }
+  } else {
+    ordered = nlohmann::ordered_json::parse(schema->dump());
+  }
+  absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled = JsonSchema::Compile(ordered);
+  if (!compiled.ok()) {
+    return BadParam("response_format", absl::StrCat("response_format: ", compiled.status().message()));
+  }
+  job->json_schema = *std::move(compiled);
   return absl::OkStatus();
 }
 
@@ -525,13 +555,14 @@ absl::Status ParseResponseFormat(const Json& body, CompletionJob* job) {
 
 absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& body,
                                                      const ModelContext& ctx,
-                                                     std::vector<std::string>* ignored_fields) {
+                                                     std::vector<std::string>* ignored_fields,
+                                                     std::string_view raw_body) {
   if (ctx.tokenizer == nullptr) return absl::InternalError("no tokenizer");
   CompletionJob job;
   job.kind = kind;
   if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
   PENG_RETURN_IF_ERROR(RejectUnsupported(kind, body));
-  PENG_RETURN_IF_ERROR(ParseResponseFormat(body, &job));
+  PENG_RETURN_IF_ERROR(ParseResponseFormat(body, raw_body, &job));
   for (const auto& [key, value] : body.items()) {
     bool known = CommonFields().contains(key) ||
                  (kind == ApiKind::kChat ? ChatFields() : CompletionFields()).contains(key);

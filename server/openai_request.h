@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "engine/json_schema.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/request.h"
 
@@ -60,6 +61,7 @@ struct CompletionJob {
   int64_t max_model_len = 0;
   int prompt_logprobs = -1;     // echo + logprobs: GenerateRequest::prompt_logprobs
   bool json_object = false;     // response_format {"type": "json_object"}: GenerateRequest::json_object
+  std::shared_ptr<const JsonSchema> json_schema;  // response_format json_schema, compiled
 
   // stop.max_tokens for prompt `i`: the request's value, or the rest of the context.
   int64_t MaxTokensFor(size_t i) const {
@@ -70,9 +72,12 @@ struct CompletionJob {
 
 // Parses a request body (already parsed as JSON). Unknown top-level fields are reported in
 // `ignored_fields` (the caller logs them); they never cause an error.
+// `raw_body` (the text `body` came from, when the caller has it) gives a response_format
+// json_schema's properties in the order the client wrote them: the output follows it.
 absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const nlohmann::json& body,
                                                      const ModelContext& ctx,
-                                                     std::vector<std::string>* ignored_fields);
+                                                     std::vector<std::string>* ignored_fields,
+                                                     std::string_view raw_body = {});
 
 // Chat: validates `messages` (plus add_generation_prompt, chat_template_kwargs, tools) and
 // renders them with the chat template. Shared by chat completions and /tokenize.

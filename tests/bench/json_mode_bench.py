@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""What JSON mode costs: the same chat requests with and without response_format json_object,
-one at a time (concurrency 1), against a running server. Prints a table of decode rate
-(generated tokens / (end - first token)), mean time to first token and how many outputs ended
-by themselves as one JSON object (Python's json module is the judge), then the ratio.
+"""What JSON mode and structured output cost: the same chat requests as plain text, with
+response_format json_object and with a json_schema (a record of name, age, role enum, nested
+address and a list), one at a time (concurrency 1), against a running server. Prints a table of
+decode rate (generated tokens / (end - first token)), mean time to first token and how many
+outputs ended by themselves as one JSON object (Python's json module is the judge), then the
+ratios to plain text.
 
   .venv/bin/python tests/bench/json_mode_bench.py --base-url http://127.0.0.1:8000 --rounds 2
 """
@@ -23,13 +25,23 @@ ASKS = ["Give me a JSON object describing a cat with a name and an age.",
         "Write a JSON record for an employee."]
 
 
-def run(client, model: str, json_mode: bool, max_tokens: int, seeds: int) -> dict:
+SCHEMA = {"type": "object", "properties": {
+    "name": {"type": "string"}, "age": {"type": "integer"}, "role": {"enum": ["admin", "user", "guest"]},
+    "address": {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+                "required": ["city", "country"]},
+    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5}},
+    "required": ["name", "age", "role", "address", "tags"]}
+FORMATS = {"text": None, "json_object": {"type": "json_object"},
+           "json_schema": {"type": "json_schema", "json_schema": {"name": "record", "schema": SCHEMA}}}
+
+
+def run(client, model: str, mode: str, max_tokens: int, seeds: int) -> dict:
     tokens = 0
     decode_s = 0.0
     ttfts, objects, ended = [], 0, 0
     for ask in ASKS:
         for seed in range(seeds):
-            extra = {"response_format": {"type": "json_object"}} if json_mode else {}
+            extra = {"response_format": FORMATS[mode]} if FORMATS[mode] else {}
             t0 = time.perf_counter()
             first = None
             text, finish, usage = "", None, None
@@ -70,14 +82,16 @@ def main() -> None:
     client = openai.OpenAI(base_url=args.base_url + "/v1", api_key="x", timeout=300, max_retries=0)
     print("| round | mode | decode tok/s | mean TTFT ms | ended by themselves | of which JSON objects |")
     print("|---|---|---|---|---|---|")
-    rates = {False: [], True: []}
+    rates = {mode: [] for mode in FORMATS}
     for r in range(args.rounds):
-        for mode in (False, True):
+        for mode in FORMATS:
             m = run(client, args.model, mode, args.max_tokens, args.seeds)
             rates[mode].append(m["tok_s"])
-            print(f"| {r + 1} | {'json_object' if mode else 'text'} | {m['tok_s']:.1f} | {m['ttft_ms']:.1f} | "
+            print(f"| {r + 1} | {mode} | {m['tok_s']:.1f} | {m['ttft_ms']:.1f} | "
                   f"{m['ended']}/{m['requests']} | {m['objects']} |", flush=True)
-    print(f"\nJSON mode decode rate / plain: {statistics.mean(rates[True]) / statistics.mean(rates[False]):.3f}")
+    print()
+    for mode in ("json_object", "json_schema"):
+        print(f"{mode} decode rate / plain: {statistics.mean(rates[mode]) / statistics.mean(rates['text']):.3f}")
 
 
 if __name__ == "__main__":

@@ -428,3 +428,19 @@ def test_generate_json_object(stub, pb, md):
     text = "".join(m.text for m in msgs)
     assert msgs[-1].finish_reason == pb[0].FINISH_REASON_STOP, repr(text)
     assert isinstance(json.loads(text), dict), text
+
+
+def test_generate_json_schema(stub, pb, md):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    req = _greedy(pb, "JSON for a person named Ann, 30 years old:", 100, json_schema=json.dumps(schema))
+    msgs = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+    text = "".join(m.text for m in msgs)
+    assert msgs[-1].finish_reason == pb[0].FINISH_REASON_STOP, repr(text)
+    value = json.loads(text)
+    assert list(value) == ["name", "age"] and isinstance(value["age"], int), text
+    # A schema outside the subset is INVALID_ARGUMENT naming the keyword.
+    bad = _greedy(pb, "x", 5, json_schema=json.dumps({"type": "object", "properties": {"s": {"pattern": "a"}}}))
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Generate(bad, metadata=md, timeout=RPC_TIMEOUT))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'pattern'" in e.value.details()

@@ -94,3 +94,69 @@ def test_text_format_is_unconstrained(client, fmt):
     a = chat(client, messages=[{"role": "user", "content": "hello"}], max_tokens=20, temperature=0, **extra)
     b = chat(client, messages=[{"role": "user", "content": "hello"}], max_tokens=20, temperature=0)
     assert a.choices[0].message.content == b.choices[0].message.content
+
+
+# ---------------------------------------------------------------------------------------------
+# Structured output: response_format json_schema
+
+from typing import Literal, Optional  # noqa: E402
+
+import openai  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+
+class Address(BaseModel):
+    city: str
+    country: str
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+    email: Optional[str]
+    role: Literal["admin", "user", "guest"]
+    address: Address
+    hobbies: list[str]
+
+
+def test_openai_parse_with_a_pydantic_model(client):
+    # The official client's structured-output helper sends Person's JSON schema and validates
+    # the reply with pydantic: an independent check of every constraint the schema states.
+    parsed = 0
+    for seed in range(4):
+        try:
+            r = client.beta.chat.completions.parse(
+                model=MODEL, messages=[{"role": "user", "content": "Invent a person."}],
+                response_format=Person, max_tokens=300, temperature=0.8, seed=seed)
+        except openai.LengthFinishReasonError:
+            continue  # cut by max_tokens (the small model can list hobbies for ever)
+        assert r.choices[0].finish_reason == "stop"
+        assert isinstance(r.choices[0].message.parsed, Person)
+        parsed += 1
+    assert parsed >= 2, parsed
+
+
+def test_schema_properties_come_in_the_declared_order(http):
+    schema = {"type": "object", "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "boolean"},
+                                               "mid": {"enum": ["x", "y"]}},
+              "required": ["zeta", "alpha", "mid"]}
+    r = http.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": [{"role": "user", "content": "Fill in the record."}], "max_tokens": 60,
+        "temperature": 0, "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    pairs = json.loads(choice["message"]["content"], object_pairs_hook=list)
+    assert [k for k, _ in pairs] == ["zeta", "alpha", "mid"]
+    value = dict(pairs)
+    assert isinstance(value["zeta"], int) and isinstance(value["alpha"], bool) and value["mid"] in ("x", "y")
+
+
+def test_schema_outside_the_subset_is_a_400_naming_the_keyword(http):
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}
+    r = http.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "response_format" and "'minimum'" in err["message"], err

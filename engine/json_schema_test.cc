@@ -1,0 +1,187 @@
+#include "engine/json_schema.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/json_constraint.h"
+
+namespace peng {
+namespace {
+
+using OJson = nlohmann::ordered_json;
+
+// A schema as pydantic writes one: a nested model through $defs, an Optional (anyOf with null),
+// an enum, a list of integers with bounds, and a boolean.
+const char* kPerson = R"({
+  "$defs": {"Address": {"properties": {"city": {"title": "City", "type": "string"},
+                                       "zip": {"anyOf": [{"type": "integer"}, {"type": "null"}]}},
+                        "required": ["city", "zip"], "title": "Address", "type": "object"}},
+  "properties": {"name": {"type": "string"},
+                 "age": {"type": "integer"},
+                 "colour": {"enum": ["red", "green"]},
+                 "scores": {"items": {"type": "integer"}, "maxItems": 3, "minItems": 1, "type": "array"},
+                 "address": {"$ref": "#/$defs/Address"},
+                 "member": {"type": "boolean", "default": false}},
+  "required": ["name", "age", "colour", "scores", "address"],
+  "title": "Person", "type": "object"})";
+
+std::shared_ptr<const JsonSchema> Compile(const char* text) {
+  auto s = JsonSchema::Compile(OJson::parse(text));
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : nullptr;
+}
+
+bool Accepts(const JsonSchema& schema, std::string_view doc) {
+  SchemaGrammar g(&schema);
+  return g.FeedAll(doc) && g.Complete();
+}
+
+TEST(JsonSchemaTest, AcceptsDocumentsOfTheSchema) {
+  const auto schema = Compile(kPerson);
+  for (const char* doc : {
+           R"({"name": "Ann", "age": 30, "colour": "red", "scores": [1, 2], "address": {"city": "Oslo", "zip": 150}})",
+           R"({"name":"B\"o\\b","age":-1,"colour":"green","scores":[7],"address":{"city":"","zip":null},"member":true})",
+           "{\n  \"name\": \"\xc3\xa9\",\n  \"age\": 0,\n  \"colour\": \"red\",\n  \"scores\": [ 1 , 2 , 3 ],\n"
+           "  \"address\": {\"city\": \"x\", \"zip\": 10}\n}\n"}) {
+    EXPECT_TRUE(Accepts(*schema, doc)) << doc;
+  }
+}
+
+TEST(JsonSchemaTest, RefusesWhatTheSchemaForbids) {
+  const auto schema = Compile(kPerson);
+  for (const char* doc : {
+           R"({"age": 30, "name": "Ann"})",  // out of declared order / missing required
+           R"({"name": "Ann", "age": 30.5})",  // an integer with a fraction
+           R"({"name": "Ann", "age": 1e3})",
+           R"({"name": "Ann", "age": "30"})",
+           R"({"name": "Ann", "age": 30, "colour": "blue"})",
+           R"({"name": "Ann", "age": 30, "colour": "red", "scores": []})",  // minItems 1
+           R"({"name": "Ann", "age": 30, "colour": "red", "scores": [1, 2, 3, 4]})",  // maxItems 3
+           R"({"name": "Ann", "age": 30, "colour": "red", "scores": [1], "address": {"city": "x"}})",  // zip required
+           R"({"name": "Ann", "age": 30, "colour": "red", "scores": [1], "address": {"city": "x", "zip": 1}, "extra": 1})",
+           R"({"name": "Ann", "age": 30, "colour": "red", "scores": [1], "address": {"city": "x", "zip": 1}})x",
+           R"([1])"}) {
+    EXPECT_FALSE(Accepts(*schema, doc)) << doc;
+  }
+}
+
+TEST(JsonSchemaTest, OptionalPropertiesMayBeSkippedRequiredOnesNot) {
+  const auto schema = Compile(R"({"type": "object", "properties": {"a": {"type": "integer"},
+      "b": {"type": "string"}, "c": {"type": "boolean"}}, "required": ["c"]})");
+  EXPECT_TRUE(Accepts(*schema, R"({"c": true})"));
+  EXPECT_TRUE(Accepts(*schema, R"({"b": "x", "c": false})"));
+  EXPECT_TRUE(Accepts(*schema, R"({"a": 1, "b": "x", "c": true})"));
+  EXPECT_FALSE(Accepts(*schema, R"({"a": 1})"));
+  EXPECT_FALSE(Accepts(*schema, R"({})"));
+  // Keys that share a prefix are told apart byte by byte.
+  const auto prefixes = Compile(R"({"type": "object", "properties": {"ab": {"type": "integer"}, "abc": {"type": "integer"}}})");
+  EXPECT_TRUE(Accepts(*prefixes, R"({"abc": 1})"));
+  EXPECT_TRUE(Accepts(*prefixes, R"({"ab": 1, "abc": 2})"));
+  EXPECT_FALSE(Accepts(*prefixes, R"({"abc": 1, "ab": 2})"));
+}
+
+TEST(JsonSchemaTest, FreeFormValuesAndRecursion) {
+  const auto schema = Compile(R"({"type": "object", "properties": {"any": {}, "tags": {"type": "array"},
+      "tree": {"$ref": "#/$defs/Node"}},
+      "$defs": {"Node": {"type": "object", "properties": {"v": {"type": "number"},
+                 "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}, "required": ["v"]}}})");
+  EXPECT_TRUE(Accepts(*schema, R"({"any": [1, {"x": null}], "tags": ["a", 2], "tree": {"v": 1.5, "kids": [{"v": -2e-3}]}})"));
+  EXPECT_TRUE(Accepts(*schema, R"({"any": 12, "tree": {"v": 0}})"));
+  EXPECT_FALSE(Accepts(*schema, R"({"tree": {"kids": []}})"));
+}
+
+TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"type": "object", "properties": {"s": {"type": "string", "pattern": "^a"}}})", "'pattern'"},
+      {R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})", "'minimum'"},
+      {R"({"type": "string"})", "top level must be an object"},
+      {R"({"type": "object", "properties": {"x": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {"a": {}}}]}}})",
+       "same byte ('{')"},
+      {R"({"type": "object", "properties": {"x": {"$ref": "#/$defs/Missing"}}})", "Missing"},
+      {R"({"type": "object", "properties": {"x": {"type": "date"}}})", "unknown type 'date'"},
+      {R"({"type": "object", "properties": {"x": {"type": "array", "minItems": 3, "maxItems": 2}}})", "minItems exceeds"},
+  };
+  for (const auto& [text, why] : cases) {
+    const auto s = JsonSchema::Compile(OJson::parse(text));
+    ASSERT_FALSE(s.ok()) << text;
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find(why), std::string::npos) << s.status();
+  }
+}
+
+// Random walks through the schema's grammar, completed greedily: every result is valid JSON
+// (nlohmann's parser) with the required keys of the top level present.
+TEST(JsonSchemaTest, EveryAcceptedPrefixCompletes) {
+  const auto schema = Compile(kPerson);
+  std::string alphabet = "{}[]\":, 0123456789-.eEtruefalsnxyzabcdgiop\\\n";
+  std::string finish = "\"}]0:,";
+  for (int c = 0x20; c < 0x7f; ++c) finish.push_back(static_cast<char>(c));
+  std::mt19937 rng(5);
+  for (int walk = 0; walk < 3000; ++walk) {
+    SchemaGrammar g(schema.get());
+    std::string doc;
+    const int steps = static_cast<int>(rng() % 300);
+    for (int i = 0; i < steps; ++i) {
+      const char c = alphabet[rng() % alphabet.size()];
+      if (g.Feed(static_cast<uint8_t>(c))) doc.push_back(c);
+    }
+    for (int guard = 0; !g.Complete() && guard < 20000; ++guard) {
+      bool fed = false;
+      for (const char c : finish) {
+        if (g.Feed(static_cast<uint8_t>(c))) {
+          doc.push_back(c);
+          fed = true;
+          break;
+        }
+      }
+      ASSERT_TRUE(fed) << "stuck after: " << doc;
+    }
+    ASSERT_TRUE(g.Complete()) << doc;
+    const nlohmann::json parsed = nlohmann::json::parse(doc, nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << doc;
+    for (const char* key : {"name", "age", "colour", "scores", "address"}) ASSERT_TRUE(parsed.contains(key)) << doc;
+    EXPECT_TRUE(parsed["age"].is_number_integer()) << doc;
+    EXPECT_TRUE(parsed["address"]["zip"].is_null() || parsed["address"]["zip"].is_number_integer()) << doc;
+    EXPECT_GE(parsed["scores"].size(), 1u);
+    EXPECT_LE(parsed["scores"].size(), 3u);
+  }
+}
+
+TEST(JsonSchemaTest, ConstraintMasksWithTheSchema) {
+  const auto schema = Compile(R"({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})");
+  auto vocab = std::make_shared<JsonVocabulary>();
+  for (const char* piece : {"{", "\"ok\"", "\"no\"", ":", " true", "false", "}", "1"}) {
+    vocab->pieces.push_back(piece);
+    vocab->kinds.push_back(JsonVocabulary::Kind::kText);
+  }
+  vocab->pieces.push_back("");
+  vocab->kinds.push_back(JsonVocabulary::Kind::kEndOfGeneration);
+  vocab->Index();
+  SchemaConstraint c(vocab, schema);
+  const auto allowed = [&] {
+    std::vector<float> logits(vocab->pieces.size(), 0.0f);
+    c.Mask(logits);
+    std::vector<int> ids;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (logits[i] == 0.0f) ids.push_back(static_cast<int>(i));
+    }
+    return ids;
+  };
+  EXPECT_EQ(allowed(), (std::vector<int>{0}));
+  c.Accept(0);
+  EXPECT_EQ(allowed(), (std::vector<int>{1}));  // the one key; "}" is not: "ok" is required
+  c.Accept(1);
+  EXPECT_EQ(allowed(), (std::vector<int>{3}));
+  c.Accept(3);
+  EXPECT_EQ(allowed(), (std::vector<int>{4, 5}));
+  c.Accept(4);
+  EXPECT_EQ(allowed(), (std::vector<int>{6}));
+  c.Accept(6);
+  EXPECT_EQ(allowed(), (std::vector<int>{8}));
+}
+
+}  // namespace
+}  // namespace peng
