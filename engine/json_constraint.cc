@@ -65,13 +65,15 @@ const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
   allowed.assign((n + 63) / 64, 0);
   const auto allow = [&](size_t id) { allowed[id >> 6] |= uint64_t{1} << (id & 63); };
   bool any_end = false;
-  for (size_t id = 0; id < n; ++id) {
-    if (vocab_->kinds[id] == JsonVocabulary::Kind::kEndOfGeneration && state.Complete()) {
-      allow(id);
-      any_end = true;
+  if (state.Complete()) {
+    for (size_t id = 0; id < n; ++id) {
+      if (vocab_->kinds[id] == JsonVocabulary::Kind::kEndOfGeneration) {
+        allow(id);
+        any_end = true;
+      }
     }
   }
-  // Once the object is closed the sequence ends; text continues it only in a vocabulary with
+  // Once the document is closed the sequence ends; text continues it only in a vocabulary with
   // no end-of-generation token (then: whitespace, up to the grammar's limit).
   bool any = any_end;
   // A token is allowed when the grammar takes all of its bytes. Inside a string its plain

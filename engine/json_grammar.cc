@@ -16,24 +16,6 @@ bool JsonGrammar::CanEnd() const {
          (mode_ == Mode::kNumber && depth_ == 0 && (sub_ == kZero || sub_ == kInt || sub_ == kFrac || sub_ == kExpDigits));
 }
 
-bool JsonGrammar::FeedAll(std::string_view bytes) {
-  const JsonGrammar saved = *this;
-  for (const char c : bytes) {
-    if (!Feed(static_cast<uint8_t>(c))) {
-      *this = saved;
-      return false;
-    }
-  }
-  return true;
-}
-
-bool JsonGrammar::Feed(uint8_t c) {
-  const JsonGrammar saved = *this;
-  if (FeedOne(c)) return true;
-  *this = saved;
-  return false;
-}
-
 bool JsonGrammar::OpenContainer(bool object) {
   if (depth_ == kMaxDepth) return false;
   stack_ = object ? stack_ | (uint64_t{1} << depth_) : stack_ & ~(uint64_t{1} << depth_);

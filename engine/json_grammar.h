@@ -15,6 +15,20 @@
 
 namespace peng {
 
+// Feed and FeedAll of a grammar with Advance(c) (a step with no undo): the state as it was when
+// a byte is refused. Shared by JsonGrammar and SchemaGrammar (json_schema.h).
+template <class G>
+bool FeedOrRestore(G& g, std::string_view bytes) {
+  const G saved = g;
+  for (const char c : bytes) {
+    if (!g.Advance(static_cast<uint8_t>(c))) {
+      g = saved;
+      return false;
+    }
+  }
+  return true;
+}
+
 class JsonGrammar {
  public:
   static constexpr int kMaxDepth = 64;
@@ -26,11 +40,11 @@ class JsonGrammar {
   explicit JsonGrammar(bool any_value) : mode_(any_value ? Mode::kValue : Mode::kStart) {}
 
   // Whether `c` may come next; if so the state moves past it, otherwise nothing changes.
-  bool Feed(uint8_t c);
+  bool Feed(uint8_t c) { return FeedOrRestore(*this, std::string_view(reinterpret_cast<const char*>(&c), 1)); }
   // Feed without the undo: on false the state is unspecified (for copies that are dropped).
   bool Advance(uint8_t c) { return FeedOne(c); }
   // Feeds every byte of `bytes`; false (and the state as it was) if any is refused.
-  bool FeedAll(std::string_view bytes);
+  bool FeedAll(std::string_view bytes) { return FeedOrRestore(*this, bytes); }
   // The top-level value is complete: only whitespace may follow.
   bool Complete() const { return mode_ == Mode::kDone; }
   // Complete, or a top-level number that may end here (numbers end at the next byte that

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/json_constraint.h"
+#include "engine/testing/grammar_walk.h"
 #include "nlohmann/json.hpp"
 
 namespace peng {
@@ -104,26 +105,8 @@ TEST(JsonGrammarTest, EveryAcceptedPrefixCompletesToValidJson) {
   std::mt19937 rng(7);
   for (int walk = 0; walk < 20000; ++walk) {
     JsonGrammar g;
-    std::string doc;
-    const int steps = static_cast<int>(rng() % 200);
-    for (int i = 0; i < steps; ++i) {
-      const std::string& unit = alphabet[rng() % alphabet.size()];
-      if (g.FeedAll(unit)) doc += unit;
-    }
-    for (int guard = 0; !g.Complete() && guard < 10000; ++guard) {
-      bool fed = false;
-      for (const char c : finish) {
-        if (g.Feed(static_cast<uint8_t>(c))) {
-          doc.push_back(c);
-          fed = true;
-          break;
-        }
-      }
-      ASSERT_TRUE(fed) << "stuck after: " << doc;
-    }
-    ASSERT_TRUE(g.Complete()) << doc;
-    // accept() checks the syntax only (parse() also refuses numbers beyond a double's range,
-    // which RFC 8259 leaves to implementations).
+    const std::string doc = testing::WalkThenFinish(g, rng, alphabet, 200, finish, 10000);
+    ASSERT_TRUE(g.Complete()) << "stuck after: " << doc;
     // The reference refuses numbers beyond a double's range (RFC 8259 leaves range to
     // implementations): it reads every exponent as one digit.
     const std::string ref = ShortExponents(doc);

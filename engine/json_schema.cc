@@ -361,24 +361,6 @@ bool SchemaGrammar::InPlainString() const {
   return (k == Kind::kString || k == Kind::kAny) && f.sub.InPlainString();
 }
 
-bool SchemaGrammar::FeedAll(std::string_view bytes) {
-  const SchemaGrammar saved = *this;
-  for (const char c : bytes) {
-    if (!Feed(static_cast<uint8_t>(c))) {
-      *this = saved;
-      return false;
-    }
-  }
-  return true;
-}
-
-bool SchemaGrammar::Feed(uint8_t c) {
-  const SchemaGrammar saved = *this;
-  if (Advance(c)) return true;
-  *this = saved;
-  return false;
-}
-
 bool SchemaGrammar::Advance(uint8_t c) {
   if (!IsWhitespace(c)) whitespace_ = 0;
   for (;;) {

@@ -65,8 +65,8 @@ class SchemaGrammar {
   SchemaGrammar(const SchemaGrammar& other) { *this = other; }
   SchemaGrammar& operator=(const SchemaGrammar& other);
 
-  bool Feed(uint8_t c);
-  bool FeedAll(std::string_view bytes);
+  bool Feed(uint8_t c) { return FeedOrRestore(*this, std::string_view(reinterpret_cast<const char*>(&c), 1)); }
+  bool FeedAll(std::string_view bytes) { return FeedOrRestore(*this, bytes); }
   // Feed without the undo: on false the state is unspecified (for copies that are dropped).
   bool Advance(uint8_t c);
   bool Complete() const { return done_; }

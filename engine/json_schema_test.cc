@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/json_constraint.h"
+#include "engine/testing/grammar_walk.h"
 
 namespace peng {
 namespace {
@@ -120,26 +121,12 @@ TEST(JsonSchemaTest, EveryAcceptedPrefixCompletes) {
   std::string finish = "\"}]0:,";
   for (int c = 0x20; c < 0x7f; ++c) finish.push_back(static_cast<char>(c));
   std::mt19937 rng(5);
+  std::vector<std::string> units;
+  for (const char c : alphabet) units.emplace_back(1, c);
   for (int walk = 0; walk < 3000; ++walk) {
     SchemaGrammar g(schema.get());
-    std::string doc;
-    const int steps = static_cast<int>(rng() % 300);
-    for (int i = 0; i < steps; ++i) {
-      const char c = alphabet[rng() % alphabet.size()];
-      if (g.Feed(static_cast<uint8_t>(c))) doc.push_back(c);
-    }
-    for (int guard = 0; !g.Complete() && guard < 20000; ++guard) {
-      bool fed = false;
-      for (const char c : finish) {
-        if (g.Feed(static_cast<uint8_t>(c))) {
-          doc.push_back(c);
-          fed = true;
-          break;
-        }
-      }
-      ASSERT_TRUE(fed) << "stuck after: " << doc;
-    }
-    ASSERT_TRUE(g.Complete()) << doc;
+    const std::string doc = testing::WalkThenFinish(g, rng, units, 300, finish, 20000);
+    ASSERT_TRUE(g.Complete()) << "stuck after: " << doc;
     const nlohmann::json parsed = nlohmann::json::parse(doc, nullptr, false);
     ASSERT_FALSE(parsed.is_discarded()) << doc;
     for (const char* key : {"name", "age", "colour", "scores", "address"}) ASSERT_TRUE(parsed.contains(key)) << doc;
