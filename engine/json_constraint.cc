@@ -65,7 +65,7 @@ const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
   allowed.assign((n + 63) / 64, 0);
   const auto allow = [&](size_t id) { allowed[id >> 6] |= uint64_t{1} << (id & 63); };
   bool any_end = false;
-  if (state.Complete()) {
+  if (state.CanStop()) {
     for (size_t id = 0; id < n; ++id) {
       if (vocab_->kinds[id] == JsonVocabulary::Kind::kEndOfGeneration) {
         allow(id);
@@ -73,8 +73,9 @@ const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
       }
     }
   }
-  // Once the document is closed the sequence ends; text continues it only in a vocabulary with
-  // no end-of-generation token (then: whitespace, up to the grammar's limit).
+  // Once the document is complete the sequence ends; text continues it only in a vocabulary
+  // with no end-of-generation token (then: whitespace, up to the grammar's limit).
+  const bool more_text = !(any_end && state.Complete());
   bool any = any_end;
   // A token is allowed when the grammar takes all of its bytes. Inside a string its plain
   // prefix changes nothing, so most tokens there need no simulation; elsewhere a first byte
@@ -86,7 +87,7 @@ const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
     }
     return true;
   };
-  if (!any_end && state.InPlainString()) {
+  if (more_text && state.InPlainString()) {
     for (size_t id = 0; id < n; ++id) {
       if (vocab_->kinds[id] != JsonVocabulary::Kind::kText) continue;
       const std::string& piece = vocab_->pieces[id];
@@ -95,7 +96,7 @@ const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
         any = true;
       }
     }
-  } else if (!any_end) {
+  } else if (more_text) {
     for (int b = 0; b < 256; ++b) {
       G first = state;
       if (vocab_->by_first_byte[b].empty() || !first.Advance(static_cast<uint8_t>(b))) continue;
@@ -141,5 +142,6 @@ void GrammarConstraint<G>::Accept(int32_t id) {
 
 template class GrammarConstraint<JsonGrammar>;
 template class GrammarConstraint<SchemaGrammar>;
+template class GrammarConstraint<ChoiceGrammar>;
 
 }  // namespace peng

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/choice_grammar.h"
 #include "engine/json_grammar.h"
 #include "engine/json_schema.h"
 #include "engine/logits_constraint.h"
@@ -34,14 +35,15 @@ struct JsonVocabulary {
 };
 
 // One sequence's constraint over grammar G (JsonGrammar: any object; SchemaGrammar: a JSON
-// schema's documents). Instantiated for both in json_constraint.cc.
+// schema's documents; ChoiceGrammar: one of a few strings). Instantiated for the three in
+// json_constraint.cc.
 template <class G>
 class GrammarConstraint : public LogitsConstraint {
  public:
   GrammarConstraint(std::shared_ptr<const JsonVocabulary> vocab, G grammar);
 
-  // Until the document is complete: the text tokens whose bytes keep it valid. Then: the
-  // end-of-generation tokens only.
+  // Until the document is complete: the text tokens whose bytes keep it valid; wherever it may
+  // end (G::CanStop), the end-of-generation tokens too.
   void Mask(std::span<float> logits) override;
   void Accept(int32_t id) override;
 
@@ -67,6 +69,15 @@ class JsonConstraint : public GrammarConstraint<JsonGrammar> {
  public:
   explicit JsonConstraint(std::shared_ptr<const JsonVocabulary> vocab)
       : GrammarConstraint(std::move(vocab), JsonGrammar()) {}
+};
+
+class ChoiceConstraint : public GrammarConstraint<ChoiceGrammar> {
+ public:
+  ChoiceConstraint(std::shared_ptr<const JsonVocabulary> vocab, std::shared_ptr<const ChoiceSet> choices)
+      : GrammarConstraint(std::move(vocab), ChoiceGrammar(choices.get())), choices_(std::move(choices)) {}
+
+ private:
+  std::shared_ptr<const ChoiceSet> choices_;
 };
 
 class SchemaConstraint : public GrammarConstraint<SchemaGrammar> {

@@ -47,6 +47,8 @@ class JsonGrammar {
   bool FeedAll(std::string_view bytes) { return FeedOrRestore(*this, bytes); }
   // The top-level value is complete: only whitespace may follow.
   bool Complete() const { return mode_ == Mode::kDone; }
+  // The output may end here (GrammarConstraint allows end-of-generation tokens): Complete().
+  bool CanStop() const { return Complete(); }
   // Complete, or a top-level number that may end here (numbers end at the next byte that
   // cannot continue them, which belongs to whatever follows).
   bool CanEnd() const;

@@ -130,7 +130,8 @@ std::shared_ptr<const JsonVocabulary> ToyVocabulary() {
   return v;
 }
 
-std::vector<int> Allowed(JsonConstraint& c, size_t n) {
+template <class C>
+std::vector<int> Allowed(C& c, size_t n) {
   std::vector<float> logits(n, 0.0f);
   c.Mask(logits);
   std::vector<int> ids;
@@ -195,6 +196,39 @@ TEST(JsonConstraintTest, MaskIsTheDefinition) {
       c.Accept(allowed[rng() % allowed.size()]);
     }
   }
+}
+
+TEST(ChoiceGrammarTest, OneOfTheChoicesThenTheEnd) {
+  const auto set = ChoiceSet::Create({"yes", "yes sir", "no"});
+  ASSERT_TRUE(set.ok());
+  ChoiceGrammar g(set->get());
+  EXPECT_FALSE(g.CanStop());
+  EXPECT_FALSE(g.Feed('x'));
+  ASSERT_TRUE(g.FeedAll("yes"));
+  EXPECT_TRUE(g.CanStop());     // "yes" is whole ...
+  EXPECT_FALSE(g.Complete());   // ... and " sir" may follow
+  ASSERT_TRUE(g.FeedAll(" sir"));
+  EXPECT_TRUE(g.Complete());
+  EXPECT_FALSE(g.Feed('!'));
+  EXPECT_FALSE(ChoiceSet::Create({}).ok());
+  EXPECT_FALSE(ChoiceSet::Create({"a", ""}).ok());
+  EXPECT_FALSE(ChoiceSet::Create({"a", "a"}).ok());
+
+  // As a constraint: after "yes" both the end token and " sir" may come.
+  auto vocab = std::make_shared<JsonVocabulary>();
+  for (const char* piece : {"yes", " sir", "no", "y", "x"}) {
+    vocab->pieces.push_back(piece);
+    vocab->kinds.push_back(JsonVocabulary::Kind::kText);
+  }
+  vocab->pieces.push_back("");
+  vocab->kinds.push_back(JsonVocabulary::Kind::kEndOfGeneration);
+  vocab->Index();
+  ChoiceConstraint c(vocab, *set);
+  EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{0, 2, 3}));
+  c.Accept(0);
+  EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{1, 5}));
+  c.Accept(1);
+  EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{5}));
 }
 
 }  // namespace

@@ -220,6 +220,14 @@ class SchemaCompiler {
     Node n;
     n.kind = Kind::kObject;
     n.first.set('{');
+    const auto extra = s.find("additionalProperties");
+    const auto props = s.find("properties");
+    const bool no_properties = (props == s.end() || (props->is_object() && props->empty())) && !s.contains("required");
+    if (no_properties && extra != s.end() && (extra->is_object() || (extra->is_boolean() && extra->get<bool>()))) {
+      n.kind = Kind::kMap;
+      PENG_ASSIGN_OR_RETURN(n.items, Compile(*extra, path + ".additionalProperties"));
+      return Add(std::move(n), path);
+    }
     absl::flat_hash_set<std::string> required;
     if (const auto it = s.find("required"); it != s.end()) {
       if (!it->is_array()) return Bad(path + ".required", "must be an array of property names");
@@ -322,6 +330,13 @@ enum : uint8_t {
   kArrValue,
   kArrAfter,
   kArrNext,
+  kMapOpen,        // after '{': a key or '}'
+  kMapKey,         // inside a key (the embedded grammar reads it)
+  kMapColon,
+  kMapValueStart,
+  kMapValue,
+  kMapAfter,
+  kMapNext,
 };
 
 }  // namespace
@@ -358,7 +373,7 @@ bool SchemaGrammar::InPlainString() const {
   if (depth_ == 0) return false;
   const Frame& f = frames()[depth_ - 1];
   const Kind k = NodeOf(f).kind;
-  return (k == Kind::kString || k == Kind::kAny) && f.sub.InPlainString();
+  return (k == Kind::kString || k == Kind::kAny || (k == Kind::kMap && f.phase == kMapKey)) && f.sub.InPlainString();
 }
 
 bool SchemaGrammar::Advance(uint8_t c) {
@@ -379,6 +394,7 @@ void SchemaGrammar::PopValue() {
   }
   Frame& parent = frames()[depth_ - 1];
   if (parent.phase == kObjValue) parent.phase = kObjAfter;
+  if (parent.phase == kMapValue) parent.phase = kMapAfter;
   if (parent.phase == kArrValue) {
     parent.phase = kArrAfter;
     ++parent.pos;
@@ -411,6 +427,9 @@ SchemaGrammar::Result SchemaGrammar::StartValue(int32_t node, uint8_t c) {
       return kTaken;
     case Kind::kArray:
       f.phase = kArrOpen;
+      return kTaken;
+    case Kind::kMap:
+      f.phase = kMapOpen;
       return kTaken;
     case Kind::kLiterals:
       for (size_t i = 0; i < n.literals.size(); ++i) {
@@ -510,6 +529,39 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
           return kRefused;  // kObjValue: the value's frame is above
       }
     }
+    case Kind::kMap:
+      switch (f.phase) {
+        case kMapOpen:
+        case kMapNext:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c == '}' && f.phase == kMapOpen) return close();
+          if (c != '"') return kRefused;
+          f.sub = JsonGrammar(true);
+          f.sub.Advance(c);
+          f.phase = kMapKey;
+          return kTaken;
+        case kMapKey:
+          if (!f.sub.Feed(c)) return kRefused;
+          if (f.sub.Complete()) f.phase = kMapColon;
+          return kTaken;
+        case kMapColon:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c != ':') return kRefused;
+          f.phase = kMapValueStart;
+          return kTaken;
+        case kMapValueStart:
+          if (IsWhitespace(c)) return take_whitespace();
+          f.phase = kMapValue;
+          return StartValue(n.items, c);
+        case kMapAfter:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c == '}') return close();
+          if (c != ',') return kRefused;
+          f.phase = kMapNext;
+          return kTaken;
+        default:
+          return kRefused;  // kMapValue: the value's frame is above
+      }
     case Kind::kArray: {
       const bool may_close = f.pos >= n.min_items;
       const bool may_add = n.max_items < 0 || f.pos < n.max_items;

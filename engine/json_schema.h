@@ -10,8 +10,9 @@
 //   "#/$defs/..." or "#/definitions/..." (recursion allowed), and the annotations (title,
 //   description, default, examples, format, ...), which constrain nothing. The top level is an
 //   object. Objects hold their declared properties in declared order: the required ones, and
-//   the optional ones where the model writes them (no other keys, which every schema allows
-//   unless it asks for more than additionalProperties permits).
+//   the optional ones where the model writes them (no other keys, which every schema allows).
+//   An object with no properties and an additionalProperties schema (or true) is a map: any
+//   keys, each value of that schema.
 #pragma once
 
 #include <bitset>
@@ -40,10 +41,12 @@ class JsonSchema {
     bool required = false;
   };
   struct Node {
-    enum class Kind : uint8_t { kAny, kObject, kArray, kString, kNumber, kInteger, kLiterals, kAnyOf };
+    // kMap: an object of any keys whose values share one schema (additionalProperties with
+    // no properties: pydantic's dict[str, X]); its value node is `items`.
+    enum class Kind : uint8_t { kAny, kObject, kMap, kArray, kString, kNumber, kInteger, kLiterals, kAnyOf };
     Kind kind = Kind::kAny;
     std::vector<Property> properties;     // kObject
-    int32_t items = -1;                   // kArray: the items' node
+    int32_t items = -1;                   // kArray: the items' node; kMap: the values' node
     int64_t min_items = 0, max_items = -1;  // kArray; -1: no bound
     std::vector<std::string> literals;    // kLiterals: serialized JSON values
     std::vector<int32_t> alternatives;    // kAnyOf
@@ -70,6 +73,7 @@ class SchemaGrammar {
   // Feed without the undo: on false the state is unspecified (for copies that are dropped).
   bool Advance(uint8_t c);
   bool Complete() const { return done_; }
+  bool CanStop() const { return done_; }
   bool InPlainString() const;
 
   friend bool operator==(const SchemaGrammar& a, const SchemaGrammar& b);

@@ -94,6 +94,25 @@ TEST(JsonSchemaTest, FreeFormValuesAndRecursion) {
   EXPECT_FALSE(Accepts(*schema, R"({"tree": {"kids": []}})"));
 }
 
+TEST(JsonSchemaTest, AdditionalPropertiesWithoutPropertiesIsAMap) {
+  // pydantic's dict[str, int] and dict[str, Address].
+  const auto schema = Compile(R"({"type": "object", "properties": {
+      "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+      "places": {"additionalProperties": {"$ref": "#/$defs/P"}, "type": "object"}},
+      "required": ["counts", "places"],
+      "$defs": {"P": {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}}})");
+  EXPECT_TRUE(Accepts(*schema, R"({"counts": {}, "places": {}})"));
+  EXPECT_TRUE(Accepts(*schema, R"({"counts": {"a b": 1, "\u00e9\"": -2}, "places": {"home": {"x": 1.5}}})"));
+  EXPECT_FALSE(Accepts(*schema, R"({"counts": {"a": 1.5}, "places": {}})"));
+  EXPECT_FALSE(Accepts(*schema, R"({"counts": {"a": 1,}, "places": {}})"));
+  EXPECT_FALSE(Accepts(*schema, R"({"counts": {"a": 1}, "places": {"home": {}}})"));
+  // With declared properties the output holds those alone (valid whatever additionalProperties says).
+  const auto declared = Compile(R"({"type": "object", "properties": {"a": {"type": "integer"}},
+      "additionalProperties": {"type": "string"}})");
+  EXPECT_TRUE(Accepts(*declared, R"({"a": 1})"));
+  EXPECT_FALSE(Accepts(*declared, R"({"b": "x"})"));
+}
+
 TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"type": "object", "properties": {"s": {"type": "string", "pattern": "^a"}}})", "'pattern'"},

@@ -15,6 +15,7 @@
 namespace peng {
 
 class JsonSchema;
+struct ChoiceSet;
 
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 const char* FinishReasonName(FinishReason r);  // "stop", "length", "abort", "error"
@@ -45,8 +46,11 @@ struct GenerateRequest {
   // end-of-generation token (engine/json_constraint.h).
   bool json_object = false;
   // Structured output (response_format json_schema): each choice's output is one document of
-  // this schema (engine/json_schema.h). Takes precedence over json_object.
+  // this schema (engine/json_schema.h). At most one of json_object, json_schema and
+  // guided_choice is set (the frontends check).
   std::shared_ptr<const JsonSchema> json_schema;
+  // Guided choice (vLLM's guided_choice): each choice's output is exactly one of these strings.
+  std::shared_ptr<const ChoiceSet> guided_choice;
   std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
 };
 

@@ -86,11 +86,13 @@ absl::Status Scheduler::Add(std::shared_ptr<const GenerateRequest> request,
     auto sampler = Sampler::Create(params, options_.vocab_size, request->prompt);
     if (!sampler.ok()) return sampler.status();
     s->sampler.emplace(std::move(*sampler));
-    if (request->json_object || request->json_schema != nullptr) {
-      if (tokenizer_ == nullptr) return absl::InvalidArgumentError("JSON mode needs the model's tokenizer");
+    if (request->json_object || request->json_schema != nullptr || request->guided_choice != nullptr) {
+      if (tokenizer_ == nullptr) return absl::InvalidArgumentError("constrained output needs the model's tokenizer");
       if (json_vocabulary_ == nullptr) json_vocabulary_ = JsonVocabulary::From(*tokenizer_);
       if (request->json_schema != nullptr) {
         s->sampler->SetConstraint(std::make_unique<SchemaConstraint>(json_vocabulary_, request->json_schema));
+      } else if (request->guided_choice != nullptr) {
+        s->sampler->SetConstraint(std::make_unique<ChoiceConstraint>(json_vocabulary_, request->guided_choice));
       } else {
         s->sampler->SetConstraint(std::make_unique<JsonConstraint>(json_vocabulary_));
       }

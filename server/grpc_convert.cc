@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "base/status.h"
+#include "engine/choice_grammar.h"
 #include "engine/json_schema.h"
 
 namespace peng::server {
@@ -115,6 +116,15 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
     absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled = JsonSchema::Compile(schema);
     if (!compiled.ok()) return Bad(std::string(compiled.status().message()));
     out.json_schema = *std::move(compiled);
+  }
+  if (!in.choices().empty()) {
+    absl::StatusOr<std::shared_ptr<const ChoiceSet>> set =
+        ChoiceSet::Create(std::vector<std::string>(in.choices().begin(), in.choices().end()));
+    if (!set.ok()) return Bad(absl::StrCat("choices: ", set.status().message()));
+    out.guided_choice = *std::move(set);
+  }
+  if (out.json_object + (out.json_schema != nullptr) + (out.guided_choice != nullptr) > 1) {
+    return Bad("set at most one of json_object, json_schema and choices");
   }
   const int64_t min_tokens = in.has_prompt_logprobs() ? 0 : 1;
   if (in.has_max_tokens() && in.max_tokens() < min_tokens) {

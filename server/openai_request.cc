@@ -26,7 +26,7 @@ const absl::flat_hash_set<std::string>& CommonFields() {
       "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
       "stop_token_ids", "presence_penalty", "frequency_penalty", "repetition_penalty",
       "logit_bias", "logprobs", "stream", "stream_options", "priority", "user", "ignore_eos",
-      "include_stop_str_in_output", "response_format", "best_of"};
+      "include_stop_str_in_output", "response_format", "best_of", "guided_json", "guided_choice"};
   return *f;
 }
 const absl::flat_hash_set<std::string>& ChatFields() {
@@ -505,6 +505,54 @@ namespace {
 // response_format: "text" (the default), "json_object" (JSON mode: the output is one JSON
 // object, engine/json_constraint.h) or "json_schema" (one document of the schema,
 // engine/json_schema.h; a schema outside the supported subset is a 400 that names the keyword).
+absl::Status CompileSchema(const char* param, const nlohmann::ordered_json& schema, CompletionJob* job) {
+  absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled = JsonSchema::Compile(schema);
+  if (!compiled.ok()) return BadParam(param, absl::StrCat(param, ": ", compiled.status().message()));
+  job->json_schema = *std::move(compiled);
+  return absl::OkStatus();
+}
+
+// vLLM's guided decoding fields: guided_json (a schema, as an object or as JSON text) and
+// guided_choice (a list of strings). One kind of constraint per request.
+absl::Status ParseGuided(const Json& body, std::string_view raw_body, CompletionJob* job) {
+  const Json* gj = Field(body, "guided_json");
+  const Json* gc = Field(body, "guided_choice");
+  if (gj != nullptr && gj->is_null()) gj = nullptr;
+  if (gc != nullptr && gc->is_null()) gc = nullptr;
+  const int kinds = (gj != nullptr) + (gc != nullptr) + (job->json_object || job->json_schema != nullptr);
+  if (kinds > 1) {
+    return BadParam(gj != nullptr ? "guided_json" : "guided_choice",
+                    "use one of response_format (json_object, json_schema), guided_json and guided_choice");
+  }
+  if (gc != nullptr) {
+    if (!gc->is_array()) return TypeError("guided_choice", "an array of strings");
+    std::vector<std::string> choices;
+    for (const Json& c : *gc) {
+      if (!c.is_string()) return TypeError("guided_choice", "an array of strings");
+      choices.push_back(c.get<std::string>());
+    }
+    absl::StatusOr<std::shared_ptr<const ChoiceSet>> set = ChoiceSet::Create(std::move(choices));
+    if (!set.ok()) return BadParam("guided_choice", set.status().message());
+    job->guided_choice = *std::move(set);
+  }
+  if (gj != nullptr) {
+    nlohmann::ordered_json schema;
+    try {
+      if (gj->is_string()) {
+        schema = nlohmann::ordered_json::parse(gj->get<std::string>());
+      } else if (!raw_body.empty()) {
+        schema = nlohmann::ordered_json::parse(raw_body)["guided_json"];  // in the client's order
+      } else {
+        schema = nlohmann::ordered_json::parse(gj->dump());
+      }
+    } catch (const nlohmann::ordered_json::exception& e) {
+      return BadParam("guided_json", absl::StrCat("guided_json is not a JSON schema: ", e.what()));
+    }
+    PENG_RETURN_IF_ERROR(CompileSchema("guided_json", schema, job));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseResponseFormat(const Json& body, std::string_view raw_body, CompletionJob* job) {
   const Json* rf = Field(body, "response_format");
   if (rf == nullptr || rf->is_null()) return absl::OkStatus();
@@ -543,12 +591,7 @@ absl::Status ParseResponseFormat(const Json& body, std::string_view raw_body, Co
   } else {
     ordered = nlohmann::ordered_json::parse(schema->dump());
   }
-  absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled = JsonSchema::Compile(ordered);
-  if (!compiled.ok()) {
-    return BadParam("response_format", absl::StrCat("response_format: ", compiled.status().message()));
-  }
-  job->json_schema = *std::move(compiled);
-  return absl::OkStatus();
+  return CompileSchema("response_format", ordered, job);
 }
 
 }  // namespace
@@ -563,6 +606,7 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
   PENG_RETURN_IF_ERROR(RejectUnsupported(kind, body));
   PENG_RETURN_IF_ERROR(ParseResponseFormat(body, raw_body, &job));
+  PENG_RETURN_IF_ERROR(ParseGuided(body, raw_body, &job));
   for (const auto& [key, value] : body.items()) {
     bool known = CommonFields().contains(key) ||
                  (kind == ApiKind::kChat ? ChatFields() : CompletionFields()).contains(key);

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "engine/choice_grammar.h"
 #include "engine/json_schema.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/request.h"
@@ -62,6 +63,7 @@ struct CompletionJob {
   int prompt_logprobs = -1;     // echo + logprobs: GenerateRequest::prompt_logprobs
   bool json_object = false;     // response_format {"type": "json_object"}: GenerateRequest::json_object
   std::shared_ptr<const JsonSchema> json_schema;  // response_format json_schema, compiled
+  std::shared_ptr<const ChoiceSet> guided_choice;  // vLLM's guided_choice
 
   // stop.max_tokens for prompt `i`: the request's value, or the rest of the context.
   int64_t MaxTokensFor(size_t i) const {

@@ -444,3 +444,10 @@ def test_generate_json_schema(stub, pb, md):
     with pytest.raises(grpc.RpcError) as e:
         list(stub.Generate(bad, metadata=md, timeout=RPC_TIMEOUT))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'pattern'" in e.value.details()
+
+
+def test_generate_choices(stub, pb, md):
+    req = _greedy(pb, "Is the sky blue? Answer:", 10, choices=[" yes", " no", " maybe"])
+    msgs = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+    text = "".join(m.text for m in msgs)
+    assert text in (" yes", " no", " maybe") and msgs[-1].finish_reason == pb[0].FINISH_REASON_STOP, repr(text)

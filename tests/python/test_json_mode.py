@@ -136,6 +136,27 @@ def test_openai_parse_with_a_pydantic_model(client):
     assert parsed >= 2, parsed
 
 
+class Inventory(BaseModel):
+    shop: str
+    stock: dict[str, int]
+
+
+def test_openai_parse_with_a_dict_field(client):
+    # dict[str, int] is an object with additionalProperties and no properties: any keys.
+    parsed = []
+    for seed in range(4):
+        try:
+            r = client.beta.chat.completions.parse(
+                model=MODEL, messages=[{"role": "user", "content": "Make up a fruit shop and how many of each fruit it has."}],
+                response_format=Inventory, max_tokens=150, temperature=0.8, seed=seed)
+        except openai.LengthFinishReasonError:
+            continue
+        parsed.append(r.choices[0].message.parsed)
+    assert parsed, "no reply ended within 150 tokens"
+    assert all(isinstance(p, Inventory) for p in parsed)
+    assert any(p.stock for p in parsed), parsed  # keys the model chose, not just {}
+
+
 def test_schema_properties_come_in_the_declared_order(http):
     schema = {"type": "object", "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "boolean"},
                                                "mid": {"enum": ["x", "y"]}},
@@ -160,3 +181,39 @@ def test_schema_outside_the_subset_is_a_400_naming_the_keyword(http):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "response_format" and "'minimum'" in err["message"], err
+
+
+# ---------------------------------------------------------------------------------------------
+# vLLM's guided decoding fields: guided_json and guided_choice
+
+def test_guided_choice_answers_with_one_of_the_choices(client):
+    choices = ["positive", "negative", "neutral"]
+    for text in ("I love this phone, it is wonderful!", "This is the worst meal I have ever had."):
+        r = chat(client, messages=[{"role": "user", "content": f"Sentiment of: {text}"}], max_tokens=20,
+                 temperature=0.8, seed=1, extra_body={"guided_choice": choices})
+        assert r.choices[0].message.content in choices, r.choices[0].message.content
+        assert r.choices[0].finish_reason == "stop"
+
+
+def test_guided_json_is_a_schema(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "rank": {"type": "integer"}},
+              "required": ["city", "rank"]}
+    r = chat(client, messages=[{"role": "user", "content": "Name a city and rank it."}], max_tokens=80,
+             temperature=0, extra_body={"guided_json": schema})
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+    value = json.loads(r.choices[0].message.content)
+    assert list(value) == ["city", "rank"] and isinstance(value["rank"], int)
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"guided_choice": []}, "guided_choice"),
+    ({"guided_choice": ["a", 1]}, "guided_choice"),
+    ({"guided_choice": ["a"], "guided_json": {"type": "object"}}, "guided_json"),
+    ({"guided_choice": ["a"], "response_format": {"type": "json_object"}}, "guided_choice"),
+    ({"guided_json": "{not json"}, "guided_json"),
+])
+def test_guided_fields_errors(http, extra, param):
+    r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                                "max_tokens": 5, **extra})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.text
