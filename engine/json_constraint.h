@@ -71,23 +71,18 @@ class JsonConstraint : public GrammarConstraint<JsonGrammar> {
       : GrammarConstraint(std::move(vocab), JsonGrammar()) {}
 };
 
-class ChoiceConstraint : public GrammarConstraint<ChoiceGrammar> {
+// A GrammarConstraint whose grammar reads shared, immutable data (a compiled schema, a choice
+// set): the constraint keeps the data alive as long as the grammar points into it.
+template <class G, class Data>
+class GrammarOver : public GrammarConstraint<G> {
  public:
-  ChoiceConstraint(std::shared_ptr<const JsonVocabulary> vocab, std::shared_ptr<const ChoiceSet> choices)
-      : GrammarConstraint(std::move(vocab), ChoiceGrammar(choices.get())), choices_(std::move(choices)) {}
+  GrammarOver(std::shared_ptr<const JsonVocabulary> vocab, std::shared_ptr<const Data> data)
+      : GrammarConstraint<G>(std::move(vocab), G(data.get())), data_(std::move(data)) {}
 
  private:
-  std::shared_ptr<const ChoiceSet> choices_;
+  std::shared_ptr<const Data> data_;
 };
-
-class SchemaConstraint : public GrammarConstraint<SchemaGrammar> {
- public:
-  // `schema` must outlive the constraint (the sequence's request holds it).
-  SchemaConstraint(std::shared_ptr<const JsonVocabulary> vocab, std::shared_ptr<const JsonSchema> schema)
-      : GrammarConstraint(std::move(vocab), SchemaGrammar(schema.get())), schema_(std::move(schema)) {}
-
- private:
-  std::shared_ptr<const JsonSchema> schema_;
-};
+using SchemaConstraint = GrammarOver<SchemaGrammar, JsonSchema>;
+using ChoiceConstraint = GrammarOver<ChoiceGrammar, ChoiceSet>;
 
 }  // namespace peng

@@ -119,21 +119,27 @@ class Person(BaseModel):
     hobbies: list[str]
 
 
-def test_openai_parse_with_a_pydantic_model(client):
-    # The official client's structured-output helper sends Person's JSON schema and validates
-    # the reply with pydantic: an independent check of every constraint the schema states.
-    parsed = 0
-    for seed in range(4):
+def parse_replies(client, model_cls, ask: str, max_tokens: int, seeds: int = 4) -> list:
+    """The official client's structured-output helper: it sends model_cls's JSON schema and
+    validates each reply with pydantic (an independent check of every constraint the schema
+    states). Replies cut by max_tokens are skipped (the small model can list for ever)."""
+    parsed = []
+    for seed in range(seeds):
         try:
-            r = client.beta.chat.completions.parse(
-                model=MODEL, messages=[{"role": "user", "content": "Invent a person."}],
-                response_format=Person, max_tokens=300, temperature=0.8, seed=seed)
+            r = client.beta.chat.completions.parse(model=MODEL, messages=[{"role": "user", "content": ask}],
+                                                   response_format=model_cls, max_tokens=max_tokens,
+                                                   temperature=0.8, seed=seed)
         except openai.LengthFinishReasonError:
-            continue  # cut by max_tokens (the small model can list hobbies for ever)
+            continue
         assert r.choices[0].finish_reason == "stop"
-        assert isinstance(r.choices[0].message.parsed, Person)
-        parsed += 1
-    assert parsed >= 2, parsed
+        assert isinstance(r.choices[0].message.parsed, model_cls)
+        parsed.append(r.choices[0].message.parsed)
+    return parsed
+
+
+def test_openai_parse_with_a_pydantic_model(client):
+    parsed = parse_replies(client, Person, "Invent a person.", max_tokens=300)
+    assert len(parsed) >= 2, parsed
 
 
 class Inventory(BaseModel):
@@ -143,17 +149,9 @@ class Inventory(BaseModel):
 
 def test_openai_parse_with_a_dict_field(client):
     # dict[str, int] is an object with additionalProperties and no properties: any keys.
-    parsed = []
-    for seed in range(4):
-        try:
-            r = client.beta.chat.completions.parse(
-                model=MODEL, messages=[{"role": "user", "content": "Make up a fruit shop and how many of each fruit it has."}],
-                response_format=Inventory, max_tokens=150, temperature=0.8, seed=seed)
-        except openai.LengthFinishReasonError:
-            continue
-        parsed.append(r.choices[0].message.parsed)
+    parsed = parse_replies(client, Inventory, "Make up a fruit shop and how many of each fruit it has.",
+                           max_tokens=150)
     assert parsed, "no reply ended within 150 tokens"
-    assert all(isinstance(p, Inventory) for p in parsed)
     assert any(p.stock for p in parsed), parsed  # keys the model chose, not just {}
 
 
