@@ -281,6 +281,7 @@ class SchemaCompiler {
     const int32_t placeholder = Add(Node{}, path);
     refs_[r] = placeholder;
     PENG_ASSIGN_OR_RETURN(const int32_t compiled, Compile(*target, path));
+    if (compiled == placeholder) return Bad(path, absl::StrCat("'", r, "' refers to nothing but itself"));
     nodes_[placeholder] = nodes_[compiled];
     return placeholder;
   }

@@ -215,3 +215,57 @@ def test_guided_fields_errors(http, extra, param):
                                                 "max_tokens": 5, **extra})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param, r.text
+
+
+def _random_schema(rng, depth=0):
+    """A random schema over the keywords JSON mode reads and some it refuses, with junk values."""
+    kinds = ["string", "integer", "number", "boolean", "null", "object", "array", "enum", "anyOf", "ref", "junk"]
+    k = rng.choice(kinds if depth < 4 else kinds[:5] + ["junk"])
+    if k == "object":
+        props = {f"k{i}": _random_schema(rng, depth + 1) for i in range(rng.randint(0, 3))}
+        s = {"type": "object", "properties": props, "required": rng.sample(list(props), rng.randint(0, len(props)))}
+        if rng.random() < 0.3:
+            s["additionalProperties"] = _random_schema(rng, depth + 1)
+        return s
+    if k == "array":
+        s = {"type": "array", "items": _random_schema(rng, depth + 1)}
+        if rng.random() < 0.5:
+            s["maxItems"] = rng.choice([0, 1, 3, -1, "x"])
+        return s
+    if k == "enum":
+        return {"enum": rng.choice([["a", "b"], [1, 2, 10], [], [None, True, {"x": 1}], "nope"])}
+    if k == "anyOf":
+        return {"anyOf": [_random_schema(rng, depth + 1) for _ in range(rng.randint(0, 3))]}
+    if k == "ref":
+        return {"$ref": rng.choice(["#/$defs/D", "#/$defs/Missing", "#", 7])}
+    if k == "junk":
+        return rng.choice([{"type": "string", "pattern": "x"}, {"minimum": 3}, [], 5, {"type": ["string", "null"]},
+                           {"type": "nope"}, {}, True, False, {"const": [1, 2]}])
+    return {"type": k}
+
+
+def test_random_schemas_get_an_answer_or_a_400(http):
+    # Nothing a client can put in a schema takes the server down or hangs a request: each one
+    # is served (then the reply is a JSON object) or refused with a 400 that names response_format.
+    import random
+    rng = random.Random(3)
+    served = 0
+    for i in range(60):
+        schema = {"type": "object", "properties": {"a": _random_schema(rng), "b": _random_schema(rng)},
+                  "$defs": {"D": _random_schema(rng)}}
+        if i % 7 == 0:
+            schema = _random_schema(rng)
+        r = http.post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "Fill it in."}], "max_tokens": 40,
+            "temperature": 0.8, "seed": i,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}})
+        assert r.status_code in (200, 400), (r.status_code, r.text, schema)
+        if r.status_code == 400:
+            assert r.json()["error"]["param"] == "response_format", r.text
+            continue
+        served += 1
+        choice = r.json()["choices"][0]
+        if choice["finish_reason"] == "stop":
+            assert isinstance(json.loads(choice["message"]["content"]), dict), (choice, schema)
+    assert served >= 10, served
+    assert http.get("/health").status_code == 200
