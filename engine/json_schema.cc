@@ -28,7 +28,7 @@ const absl::flat_hash_set<std::string>& Annotations() {
 const absl::flat_hash_set<std::string>& Enforced() {
   static const auto* kSet = new absl::flat_hash_set<std::string>{
       "type", "properties", "required", "items", "minItems", "maxItems", "enum", "const",
-      "anyOf", "oneOf", "allOf", "$ref"};
+      "anyOf", "oneOf", "allOf", "$ref", "pattern"};
   return *kSet;
 }
 
@@ -53,7 +53,8 @@ class SchemaCompiler {
     return result;
   }
 
-  absl::Status Finish(std::vector<Node>* out) {
+  absl::Status Finish(std::vector<Node>* out, std::vector<ByteRegex>* regexes) {
+    *regexes = std::move(regexes_);
     // First bytes: a fixpoint (references may form cycles).
     for (bool changed = true; changed;) {
       changed = false;
@@ -171,6 +172,8 @@ class SchemaCompiler {
       types.push_back("object");
     } else if (s.contains("items")) {
       types.push_back("array");
+    } else if (s.contains("pattern")) {
+      types.push_back("string");  // pattern constrains strings alone: a string is a valid choice
     } else {
       return Add(Primitive(Kind::kAny), path);
     }
@@ -185,7 +188,7 @@ class SchemaCompiler {
   }
 
   absl::StatusOr<int32_t> Typed(const Json& s, const std::string& type, const std::string& path) {
-    if (type == "string") return Add(Primitive(Kind::kString), path);
+    if (type == "string") return String(s, path);
     if (type == "number") return Add(Primitive(Kind::kNumber), path);
     if (type == "integer") return Add(Primitive(Kind::kInteger), path);
     if (type == "boolean") return Add(Literals({"true", "false"}), path);
@@ -193,6 +196,44 @@ class SchemaCompiler {
     if (type == "array") return Array(s, path);
     if (type == "object") return Object(s, path);
     return Bad(path + ".type", absl::StrCat("unknown type '", type, "'"));
+  }
+
+  // Formats as patterns: strings that pydantic and the like accept for them. Dates are real
+  // calendar dates of years 1000-9999, except February 29 (leap years are left out rather
+  // than get February 29 of other years); times have hours 00-23, minutes and seconds 00-59,
+  // up to 6 fraction digits.
+  static const char* FormatPattern(const std::string& format) {
+    static const auto* kFormats = new absl::flat_hash_map<std::string, const char*>{
+        {"date", R"(^[1-9]\d{3}-((0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)$)"},
+        {"date-time", R"(^[1-9]\d{3}-((0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?$)"},
+        {"time", R"(^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?$)"},
+        {"uuid", R"(^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$)"},
+        {"email", R"(^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$)"},
+        {"ipv4", R"(^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$)"},
+    };
+    const auto it = kFormats->find(format);
+    return it == kFormats->end() ? nullptr : it->second;
+  }
+
+  absl::StatusOr<int32_t> String(const Json& s, const std::string& path) {
+    const char* pattern = nullptr;
+    std::string owned;
+    if (const auto it = s.find("pattern"); it != s.end()) {
+      if (!it->is_string()) return Bad(path + ".pattern", "must be a string");
+      owned = it->get<std::string>();
+      pattern = owned.c_str();
+    } else if (const auto f = s.find("format"); f != s.end() && f->is_string()) {
+      pattern = FormatPattern(f->get<std::string>());
+    }
+    if (pattern == nullptr) return Add(Primitive(Kind::kString), path);
+    absl::StatusOr<ByteRegex> re = ByteRegex::Compile(pattern);
+    if (!re.ok()) return Bad(path + ".pattern", re.status().message());
+    Node n;
+    n.kind = Kind::kPattern;
+    n.first.set('"');
+    n.regex = static_cast<int32_t>(regexes_.size());
+    regexes_.push_back(*std::move(re));
+    return Add(std::move(n), path);
   }
 
   absl::StatusOr<int32_t> Array(const Json& s, const std::string& path) {
@@ -288,6 +329,7 @@ class SchemaCompiler {
 
   const Json& root_;
   std::vector<Node> nodes_;
+  std::vector<ByteRegex> regexes_;
   std::vector<std::string> paths_;
   absl::flat_hash_map<std::string, int32_t> refs_;
   int depth_ = 0;
@@ -297,7 +339,7 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(const Json
   SchemaCompiler compiler(schema);
   PENG_ASSIGN_OR_RETURN(const int32_t root, compiler.Compile(schema, ""));
   auto out = std::make_shared<JsonSchema>();
-  PENG_RETURN_IF_ERROR(compiler.Finish(&out->nodes_));
+  PENG_RETURN_IF_ERROR(compiler.Finish(&out->nodes_, &out->regexes_));
   if (out->nodes_[root].kind != Node::Kind::kObject) {
     return Bad("", "the top level must be an object schema (type \"object\")");
   }
@@ -432,6 +474,9 @@ SchemaGrammar::Result SchemaGrammar::StartValue(int32_t node, uint8_t c) {
     case Kind::kMap:
       f.phase = kMapOpen;
       return kTaken;
+    case Kind::kPattern:
+      f.pos = schema_->regexes()[n.regex].start();
+      return kTaken;
     case Kind::kLiterals:
       for (size_t i = 0; i < n.literals.size(); ++i) {
         if (static_cast<uint8_t>(n.literals[i][0]) == c) f.candidates |= uint64_t{1} << i;
@@ -529,6 +574,14 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
         default:
           return kRefused;  // kObjValue: the value's frame is above
       }
+    }
+    case Kind::kPattern: {
+      const ByteRegex& re = schema_->regexes()[n.regex];
+      if (c == '"') return re.Accepting(f.pos) ? close() : kRefused;
+      const uint16_t next = re.Next(f.pos, c);
+      if (next == ByteRegex::kDead) return kRefused;
+      f.pos = next;
+      return kTaken;
     }
     case Kind::kMap:
       switch (f.phase) {

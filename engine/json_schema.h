@@ -6,9 +6,10 @@
 //
 // The subset (anything else is an InvalidArgument naming the keyword, never ignored):
 //   type (one or a list), properties, required, items, minItems, maxItems, enum, const,
-//   anyOf / oneOf whose branches start with different bytes, allOf of one schema, $ref to
-//   "#/$defs/..." or "#/definitions/..." (recursion allowed), and the annotations (title,
-//   description, default, examples, format, ...), which constrain nothing. The top level is an
+//   pattern (engine/byte_regex.h), anyOf / oneOf whose branches start with different bytes,
+//   allOf of one schema, $ref to "#/$defs/..." or "#/definitions/..." (recursion allowed),
+//   format (date, date-time, time, uuid, email, ipv4 become patterns; others constrain
+//   nothing), and the annotations (title, description, default, examples, ...). The top level is an
 //   object. Objects hold their declared properties in declared order: the required ones, and
 //   the optional ones where the model writes them (no other keys, which every schema allows).
 //   An object with no properties and an additionalProperties schema (or true) is a map: any
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/byte_regex.h"
 #include "engine/json_grammar.h"
 #include "nlohmann/json.hpp"
 
@@ -43,21 +45,25 @@ class JsonSchema {
   struct Node {
     // kMap: an object of any keys whose values share one schema (additionalProperties with
     // no properties: pydantic's dict[str, X]); its value node is `items`.
-    enum class Kind : uint8_t { kAny, kObject, kMap, kArray, kString, kNumber, kInteger, kLiterals, kAnyOf };
+    // kPattern: a string whose bytes match regexes()[regex] (pattern, or a known format).
+    enum class Kind : uint8_t { kAny, kObject, kMap, kArray, kString, kPattern, kNumber, kInteger, kLiterals, kAnyOf };
     Kind kind = Kind::kAny;
     std::vector<Property> properties;     // kObject
     int32_t items = -1;                   // kArray: the items' node; kMap: the values' node
     int64_t min_items = 0, max_items = -1;  // kArray; -1: no bound
     std::vector<std::string> literals;    // kLiterals: serialized JSON values
     std::vector<int32_t> alternatives;    // kAnyOf
+    int32_t regex = -1;                   // kPattern
     std::bitset<256> first;               // bytes a value of this node may start with
   };
   const std::vector<Node>& nodes() const { return nodes_; }
+  const std::vector<ByteRegex>& regexes() const { return regexes_; }
   int32_t root() const { return 0; }
 
  private:
   friend class SchemaCompiler;
   std::vector<Node> nodes_;
+  std::vector<ByteRegex> regexes_;
 };
 
 class SchemaGrammar {

@@ -113,9 +113,35 @@ TEST(JsonSchemaTest, AdditionalPropertiesWithoutPropertiesIsAMap) {
   EXPECT_FALSE(Accepts(*declared, R"({"b": "x"})"));
 }
 
+TEST(JsonSchemaTest, PatternsAndFormats) {
+  const auto schema = Compile(R"({"type": "object", "properties": {
+      "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"},
+      "when": {"type": "string", "format": "date"},
+      "at": {"type": "string", "format": "date-time"},
+      "id": {"type": "string", "format": "uuid"},
+      "note": {"type": "string", "format": "hostname"}},
+      "required": ["code", "when", "at", "id", "note"]})");
+  const std::string tail = R"(, "id": "123e4567-e89b-12d3-a456-426614174000", "note": "any \"text\""})";
+  EXPECT_TRUE(Accepts(*schema, R"({"code": "AB-123", "when": "2024-02-28", "at": "2024-04-30T23:59:59.5+01:00")" + tail));
+  EXPECT_TRUE(Accepts(*schema, R"({"code": "ZZ-000", "when": "1999-12-31", "at": "1999-12-31T00:00:00Z")" + tail));
+  for (const char* bad : {R"({"code": "AB-12", )", R"({"code": "ab-123", )", R"({"code": "AB-123", "when": "2024-13-01", )",
+                          R"({"code": "AB-123", "when": "2024-01-32", )", R"({"code": "AB-123", "when": "24-01-01", )",
+                          R"({"code": "AB-123", "when": "2023-02-30", )", R"({"code": "AB-123", "when": "2023-04-31", )",
+                          R"({"code": "AB-123", "when": "0000-01-01", )",
+                          R"({"code": "AB-123", "when": "2024-01-01", "at": "2024-01-01 10:00:00", )",
+                          R"({"code": "AB-123", "when": "2024-01-01", "at": "2024-01-01T24:00:00", )"}) {
+    SchemaGrammar g(schema.get());
+    EXPECT_FALSE(g.FeedAll(bad)) << bad;
+  }
+  // A pattern string takes no escapes (its bytes are the value).
+  SchemaGrammar g(schema.get());
+  EXPECT_FALSE(g.FeedAll(R"({"code": "A\u0042-123")"));
+}
+
 TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
   const std::pair<const char*, const char*> cases[] = {
-      {R"({"type": "object", "properties": {"s": {"type": "string", "pattern": "^a"}}})", "'pattern'"},
+      {R"({"type": "object", "properties": {"s": {"type": "string", "pattern": "(?<=a)b"}}})", "lookaround"},
+      {R"({"type": "object", "properties": {"s": {"type": "string", "minLength": 2}}})", "'minLength'"},
       {R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})", "'minimum'"},
       {R"({"type": "string"})", "top level must be an object"},
       {R"({"type": "object", "properties": {"x": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {"a": {}}}]}}})",

@@ -99,10 +99,12 @@ def test_text_format_is_unconstrained(client, fmt):
 # ---------------------------------------------------------------------------------------------
 # Structured output: response_format json_schema
 
-from typing import Literal, Optional  # noqa: E402
+from datetime import date, datetime  # noqa: E402
+from typing import Annotated, Literal, Optional  # noqa: E402
+from uuid import UUID  # noqa: E402
 
 import openai  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+from pydantic import BaseModel, StringConstraints  # noqa: E402
 
 
 class Address(BaseModel):
@@ -153,6 +155,21 @@ def test_openai_parse_with_a_dict_field(client):
                            max_tokens=150)
     assert parsed, "no reply ended within 150 tokens"
     assert any(p.stock for p in parsed), parsed  # keys the model chose, not just {}
+
+
+class Booking(BaseModel):
+    guest: str
+    day: date
+    created: datetime
+    ref: UUID
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}\d{2}$")]
+
+
+def test_openai_parse_with_formats_and_patterns(client):
+    # date, datetime and UUID fields (JSON Schema formats) and a pattern: pydantic refuses any
+    # string that does not parse as one, so every reply that ends must hold real ones.
+    parsed = parse_replies(client, Booking, "Make up a hotel booking.", max_tokens=200)
+    assert parsed, "no reply ended within 200 tokens"
 
 
 def test_schema_properties_come_in_the_declared_order(http):

@@ -1,0 +1,40 @@
+// ByteRegex: a regular expression compiled to a DFA over bytes, for the strings of a JSON
+// schema's `pattern` and `format` (engine/json_schema.h). Compile() parses the ECMA-262 subset
+// schemas use — literals, escapes (\d \w \s and escaped punctuation), `.`, classes with ranges
+// and negation, groups ((...) and (?:...)), alternation, the quantifiers ? * + {m} {m,} {m,n}
+// (counts up to 64), and ^ / $ at the ends — and builds the DFA by subset construction.
+// JSON Schema patterns are unanchored: without ^ (or $) any prefix (suffix) may surround the
+// match. Immutable once built; the DFA's state is a uint16_t.
+//
+// What a string may hold is narrower than the regex: the DFA never takes '"', '\\' or a
+// control byte (the output writes the string's bytes as they are, without escapes), and a
+// UTF-8 character is matched byte by byte (so `.` takes one byte of it).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace peng {
+
+class ByteRegex {
+ public:
+  static constexpr uint16_t kDead = 0xFFFF;
+  static constexpr size_t kMaxStates = 4096;
+
+  static absl::StatusOr<ByteRegex> Compile(std::string_view pattern);
+
+  uint16_t start() const { return 0; }
+  uint16_t Next(uint16_t state, uint8_t c) const { return next_[static_cast<size_t>(state) * 256 + c]; }
+  bool Accepting(uint16_t state) const { return accepting_[state]; }
+  // Whether the whole of `s` matches (for tests).
+  bool Matches(std::string_view s) const;
+
+ private:
+  std::vector<uint16_t> next_;  // states x 256
+  std::vector<bool> accepting_;
+};
+
+}  // namespace peng
