@@ -32,9 +32,7 @@ void JsonVocabulary::Index() {
     if (kinds[id] != Kind::kText) continue;
     const std::string& p = pieces[id];
     by_first_byte[static_cast<uint8_t>(p[0])].push_back(static_cast<int32_t>(id));
-    uint32_t n = 0;
-    while (n < p.size() && JsonGrammar::IsPlainStringByte(static_cast<uint8_t>(p[n]))) ++n;
-    plain_prefix[id] = n;
+    plain_prefix[id] = static_cast<uint32_t>(JsonGrammar::PlainStringPrefix(p));
   }
 }
 

@@ -25,7 +25,7 @@ struct JsonVocabulary {
   std::vector<std::string> pieces;  // by token id: the bytes it stands for
   std::vector<Kind> kinds;
   // Derived by Index(): the text tokens by first byte, and per token the length of its prefix
-  // of plain string bytes (JsonGrammar::IsPlainStringByte), which a string takes as they are.
+  // of plain string text (JsonGrammar::PlainStringPrefix), which a string takes as it is.
   std::vector<std::vector<int32_t>> by_first_byte;
   std::vector<uint32_t> plain_prefix;
 

@@ -11,6 +11,21 @@ bool IsHex(uint8_t c) { return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A'
 
 }  // namespace
 
+size_t JsonGrammar::PlainStringPrefix(std::string_view bytes) {
+  size_t end = 0;  // the last character boundary of the plain prefix
+  for (size_t i = 0; i < bytes.size();) {
+    const uint8_t c = static_cast<uint8_t>(bytes[i]);
+    const int more = Utf8Continuations(c);
+    if (c < 0x20 || c == '"' || c == '\\' || more < 0 || i + more >= bytes.size()) break;
+    bool whole = true;
+    for (int k = 1; k <= more; ++k) whole = whole && (static_cast<uint8_t>(bytes[i + k]) & 0xC0) == 0x80;
+    if (!whole) break;
+    i += 1 + more;
+    end = i;
+  }
+  return end;
+}
+
 bool JsonGrammar::CanEnd() const {
   return mode_ == Mode::kDone ||
          (mode_ == Mode::kNumber && depth_ == 0 && (sub_ == kZero || sub_ == kInt || sub_ == kFrac || sub_ == kExpDigits));
@@ -93,6 +108,11 @@ bool JsonGrammar::FeedOne(uint8_t c) {
       }
       return (c == '}' || c == ']') && CloseContainer(c == '}');
     case Mode::kString:
+      if (utf8_ > 0) {  // inside a multi-byte character
+        if ((c & 0xC0) != 0x80) return false;
+        --utf8_;
+        return true;
+      }
       if (sub_ == kPlain) {
         if (c == '"') {
           if (key_) {
@@ -103,7 +123,11 @@ bool JsonGrammar::FeedOne(uint8_t c) {
           return true;
         }
         if (c == '\\') sub_ = kBackslash;
-        return c >= 0x20;
+        if (c < 0x20) return false;
+        const int more = Utf8Continuations(c);
+        if (more < 0) return false;
+        utf8_ = static_cast<uint8_t>(more);
+        return true;
       }
       if (sub_ == kBackslash) {
         if (c == 'u') {

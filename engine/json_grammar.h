@@ -6,8 +6,8 @@
 //
 // Limits, so a constrained generation cannot stall in filler: at most kMaxDepth nested
 // containers and kMaxWhitespace whitespace bytes in a row. Strings take any byte >= 0x20 except
-// an unescaped quote or backslash (UTF-8 is not validated: the detokenizer turns an ill-formed
-// sequence into U+FFFD, which is valid inside a JSON string).
+// an unescaped quote or backslash, in well-formed UTF-8 sequences (lead and continuation bytes;
+// overlong and surrogate forms are not told apart).
 #pragma once
 
 #include <cstdint>
@@ -52,10 +52,17 @@ class JsonGrammar {
   // Complete, or a top-level number that may end here (numbers end at the next byte that
   // cannot continue them, which belongs to whatever follows).
   bool CanEnd() const;
-  // Inside a string, not in an escape: any byte >= 0x20 other than '"' and '\\' leaves the
-  // state exactly as it is.
-  bool InPlainString() const { return mode_ == Mode::kString && sub_ == kPlain; }
-  static bool IsPlainStringByte(uint8_t c) { return c >= 0x20 && c != '"' && c != '\\'; }
+  // Inside a string, between characters, not in an escape: bytes of plain string text (see
+  // PlainStringPrefix) leave the state exactly as it is.
+  bool InPlainString() const { return mode_ == Mode::kString && sub_ == kPlain && utf8_ == 0; }
+  // The length of the longest prefix of `bytes` that is plain string text: whole UTF-8
+  // characters, none a control character, '"' or '\\'.
+  static size_t PlainStringPrefix(std::string_view bytes);
+  // UTF-8 continuation bytes that lead byte c announces; -1 when c cannot start a character
+  // (a continuation byte, 0xC0, 0xC1, 0xF5-0xFF).
+  static int Utf8Continuations(uint8_t c) {
+    return c < 0x80 ? 0 : c < 0xC2 ? -1 : c < 0xE0 ? 1 : c < 0xF0 ? 2 : c < 0xF5 ? 3 : -1;
+  }
 
   friend bool operator==(const JsonGrammar&, const JsonGrammar&) = default;
 
@@ -91,6 +98,7 @@ class JsonGrammar {
   uint8_t aux_ = 0;
   uint8_t key_ = 0;         // the string being read is a key
   uint8_t whitespace_ = 0;  // whitespace bytes in a row
+  uint8_t utf8_ = 0;        // in a string: continuation bytes the current character still needs
   uint8_t depth_ = 0;
   uint64_t stack_ = 0;      // bit d: container d is an object (1) or an array (0)
 };

@@ -47,6 +47,18 @@ TEST(JsonGrammarTest, RefusesWhatJsonForbidsAtTheFirstBadByte) {
   }
 }
 
+TEST(JsonGrammarTest, StringsAreWellFormedUtf8) {
+  EXPECT_TRUE(Accepts("{\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\": 1}"));
+  for (const char* bad : {"{\"\xc3\"", "{\"\x80", "{\"\xe2\x82\"", "{\"\xc0\x80", "{\"\xf8"}) {
+    JsonGrammar g;
+    EXPECT_FALSE(g.FeedAll(bad)) << bad;
+  }
+  EXPECT_EQ(JsonGrammar::PlainStringPrefix("ab\xc3\xa9" "c"), 5u);
+  EXPECT_EQ(JsonGrammar::PlainStringPrefix("ab\xc3"), 2u);  // an unfinished character
+  EXPECT_EQ(JsonGrammar::PlainStringPrefix("a\"b"), 1u);
+  EXPECT_EQ(JsonGrammar::PlainStringPrefix("\x80" "a"), 0u);
+}
+
 TEST(JsonGrammarTest, RefusedByteLeavesTheStateAsItWas) {
   JsonGrammar g;
   ASSERT_TRUE(g.FeedAll(R"({"a": 12)"));

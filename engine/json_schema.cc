@@ -28,7 +28,7 @@ const absl::flat_hash_set<std::string>& Annotations() {
 const absl::flat_hash_set<std::string>& Enforced() {
   static const auto* kSet = new absl::flat_hash_set<std::string>{
       "type", "properties", "required", "items", "minItems", "maxItems", "enum", "const",
-      "anyOf", "oneOf", "allOf", "$ref", "pattern"};
+      "anyOf", "oneOf", "allOf", "$ref", "pattern", "minLength", "maxLength"};
   return *kSet;
 }
 
@@ -37,6 +37,17 @@ absl::Status Bad(const std::string& path, absl::string_view what) {
 }
 
 bool IsWhitespace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+bool HasLength(const Node& n) { return n.min_length > 0 || n.max_length >= 0; }
+
+// Counts byte c of a string's text against the node's maxLength: a byte that starts a character
+// (not a UTF-8 continuation byte) takes one more, refused past the bound.
+bool CountCharacter(const Node& n, uint8_t c, uint16_t* count) {
+  if ((c & 0xC0) == 0x80) return true;
+  if (n.max_length >= 0 && *count >= n.max_length) return false;
+  ++*count;
+  return true;
+}
 
 }  // namespace
 
@@ -209,7 +220,8 @@ class SchemaCompiler {
         {"time", R"(^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?$)"},
         {"uuid", R"(^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$)"},
         {"email", R"(^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$)"},
-        {"ipv4", R"(^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$)"},
+        {"uri", R"(^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:\d{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?(\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*)?$)"},
+                {"ipv4", R"(^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$)"},
     };
     const auto it = kFormats->find(format);
     return it == kFormats->end() ? nullptr : it->second;
@@ -225,14 +237,23 @@ class SchemaCompiler {
     } else if (const auto f = s.find("format"); f != s.end() && f->is_string()) {
       pattern = FormatPattern(f->get<std::string>());
     }
-    if (pattern == nullptr) return Add(Primitive(Kind::kString), path);
-    absl::StatusOr<ByteRegex> re = ByteRegex::Compile(pattern);
-    if (!re.ok()) return Bad(path + ".pattern", re.status().message());
-    Node n;
-    n.kind = Kind::kPattern;
-    n.first.set('"');
-    n.regex = static_cast<int32_t>(regexes_.size());
-    regexes_.push_back(*std::move(re));
+    Node n = Primitive(Kind::kString);
+    for (const char* key : {"minLength", "maxLength"}) {
+      if (const auto it = s.find(key); it != s.end()) {
+        if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > 65535) {
+          return Bad(absl::StrCat(path, ".", key), "must be an integer in [0, 65535]");
+        }
+        (key[1] == 'i' ? n.min_length : n.max_length) = it->get<int64_t>();
+      }
+    }
+    if (n.max_length >= 0 && n.min_length > n.max_length) return Bad(path, "minLength exceeds maxLength");
+    if (pattern != nullptr) {
+      absl::StatusOr<ByteRegex> re = ByteRegex::Compile(pattern);
+      if (!re.ok()) return Bad(path + ".pattern", re.status().message());
+      n.kind = Kind::kPattern;
+      n.regex = static_cast<int32_t>(regexes_.size());
+      regexes_.push_back(*std::move(re));
+    }
     return Add(std::move(n), path);
   }
 
@@ -416,7 +437,9 @@ bool SchemaGrammar::InPlainString() const {
   if (depth_ == 0) return false;
   const Frame& f = frames()[depth_ - 1];
   const Kind k = NodeOf(f).kind;
-  return (k == Kind::kString || k == Kind::kAny || (k == Kind::kMap && f.phase == kMapKey)) && f.sub.InPlainString();
+  const bool counted = k == Kind::kString && HasLength(NodeOf(f));  // each byte moves the count
+  return ((k == Kind::kString && !counted) || k == Kind::kAny || (k == Kind::kMap && f.phase == kMapKey)) &&
+         f.sub.InPlainString();
 }
 
 bool SchemaGrammar::Advance(uint8_t c) {
@@ -575,11 +598,15 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
           return kRefused;  // kObjValue: the value's frame is above
       }
     }
-    case Kind::kPattern: {
+    case Kind::kPattern: {  // pos: the DFA state; prop: characters; candidates: UTF-8 bytes due
       const ByteRegex& re = schema_->regexes()[n.regex];
-      if (c == '"') return re.Accepting(f.pos) ? close() : kRefused;
+      const bool in_character = f.candidates > 0;
+      if (!in_character && c == '"') return re.Accepting(f.pos) && f.prop >= n.min_length ? close() : kRefused;
+      const int more = in_character ? ((c & 0xC0) == 0x80 ? 0 : -1) : JsonGrammar::Utf8Continuations(c);
       const uint16_t next = re.Next(f.pos, c);
-      if (next == ByteRegex::kDead) return kRefused;
+      if (more < 0 || next == ByteRegex::kDead) return kRefused;
+      if (!in_character && !CountCharacter(n, c, &f.prop)) return kRefused;
+      f.candidates = in_character ? f.candidates - 1 : static_cast<uint64_t>(more);
       f.pos = next;
       return kTaken;
     }
@@ -660,6 +687,12 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
     }
     default: {  // a string, a number or a free-form value, in the embedded grammar
       if (f.sub.Complete()) return kEnded;
+      if (n.kind == Kind::kString && HasLength(n) && f.sub.InPlainString()) {
+        // Outside escapes: a quote ends the string, a lead byte or a backslash starts a
+        // character (an escape's other bytes and UTF-8 continuation bytes do not).
+        if (c == '"' && f.prop < n.min_length) return kRefused;
+        if (c != '"' && !CountCharacter(n, c, &f.prop)) return kRefused;
+      }
       const bool integer_refuses = n.kind == Kind::kInteger && (c == '.' || c == 'e' || c == 'E');
       if (!integer_refuses && f.sub.Feed(c)) {
         // A closed string or container ends the value now; a number waits for the next byte.

@@ -6,9 +6,10 @@
 //
 // The subset (anything else is an InvalidArgument naming the keyword, never ignored):
 //   type (one or a list), properties, required, items, minItems, maxItems, enum, const,
-//   pattern (engine/byte_regex.h), anyOf / oneOf whose branches start with different bytes,
+//   pattern (engine/byte_regex.h), minLength, maxLength (in characters: UTF-8 sequences and
+//   escapes count one each), anyOf / oneOf whose branches start with different bytes,
 //   allOf of one schema, $ref to "#/$defs/..." or "#/definitions/..." (recursion allowed),
-//   format (date, date-time, time, uuid, email, ipv4 become patterns; others constrain
+//   format (date, date-time, time, uuid, email, ipv4, uri become patterns; others constrain
 //   nothing), and the annotations (title, description, default, examples, ...). The top level is an
 //   object. Objects hold their declared properties in declared order: the required ones, and
 //   the optional ones where the model writes them (no other keys, which every schema allows).
@@ -54,6 +55,7 @@ class JsonSchema {
     std::vector<std::string> literals;    // kLiterals: serialized JSON values
     std::vector<int32_t> alternatives;    // kAnyOf
     int32_t regex = -1;                   // kPattern
+    int64_t min_length = 0, max_length = -1;  // kString, kPattern: characters; -1: no bound
     std::bitset<256> first;               // bytes a value of this node may start with
   };
   const std::vector<Node>& nodes() const { return nodes_; }

@@ -138,10 +138,28 @@ TEST(JsonSchemaTest, PatternsAndFormats) {
   EXPECT_FALSE(g.FeedAll(R"({"code": "A\u0042-123")"));
 }
 
+TEST(JsonSchemaTest, StringLengthsCountCharacters) {
+  const auto schema = Compile(R"({"type": "object", "properties": {
+      "s": {"type": "string", "minLength": 2, "maxLength": 3},
+      "p": {"type": "string", "pattern": "^[a-z\u00e9]*$", "maxLength": 2},
+      "url": {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2083}},
+      "required": ["s", "p", "url"]})");
+  const std::string tail = R"(, "url": "https://example.com/a?b=1"})";
+  for (const char* ok : {R"({"s": "ab", "p": "")", R"({"s": "abc", "p": "zz")",
+                         "{\"s\": \"\xc3\xa9\xc3\xa9\", \"p\": \"\xc3\xa9" "a\"",  // two-byte characters count one each
+                         R"({"s": "a\n", "p": "a")"}) {                            // an escape counts one
+    EXPECT_TRUE(Accepts(*schema, ok + tail)) << ok;
+  }
+  for (const char* bad : {R"({"s": "a", )", R"({"s": "abcd", )", R"({"s": "ab", "p": "abc", )",
+                          R"({"s": "ab", "p": "a", "url": "example.com"})"}) {
+    EXPECT_FALSE(Accepts(*schema, bad)) << bad;
+  }
+}
+
 TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"type": "object", "properties": {"s": {"type": "string", "pattern": "(?<=a)b"}}})", "lookaround"},
-      {R"({"type": "object", "properties": {"s": {"type": "string", "minLength": 2}}})", "'minLength'"},
+      {R"({"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 2}}})", "minLength exceeds"},
       {R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})", "'minimum'"},
       {R"({"type": "string"})", "top level must be an object"},
       {R"({"type": "object", "properties": {"x": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {"a": {}}}]}}})",

@@ -158,7 +158,7 @@ def test_openai_parse_with_a_dict_field(client):
 
 
 class Booking(BaseModel):
-    guest: str
+    guest: Annotated[str, StringConstraints(min_length=2, max_length=24)]
     day: date
     created: datetime
     ref: UUID
@@ -166,8 +166,8 @@ class Booking(BaseModel):
 
 
 def test_openai_parse_with_formats_and_patterns(client):
-    # date, datetime and UUID fields (JSON Schema formats) and a pattern: pydantic refuses any
-    # string that does not parse as one, so every reply that ends must hold real ones.
+    # date, datetime and UUID fields (JSON Schema formats), a pattern and string lengths:
+    # pydantic refuses any string that breaks them, so every reply that ends must keep them.
     parsed = parse_replies(client, Booking, "Make up a hotel booking.", max_tokens=200)
     assert parsed, "no reply ended within 200 tokens"
 
