@@ -1,6 +1,7 @@
 #include "engine/json_schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <new>
 
@@ -28,7 +29,8 @@ const absl::flat_hash_set<std::string>& Annotations() {
 const absl::flat_hash_set<std::string>& Enforced() {
   static const auto* kSet = new absl::flat_hash_set<std::string>{
       "type", "properties", "required", "items", "minItems", "maxItems", "enum", "const",
-      "anyOf", "oneOf", "allOf", "$ref", "pattern", "minLength", "maxLength"};
+      "anyOf", "oneOf", "allOf", "$ref", "pattern", "minLength", "maxLength", "minimum", "maximum",
+      "exclusiveMinimum", "exclusiveMaximum"};
   return *kSet;
 }
 
@@ -181,10 +183,13 @@ class SchemaCompiler {
       }
     } else if (s.contains("properties") || s.contains("required")) {
       types.push_back("object");
-    } else if (s.contains("items")) {
+    } else if (s.contains("items") || s.contains("minItems") || s.contains("maxItems")) {
       types.push_back("array");
-    } else if (s.contains("pattern")) {
-      types.push_back("string");  // pattern constrains strings alone: a string is a valid choice
+    } else if (s.contains("pattern") || s.contains("minLength") || s.contains("maxLength")) {
+      types.push_back("string");  // these constrain strings alone: a string is a valid choice
+    } else if (s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") ||
+               s.contains("exclusiveMaximum")) {
+      types.push_back("integer");  // likewise numbers: an integer within the bounds
     } else {
       return Add(Primitive(Kind::kAny), path);
     }
@@ -200,8 +205,13 @@ class SchemaCompiler {
 
   absl::StatusOr<int32_t> Typed(const Json& s, const std::string& type, const std::string& path) {
     if (type == "string") return String(s, path);
-    if (type == "number") return Add(Primitive(Kind::kNumber), path);
-    if (type == "integer") return Add(Primitive(Kind::kInteger), path);
+    if (type == "number") {
+      for (const char* key : {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}) {
+        if (s.contains(key)) return Bad(absl::StrCat(path, ".", key), "bounds are supported on integers only");
+      }
+      return Add(Primitive(Kind::kNumber), path);
+    }
+    if (type == "integer") return Integer(s, path);
     if (type == "boolean") return Add(Literals({"true", "false"}), path);
     if (type == "null") return Add(Literals({"null"}), path);
     if (type == "array") return Array(s, path);
@@ -253,6 +263,45 @@ class SchemaCompiler {
       n.kind = Kind::kPattern;
       n.regex = static_cast<int32_t>(regexes_.size());
       regexes_.push_back(*std::move(re));
+    }
+    return Add(std::move(n), path);
+  }
+
+  // Integer bounds, inclusive, from minimum / maximum and their exclusive forms (numbers, or
+  // draft 4's booleans beside minimum / maximum).
+  absl::StatusOr<int32_t> Integer(const Json& s, const std::string& path) {
+    Node n = Primitive(Kind::kInteger);
+    constexpr double kLimit = 9.2e18;  // inside int64 either way
+    const auto bound = [&](const char* key, bool upper, bool exclusive) -> absl::Status {
+      const auto it = s.find(key);
+      if (it == s.end() || it->is_boolean()) return absl::OkStatus();
+      if (!it->is_number()) return Bad(absl::StrCat(path, ".", key), "must be a number");
+      const double v = it->get<double>();
+      if (!(v > -kLimit && v < kLimit)) return Bad(absl::StrCat(path, ".", key), "must lie within 64-bit integers");
+      const auto ex = s.find(upper ? "exclusiveMaximum" : "exclusiveMinimum");
+      const bool draft4_exclusive = !exclusive && ex != s.end() && ex->is_boolean() && ex->get<bool>();
+      int64_t b;
+      if (upper) {
+        b = static_cast<int64_t>(std::floor(v));
+        if ((exclusive || draft4_exclusive) && static_cast<double>(b) == v) --b;
+        n.max_value = std::min(n.max_value, b);
+      } else {
+        b = static_cast<int64_t>(std::ceil(v));
+        if ((exclusive || draft4_exclusive) && static_cast<double>(b) == v) ++b;
+        n.min_value = std::max(n.min_value, b);
+      }
+      n.bounded = true;
+      return absl::OkStatus();
+    };
+    PENG_RETURN_IF_ERROR(bound("minimum", false, false));
+    PENG_RETURN_IF_ERROR(bound("maximum", true, false));
+    PENG_RETURN_IF_ERROR(bound("exclusiveMinimum", false, true));
+    PENG_RETURN_IF_ERROR(bound("exclusiveMaximum", true, true));
+    if (n.min_value > n.max_value) return Bad(path, "no integer lies within its bounds");
+    if (n.bounded) {
+      n.first.reset();
+      if (n.min_value < 0) n.first.set('-');
+      for (char c = '0'; c <= '9'; ++c) n.first.set(c);
     }
     return Add(std::move(n), path);
   }
@@ -474,6 +523,49 @@ bool SchemaGrammar::Push(int32_t node) {
   return true;
 }
 
+namespace {
+
+// Whether some integer written as `negative` sign, the digits of `magnitude` (`digits` of
+// them, 0 when only the sign is there) and maybe more digits lies in [lo, hi]. A leading zero
+// takes no more digits (JSON).
+bool IntegerReachable(bool negative, uint64_t magnitude, int digits, int64_t lo, int64_t hi) {
+  const auto meets = [&](uint64_t a, uint64_t b) {  // magnitudes [a, b] with the sign
+    if (a > static_cast<uint64_t>(INT64_MAX) + (negative ? 1 : 0)) return false;
+    b = std::min<uint64_t>(b, static_cast<uint64_t>(INT64_MAX) + (negative ? 1 : 0));
+    // The values: [a, b] or [-b, -a].
+    if (!negative) return static_cast<int64_t>(a) <= hi && static_cast<int64_t>(b) >= lo;
+    const int64_t top = a == 0 ? 0 : -static_cast<int64_t>(a - 1) - 1;
+    const int64_t bottom = -static_cast<int64_t>(b - 1) - 1;
+    return bottom <= hi && top >= lo;
+  };
+  if (digits == 0) return meets(0, UINT64_MAX);
+  if (magnitude == 0) return meets(0, 0);
+  uint64_t span = 1;  // magnitude followed by k more digits: [m·10^k, m·10^k + 10^k - 1]
+  for (uint64_t m = magnitude; m <= static_cast<uint64_t>(INT64_MAX) + 1; m *= 10, span *= 10) {
+    if (meets(m, m + span - 1)) return true;
+    if (m > UINT64_MAX / 10) break;
+  }
+  return false;
+}
+
+}  // namespace
+
+// One byte of a bounded integer: phase = negative, candidates = magnitude, pos = digits.
+bool SchemaGrammar::BoundedDigit(const JsonSchema::Node& n, Frame& f, uint8_t c) {
+  if (c == '-') {
+    if (f.pos != 0 || f.phase != 0) return false;
+    f.phase = 1;
+    return IntegerReachable(true, 0, 0, n.min_value, n.max_value);
+  }
+  if (f.pos == 1 && f.candidates == 0) return false;  // after a leading zero
+  if (f.candidates > (UINT64_MAX - 9) / 10) return false;
+  const uint64_t m = f.candidates * 10 + (c - '0');
+  if (!IntegerReachable(f.phase != 0, m, f.pos + 1, n.min_value, n.max_value)) return false;
+  f.candidates = m;
+  ++f.pos;
+  return true;
+}
+
 SchemaGrammar::Result SchemaGrammar::StartValue(int32_t node, uint8_t c) {
   const auto& nodes = schema_->nodes();
   while (nodes[node].kind == Kind::kAnyOf) {  // branches start with different bytes (Compile)
@@ -499,6 +591,13 @@ SchemaGrammar::Result SchemaGrammar::StartValue(int32_t node, uint8_t c) {
       return kTaken;
     case Kind::kPattern:
       f.pos = schema_->regexes()[n.regex].start();
+      return kTaken;
+    case Kind::kInteger:
+      if (n.bounded) {
+        f.phase = 0;  // see BoundedDigit
+        return BoundedDigit(n, f, c) ? kTaken : kRefused;
+      }
+      f.sub.Feed(c);
       return kTaken;
     case Kind::kLiterals:
       for (size_t i = 0; i < n.literals.size(); ++i) {
@@ -685,6 +784,14 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
       }
       return complete ? kEnded : kRefused;
     }
+    case Kind::kInteger:
+      if (n.bounded) {
+        if (c >= '0' && c <= '9') return BoundedDigit(n, f, c) ? kTaken : kRefused;
+        if (c == '.' || c == 'e' || c == 'E' || f.pos == 0) return kRefused;
+        const int64_t v = f.phase ? -static_cast<int64_t>(f.candidates) : static_cast<int64_t>(f.candidates);
+        return v >= n.min_value && v <= n.max_value ? kEnded : kRefused;
+      }
+      [[fallthrough]];
     default: {  // a string, a number or a free-form value, in the embedded grammar
       if (f.sub.Complete()) return kEnded;
       if (n.kind == Kind::kString && HasLength(n) && f.sub.InPlainString()) {

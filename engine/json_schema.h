@@ -7,7 +7,8 @@
 // The subset (anything else is an InvalidArgument naming the keyword, never ignored):
 //   type (one or a list), properties, required, items, minItems, maxItems, enum, const,
 //   pattern (engine/byte_regex.h), minLength, maxLength (in characters: UTF-8 sequences and
-//   escapes count one each), anyOf / oneOf whose branches start with different bytes,
+//   escapes count one each), minimum / maximum / exclusiveMinimum / exclusiveMaximum on
+//   integers (within int64), anyOf / oneOf whose branches start with different bytes,
 //   allOf of one schema, $ref to "#/$defs/..." or "#/definitions/..." (recursion allowed),
 //   format (date, date-time, time, uuid, email, ipv4, uri become patterns; others constrain
 //   nothing), and the annotations (title, description, default, examples, ...). The top level is an
@@ -18,6 +19,7 @@
 #pragma once
 
 #include <bitset>
+#include <climits>
 #include <cstring>
 #include <type_traits>
 #include <cstdint>
@@ -56,6 +58,8 @@ class JsonSchema {
     std::vector<int32_t> alternatives;    // kAnyOf
     int32_t regex = -1;                   // kPattern
     int64_t min_length = 0, max_length = -1;  // kString, kPattern: characters; -1: no bound
+    bool bounded = false;                 // kInteger with minimum / maximum (inclusive here)
+    int64_t min_value = INT64_MIN, max_value = INT64_MAX;
     std::bitset<256> first;               // bytes a value of this node may start with
   };
   const std::vector<Node>& nodes() const { return nodes_; }
@@ -104,6 +108,7 @@ class SchemaGrammar {
   Result FeedFrame(uint8_t c);
   Result StartValue(int32_t node, uint8_t c);
   bool Push(int32_t node);
+  bool BoundedDigit(const JsonSchema::Node& n, Frame& f, uint8_t c);
   // Closes the top value: done at the top, else the parent moves past it.
   void PopValue();
   const JsonSchema::Node& NodeOf(const Frame& f) const { return schema_->nodes()[f.node]; }

@@ -156,11 +156,39 @@ TEST(JsonSchemaTest, StringLengthsCountCharacters) {
   }
 }
 
+TEST(JsonSchemaTest, IntegerBoundsAdmitExactlyTheIntegersBetween) {
+  const std::pair<const char*, std::pair<int, int>> cases[] = {
+      {R"({"minimum": 0})", {0, 1000}},  // 1000: the test's upper end
+      {R"({"exclusiveMinimum": 0, "maximum": 12})", {1, 12}},
+      {R"({"minimum": -10, "maximum": -3})", {-10, -3}},
+      {R"({"minimum": -7.5, "exclusiveMaximum": 20})", {-7, 19}},
+      {R"({"maximum": 5, "exclusiveMaximum": true, "minimum": 5, "exclusiveMinimum": false})", {5, 4}},
+  };
+  for (const auto& [bounds, range] : cases) {
+    auto props = OJson::parse(bounds);
+    props["type"] = "integer";
+    const OJson root = {{"type", "object"}, {"properties", {{"n", props}}}, {"required", {"n"}}};
+    const auto compiled = JsonSchema::Compile(root);
+    if (range.first > range.second) {  // no integer: an error
+      EXPECT_FALSE(compiled.ok()) << bounds;
+      continue;
+    }
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    for (int v = -120; v <= 120; ++v) {
+      const std::string doc = "{\"n\": " + std::to_string(v) + "}";
+      const bool inside = v >= range.first && v <= range.second;
+      EXPECT_EQ(Accepts(**compiled, doc), inside) << bounds << " " << v;
+    }
+    EXPECT_FALSE(Accepts(**compiled, R"({"n": 07})"));
+    EXPECT_FALSE(Accepts(**compiled, R"({"n": 5.0})"));
+  }
+}
+
 TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"type": "object", "properties": {"s": {"type": "string", "pattern": "(?<=a)b"}}})", "lookaround"},
       {R"({"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 2}}})", "minLength exceeds"},
-      {R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})", "'minimum'"},
+      {R"({"type": "object", "properties": {"n": {"type": "number", "minimum": 0}}})", "integers only"},
       {R"({"type": "string"})", "top level must be an object"},
       {R"({"type": "object", "properties": {"x": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {"a": {}}}]}}})",
        "same byte ('{')"},

@@ -104,7 +104,7 @@ from typing import Annotated, Literal, Optional  # noqa: E402
 from uuid import UUID  # noqa: E402
 
 import openai  # noqa: E402
-from pydantic import BaseModel, StringConstraints  # noqa: E402
+from pydantic import BaseModel, Field, StringConstraints  # noqa: E402
 
 
 class Address(BaseModel):
@@ -159,6 +159,7 @@ def test_openai_parse_with_a_dict_field(client):
 
 class Booking(BaseModel):
     guest: Annotated[str, StringConstraints(min_length=2, max_length=24)]
+    nights: Annotated[int, Field(ge=1, le=14)]
     day: date
     created: datetime
     ref: UUID
@@ -166,8 +167,9 @@ class Booking(BaseModel):
 
 
 def test_openai_parse_with_formats_and_patterns(client):
-    # date, datetime and UUID fields (JSON Schema formats), a pattern and string lengths:
-    # pydantic refuses any string that breaks them, so every reply that ends must keep them.
+    # date, datetime and UUID fields (JSON Schema formats), a pattern, string lengths and
+    # integer bounds: pydantic refuses any value that breaks them, so every reply that ends
+    # must keep them.
     parsed = parse_replies(client, Booking, "Make up a hotel booking.", max_tokens=200)
     assert parsed, "no reply ended within 200 tokens"
 
@@ -189,13 +191,13 @@ def test_schema_properties_come_in_the_declared_order(http):
 
 
 def test_schema_outside_the_subset_is_a_400_naming_the_keyword(http):
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}
     r = http.post("/v1/chat/completions", json={
         "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
         "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert err["param"] == "response_format" and "'minimum'" in err["message"], err
+    assert err["param"] == "response_format" and "'multipleOf'" in err["message"], err
 
 
 # ---------------------------------------------------------------------------------------------
