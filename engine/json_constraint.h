@@ -14,6 +14,7 @@
 #include "engine/choice_grammar.h"
 #include "engine/json_grammar.h"
 #include "engine/json_schema.h"
+#include "engine/schema_grammar.h"
 #include "engine/logits_constraint.h"
 
 namespace peng {

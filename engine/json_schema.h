@@ -1,8 +1,6 @@
-// Structured output: a JSON Schema (OpenAI's response_format json_schema) compiled into a
-// byte-at-a-time recognizer of the documents it allows. JsonSchema::Compile turns the schema
-// into an immutable graph of nodes, shared by every sequence that uses it; SchemaGrammar is
-// one sequence's position in it, with JsonGrammar's interface (Feed, Complete,
-// InPlainString), so GrammarConstraint masks tokens with either.
+// Structured output: a JSON Schema (OpenAI's response_format json_schema) compiled into an
+// immutable graph of nodes, shared by every sequence that uses it. SchemaGrammar
+// (engine/schema_grammar.h) is one sequence's position in it.
 //
 // The subset (anything else is an InvalidArgument naming the keyword, never ignored):
 //   type (one or a list), properties, required, items, minItems, maxItems, enum, const,
@@ -70,60 +68,6 @@ class JsonSchema {
   friend class SchemaCompiler;
   std::vector<Node> nodes_;
   std::vector<ByteRegex> regexes_;
-};
-
-class SchemaGrammar {
- public:
-  static constexpr int kMaxDepth = 24;
-
-  explicit SchemaGrammar(const JsonSchema* schema);
-  SchemaGrammar(const SchemaGrammar& other) { *this = other; }
-  SchemaGrammar& operator=(const SchemaGrammar& other);
-
-  bool Feed(uint8_t c) { return FeedOrRestore(*this, std::string_view(reinterpret_cast<const char*>(&c), 1)); }
-  bool FeedAll(std::string_view bytes) { return FeedOrRestore(*this, bytes); }
-  // Feed without the undo: on false the state is unspecified (for copies that are dropped).
-  bool Advance(uint8_t c);
-  bool Complete() const { return done_; }
-  bool CanStop() const { return done_; }
-  bool InPlainString() const;
-
-  friend bool operator==(const SchemaGrammar& a, const SchemaGrammar& b);
-
- private:
-  // One open value. Objects: phase, the next property index and (keys) the candidates still
-  // matching; arrays: phase and item count; literals: candidates and bytes matched; strings,
-  // numbers and free-form values: an embedded JsonGrammar.
-  struct Frame {
-    int32_t node = 0;
-    uint8_t phase = 0;
-    uint16_t pos = 0;       // object: next property; array: items so far; key/literal: bytes matched
-    uint16_t prop = 0;      // object: the property whose value is open
-    uint64_t candidates = 0;
-    JsonGrammar sub{true};
-  };
-
-  static_assert(std::is_trivially_copyable_v<JsonGrammar>);
-  enum Result { kTaken, kRefused, kEnded };  // kEnded: the frame closed without taking the byte
-  Result FeedFrame(uint8_t c);
-  Result StartValue(int32_t node, uint8_t c);
-  bool Push(int32_t node);
-  bool BoundedDigit(const JsonSchema::Node& n, Frame& f, uint8_t c);
-  // Closes the top value: done at the top, else the parent moves past it.
-  void PopValue();
-  const JsonSchema::Node& NodeOf(const Frame& f) const { return schema_->nodes()[f.node]; }
-
-  Frame* frames() { return reinterpret_cast<Frame*>(storage_); }
-  const Frame* frames() const { return reinterpret_cast<const Frame*>(storage_); }
-
-  const JsonSchema* schema_;
-  // Frames [0, depth_) are live (placed by Push); a copy moves those alone. Frame is trivially
-  // copyable, so the bytes are the objects. (An array of Frames would construct all
-  // kMaxDepth on every copy: masks copy the state once per candidate token.)
-  alignas(8) unsigned char storage_[kMaxDepth * 40];
-  uint8_t depth_ = 0;
-  uint8_t whitespace_ = 0;
-  bool done_ = false;
 };
 
 }  // namespace peng

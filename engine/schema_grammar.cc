@@ -1,0 +1,411 @@
+#include "engine/schema_grammar.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+namespace peng {
+namespace {
+
+using Node = JsonSchema::Node;
+using Kind = JsonSchema::Node::Kind;
+
+bool IsWhitespace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+bool HasLength(const Node& n) { return n.min_length > 0 || n.max_length >= 0; }
+
+// Counts byte c of a string's text against the node's maxLength: a byte that starts a character
+// (not a UTF-8 continuation byte) takes one more, refused past the bound.
+bool CountCharacter(const Node& n, uint8_t c, uint16_t* count) {
+  if ((c & 0xC0) == 0x80) return true;
+  if (n.max_length >= 0 && *count >= n.max_length) return false;
+  ++*count;
+  return true;
+}
+
+}  // namespace
+
+namespace {
+
+// Object and array phases (Frame::phase).
+enum : uint8_t {
+  kObjOpen,        // after '{': a key or '}'
+  kObjKey,         // inside a key: candidates still matching, pos bytes matched
+  kObjColon,       // after a key
+  kObjValueStart,  // after ':'
+  kObjValue,       // the value is open (a frame above)
+  kObjAfter,       // after a value: ',' or '}'
+  kObjNext,        // after ',': a key
+  kArrOpen,        // after '[': a value or ']'
+  kArrValue,
+  kArrAfter,
+  kArrNext,
+  kMapOpen,        // after '{': a key or '}'
+  kMapKey,         // inside a key (the embedded grammar reads it)
+  kMapColon,
+  kMapValueStart,
+  kMapValue,
+  kMapAfter,
+  kMapNext,
+};
+
+}  // namespace
+
+SchemaGrammar::SchemaGrammar(const JsonSchema* schema) : schema_(schema) {
+  static_assert(sizeof(Frame) <= 40 && alignof(Frame) <= 8 && std::is_trivially_copyable_v<Frame>,
+                "storage_ holds kMaxDepth frames of at most 40 bytes, copied as bytes");
+}
+
+SchemaGrammar& SchemaGrammar::operator=(const SchemaGrammar& other) {
+  schema_ = other.schema_;
+  depth_ = other.depth_;
+  whitespace_ = other.whitespace_;
+  done_ = other.done_;
+  std::memcpy(storage_, other.storage_, other.depth_ * sizeof(Frame));
+  return *this;
+}
+
+bool operator==(const SchemaGrammar& a, const SchemaGrammar& b) {
+  if (a.schema_ != b.schema_ || a.depth_ != b.depth_ || a.whitespace_ != b.whitespace_ || a.done_ != b.done_) {
+    return false;
+  }
+  for (int i = 0; i < a.depth_; ++i) {
+    const SchemaGrammar::Frame &x = a.frames()[i], &y = b.frames()[i];
+    if (x.node != y.node || x.phase != y.phase || x.pos != y.pos || x.prop != y.prop ||
+        x.candidates != y.candidates || !(x.sub == y.sub)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool SchemaGrammar::InPlainString() const {
+  if (depth_ == 0) return false;
+  const Frame& f = frames()[depth_ - 1];
+  const Kind k = NodeOf(f).kind;
+  const bool counted = k == Kind::kString && HasLength(NodeOf(f));  // each byte moves the count
+  return ((k == Kind::kString && !counted) || k == Kind::kAny || (k == Kind::kMap && f.phase == kMapKey)) &&
+         f.sub.InPlainString();
+}
+
+bool SchemaGrammar::Advance(uint8_t c) {
+  if (!IsWhitespace(c)) whitespace_ = 0;
+  for (;;) {
+    const Result r = FeedFrame(c);
+    if (r == kTaken) return true;
+    if (r == kRefused) return false;
+    PopValue();  // kEnded: the top frame closed without the byte; its parent reads it
+  }
+}
+
+void SchemaGrammar::PopValue() {
+  --depth_;
+  if (depth_ == 0) {
+    done_ = true;
+    return;
+  }
+  Frame& parent = frames()[depth_ - 1];
+  if (parent.phase == kObjValue) parent.phase = kObjAfter;
+  if (parent.phase == kMapValue) parent.phase = kMapAfter;
+  if (parent.phase == kArrValue) {
+    parent.phase = kArrAfter;
+    ++parent.pos;
+  }
+}
+
+bool SchemaGrammar::Push(int32_t node) {
+  if (depth_ == kMaxDepth) return false;
+  Frame* f = new (&frames()[depth_++]) Frame{};
+  f->node = node;
+  return true;
+}
+
+namespace {
+
+// Whether some integer written as `negative` sign, the digits of `magnitude` (`digits` of
+// them, 0 when only the sign is there) and maybe more digits lies in [lo, hi]. A leading zero
+// takes no more digits (JSON).
+bool IntegerReachable(bool negative, uint64_t magnitude, int digits, int64_t lo, int64_t hi) {
+  const auto meets = [&](uint64_t a, uint64_t b) {  // magnitudes [a, b] with the sign
+    if (a > static_cast<uint64_t>(INT64_MAX) + (negative ? 1 : 0)) return false;
+    b = std::min<uint64_t>(b, static_cast<uint64_t>(INT64_MAX) + (negative ? 1 : 0));
+    // The values: [a, b] or [-b, -a].
+    if (!negative) return static_cast<int64_t>(a) <= hi && static_cast<int64_t>(b) >= lo;
+    const int64_t top = a == 0 ? 0 : -static_cast<int64_t>(a - 1) - 1;
+    const int64_t bottom = -static_cast<int64_t>(b - 1) - 1;
+    return bottom <= hi && top >= lo;
+  };
+  if (digits == 0) return meets(0, UINT64_MAX);
+  if (magnitude == 0) return meets(0, 0);
+  uint64_t span = 1;  // magnitude followed by k more digits: [m·10^k, m·10^k + 10^k - 1]
+  for (uint64_t m = magnitude; m <= static_cast<uint64_t>(INT64_MAX) + 1; m *= 10, span *= 10) {
+    if (meets(m, m + span - 1)) return true;
+    if (m > UINT64_MAX / 10) break;
+  }
+  return false;
+}
+
+}  // namespace
+
+// One byte of a bounded integer: phase = negative, candidates = magnitude, pos = digits.
+bool SchemaGrammar::BoundedDigit(const JsonSchema::Node& n, Frame& f, uint8_t c) {
+  if (c == '-') {
+    if (f.pos != 0 || f.phase != 0) return false;
+    f.phase = 1;
+    return IntegerReachable(true, 0, 0, n.min_value, n.max_value);
+  }
+  if (f.pos == 1 && f.candidates == 0) return false;  // after a leading zero
+  if (f.candidates > (UINT64_MAX - 9) / 10) return false;
+  const uint64_t m = f.candidates * 10 + (c - '0');
+  if (!IntegerReachable(f.phase != 0, m, f.pos + 1, n.min_value, n.max_value)) return false;
+  f.candidates = m;
+  ++f.pos;
+  return true;
+}
+
+SchemaGrammar::Result SchemaGrammar::StartValue(int32_t node, uint8_t c) {
+  const auto& nodes = schema_->nodes();
+  while (nodes[node].kind == Kind::kAnyOf) {  // branches start with different bytes (Compile)
+    int32_t next = -1;
+    for (const int32_t a : nodes[node].alternatives) {
+      if (nodes[a].first[c]) next = a;
+    }
+    if (next < 0) return kRefused;
+    node = next;
+  }
+  const Node& n = nodes[node];
+  if (!n.first[c] || !Push(node)) return kRefused;
+  Frame& f = frames()[depth_ - 1];
+  switch (n.kind) {
+    case Kind::kObject:
+      f.phase = kObjOpen;
+      return kTaken;
+    case Kind::kArray:
+      f.phase = kArrOpen;
+      return kTaken;
+    case Kind::kMap:
+      f.phase = kMapOpen;
+      return kTaken;
+    case Kind::kPattern:
+      f.pos = schema_->regexes()[n.regex].start();
+      return kTaken;
+    case Kind::kInteger:
+      if (n.bounded) {
+        f.phase = 0;  // see BoundedDigit
+        return BoundedDigit(n, f, c) ? kTaken : kRefused;
+      }
+      f.sub.Feed(c);
+      return kTaken;
+    case Kind::kLiterals:
+      for (size_t i = 0; i < n.literals.size(); ++i) {
+        if (static_cast<uint8_t>(n.literals[i][0]) == c) f.candidates |= uint64_t{1} << i;
+      }
+      f.pos = 1;
+      return kTaken;
+    default:
+      f.sub.Feed(c);  // a first byte of this kind: always taken
+      return kTaken;
+  }
+}
+
+SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
+  const auto take_whitespace = [&] {
+    if (whitespace_ == JsonGrammar::kMaxWhitespace) return kRefused;
+    ++whitespace_;
+    return kTaken;
+  };
+  if (depth_ == 0) {
+    if (IsWhitespace(c)) return take_whitespace();
+    if (done_) return kRefused;
+    return StartValue(schema_->root(), c);
+  }
+  Frame& f = frames()[depth_ - 1];
+  const Node& n = NodeOf(f);
+  // Closes the top frame after it took its last byte (a container's bracket, a string's quote).
+  const auto close = [&] {
+    PopValue();
+    return kTaken;
+  };
+  switch (n.kind) {
+    case Kind::kObject: {
+      // Keys from property f.pos on, skipping optional ones only.
+      const auto key_candidates = [&] {
+        uint64_t m = 0;
+        for (size_t i = f.pos; i < n.properties.size(); ++i) {
+          m |= uint64_t{1} << i;
+          if (n.properties[i].required) break;
+        }
+        return m;
+      };
+      const auto may_close = [&] {
+        for (size_t i = f.pos; i < n.properties.size(); ++i) {
+          if (n.properties[i].required) return false;
+        }
+        return true;
+      };
+      switch (f.phase) {
+        case kObjOpen:
+        case kObjNext:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c == '}' && f.phase == kObjOpen) return may_close() ? close() : kRefused;
+          if (c != '"' || key_candidates() == 0) return kRefused;
+          f.candidates = key_candidates();
+          f.phase = kObjKey;
+          f.prop = 1;  // key bytes matched (the opening quote)
+          return kTaken;
+        case kObjKey: {
+          uint64_t next = 0;
+          for (uint64_t m = f.candidates; m != 0; m &= m - 1) {
+            const int i = __builtin_ctzll(m);
+            const std::string& key = n.properties[i].key;
+            if (key.size() > f.prop && static_cast<uint8_t>(key[f.prop]) == c) next |= uint64_t{1} << i;
+          }
+          if (next == 0) return kRefused;
+          f.candidates = next;
+          ++f.prop;
+          for (uint64_t m = next; m != 0; m &= m - 1) {
+            const int i = __builtin_ctzll(m);
+            if (n.properties[i].key.size() == f.prop) {  // the closing quote: this key
+              f.pos = static_cast<uint16_t>(i + 1);
+              f.prop = static_cast<uint16_t>(i);
+              f.phase = kObjColon;
+            }
+          }
+          return kTaken;
+        }
+        case kObjColon:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c != ':') return kRefused;
+          f.phase = kObjValueStart;
+          return kTaken;
+        case kObjValueStart: {
+          if (IsWhitespace(c)) return take_whitespace();
+          const int32_t child = n.properties[f.prop].node;
+          f.phase = kObjValue;
+          return StartValue(child, c);
+        }
+        case kObjAfter:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c == '}') return may_close() ? close() : kRefused;
+          if (c != ',' || key_candidates() == 0) return kRefused;
+          f.phase = kObjNext;
+          return kTaken;
+        default:
+          return kRefused;  // kObjValue: the value's frame is above
+      }
+    }
+    case Kind::kPattern: {  // pos: the DFA state; prop: characters; candidates: UTF-8 bytes due
+      const ByteRegex& re = schema_->regexes()[n.regex];
+      const bool in_character = f.candidates > 0;
+      if (!in_character && c == '"') return re.Accepting(f.pos) && f.prop >= n.min_length ? close() : kRefused;
+      const int more = in_character ? ((c & 0xC0) == 0x80 ? 0 : -1) : JsonGrammar::Utf8Continuations(c);
+      const uint16_t next = re.Next(f.pos, c);
+      if (more < 0 || next == ByteRegex::kDead) return kRefused;
+      if (!in_character && !CountCharacter(n, c, &f.prop)) return kRefused;
+      f.candidates = in_character ? f.candidates - 1 : static_cast<uint64_t>(more);
+      f.pos = next;
+      return kTaken;
+    }
+    case Kind::kMap:
+      switch (f.phase) {
+        case kMapOpen:
+        case kMapNext:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c == '}' && f.phase == kMapOpen) return close();
+          if (c != '"') return kRefused;
+          f.sub = JsonGrammar(true);
+          f.sub.Advance(c);
+          f.phase = kMapKey;
+          return kTaken;
+        case kMapKey:
+          if (!f.sub.Feed(c)) return kRefused;
+          if (f.sub.Complete()) f.phase = kMapColon;
+          return kTaken;
+        case kMapColon:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c != ':') return kRefused;
+          f.phase = kMapValueStart;
+          return kTaken;
+        case kMapValueStart:
+          if (IsWhitespace(c)) return take_whitespace();
+          f.phase = kMapValue;
+          return StartValue(n.items, c);
+        case kMapAfter:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c == '}') return close();
+          if (c != ',') return kRefused;
+          f.phase = kMapNext;
+          return kTaken;
+        default:
+          return kRefused;  // kMapValue: the value's frame is above
+      }
+    case Kind::kArray: {
+      const bool may_close = f.pos >= n.min_items;
+      const bool may_add = n.max_items < 0 || f.pos < n.max_items;
+      const auto start_item = [&] {
+        f.phase = kArrValue;
+        return StartValue(n.items, c);
+      };
+      switch (f.phase) {
+        case kArrOpen:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c == ']') return may_close ? close() : kRefused;
+          if (!may_add) return kRefused;
+          return start_item();
+        case kArrAfter:
+          if (IsWhitespace(c)) return take_whitespace();
+          if (c == ']') return may_close ? close() : kRefused;
+          if (c != ',' || !may_add) return kRefused;
+          f.phase = kArrNext;
+          return kTaken;
+        case kArrNext:
+          if (IsWhitespace(c)) return take_whitespace();
+          return start_item();
+        default:
+          return kRefused;
+      }
+    }
+    case Kind::kLiterals: {
+      uint64_t next = 0;
+      bool complete = false;
+      for (uint64_t m = f.candidates; m != 0; m &= m - 1) {
+        const int i = __builtin_ctzll(m);
+        const std::string& lit = n.literals[i];
+        if (lit.size() > f.pos && static_cast<uint8_t>(lit[f.pos]) == c) next |= uint64_t{1} << i;
+        if (lit.size() == f.pos) complete = true;
+      }
+      if (next != 0) {
+        f.candidates = next;
+        ++f.pos;
+        return kTaken;
+      }
+      return complete ? kEnded : kRefused;
+    }
+    case Kind::kInteger:
+      if (n.bounded) {
+        if (c >= '0' && c <= '9') return BoundedDigit(n, f, c) ? kTaken : kRefused;
+        if (c == '.' || c == 'e' || c == 'E' || f.pos == 0) return kRefused;
+        const int64_t v = f.phase ? -static_cast<int64_t>(f.candidates) : static_cast<int64_t>(f.candidates);
+        return v >= n.min_value && v <= n.max_value ? kEnded : kRefused;
+      }
+      [[fallthrough]];
+    default: {  // a string, a number or a free-form value, in the embedded grammar
+      if (f.sub.Complete()) return kEnded;
+      if (n.kind == Kind::kString && HasLength(n) && f.sub.InPlainString()) {
+        // Outside escapes: a quote ends the string, a lead byte or a backslash starts a
+        // character (an escape's other bytes and UTF-8 continuation bytes do not).
+        if (c == '"' && f.prop < n.min_length) return kRefused;
+        if (c != '"' && !CountCharacter(n, c, &f.prop)) return kRefused;
+      }
+      const bool integer_refuses = n.kind == Kind::kInteger && (c == '.' || c == 'e' || c == 'E');
+      if (!integer_refuses && f.sub.Feed(c)) {
+        // A closed string or container ends the value now; a number waits for the next byte.
+        if (f.sub.Complete() && !IsWhitespace(c)) return close();
+        return kTaken;
+      }
+      return f.sub.CanEnd() ? kEnded : kRefused;
+    }
+  }
+}
+
+}  // namespace peng
