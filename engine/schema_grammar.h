@@ -34,14 +34,19 @@ class SchemaGrammar {
   friend bool operator==(const SchemaGrammar& a, const SchemaGrammar& b);
 
  private:
-  // One open value. Objects: phase, the next property index and (keys) the candidates still
-  // matching; arrays: phase and item count; literals: candidates and bytes matched; strings,
-  // numbers and free-form values: an embedded JsonGrammar.
+  // One open value; what the fields hold depends on the node's kind:
+  //   object: phase, pos = next property, prop = key bytes matched then the open property,
+  //           candidates = keys still matching;
+  //   map: phase, sub = the key being read;  array: phase, pos = items so far;
+  //   literals: candidates still matching, pos = bytes matched;
+  //   pattern: pos = DFA state, prop = characters, candidates = UTF-8 bytes still due;
+  //   bounded integer: phase = negative, candidates = magnitude, pos = digits;
+  //   string, number, free-form value: sub (an embedded JsonGrammar), prop = characters.
   struct Frame {
     int32_t node = 0;
     uint8_t phase = 0;
-    uint16_t pos = 0;       // object: next property; array: items so far; key/literal: bytes matched
-    uint16_t prop = 0;      // object: the property whose value is open
+    uint16_t pos = 0;
+    uint16_t prop = 0;
     uint64_t candidates = 0;
     JsonGrammar sub{true};
   };
