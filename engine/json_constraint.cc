@@ -36,36 +36,18 @@ void JsonVocabulary::Index() {
   }
 }
 
-template <class G>
-GrammarConstraint<G>::GrammarConstraint(std::shared_ptr<const JsonVocabulary> vocab, G grammar)
-    : vocab_(std::move(vocab)), grammar_(std::move(grammar)) {}
+namespace {
 
+// The tokens allowed after `state`: a bit per token id (see GrammarConstraint::Mask).
 template <class G>
-const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
-  ++uses_;
-  for (CachedMask& c : cache_) {
-    if (c.state == state) {
-      c.last_use = uses_;
-      return c.allowed;
-    }
-  }
-  CachedMask* slot;
-  if (cache_.size() < kCacheSize) {
-    slot = &cache_.emplace_back(CachedMask{state, {}, 0});
-  } else {
-    slot = &*std::min_element(cache_.begin(), cache_.end(),
-                              [](const CachedMask& a, const CachedMask& b) { return a.last_use < b.last_use; });
-  }
-  slot->state = state;
-  slot->last_use = uses_;
-  const size_t n = vocab_->kinds.size();
-  std::vector<uint64_t>& allowed = slot->allowed;
-  allowed.assign((n + 63) / 64, 0);
+std::vector<uint64_t> ComputeMask(const JsonVocabulary& vocab, const G& state) {
+  const size_t n = vocab.kinds.size();
+  std::vector<uint64_t> allowed((n + 63) / 64, 0);
   const auto allow = [&](size_t id) { allowed[id >> 6] |= uint64_t{1} << (id & 63); };
   bool any_end = false;
   if (state.CanStop()) {
     for (size_t id = 0; id < n; ++id) {
-      if (vocab_->kinds[id] == JsonVocabulary::Kind::kEndOfGeneration) {
+      if (vocab.kinds[id] == JsonVocabulary::Kind::kEndOfGeneration) {
         allow(id);
         any_end = true;
       }
@@ -87,9 +69,9 @@ const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
   };
   if (more_text && state.InPlainString()) {
     for (size_t id = 0; id < n; ++id) {
-      if (vocab_->kinds[id] != JsonVocabulary::Kind::kText) continue;
-      const std::string& piece = vocab_->pieces[id];
-      if (vocab_->plain_prefix[id] == piece.size() || takes_rest(state, piece, vocab_->plain_prefix[id])) {
+      if (vocab.kinds[id] != JsonVocabulary::Kind::kText) continue;
+      const std::string& piece = vocab.pieces[id];
+      if (vocab.plain_prefix[id] == piece.size() || takes_rest(state, piece, vocab.plain_prefix[id])) {
         allow(id);
         any = true;
       }
@@ -97,9 +79,9 @@ const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
   } else if (more_text) {
     for (int b = 0; b < 256; ++b) {
       G first = state;
-      if (vocab_->by_first_byte[b].empty() || !first.Advance(static_cast<uint8_t>(b))) continue;
-      for (const int32_t id : vocab_->by_first_byte[b]) {
-        if (takes_rest(first, vocab_->pieces[id], 1)) {
+      if (vocab.by_first_byte[b].empty() || !first.Advance(static_cast<uint8_t>(b))) continue;
+      for (const int32_t id : vocab.by_first_byte[b]) {
+        if (takes_rest(first, vocab.pieces[id], 1)) {
           allow(id);
           any = true;
         }
@@ -112,6 +94,70 @@ const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
     std::fill(allowed.begin(), allowed.end(), ~uint64_t{0});
   }
   return allowed;
+}
+
+}  // namespace
+
+template <class G>
+typename SharedMasks<G>::Mask SharedMasks<G>::Find(const G& state) {
+  absl::MutexLock lock(&mu_);
+  for (Entry& e : entries_) {
+    if (e.state == state) {
+      e.last_use = ++clock_;
+      return e.mask;
+    }
+  }
+  return nullptr;
+}
+
+template <class G>
+void SharedMasks<G>::Insert(const G& state, Mask mask, std::shared_ptr<const void> owner) {
+  absl::MutexLock lock(&mu_);
+  ++inserted_;
+  Entry entry{state, std::move(mask), std::move(owner), ++clock_};
+  if (entries_.size() < capacity_) {
+    entries_.push_back(std::move(entry));
+    return;
+  }
+  *std::min_element(entries_.begin(), entries_.end(),
+                    [](const Entry& a, const Entry& b) { return a.last_use < b.last_use; }) = std::move(entry);
+}
+
+template <class G>
+int64_t SharedMasks<G>::inserted() const {
+  absl::MutexLock lock(&mu_);
+  return inserted_;
+}
+
+template <class G>
+GrammarConstraint<G>::GrammarConstraint(std::shared_ptr<const JsonVocabulary> vocab, G grammar,
+                                        std::shared_ptr<SharedMasks<G>> shared, std::shared_ptr<const void> owner)
+    : vocab_(std::move(vocab)), grammar_(std::move(grammar)), shared_(std::move(shared)), owner_(std::move(owner)) {}
+
+template <class G>
+const std::vector<uint64_t>& GrammarConstraint<G>::AllowedFor(const G& state) {
+  ++uses_;
+  for (CachedMask& c : cache_) {
+    if (c.state == state) {
+      c.last_use = uses_;
+      return *c.allowed;
+    }
+  }
+  MaskPtr mask = shared_ != nullptr ? shared_->Find(state) : nullptr;
+  if (mask == nullptr) {
+    mask = std::make_shared<const std::vector<uint64_t>>(ComputeMask(*vocab_, state));
+    if (shared_ != nullptr) shared_->Insert(state, mask, owner_);
+  }
+  if (cache_.size() < kCacheSize) {
+    cache_.push_back(CachedMask{state, std::move(mask), uses_});
+    return *cache_.back().allowed;
+  }
+  CachedMask& slot = *std::min_element(cache_.begin(), cache_.end(),
+                                       [](const CachedMask& a, const CachedMask& b) { return a.last_use < b.last_use; });
+  slot.state = state;
+  slot.allowed = std::move(mask);
+  slot.last_use = uses_;
+  return *slot.allowed;
 }
 
 template <class G>
@@ -138,6 +184,9 @@ void GrammarConstraint<G>::Accept(int32_t id) {
   grammar_.FeedAll(vocab_->pieces[id]);
 }
 
+template class SharedMasks<JsonGrammar>;
+template class SharedMasks<SchemaGrammar>;
+template class SharedMasks<ChoiceGrammar>;
 template class GrammarConstraint<JsonGrammar>;
 template class GrammarConstraint<SchemaGrammar>;
 template class GrammarConstraint<ChoiceGrammar>;

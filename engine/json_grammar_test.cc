@@ -243,5 +243,26 @@ TEST(ChoiceGrammarTest, OneOfTheChoicesThenTheEnd) {
   EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{5}));
 }
 
+TEST(JsonConstraintTest, SequencesShareMasksByState) {
+  const auto vocab = ToyVocabulary();
+  const size_t n = vocab->pieces.size();
+  auto shared = std::make_shared<SharedMasks<JsonGrammar>>();
+  JsonConstraint first(vocab, shared);
+  std::vector<std::vector<int>> seen;
+  for (const int id : {0, 2, 3, 4, 1}) {  // {"a":1}
+    seen.push_back(Allowed(first, n));
+    first.Accept(id);
+  }
+  const int64_t computed = shared->inserted();
+  EXPECT_EQ(computed, 5);
+  JsonConstraint second(vocab, shared);  // the same path: every mask from the shared ones
+  int step = 0;
+  for (const int id : {0, 2, 3, 4, 1}) {
+    EXPECT_EQ(Allowed(second, n), seen[step++]);
+    second.Accept(id);
+  }
+  EXPECT_EQ(shared->inserted(), computed);
+}
+
 }  // namespace
 }  // namespace peng

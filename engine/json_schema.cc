@@ -411,4 +411,27 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(const Json
   return std::shared_ptr<const JsonSchema>(std::move(out));
 }
 
+absl::StatusOr<std::shared_ptr<const JsonSchema>> SchemaCache::Compile(const Json& schema) {
+  std::string text = schema.dump();
+  {
+    absl::MutexLock lock(&mu_);
+    for (Entry& e : entries_) {
+      if (e.text == text) {
+        e.last_use = ++clock_;
+        return e.schema;
+      }
+    }
+  }
+  PENG_ASSIGN_OR_RETURN(std::shared_ptr<const JsonSchema> compiled, JsonSchema::Compile(schema));
+  absl::MutexLock lock(&mu_);
+  Entry entry{std::move(text), compiled, ++clock_};
+  if (entries_.size() < capacity_) {
+    entries_.push_back(std::move(entry));
+  } else {
+    *std::min_element(entries_.begin(), entries_.end(),
+                      [](const Entry& a, const Entry& b) { return a.last_use < b.last_use; }) = std::move(entry);
+  }
+  return compiled;
+}
+
 }  // namespace peng

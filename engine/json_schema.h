@@ -25,7 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/byte_regex.h"
 #include "engine/json_grammar.h"
 #include "nlohmann/json.hpp"
@@ -68,6 +70,26 @@ class JsonSchema {
   friend class SchemaCompiler;
   std::vector<Node> nodes_;
   std::vector<ByteRegex> regexes_;
+};
+
+// Compiled schemas by their text, so that requests with one schema share one JsonSchema (and
+// with it the masks of its grammar's states, engine/json_constraint.h). Thread-safe; keeps the
+// `capacity` most recently used.
+class SchemaCache {
+ public:
+  explicit SchemaCache(size_t capacity = 32) : capacity_(capacity) {}
+  absl::StatusOr<std::shared_ptr<const JsonSchema>> Compile(const nlohmann::ordered_json& schema);
+
+ private:
+  struct Entry {
+    std::string text;
+    std::shared_ptr<const JsonSchema> schema;
+    uint64_t last_use;
+  };
+  const size_t capacity_;
+  absl::Mutex mu_;
+  std::vector<Entry> entries_ ABSL_GUARDED_BY(mu_);
+  uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace peng

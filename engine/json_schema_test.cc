@@ -184,6 +184,21 @@ TEST(JsonSchemaTest, IntegerBoundsAdmitExactlyTheIntegersBetween) {
   }
 }
 
+TEST(JsonSchemaTest, CacheHandsOutOneSchemaPerText) {
+  SchemaCache cache(2);
+  const auto a = OJson::parse(R"({"type": "object", "properties": {"x": {"type": "integer"}}})");
+  const auto b = OJson::parse(R"({"type": "object", "properties": {"y": {"type": "string"}}})");
+  const auto c = OJson::parse(R"({"type": "object"})");
+  const auto a1 = cache.Compile(a), b1 = cache.Compile(b), a2 = cache.Compile(a);
+  ASSERT_TRUE(a1.ok() && a2.ok() && b1.ok());
+  EXPECT_EQ(a1->get(), a2->get());
+  EXPECT_NE(a1->get(), b1->get());
+  ASSERT_TRUE(cache.Compile(c).ok());  // evicts b, the least recently used
+  EXPECT_EQ(cache.Compile(a)->get(), a1->get());
+  EXPECT_NE(cache.Compile(b)->get(), b1->get());  // compiled again
+  EXPECT_FALSE(cache.Compile(OJson::parse(R"({"type": "string"})")).ok());
+}
+
 TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"type": "object", "properties": {"s": {"type": "string", "pattern": "(?<=a)b"}}})", "lookaround"},

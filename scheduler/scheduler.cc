@@ -88,13 +88,20 @@ absl::Status Scheduler::Add(std::shared_ptr<const GenerateRequest> request,
     s->sampler.emplace(std::move(*sampler));
     if (request->json_object || request->json_schema != nullptr || request->guided_choice != nullptr) {
       if (tokenizer_ == nullptr) return absl::InvalidArgumentError("constrained output needs the model's tokenizer");
-      if (json_vocabulary_ == nullptr) json_vocabulary_ = JsonVocabulary::From(*tokenizer_);
+      if (json_vocabulary_ == nullptr) {
+        json_vocabulary_ = JsonVocabulary::From(*tokenizer_);
+        json_masks_ = std::make_shared<SharedMasks<JsonGrammar>>();
+        schema_masks_ = std::make_shared<SharedMasks<SchemaGrammar>>();
+        choice_masks_ = std::make_shared<SharedMasks<ChoiceGrammar>>();
+      }
       if (request->json_schema != nullptr) {
-        s->sampler->SetConstraint(std::make_unique<SchemaConstraint>(json_vocabulary_, request->json_schema));
+        s->sampler->SetConstraint(
+            std::make_unique<SchemaConstraint>(json_vocabulary_, request->json_schema, schema_masks_));
       } else if (request->guided_choice != nullptr) {
-        s->sampler->SetConstraint(std::make_unique<ChoiceConstraint>(json_vocabulary_, request->guided_choice));
+        s->sampler->SetConstraint(
+            std::make_unique<ChoiceConstraint>(json_vocabulary_, request->guided_choice, choice_masks_));
       } else {
-        s->sampler->SetConstraint(std::make_unique<JsonConstraint>(json_vocabulary_));
+        s->sampler->SetConstraint(std::make_unique<JsonConstraint>(json_vocabulary_, json_masks_));
       }
     }
     s->stop.emplace(tokenizer_, request->stop);

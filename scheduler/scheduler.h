@@ -160,7 +160,11 @@ class Scheduler {
   SchedulerOptions options_;
   memory::KvManager* kv_;
   const Tokenizer* tokenizer_;
-  std::shared_ptr<const JsonVocabulary> json_vocabulary_;  // built at the first JSON-mode request
+  // Built at the first constrained request, with the masks its kinds of grammar share.
+  std::shared_ptr<const JsonVocabulary> json_vocabulary_;
+  std::shared_ptr<SharedMasks<JsonGrammar>> json_masks_;
+  std::shared_ptr<SharedMasks<SchemaGrammar>> schema_masks_;
+  std::shared_ptr<SharedMasks<ChoiceGrammar>> choice_masks_;
   SchedulerListener* listener_;
   SchedulerListener no_listener_;
   std::unordered_map<memory::SeqId, std::unique_ptr<Sequence>> seqs_;

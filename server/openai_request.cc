@@ -505,8 +505,10 @@ namespace {
 // response_format: "text" (the default), "json_object" (JSON mode: the output is one JSON
 // object, engine/json_constraint.h) or "json_schema" (one document of the schema,
 // engine/json_schema.h; a schema outside the supported subset is a 400 that names the keyword).
-absl::Status CompileSchema(const char* param, const nlohmann::ordered_json& schema, CompletionJob* job) {
-  absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled = JsonSchema::Compile(schema);
+absl::Status CompileSchema(const char* param, const nlohmann::ordered_json& schema, const ModelContext& ctx,
+                           CompletionJob* job) {
+  absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
+      ctx.schemas != nullptr ? ctx.schemas->Compile(schema) : JsonSchema::Compile(schema);
   if (!compiled.ok()) return BadParam(param, absl::StrCat(param, ": ", compiled.status().message()));
   job->json_schema = *std::move(compiled);
   return absl::OkStatus();
@@ -514,7 +516,7 @@ absl::Status CompileSchema(const char* param, const nlohmann::ordered_json& sche
 
 // vLLM's guided decoding fields: guided_json (a schema, as an object or as JSON text) and
 // guided_choice (a list of strings). One kind of constraint per request.
-absl::Status ParseGuided(const Json& body, std::string_view raw_body, CompletionJob* job) {
+absl::Status ParseGuided(const Json& body, std::string_view raw_body, const ModelContext& ctx, CompletionJob* job) {
   const Json* gj = Field(body, "guided_json");
   const Json* gc = Field(body, "guided_choice");
   if (gj != nullptr && gj->is_null()) gj = nullptr;
@@ -548,12 +550,13 @@ absl::Status ParseGuided(const Json& body, std::string_view raw_body, Completion
     } catch (const nlohmann::ordered_json::exception& e) {
       return BadParam("guided_json", absl::StrCat("guided_json is not a JSON schema: ", e.what()));
     }
-    PENG_RETURN_IF_ERROR(CompileSchema("guided_json", schema, job));
+    PENG_RETURN_IF_ERROR(CompileSchema("guided_json", schema, ctx, job));
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseResponseFormat(const Json& body, std::string_view raw_body, CompletionJob* job) {
+absl::Status ParseResponseFormat(const Json& body, std::string_view raw_body, const ModelContext& ctx,
+                                 CompletionJob* job) {
   const Json* rf = Field(body, "response_format");
   if (rf == nullptr || rf->is_null()) return absl::OkStatus();
   const Json* type = rf->is_object() ? Field(*rf, "type") : nullptr;
@@ -591,7 +594,7 @@ absl::Status ParseResponseFormat(const Json& body, std::string_view raw_body, Co
   } else {
     ordered = nlohmann::ordered_json::parse(schema->dump());
   }
-  return CompileSchema("response_format", ordered, job);
+  return CompileSchema("response_format", ordered, ctx, job);
 }
 
 }  // namespace
@@ -605,8 +608,8 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   job.kind = kind;
   if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
   PENG_RETURN_IF_ERROR(RejectUnsupported(kind, body));
-  PENG_RETURN_IF_ERROR(ParseResponseFormat(body, raw_body, &job));
-  PENG_RETURN_IF_ERROR(ParseGuided(body, raw_body, &job));
+  PENG_RETURN_IF_ERROR(ParseResponseFormat(body, raw_body, ctx, &job));
+  PENG_RETURN_IF_ERROR(ParseGuided(body, raw_body, ctx, &job));
   for (const auto& [key, value] : body.items()) {
     bool known = CommonFields().contains(key) ||
                  (kind == ApiKind::kChat ? ChatFields() : CompletionFields()).contains(key);

@@ -37,6 +37,8 @@ struct ModelContext {
   const Tokenizer* tokenizer = nullptr;
   const ChatTemplate* chat_template = nullptr;  // required for chat
   std::string chat_template_error;  // why there is none (shown in the chat 400)
+  // response_format json_schema / guided_json: compiled once per schema text, shared by copies.
+  std::shared_ptr<SchemaCache> schemas = std::make_shared<SchemaCache>();
 };
 
 struct CompletionJob {
