@@ -1,8 +1,10 @@
-// JSON mode and structured output: the constraint that keeps a sequence's output one JSON
-// object (JsonGrammar) or one document of a JSON schema (SchemaGrammar) and then ends it. JsonVocabulary holds each token's bytes as the grammar reads them and is built
-// once per model, shared read-only by every JSON-mode sequence; JsonConstraint is one
-// sequence's grammar state with a small cache of masks by state (inside a string, or between
-// the digits of a number, the state repeats token after token).
+// Constrained output (JSON mode, JSON schemas, choices): the LogitsConstraint that keeps a
+// sequence's output inside a byte grammar and then ends it. JsonVocabulary holds each token's
+// bytes as the grammars read them, built once per model and shared read-only. A
+// GrammarConstraint is one sequence's grammar state; its masks come from a small cache of its
+// own, then from the SharedMasks of every sequence using that kind of grammar, then are
+// computed (inside a string, or between the digits of a number, the state repeats token after
+// token).
 #pragma once
 
 #include <cstdint>
@@ -11,13 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/choice_grammar.h"
 #include "engine/json_grammar.h"
 #include "engine/json_schema.h"
-#include "engine/schema_grammar.h"
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "engine/logits_constraint.h"
+#include "engine/schema_grammar.h"
 
 namespace peng {
 

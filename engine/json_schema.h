@@ -18,8 +18,6 @@
 
 #include <bitset>
 #include <climits>
-#include <cstring>
-#include <type_traits>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,7 +27,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/byte_regex.h"
-#include "engine/json_grammar.h"
 #include "nlohmann/json.hpp"
 
 namespace peng {
