@@ -113,7 +113,8 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
     } catch (const nlohmann::ordered_json::exception& e) {
       return Bad(absl::StrCat("json_schema is not valid JSON: ", e.what()));
     }
-    absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled = JsonSchema::Compile(schema);
+    absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
+        info.schemas != nullptr ? info.schemas->Compile(schema) : JsonSchema::Compile(schema);
     if (!compiled.ok()) return Bad(std::string(compiled.status().message()));
     out.json_schema = *std::move(compiled);
   }

@@ -6,10 +6,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/json_schema.h"
 #include "engine/tokenizer.h"
 #include "grpcpp/support/status.h"
 #include "peng/v1/inference.pb.h"
@@ -23,6 +25,8 @@ struct GrpcModelInfo {
   int64_t max_model_len = 2048;      // prompt + generated tokens
   int max_logprobs = 20;             // cap on sampling.logprobs
   const Tokenizer* tokenizer = nullptr;
+  // json_schema: compiled once per schema text (so that its masks are shared too).
+  std::shared_ptr<SchemaCache> schemas = std::make_shared<SchemaCache>();
 };
 
 // OK for an empty name (= the served model) or the served model's name; NotFound otherwise.
