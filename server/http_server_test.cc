@@ -9,6 +9,8 @@
 #include "gtest/gtest.h"
 #include "server/fake_engine_loop.h"
 #include "server/http_test_util.h"
+#include "server/sse.h"
+#include "nlohmann/json.hpp"
 
 namespace peng::server {
 namespace {
@@ -540,6 +542,21 @@ TEST_F(HttpServerTest, StopAbortsInFlightRequests) {
   ASSERT_TRUE(engine_->WaitForSubmitted(1, kWait));
   server_->Stop();
   EXPECT_EQ(engine_->aborts().size(), 1u);
+}
+
+TEST(SseEventTest, UnicodeLineSeparatorsAreEscaped) {
+  // U+0085, U+2028, U+2029 in a string: \u escapes, so that no client splits the data line at
+  // them; the JSON value is the same.
+  const std::string text = "a\xc2\x85" "b\xe2\x80\xa8" "c\xe2\x80\xa9" "d\xc3\xa9";
+  const std::string payload = nlohmann::json{{"text", text}}.dump();
+  const std::string event = SseEvent(payload);
+  ASSERT_EQ(event.rfind("data: ", 0), 0u);
+  const std::string data = event.substr(6, event.size() - 8);
+  EXPECT_EQ(data.find("\xc2\x85"), std::string::npos);
+  EXPECT_EQ(data.find("\xe2\x80\xa8"), std::string::npos);
+  EXPECT_NE(data.find("\\u2029"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(data)["text"], text);
+  EXPECT_EQ(event.substr(event.size() - 2), "\n\n");
 }
 
 }  // namespace

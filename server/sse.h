@@ -13,10 +13,28 @@ namespace peng::server {
 inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
 inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
+// `payload` is JSON text. U+0085, U+2028 and U+2029 inside its strings are written as \u
+// escapes: SSE lines end only at CR or LF, but clients that split lines with Python's
+// str.splitlines (httpx's iter_lines, which the soak test reads with) also split at these, and
+// a model writes them now and then.
 inline std::string SseEvent(std::string_view payload) {
   std::string out;
   out.reserve(payload.size() + 8);
-  out.append("data: ").append(payload).append("\n\n");
+  out.append("data: ");
+  for (size_t i = 0; i < payload.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(payload[i]);
+    if (c == 0xC2 && i + 1 < payload.size() && static_cast<unsigned char>(payload[i + 1]) == 0x85) {
+      out.append("\\u0085");
+      ++i;
+    } else if (c == 0xE2 && i + 2 < payload.size() && static_cast<unsigned char>(payload[i + 1]) == 0x80 &&
+               (static_cast<unsigned char>(payload[i + 2]) == 0xA8 || static_cast<unsigned char>(payload[i + 2]) == 0xA9)) {
+      out.append(static_cast<unsigned char>(payload[i + 2]) == 0xA8 ? "\\u2028" : "\\u2029");
+      i += 2;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  out.append("\n\n");
   return out;
 }
 
