@@ -132,7 +132,7 @@ class Parser {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<Bytes> Escape(bool in_class) {
+  absl::StatusOr<Bytes> Escape() {
     if (!More()) return Error("a trailing backslash");
     const char c = p_[i_++];
     switch (c) {
@@ -149,7 +149,6 @@ class Parser {
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
           return Error(absl::StrCat("the escape \\", std::string(1, c), " is not supported"));
         }
-        (void)in_class;
         return Range(static_cast<uint8_t>(c), static_cast<uint8_t>(c));
     }
   }
@@ -168,7 +167,7 @@ class Parser {
       int lo = -1;
       if (p_[i_] == '\\') {
         ++i_;
-        PENG_ASSIGN_OR_RETURN(item, Escape(true));
+        PENG_ASSIGN_OR_RETURN(item, Escape());
         if (item.count() == 1) {
           for (int c = 0; c < 256; ++c) {
             if (item[c]) lo = c;
@@ -182,7 +181,7 @@ class Parser {
         ++i_;
         int hi = static_cast<uint8_t>(p_[i_++]);
         if (hi == '\\') {
-          PENG_ASSIGN_OR_RETURN(const Bytes e, Escape(true));
+          PENG_ASSIGN_OR_RETURN(const Bytes e, Escape());
           if (e.count() != 1) return Error("a class range must end at one character");
           for (int c = 0; c < 256; ++c) {
             if (e[c]) hi = c;
@@ -221,7 +220,7 @@ class Parser {
         bytes->bytes = ~Range('\n', '\n');
         return bytes;
       case '\\': {
-        PENG_ASSIGN_OR_RETURN(bytes->bytes, Escape(false));
+        PENG_ASSIGN_OR_RETURN(bytes->bytes, Escape());
         return bytes;
       }
       case '^':

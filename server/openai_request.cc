@@ -1,6 +1,7 @@
 #include "server/openai_request.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <utility>
 
@@ -505,6 +506,30 @@ namespace {
 // response_format: "text" (the default), "json_object" (JSON mode: the output is one JSON
 // object, engine/json_constraint.h) or "json_schema" (one document of the schema,
 // engine/json_schema.h; a schema outside the supported subset is a 400 that names the keyword).
+// `value` (found at `path` in the request) with its objects' keys in the client's order: read
+// again from the request text as ordered_json (nlohmann::json sorts keys), or, without the
+// text, in sorted order.
+nlohmann::ordered_json InClientOrder(const Json& value, std::string_view raw_body,
+                                     std::initializer_list<const char*> path) {
+  if (!raw_body.empty()) {
+    try {
+      const nlohmann::ordered_json body = nlohmann::ordered_json::parse(raw_body);
+      const nlohmann::ordered_json* at = &body;
+      for (const char* key : path) {
+        const auto it = at->is_object() ? at->find(key) : at->end();
+        if (it == at->end()) {
+          at = nullptr;
+          break;
+        }
+        at = &*it;
+      }
+      if (at != nullptr) return *at;
+    } catch (const nlohmann::ordered_json::exception&) {
+    }
+  }
+  return nlohmann::ordered_json::parse(value.dump());
+}
+
 absl::Status CompileSchema(const char* param, const nlohmann::ordered_json& schema, const ModelContext& ctx,
                            CompletionJob* job) {
   absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
@@ -539,16 +564,14 @@ absl::Status ParseGuided(const Json& body, std::string_view raw_body, const Mode
   }
   if (gj != nullptr) {
     nlohmann::ordered_json schema;
-    try {
-      if (gj->is_string()) {
+    if (gj->is_string()) {
+      try {
         schema = nlohmann::ordered_json::parse(gj->get<std::string>());
-      } else if (!raw_body.empty()) {
-        schema = nlohmann::ordered_json::parse(raw_body)["guided_json"];  // in the client's order
-      } else {
-        schema = nlohmann::ordered_json::parse(gj->dump());
+      } catch (const nlohmann::ordered_json::exception& e) {
+        return BadParam("guided_json", absl::StrCat("guided_json is not a JSON schema: ", e.what()));
       }
-    } catch (const nlohmann::ordered_json::exception& e) {
-      return BadParam("guided_json", absl::StrCat("guided_json is not a JSON schema: ", e.what()));
+    } else {
+      schema = InClientOrder(*gj, raw_body, {"guided_json"});
     }
     PENG_RETURN_IF_ERROR(CompileSchema("guided_json", schema, ctx, job));
   }
@@ -582,19 +605,8 @@ absl::Status ParseResponseFormat(const Json& body, std::string_view raw_body, co
   if (!schema->is_object() && !schema->is_boolean()) {
     return TypeError("response_format.json_schema.schema", "a JSON schema (an object)");
   }
-  // The schema again from the request text, as ordered_json: the properties in the client's
-  // order (nlohmann::json sorts object keys).
-  nlohmann::ordered_json ordered;
-  if (!raw_body.empty()) {
-    try {
-      ordered = nlohmann::ordered_json::parse(raw_body)["response_format"]["json_schema"]["schema"];
-    } catch (const nlohmann::ordered_json::exception&) {
-      ordered = nlohmann::ordered_json::parse(schema->dump());
-    }
-  } else {
-    ordered = nlohmann::ordered_json::parse(schema->dump());
-  }
-  return CompileSchema("response_format", ordered, ctx, job);
+  return CompileSchema("response_format", InClientOrder(*schema, raw_body, {"response_format", "json_schema", "schema"}),
+                       ctx, job);
 }
 
 }  // namespace
