@@ -21,7 +21,8 @@ using Kind = JsonSchema::Node::Kind;
 const absl::flat_hash_set<std::string>& Annotations() {
   static const auto* kSet = new absl::flat_hash_set<std::string>{
       "title", "description", "default", "examples", "format", "$schema", "$id", "$comment",
-      "deprecated", "readOnly", "writeOnly", "additionalProperties", "strict", "$defs", "definitions"};
+      "deprecated", "readOnly", "writeOnly", "additionalProperties", "strict", "$defs", "definitions",
+      "discriminator" /* OpenAPI's hint: the tag is found from the branches themselves */};
   return *kSet;
 }
 const absl::flat_hash_set<std::string>& Enforced() {
@@ -67,6 +68,10 @@ class SchemaCompiler {
         }
       }
     }
+    const size_t compiled = nodes_.size();  // TagUnion adds nodes (none of them an anyOf)
+    for (size_t i = 0; i < compiled; ++i) {
+      if (nodes_[i].kind == Kind::kAnyOf) TagUnion(static_cast<int32_t>(i));
+    }
     for (size_t i = 0; i < nodes_.size(); ++i) {
       const Node& n = nodes_[i];
       if (n.kind != Kind::kAnyOf) continue;
@@ -78,7 +83,9 @@ class SchemaCompiler {
             while (!both[c]) ++c;
             return Bad(paths_[i], absl::StrCat("anyOf/oneOf alternatives that can start with the same byte ('",
                                                std::string(1, static_cast<char>(c)),
-                                               "') are not supported: JSON mode chooses a branch by its first byte"));
+                                               "') are not supported: JSON mode chooses a branch by its first byte, "
+                                               "or objects by a tag (a property every branch requires, with const or enum "
+                                               "values no two branches share)"));
           }
         }
       }
@@ -88,6 +95,62 @@ class SchemaCompiler {
   }
 
  private:
+  // The object alternatives of anyOf node `u`, when two or more, become one kObject node with
+  // tag_branches, if a tag tells them apart: the first property (in the first object's order)
+  // that every object requires, whose values are literals and no two objects share one.
+  // Otherwise the alternatives stay as they are (and Finish reports the overlap).
+  void TagUnion(int32_t u) {
+    std::vector<int32_t> objects, others;
+    for (const int32_t a : nodes_[u].alternatives) (nodes_[a].kind == Kind::kObject ? objects : others).push_back(a);
+    if (objects.size() < 2) return;
+    const auto tag_of = [&](int32_t object, const std::string& key) -> int {  // property index, or -1
+      const std::vector<JsonSchema::Property>& props = nodes_[object].properties;
+      for (size_t p = 0; p < props.size(); ++p) {
+        if (props[p].key == key) {
+          return props[p].required && nodes_[props[p].node].kind == Kind::kLiterals ? static_cast<int>(p) : -1;
+        }
+      }
+      return -1;
+    };
+    for (const JsonSchema::Property& candidate : nodes_[objects[0]].properties) {
+      const std::string key = candidate.key;
+      Node tag;  // every object's tag values, and for each the object it selects
+      std::vector<int32_t> branch_of_value;
+      absl::flat_hash_set<std::string> seen;
+      bool ok = true;
+      for (const int32_t o : objects) {
+        const int p = tag_of(o, key);
+        if (p < 0) {
+          ok = false;
+          break;
+        }
+        for (const std::string& value : nodes_[nodes_[o].properties[p].node].literals) {
+          ok = ok && seen.insert(value).second;
+          tag.literals.push_back(value);
+          branch_of_value.push_back(o);
+        }
+      }
+      if (!ok || tag.literals.size() > JsonSchema::kMaxProperties) continue;
+      tag = Literals(std::move(tag.literals));
+      const int32_t tag_node = Add(std::move(tag), paths_[u]);
+      Node merged;
+      merged.kind = Kind::kObject;
+      merged.first.set('{');
+      merged.properties.push_back({key, tag_node, true});
+      absl::flat_hash_map<int32_t, int32_t> reordered;  // object -> its copy with the tag first
+      for (const int32_t o : objects) {
+        Node copy = nodes_[o];
+        const int p = tag_of(o, key);
+        std::rotate(copy.properties.begin(), copy.properties.begin() + p, copy.properties.begin() + p + 1);
+        reordered[o] = Add(std::move(copy), paths_[o]);
+      }
+      for (const int32_t o : branch_of_value) merged.tag_branches.push_back(reordered[o]);
+      others.push_back(Add(std::move(merged), paths_[u]));
+      nodes_[u].alternatives = std::move(others);
+      return;
+    }
+  }
+
   int32_t Add(Node n, const std::string& path) {
     nodes_.push_back(std::move(n));
     paths_.push_back(path);
@@ -390,12 +453,12 @@ class SchemaCompiler {
   int depth_ = 0;
 };
 
-absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(const Json& schema) {
+absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(const Json& schema, bool object_root) {
   SchemaCompiler compiler(schema);
   PENG_ASSIGN_OR_RETURN(const int32_t root, compiler.Compile(schema, ""));
   auto out = std::make_shared<JsonSchema>();
   PENG_RETURN_IF_ERROR(compiler.Finish(&out->nodes_, &out->regexes_));
-  if (out->nodes_[root].kind != Node::Kind::kObject) {
+  if (object_root && out->nodes_[root].kind != Node::Kind::kObject) {
     return Bad("", "the top level must be an object schema (type \"object\")");
   }
   if (root != 0) std::swap(out->nodes_[0], out->nodes_[root]);  // root() is node 0
@@ -406,13 +469,14 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(const Json
       for (Property& p : n.properties) fix(p.node);
       if (n.items >= 0) fix(n.items);
       for (int32_t& a : n.alternatives) fix(a);
+      for (int32_t& b : n.tag_branches) fix(b);
     }
   }
   return std::shared_ptr<const JsonSchema>(std::move(out));
 }
 
-absl::StatusOr<std::shared_ptr<const JsonSchema>> SchemaCache::Compile(const Json& schema) {
-  std::string text = schema.dump();
+absl::StatusOr<std::shared_ptr<const JsonSchema>> SchemaCache::Compile(const Json& schema, bool object_root) {
+  std::string text = absl::StrCat(object_root ? "o" : "a", schema.dump());
   {
     absl::MutexLock lock(&mu_);
     for (Entry& e : entries_) {
@@ -422,7 +486,7 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> SchemaCache::Compile(const Jso
       }
     }
   }
-  PENG_ASSIGN_OR_RETURN(std::shared_ptr<const JsonSchema> compiled, JsonSchema::Compile(schema));
+  PENG_ASSIGN_OR_RETURN(std::shared_ptr<const JsonSchema> compiled, JsonSchema::Compile(schema, object_root));
   absl::MutexLock lock(&mu_);
   Entry entry{std::move(text), compiled, ++clock_};
   if (entries_.size() < capacity_) {

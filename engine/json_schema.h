@@ -6,7 +6,9 @@
 //   type (one or a list), properties, required, items, minItems, maxItems, enum, const,
 //   pattern (engine/byte_regex.h), minLength, maxLength (in characters: UTF-8 sequences and
 //   escapes count one each), minimum / maximum / exclusiveMinimum / exclusiveMaximum on
-//   integers (within int64), anyOf / oneOf whose branches start with different bytes,
+//   integers (within int64), anyOf / oneOf whose branches start with different bytes or are
+//   objects told apart by a tag (a property every branch requires, with const / enum values
+//   no two branches share: pydantic's discriminated unions),
 //   allOf of one schema, $ref to "#/$defs/..." or "#/definitions/..." (recursion allowed),
 //   format (date, date-time, time, uuid, email, ipv4, uri become patterns; others constrain
 //   nothing), and the annotations (title, description, default, examples, ...). The top level is an
@@ -34,8 +36,10 @@ namespace peng {
 class JsonSchema {
  public:
   static constexpr size_t kMaxProperties = 64;  // per object; also the literals of an enum
-  // `schema` as an ordered_json: objects keep their properties in declared order.
-  static absl::StatusOr<std::shared_ptr<const JsonSchema>> Compile(const nlohmann::ordered_json& schema);
+  // `schema` as an ordered_json: objects keep their properties in declared order. The top
+  // level must be an object (response_format's rule) unless `object_root` is false.
+  static absl::StatusOr<std::shared_ptr<const JsonSchema>> Compile(const nlohmann::ordered_json& schema,
+                                                                   bool object_root = true);
 
   struct Property {
     std::string key;  // serialized, quotes included: the bytes the output holds
@@ -58,6 +62,10 @@ class JsonSchema {
     bool bounded = false;                 // kInteger with minimum / maximum (inclusive here)
     int64_t min_value = INT64_MIN, max_value = INT64_MAX;
     std::bitset<256> first;               // bytes a value of this node may start with
+    // kObject standing for a union of objects told apart by a tag: its one property is the
+    // tag (kLiterals, every branch's values); once the tag's value is written, the object
+    // goes on as tag_branches[literal] (a branch with the tag as its first property).
+    std::vector<int32_t> tag_branches;
   };
   const std::vector<Node>& nodes() const { return nodes_; }
   const std::vector<ByteRegex>& regexes() const { return regexes_; }
@@ -75,7 +83,8 @@ class JsonSchema {
 class SchemaCache {
  public:
   explicit SchemaCache(size_t capacity = 32) : capacity_(capacity) {}
-  absl::StatusOr<std::shared_ptr<const JsonSchema>> Compile(const nlohmann::ordered_json& schema);
+  absl::StatusOr<std::shared_ptr<const JsonSchema>> Compile(const nlohmann::ordered_json& schema,
+                                                            bool object_root = true);
 
  private:
   struct Entry {

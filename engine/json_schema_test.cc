@@ -207,6 +207,11 @@ TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
       {R"({"type": "string"})", "top level must be an object"},
       {R"({"type": "object", "properties": {"x": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {"a": {}}}]}}})",
        "same byte ('{')"},
+      // Objects whose tags overlap cannot be told apart.
+      {R"({"type": "object", "properties": {"x": {"anyOf": [
+          {"properties": {"t": {"enum": ["a", "b"]}}, "required": ["t"]},
+          {"properties": {"t": {"const": "b"}}, "required": ["t"]}]}}})",
+       "by a tag"},
       {R"({"type": "object", "properties": {"x": {"$ref": "#/$defs/Missing"}}})", "Missing"},
       {R"({"type": "object", "properties": {"x": {"type": "date"}}})", "unknown type 'date'"},
       {R"({"type": "object", "properties": {"x": {"type": "array", "minItems": 3, "maxItems": 2}}})", "minItems exceeds"},
@@ -217,6 +222,72 @@ TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(s.status().message().find(why), std::string::npos) << s.status();
   }
+}
+
+// pydantic's discriminated union (Field(discriminator="kind")), with the tag declared last in
+// one branch and the union inside an Optional.
+const char* kPets = R"({
+  "$defs": {"Cat": {"properties": {"kind": {"const": "cat", "type": "string"}, "lives": {"type": "integer"}},
+                    "required": ["kind", "lives"], "type": "object"},
+            "Dog": {"properties": {"name": {"type": "string"}, "kind": {"enum": ["dog", "puppy"]}},
+                    "required": ["name", "kind"], "type": "object"}},
+  "properties": {"pet": {"anyOf": [{"oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}],
+                                    "discriminator": {"propertyName": "kind"}}, {"type": "null"}]},
+                 "pets": {"type": "array", "items": {"anyOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}]}}},
+  "required": ["pet", "pets"], "type": "object"})";
+
+TEST(JsonSchemaTest, UnionsOfObjectsGoByTheirTag) {
+  const auto schema = Compile(kPets);
+  for (const char* doc : {
+           R"({"pet": {"kind": "cat", "lives": 9}, "pets": []})",
+           R"({"pet": {"kind": "dog", "name": "Rex"}, "pets": [{"kind": "puppy", "name": "a"}, {"kind": "cat", "lives": 1}]})",
+           R"({"pet": null, "pets": [ { "kind" : "cat" , "lives" : 3 } ]})"}) {
+    EXPECT_TRUE(Accepts(*schema, doc)) << doc;
+  }
+  for (const char* doc : {
+           R"({"pet": {"kind": "cat", "name": "Rex"}, "pets": []})",  // a dog's property on a cat
+           R"({"pet": {"kind": "dog", "lives": 9}, "pets": []})",
+           R"({"pet": {"name": "Rex", "kind": "dog"}, "pets": []})",  // the tag comes first
+           R"({"pet": {"kind": "cow"}, "pets": []})",
+           R"({"pet": {"kind": "cat"}, "pets": []})",  // lives is required
+           R"({"pet": {}, "pets": []})"}) {
+    EXPECT_FALSE(Accepts(*schema, doc)) << doc;
+  }
+  std::mt19937 rng(11);
+  std::vector<std::string> units;
+  for (const char c : std::string("{}[]\":, 0123456789-tacdogpuynlivesm")) units.emplace_back(1, c);
+  std::string finish = "\"}]0:,";
+  for (int c = 0x20; c < 0x7f; ++c) finish.push_back(static_cast<char>(c));
+  for (int walk = 0; walk < 2000; ++walk) {
+    SchemaGrammar g(schema.get());
+    const std::string doc = testing::WalkThenFinish(g, rng, units, 200, finish, 20000);
+    ASSERT_TRUE(g.Complete()) << "stuck after: " << doc;
+    const nlohmann::json parsed = nlohmann::json::parse(doc, nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << doc;
+    std::vector<nlohmann::json> pets(parsed["pets"].begin(), parsed["pets"].end());
+    if (!parsed["pet"].is_null()) pets.push_back(parsed["pet"]);
+    for (const nlohmann::json& pet : pets) {
+      const std::string kind = pet.at("kind");
+      if (kind == "cat") {
+        EXPECT_TRUE(pet.at("lives").is_number_integer()) << doc;
+        EXPECT_EQ(pet.size(), 2u) << doc;
+      } else {
+        EXPECT_TRUE(kind == "dog" || kind == "puppy") << doc;
+        EXPECT_TRUE(pet.at("name").is_string()) << doc;
+        EXPECT_EQ(pet.size(), 2u) << doc;
+      }
+    }
+  }
+}
+
+TEST(JsonSchemaTest, OtherTopLevelsWhenAsked) {
+  const OJson calls = OJson::parse(R"({"type": "array", "minItems": 1, "items": {"type": "integer"}})");
+  EXPECT_FALSE(JsonSchema::Compile(calls).ok());
+  const auto schema = JsonSchema::Compile(calls, /*object_root=*/false);
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  EXPECT_TRUE(Accepts(**schema, "[1, 2]"));
+  EXPECT_FALSE(Accepts(**schema, "[]"));
+  EXPECT_FALSE(Accepts(**schema, "{}"));
 }
 
 // Random walks through the schema's grammar, completed greedily: every result is valid JSON

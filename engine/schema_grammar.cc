@@ -105,7 +105,23 @@ void SchemaGrammar::PopValue() {
     return;
   }
   Frame& parent = frames()[depth_ - 1];
-  if (parent.phase == kObjValue) parent.phase = kObjAfter;
+  if (parent.phase == kObjValue) {
+    parent.phase = kObjAfter;
+    const Node& union_node = NodeOf(parent);
+    if (!union_node.tag_branches.empty()) {
+      // The tag of a union of objects (frames()[depth_], just closed, holds the literals still
+      // matching and the bytes read): the object goes on as the branch its value names.
+      const Frame& tag = frames()[depth_];
+      const Node& values = NodeOf(tag);
+      for (uint64_t m = tag.candidates; m != 0; m &= m - 1) {
+        const int i = __builtin_ctzll(m);
+        if (values.literals[i].size() == tag.pos) {
+          parent.node = union_node.tag_branches[i];
+          parent.pos = 1;  // the branch's first property is the tag
+        }
+      }
+    }
+  }
   if (parent.phase == kMapValue) parent.phase = kMapAfter;
   if (parent.phase == kArrValue) {
     parent.phase = kArrAfter;
