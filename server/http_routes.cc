@@ -125,7 +125,7 @@ HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
     case Route::kDetokenize: {
       absl::StatusOr<Json> parsed = ParseJsonBody(body);
       if (!parsed.ok()) return StatusReply(parsed.status());
-      return StatusReply(match.route == Route::kTokenize ? Tokenize(*parsed, ctx.model)
+      return StatusReply(match.route == Route::kTokenize ? Tokenize(*parsed, ctx.model, body)
                                                          : Detokenize(*parsed, ctx.model));
     }
     case Route::kLive:

@@ -52,12 +52,12 @@ absl::StatusOr<Json> GetModel(const ModelContext& ctx, const std::string& id, in
   return ModelCard(ctx, created);
 }
 
-absl::StatusOr<Json> Tokenize(const Json& body, const ModelContext& ctx) {
+absl::StatusOr<Json> Tokenize(const Json& body, const ModelContext& ctx, std::string_view raw_body) {
   PENG_RETURN_IF_ERROR(CheckModel(body, ctx));
   const Tokenizer& tok = *ctx.tokenizer;
   std::vector<int32_t> ids;
   if (body.contains("messages")) {
-    PENG_ASSIGN_OR_RETURN(std::string text, RenderChatPrompt(body, ctx));
+    PENG_ASSIGN_OR_RETURN(std::string text, RenderChatPrompt(body, ctx, nullptr, raw_body));
     // vLLM: add_special_tokens defaults to false for chat (the template adds them).
     PENG_ASSIGN_OR_RETURN(bool add_special, OptionalBool(body, "add_special_tokens", false));
     ids = add_special ? EncodeChatPrompt(text, tok)

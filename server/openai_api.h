@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
@@ -19,7 +20,9 @@ absl::StatusOr<nlohmann::json> GetModel(const ModelContext& ctx, const std::stri
                                         int64_t created);
 // {"prompt": str, "add_special_tokens": bool = true} or {"messages": [...],
 // "add_generation_prompt": bool = true} -> {"count", "max_model_len", "tokens", "token_strs"}.
-absl::StatusOr<nlohmann::json> Tokenize(const nlohmann::json& body, const ModelContext& ctx);
+// `raw_body` (may be empty): the request text, for the tools' parameters in the client's order.
+absl::StatusOr<nlohmann::json> Tokenize(const nlohmann::json& body, const ModelContext& ctx,
+                                        std::string_view raw_body = {});
 // {"tokens": [ids]} -> {"prompt": text}.
 absl::StatusOr<nlohmann::json> Detokenize(const nlohmann::json& body, const ModelContext& ctx);
 

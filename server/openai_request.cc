@@ -33,7 +33,7 @@ const absl::flat_hash_set<std::string>& CommonFields() {
 const absl::flat_hash_set<std::string>& ChatFields() {
   static const auto* f = new absl::flat_hash_set<std::string>{
       "messages", "max_completion_tokens", "top_logprobs", "add_generation_prompt",
-      "continue_final_message", "chat_template_kwargs", "tools", "tool_choice"};
+      "continue_final_message", "chat_template_kwargs", "tools", "tool_choice", "parallel_tool_calls"};
   return *f;
 }
 const absl::flat_hash_set<std::string>& CompletionFields() {
@@ -190,8 +190,26 @@ absl::StatusOr<std::string> MessageContent(const Json& m, size_t i) {
                                            "list of content parts"));
 }
 
-absl::Status ParseMessages(const Json& body, const ModelContext& ctx, CompletionJob* job) {
-  PENG_ASSIGN_OR_RETURN(std::string text, RenderChatPrompt(body, ctx));
+absl::Status ParseMessages(const Json& body, std::string_view raw_body, const ModelContext& ctx, CompletionJob* job) {
+  ToolRequest tools;
+  PENG_ASSIGN_OR_RETURN(std::string text, RenderChatPrompt(body, ctx, &tools, raw_body));
+  if (tools.choice != ToolChoice::kNone) {
+    if (tools.Constrained()) {
+      if (job->json_object || job->json_schema != nullptr || job->guided_choice != nullptr) {
+        return BadParam("tool_choice", "tool_choice 'required' or a named function constrains the reply "
+                                       "already; it cannot be combined with response_format or guided_*");
+      }
+      const nlohmann::ordered_json schema = ToolCallSchema(tools);
+      absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
+          ctx.schemas != nullptr ? ctx.schemas->Compile(schema, /*object_root=*/false)
+                                 : JsonSchema::Compile(schema, /*object_root=*/false);
+      if (!compiled.ok()) {
+        return BadParam("tools", absl::StrCat("a function's parameters: ", compiled.status().message()));
+      }
+      job->json_schema = *std::move(compiled);
+    }
+    job->tools = std::make_shared<const ToolRequest>(std::move(tools));
+  }
   job->prompts.push_back(EncodeChatPrompt(text, *ctx.tokenizer));
   job->prompt_texts.push_back(std::move(text));
   if (job->prompts.back().empty()) return BadParam("messages", "the rendered prompt is empty");
@@ -311,7 +329,9 @@ absl::Status ParseSampling(const Json& body, const ModelContext& ctx, Completion
 
 }  // namespace
 
-absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContext& ctx) {
+absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContext& ctx, ToolRequest* tools_out,
+                                             std::string_view raw_body) {
+  PENG_ASSIGN_OR_RETURN(ToolRequest tools, ParseToolRequest(body, raw_body));
   const Json* msgs = Field(body, "messages");
   if (msgs == nullptr) return BadParam("messages", "'messages' is required");
   if (!msgs->is_array() || msgs->empty()) {
@@ -360,8 +380,6 @@ absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContex
     if (!kw->is_object()) return TypeError("chat_template_kwargs", "an object");
     extra = *kw;
   }
-  if (const Json* tools = Field(body, "tools")) extra["tools"] = *tools;
-
   const Tokenizer& tok = *ctx.tokenizer;
   if (ctx.chat_template == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -370,6 +388,13 @@ absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContex
                                         : ctx.chat_template_error,
         "; use /v1/completions or configure a chat template"));
   }
+  if (TemplateRendersTools(*ctx.chat_template)) {
+    if (const Json* t = Field(body, "tools")) extra["tools"] = *t;
+    PENG_RETURN_IF_ERROR(ArgumentsAsObjects(&messages));
+  } else {
+    PENG_RETURN_IF_ERROR(WriteToolsIntoMessages(tools.choice == ToolChoice::kNone ? nullptr : &tools, &messages));
+  }
+  if (tools_out != nullptr) *tools_out = std::move(tools);
   const std::string bos = tok.bos_id() >= 0 ? tok.TokenPiece(tok.bos_id()) : std::string();
   const std::string eos = tok.eos_id() >= 0 ? tok.TokenPiece(tok.eos_id()) : std::string();
   absl::StatusOr<std::string> text =
@@ -464,27 +489,16 @@ absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
 namespace {
 
 // Fields that ask for something Peng does not do. Ignoring them would hand the client prose
-// where it expects a schema's JSON, a tool call or a ranked best-of, so they are 400s (as in
-// vLLM when the feature is off). Their harmless settings pass: tool_choice "none", best_of
-// equal to n. response_format is read by ParseResponseFormat.
+// where it expects a function call, an insertion or a ranked best-of, so they are 400s (as in
+// vLLM when the feature is off). Their harmless settings pass: best_of equal to n.
+// response_format is read by ParseResponseFormat, tools by ParseToolRequest.
 absl::Status RejectUnsupported(ApiKind kind, const Json& body) {
   const auto unsupported = [](const char* param, absl::string_view what) {
     return BadParam(param, absl::StrCat(what, " is not supported by this server"));
   };
   if (kind == ApiKind::kChat) {
-    if (const Json* tc = Field(body, "tool_choice"); tc != nullptr && !(tc->is_string() && *tc == "none")) {
-      return unsupported("tool_choice", "Tool calling (tool_choice other than \"none\")");
-    }
-    // With tools and no tool_choice, OpenAI's default is "auto": the client expects tool_calls,
-    // which this server does not produce (as vLLM without --enable-auto-tool-choice).
-    if (const Json* tools = Field(body, "tools");
-        tools != nullptr && !(tools->is_array() && tools->empty()) && Field(body, "tool_choice") == nullptr) {
-      return BadParam("tools", "Tool calling is not supported by this server (tools with the default "
-                               "tool_choice \"auto\"); pass tool_choice \"none\" to only render the tools "
-                               "into the prompt");
-    }
     if (Field(body, "functions") != nullptr || Field(body, "function_call") != nullptr) {
-      return unsupported("functions", "Function calling");
+      return unsupported("functions", "The legacy functions / function_call (use tools and tool_choice)");
     }
   } else if (const Json* suffix = Field(body, "suffix"); suffix != nullptr && !(suffix->is_string() && suffix->get<std::string>().empty())) {
     return unsupported("suffix", "suffix (insertion)");
@@ -506,9 +520,8 @@ namespace {
 // response_format: "text" (the default), "json_object" (JSON mode: the output is one JSON
 // object, engine/json_constraint.h) or "json_schema" (one document of the schema,
 // engine/json_schema.h; a schema outside the supported subset is a 400 that names the keyword).
-// `value` (found at `path` in the request) with its objects' keys in the client's order: read
-// again from the request text as ordered_json (nlohmann::json sorts keys), or, without the
-// text, in sorted order.
+}  // namespace
+
 nlohmann::ordered_json InClientOrder(const Json& value, std::string_view raw_body,
                                      std::initializer_list<const char*> path) {
   if (!raw_body.empty()) {
@@ -529,6 +542,8 @@ nlohmann::ordered_json InClientOrder(const Json& value, std::string_view raw_bod
   }
   return nlohmann::ordered_json::parse(value.dump());
 }
+
+namespace {
 
 absl::Status CompileSchema(const char* param, const nlohmann::ordered_json& schema, const ModelContext& ctx,
                            CompletionJob* job) {
@@ -674,7 +689,7 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
       max_tokens = mct;
       max_param = "max_completion_tokens";
     }
-    PENG_RETURN_IF_ERROR(ParseMessages(body, ctx, &job));
+    PENG_RETURN_IF_ERROR(ParseMessages(body, raw_body, ctx, &job));
   } else {
     PENG_ASSIGN_OR_RETURN(std::optional<bool> echo, GetBool(body, "echo"));
     job.echo = echo.value_or(false);

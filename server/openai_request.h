@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -17,6 +19,7 @@
 #include "engine/json_schema.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/request.h"
+#include "server/openai_tools.h"
 
 namespace peng {
 class ChatTemplate;
@@ -66,6 +69,9 @@ struct CompletionJob {
   bool json_object = false;     // response_format {"type": "json_object"}: GenerateRequest::json_object
   std::shared_ptr<const JsonSchema> json_schema;  // response_format json_schema, compiled
   std::shared_ptr<const ChoiceSet> guided_choice;  // vLLM's guided_choice
+  // Chat with tool_choice other than "none" (server/openai_tools.h): the reply's calls are read
+  // back from its text; a constrained choice also sets json_schema.
+  std::shared_ptr<const ToolRequest> tools;
 
   // stop.max_tokens for prompt `i`: the request's value, or the rest of the context.
   int64_t MaxTokensFor(size_t i) const {
@@ -83,15 +89,23 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const nlohman
                                                      std::vector<std::string>* ignored_fields,
                                                      std::string_view raw_body = {});
 
-// Chat: validates `messages` (plus add_generation_prompt, chat_template_kwargs, tools) and
-// renders them with the chat template. Shared by chat completions and /tokenize.
-absl::StatusOr<std::string> RenderChatPrompt(const nlohmann::json& body, const ModelContext& ctx);
+// Chat: validates `messages` (plus add_generation_prompt, chat_template_kwargs, tools,
+// tool_choice) and renders them with the chat template. Shared by chat completions and
+// /tokenize. `tools` (may be null) receives the request's tools.
+absl::StatusOr<std::string> RenderChatPrompt(const nlohmann::json& body, const ModelContext& ctx,
+                                             ToolRequest* tools = nullptr, std::string_view raw_body = {});
 // continue_final_message: `rendered` cut right after the final message's text, so that the
 // model continues it (a 400 when the template does not render that text as sent).
 absl::StatusOr<std::string> CutAfterFinalMessage(const std::string& rendered, const std::string& final_text);
 // Tokenizes a rendered chat prompt: control tokens parsed, BOS added only when the model adds
 // one and the text does not already start with the BOS token's text.
 std::vector<int32_t> EncodeChatPrompt(const std::string& text, const Tokenizer& tokenizer);
+
+// `value` (found at `path` in the request) with its objects' keys in the client's order: read
+// again from the request text as ordered_json (nlohmann::json sorts keys), or, without the
+// text, in sorted order.
+nlohmann::ordered_json InClientOrder(const nlohmann::json& value, std::string_view raw_body,
+                                     std::initializer_list<const char*> path);
 
 // Parses the raw body text first: invalid JSON, a non-object body and nesting deeper than
 // kMaxJsonDepth are 400s.

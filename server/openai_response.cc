@@ -11,6 +11,19 @@ namespace {
 
 using Json = nlohmann::ordered_json;  // keys in insertion order: top_logprobs go out ranked
 
+Json ToolCallsJson(const std::vector<ToolCall>& calls, bool stream) {
+  Json out = Json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    Json call;
+    if (stream) call["index"] = i;
+    call["id"] = calls[i].id;
+    call["type"] = "function";
+    call["function"] = {{"name", calls[i].name}, {"arguments", calls[i].arguments}};
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
 Json Bytes(const std::string& piece) {
   Json b = Json::array();
   for (unsigned char c : piece) b.push_back(static_cast<int>(c));
@@ -41,6 +54,7 @@ CompletionResponder::CompletionResponder(const CompletionJob& job, const Tokeniz
     prompt_tokens_[p] = static_cast<int64_t>(job.prompts[p].size());
     for (int j = 0; j < job.n; ++j) {
       Choice& c = choices_[p * job.n + j];
+      if (job.tools != nullptr && job.stream) c.tool_stream.emplace(job.tools.get());
       if (job.echo) {
         c.text = job.prompt_texts[p];
         c.text_offset.Add(c.text);
@@ -206,15 +220,39 @@ std::vector<std::string> CompletionResponder::StreamEvent(int prompt_index,
   Json lp = EventLogprobs(index / job_.n, event, c);
   const bool finished = c.finish != FinishReason::kNone;
   const bool has_logprobs = !lp.is_null() && !lp[job_.kind == ApiKind::kChat ? "content" : "tokens"].empty();
-  if (event.text.empty() && !finished && !has_logprobs) return {};
+  std::string text = event.text;
+  std::vector<ToolCall> calls;
+  if (c.tool_stream) {  // text that may be calls waits; at the end, the calls
+    text = c.tool_stream->Feed(text);
+    if (finished) {
+      ToolReply reply = c.tool_stream->Finish();
+      calls = std::move(reply.calls);
+      // Blank text before calls is not content (as in the collected body).
+      if (calls.empty() || reply.content.find_first_not_of(" \t\r\n") != std::string::npos) text += reply.content;
+    }
+  }
+  if (text.empty() && !finished && !has_logprobs) return {};
   Json choice{{"index", index}, {"logprobs", std::move(lp)}};
   if (job_.kind == ApiKind::kChat) {
-    choice["delta"] = event.text.empty() ? Json::object() : Json{{"content", event.text}};
+    choice["delta"] = text.empty() ? Json::object() : Json{{"content", text}};
+    if (!calls.empty()) {
+      // The calls in a chunk of their own, then the finish (as OpenAI streams them).
+      choice["delta"]["tool_calls"] = ToolCallsJson(calls, /*stream=*/true);
+      choice["finish_reason"] = nullptr;
+      Json chunk = ChunkBase();
+      chunk["choices"] = Json::array({std::move(choice)});
+      Json end = ChunkBase();
+      end["choices"] = Json::array({{{"index", index},
+                                     {"delta", Json::object()},
+                                     {"logprobs", nullptr},
+                                     {"finish_reason", FinishReasonOf(c, true)}}});
+      return {DumpJson(chunk), DumpJson(end)};
+    }
   } else {
     choice["text"] = c.echo_pending ? job_.prompt_texts[index / job_.n] + event.text : event.text;
     c.echo_pending = false;
   }
-  choice["finish_reason"] = finished ? Json(FinishReasonName(c.finish)) : Json(nullptr);
+  choice["finish_reason"] = finished ? FinishReasonOf(c, false) : Json(nullptr);
   Json chunk = ChunkBase();
   chunk["choices"] = Json::array({std::move(choice)});
   return {DumpJson(chunk)};
@@ -249,6 +287,12 @@ Json CompletionResponder::Usage() const {
               {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
+Json CompletionResponder::FinishReasonOf(const Choice& c, bool has_calls) const {
+  if (c.finish == FinishReason::kNone) return nullptr;
+  if (has_calls && c.finish == FinishReason::kStop) return "tool_calls";
+  return FinishReasonName(c.finish);
+}
+
 bool CompletionResponder::NothingServed() const {
   for (const Choice& c : choices_) {
     if (c.finish != FinishReason::kAbort || c.completion_tokens > 0) return false;
@@ -261,14 +305,20 @@ std::string CompletionResponder::Body() const {
   for (int i = 0; i < num_choices(); ++i) {
     const Choice& c = choices_[i];
     Json choice{{"index", i}};
-    if (job_.kind == ApiKind::kChat) {
+    bool has_calls = false;
+    if (job_.kind == ApiKind::kChat && job_.tools != nullptr) {
+      ToolReply reply = ExtractToolCalls(c.text, *job_.tools);
+      has_calls = !reply.calls.empty();
+      const bool blank = reply.content.find_first_not_of(" \t\r\n") == std::string::npos;
+      choice["message"] = {{"role", "assistant"}, {"content", has_calls && blank ? Json(nullptr) : Json(reply.content)}};
+      if (has_calls) choice["message"]["tool_calls"] = ToolCallsJson(reply.calls, /*stream=*/false);
+    } else if (job_.kind == ApiKind::kChat) {
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};
     } else {
       choice["text"] = c.text;
     }
     choice["logprobs"] = job_.want_logprobs ? c.logprobs : Json(nullptr);
-    choice["finish_reason"] =
-        c.finish == FinishReason::kNone ? Json(nullptr) : Json(FinishReasonName(c.finish));
+    choice["finish_reason"] = FinishReasonOf(c, has_calls);
     choices.push_back(std::move(choice));
   }
   Json body{{"id", id_},

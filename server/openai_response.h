@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,7 +69,10 @@ class CompletionResponder {
     CharOffset text_offset;       // completions logprobs: offset of the next token
     bool prompt_logprobs_done = false;  // echo + logprobs: the prompt's entries are out
     bool echo_pending = false;    // streaming echo + logprobs: the prompt text goes out with them
+    std::optional<ToolCallStream> tool_stream;  // streaming chat with tools: text held back from the calls
   };
+  // finish_reason as sent: "tool_calls" for a reply that stopped after its calls.
+  nlohmann::ordered_json FinishReasonOf(const Choice& c, bool has_calls) const;
 
   Choice& ChoiceOf(int prompt_index, const TokenEvent& event, int* index);
   void NoteUsage(int prompt_index, const TokenEvent& event, Choice& c);
