@@ -70,6 +70,11 @@ absl::StatusOr<ToolRequest::Function> ParseFunction(const OJson& tool, size_t i)
   if (const auto p = fn->find("parameters"); p != fn->end() && !p->is_null()) {
     if (!p->is_object()) return bad(".function.parameters must be a JSON schema (an object)");
     out.parameters = *p;
+    // Arguments are an object: a schema that does not say ({} included) means one.
+    if (!p->contains("type") && !p->contains("$ref") && !p->contains("anyOf") && !p->contains("oneOf") &&
+        !p->contains("allOf")) {
+      out.parameters["type"] = "object";
+    }
   }
   return out;
 }
@@ -100,8 +105,30 @@ absl::StatusOr<std::vector<std::pair<std::string, OJson>>> HistoryCalls(const Js
   return out;
 }
 
+// JSON text as Python's json.dumps writes it (", " and ": "), the way templates and models
+// trained on them show tools and calls.
+std::string Dumps(const OJson& value) {
+  const std::string compact = value.dump(-1, ' ', false, OJson::error_handler_t::replace);
+  std::string out;
+  out.reserve(compact.size() + compact.size() / 8);
+  bool in_string = false, escaped = false;
+  for (const char c : compact) {
+    out.push_back(c);
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == ',' || c == ':') {
+      out.push_back(' ');
+    }
+  }
+  return out;
+}
+
 std::string CallText(const std::string& name, const OJson& arguments) {
-  return OJson{{"name", name}, {"arguments", arguments}}.dump(-1, ' ', false, OJson::error_handler_t::replace);
+  return Dumps(OJson{{"name", name}, {"arguments", arguments}});
 }
 
 // Moves the `$defs` / `definitions` of one function's parameters to `defs` under `prefix`
@@ -302,9 +329,7 @@ absl::Status WriteToolsIntoMessages(const ToolRequest* tools, std::vector<ChatMe
     OJson fn{{"name", f.name}};
     if (!f.description.empty()) fn["description"] = f.description;
     fn["parameters"] = f.parameters;
-    absl::StrAppend(&listing, OJson{{"type", "function"}, {"function", std::move(fn)}}.dump(-1, ' ', false,
-                                                                                             OJson::error_handler_t::replace),
-                    "\n");
+    absl::StrAppend(&listing, Dumps(OJson{{"type", "function"}, {"function", std::move(fn)}}), "\n");
   }
   const std::string system = absl::StrCat(
       "# Tools\n\nYou may call one or more of these functions to answer the user. Their signatures are "

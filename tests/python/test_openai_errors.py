@@ -226,10 +226,6 @@ UNSUPPORTED = [
     ("chat", {"response_format": {"type": "xml"}}, "response_format"),
     ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
         "type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}}}}, "response_format"),
-    ("chat", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-              "tool_choice": "auto"}, "tool_choice"),
-    ("chat", {"tool_choice": "required"}, "tool_choice"),
-    ("chat", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
     ("chat", {"functions": [{"name": "f", "parameters": {}}]}, "functions"),
     ("completion", {"suffix": "the end"}, "suffix"),
     ("completion", {"best_of": 3}, "best_of"),
@@ -238,7 +234,7 @@ UNSUPPORTED = [
 
 @pytest.mark.parametrize("kind,extra,param", UNSUPPORTED, ids=[p + "-" + str(i) for i, (_, _, p) in enumerate(UNSUPPORTED)])
 def test_unsupported_features_are_refused_not_ignored(http, kind, extra, param):
-    # Schemas, tool calls, insertion and best-of would silently come back as plain text.
+    # Schemas, legacy function calls, insertion and best-of would silently come back as plain text.
     path, body = endpoint(kind, max_tokens=2, **extra)
     err = assert_error(http.post(path, json=body), 400, param=param)
     assert "not supported" in err["message"], err
