@@ -58,7 +58,7 @@ WEIRD = [
     list(range(20_000)), [-5, 49_152, 10**9], {"1": 1e9}, {"x": "y"},
 ]
 UNKNOWN = ["foo", "tools", "response_format", "functions", "tool_choice", "max_completion_tokens",
-           "prompt_logprobs", "stream"]
+           "prompt_logprobs", "stream", "parallel_tool_calls"]
 
 
 def mutate_json(rng: random.Random, base: dict) -> dict:

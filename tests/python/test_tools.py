@@ -185,3 +185,49 @@ def test_bad_tool_requests_are_400s(http, extra, param):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **extra}
     assert_error(http.post("/v1/chat/completions", json=body), 400, param=param)
     assert http.get("/health").status_code == 200
+
+
+def test_mutated_tool_requests_get_an_answer_and_never_a_crash(http):
+    # Random values at random places inside tools, tool_choice and a call history: each request
+    # is served or refused with OpenAI's error body, and the server stays healthy.
+    import copy
+    import random
+
+    from test_api_fuzz import WEIRD, check_error_body
+
+    base = {"model": MODEL, "max_tokens": 6, "tools": TOOLS, "tool_choice": "required",
+            "messages": [{"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": None, "tool_calls": [
+                             {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+                         {"role": "tool", "tool_call_id": "c", "content": "ok"}]}
+
+    def spots(node, path=()):
+        yield path
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from spots(v, path + (k,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from spots(v, path + (i,))
+
+    rng = random.Random(7)
+    statuses = {}
+    for i in range(200):
+        body = copy.deepcopy(base)
+        body["tool_choice"] = rng.choice(["required", "auto", "none",
+                                          {"type": "function", "function": {"name": "book_flight"}}])
+        for _ in range(rng.choice([1, 1, 2])):
+            paths = [p for p in spots(body) if p and p[0] in ("tools", "tool_choice", "messages")]
+            path = rng.choice(paths)
+            at = body
+            for k in path[:-1]:
+                at = at[k]
+            at[path[-1]] = copy.deepcopy(rng.choice(WEIRD))
+        r = http.post("/v1/chat/completions", content=json.dumps(body, allow_nan=True),
+                      headers={"content-type": "application/json"})
+        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        assert r.status_code in (200, 400, 404), (i, r.status_code, r.text[:300])
+        if r.status_code != 200:
+            check_error_body(r, f"request {i}")
+    assert statuses.get(200, 0) > 20 and statuses.get(400, 0) > 20, statuses
+    assert http.get("/health").status_code == 200
