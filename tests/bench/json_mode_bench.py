@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""What JSON mode and structured output cost: the same chat requests as plain text, with
-response_format json_object and with a json_schema (a record of name, age, role enum, nested
-address and a list), one at a time (concurrency 1), against a running server. Prints a table of
-decode rate (generated tokens / (end - first token)), mean time to first token and how many
-outputs ended by themselves as one JSON object (Python's json module is the judge), then the
-ratios to plain text.
+"""What JSON mode, structured output and tool calls cost: the same chat requests as plain text,
+with response_format json_object, with a json_schema (a record of name, age, role enum, nested
+address and a list), and with two tools and tool_choice "required" (one call), one at a time
+(concurrency 1), against a running server. Prints a table of decode rate (generated tokens /
+(end - first token); tool calls arrive whole at the end, so not for them), end-to-end rate
+(generated tokens / request time), mean time to first token and how many outputs ended by
+themselves as one JSON object or as calls, then the ratios to plain text.
 
   .venv/bin/python tests/bench/json_mode_bench.py --base-url http://127.0.0.1:8000 --rounds 2
 """
@@ -32,16 +33,24 @@ SCHEMA = {"type": "object", "properties": {
     "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5}},
     "required": ["name", "age", "role", "address", "tags"]}
 FORMATS = {"text": None, "json_object": {"type": "json_object"},
-           "json_schema": {"type": "json_schema", "json_schema": {"name": "record", "schema": SCHEMA}}}
+           "json_schema": {"type": "json_schema", "json_schema": {"name": "record", "schema": SCHEMA}},
+           "tools": None}
+TOOLS = [{"type": "function", "function": {"name": "save_record", "description": "Save a record",
+                                           "parameters": SCHEMA}},
+         {"type": "function", "function": {"name": "search", "description": "Search the web", "parameters": {
+             "type": "object", "properties": {"query": {"type": "string", "maxLength": 80}}, "required": ["query"]}}}]
 
 
 def run(client, model: str, mode: str, max_tokens: int, seeds: int) -> dict:
-    tokens = 0
-    decode_s = 0.0
+    tokens = e2e_tokens = 0
+    decode_s = e2e_s = 0.0
     ttfts, objects, ended = [], 0, 0
     for ask in ASKS:
         for seed in range(seeds):
             extra = {"response_format": FORMATS[mode]} if FORMATS[mode] else {}
+            if mode == "tools":
+                extra = {"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False}
+            calls = []
             t0 = time.perf_counter()
             first = None
             text, finish, usage = "", None, None
@@ -55,8 +64,15 @@ def run(client, model: str, mode: str, max_tokens: int, seeds: int) -> dict:
                     if c.delta.content:
                         first = first or time.perf_counter()
                         text += c.delta.content
+                    calls += c.delta.tool_calls or []
                     finish = c.finish_reason or finish
             end = time.perf_counter()
+            e2e_tokens += usage.completion_tokens
+            e2e_s += end - t0
+            if mode == "tools":  # calls come whole at the end: no decode rate or TTFT
+                ended += finish == "tool_calls"
+                objects += bool(calls) and all(isinstance(json.loads(c.function.arguments), dict) for c in calls)
+                continue
             ttfts.append((first or end) - t0)
             if usage.completion_tokens > 1 and first is not None:
                 tokens += usage.completion_tokens - 1
@@ -67,7 +83,8 @@ def run(client, model: str, mode: str, max_tokens: int, seeds: int) -> dict:
                     objects += isinstance(json.loads(text), dict)
                 except json.JSONDecodeError:
                     pass
-    return {"tok_s": tokens / decode_s, "ttft_ms": 1e3 * statistics.mean(ttfts), "ended": ended,
+    return {"tok_s": tokens / decode_s if decode_s else None, "e2e_tok_s": e2e_tokens / e2e_s,
+            "ttft_ms": 1e3 * statistics.mean(ttfts) if ttfts else None, "ended": ended,
             "objects": objects, "requests": len(ASKS) * seeds}
 
 
@@ -80,18 +97,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="plain and JSON runs, alternating")
     args = ap.parse_args()
     client = openai.OpenAI(base_url=args.base_url + "/v1", api_key="x", timeout=300, max_retries=0)
-    print("| round | mode | decode tok/s | mean TTFT ms | ended by themselves | of which JSON objects |")
-    print("|---|---|---|---|---|---|")
+    print("| round | mode | decode tok/s | end-to-end tok/s | mean TTFT ms | ended by themselves | "
+          "of which JSON objects (tools: calls) |")
+    print("|---|---|---|---|---|---|---|")
     rates = {mode: [] for mode in FORMATS}
+    e2e = {mode: [] for mode in FORMATS}
+    fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
     for r in range(args.rounds):
         for mode in FORMATS:
             m = run(client, args.model, mode, args.max_tokens, args.seeds)
             rates[mode].append(m["tok_s"])
-            print(f"| {r + 1} | {mode} | {m['tok_s']:.1f} | {m['ttft_ms']:.1f} | "
+            e2e[mode].append(m["e2e_tok_s"])
+            print(f"| {r + 1} | {mode} | {fmt(m['tok_s'])} | {m['e2e_tok_s']:.1f} | {fmt(m['ttft_ms'])} | "
                   f"{m['ended']}/{m['requests']} | {m['objects']} |", flush=True)
     print()
     for mode in ("json_object", "json_schema"):
         print(f"{mode} decode rate / plain: {statistics.mean(rates[mode]) / statistics.mean(rates['text']):.3f}")
+    for mode in ("json_object", "json_schema", "tools"):
+        print(f"{mode} end-to-end rate / plain: {statistics.mean(e2e[mode]) / statistics.mean(e2e['text']):.3f}")
 
 
 if __name__ == "__main__":
