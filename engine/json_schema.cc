@@ -253,12 +253,7 @@ class SchemaCompiler {
 
   absl::StatusOr<int32_t> Typed(const Json& s, const std::string& type, const std::string& path) {
     if (type == "string") return String(s, path);
-    if (type == "number") {
-      for (const char* key : {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}) {
-        if (s.contains(key)) return Bad(absl::StrCat(path, ".", key), "bounds are supported on integers only");
-      }
-      return Add(Primitive(Kind::kNumber), path);
-    }
+    if (type == "number") return Number(s, path);
     if (type == "integer") return Integer(s, path);
     if (type == "boolean") return Add(Literals({"true", "false"}), path);
     if (type == "null") return Add(Literals({"null"}), path);
@@ -350,6 +345,39 @@ class SchemaCompiler {
       n.first.reset();
       if (n.min_value < 0) n.first.set('-');
       for (char c = '0'; c <= '9'; ++c) n.first.set(c);
+    }
+    return Add(std::move(n), path);
+  }
+
+  // Number bounds from minimum / maximum and their exclusive forms (numbers, or draft 4's
+  // booleans beside minimum / maximum); the tightest of each side wins.
+  absl::StatusOr<int32_t> Number(const Json& s, const std::string& path) {
+    Node n = Primitive(Kind::kNumber);
+    struct Bound {
+      const char* key;
+      bool upper, exclusive;
+    };
+    for (const auto& [key, upper, exclusive_key] : {Bound{"minimum", false, false}, Bound{"maximum", true, false},
+                                                    Bound{"exclusiveMinimum", false, true},
+                                                    Bound{"exclusiveMaximum", true, true}}) {
+      const auto it = s.find(key);
+      if (it == s.end() || it->is_boolean()) continue;
+      if (!it->is_number()) return Bad(absl::StrCat(path, ".", key), "must be a number");
+      const double v = it->get<double>();
+      if (!std::isfinite(v)) return Bad(absl::StrCat(path, ".", key), "must be finite");
+      const auto draft4 = s.find(upper ? "exclusiveMaximum" : "exclusiveMinimum");
+      const bool open = exclusive_key || (draft4 != s.end() && draft4->is_boolean() && draft4->get<bool>());
+      if (upper && (v < n.max_real || (v == n.max_real && open))) {
+        n.max_real = v;
+        n.max_open = open;
+      } else if (!upper && (v > n.min_real || (v == n.min_real && open))) {
+        n.min_real = v;
+        n.min_open = open;
+      }
+      n.bounded = true;
+    }
+    if (n.min_real > n.max_real || (n.min_real == n.max_real && (n.min_open || n.max_open))) {
+      return Bad(path, "no number lies within its bounds");
     }
     return Add(std::move(n), path);
   }

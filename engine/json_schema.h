@@ -6,7 +6,8 @@
 //   type (one or a list), properties, required, items, minItems, maxItems, enum, const,
 //   pattern (engine/byte_regex.h), minLength, maxLength (in characters: UTF-8 sequences and
 //   escapes count one each), minimum / maximum / exclusiveMinimum / exclusiveMaximum on
-//   integers (within int64), anyOf / oneOf whose branches start with different bytes or are
+//   integers (within int64) and numbers (written without an exponent, at most 15
+//   significant and 20 fraction digits, compared as Python compares floats), anyOf / oneOf whose branches start with different bytes or are
 //   objects told apart by a tag (a property every branch requires, with const / enum values
 //   no two branches share: pydantic's discriminated unions),
 //   allOf of one schema, $ref to "#/$defs/..." or "#/definitions/..." (recursion allowed),
@@ -20,6 +21,7 @@
 
 #include <bitset>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -59,8 +61,11 @@ class JsonSchema {
     std::vector<int32_t> alternatives;    // kAnyOf
     int32_t regex = -1;                   // kPattern
     int64_t min_length = 0, max_length = -1;  // kString, kPattern: characters; -1: no bound
-    bool bounded = false;                 // kInteger with minimum / maximum (inclusive here)
-    int64_t min_value = INT64_MIN, max_value = INT64_MAX;
+    bool bounded = false;                 // kInteger / kNumber with minimum / maximum
+    int64_t min_value = INT64_MIN, max_value = INT64_MAX;  // kInteger: inclusive
+    // kNumber: the bounds as doubles, each inclusive unless marked open (exclusive*).
+    double min_real = -HUGE_VAL, max_real = HUGE_VAL;
+    bool min_open = false, max_open = false;
     std::bitset<256> first;               // bytes a value of this node may start with
     // kObject standing for a union of objects told apart by a tag: its one property is the
     // tag (kLiterals, every branch's values); once the tag's value is written, the object

@@ -179,6 +179,105 @@ bool SchemaGrammar::BoundedDigit(const JsonSchema::Node& n, Frame& f, uint8_t c)
   return true;
 }
 
+namespace {
+
+// Bounded numbers: the digits as a mantissa of at most 15 digits (so it is exact, and distinct
+// values stay distinct as doubles), at most 20 of them after the point, no exponent.
+constexpr uint64_t kMaxMantissa = 999'999'999'999'999;
+constexpr int kMaxFraction = 20;
+
+long double Pow10(int k) {
+  long double p = 1;
+  while (k-- > 0) p *= 10;
+  return p;
+}
+
+bool AboveMin(const JsonSchema::Node& n, long double v) { return n.min_open ? v > n.min_real : v >= n.min_real; }
+bool BelowMax(const JsonSchema::Node& n, long double v) { return n.max_open ? v < n.max_real : v <= n.max_real; }
+
+int MantissaLength(uint64_t m) {
+  int n = 0;
+  for (; m != 0; m /= 10) ++n;
+  return n;
+}
+
+// Whether some magnitude in [a, b], with the sign, meets the node's bounds. Values are a
+// mantissa of at most 15 digits over a power of ten, computed in long double: within 2^-64 of
+// the decimal, so a comparison with a double bound decides as Python's float comparison does,
+// or refuses a value within half a double's ulp of a bound.
+bool Meets(const JsonSchema::Node& n, bool negative, long double a, long double b) {
+  if (!negative) return BelowMax(n, a) && AboveMin(n, b);
+  return BelowMax(n, -b) && AboveMin(n, -a);
+}
+
+// The largest value that continues mantissa m (`frac` digits after the point): m followed by
+// nines up to the digit limits, computed as the end check computes that number.
+long double Largest(uint64_t m, int frac) {
+  const int r = std::min(15 - MantissaLength(m), kMaxFraction - frac);
+  return (static_cast<long double>(m + 1) * Pow10(r) - 1) / Pow10(frac + r);
+}
+
+// Whether some number that starts as written (`digits` digits forming mantissa m, `frac` of them
+// after the point when `dot`) lies within the bounds. The numbers it can become run from the
+// written value to Largest (through every value of the finest step: only bounds closer than that
+// step, past 15 significant digits, could leave a gap).
+bool NumberReachable(const JsonSchema::Node& n, bool negative, bool dot, uint64_t m, int digits, int frac) {
+  if (digits == 0) return Meets(n, negative, 0, HUGE_VALL);
+  if (dot) {
+    const bool room = m <= (kMaxMantissa - 9) / 10 && frac < kMaxFraction;
+    if (frac == 0 && !room) return false;
+    return Meets(n, negative, m / Pow10(frac), Largest(m, frac));
+  }
+  if (m == 0) return Meets(n, negative, 0, Largest(0, 0));  // "0", then maybe a fraction
+  // k more integer digits (each adding a power of ten), then maybe a fraction.
+  for (int k = 0; MantissaLength(m) + k <= 15; ++k) {
+    const uint64_t low = m * static_cast<uint64_t>(Pow10(k));
+    const uint64_t high = (m + 1) * static_cast<uint64_t>(Pow10(k)) - 1;
+    if (Meets(n, negative, static_cast<long double>(low), Largest(high, 0))) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// One byte of a bounded number: phase bit 0 = negative, bit 1 = point; candidates = mantissa,
+// pos = digits, prop = digits after the point.
+bool SchemaGrammar::BoundedNumberByte(const JsonSchema::Node& n, Frame& f, uint8_t c) {
+  const bool negative = f.phase & 1;
+  bool dot = f.phase & 2;
+  uint64_t m = f.candidates;
+  int digits = f.pos, frac = f.prop;
+  if (c == '-') {
+    if (digits != 0 || negative) return false;
+    f.phase |= 1;
+    return NumberReachable(n, true, false, 0, 0, 0);
+  }
+  if (c == '.') {
+    if (dot || digits == 0) return false;
+    dot = true;
+  } else if (c >= '0' && c <= '9') {
+    if (!dot && digits == 1 && m == 0) return false;  // after a leading zero
+    if (m > (kMaxMantissa - (c - '0')) / 10 || (dot && frac == kMaxFraction)) return false;
+    m = m * 10 + (c - '0');
+    ++digits;
+    frac += dot;
+  } else {
+    return false;
+  }
+  if (!NumberReachable(n, negative, dot, m, digits, frac)) return false;
+  f.phase = static_cast<uint8_t>(negative | (dot << 1));
+  f.candidates = m;
+  f.pos = static_cast<uint16_t>(digits);
+  f.prop = static_cast<uint16_t>(frac);
+  return true;
+}
+
+bool SchemaGrammar::BoundedNumberEnds(const JsonSchema::Node& n, const Frame& f) {
+  if (f.pos == 0 || ((f.phase & 2) && f.prop == 0)) return false;
+  const long double v = f.candidates / Pow10(f.prop);
+  return Meets(n, f.phase & 1, v, v);
+}
+
 SchemaGrammar::Result SchemaGrammar::StartValue(int32_t node, uint8_t c) {
   const auto& nodes = schema_->nodes();
   while (nodes[node].kind == Kind::kAnyOf) {  // branches start with different bytes (Compile)
@@ -210,6 +309,10 @@ SchemaGrammar::Result SchemaGrammar::StartValue(int32_t node, uint8_t c) {
         f.phase = 0;  // see BoundedDigit
         return BoundedDigit(n, f, c) ? kTaken : kRefused;
       }
+      f.sub.Feed(c);
+      return kTaken;
+    case Kind::kNumber:
+      if (n.bounded) return BoundedNumberByte(n, f, c) ? kTaken : kRefused;  // phase etc. start at 0
       f.sub.Feed(c);
       return kTaken;
     case Kind::kLiterals:
@@ -397,6 +500,13 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
       }
       return complete ? kEnded : kRefused;
     }
+    case Kind::kNumber:
+      if (n.bounded) {
+        if ((c >= '0' && c <= '9') || c == '.' || c == '-') return BoundedNumberByte(n, f, c) ? kTaken : kRefused;
+        if (c == 'e' || c == 'E') return kRefused;
+        return BoundedNumberEnds(n, f) ? kEnded : kRefused;
+      }
+      [[fallthrough]];  // to the embedded grammar (kInteger's bounds are not this node's)
     case Kind::kInteger:
       if (n.bounded) {
         if (c >= '0' && c <= '9') return BoundedDigit(n, f, c) ? kTaken : kRefused;

@@ -41,6 +41,8 @@ class SchemaGrammar {
   //   literals: candidates still matching, pos = bytes matched;
   //   pattern: pos = DFA state, prop = characters, candidates = UTF-8 bytes still due;
   //   bounded integer: phase = negative, candidates = magnitude, pos = digits;
+  //   bounded number: phase = negative | point << 1, candidates = mantissa, pos = digits,
+  //           prop = digits after the point;
   //   string, number, free-form value: sub (an embedded JsonGrammar), prop = characters.
   struct Frame {
     int32_t node = 0;
@@ -57,6 +59,8 @@ class SchemaGrammar {
   Result StartValue(int32_t node, uint8_t c);
   bool Push(int32_t node);
   bool BoundedDigit(const JsonSchema::Node& n, Frame& f, uint8_t c);
+  bool BoundedNumberByte(const JsonSchema::Node& n, Frame& f, uint8_t c);
+  static bool BoundedNumberEnds(const JsonSchema::Node& n, const Frame& f);
   // Closes the top value: done at the top, else the parent moves past it.
   void PopValue();
   const JsonSchema::Node& NodeOf(const Frame& f) const { return schema_->nodes()[f.node]; }

@@ -100,7 +100,7 @@ def test_text_format_is_unconstrained(client, fmt):
 # Structured output: response_format json_schema
 
 from datetime import date, datetime  # noqa: E402
-from typing import Annotated, Literal, Optional  # noqa: E402
+from typing import Annotated, Literal, Optional, Union  # noqa: E402
 from uuid import UUID  # noqa: E402
 
 import openai  # noqa: E402
@@ -171,6 +171,36 @@ def test_openai_parse_with_formats_and_patterns(client):
     # integer bounds: pydantic refuses any value that breaks them, so every reply that ends
     # must keep them.
     parsed = parse_replies(client, Booking, "Make up a hotel booking.", max_tokens=200)
+    assert parsed, "no reply ended within 200 tokens"
+
+
+class Review(BaseModel):
+    score: Annotated[float, Field(ge=0, le=1)]
+    price: Annotated[float, Field(gt=0, lt=500)]
+    delta: Annotated[float, Field(ge=-2.5, le=-0.5)]
+
+
+class Pet(BaseModel):
+    kind: Literal["cat"]
+    lives: int
+
+
+class Fish(BaseModel):
+    kind: Literal["fish"]
+    fins: Annotated[int, Field(ge=0, le=8)]
+
+
+class Tank(BaseModel):
+    pets: list[Annotated[Union[Pet, Fish], Field(discriminator="kind")]]
+
+
+def test_openai_parse_with_number_bounds_and_tagged_unions(client):
+    # Float bounds (pydantic ge/gt/le/lt on floats) and a discriminated union of models: pydantic
+    # refuses any value that breaks them.
+    parsed = parse_replies(client, Review, "Review a restaurant with a score, a price and a delta.",
+                           max_tokens=120)
+    assert parsed, "no reply ended within 120 tokens"
+    parsed = parse_replies(client, Tank, "List the animals in an aquarium.", max_tokens=200)
     assert parsed, "no reply ended within 200 tokens"
 
 
