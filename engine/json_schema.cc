@@ -27,7 +27,7 @@ const absl::flat_hash_set<std::string>& Annotations() {
 }
 const absl::flat_hash_set<std::string>& Enforced() {
   static const auto* kSet = new absl::flat_hash_set<std::string>{
-      "type", "properties", "required", "items", "minItems", "maxItems", "enum", "const",
+      "type", "properties", "required", "items", "prefixItems", "minItems", "maxItems", "enum", "const",
       "anyOf", "oneOf", "allOf", "$ref", "pattern", "minLength", "maxLength", "minimum", "maximum",
       "exclusiveMinimum", "exclusiveMaximum"};
   return *kSet;
@@ -231,7 +231,7 @@ class SchemaCompiler {
       }
     } else if (s.contains("properties") || s.contains("required")) {
       types.push_back("object");
-    } else if (s.contains("items") || s.contains("minItems") || s.contains("maxItems")) {
+    } else if (s.contains("items") || s.contains("prefixItems") || s.contains("minItems") || s.contains("maxItems")) {
       types.push_back("array");
     } else if (s.contains("pattern") || s.contains("minLength") || s.contains("maxLength")) {
       types.push_back("string");  // these constrain strings alone: a string is a valid choice
@@ -394,12 +394,24 @@ class SchemaCompiler {
         (key[1] == 'i' ? n.min_items : n.max_items) = it->get<int64_t>();
       }
     }
-    if (n.max_items >= 0 && n.min_items > n.max_items) return Bad(path, "minItems exceeds maxItems");
-    if (const auto it = s.find("items"); it != s.end()) {
-      PENG_ASSIGN_OR_RETURN(n.items, Compile(*it, path + ".items"));
+    if (const auto it = s.find("prefixItems"); it != s.end()) {
+      if (!it->is_array()) return Bad(path + ".prefixItems", "must be an array of schemas");
+      for (size_t i = 0; i < it->size(); ++i) {
+        PENG_ASSIGN_OR_RETURN(const int32_t item, Compile((*it)[i], absl::StrCat(path, ".prefixItems[", i, "]")));
+        n.prefix_items.push_back(item);
+      }
+    }
+    const auto items = s.find("items");
+    if (items != s.end() && items->is_boolean() && !items->get<bool>()) {  // nothing after prefixItems
+      const int64_t count = static_cast<int64_t>(n.prefix_items.size());
+      n.max_items = n.max_items < 0 ? count : std::min(n.max_items, count);
+      n.items = Add(Primitive(Kind::kAny), path + ".items");  // never reached
+    } else if (items != s.end()) {
+      PENG_ASSIGN_OR_RETURN(n.items, Compile(*items, path + ".items"));
     } else {
       n.items = Add(Primitive(Kind::kAny), path + ".items");
     }
+    if (n.max_items >= 0 && n.min_items > n.max_items) return Bad(path, "minItems exceeds maxItems");
     return Add(std::move(n), path);
   }
 
@@ -496,6 +508,7 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(const Json
     for (Node& n : out->nodes_) {
       for (Property& p : n.properties) fix(p.node);
       if (n.items >= 0) fix(n.items);
+      for (int32_t& p : n.prefix_items) fix(p);
       for (int32_t& a : n.alternatives) fix(a);
       for (int32_t& b : n.tag_branches) fix(b);
     }

@@ -248,6 +248,24 @@ TEST(JsonSchemaTest, NumberBoundsAdmitExactlyTheNumbersBetween) {
       R"({"type": "object", "properties": {"x": {"type": "number", "minimum": 2, "exclusiveMaximum": 2}}})")).ok());
 }
 
+TEST(JsonSchemaTest, TuplesTakeEachItemsSchemaInTurn) {
+  // pydantic's tuple[float, str, bool] and tuple[int, *tuple[str, ...]] (prefixItems, then items).
+  const auto pair = Compile(R"({"type": "object", "properties": {
+      "t": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}],
+            "minItems": 3, "maxItems": 3},
+      "u": {"type": "array", "prefixItems": [{"type": "integer"}], "items": {"type": "string"}, "minItems": 1},
+      "v": {"prefixItems": [{"const": 1}], "items": false}},
+      "required": ["t", "u", "v"]})");
+  EXPECT_TRUE(Accepts(*pair, R"({"t": [1.5, "a", true], "u": [3], "v": [1]})"));
+  EXPECT_TRUE(Accepts(*pair, R"({"t": [0, "", false], "u": [3, "x", "y"], "v": []})"));
+  EXPECT_FALSE(Accepts(*pair, R"({"t": ["a", 1.5, true], "u": [3], "v": [1]})"));
+  EXPECT_FALSE(Accepts(*pair, R"({"t": [1.5, "a"], "u": [3], "v": [1]})"));
+  EXPECT_FALSE(Accepts(*pair, R"({"t": [1.5, "a", true, 1], "u": [3], "v": [1]})"));
+  EXPECT_FALSE(Accepts(*pair, R"({"t": [1.5, "a", true], "u": [3, 4], "v": [1]})"));
+  EXPECT_FALSE(Accepts(*pair, R"({"t": [1.5, "a", true], "u": [], "v": [1]})"));
+  EXPECT_FALSE(Accepts(*pair, R"({"t": [1.5, "a", true], "u": [3], "v": [1, 1]})"));
+}
+
 TEST(JsonSchemaTest, CacheHandsOutOneSchemaPerText) {
   SchemaCache cache(2);
   const auto a = OJson::parse(R"({"type": "object", "properties": {"x": {"type": "integer"}}})");

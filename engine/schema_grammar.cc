@@ -463,7 +463,7 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
       const bool may_add = n.max_items < 0 || f.pos < n.max_items;
       const auto start_item = [&] {
         f.phase = kArrValue;
-        return StartValue(n.items, c);
+        return StartValue(f.pos < n.prefix_items.size() ? n.prefix_items[f.pos] : n.items, c);
       };
       switch (f.phase) {
         case kArrOpen:

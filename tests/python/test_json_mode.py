@@ -176,6 +176,7 @@ def test_openai_parse_with_formats_and_patterns(client):
 
 class Review(BaseModel):
     score: Annotated[float, Field(ge=0, le=1)]
+    where: tuple[float, float]
     price: Annotated[float, Field(gt=0, lt=500)]
     delta: Annotated[float, Field(ge=-2.5, le=-0.5)]
 
@@ -195,8 +196,8 @@ class Tank(BaseModel):
 
 
 def test_openai_parse_with_number_bounds_and_tagged_unions(client):
-    # Float bounds (pydantic ge/gt/le/lt on floats) and a discriminated union of models: pydantic
-    # refuses any value that breaks them.
+    # Float bounds (pydantic ge/gt/le/lt on floats), a tuple (prefixItems) and a discriminated
+    # union of models: pydantic refuses any value that breaks them.
     parsed = parse_replies(client, Review, "Review a restaurant with a score, a price and a delta.",
                            max_tokens=120)
     assert parsed, "no reply ended within 120 tokens"
