@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/log.h"
 #include "server/grpc_convert.h"
+#include "server/grpc_metrics.h"
 
 namespace peng::server {
 namespace {
@@ -144,13 +145,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     if (finished_ || writing_) return;
     if (cancelled_) {
       // The client sees DEADLINE_EXCEEDED when its deadline ended the call; the log and the
-      // metrics say so too. The server's deadline is the client's timeout from when the call
-      // arrived, so it falls a transit time after the client's own: a cancel that comes just
-      // before it is the client's deadline (a tester saw 1 of 12 expiries labelled CANCELLED).
-      constexpr auto kDeadlineSlack = std::chrono::milliseconds(100);
-      const bool expired = deadline_ != std::chrono::system_clock::time_point::max() &&
-                           std::chrono::system_clock::now() + kDeadlineSlack >= deadline_;
-      return FinishLocked(expired
+      // metrics (grpc_metrics.cc, by the same rule) say so too.
+      return FinishLocked(DeadlineEnded(deadline_)
                               ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the call's deadline passed")
                               : grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
     }

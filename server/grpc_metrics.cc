@@ -50,8 +50,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
       code_ = methods->GetSendStatus().error_code();
       const grpc::ServerContextBase* context = info_->server_context();
       if (context != nullptr && context->IsCancelled()) {
-        code_ = std::chrono::system_clock::now() >= context->deadline() ? grpc::StatusCode::DEADLINE_EXCEEDED
-                                                                          : grpc::StatusCode::CANCELLED;
+        code_ = DeadlineEnded(context->deadline()) ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED;
       }
     }
     methods->Proceed();
