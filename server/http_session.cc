@@ -275,7 +275,7 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   if (gen_->stream) {
     if (http10_) keep_alive_ = false;  // the end of the body is the end of the connection
     Write(SseResponseHead(keep_alive_, /*chunked=*/!http10_, CorsHeaders(cors_origin_)));
-    for (const std::string& f : gen_->responder->StreamStart()) Write(BodyChunk(SseEvent(f)));
+    for (const std::string& f : gen_->responder->StreamStart()) Write(BodyChunk(f));
   }
   StartMonitor();
 }
@@ -290,12 +290,11 @@ void HttpSession::OnEngineEvent(uint64_t seq, int prompt_index, TokenEvent event
     return EndGenerationWithError(
         MakeApiError(500, event.error.empty() ? "internal engine error" : event.error));
   }
-  CompletionResponder& r = *gen_->responder;
+  Responder& r = *gen_->responder;
   if (gen_->stream) {
-    for (const std::string& f : r.StreamEvent(prompt_index, event)) Write(BodyChunk(SseEvent(f)));
+    for (const std::string& f : r.StreamEvent(prompt_index, event)) Write(BodyChunk(f));
     if (!r.done()) return;
-    for (const std::string& f : r.StreamEnd()) Write(BodyChunk(SseEvent(f)));
-    Write(BodyChunk(kSseDone));
+    for (const std::string& f : r.StreamEnd()) Write(BodyChunk(f));
     gen_->ended = true;
     return FinishResponse(200, LastChunk());
   }
@@ -317,8 +316,7 @@ void HttpSession::EndGenerationWithError(const ApiError& error) {
   gen_->ended = true;
   if (!gen_->stream) return Reply(ErrorReply(error));
   // Headers (200) are out: the error travels in the stream.
-  Write(BodyChunk(SseEvent(error.Body())));
-  Write(BodyChunk(kSseDone));
+  for (const std::string& f : gen_->responder->StreamError(error)) Write(BodyChunk(f));
   FinishResponse(200, LastChunk());
 }
 

@@ -43,7 +43,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     uint64_t seq = 0;
     bool stream = false;
     CompletionJob job;
-    std::unique_ptr<CompletionResponder> responder;  // refers to job
+    std::unique_ptr<Responder> responder;  // refers to job
     std::vector<std::string> request_ids;            // per prompt, submitted
     std::vector<int> choices_left;                   // per prompt
     bool ended = false;                              // the response is complete

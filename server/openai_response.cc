@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "server/openai_error.h"
+#include "server/sse.h"
 
 namespace peng::server {
 namespace {
@@ -184,7 +185,12 @@ void CompletionResponder::AppendLogprobs(const Json& lp, Choice& c) const {
   }
 }
 
-std::vector<std::string> CompletionResponder::StreamStart() {
+std::vector<std::string> CompletionResponder::Framed(std::vector<std::string> payloads) {
+  for (std::string& p : payloads) p = SseEvent(p);
+  return payloads;
+}
+
+std::vector<std::string> CompletionResponder::StartChunks() {
   std::vector<std::string> out;
   for (int i = 0; i < num_choices(); ++i) {
     Json chunk = ChunkBase();
@@ -211,8 +217,7 @@ std::vector<std::string> CompletionResponder::StreamStart() {
   return out;
 }
 
-std::vector<std::string> CompletionResponder::StreamEvent(int prompt_index,
-                                                          const TokenEvent& event) {
+std::vector<std::string> CompletionResponder::EventChunks(int prompt_index, const TokenEvent& event) {
   int index = 0;
   Choice& c = ChoiceOf(prompt_index, event, &index);
   if (c.finish != FinishReason::kNone) return {};  // nothing after a choice's end
@@ -259,11 +264,19 @@ std::vector<std::string> CompletionResponder::StreamEvent(int prompt_index,
 }
 
 std::vector<std::string> CompletionResponder::StreamEnd() {
-  if (!job_.include_usage) return {};
-  Json chunk = ChunkBase();
-  chunk["choices"] = Json::array();
-  chunk["usage"] = Usage();
-  return {DumpJson(chunk)};
+  std::vector<std::string> out;
+  if (job_.include_usage) {
+    Json chunk = ChunkBase();
+    chunk["choices"] = Json::array();
+    chunk["usage"] = Usage();
+    out.push_back(SseEvent(DumpJson(chunk)));
+  }
+  out.emplace_back(kSseDone);
+  return out;
+}
+
+std::vector<std::string> CompletionResponder::StreamError(const ApiError& error) {
+  return {SseEvent(error.Body()), std::string(kSseDone)};
 }
 
 void CompletionResponder::Collect(int prompt_index, const TokenEvent& event) {

@@ -15,37 +15,66 @@
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/request.h"
+#include "server/openai_error.h"
 #include "server/openai_request.h"
 
 namespace peng::server {
 
 
-class CompletionResponder {
+// What an HTTP generation route answers with, fed the engine's events: SSE frames ready to
+// write (streaming), or one JSON body. Used on one connection's strand (not thread-safe).
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual bool done() const = 0;
+  // Every choice was aborted before it produced a token (the server drained before running
+  // the request): nothing to answer but a retryable error.
+  virtual bool NothingServed() const = 0;
+
+  // Streaming: the frames to send first, for one event, after done(), and for an error after
+  // the first byte (the status line is out already).
+  virtual std::vector<std::string> StreamStart() = 0;
+  virtual std::vector<std::string> StreamEvent(int prompt_index, const TokenEvent& event) = 0;
+  virtual std::vector<std::string> StreamEnd() = 0;
+  virtual std::vector<std::string> StreamError(const ApiError& error) = 0;
+
+  // Non-streaming: record an event; after done(), Body() is the whole response.
+  virtual void Collect(int prompt_index, const TokenEvent& event) = 0;
+  virtual std::string Body() const = 0;
+};
+
+class CompletionResponder : public Responder {
  public:
   CompletionResponder(const CompletionJob& job, const Tokenizer& tokenizer, std::string id,
                       int64_t created);
 
   const std::string& id() const { return id_; }
   int num_choices() const { return static_cast<int>(choices_.size()); }
-  bool done() const { return finished_ == static_cast<int>(choices_.size()); }
-  // Every choice was aborted before it produced a token (the server drained before running
-  // the request): nothing to answer but a retryable error.
-  bool NothingServed() const;
+  bool done() const override { return finished_ == static_cast<int>(choices_.size()); }
+  bool NothingServed() const override;
 
-  // Streaming. Each returns chunk JSON texts (SSE data payloads, without framing).
   // Start: chat sends a {role: "assistant"} delta per choice; completions with echo send the
-  // prompt text per choice.
-  std::vector<std::string> StreamStart();
-  // The chunk for one event (none when it carries no text and does not finish a choice).
-  std::vector<std::string> StreamEvent(int prompt_index, const TokenEvent& event);
-  // After done(): the usage chunk (choices: []) when include_usage, else nothing.
-  std::vector<std::string> StreamEnd();
+  // prompt text per choice. An event: its chunk (none when it carries no text and does not
+  // finish a choice). End: the usage chunk (choices: []) when include_usage, then [DONE].
+  // Error: {"error": ...} then [DONE].
+  std::vector<std::string> StreamStart() override { return Framed(StartChunks()); }
+  std::vector<std::string> StreamEvent(int prompt_index, const TokenEvent& event) override {
+    return Framed(EventChunks(prompt_index, event));
+  }
+  std::vector<std::string> StreamEnd() override;
+  std::vector<std::string> StreamError(const ApiError& error) override;
 
-  // Non-streaming: record an event; after done(), Body() is the whole response.
-  void Collect(int prompt_index, const TokenEvent& event);
-  std::string Body() const;
+  void Collect(int prompt_index, const TokenEvent& event) override;
+  std::string Body() const override;
+
+  // The chunks' JSON texts (SSE data payloads, without framing).
+  std::vector<std::string> StartChunks();
+  std::vector<std::string> EventChunks(int prompt_index, const TokenEvent& event);
 
   nlohmann::ordered_json Usage() const;
+  // A collected choice's text and finish (Collect), for responders built on this one.
+  const std::string& text(int choice) const { return choices_[choice].text; }
+  FinishReason finish(int choice) const { return choices_[choice].finish; }
 
  private:
   // OpenAI's text_offset indexes the returned text in characters, not bytes: a token's offset
@@ -85,6 +114,7 @@ class CompletionResponder {
   // A completions `top_logprobs` entry: {token piece: logprob, alternative: logprob, ...}.
   nlohmann::ordered_json LegacyTop(const std::string& piece, const TokenLogprob& lp) const;
   nlohmann::ordered_json ChunkBase() const;
+  static std::vector<std::string> Framed(std::vector<std::string> payloads);
 
   const CompletionJob& job_;
   const Tokenizer& tokenizer_;
