@@ -55,6 +55,7 @@ RouteMatch MatchRoute(const std::string& target) {
   static constexpr Entry kRoutes[] = {
       {"/v1/chat/completions", Route::kChatCompletions, "POST"},
       {"/v1/completions", Route::kCompletions, "POST"},
+      {"/v1/responses", Route::kResponses, "POST"},
       {"/v1/models", Route::kModels, "GET"},
       {"/tokenize", Route::kTokenize, "POST"},
       {"/detokenize", Route::kDetokenize, "POST"},

@@ -15,7 +15,7 @@
 namespace peng::server {
 
 enum class Route {
-  kNone, kChatCompletions, kCompletions, kModels, kModel, kTokenize, kDetokenize, kHealth,
+  kNone, kChatCompletions, kCompletions, kResponses, kModels, kModel, kTokenize, kDetokenize, kHealth,
   kLive, kReady, kMetrics, kVersion,
 };
 

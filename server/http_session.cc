@@ -12,6 +12,7 @@
 #include "boost/asio/write.hpp"
 #include "boost/beast/http/read.hpp"
 #include "server/openai_error.h"
+#include "server/openai_responses.h"
 #include "server/sse.h"
 
 namespace peng::server {
@@ -199,7 +200,8 @@ void HttpSession::Dispatch() {
         415, absl::StrCat("Content-Encoding '", std::string(coding),
                           "' is not supported; send the request body uncompressed."))));
   }
-  if (match_.route == Route::kChatCompletions || match_.route == Route::kCompletions) {
+  if (match_.route == Route::kChatCompletions || match_.route == Route::kCompletions ||
+      match_.route == Route::kResponses) {
     return StartGeneration(match_.route, req.body());
   }
   Reply(HandleSimpleRoute(*ctx_, match_, req.body()));
@@ -208,15 +210,28 @@ void HttpSession::Dispatch() {
 // ------------------------------------------------------------------------------- generation
 
 void HttpSession::StartGeneration(Route route, const std::string& body) {
-  const ApiKind kind = route == Route::kChatCompletions ? ApiKind::kChat : ApiKind::kCompletion;
+  const ApiKind kind = route == Route::kCompletions ? ApiKind::kCompletion : ApiKind::kChat;
+  const bool responses = route == Route::kResponses;
   const HttpServerOptions& opt = ctx_->options;
   auto error = [&](const absl::Status& s) {
-    Reply(ErrorReply(ApiErrorFromStatus(s, opt.overload_status, opt.retry_after_s)));
+    Reply(ErrorReply(ApiErrorFromStatus(responses ? AsResponsesError(s) : s, opt.overload_status,
+                                        opt.retry_after_s)));
   };
   absl::StatusOr<nlohmann::json> parsed = ParseJsonBody(body);
   if (!parsed.ok()) return error(parsed.status());
   std::vector<std::string> ignored;
-  absl::StatusOr<CompletionJob> job = ParseCompletionRequest(kind, *parsed, ctx_->model, &ignored, body);
+  // The Responses API runs as the chat request it translates to (openai_responses.h).
+  nlohmann::ordered_json responses_request;
+  std::string chat_text;
+  if (responses) {
+    responses_request = nlohmann::ordered_json::parse(body);  // valid: ParseJsonBody read it
+    absl::StatusOr<nlohmann::ordered_json> chat = ResponsesToChat(responses_request, &ignored);
+    if (!chat.ok()) return error(chat.status());
+    chat_text = chat->dump();
+    *parsed = nlohmann::json::parse(chat_text);
+  }
+  absl::StatusOr<CompletionJob> job =
+      ParseCompletionRequest(kind, *parsed, ctx_->model, responses ? nullptr : &ignored, responses ? chat_text : body);
   auto warn_ignored = [&](const std::string& request_id) {
     if (ignored.empty()) return;
     Log(LogLevel::kWarning, "http",
@@ -233,9 +248,13 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   gen->stream = job->stream;
   gen->job = *std::move(job);
   const std::string id =
-      absl::StrCat(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-", RandomHex(32));
-  gen->responder = std::make_unique<CompletionResponder>(gen->job, *ctx_->deps.tokenizer, id,
-                                                         UnixNow());
+      absl::StrCat(responses ? "resp_" : kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-", RandomHex(32));
+  if (responses) {
+    gen->responder = std::make_unique<ResponsesResponder>(gen->job, std::move(responses_request),
+                                                          *ctx_->deps.tokenizer, id, UnixNow());
+  } else {
+    gen->responder = std::make_unique<CompletionResponder>(gen->job, *ctx_->deps.tokenizer, id, UnixNow());
+  }
   warn_ignored(id);
   const CompletionJob& j = gen->job;
   int64_t prompt_tokens = 0;

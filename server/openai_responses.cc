@@ -1,0 +1,380 @@
+#include "server/openai_responses.h"
+
+#include <random>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "server/openai_error.h"
+#include "server/sse.h"
+
+namespace peng::server {
+namespace {
+
+using OJson = nlohmann::ordered_json;
+
+std::string RandomId(const char* prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id = prefix;
+  for (int i = 0; i < 2; ++i) {
+    for (uint64_t r = rng(), j = 0; j < 16; ++j, r >>= 4) id.push_back(kHex[r & 15]);
+  }
+  return id;
+}
+
+const OJson* Field(const OJson& body, const char* name) {
+  const auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+absl::Status Bad(const char* param, const std::string& message) { return BadParam(param, message); }
+
+// Settings passed on as they are (same name, same meaning) and settings read here.
+const absl::flat_hash_set<std::string>& PassedOn() {
+  static const auto* kSet = new absl::flat_hash_set<std::string>{
+      "model", "temperature", "top_p", "user", "stream", "parallel_tool_calls", "seed"};
+  return *kSet;
+}
+const absl::flat_hash_set<std::string>& Understood() {
+  static const auto* kSet = new absl::flat_hash_set<std::string>{
+      "input", "instructions", "max_output_tokens", "text", "tools", "tool_choice", "previous_response_id",
+      "background", "store", "metadata", "truncation", "include", "reasoning", "service_tier",
+      "prompt_cache_key", "safety_identifier"};
+  return *kSet;
+}
+
+// A message item's content as chat content parts (text only).
+absl::StatusOr<OJson> MessageContent(const OJson& content, size_t i) {
+  if (content.is_string()) return content;
+  if (!content.is_array()) return Bad("input", absl::StrCat("input[", i, "].content must be a string or a list of parts"));
+  OJson parts = OJson::array();
+  for (const OJson& part : content) {
+    const OJson* type = part.is_object() ? Field(part, "type") : nullptr;
+    const OJson* text = part.is_object() ? Field(part, "text") : nullptr;
+    if (type == nullptr || !type->is_string()) {
+      return Bad("input", absl::StrCat("input[", i, "].content parts must be objects with a 'type'"));
+    }
+    const std::string t = type->get<std::string>();
+    if (t != "input_text" && t != "output_text" && t != "text") {
+      return Bad("input", absl::StrCat("input[", i, "].content: part type '", t, "' is not supported (text only)"));
+    }
+    if (text == nullptr || !text->is_string()) return Bad("input", absl::StrCat("input[", i, "].content: a text part needs 'text'"));
+    parts.push_back(OJson{{"type", "text"}, {"text", *text}});
+  }
+  return parts;
+}
+
+// input (text or items) as chat messages.
+absl::StatusOr<OJson> InputMessages(const OJson& input) {
+  if (input.is_string()) return OJson::array({OJson{{"role", "user"}, {"content", input}}});
+  if (!input.is_array() || input.empty()) return Bad("input", "'input' must be a string or a non-empty list of items");
+  OJson messages = OJson::array();
+  for (size_t i = 0; i < input.size(); ++i) {
+    const OJson& item = input[i];
+    if (!item.is_object()) return Bad("input", absl::StrCat("input[", i, "] must be an object"));
+    const OJson* type = Field(item, "type");
+    const std::string t = type != nullptr && type->is_string() ? type->get<std::string>() : "message";
+    if (t == "message") {
+      const OJson* role = Field(item, "role");
+      if (role == nullptr || !role->is_string()) return Bad("input", absl::StrCat("input[", i, "].role must be a string"));
+      const OJson* content = Field(item, "content");
+      if (content == nullptr) return Bad("input", absl::StrCat("input[", i, "].content is required"));
+      absl::StatusOr<OJson> c = MessageContent(*content, i);
+      if (!c.ok()) return c.status();
+      messages.push_back(OJson{{"role", *role}, {"content", *std::move(c)}});
+    } else if (t == "function_call") {
+      const OJson* name = Field(item, "name");
+      const OJson* call_id = Field(item, "call_id");
+      const OJson* arguments = Field(item, "arguments");
+      if (name == nullptr || !name->is_string() || call_id == nullptr || !call_id->is_string()) {
+        return Bad("input", absl::StrCat("input[", i, "]: a function_call needs 'name' and 'call_id'"));
+      }
+      OJson call{{"id", *call_id},
+                 {"type", "function"},
+                 {"function", {{"name", *name}, {"arguments", arguments != nullptr ? *arguments : OJson("{}")}}}};
+      // Calls that follow an assistant message (or each other) belong to it, as in chat.
+      if (!messages.empty() && messages.back()["role"] == "assistant") {
+        OJson& last = messages.back();
+        if (!last.contains("tool_calls")) last["tool_calls"] = OJson::array();
+        last["tool_calls"].push_back(std::move(call));
+      } else {
+        messages.push_back(OJson{{"role", "assistant"}, {"content", nullptr}, {"tool_calls", OJson::array({call})}});
+      }
+    } else if (t == "function_call_output") {
+      const OJson* call_id = Field(item, "call_id");
+      const OJson* output = Field(item, "output");
+      if (call_id == nullptr || !call_id->is_string() || output == nullptr) {
+        return Bad("input", absl::StrCat("input[", i, "]: a function_call_output needs 'call_id' and 'output'"));
+      }
+      messages.push_back(OJson{{"role", "tool"},
+                               {"tool_call_id", *call_id},
+                               {"content", output->is_string() ? *output : OJson(output->dump())}});
+    } else {
+      return Bad("input", absl::StrCat("input[", i, "]: items of type '", t,
+                                       "' are not supported (message, function_call, function_call_output)"));
+    }
+  }
+  return messages;
+}
+
+// text.format as response_format (null for plain text).
+absl::StatusOr<OJson> ResponseFormat(const OJson& text) {
+  if (!text.is_object()) return Bad("text", "'text' must be an object");
+  const OJson* format = Field(text, "format");
+  if (format == nullptr) return OJson();
+  const OJson* type = format->is_object() ? Field(*format, "type") : nullptr;
+  if (type == nullptr || !type->is_string()) return Bad("text", "'text.format' must be an object with a string 'type'");
+  if (*type == "text") return OJson();
+  if (*type == "json_object") return OJson{{"type", "json_object"}};
+  if (*type != "json_schema") {
+    return Bad("text", absl::StrCat("text.format type '", type->get<std::string>(),
+                                    "' is not supported (text, json_object, json_schema)"));
+  }
+  OJson schema{{"name", format->value("name", "response")}};
+  if (const OJson* s = Field(*format, "schema")) schema["schema"] = *s;
+  if (const OJson* s = Field(*format, "strict")) schema["strict"] = *s;
+  return OJson{{"type", "json_schema"}, {"json_schema", std::move(schema)}};
+}
+
+absl::StatusOr<OJson> ChatTools(const OJson& tools) {
+  if (!tools.is_array()) return Bad("tools", "'tools' must be a list of tools");
+  OJson out = OJson::array();
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const OJson& t = tools[i];
+    const OJson* type = t.is_object() ? Field(t, "type") : nullptr;
+    if (type == nullptr || *type != "function") {
+      return Bad("tools", absl::StrCat("tools[", i, "]: only function tools are supported (type \"function\")"));
+    }
+    OJson fn = OJson::object();
+    for (const char* key : {"name", "description", "parameters", "strict"}) {
+      if (const OJson* v = Field(t, key)) fn[key] = *v;
+    }
+    out.push_back(OJson{{"type", "function"}, {"function", std::move(fn)}});
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<OJson> ResponsesToChat(const OJson& request, std::vector<std::string>* ignored) {
+  if (!request.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  OJson chat = OJson::object();
+  for (auto it = request.begin(); it != request.end(); ++it) {
+    if (PassedOn().contains(it.key())) {
+      chat[it.key()] = it.value();
+    } else if (!Understood().contains(it.key()) && ignored != nullptr) {
+      ignored->push_back(it.key());
+    }
+  }
+  if (Field(request, "previous_response_id") != nullptr) {
+    return Bad("previous_response_id", "responses are not stored by this server: send the whole conversation as 'input'");
+  }
+  if (const OJson* bg = Field(request, "background"); bg != nullptr && *bg != false) {
+    return Bad("background", "background responses are not supported by this server");
+  }
+  const OJson* input = Field(request, "input");
+  if (input == nullptr) return Bad("input", "'input' is required");
+  absl::StatusOr<OJson> messages = InputMessages(*input);
+  if (!messages.ok()) return messages.status();
+  if (const OJson* instructions = Field(request, "instructions")) {
+    if (!instructions->is_string()) return Bad("instructions", "'instructions' must be a string");
+    messages->insert(messages->begin(), OJson{{"role", "system"}, {"content", *instructions}});
+  }
+  chat["messages"] = *std::move(messages);
+  if (const OJson* m = Field(request, "max_output_tokens")) chat["max_completion_tokens"] = *m;
+  if (const OJson* text = Field(request, "text")) {
+    absl::StatusOr<OJson> rf = ResponseFormat(*text);
+    if (!rf.ok()) return rf.status();
+    if (!rf->is_null()) chat["response_format"] = *std::move(rf);
+  }
+  if (const OJson* tools = Field(request, "tools")) {
+    absl::StatusOr<OJson> t = ChatTools(*tools);
+    if (!t.ok()) return t.status();
+    chat["tools"] = *std::move(t);
+  }
+  if (const OJson* tc = Field(request, "tool_choice")) {
+    // {"type": "function", "name": ...} names a function as chat's {"function": {"name": ...}}.
+    const OJson* name = tc->is_object() ? Field(*tc, "name") : nullptr;
+    chat["tool_choice"] = name != nullptr ? OJson{{"type", "function"}, {"function", {{"name", *name}}}} : *tc;
+  }
+  return chat;
+}
+
+absl::Status AsResponsesError(absl::Status status) {
+  const std::optional<std::string> param = ParamOf(status);
+  if (!param) return status;
+  static const std::pair<const char*, const char*> kNames[] = {
+      {"messages", "input"}, {"max_completion_tokens", "max_output_tokens"}, {"response_format", "text"}};
+  for (const auto& [chat, responses] : kNames) {
+    if (*param == chat) return WithParam(std::move(status), responses);
+  }
+  return status;
+}
+
+ResponsesResponder::ResponsesResponder(const CompletionJob& job, OJson request, const Tokenizer& tokenizer,
+                                       std::string id, int64_t created)
+    : job_(job),
+      request_(std::move(request)),
+      inner_(job, tokenizer, id, created),
+      id_(std::move(id)),
+      created_(created),
+      message_id_(RandomId("msg_")) {
+  if (job_.tools != nullptr) calls_.emplace(job_.tools.get());
+}
+
+OJson ResponsesResponder::Response(const char* status, OJson output) const {
+  const auto echo = [&](const char* key, OJson fallback) {
+    const OJson* v = Field(request_, key);
+    return v != nullptr ? *v : fallback;
+  };
+  OJson r{{"id", id_}, {"object", "response"}, {"created_at", created_}, {"status", status}, {"error", nullptr}};
+  r["incomplete_details"] = std::string_view(status) == "incomplete"
+                                ? OJson{{"reason", inner_.finish(0) == FinishReason::kLength ? "max_output_tokens"
+                                                                                             : "interrupted"}}
+                                : OJson();
+  r["instructions"] = echo("instructions", nullptr);
+  r["max_output_tokens"] = echo("max_output_tokens", nullptr);
+  r["model"] = job_.model;
+  r["output"] = std::move(output);
+  r["parallel_tool_calls"] = echo("parallel_tool_calls", true);
+  r["previous_response_id"] = nullptr;
+  r["reasoning"] = {{"effort", nullptr}, {"summary", nullptr}};
+  r["store"] = false;
+  r["temperature"] = echo("temperature", 1.0);
+  r["text"] = echo("text", OJson{{"format", {{"type", "text"}}}});
+  r["tool_choice"] = echo("tool_choice", "auto");
+  r["tools"] = echo("tools", OJson::array());
+  r["top_p"] = echo("top_p", 1.0);
+  r["truncation"] = "disabled";
+  r["user"] = echo("user", nullptr);
+  r["metadata"] = echo("metadata", OJson::object());
+  if (std::string_view(status) == "in_progress") {
+    r["usage"] = nullptr;
+  } else {
+    const OJson u = inner_.Usage();
+    r["usage"] = {{"input_tokens", u["prompt_tokens"]},
+                  {"input_tokens_details", {{"cached_tokens", u["prompt_tokens_details"]["cached_tokens"]}}},
+                  {"output_tokens", u["completion_tokens"]},
+                  {"output_tokens_details", {{"reasoning_tokens", 0}}},
+                  {"total_tokens", u["total_tokens"]}};
+  }
+  return r;
+}
+
+OJson ResponsesResponder::MessageItem(const std::string& text, const char* status) const {
+  OJson content = OJson::array();
+  if (std::string_view(status) == "completed") {
+    content.push_back(OJson{{"type", "output_text"}, {"text", text}, {"annotations", OJson::array()}});
+  }
+  return OJson{{"type", "message"}, {"id", message_id_}, {"status", status}, {"role", "assistant"},
+               {"content", std::move(content)}};
+}
+
+OJson ResponsesResponder::CallItem(const ToolCall& call, size_t k, const char* status) const {
+  return OJson{{"type", "function_call"},
+               {"id", absl::StrCat("fc_", message_id_.substr(4), "_", k)},
+               {"call_id", call.id},
+               {"name", call.name},
+               {"arguments", std::string_view(status) == "completed" ? call.arguments : ""},
+               {"status", status}};
+}
+
+OJson ResponsesResponder::OutputItems(const std::string& text, const std::vector<ToolCall>& calls) const {
+  OJson items = OJson::array();
+  const bool blank = text.find_first_not_of(" \t\r\n") == std::string::npos;
+  if (calls.empty() || !blank) items.push_back(MessageItem(text, "completed"));
+  for (size_t k = 0; k < calls.size(); ++k) items.push_back(CallItem(calls[k], k, "completed"));
+  return items;
+}
+
+const char* ResponsesResponder::FinalStatus() const {
+  return inner_.finish(0) == FinishReason::kStop ? "completed" : "incomplete";
+}
+
+std::string ResponsesResponder::Body() const {
+  std::string text = inner_.text(0);
+  std::vector<ToolCall> calls;
+  if (job_.tools != nullptr) {
+    ToolReply reply = ExtractToolCalls(text, *job_.tools);
+    text = std::move(reply.content);
+    calls = std::move(reply.calls);
+  }
+  return DumpJson(Response(FinalStatus(), OutputItems(text, calls)));
+}
+
+std::string ResponsesResponder::Event(OJson event) {
+  event["sequence_number"] = sequence_++;
+  const std::string type = event["type"].get<std::string>();
+  return absl::StrCat("event: ", type, "\n", SseEvent(DumpJson(event)));
+}
+
+std::vector<std::string> ResponsesResponder::StreamStart() {
+  const OJson r = Response("in_progress", OJson::array());
+  return {Event({{"type", "response.created"}, {"response", r}}),
+          Event({{"type", "response.in_progress"}, {"response", r}})};
+}
+
+std::vector<std::string> ResponsesResponder::StreamEvent(int prompt_index, const TokenEvent& event) {
+  if (done()) return {};
+  inner_.Collect(prompt_index, event);
+  std::string text = calls_ ? calls_->Feed(event.text) : event.text;
+  std::vector<ToolCall> calls;
+  if (done() && calls_) {
+    ToolReply reply = calls_->Finish();
+    calls = std::move(reply.calls);
+    if (calls.empty() || reply.content.find_first_not_of(" \t\r\n") != std::string::npos) text += reply.content;
+  }
+  std::vector<std::string> out;
+  const OJson where{{"item_id", message_id_}, {"output_index", 0}, {"content_index", 0}};
+  const auto at = [&](OJson e) {
+    e.update(where);
+    return e;
+  };
+  if (!text.empty() && !message_open_) {
+    message_open_ = true;
+    out.push_back(Event({{"type", "response.output_item.added"}, {"output_index", 0},
+                         {"item", MessageItem("", "in_progress")}}));
+    out.push_back(Event(at({{"type", "response.content_part.added"},
+                            {"part", {{"type", "output_text"}, {"text", ""}, {"annotations", OJson::array()}}}})));
+  }
+  if (!text.empty()) {
+    streamed_ += text;
+    out.push_back(Event(at({{"type", "response.output_text.delta"}, {"delta", text}, {"logprobs", OJson::array()}})));
+  }
+  if (!done()) return out;
+  if (message_open_) {
+    const OJson part{{"type", "output_text"}, {"text", streamed_}, {"annotations", OJson::array()}};
+    out.push_back(Event(at({{"type", "response.output_text.done"}, {"text", streamed_}, {"logprobs", OJson::array()}})));
+    out.push_back(Event(at({{"type", "response.content_part.done"}, {"part", part}})));
+    out.push_back(Event({{"type", "response.output_item.done"}, {"output_index", 0},
+                         {"item", MessageItem(streamed_, "completed")}}));
+  }
+  for (size_t k = 0; k < calls.size(); ++k) {
+    const int index = static_cast<int>(k) + (message_open_ ? 1 : 0);
+    const OJson item = CallItem(calls[k], k, "completed");
+    out.push_back(Event({{"type", "response.output_item.added"}, {"output_index", index},
+                         {"item", CallItem(calls[k], k, "in_progress")}}));
+    out.push_back(Event({{"type", "response.function_call_arguments.delta"}, {"item_id", item["id"]},
+                         {"output_index", index}, {"delta", calls[k].arguments}}));
+    out.push_back(Event({{"type", "response.function_call_arguments.done"}, {"item_id", item["id"]},
+                         {"output_index", index}, {"arguments", calls[k].arguments}}));
+    out.push_back(Event({{"type", "response.output_item.done"}, {"output_index", index}, {"item", item}}));
+  }
+  const char* status = FinalStatus();
+  OJson items = OJson::array();
+  if (message_open_) items.push_back(MessageItem(streamed_, "completed"));
+  for (size_t k = 0; k < calls.size(); ++k) items.push_back(CallItem(calls[k], k, "completed"));
+  out.push_back(Event({{"type", std::string_view(status) == "completed" ? "response.completed" : "response.incomplete"},
+                       {"response", Response(status, std::move(items))}}));
+  return out;
+}
+
+std::vector<std::string> ResponsesResponder::StreamError(const ApiError& error) {
+  OJson failed = Response("failed", OJson::array());
+  failed["error"] = {{"code", "server_error"}, {"message", error.message}};
+  return {Event({{"type", "error"}, {"code", "server_error"}, {"message", error.message}, {"param", nullptr}}),
+          Event({{"type", "response.failed"}, {"response", std::move(failed)}})};
+}
+
+}  // namespace peng::server

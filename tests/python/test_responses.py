@@ -1,0 +1,137 @@
+"""OpenAI's Responses API (POST /v1/responses) on a live `peng serve`, through the official
+`openai` client: text in and out, streamed events, instructions, structured output with
+`responses.parse`, function calls and their outputs fed back, and the errors for what the
+server does not do (stored responses, built-in tools). The request runs as the chat completion
+it translates to, so its text must match that chat completion's at temperature 0.
+"""
+from __future__ import annotations
+
+import json
+
+import pydantic
+import pytest
+
+from openai_common import MODEL, assert_error, chat, client, http  # noqa: F401
+
+
+def test_text_in_text_out_matches_chat_completions(client):
+    r = client.responses.create(model=MODEL, input="Write one sentence about the sea.", max_output_tokens=24,
+                                temperature=0, instructions="You are terse.")
+    assert r.object == "response" and r.id.startswith("resp_")
+    assert r.status in ("completed", "incomplete")
+    assert r.output[0].type == "message" and r.output[0].role == "assistant"
+    c = chat(client, messages=[{"role": "system", "content": "You are terse."},
+                               {"role": "user", "content": "Write one sentence about the sea."}],
+             max_tokens=24, temperature=0)
+    assert r.output_text == c.choices[0].message.content
+    assert r.usage.input_tokens == c.usage.prompt_tokens
+    assert r.usage.output_tokens == c.usage.completion_tokens
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+    if c.choices[0].finish_reason == "length":
+        assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+    assert r.instructions == "You are terse." and r.max_output_tokens == 24 and r.store is False
+
+
+def test_streamed_events_spell_the_same_text(client):
+    kw = dict(model=MODEL, input=[{"role": "user", "content": [{"type": "input_text", "text": "Name three colours."}]}],
+              max_output_tokens=30, temperature=0)
+    whole = client.responses.create(**kw)
+    types, deltas, sequence = [], "", []
+    with client.responses.stream(**kw) as stream:
+        for event in stream:
+            types.append(event.type)
+            sequence.append(event.sequence_number)
+            if event.type == "response.output_text.delta":
+                deltas += event.delta
+            last = event
+    # The last event carries the whole response: response.completed, or response.incomplete
+    # when max_output_tokens cut it (the client's get_final_response wants the former).
+    final = last.response
+    assert final.status == whole.status
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[-1] in ("response.completed", "response.incomplete")
+    for t in ("response.output_item.added", "response.content_part.added", "response.output_text.done",
+              "response.content_part.done", "response.output_item.done"):
+        assert t in types, types
+    assert sequence == list(range(len(sequence)))
+    assert deltas == whole.output_text == final.output_text
+    assert final.usage.output_tokens == whole.usage.output_tokens
+
+
+class City(pydantic.BaseModel):
+    name: str
+    country: str
+    population: int = pydantic.Field(ge=0)
+
+
+def test_parse_with_a_pydantic_text_format(client):
+    parsed = 0
+    for seed in range(3):
+        r = client.responses.parse(model=MODEL, input="Describe a city as JSON.", text_format=City,
+                                   max_output_tokens=120, temperature=0.8, extra_body={"seed": seed})
+        if r.status == "completed":
+            assert isinstance(r.output_parsed, City)
+            parsed += 1
+    assert parsed >= 1
+
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def test_function_calls_and_their_outputs(client):
+    r = client.responses.create(model=MODEL, input="What is the weather in Paris?", tools=[WEATHER],
+                                tool_choice="required", parallel_tool_calls=False, max_output_tokens=60,
+                                temperature=0)
+    assert r.status == "completed"
+    calls = [item for item in r.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    assert isinstance(json.loads(calls[0].arguments)["city"], str)
+    assert calls[0].call_id.startswith("call_")
+    # The call and its output go back as input items; the reply is text this time.
+    follow = client.responses.create(
+        model=MODEL, tools=[WEATHER], max_output_tokens=30, temperature=0,
+        input=[{"role": "user", "content": "What is the weather in Paris?"},
+               {"type": "function_call", "call_id": calls[0].call_id, "name": "get_weather",
+                "arguments": calls[0].arguments},
+               {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18 degrees, sunny"}],
+        tool_choice="none")
+    assert follow.output_text
+
+
+def test_streamed_function_calls(client):
+    kw = dict(model=MODEL, input="What is the weather in Oslo?", tools=[WEATHER],
+              tool_choice={"type": "function", "name": "get_weather"}, parallel_tool_calls=False,
+              max_output_tokens=60, temperature=0)
+    whole = client.responses.create(**kw)
+    with client.responses.stream(**kw) as stream:
+        args = "".join(e.delta for e in stream if e.type == "response.function_call_arguments.delta")
+        final = stream.get_final_response()
+    calls = [i for i in final.output if i.type == "function_call"]
+    assert [json.loads(c.arguments) for c in calls] == \
+        [json.loads(i.arguments) for i in whole.output if i.type == "function_call"]
+    assert json.loads(args) == json.loads(calls[0].arguments)
+
+
+BAD = [
+    ({"input": "hi", "previous_response_id": "resp_123"}, "previous_response_id"),
+    ({"input": "hi", "background": True}, "background"),
+    ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]}, "input"),
+    ({"input": [{"type": "reasoning", "summary": []}]}, "input"),
+    ({"input": []}, "input"),
+    ({}, "input"),
+    ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"input": "hi", "text": {"format": {"type": "xml"}}}, "text"),
+    ({"input": "hi", "temperature": "hot"}, "temperature"),
+    ({"input": [{"role": "wizard", "content": "hi"}]}, "input"),
+]
+
+
+@pytest.mark.parametrize("body,param", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_requests_are_400s_naming_the_field(http, body, param):
+    assert_error(http.post("/v1/responses", json={"model": MODEL, **body}), 400, param=param)
+
+
+def test_unknown_model_is_404(http):
+    assert_error(http.post("/v1/responses", json={"model": "nope", "input": "hi"}), 404, param="model")
