@@ -43,6 +43,10 @@ BASES = {
     "/v1/completions": {
         "model": MODEL, "prompt": "Once upon", "max_tokens": 3, "echo": True, "logprobs": 2, "n": 2,
         "stream": False, "temperature": 0.7},
+    "/v1/responses": {
+        "model": MODEL, "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}],
+        "instructions": "Be brief.", "max_output_tokens": 3, "temperature": 0.5, "top_p": 0.9,
+        "text": {"format": {"type": "text"}}, "store": False, "metadata": {"k": "v"}},
     "/tokenize": {"model": MODEL, "prompt": "hello world", "add_special_tokens": True},
     "/detokenize": {"model": MODEL, "tokens": [1, 2, 3, 100]},
 }
@@ -102,6 +106,11 @@ def check_error_body(r: httpx.Response, what: str):
 
 def check_stream(r: httpx.Response, what: str):
     lines = [ln for ln in r.text.split("\n") if ln.startswith("data: ")]
+    if "/v1/responses" in what:  # typed events, the last one the whole response; no [DONE]
+        assert lines, (what, r.text[-300:])
+        events = [json.loads(ln[len("data: "):]) for ln in lines]
+        assert events[-1]["type"] in ("response.completed", "response.incomplete", "response.failed"), (what, events[-1])
+        return
     assert lines and lines[-1] == "data: [DONE]", (what, r.text[-300:])
     for ln in lines[:-1]:
         json.loads(ln[len("data: "):])  # every event is JSON (an error event too)
