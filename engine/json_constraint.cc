@@ -5,6 +5,7 @@
 
 #include "base/check.h"
 #include "engine/tokenizer.h"
+#include "engine/tool_call_grammar.h"
 
 namespace peng {
 
@@ -190,5 +191,7 @@ template class SharedMasks<ChoiceGrammar>;
 template class GrammarConstraint<JsonGrammar>;
 template class GrammarConstraint<SchemaGrammar>;
 template class GrammarConstraint<ChoiceGrammar>;
+template class SharedMasks<ToolCallBlockGrammar>;
+template class GrammarConstraint<ToolCallBlockGrammar>;
 
 }  // namespace peng

@@ -51,6 +51,10 @@ struct GenerateRequest {
   std::shared_ptr<const JsonSchema> json_schema;
   // Guided choice (vLLM's guided_choice): each choice's output is exactly one of these strings.
   std::shared_ptr<const ChoiceSet> guided_choice;
+  // Tool calls in "auto" mode (engine/tool_call_grammar.h): free text, but once the output
+  // opens a <tool_call> block the block holds one call of this schema. Set alone, or with
+  // none of the three above.
+  std::shared_ptr<const JsonSchema> tool_call_schema;
   std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
 };
 

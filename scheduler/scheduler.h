@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "engine/json_constraint.h"
+#include "engine/tool_call_grammar.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "memory/kv_manager.h"
@@ -164,6 +165,7 @@ class Scheduler {
   std::shared_ptr<const JsonVocabulary> json_vocabulary_;
   std::shared_ptr<SharedMasks<JsonGrammar>> json_masks_;
   std::shared_ptr<SharedMasks<SchemaGrammar>> schema_masks_;
+  std::shared_ptr<SharedMasks<ToolCallBlockGrammar>> tool_call_masks_;
   std::shared_ptr<SharedMasks<ChoiceGrammar>> choice_masks_;
   SchedulerListener* listener_;
   SchedulerListener no_listener_;

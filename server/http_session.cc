@@ -277,6 +277,7 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
     req->json_object = j.json_object;
     req->json_schema = j.json_schema;
     req->guided_choice = j.guided_choice;
+    req->tool_call_schema = j.tool_call_schema;
     req->arrival = std::chrono::steady_clock::now();
     const std::string rid = req->id;
     auto stream = std::make_shared<SessionStream>(weak_from_this(), ctx_, gen_->seq,

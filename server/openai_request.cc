@@ -190,6 +190,13 @@ absl::StatusOr<std::string> MessageContent(const Json& m, size_t i) {
                                            "list of content parts"));
 }
 
+// A schema compiled once per text (the model's SchemaCache), or here when there is none.
+absl::StatusOr<std::shared_ptr<const JsonSchema>> CompileCached(const ModelContext& ctx,
+                                                                const nlohmann::ordered_json& schema,
+                                                                bool object_root = true) {
+  return ctx.schemas != nullptr ? ctx.schemas->Compile(schema, object_root) : JsonSchema::Compile(schema, object_root);
+}
+
 absl::Status ParseMessages(const Json& body, std::string_view raw_body, const ModelContext& ctx, CompletionJob* job) {
   ToolRequest tools;
   PENG_ASSIGN_OR_RETURN(std::string text, RenderChatPrompt(body, ctx, &tools, raw_body));
@@ -199,14 +206,19 @@ absl::Status ParseMessages(const Json& body, std::string_view raw_body, const Mo
         return BadParam("tool_choice", "tool_choice 'required' or a named function constrains the reply "
                                        "already; it cannot be combined with response_format or guided_*");
       }
-      const nlohmann::ordered_json schema = ToolCallSchema(tools);
       absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
-          ctx.schemas != nullptr ? ctx.schemas->Compile(schema, /*object_root=*/false)
-                                 : JsonSchema::Compile(schema, /*object_root=*/false);
+          CompileCached(ctx, ToolCallSchema(tools), /*object_root=*/false);
       if (!compiled.ok()) {
         return BadParam("tools", absl::StrCat("a function's parameters: ", compiled.status().message()));
       }
       job->json_schema = *std::move(compiled);
+    } else if (!job->json_object && job->json_schema == nullptr && job->guided_choice == nullptr &&
+               RepliesWithToolCallTags(*ctx.chat_template)) {
+      // "auto": a <tool_call> block the model opens holds one well-formed call. Functions whose
+      // parameters the schema subset cannot hold leave the blocks unconstrained, not a 400.
+      absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
+          CompileCached(ctx, OneToolCallSchema(tools), /*object_root=*/false);
+      if (compiled.ok()) job->tool_call_schema = *std::move(compiled);
     }
     job->tools = std::make_shared<const ToolRequest>(std::move(tools));
   }
@@ -547,8 +559,7 @@ namespace {
 
 absl::Status CompileSchema(const char* param, const nlohmann::ordered_json& schema, const ModelContext& ctx,
                            CompletionJob* job) {
-  absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
-      ctx.schemas != nullptr ? ctx.schemas->Compile(schema) : JsonSchema::Compile(schema);
+  absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled = CompileCached(ctx, schema);
   if (!compiled.ok()) return BadParam(param, absl::StrCat(param, ": ", compiled.status().message()));
   job->json_schema = *std::move(compiled);
   return absl::OkStatus();

@@ -72,6 +72,7 @@ struct CompletionJob {
   // Chat with tool_choice other than "none" (server/openai_tools.h): the reply's calls are read
   // back from its text; a constrained choice also sets json_schema.
   std::shared_ptr<const ToolRequest> tools;
+  std::shared_ptr<const JsonSchema> tool_call_schema;  // "auto": GenerateRequest::tool_call_schema
 
   // stop.max_tokens for prompt `i`: the request's value, or the rest of the context.
   int64_t MaxTokensFor(size_t i) const {

@@ -362,7 +362,10 @@ absl::Status ArgumentsAsObjects(std::vector<ChatMessage>* messages) {
   return absl::OkStatus();
 }
 
-OJson ToolCallSchema(const ToolRequest& tools) {
+namespace {
+
+// One call of the (named) functions, and the $defs its $refs point to.
+std::pair<OJson, OJson> CallSchema(const ToolRequest& tools) {
   OJson defs = OJson::object();
   OJson branches = OJson::array();
   for (size_t i = 0; i < tools.functions.size(); ++i) {
@@ -374,11 +377,29 @@ OJson ToolCallSchema(const ToolRequest& tools) {
                              {"properties", {{"name", {{"const", f.name}}}, {"arguments", std::move(parameters)}}},
                              {"required", {"name", "arguments"}}});
   }
+  OJson call = branches.size() == 1 ? branches[0] : OJson{{"anyOf", std::move(branches)}};
+  return {std::move(call), std::move(defs)};
+}
+
+}  // namespace
+
+OJson ToolCallSchema(const ToolRequest& tools) {
+  auto [call, defs] = CallSchema(tools);
   OJson schema{{"type", "array"}, {"minItems", 1}};
   if (!tools.parallel) schema["maxItems"] = 1;
-  schema["items"] = branches.size() == 1 ? branches[0] : OJson{{"anyOf", std::move(branches)}};
+  schema["items"] = std::move(call);
   if (!defs.empty()) schema["$defs"] = std::move(defs);
   return schema;
+}
+
+OJson OneToolCallSchema(const ToolRequest& tools) {
+  auto [call, defs] = CallSchema(tools);
+  if (!defs.empty()) call["$defs"] = std::move(defs);
+  return call;
+}
+
+bool RepliesWithToolCallTags(const ChatTemplate& chat_template) {
+  return !TemplateRendersTools(chat_template) || chat_template.source().find("<tool_call>") != std::string::npos;
 }
 
 ToolReply ExtractToolCalls(std::string_view text, const ToolRequest& tools) {

@@ -4,7 +4,9 @@
 //     reply is text.
 //   "auto" (the default when tools are given): the model decides. A reply whose text holds
 //     calls in one of the formats below comes back as message.tool_calls, with the text
-//     before them as content and finish_reason "tool_calls"; any other reply is text.
+//     before them as content and finish_reason "tool_calls"; any other reply is text. Where
+//     calls come as <tool_call> blocks (RepliesWithToolCallTags), a block the model opens is
+//     constrained to one call (engine/tool_call_grammar.h).
 //   "required", or one named function: the reply is constrained (engine/json_schema.h) to a
 //     JSON array of calls [{"name": ..., "arguments": {...}}], each naming a listed function
 //     (the named one) with arguments of its `parameters` schema; one call when
@@ -73,6 +75,13 @@ absl::Status ArgumentsAsObjects(std::vector<ChatMessage>* messages);
 // Each function's $defs move to the top level under names of their own, and its $refs with
 // them.
 nlohmann::ordered_json ToolCallSchema(const ToolRequest& tools);
+
+// One call object (for "auto": the schema of a <tool_call> block's call,
+// engine/tool_call_grammar.h).
+nlohmann::ordered_json OneToolCallSchema(const ToolRequest& tools);
+// Whether calls come as <tool_call> blocks: the template has no tools (Peng shows that format)
+// or shows that format itself (Hermes, Qwen2.5).
+bool RepliesWithToolCallTags(const ChatTemplate& chat_template);
 
 struct ToolCall {
   std::string id;         // "call_" and 24 random characters

@@ -41,9 +41,10 @@ ASKS = ["What is the weather in Paris?", "Book me a flight from Oslo to Rome for
         "Is it raining in Tokyo, and can I fly there from London?"]
 
 
-def check_calls(message, finish_reason: str, names=MODELS) -> list:
+def check_calls(message, finish_reason: str, names=MODELS, text_before=False) -> list:
     assert finish_reason == "tool_calls", (finish_reason, message)
-    assert message.content is None, message
+    # Constrained replies are calls alone; in "auto" the model may write text before them.
+    assert text_before or message.content is None, message
     assert message.tool_calls, message
     for call in message.tool_calls:
         assert call.type == "function"
@@ -127,10 +128,29 @@ def test_auto_replies_are_text_or_calls(client):
         r = chat(client, messages=[{"role": "user", "content": ask}], tools=TOOLS, max_tokens=60, temperature=0)
         choice = r.choices[0]
         if choice.message.tool_calls:
-            check_calls(choice.message, choice.finish_reason)
+            check_calls(choice.message, choice.finish_reason, text_before=True)
         else:
             assert choice.finish_reason in ("stop", "length")
             assert isinstance(choice.message.content, str) and choice.message.content
+
+
+def test_auto_calls_the_model_opens_are_well_formed(client, http):
+    # "<" nudged up (token 44 in SmolLM2's vocabulary): the model opens <tool_call> blocks, as a
+    # model trained on the format does by itself. The block is then constrained to one call of a
+    # listed tool; the stop string ends the reply after the first block.
+    lt = http.post("/tokenize", json={"prompt": "<", "add_special_tokens": False}).json()["tokens"]
+    assert len(lt) == 1
+    opened = 0
+    for seed in range(4):
+        r = chat(client, messages=[{"role": "user", "content": ASKS[seed % len(ASKS)]}], tools=TOOLS,
+                 max_tokens=160, temperature=0.7, seed=seed, logit_bias={str(lt[0]): 5}, stop=["</tool_call>"])
+        choice = r.choices[0]
+        if choice.message.tool_calls:
+            check_calls(choice.message, choice.finish_reason, text_before=True)
+            opened += 1
+        else:
+            assert "<tool_call>" not in (choice.message.content or ""), choice
+    assert opened >= 2, opened
 
 
 def test_a_conversation_with_calls_and_results(client, http):
