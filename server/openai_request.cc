@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "base/status.h"
 #include "server/chat_template.h"
+#include "server/json_text.h"
 #include "server/openai_error.h"
 
 namespace peng::server {
@@ -448,20 +449,11 @@ namespace {
 // Deepest nesting of arrays and objects in a JSON text (strings skipped; not a validator).
 int NestingDepth(std::string_view text) {
   int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
+  WalkJsonText(text, [&](char c, bool structural) {
+    if (!structural) return;
+    if (c == '[' || c == '{') deepest = std::max(deepest, ++depth);
+    if (c == ']' || c == '}') --depth;
+  });
   return deepest;
 }
 

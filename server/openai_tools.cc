@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "server/json_text.h"
 #include "server/openai_error.h"
 #include "server/openai_request.h"
 
@@ -111,19 +112,10 @@ std::string Dumps(const OJson& value) {
   const std::string compact = value.dump(-1, ' ', false, OJson::error_handler_t::replace);
   std::string out;
   out.reserve(compact.size() + compact.size() / 8);
-  bool in_string = false, escaped = false;
-  for (const char c : compact) {
+  WalkJsonText(compact, [&](char c, bool structural) {
     out.push_back(c);
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == ',' || c == ':') {
-      out.push_back(' ');
-    }
-  }
+    if (structural && (c == ',' || c == ':')) out.push_back(' ');
+  });
   return out;
 }
 
