@@ -85,7 +85,7 @@ class SchemaCompiler {
                                                std::string(1, static_cast<char>(c)),
                                                "') are not supported: JSON mode chooses a branch by its first byte, "
                                                "or objects by a tag (a property every branch requires, with const or enum "
-                                               "values no two branches share)"));
+                                               "values no two branches share) or by their first key"));
           }
         }
       }
@@ -149,6 +149,35 @@ class SchemaCompiler {
       nodes_[u].alternatives = std::move(others);
       return;
     }
+    KeyUnion(u, objects, std::move(others));
+  }
+
+  // Without a tag: the objects' possible first keys (each one's optional properties up to and
+  // including its first required one), when no key is shared, become the properties of one
+  // object whose first key picks the branch.
+  void KeyUnion(int32_t u, const std::vector<int32_t>& objects, std::vector<int32_t> others) {
+    Node merged;
+    merged.kind = Kind::kObject;
+    merged.first.set('{');
+    absl::flat_hash_set<std::string> keys;
+    bool may_be_empty = false;
+    for (const int32_t o : objects) {
+      const std::vector<JsonSchema::Property>& props = nodes_[o].properties;
+      size_t p = 0;
+      for (; p < props.size(); ++p) {
+        if (!keys.insert(props[p].key).second) return;  // a key two branches can start with
+        merged.properties.push_back({props[p].key, props[p].node, false});
+        merged.key_branches.push_back({o, static_cast<int32_t>(p)});
+        if (props[p].required) break;
+      }
+      may_be_empty = may_be_empty || p == props.size();
+    }
+    if (merged.properties.empty() || merged.properties.size() > JsonSchema::kMaxProperties) return;
+    // `{}` only when some branch allows it: a required last key makes every key a candidate
+    // and the object unable to close before one.
+    merged.properties.back().required = !may_be_empty;
+    others.push_back(Add(std::move(merged), paths_[u]));
+    nodes_[u].alternatives = std::move(others);
   }
 
   int32_t Add(Node n, const std::string& path) {
@@ -511,6 +540,7 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(const Json
       for (int32_t& p : n.prefix_items) fix(p);
       for (int32_t& a : n.alternatives) fix(a);
       for (int32_t& b : n.tag_branches) fix(b);
+      for (JsonSchema::Node::KeyBranch& b : n.key_branches) fix(b.node);
     }
   }
   return std::shared_ptr<const JsonSchema>(std::move(out));

@@ -10,7 +10,9 @@
 //   integers (within int64) and numbers (written without an exponent, at most 15
 //   significant and 20 fraction digits, compared as Python compares floats), anyOf / oneOf whose branches start with different bytes or are
 //   objects told apart by a tag (a property every branch requires, with const / enum values
-//   no two branches share: pydantic's discriminated unions),
+//   no two branches share: pydantic's discriminated unions) or by their first key (the keys
+//   each branch can start with, in declared order, are its own: pydantic's plain unions of
+//   models with different fields),
 //   allOf of one schema, $ref to "#/$defs/..." or "#/definitions/..." (recursion allowed),
 //   format (date, date-time, time, uuid, email, ipv4, uri become patterns; others constrain
 //   nothing), and the annotations (title, description, default, examples, ...). The top level is an
@@ -73,6 +75,14 @@ class JsonSchema {
     // tag (kLiterals, every branch's values); once the tag's value is written, the object
     // goes on as tag_branches[literal] (a branch with the tag as its first property).
     std::vector<int32_t> tag_branches;
+    // kObject standing for a union of objects told apart by their first key: its properties are
+    // every branch's possible first keys, and once one is written the object goes on as
+    // key_branches[property] (that branch, at that property).
+    struct KeyBranch {
+      int32_t node;
+      int32_t property;
+    };
+    std::vector<KeyBranch> key_branches;
   };
   const std::vector<Node>& nodes() const { return nodes_; }
   const std::vector<ByteRegex>& regexes() const { return regexes_; }

@@ -288,7 +288,8 @@ TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
       {R"({"type": "object", "properties": {"n": {"type": "number", "minimum": 3, "maximum": 2}}})", "no number lies"},
       {R"({"type": "object", "properties": {"n": {"type": "number", "multipleOf": 2}}})", "'multipleOf' is not supported"},
       {R"({"type": "string"})", "top level must be an object"},
-      {R"({"type": "object", "properties": {"x": {"anyOf": [{"type": "object"}, {"type": "object", "properties": {"a": {}}}]}}})",
+      {R"({"type": "object", "properties": {"x": {"anyOf": [{"type": "object", "properties": {"a": {}}},
+          {"type": "object", "properties": {"a": {"type": "string"}}}]}}})",
        "same byte ('{')"},
       // Objects whose tags overlap cannot be told apart.
       {R"({"type": "object", "properties": {"x": {"anyOf": [
@@ -361,6 +362,50 @@ TEST(JsonSchemaTest, UnionsOfObjectsGoByTheirTag) {
       }
     }
   }
+}
+
+TEST(JsonSchemaTest, UnionsOfObjectsGoByTheirFirstKey) {
+  // pydantic's Union[Cat, Dog, Note] with no tag: each model starts with keys of its own.
+  const auto schema = Compile(R"({"type": "object", "properties": {"x": {"anyOf": [
+      {"type": "object", "properties": {"nick": {"type": "string"}, "meows": {"type": "integer"}}, "required": ["meows"]},
+      {"type": "object", "properties": {"barks": {"type": "integer"}, "nick": {"type": "string"}}, "required": ["barks"]},
+      {"type": "null"}]},
+    "y": {"anyOf": [{"type": "object", "properties": {"opt": {"type": "integer"}}},
+                    {"type": "object", "properties": {"d": {"type": "boolean"}}, "required": ["d"]}]}},
+    "required": ["x", "y"]})");
+  for (const char* doc : {R"({"x": {"meows": 1}, "y": {}})", R"({"x": {"nick": "Tom", "meows": 9}, "y": {"opt": 2}})",
+                          R"({"x": {"barks": 2, "nick": "Rex"}, "y": {"d": true}})", R"({"x": null, "y": {"d": false}})"}) {
+    EXPECT_TRUE(Accepts(*schema, doc)) << doc;
+  }
+  for (const char* doc : {R"({"x": {}, "y": {}})", R"({"x": {"meows": 1, "barks": 2}, "y": {}})",
+                          R"({"x": {"nick": "Tom", "barks": 2}, "y": {}})", R"({"x": {"barks": 2}, "y": {"opt": 1, "d": true}})",
+                          R"({"x": {"meows": "one"}, "y": {}})"}) {
+    EXPECT_FALSE(Accepts(*schema, doc)) << doc;
+  }
+  std::mt19937 rng(17);
+  std::vector<std::string> units;
+  for (const char* u : {"{", "}", "\"", ":", ",", " ", "1", "null", "true", "meows", "barks", "nick", "opt", "d", "x", "y", "T"}) {
+    units.emplace_back(u);
+  }
+  std::string finish = "\"}]0:,";
+  for (int c = 0x20; c < 0x7f; ++c) finish.push_back(static_cast<char>(c));
+  for (int walk = 0; walk < 2000; ++walk) {
+    SchemaGrammar g(schema.get());
+    const std::string doc = testing::WalkThenFinish(g, rng, units, 60, finish, 20000);
+    ASSERT_TRUE(g.Complete()) << "stuck after: " << doc;
+    const nlohmann::json v = nlohmann::json::parse(doc);
+    const nlohmann::json& x = v.at("x");
+    if (!x.is_null()) {
+      const bool cat = x.contains("meows") && x["meows"].is_number_integer() && !x.contains("barks");
+      const bool dog = x.contains("barks") && x["barks"].is_number_integer() && !x.contains("meows");
+      EXPECT_TRUE(cat != dog) << doc;
+    }
+    EXPECT_TRUE(v.at("y").empty() || v["y"].contains("opt") != v["y"].contains("d")) << doc;
+  }
+  // Branches that can start with one key are not told apart.
+  EXPECT_FALSE(JsonSchema::Compile(OJson::parse(R"({"type": "object", "properties": {"x": {"anyOf": [
+      {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+      {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}]}}})")).ok());
 }
 
 TEST(JsonSchemaTest, OtherTopLevelsWhenAsked) {

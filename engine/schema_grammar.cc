@@ -388,6 +388,12 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
               f.pos = static_cast<uint16_t>(i + 1);
               f.prop = static_cast<uint16_t>(i);
               f.phase = kObjColon;
+              if (!n.key_branches.empty()) {  // a union's first key: go on in its branch
+                const JsonSchema::Node::KeyBranch b = n.key_branches[i];
+                f.node = b.node;
+                f.prop = static_cast<uint16_t>(b.property);
+                f.pos = static_cast<uint16_t>(b.property + 1);
+              }
             }
           }
           return kTaken;

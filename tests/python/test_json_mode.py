@@ -195,13 +195,28 @@ class Tank(BaseModel):
     pets: list[Annotated[Union[Pet, Fish], Field(discriminator="kind")]]
 
 
+class Circle(BaseModel):
+    radius: float
+
+
+class Rect(BaseModel):
+    width: float
+    height: float
+
+
+class Drawing(BaseModel):
+    shapes: list[Union[Circle, Rect]]  # no tag: the first key tells them apart
+
+
 def test_openai_parse_with_number_bounds_and_tagged_unions(client):
-    # Float bounds (pydantic ge/gt/le/lt on floats), a tuple (prefixItems) and a discriminated
-    # union of models: pydantic refuses any value that breaks them.
+    # Float bounds (pydantic ge/gt/le/lt on floats), a tuple (prefixItems), a discriminated
+    # union of models and a plain one: pydantic refuses any value that breaks them.
     parsed = parse_replies(client, Review, "Review a restaurant with a score, a price and a delta.",
                            max_tokens=120)
     assert parsed, "no reply ended within 120 tokens"
     parsed = parse_replies(client, Tank, "List the animals in an aquarium.", max_tokens=200)
+    assert parsed, "no reply ended within 200 tokens"
+    parsed = parse_replies(client, Drawing, "Draw a few shapes.", max_tokens=200)
     assert parsed, "no reply ended within 200 tokens"
 
 
