@@ -232,6 +232,79 @@ class Soak:
             if body.get("stream_options") and usage is None:
                 self.fail(what, "include_usage but no usage chunk")
 
+    TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
+                 "type": "object", "properties": {"q": {"type": "string", "maxLength": 40}}, "required": ["q"]}}},
+             {"type": "function", "function": {"name": "add", "parameters": {
+                 "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "number", "minimum": 0}},
+                 "required": ["a", "b"]}}}]
+    SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                               "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["name", "n"]}
+
+    async def structured(self, client, rng):
+        """Constrained output beside plain traffic: JSON mode, a schema, tool calls (required
+        and auto) and the Responses API, streamed or not, some streams dropped early."""
+        kind = rng.choice(["json_object", "json_schema", "tools_required", "tools_auto", "responses"])
+        max_tokens = rng.choice([4, 16, 48])
+        stream = rng.random() < 0.4
+        what = f"structured {kind}{' stream' if stream else ''}"
+        self.counts[what] += 1
+        messages = [{"role": "user", "content": self.text(rng, 1, 20)}]
+        body = {"model": self.model, "temperature": rng.choice([0, 0.8]), "stream": stream}
+        path = "/v1/chat/completions"
+        if kind == "responses":
+            path = "/v1/responses"
+            body.update(input=messages, max_output_tokens=max_tokens)
+            if rng.random() < 0.5:
+                body["tools"] = [{"type": "function", **t["function"]} for t in self.TOOLS]
+        else:
+            body.update(messages=messages, max_tokens=max_tokens)
+            if kind == "json_object":
+                body["response_format"] = {"type": "json_object"}
+            elif kind == "json_schema":
+                body["response_format"] = {"type": "json_schema", "json_schema": {"name": "r", "schema": self.SCHEMA}}
+            else:
+                body["tools"] = self.TOOLS
+                body["tool_choice"] = "required" if kind == "tools_required" else "auto"
+        if not stream:
+            r = await client.post(self.base + path, json=body)
+            if r.status_code != 200:
+                return self.check_error_body(what, r.status_code, r.text, {429, 503})
+            out = r.json()
+            if kind == "responses":
+                if out.get("object") != "response" or out.get("status") not in ("completed", "incomplete"):
+                    self.fail(what, f"not a finished response: {r.text[:300]}")
+                return
+            choice = out["choices"][0]
+            if choice["finish_reason"] == "tool_calls":
+                for call in choice["message"]["tool_calls"]:
+                    if not isinstance(json.loads(call["function"]["arguments"]), dict):
+                        self.fail(what, f"arguments not an object: {call}")
+            elif choice["finish_reason"] == "stop" and kind in ("json_object", "json_schema"):
+                if not isinstance(json.loads(choice["message"]["content"]), dict):
+                    self.fail(what, f"not a JSON object: {choice}")
+            return
+        disconnect_after = rng.choice([None, None, 0, 2])
+        async with client.stream("POST", self.base + path, json=body) as r:
+            if r.status_code != 200:
+                await r.aread()
+                return self.check_error_body(what, r.status_code, r.text, {429, 503})
+            events, last = 0, None
+            async for line in r.aiter_lines():
+                if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                    continue
+                last = json.loads(line[5:].strip())
+                if "error" in last or last.get("type") == "error":
+                    return self.fail(what, f"error in stream: {last}")
+                events += 1
+                if disconnect_after is not None and events > disconnect_after:
+                    self.counts["disconnect mid-stream"] += 1
+                    return
+            if kind == "responses" and (last or {}).get("type") not in ("response.completed", "response.incomplete"):
+                self.fail(what, f"the stream ended with {last}")
+            if kind != "responses" and not any(c.get("finish_reason") for c in (last or {}).get("choices", [])):
+                self.fail(what, f"the stream ended without a finish: {last}")
+
     async def raw(self, payload: bytes, close_after_send: bool, what: str, allowed: set[int]):
         """Sends bytes on a fresh connection; reads the status unless it hangs up first."""
         self.counts[what] += 1
@@ -394,6 +467,8 @@ class Soak:
                         await self.generate(client, rng, stream=True)
                     elif x < 0.50:
                         await self.generate(client, rng, stream=False)
+                    elif x < 0.58:
+                        await self.structured(client, rng)
                     elif x < 0.65:
                         await self.bad_request(client, rng)
                     elif x < 0.80 and self.pb is not None:
