@@ -562,8 +562,8 @@ def test_drain_timeout_answers_a_request_it_never_ran_with_a_retryable_503(peng_
 
 
 def test_mixed_traffic_soak(peng_server, repo_root):
-    """tests/bench/soak.py for 30 s: streams, plain requests, n > 1, echo + logprobs, clients
-    vanishing mid-stream or mid-body, malformed and out-of-range requests, tokenize round trips,
+    """tests/bench/soak.py for 30 s: streams, plain requests, n > 1, echo + logprobs, JSON mode,
+    schemas, tool calls and the Responses API, clients vanishing mid-stream or mid-body, malformed and out-of-range requests, tokenize round trips,
     metrics scrapes and cancelled gRPC streams, all interleaved. Every answer well-formed, no
     5xx, and the server drains to zero running, waiting and KV afterwards, still ready. (Longer
     runs under the sanitizers: tests/README.md.)"""
