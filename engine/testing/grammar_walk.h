@@ -10,6 +10,14 @@
 
 namespace peng::testing {
 
+// A completion alphabet for JSON documents: the bytes that close strings, objects and arrays
+// and separate values first, then every printable ASCII byte.
+inline std::string JsonFinishBytes() {
+  std::string finish = "\"}]0:,";
+  for (int c = 0x20; c < 0x7f; ++c) finish.push_back(static_cast<char>(c));
+  return finish;
+}
+
 // The document fed to `g`; `g.Complete()` says whether the completion got there (false: no
 // byte of `finish` was taken, or max_finish bytes did not suffice).
 template <class G>
