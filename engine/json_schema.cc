@@ -27,7 +27,7 @@ const absl::flat_hash_set<std::string>& Annotations() {
 }
 const absl::flat_hash_set<std::string>& Enforced() {
   static const auto* kSet = new absl::flat_hash_set<std::string>{
-      "type", "properties", "required", "items", "prefixItems", "minItems", "maxItems", "enum", "const",
+      "type", "properties", "required", "items", "prefixItems", "minItems", "maxItems", "uniqueItems", "enum", "const",
       "anyOf", "oneOf", "allOf", "$ref", "pattern", "minLength", "maxLength", "minimum", "maximum",
       "exclusiveMinimum", "exclusiveMaximum"};
   return *kSet;
@@ -66,6 +66,12 @@ class SchemaCompiler {
           n.first = f;
           changed = true;
         }
+      }
+    }
+    for (size_t i = 0; i < nodes_.size(); ++i) {  // items are known now ($refs filled)
+      const Node& n = nodes_[i];
+      if (n.unique_items && nodes_[n.items].kind != Kind::kLiterals) {
+        return Bad(paths_[i], "uniqueItems is supported on arrays of enum or const values only");
       }
     }
     const size_t compiled = nodes_.size();  // TagUnion adds nodes (none of them an anyOf)
@@ -441,6 +447,11 @@ class SchemaCompiler {
       n.items = Add(Primitive(Kind::kAny), path + ".items");
     }
     if (n.max_items >= 0 && n.min_items > n.max_items) return Bad(path, "minItems exceeds maxItems");
+    if (const auto it = s.find("uniqueItems"); it != s.end()) {
+      if (!it->is_boolean()) return Bad(path + ".uniqueItems", "must be a boolean");
+      n.unique_items = it->get<bool>();
+      if (n.unique_items && !n.prefix_items.empty()) return Bad(path + ".uniqueItems", "is not supported with prefixItems");
+    }
     return Add(std::move(n), path);
   }
 

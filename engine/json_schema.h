@@ -4,7 +4,8 @@
 //
 // The subset (anything else is an InvalidArgument naming the keyword, never ignored):
 //   type (one or a list), properties, required, items, prefixItems (tuples), minItems, maxItems,
-//   enum, const,
+//   uniqueItems (on items of enum / const values: pydantic's set of an Enum or Literal), enum,
+//   const,
 //   pattern (engine/byte_regex.h), minLength, maxLength (in characters: UTF-8 sequences and
 //   escapes count one each), minimum / maximum / exclusiveMinimum / exclusiveMaximum on
 //   integers (within int64) and numbers (written without an exponent, at most 15
@@ -60,6 +61,7 @@ class JsonSchema {
     std::vector<Property> properties;     // kObject
     int32_t items = -1;                   // kArray: the items' node; kMap: the values' node
     std::vector<int32_t> prefix_items;    // kArray: the first items' nodes (prefixItems), then `items`
+    bool unique_items = false;            // kArray of literals (enum / const items): no value twice
     int64_t min_items = 0, max_items = -1;  // kArray; -1: no bound
     std::vector<std::string> literals;    // kLiterals: serialized JSON values
     std::vector<int32_t> alternatives;    // kAnyOf

@@ -266,6 +266,45 @@ TEST(JsonSchemaTest, TuplesTakeEachItemsSchemaInTurn) {
   EXPECT_FALSE(Accepts(*pair, R"({"t": [1.5, "a", true], "u": [3], "v": [1, 1]})"));
 }
 
+TEST(JsonSchemaTest, UniqueItemsOfEnumsNeverRepeat) {
+  // pydantic's set[Colour] (an Enum through $defs) and set[Literal[1, 12]].
+  const auto schema = Compile(R"({"$defs": {"Colour": {"enum": ["red", "green", "blue"], "type": "string"}},
+      "type": "object", "properties": {
+        "c": {"type": "array", "items": {"$ref": "#/$defs/Colour"}, "uniqueItems": true},
+        "n": {"type": "array", "items": {"enum": [1, 12]}, "uniqueItems": true, "minItems": 1}},
+      "required": ["c", "n"]})");
+  for (const char* doc : {R"({"c": [], "n": [1]})", R"({"c": ["red", "blue", "green"], "n": [12, 1]})",
+                          R"({"c": ["green"], "n": [1, 12]})"}) {
+    EXPECT_TRUE(Accepts(*schema, doc)) << doc;
+  }
+  for (const char* doc : {R"({"c": ["red", "red"], "n": [1]})", R"({"c": [], "n": [1, 1]})",
+                          R"({"c": [], "n": [12, 12]})", R"({"c": ["red", "green", "blue", "red"], "n": [1]})",
+                          R"({"c": ["red", "green", "blue",)"}) {
+    EXPECT_FALSE(Accepts(*schema, doc)) << doc;
+  }
+  std::mt19937 rng(23);
+  std::vector<std::string> units;
+  for (const char* u : {"[", "]", "\"", ",", " ", "1", "2", "red", "green", "blue", "\"red\"", "{", "}", ":", "c", "n"}) {
+    units.emplace_back(u);
+  }
+  for (int walk = 0; walk < 2000; ++walk) {
+    SchemaGrammar g(schema.get());
+    const std::string doc = testing::WalkThenFinish(g, rng, units, 80, testing::JsonFinishBytes(), 20000);
+    ASSERT_TRUE(g.Complete()) << "stuck after: " << doc;
+    const nlohmann::json v = nlohmann::json::parse(doc);
+    for (const char* key : {"c", "n"}) {
+      std::vector<std::string> seen;
+      for (const auto& e : v.at(key)) seen.push_back(e.dump());
+      std::sort(seen.begin(), seen.end());
+      EXPECT_TRUE(std::adjacent_find(seen.begin(), seen.end()) == seen.end()) << doc;
+    }
+  }
+  const auto strings = JsonSchema::Compile(OJson::parse(
+      R"({"type": "object", "properties": {"s": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}})"));
+  ASSERT_FALSE(strings.ok());
+  EXPECT_NE(strings.status().message().find("enum or const values only"), std::string::npos) << strings.status();
+}
+
 TEST(JsonSchemaTest, CacheHandsOutOneSchemaPerText) {
   SchemaCache cache(2);
   const auto a = OJson::parse(R"({"type": "object", "properties": {"x": {"type": "integer"}}})");

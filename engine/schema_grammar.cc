@@ -1,6 +1,7 @@
 #include "engine/schema_grammar.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <new>
 
@@ -126,6 +127,14 @@ void SchemaGrammar::PopValue() {
   if (parent.phase == kArrValue) {
     parent.phase = kArrAfter;
     ++parent.pos;
+    if (NodeOf(parent).unique_items) {  // the literal just written may not come again
+      const Frame& item = frames()[depth_];
+      const Node& values = NodeOf(item);
+      for (uint64_t m = item.candidates; m != 0; m &= m - 1) {
+        const int i = __builtin_ctzll(m);
+        if (values.literals[i].size() == item.pos) parent.candidates |= uint64_t{1} << i;
+      }
+    }
   }
 }
 
@@ -465,11 +474,20 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
           return kRefused;  // kMapValue: the value's frame is above
       }
     case Kind::kArray: {
+      // Unique items: candidates holds the literals written so far.
       const bool may_close = f.pos >= n.min_items;
-      const bool may_add = n.max_items < 0 || f.pos < n.max_items;
+      const bool may_add = (n.max_items < 0 || f.pos < n.max_items) &&
+                           (!n.unique_items || static_cast<size_t>(std::popcount(f.candidates)) <
+                                                   schema_->nodes()[n.items].literals.size());
       const auto start_item = [&] {
         f.phase = kArrValue;
-        return StartValue(f.pos < n.prefix_items.size() ? n.prefix_items[f.pos] : n.items, c);
+        const Result r = StartValue(f.pos < n.prefix_items.size() ? n.prefix_items[f.pos] : n.items, c);
+        if (r == kTaken && n.unique_items) {
+          Frame& item = frames()[depth_ - 1];
+          item.candidates &= ~f.candidates;
+          if (item.candidates == 0) return kRefused;
+        }
+        return r;
       };
       switch (f.phase) {
         case kArrOpen:

@@ -206,18 +206,27 @@ class Rect(BaseModel):
 
 class Drawing(BaseModel):
     shapes: list[Union[Circle, Rect]]  # no tag: the first key tells them apart
+    colours: set[Literal["red", "green", "blue"]]  # uniqueItems
 
 
 def test_openai_parse_with_number_bounds_and_tagged_unions(client):
     # Float bounds (pydantic ge/gt/le/lt on floats), a tuple (prefixItems), a discriminated
-    # union of models and a plain one: pydantic refuses any value that breaks them.
+    # union of models, a plain one and a set: pydantic refuses any value that breaks them (a set
+    # parses from a list with repeats, so the test reads the JSON list too).
     parsed = parse_replies(client, Review, "Review a restaurant with a score, a price and a delta.",
                            max_tokens=120)
     assert parsed, "no reply ended within 120 tokens"
     parsed = parse_replies(client, Tank, "List the animals in an aquarium.", max_tokens=200)
     assert parsed, "no reply ended within 200 tokens"
-    parsed = parse_replies(client, Drawing, "Draw a few shapes.", max_tokens=200)
+    parsed = parse_replies(client, Drawing, "Draw a few shapes in colour.", max_tokens=200)
     assert parsed, "no reply ended within 200 tokens"
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Draw a few shapes in colour."}], max_tokens=200,
+        temperature=0.8, seed=1, response_format={"type": "json_schema", "json_schema": {
+            "name": "Drawing", "schema": Drawing.model_json_schema()}})
+    if r.choices[0].finish_reason == "stop":
+        colours = json.loads(r.choices[0].message.content)["colours"]
+        assert len(colours) == len(set(colours)), colours
 
 
 def test_schema_properties_come_in_the_declared_order(http):
