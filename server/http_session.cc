@@ -1,6 +1,5 @@
 #include "server/http_session.h"
 
-#include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +10,7 @@
 #include "boost/asio/post.hpp"
 #include "boost/asio/write.hpp"
 #include "boost/beast/http/read.hpp"
+#include "server/json_text.h"
 #include "server/openai_error.h"
 #include "server/openai_responses.h"
 #include "server/sse.h"
@@ -25,17 +25,6 @@ namespace http = boost::beast::http;
 constexpr size_t kMonitorReadBytes = 4096;
 constexpr size_t kMaxPipelinedBytes = 64 * 1024;  // stop watching beyond this much read-ahead
 constexpr std::chrono::seconds kLingerTimeout{5};
-
-std::string RandomHex(int n) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s(n, '0');
-  for (int i = 0; i < n; i += 16) {
-    uint64_t r = rng();
-    for (int j = i; j < n && j < i + 16; ++j, r >>= 4) s[j] = kHex[r & 15];
-  }
-  return s;
-}
 
 int64_t UnixNow() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -247,8 +236,7 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   gen->seq = next_seq_++;
   gen->stream = job->stream;
   gen->job = *std::move(job);
-  const std::string id =
-      absl::StrCat(responses ? "resp_" : kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-", RandomHex(32));
+  const std::string id = RandomId(responses ? "resp_" : kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-", 32);
   if (responses) {
     gen->responder = std::make_unique<ResponsesResponder>(gen->job, std::move(responses_request),
                                                           *ctx_->deps.tokenizer, id, UnixNow());

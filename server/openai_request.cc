@@ -42,13 +42,6 @@ const absl::flat_hash_set<std::string>& CompletionFields() {
   return *f;
 }
 
-// A present, non-null field; JSON null counts as absent (as in the OpenAI SDK).
-const Json* Field(const Json& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-
 absl::Status TypeError(absl::string_view name, absl::string_view want) {
   return BadParam(name, absl::StrCat("'", name, "' must be ", want));
 }

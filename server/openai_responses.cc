@@ -1,10 +1,10 @@
 #include "server/openai_responses.h"
 
-#include <random>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "server/json_text.h"
 #include "server/openai_error.h"
 #include "server/sse.h"
 
@@ -12,23 +12,6 @@ namespace peng::server {
 namespace {
 
 using OJson = nlohmann::ordered_json;
-
-std::string RandomId(const char* prefix) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id = prefix;
-  for (int i = 0; i < 2; ++i) {
-    for (uint64_t r = rng(), j = 0; j < 16; ++j, r >>= 4) id.push_back(kHex[r & 15]);
-  }
-  return id;
-}
-
-const OJson* Field(const OJson& body, const char* name) {
-  const auto it = body.find(name);
-  return it == body.end() || it->is_null() ? nullptr : &*it;
-}
-
-absl::Status Bad(const char* param, const std::string& message) { return BadParam(param, message); }
 
 // Settings passed on as they are (same name, same meaning) and settings read here.
 const absl::flat_hash_set<std::string>& PassedOn() {
@@ -47,19 +30,19 @@ const absl::flat_hash_set<std::string>& Understood() {
 // A message item's content as chat content parts (text only).
 absl::StatusOr<OJson> MessageContent(const OJson& content, size_t i) {
   if (content.is_string()) return content;
-  if (!content.is_array()) return Bad("input", absl::StrCat("input[", i, "].content must be a string or a list of parts"));
+  if (!content.is_array()) return BadParam("input", absl::StrCat("input[", i, "].content must be a string or a list of parts"));
   OJson parts = OJson::array();
   for (const OJson& part : content) {
     const OJson* type = part.is_object() ? Field(part, "type") : nullptr;
     const OJson* text = part.is_object() ? Field(part, "text") : nullptr;
     if (type == nullptr || !type->is_string()) {
-      return Bad("input", absl::StrCat("input[", i, "].content parts must be objects with a 'type'"));
+      return BadParam("input", absl::StrCat("input[", i, "].content parts must be objects with a 'type'"));
     }
     const std::string t = type->get<std::string>();
     if (t != "input_text" && t != "output_text" && t != "text") {
-      return Bad("input", absl::StrCat("input[", i, "].content: part type '", t, "' is not supported (text only)"));
+      return BadParam("input", absl::StrCat("input[", i, "].content: part type '", t, "' is not supported (text only)"));
     }
-    if (text == nullptr || !text->is_string()) return Bad("input", absl::StrCat("input[", i, "].content: a text part needs 'text'"));
+    if (text == nullptr || !text->is_string()) return BadParam("input", absl::StrCat("input[", i, "].content: a text part needs 'text'"));
     parts.push_back(OJson{{"type", "text"}, {"text", *text}});
   }
   return parts;
@@ -68,18 +51,18 @@ absl::StatusOr<OJson> MessageContent(const OJson& content, size_t i) {
 // input (text or items) as chat messages.
 absl::StatusOr<OJson> InputMessages(const OJson& input) {
   if (input.is_string()) return OJson::array({OJson{{"role", "user"}, {"content", input}}});
-  if (!input.is_array() || input.empty()) return Bad("input", "'input' must be a string or a non-empty list of items");
+  if (!input.is_array() || input.empty()) return BadParam("input", "'input' must be a string or a non-empty list of items");
   OJson messages = OJson::array();
   for (size_t i = 0; i < input.size(); ++i) {
     const OJson& item = input[i];
-    if (!item.is_object()) return Bad("input", absl::StrCat("input[", i, "] must be an object"));
+    if (!item.is_object()) return BadParam("input", absl::StrCat("input[", i, "] must be an object"));
     const OJson* type = Field(item, "type");
     const std::string t = type != nullptr && type->is_string() ? type->get<std::string>() : "message";
     if (t == "message") {
       const OJson* role = Field(item, "role");
-      if (role == nullptr || !role->is_string()) return Bad("input", absl::StrCat("input[", i, "].role must be a string"));
+      if (role == nullptr || !role->is_string()) return BadParam("input", absl::StrCat("input[", i, "].role must be a string"));
       const OJson* content = Field(item, "content");
-      if (content == nullptr) return Bad("input", absl::StrCat("input[", i, "].content is required"));
+      if (content == nullptr) return BadParam("input", absl::StrCat("input[", i, "].content is required"));
       absl::StatusOr<OJson> c = MessageContent(*content, i);
       if (!c.ok()) return c.status();
       messages.push_back(OJson{{"role", *role}, {"content", *std::move(c)}});
@@ -88,7 +71,7 @@ absl::StatusOr<OJson> InputMessages(const OJson& input) {
       const OJson* call_id = Field(item, "call_id");
       const OJson* arguments = Field(item, "arguments");
       if (name == nullptr || !name->is_string() || call_id == nullptr || !call_id->is_string()) {
-        return Bad("input", absl::StrCat("input[", i, "]: a function_call needs 'name' and 'call_id'"));
+        return BadParam("input", absl::StrCat("input[", i, "]: a function_call needs 'name' and 'call_id'"));
       }
       OJson call{{"id", *call_id},
                  {"type", "function"},
@@ -105,13 +88,13 @@ absl::StatusOr<OJson> InputMessages(const OJson& input) {
       const OJson* call_id = Field(item, "call_id");
       const OJson* output = Field(item, "output");
       if (call_id == nullptr || !call_id->is_string() || output == nullptr) {
-        return Bad("input", absl::StrCat("input[", i, "]: a function_call_output needs 'call_id' and 'output'"));
+        return BadParam("input", absl::StrCat("input[", i, "]: a function_call_output needs 'call_id' and 'output'"));
       }
       messages.push_back(OJson{{"role", "tool"},
                                {"tool_call_id", *call_id},
                                {"content", output->is_string() ? *output : OJson(output->dump())}});
     } else {
-      return Bad("input", absl::StrCat("input[", i, "]: items of type '", t,
+      return BadParam("input", absl::StrCat("input[", i, "]: items of type '", t,
                                        "' are not supported (message, function_call, function_call_output)"));
     }
   }
@@ -120,15 +103,15 @@ absl::StatusOr<OJson> InputMessages(const OJson& input) {
 
 // text.format as response_format (null for plain text).
 absl::StatusOr<OJson> ResponseFormat(const OJson& text) {
-  if (!text.is_object()) return Bad("text", "'text' must be an object");
+  if (!text.is_object()) return BadParam("text", "'text' must be an object");
   const OJson* format = Field(text, "format");
   if (format == nullptr) return OJson();
   const OJson* type = format->is_object() ? Field(*format, "type") : nullptr;
-  if (type == nullptr || !type->is_string()) return Bad("text", "'text.format' must be an object with a string 'type'");
+  if (type == nullptr || !type->is_string()) return BadParam("text", "'text.format' must be an object with a string 'type'");
   if (*type == "text") return OJson();
   if (*type == "json_object") return OJson{{"type", "json_object"}};
   if (*type != "json_schema") {
-    return Bad("text", absl::StrCat("text.format type '", type->get<std::string>(),
+    return BadParam("text", absl::StrCat("text.format type '", type->get<std::string>(),
                                     "' is not supported (text, json_object, json_schema)"));
   }
   OJson schema{{"name", format->value("name", "response")}};
@@ -138,13 +121,13 @@ absl::StatusOr<OJson> ResponseFormat(const OJson& text) {
 }
 
 absl::StatusOr<OJson> ChatTools(const OJson& tools) {
-  if (!tools.is_array()) return Bad("tools", "'tools' must be a list of tools");
+  if (!tools.is_array()) return BadParam("tools", "'tools' must be a list of tools");
   OJson out = OJson::array();
   for (size_t i = 0; i < tools.size(); ++i) {
     const OJson& t = tools[i];
     const OJson* type = t.is_object() ? Field(t, "type") : nullptr;
     if (type == nullptr || *type != "function") {
-      return Bad("tools", absl::StrCat("tools[", i, "]: only function tools are supported (type \"function\")"));
+      return BadParam("tools", absl::StrCat("tools[", i, "]: only function tools are supported (type \"function\")"));
     }
     OJson fn = OJson::object();
     for (const char* key : {"name", "description", "parameters", "strict"}) {
@@ -168,17 +151,17 @@ absl::StatusOr<OJson> ResponsesToChat(const OJson& request, std::vector<std::str
     }
   }
   if (Field(request, "previous_response_id") != nullptr) {
-    return Bad("previous_response_id", "responses are not stored by this server: send the whole conversation as 'input'");
+    return BadParam("previous_response_id", "responses are not stored by this server: send the whole conversation as 'input'");
   }
   if (const OJson* bg = Field(request, "background"); bg != nullptr && *bg != false) {
-    return Bad("background", "background responses are not supported by this server");
+    return BadParam("background", "background responses are not supported by this server");
   }
   const OJson* input = Field(request, "input");
-  if (input == nullptr) return Bad("input", "'input' is required");
+  if (input == nullptr) return BadParam("input", "'input' is required");
   absl::StatusOr<OJson> messages = InputMessages(*input);
   if (!messages.ok()) return messages.status();
   if (const OJson* instructions = Field(request, "instructions")) {
-    if (!instructions->is_string()) return Bad("instructions", "'instructions' must be a string");
+    if (!instructions->is_string()) return BadParam("instructions", "'instructions' must be a string");
     messages->insert(messages->begin(), OJson{{"role", "system"}, {"content", *instructions}});
   }
   chat["messages"] = *std::move(messages);
@@ -219,7 +202,7 @@ ResponsesResponder::ResponsesResponder(const CompletionJob& job, OJson request, 
       inner_(job, tokenizer, id, created),
       id_(std::move(id)),
       created_(created),
-      message_id_(RandomId("msg_")) {
+      message_id_(RandomId("msg_", 32)) {
   if (job_.tools != nullptr) calls_.emplace(job_.tools.get());
 }
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <random>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
@@ -23,12 +22,6 @@ constexpr size_t kMaxTools = 128;
 // Where a reply's calls may start (besides a bare JSON value at its very start).
 constexpr std::array<std::string_view, 3> kMarkers = {"<tool_call>", "[TOOL_CALLS]", "<|python_tag|>"};
 constexpr std::string_view kCallEnd = "</tool_call>";
-
-const Json* Field(const Json& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return nullptr;
-  return &*it;
-}
 
 bool Blank(std::string_view s) { return s.find_first_not_of(" \t\r\n") == s.npos; }
 
@@ -156,14 +149,6 @@ void HoistDefinitions(OJson& schema, const std::string& prefix, OJson& defs, boo
   }
 }
 
-std::string RandomCallId() {
-  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  std::string id = "call_";
-  for (int i = 0; i < 24; ++i) id.push_back(kChars[rng() % (sizeof(kChars) - 1)]);
-  return id;
-}
-
 // One call object, or nothing when it is not a call of a listed function.
 std::optional<ToolCall> CallFrom(const OJson& v, const ToolRequest& tools) {
   if (!v.is_object()) return std::nullopt;
@@ -176,7 +161,7 @@ std::optional<ToolCall> CallFrom(const OJson& v, const ToolRequest& tools) {
     args = a->is_string() ? OJson::parse(a->get<std::string>(), nullptr, false) : *a;
     if (!args.is_object()) return std::nullopt;
   }
-  return ToolCall{RandomCallId(), name->get<std::string>(),
+  return ToolCall{RandomId("call_", 24, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"), name->get<std::string>(),
                   args.dump(-1, ' ', false, OJson::error_handler_t::replace)};
 }
 
