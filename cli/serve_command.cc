@@ -244,6 +244,7 @@ absl::Status RunServe(int argc, char** argv) {
     go.max_model_len = served_len;
     go.retry_after_s = cfg.scheduler.retry_after_s;
     go.max_request_bytes = cfg.server.max_request_bytes;
+    go.chat_template = chat_override.get();
     grpc = std::make_unique<server::GrpcServer>(go, &loading, tokenizer.get(), &registry);
     PENG_RETURN_IF_ERROR(grpc->Start());
     grpc->SetServing(false);

@@ -25,7 +25,7 @@ absl::Status CheckIds(const google::protobuf::RepeatedField<int32_t>& ids,
   return absl::OkStatus();
 }
 
-absl::Status ConvertSampling(const v1::SamplingParams& in, const GrpcModelInfo& info,
+absl::Status ConvertSampling(const v1::SamplingParams& in, const ModelContext& info,
                              SamplingParams* out) {
   if (in.has_temperature()) out->temperature = in.temperature();
   if (in.has_top_p()) out->top_p = in.top_p();
@@ -63,10 +63,62 @@ absl::StatusOr<std::vector<int32_t>> ConvertPrompt(const v1::GenerateRequest& in
       PENG_RETURN_IF_ERROR(CheckIds(ids, "token_ids.ids", tok.vocab_size()));
       return std::vector<int32_t>(ids.begin(), ids.end());
     }
+    case v1::GenerateRequest::kChat:  // ToGenerateRequest renders it
     case v1::GenerateRequest::PROMPT_NOT_SET:
       break;
   }
-  return Bad("prompt: one of 'text' or 'token_ids' is required");
+  return Bad("prompt: one of 'text', 'token_ids' or 'chat' is required");
+}
+
+// A Chat as the body of a /v1/chat/completions request, whose rules render it and read its tools.
+absl::StatusOr<nlohmann::ordered_json> ChatBody(const v1::Chat& chat) {
+  using OJson = nlohmann::ordered_json;
+  OJson body = OJson::object();
+  OJson& messages = body["messages"] = OJson::array();
+  for (const v1::ChatMessage& m : chat.messages()) {
+    OJson msg = {{"role", m.role()}, {"content", m.content()}};
+    if (!m.name().empty()) msg["name"] = m.name();
+    if (!m.tool_call_id().empty()) msg["tool_call_id"] = m.tool_call_id();
+    if (m.tool_calls_size() > 0) {
+      OJson& calls = msg["tool_calls"] = OJson::array();
+      for (const v1::ToolCall& c : m.tool_calls()) {
+        calls.push_back({{"id", c.id()},
+                         {"type", "function"},
+                         {"function", {{"name", c.name()}, {"arguments", c.arguments()}}}});
+      }
+    }
+    messages.push_back(std::move(msg));
+  }
+  if (chat.has_add_generation_prompt()) body["add_generation_prompt"] = chat.add_generation_prompt();
+  if (chat.continue_final_message()) body["continue_final_message"] = true;
+  if (!chat.chat_template_kwargs().empty()) {
+    PENG_ASSIGN_OR_RETURN(body["chat_template_kwargs"],
+                          ParseJsonText<OJson>(chat.chat_template_kwargs(), "chat.chat_template_kwargs"));
+  }
+  if (!chat.tools().empty()) {
+    PENG_ASSIGN_OR_RETURN(body["tools"], ParseJsonText<OJson>(chat.tools(), "chat.tools"));
+  }
+  const std::string& choice = chat.tool_choice();
+  if (choice == "none" || choice == "auto" || choice == "required") {
+    body["tool_choice"] = choice;
+  } else if (!choice.empty()) {
+    body["tool_choice"] = {{"type", "function"}, {"function", {{"name", choice}}}};
+  }
+  if (chat.has_parallel_tool_calls()) body["parallel_tool_calls"] = chat.parallel_tool_calls();
+  return body;
+}
+
+// The chat's prompt and tool constraints, by the HTTP API's rules; their messages name the
+// JSON field ("messages[0].role ..."), here after "chat: ".
+absl::StatusOr<ChatPrompt> ConvertChat(const v1::Chat& chat, const ModelContext& info, bool reply_constrained) {
+  PENG_ASSIGN_OR_RETURN(nlohmann::ordered_json body, ChatBody(chat));
+  const std::string text = body.dump();
+  absl::StatusOr<ChatPrompt> prompt =
+      PrepareChat(nlohmann::json::parse(text), text, info, reply_constrained);
+  if (!prompt.ok() && absl::IsInvalidArgument(prompt.status())) {
+    return Bad(absl::StrCat("chat: ", prompt.status().message()));
+  }
+  return prompt;
 }
 
 void SetLogprob(const TokenLogprob& lp, const Tokenizer& tokenizer, v1::TokenLogprob* p) {
@@ -83,19 +135,19 @@ void SetLogprob(const TokenLogprob& lp, const Tokenizer& tokenizer, v1::TokenLog
 
 }  // namespace
 
-absl::Status CheckModel(const std::string& model, const GrpcModelInfo& info) {
+absl::Status CheckModel(const std::string& model, const ModelContext& info) {
   if (model.empty() || model == info.model_name) return absl::OkStatus();
   return absl::NotFoundError(absl::StrCat("model: the model `", model,
                                           "` does not exist (serving `", info.model_name, "`)"));
 }
 
-absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
-                                                  const GrpcModelInfo& info) {
+absl::StatusOr<GrpcGenerate> ToGenerateRequest(const v1::GenerateRequest& in, const ModelContext& info) {
   if (info.tokenizer == nullptr) return absl::InternalError("no tokenizer");
   const Tokenizer& tok = *info.tokenizer;
   PENG_RETURN_IF_ERROR(CheckModel(in.model(), info));
 
-  GenerateRequest out;
+  GrpcGenerate converted;
+  GenerateRequest& out = converted.request;
   // Cheap checks first, then tokenization.
   PENG_RETURN_IF_ERROR(ConvertSampling(in.sampling(), info, &out.sampling));
   if (in.has_prompt_logprobs()) {
@@ -107,12 +159,8 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
   }
   out.json_object = in.json_object();
   if (!in.json_schema().empty()) {
-    nlohmann::ordered_json schema;
-    try {
-      schema = nlohmann::ordered_json::parse(in.json_schema());
-    } catch (const nlohmann::ordered_json::exception& e) {
-      return Bad(absl::StrCat("json_schema is not valid JSON: ", e.what()));
-    }
+    PENG_ASSIGN_OR_RETURN(nlohmann::ordered_json schema,
+                          ParseJsonText<nlohmann::ordered_json>(in.json_schema(), "json_schema"));
     absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
         info.schemas != nullptr ? info.schemas->Compile(schema) : JsonSchema::Compile(schema);
     if (!compiled.ok()) return Bad(std::string(compiled.status().message()));
@@ -141,9 +189,20 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
   out.stop.include_stop_str_in_output = in.include_stop_str_in_output();
   out.priority = in.priority();
 
-  PENG_ASSIGN_OR_RETURN(out.prompt, ConvertPrompt(in, tok));
+  if (in.prompt_case() == v1::GenerateRequest::kChat) {
+    const bool constrained = out.json_object || out.json_schema != nullptr || out.guided_choice != nullptr;
+    PENG_ASSIGN_OR_RETURN(ChatPrompt chat, ConvertChat(in.chat(), info, constrained));
+    out.prompt = std::move(chat.ids);
+    if (chat.reply_schema != nullptr) out.json_schema = std::move(chat.reply_schema);
+    out.tool_call_schema = std::move(chat.tool_call_schema);
+    converted.tools = std::move(chat.tools);
+  } else {
+    PENG_ASSIGN_OR_RETURN(out.prompt, ConvertPrompt(in, tok));
+  }
   const int64_t prompt_len = static_cast<int64_t>(out.prompt.size());
-  const char* prompt_field = in.prompt_case() == v1::GenerateRequest::kText ? "text" : "token_ids";
+  const char* prompt_field = in.prompt_case() == v1::GenerateRequest::kText   ? "text"
+                             : in.prompt_case() == v1::GenerateRequest::kChat ? "chat"
+                                                                              : "token_ids";
   if (prompt_len >= info.max_model_len) {
     return Bad(absl::StrCat(prompt_field, ": this model's maximum context length is ",
                             info.max_model_len, " tokens, but the prompt has ", prompt_len,
@@ -156,7 +215,7 @@ absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& in,
                             in.max_tokens(), " in the completion)"));
   }
   out.stop.max_tokens = in.has_max_tokens() ? in.max_tokens() : info.max_model_len - prompt_len;
-  return out;
+  return converted;
 }
 
 v1::FinishReason ToProtoFinishReason(FinishReason reason) {
@@ -182,6 +241,18 @@ void AppendTokenEvent(const TokenEvent& event, const Tokenizer& tokenizer,
     usage->set_prompt_tokens(event.prompt_tokens);
     usage->set_completion_tokens(event.completion_tokens);
     usage->set_cached_prompt_tokens(event.cached_prompt_tokens);
+  }
+}
+
+void SetToolCalls(const std::vector<ToolCall>& calls, v1::GenerateResponse* message) {
+  for (const ToolCall& call : calls) {
+    v1::ToolCall* c = message->add_tool_calls();
+    c->set_id(call.id);
+    c->set_name(call.name);
+    c->set_arguments(call.arguments);
+  }
+  if (!calls.empty() && message->finish_reason() == v1::FINISH_REASON_STOP) {
+    message->set_finish_reason(v1::FINISH_REASON_TOOL_CALLS);
   }
 }
 

@@ -16,31 +16,32 @@
 #include "grpcpp/support/status.h"
 #include "peng/v1/inference.pb.h"
 #include "scheduler/request.h"
+#include "server/openai_request.h"
+#include "server/openai_tools.h"
 
 namespace peng::server {
 
-// What validation needs to know about the served model.
-struct GrpcModelInfo {
-  std::string model_name;            // the only accepted non-empty "model"
-  int64_t max_model_len = 2048;      // prompt + generated tokens
-  int max_logprobs = 20;             // cap on sampling.logprobs
-  const Tokenizer* tokenizer = nullptr;
-  // json_schema: compiled once per schema text (so that its masks are shared too).
-  std::shared_ptr<SchemaCache> schemas = std::make_shared<SchemaCache>();
+// A validated Generate call: the engine's request, and for a chat with tools (tool_choice
+// other than "none") the tools the reply's calls are read back with.
+struct GrpcGenerate {
+  GenerateRequest request;
+  std::shared_ptr<const ToolRequest> tools;
 };
 
 // OK for an empty name (= the served model) or the served model's name; NotFound otherwise.
-absl::Status CheckModel(const std::string& model, const GrpcModelInfo& info);
+absl::Status CheckModel(const std::string& model, const ModelContext& ctx);
 
-// Validates and converts; the result's id is left empty (the server assigns it).
-absl::StatusOr<GenerateRequest> ToGenerateRequest(const v1::GenerateRequest& request,
-                                                  const GrpcModelInfo& info);
+// Validates and converts; the request's id is left empty (the server assigns it). A chat is
+// rendered and its tools read by the rules of /v1/chat/completions (server/openai_request.h).
+absl::StatusOr<GrpcGenerate> ToGenerateRequest(const v1::GenerateRequest& request, const ModelContext& ctx);
 
 // Adds one event's tokens, text and logprobs to `message` (several events may be merged into
 // one message), and finish_reason + usage when the event is the last. kError events are not
 // converted: the call ends with an INTERNAL status instead (see GenerateErrorStatus).
 void AppendTokenEvent(const TokenEvent& event, const Tokenizer& tokenizer,
                       v1::GenerateResponse* message);
+// The calls a chat reply made, on its last message (finish_reason TOOL_CALLS when it stopped).
+void SetToolCalls(const std::vector<ToolCall>& calls, v1::GenerateResponse* message);
 v1::FinishReason ToProtoFinishReason(FinishReason reason);
 
 // absl and gRPC share the canonical code numbering; the message is kept.

@@ -48,11 +48,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
  public:
   GenerateCall(grpc::CallbackServerContext* context, EngineLoop* engine,
                const Tokenizer* tokenizer, std::unique_ptr<GenerateRequest> request,
-               int retry_after_s)
+               std::shared_ptr<const ToolRequest> tools, int retry_after_s)
       : engine_(engine), tokenizer_(tokenizer), id_(request->id), deadline_(context->deadline()),
-        link_(std::make_shared<CallLink>()) {
+        link_(std::make_shared<CallLink>()), tools_(std::move(tools)) {
     {
       absl::MutexLock lock(&link_->mu);
+      if (tools_ != nullptr) tool_stream_.emplace(tools_.get());
       link_->call = this;
     }
     absl::Status s = engine_->Submit(std::move(request), std::make_shared<EventSink>(link_));
@@ -92,8 +93,21 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       pending_.emplace_back();
       pending_.back().set_request_id(id_);
     }
+    const bool last = event.finish_reason != FinishReason::kNone;
+    ToolReply reply;
+    if (tool_stream_.has_value()) {
+      event.text = tool_stream_->Feed(event.text);
+      if (last) {
+        reply = tool_stream_->Finish();
+        // Blank text around calls is not text (as HTTP's content).
+        if (reply.calls.empty() || reply.content.find_first_not_of(" \t\r\n") != std::string::npos) {
+          event.text += reply.content;
+        }
+      }
+    }
     AppendTokenEvent(event, *tokenizer_, &pending_.back());
-    if (event.finish_reason != FinishReason::kNone) {
+    if (last) SetToolCalls(reply.calls, &pending_.back());
+    if (last) {
       engine_done_ = true;
       final_status_ = grpc::Status::OK;
     }
@@ -173,6 +187,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   const std::chrono::system_clock::time_point deadline_;  // the client's (max() when none)
   const std::shared_ptr<CallLink> link_;
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  const std::shared_ptr<const ToolRequest> tools_;      // chat with tools; null otherwise
+  std::optional<ToolCallStream> tool_stream_ ABSL_GUARDED_BY(link_->mu);  // reads tools_
 
   std::deque<v1::GenerateResponse> pending_ ABSL_GUARDED_BY(link_->mu);
   v1::GenerateResponse in_flight_ ABSL_GUARDED_BY(link_->mu);  // alive until OnWriteDone
@@ -206,8 +222,8 @@ class FinishedCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* StartGenerateCall(
     grpc::CallbackServerContext* context, EngineLoop* engine, const Tokenizer* tokenizer,
-    std::unique_ptr<GenerateRequest> request, int retry_after_s) {
-  return new GenerateCall(context, engine, tokenizer, std::move(request), retry_after_s);
+    std::unique_ptr<GenerateRequest> request, std::shared_ptr<const ToolRequest> tools, int retry_after_s) {
+  return new GenerateCall(context, engine, tokenizer, std::move(request), std::move(tools), retry_after_s);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* FinishedGenerateCall(grpc::Status status) {

@@ -22,6 +22,7 @@
 #include "grpcpp/grpcpp.h"
 #include "peng/v1/inference.pb.h"
 #include "scheduler/engine_loop.h"
+#include "server/openai_tools.h"
 
 namespace peng::server {
 
@@ -31,9 +32,11 @@ inline constexpr char kRetryAfterKey[] = "retry-after";
 // Returns a reactor that owns itself (deleted in OnDone). A failed Submit finishes the call at
 // once with the mapped status (RESOURCE_EXHAUSTED also gets "retry-after" trailing metadata).
 // `engine` and `tokenizer` must outlive the call.
+// `tools` (a chat with tools; may be null): text that may hold calls is held back, and the
+// calls go out on the last message (server/openai_tools.h's ToolCallStream).
 grpc::ServerWriteReactor<v1::GenerateResponse>* StartGenerateCall(
     grpc::CallbackServerContext* context, EngineLoop* engine, const Tokenizer* tokenizer,
-    std::unique_ptr<GenerateRequest> request, int retry_after_s);
+    std::unique_ptr<GenerateRequest> request, std::shared_ptr<const ToolRequest> tools, int retry_after_s);
 
 // A reactor that finishes with `status` and writes nothing (validation and auth errors).
 grpc::ServerWriteReactor<v1::GenerateResponse>* FinishedGenerateCall(grpc::Status status);

@@ -58,6 +58,7 @@ class InferenceService final : public v1::Inference::CallbackService {
     info_.max_model_len = options.max_model_len;
     info_.max_logprobs = options.max_logprobs;
     info_.tokenizer = tokenizer;
+    info_.UseChatTemplate(options.chat_template);
     std::random_device rd;
     nonce_ = absl::StrCat(absl::Hex((uint64_t{rd()} << 32) | rd(), absl::kZeroPad16));
   }
@@ -65,12 +66,12 @@ class InferenceService final : public v1::Inference::CallbackService {
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override {
     if (grpc::Status s = Authorize(*context); !s.ok()) return FinishedGenerateCall(s);
-    absl::StatusOr<GenerateRequest> native = ToGenerateRequest(*request, info_);
+    absl::StatusOr<GrpcGenerate> native = ToGenerateRequest(*request, info_);
     if (!native.ok()) return FinishedGenerateCall(ToGrpcStatus(native.status()));
-    auto owned = std::make_unique<GenerateRequest>(*std::move(native));
+    auto owned = std::make_unique<GenerateRequest>(std::move(native->request));
     owned->id = absl::StrCat(request->request_id().empty() ? "grpc" : request->request_id(),
                              "-", nonce_, "-", next_id_.fetch_add(1));
-    return StartGenerateCall(context, engine_, tokenizer_, std::move(owned),
+    return StartGenerateCall(context, engine_, tokenizer_, std::move(owned), std::move(native->tools),
                              options_.retry_after_s);
   }
 
@@ -157,7 +158,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   const GrpcServerOptions options_;
   EngineLoop* const engine_;
   const Tokenizer* const tokenizer_;
-  GrpcModelInfo info_;
+  ModelContext info_;
   std::string nonce_;  // per server: request ids stay unique across restarts and frontends
   std::atomic<uint64_t> next_id_{0};
 };

@@ -18,6 +18,7 @@
 #include "base/metrics.h"
 #include "engine/tokenizer.h"
 #include "scheduler/engine_loop.h"
+#include "server/chat_template.h"
 
 namespace grpc {
 class Server;
@@ -34,6 +35,8 @@ struct GrpcServerOptions {
   int max_logprobs = 20;               // cap on sampling.logprobs
   int retry_after_s = 1;               // "retry-after" trailing metadata on RESOURCE_EXHAUSTED
   int64_t max_request_bytes = 4 << 20; // largest request message (server.max_request_bytes)
+  // Generate's chat: this template (outliving the server); null = the model's own.
+  const ChatTemplate* chat_template = nullptr;
 };
 
 class InferenceService;

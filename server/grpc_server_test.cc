@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,7 +37,7 @@ class GrpcServerTest : public ::testing::Test {
     GrpcServerOptions options;
     options.port = 0;
     options.model_name = "test-model";
-    options.max_model_len = 64;
+    options.max_model_len = max_model_len_;
     options.api_keys = std::move(api_keys);
     options.retry_after_s = 3;
     server_ = std::make_unique<GrpcServer>(options, engine_.get(), tokenizer_.get(), &registry_);
@@ -102,6 +103,22 @@ class GrpcServerTest : public ::testing::Test {
     return req;
   }
 
+  static v1::GenerateRequest ChatRequest(const std::string& user, int64_t max_tokens) {
+    v1::GenerateRequest req;
+    v1::ChatMessage* m = req.mutable_chat()->add_messages();
+    m->set_role("user");
+    m->set_content(user);
+    req.set_max_tokens(max_tokens);
+    return req;
+  }
+
+  static std::string Text(const std::vector<v1::GenerateResponse>& msgs) {
+    std::string text;
+    for (const auto& m : msgs) text += m.text();
+    return text;
+  }
+
+  int64_t max_model_len_ = 64;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<FakeEngineLoop> engine_;
   metrics::Registry registry_;  // outlives server_
@@ -160,6 +177,151 @@ TEST_F(GrpcServerTest, GenerateStreamsTokensAndEndsWithUsage) {
   EXPECT_EQ(submitted[0].sampling.logprobs, 2);
   EXPECT_EQ(submitted[0].id, last.request_id());
   EXPECT_TRUE(engine_->aborts().empty());
+}
+
+TEST_F(GrpcServerTest, ChatIsRenderedWithTheTemplate) {
+  StartServer({.stop_after = 3});
+  v1::GenerateRequest req = ChatRequest("hi", 8);
+  v1::ChatMessage* sys = req.mutable_chat()->mutable_messages()->Add();
+  req.mutable_chat()->mutable_messages()->SwapElements(0, 1);  // system first
+  sys->set_role("system");
+  sys->set_content("be brief");
+  std::vector<v1::GenerateResponse> msgs;
+  grpc::Status s = Generate(req, &msgs);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Text(msgs), "Hello world!");
+  EXPECT_EQ(msgs.back().finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(msgs.back().tool_calls_size(), 0);
+  // The ChatML rendering, tokenized as /v1/chat/completions tokenizes it (one BOS).
+  const std::string rendered =
+      "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+  ASSERT_EQ(engine_->submitted().size(), 1u);
+  EXPECT_EQ(engine_->submitted()[0].prompt, tokenizer_->Encode(rendered, true, true));
+  EXPECT_EQ(msgs.back().usage().prompt_tokens(), static_cast<int64_t>(engine_->submitted()[0].prompt.size()));
+
+  // add_generation_prompt false: the conversation alone.
+  req.mutable_chat()->set_add_generation_prompt(false);
+  msgs.clear();
+  ASSERT_TRUE(Generate(req, &msgs).ok());
+  EXPECT_EQ(engine_->submitted()[1].prompt,
+            tokenizer_->Encode("<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n", true, true));
+}
+
+constexpr char kWeatherTools[] =
+    R"([{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])";
+
+TEST_F(GrpcServerTest, ChatToolCallsComeBackOnTheLastMessage) {
+  max_model_len_ = 2048;  // the tools go into the system message
+  StartServer({.pieces = {"Let me check.", "<tool_call>", R"({"name": "get_weather", )",
+                          R"("arguments": {"city": "Paris"}})", "</tool_call>"},
+               .stop_after = 5});
+  v1::GenerateRequest req = ChatRequest("weather in Paris?", 32);
+  req.mutable_chat()->set_tools(kWeatherTools);
+  std::vector<v1::GenerateResponse> msgs;
+  grpc::Status s = Generate(req, &msgs);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Text(msgs), "Let me check.");  // the call is not text
+  const v1::GenerateResponse& last = msgs.back();
+  EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
+  ASSERT_EQ(last.tool_calls_size(), 1);
+  EXPECT_EQ(last.tool_calls(0).name(), "get_weather");
+  EXPECT_EQ(nlohmann::json::parse(last.tool_calls(0).arguments()), nlohmann::json({{"city", "Paris"}}));
+  EXPECT_THAT(last.tool_calls(0).id(), ::testing::StartsWith("call_"));
+  EXPECT_EQ(last.usage().completion_tokens(), 5);
+  // The tools reached the prompt, and "auto" constrains a <tool_call> block the model opens.
+  ASSERT_EQ(engine_->submitted().size(), 1u);
+  const GenerateRequest& sent = engine_->submitted()[0];
+  EXPECT_THAT(tokenizer_->Decode(sent.prompt, false), HasSubstr("get_weather"));
+  EXPECT_NE(sent.tool_call_schema, nullptr);
+  EXPECT_EQ(sent.json_schema, nullptr);
+}
+
+TEST_F(GrpcServerTest, ChatToolChoiceRequiredConstrainsTheReply) {
+  max_model_len_ = 2048;
+  StartServer({.pieces = {R"([{"name": "get_weather", "arguments": {"city": "Oslo"}}])"}, .stop_after = 1});
+  v1::GenerateRequest req = ChatRequest("weather in Oslo?", 64);
+  req.mutable_chat()->set_tools(kWeatherTools);
+  req.mutable_chat()->set_tool_choice("get_weather");
+  req.mutable_chat()->set_parallel_tool_calls(false);
+  std::vector<v1::GenerateResponse> msgs;
+  grpc::Status s = Generate(req, &msgs);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Text(msgs), "");
+  ASSERT_EQ(msgs.back().tool_calls_size(), 1);
+  EXPECT_EQ(msgs.back().tool_calls(0).name(), "get_weather");
+  EXPECT_EQ(msgs.back().finish_reason(), v1::FINISH_REASON_TOOL_CALLS);
+  ASSERT_EQ(engine_->submitted().size(), 1u);
+  EXPECT_NE(engine_->submitted()[0].json_schema, nullptr);
+
+  // An earlier call and its result go into the history.
+  v1::GenerateRequest next = req;
+  next.mutable_chat()->set_tool_choice("none");
+  v1::ChatMessage* call = next.mutable_chat()->add_messages();
+  call->set_role("assistant");
+  v1::ToolCall* tc = call->add_tool_calls();
+  tc->set_id("call_1");
+  tc->set_name("get_weather");
+  tc->set_arguments(R"({"city": "Oslo"})");
+  v1::ChatMessage* result = next.mutable_chat()->add_messages();
+  result->set_role("tool");
+  result->set_tool_call_id("call_1");
+  result->set_content("-3 C, snow");
+  msgs.clear();
+  s = Generate(next, &msgs);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(msgs.back().tool_calls_size(), 0);  // "none": text
+  const std::string prompt = tokenizer_->Decode(engine_->submitted()[1].prompt, false);
+  EXPECT_THAT(prompt, HasSubstr("-3 C, snow"));
+  EXPECT_THAT(prompt, HasSubstr("\"city\": \"Oslo\""));
+}
+
+TEST_F(GrpcServerTest, BadChatsAreInvalidArgumentNamingTheField) {
+  max_model_len_ = 2048;
+  StartServer();
+  struct Case {
+    std::function<void(v1::GenerateRequest*)> mutate;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {[](v1::GenerateRequest* r) { r->mutable_chat()->clear_messages(); }, "chat: 'messages' must be a non-empty list"},
+      {[](v1::GenerateRequest* r) { r->mutable_chat()->mutable_messages(0)->set_role("robot"); },
+       "chat: messages[0].role 'robot'"},
+      {[](v1::GenerateRequest* r) { r->mutable_chat()->set_tools("[{"); }, "chat.tools is not valid JSON"},
+      {[](v1::GenerateRequest* r) { r->mutable_chat()->set_tools(std::string(100, '[') + std::string(100, ']')); },
+       "chat.tools nests arrays and objects 100 deep"},
+      {[](v1::GenerateRequest* r) { r->mutable_chat()->set_tools(R"({"type": "function"})"); }, "chat: 'tools' must be a list"},
+      {[](v1::GenerateRequest* r) {
+         r->mutable_chat()->set_tools(kWeatherTools);
+         r->mutable_chat()->set_tool_choice("get_time");
+       },
+       "get_time"},
+      {[](v1::GenerateRequest* r) { r->mutable_chat()->set_tool_choice("required"); }, "chat: "},
+      {[](v1::GenerateRequest* r) {
+         r->mutable_chat()->set_tools(kWeatherTools);
+         r->mutable_chat()->set_tool_choice("required");
+         r->set_json_object(true);
+       },
+       "chat: tool_choice 'required' or a named function constrains the reply already"},
+      {[](v1::GenerateRequest* r) { r->mutable_chat()->set_chat_template_kwargs("[1]"); }, "chat: 'chat_template_kwargs' must be an object"},
+      {[](v1::GenerateRequest* r) {
+         r->mutable_chat()->set_add_generation_prompt(true);
+         r->mutable_chat()->set_continue_final_message(true);
+       },
+       "chat: continue_final_message and add_generation_prompt"},
+      {[](v1::GenerateRequest* r) { r->set_json_schema(std::string(5000, '[') + std::string(5000, ']')); },
+       "json_schema nests arrays and objects 5000 deep"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest req = ChatRequest("hi", 4);
+    c.mutate(&req);
+    std::vector<v1::GenerateResponse> msgs;
+    grpc::Status s = Generate(req, &msgs);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message << ": " << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(c.message));
+    EXPECT_TRUE(msgs.empty());
+  }
+  EXPECT_TRUE(engine_->submitted().empty());
 }
 
 TEST_F(GrpcServerTest, TokenIdPromptAndDefaultMaxTokensFillTheContext) {

@@ -46,8 +46,7 @@ struct HttpMetrics {
 struct ServerContext {
   HttpServerOptions options;
   HttpServerDeps deps;
-  ModelContext model;               // model.chat_template: the override or owned_template
-  std::shared_ptr<const ChatTemplate> owned_template;
+  ModelContext model;               // model.chat_template: the override or the model's own
   HttpMetrics metrics;
   int64_t created = 0;              // unix seconds at startup (model card "created")
   EventGate gate;

@@ -112,18 +112,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(HttpServerOptions
   m.max_model_len = options.max_model_len;
   m.max_logprobs = options.max_logprobs;
   m.tokenizer = deps.tokenizer;
-  m.chat_template = deps.chat_template;
-  if (m.chat_template == nullptr && !deps.tokenizer->chat_template().empty()) {
-    absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(deps.tokenizer->chat_template());
-    if (t.ok()) {
-      ctx->owned_template = std::make_shared<const ChatTemplate>(*std::move(t));
-      m.chat_template = ctx->owned_template.get();
-    } else {
-      m.chat_template_error = absl::StrCat("the model's chat template does not parse: ",
-                                           t.status().message());
-      Log(LogLevel::kWarning, "http", m.chat_template_error);
-    }
-  }
+  m.UseChatTemplate(deps.chat_template);
   if (deps.registry != nullptr) {
     ctx->metrics.requests = &deps.registry->AddCounter(
         "peng:http_requests_total", "HTTP requests by route and status code.",

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "base/log.h"
 #include "base/status.h"
 #include "server/chat_template.h"
 #include "server/json_text.h"
@@ -192,33 +193,13 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> CompileCached(const ModelConte
 }
 
 absl::Status ParseMessages(const Json& body, std::string_view raw_body, const ModelContext& ctx, CompletionJob* job) {
-  ToolRequest tools;
-  PENG_ASSIGN_OR_RETURN(std::string text, RenderChatPrompt(body, ctx, &tools, raw_body));
-  if (tools.choice != ToolChoice::kNone) {
-    if (tools.Constrained()) {
-      if (job->json_object || job->json_schema != nullptr || job->guided_choice != nullptr) {
-        return BadParam("tool_choice", "tool_choice 'required' or a named function constrains the reply "
-                                       "already; it cannot be combined with response_format or guided_*");
-      }
-      absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
-          CompileCached(ctx, ToolCallSchema(tools), /*object_root=*/false);
-      if (!compiled.ok()) {
-        return BadParam("tools", absl::StrCat("a function's parameters: ", compiled.status().message()));
-      }
-      job->json_schema = *std::move(compiled);
-    } else if (!job->json_object && job->json_schema == nullptr && job->guided_choice == nullptr &&
-               RepliesWithToolCallTags(*ctx.chat_template)) {
-      // "auto": a <tool_call> block the model opens holds one well-formed call. Functions whose
-      // parameters the schema subset cannot hold leave the blocks unconstrained, not a 400.
-      absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
-          CompileCached(ctx, OneToolCallSchema(tools), /*object_root=*/false);
-      if (compiled.ok()) job->tool_call_schema = *std::move(compiled);
-    }
-    job->tools = std::make_shared<const ToolRequest>(std::move(tools));
-  }
-  job->prompts.push_back(EncodeChatPrompt(text, *ctx.tokenizer));
-  job->prompt_texts.push_back(std::move(text));
-  if (job->prompts.back().empty()) return BadParam("messages", "the rendered prompt is empty");
+  const bool constrained = job->json_object || job->json_schema != nullptr || job->guided_choice != nullptr;
+  PENG_ASSIGN_OR_RETURN(ChatPrompt chat, PrepareChat(body, raw_body, ctx, constrained));
+  if (chat.reply_schema != nullptr) job->json_schema = std::move(chat.reply_schema);
+  job->tool_call_schema = std::move(chat.tool_call_schema);
+  job->tools = std::move(chat.tools);
+  job->prompts.push_back(std::move(chat.ids));
+  job->prompt_texts.push_back(std::move(chat.text));
   return absl::OkStatus();
 }
 
@@ -412,6 +393,37 @@ absl::StatusOr<std::string> RenderChatPrompt(const Json& body, const ModelContex
   return *std::move(text);
 }
 
+absl::StatusOr<ChatPrompt> PrepareChat(const Json& body, std::string_view raw_body, const ModelContext& ctx,
+                                       bool reply_constrained) {
+  ChatPrompt out;
+  ToolRequest tools;
+  PENG_ASSIGN_OR_RETURN(out.text, RenderChatPrompt(body, ctx, &tools, raw_body));
+  if (tools.choice != ToolChoice::kNone) {
+    if (tools.Constrained()) {
+      if (reply_constrained) {
+        return BadParam("tool_choice", "tool_choice 'required' or a named function constrains the reply "
+                                       "already; it cannot be combined with response_format or guided_*");
+      }
+      absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
+          CompileCached(ctx, ToolCallSchema(tools), /*object_root=*/false);
+      if (!compiled.ok()) {
+        return BadParam("tools", absl::StrCat("a function's parameters: ", compiled.status().message()));
+      }
+      out.reply_schema = *std::move(compiled);
+    } else if (!reply_constrained && RepliesWithToolCallTags(*ctx.chat_template)) {
+      // "auto": a <tool_call> block the model opens holds one well-formed call. Functions whose
+      // parameters the schema subset cannot hold leave the blocks unconstrained, not a 400.
+      absl::StatusOr<std::shared_ptr<const JsonSchema>> compiled =
+          CompileCached(ctx, OneToolCallSchema(tools), /*object_root=*/false);
+      if (compiled.ok()) out.tool_call_schema = *std::move(compiled);
+    }
+    out.tools = std::make_shared<const ToolRequest>(std::move(tools));
+  }
+  out.ids = EncodeChatPrompt(out.text, *ctx.tokenizer);
+  if (out.ids.empty()) return BadParam("messages", "the rendered prompt is empty");
+  return out;
+}
+
 absl::StatusOr<std::string> CutAfterFinalMessage(const std::string& rendered, const std::string& final_text) {
   const std::string stripped(absl::StripAsciiWhitespace(final_text));
   if (stripped.empty()) {
@@ -452,17 +464,17 @@ int NestingDepth(std::string_view text) {
 
 }  // namespace
 
-absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
-  // Everything that walks a request (chat templates, tool schemas, copies) recurses: a body
+template <typename J>
+absl::StatusOr<J> ParseJsonText(std::string_view text, absl::string_view what) {
+  // Everything that walks a request (chat templates, tool schemas, copies) recurses: a value
   // nested deeper than any real request is refused before it can exhaust the stack.
   if (const int depth = NestingDepth(text); depth > kMaxJsonDepth) {
-    return absl::InvalidArgumentError(absl::StrCat("the request body nests arrays and objects ", depth,
+    return absl::InvalidArgumentError(absl::StrCat(what, " nests arrays and objects ", depth,
                                                    " deep; the limit is ", kMaxJsonDepth));
   }
-  Json body;
   try {
-    body = Json::parse(text);
-  } catch (const Json::exception& e) {
+    return J::parse(text);
+  } catch (const typename J::exception& e) {
     // The parser's own reason and place (a syntax error at line/column, an unpaired surrogate,
     // a number beyond double range), without its "[json.exception.parse_error.101] " tag, and
     // cut on a UTF-8 boundary: "last read: '…'" quotes the token, which may be long.
@@ -477,8 +489,14 @@ absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
       }
       reason += "…";
     }
-    return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", reason));
+    return absl::InvalidArgumentError(absl::StrCat(what, " is not valid JSON: ", reason));
   }
+}
+template absl::StatusOr<nlohmann::json> ParseJsonText(std::string_view, absl::string_view);
+template absl::StatusOr<nlohmann::ordered_json> ParseJsonText(std::string_view, absl::string_view);
+
+absl::StatusOr<Json> ParseJsonBody(const std::string& text) {
+  PENG_ASSIGN_OR_RETURN(Json body, ParseJsonText<Json>(text, "the request body"));
   if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
   return body;
 }
@@ -732,6 +750,19 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
   job.stop.max_tokens = max_tokens ? *max_tokens : ctx.max_model_len - longest;
   job.max_model_len = ctx.max_model_len;
   return job;
+}
+
+void ModelContext::UseChatTemplate(const ChatTemplate* override_template) {
+  chat_template = override_template;
+  if (chat_template != nullptr || tokenizer == nullptr || tokenizer->chat_template().empty()) return;
+  absl::StatusOr<ChatTemplate> parsed = ChatTemplate::Parse(tokenizer->chat_template());
+  if (parsed.ok()) {
+    owned_template = std::make_shared<const ChatTemplate>(*std::move(parsed));
+    chat_template = owned_template.get();
+  } else {
+    chat_template_error = absl::StrCat("the model's chat template does not parse: ", parsed.status().message());
+    Log(LogLevel::kWarning, "", chat_template_error);
+  }
 }
 
 }  // namespace peng::server

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "engine/choice_grammar.h"
@@ -40,8 +41,14 @@ struct ModelContext {
   const Tokenizer* tokenizer = nullptr;
   const ChatTemplate* chat_template = nullptr;  // required for chat
   std::string chat_template_error;  // why there is none (shown in the chat 400)
+  std::shared_ptr<const ChatTemplate> owned_template;  // the model's own, when parsed here
   // response_format json_schema / guided_json: compiled once per schema text, shared by copies.
   std::shared_ptr<SchemaCache> schemas = std::make_shared<SchemaCache>();
+
+  // Sets chat_template: `override_template` when not null, else the model's own (the
+  // tokenizer's tokenizer.chat_template), parsed once; a template that does not parse leaves
+  // chat unavailable with the reason in chat_template_error (logged as a warning).
+  void UseChatTemplate(const ChatTemplate* override_template);
 };
 
 struct CompletionJob {
@@ -95,6 +102,23 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const nlohman
 // /tokenize. `tools` (may be null) receives the request's tools.
 absl::StatusOr<std::string> RenderChatPrompt(const nlohmann::json& body, const ModelContext& ctx,
                                              ToolRequest* tools = nullptr, std::string_view raw_body = {});
+// A chat request's prompt, and what its tools ask of the reply.
+struct ChatPrompt {
+  std::string text;             // the rendered conversation
+  std::vector<int32_t> ids;     // its tokens (EncodeChatPrompt)
+  // tool_choice other than "none": the request's tools (the reply's calls are read back with
+  // them). "required" / a named function: `reply_schema` constrains the whole reply to calls;
+  // "auto" with <tool_call> blocks: `tool_call_schema` constrains a block the model opens.
+  std::shared_ptr<const ToolRequest> tools;
+  std::shared_ptr<const JsonSchema> reply_schema;
+  std::shared_ptr<const JsonSchema> tool_call_schema;
+};
+// RenderChatPrompt, then the tools' constraints and the tokens. `reply_constrained`: the
+// request constrains the reply already (response_format, guided_*), which "required" or a
+// named function cannot be combined with, and which "auto" leaves alone.
+absl::StatusOr<ChatPrompt> PrepareChat(const nlohmann::json& body, std::string_view raw_body,
+                                       const ModelContext& ctx, bool reply_constrained);
+
 // continue_final_message: `rendered` cut right after the final message's text, so that the
 // model continues it (a 400 when the template does not render that text as sent).
 absl::StatusOr<std::string> CutAfterFinalMessage(const std::string& rendered, const std::string& final_text);
@@ -112,5 +136,9 @@ nlohmann::ordered_json InClientOrder(const nlohmann::json& value, std::string_vi
 // kMaxJsonDepth are 400s.
 inline constexpr int kMaxJsonDepth = 64;
 absl::StatusOr<nlohmann::json> ParseJsonBody(const std::string& text);
+// Any JSON text (nlohmann::json or ordered_json) under the same depth limit; errors (400s) name
+// it as `what` ("the request body", "chat.tools").
+template <typename J>
+absl::StatusOr<J> ParseJsonText(std::string_view text, absl::string_view what);
 
 }  // namespace peng::server

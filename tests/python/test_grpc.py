@@ -451,3 +451,97 @@ def test_generate_choices(stub, pb, md):
     msgs = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
     text = "".join(m.text for m in msgs)
     assert text in (" yes", " no", " maybe") and msgs[-1].finish_reason == pb[0].FINISH_REASON_STOP, repr(text)
+
+
+def _http_chat(server, body: dict) -> dict:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {server.api_key}"} if getattr(server, "api_key", None) else {}
+    r = httpx.post(server.http_url + "/v1/chat/completions", headers=headers, json=body, timeout=RPC_TIMEOUT)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _chat_request(pb, messages, max_tokens, **chat_fields):
+    pb2 = pb[0]
+    chat = pb2.Chat(messages=[pb2.ChatMessage(**m) for m in messages], **chat_fields)
+    req = pb2.GenerateRequest(chat=chat, max_tokens=max_tokens)
+    req.sampling.temperature = 0.0
+    return req
+
+
+MESSAGES = [{"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": "Name three colours of the rainbow."}]
+
+
+def test_chat_renders_as_http_chat_does(server, stub, pb, md):
+    """A Chat prompt is the conversation /v1/chat/completions renders: the same prompt tokens
+    and, greedy, the same text."""
+    msgs = list(stub.Generate(_chat_request(pb, MESSAGES, 24), metadata=md, timeout=RPC_TIMEOUT))
+    text = "".join(m.text for m in msgs)
+    reply = _http_chat(server, {"messages": MESSAGES, "max_tokens": 24, "temperature": 0})
+    assert text == reply["choices"][0]["message"]["content"]
+    assert msgs[-1].usage.prompt_tokens == reply["usage"]["prompt_tokens"]
+    assert msgs[-1].usage.completion_tokens == reply["usage"]["completion_tokens"]
+    finish = {pb[0].FINISH_REASON_STOP: "stop", pb[0].FINISH_REASON_LENGTH: "length"}
+    assert finish[msgs[-1].finish_reason] == reply["choices"][0]["finish_reason"]
+
+
+WEATHER_TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}},
+                   "required": ["city", "unit"]}}}]
+
+
+def test_chat_tool_calls_match_http(server, stub, pb, md):
+    """tool_choice "required" over gRPC: the calls come back on the last message, as the HTTP
+    API returns them for the same greedy request; a second turn with the result is text."""
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    req = _chat_request(pb, ask, 80, tools=json.dumps(WEATHER_TOOLS), tool_choice="required",
+                        parallel_tool_calls=False)
+    msgs = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+    last = msgs[-1]
+    assert last.finish_reason == pb[0].FINISH_REASON_TOOL_CALLS, last
+    assert "".join(m.text for m in msgs) == ""
+    assert len(last.tool_calls) == 1 and last.tool_calls[0].name == "get_weather"
+    args = json.loads(last.tool_calls[0].arguments)
+    assert set(args) == {"city", "unit"} and args["unit"] in ("celsius", "fahrenheit"), args
+    assert last.tool_calls[0].id.startswith("call_")
+
+    reply = _http_chat(server, {"messages": ask, "max_tokens": 80, "temperature": 0, "tools": WEATHER_TOOLS,
+                                "tool_choice": "required", "parallel_tool_calls": False})
+    http_calls = reply["choices"][0]["message"]["tool_calls"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in http_calls] == \
+        [("get_weather", args)]
+
+    # The call and its result in the history; tool_choice "none" answers in text.
+    pb2 = pb[0]
+    history = _chat_request(pb, ask, 16, tools=json.dumps(WEATHER_TOOLS), tool_choice="none")
+    history.chat.messages.append(pb2.ChatMessage(role="assistant", tool_calls=[last.tool_calls[0]]))
+    history.chat.messages.append(pb2.ChatMessage(role="tool", tool_call_id=last.tool_calls[0].id,
+                                                 content="18 C, sunny"))
+    msgs = list(stub.Generate(history, metadata=md, timeout=RPC_TIMEOUT))
+    assert msgs[-1].finish_reason in (pb2.FINISH_REASON_STOP, pb2.FINISH_REASON_LENGTH)
+    assert not msgs[-1].tool_calls and "".join(m.text for m in msgs)
+
+
+def test_bad_chats_are_invalid_argument(stub, pb, md):
+    pb2 = pb[0]
+    bad = [
+        _chat_request(pb, [{"role": "robot", "content": "hi"}], 4),
+        _chat_request(pb, [], 4),
+        _chat_request(pb, MESSAGES, 4, tools="[{"),
+        _chat_request(pb, MESSAGES, 4, tools=json.dumps(WEATHER_TOOLS), tool_choice="get_time"),
+        _chat_request(pb, MESSAGES, 4, tool_choice="required"),
+        _chat_request(pb, MESSAGES, 4, chat_template_kwargs="[]"),
+        _chat_request(pb, MESSAGES, 4, tools="[" * 200 + "]" * 200),
+    ]
+    for req in bad:
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (req, e.value.details())
+        assert e.value.details().startswith("chat"), e.value.details()
+    # The server still answers.
+    ok = list(stub.Generate(_chat_request(pb, MESSAGES, 2), metadata=md, timeout=RPC_TIMEOUT))
+    assert ok[-1].usage.completion_tokens == 2
