@@ -423,6 +423,12 @@ class Soak:
         pb2, pb2_grpc = self.pb
         self.counts["grpc generate"] += 1
         req = pb2.GenerateRequest(text=self.text(rng), max_tokens=rng.choice([1, 8, 32]))
+        if rng.random() < 0.25:  # a chat, with tools half the time ("required" calls or "auto")
+            req.chat.messages.add(role="user", content=self.text(rng))
+            if rng.random() < 0.5:
+                req.chat.tools = json.dumps(self.TOOLS)
+                req.chat.tool_choice = rng.choice(["required", "auto"])
+                req.max_tokens = 48
         if rng.random() < 0.5:
             req.sampling.temperature = rng.choice([0.0, 0.7])
         if rng.random() < 0.3:
@@ -453,6 +459,9 @@ class Soak:
                 return self.fail("grpc generate", f"{e.code()} {e.details()}")
             if last is None or last.finish_reason == 0 or last.usage.completion_tokens > req.max_tokens:
                 self.fail("grpc generate", f"last message {last}")
+            elif last.tool_calls and (last.finish_reason != pb2.FINISH_REASON_TOOL_CALLS or any(
+                    c.name not in ("lookup", "add") or not isinstance(json.loads(c.arguments), dict) for c in last.tool_calls)):
+                self.fail("grpc generate", f"tool calls {last}")
             elif req.HasField("prompt_logprobs") and len(first.prompt_logprobs) != last.usage.prompt_tokens - 1:
                 self.fail("grpc generate", f"{len(first.prompt_logprobs)} prompt logprobs for "
                                            f"{last.usage.prompt_tokens} prompt tokens")
