@@ -183,15 +183,38 @@ bool AppendCalls(std::string_view json, const ToolRequest& tools, std::vector<To
   return call.has_value();
 }
 
+// An array of calls cut short (a reply that reached max_tokens): its whole elements, closed
+// ("[{…}, {…}, {"na" -> "[{…}, {…}]"); empty when none is whole.
+std::string WholeElements(std::string_view s) {
+  s = StripLeading(s);
+  if (s.empty() || s[0] != '[') return {};
+  size_t end = 0, i = 0;
+  int depth = 0;
+  bool closed = false;  // the array ends: the reply was not cut, whatever it holds
+  WalkJsonText(s, [&](char c, bool structural) {
+    if (structural && (c == '[' || c == '{')) ++depth;
+    if (structural && (c == ']' || c == '}')) {
+      --depth;
+      if (depth == 1) end = i + 1;
+      if (depth == 0) closed = true;
+    }
+    ++i;
+  });
+  return end == 0 || closed ? std::string() : std::string(s.substr(0, end)) + "]";
+}
+
 // The calls of `s`, which starts where calls may (CallsStart); empty when it does not hold
-// calls in any of the formats.
+// calls in any of the formats. A reply cut inside its calls keeps the calls that are whole.
 std::vector<ToolCall> ParseCalls(std::string_view s, const ToolRequest& tools) {
   std::vector<ToolCall> calls;
   if (s.substr(0, kMarkers[0].size()) == kMarkers[0]) {
     while (s.substr(0, kMarkers[0].size()) == kMarkers[0]) {
       s.remove_prefix(kMarkers[0].size());
       const size_t end = s.find(kCallEnd);
-      if (!AppendCalls(s.substr(0, end), tools, &calls)) return {};
+      if (!AppendCalls(s.substr(0, end), tools, &calls)) {
+        if (end == s.npos) return calls;  // a last block cut short
+        return {};
+      }
       if (end == s.npos) break;
       s = StripLeading(s.substr(end + kCallEnd.size()));
     }
@@ -200,7 +223,10 @@ std::vector<ToolCall> ParseCalls(std::string_view s, const ToolRequest& tools) {
   for (const std::string_view marker : {kMarkers[1], kMarkers[2]}) {
     if (s.substr(0, marker.size()) == marker) s.remove_prefix(marker.size());
   }
-  if (!AppendCalls(s, tools, &calls)) return {};
+  if (AppendCalls(s, tools, &calls)) return calls;
+  calls.clear();
+  const std::string whole = WholeElements(s);
+  if (whole.empty() || !AppendCalls(whole, tools, &calls)) return {};
   return calls;
 }
 

@@ -21,7 +21,8 @@
 // Calls read back from text: <tool_call>JSON</tool_call> blocks (Hermes, Qwen2.5); a reply that
 // is one JSON call or an array of them, after an optional <|python_tag|> (Llama 3.x); Mistral's
 // [TOOL_CALLS] then an array. A call is {"name": one of the tools, "arguments" or
-// "parameters": an object or its JSON text}. Anything else is left as text.
+// "parameters": an object or its JSON text}. Anything else is left as text. A reply cut inside
+// its calls (max_tokens) keeps the calls before the cut that are whole.
 #pragma once
 
 #include <memory>

@@ -79,12 +79,18 @@ TEST(ToolCallsTest, ReadFromTheFormatsModelsWrite) {
       {"[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"c\"}}, {\"name\": \"lookup\", "
        "\"arguments\": {\"q\": \"x\"}}]", "", {paris, q}},  // a constrained reply
       {"{\"name\": \"lookup\"}", "", {{"lookup", Json::object()}}},
+      // Cut by max_tokens inside the calls: the whole calls before the cut.
+      {"[{\"name\": \"lookup\", \"arguments\": {\"q\": \"x\"}}, {\"name\": \"get_weather\", \"argu", "", {q}},
+      {"<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"c\"}}</tool_call>\n"
+       "<tool_call>{\"name\": \"look", "", {paris}},
+      {"[{\"name\": \"lookup\", \"argu", "[{\"name\": \"lookup\", \"argu", {}},
       // Text: an unknown function, broken JSON, arguments that are not an object, JSON later on.
       {"<tool_call>{\"name\": \"rm_rf\", \"arguments\": {}}</tool_call>", "<tool_call>{\"name\": \"rm_rf\", \"arguments\": {}}</tool_call>", {}},
       {"<tool_call>{\"name\": \"lookup\", \"arguments\": {</tool_call>", "<tool_call>{\"name\": \"lookup\", \"arguments\": {</tool_call>", {}},
       {"{\"name\": \"lookup\", \"arguments\": 3}", "{\"name\": \"lookup\", \"arguments\": 3}", {}},
       {"Here: {\"name\": \"lookup\"}", "Here: {\"name\": \"lookup\"}", {}},
       {"[1] is a citation", "[1] is a citation", {}},
+      {"[{\"name\": \"lookup\", \"arguments\": {\"q\": \"x\"}}, 3]", "[{\"name\": \"lookup\", \"arguments\": {\"q\": \"x\"}}, 3]", {}},
       {"", "", {}},
   };
   for (const Case& c : cases) {
