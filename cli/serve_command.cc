@@ -222,6 +222,8 @@ absl::Status RunServe(int argc, char** argv) {
   ho.cors_allowed_origins = cfg.server.cors_allowed_origins;
   ho.max_connections = cfg.server.max_connections;
   ho.max_request_bytes = cfg.server.max_request_bytes;
+  ho.stored_responses = cfg.server.stored_responses;
+  ho.stored_response_bytes = cfg.server.stored_response_bytes;
   ho.model_name = ServedModelName(cfg.model);
   ho.max_model_len = served_len;
   ho.overload_status = cfg.scheduler.overload_status;

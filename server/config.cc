@@ -137,6 +137,8 @@ void VisitConfig(Config& c, Visitor& v) {
     v.Field("metrics_auth", c.server.metrics_auth);
     v.Field("cors_allowed_origins", c.server.cors_allowed_origins);
     v.Field("max_connections", c.server.max_connections);
+    v.Field("stored_responses", c.server.stored_responses);
+    v.Size("stored_response_bytes", c.server.stored_response_bytes);
     v.Field("drain_timeout_s", c.server.drain_timeout_s);
     v.Size("max_request_bytes", c.server.max_request_bytes);
   });
@@ -481,6 +483,8 @@ void Validate(const ServeConfig& c, Problems& p) {
   }
   in_range("server.max_request_bytes", c.server.max_request_bytes, 1024, int64_t{1} << 30);
   in_range("server.max_connections", c.server.max_connections, 1, 1000000);
+  in_range("server.stored_responses", c.server.stored_responses, 0, 10000000);
+  in_range("server.stored_response_bytes", c.server.stored_response_bytes, 0, int64_t{1} << 40);
 
   in_range("engine.cuda_device", c.engine.cuda_device, 0, 1023);
   in_range("engine.threads", c.engine.threads, 0, 1024);

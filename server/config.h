@@ -38,6 +38,10 @@ struct ServerConfig {
   double drain_timeout_s = 30;        // on SIGTERM: finish running requests for this long
   int64_t max_request_bytes = 1 << 20;
   int max_connections = 1024;  // open HTTP connections at most; more get a 503 and are closed
+  // The Responses API's stored responses (previous_response_id, GET /v1/responses/{id}): the
+  // newest this many, within this many bytes, in memory. 0 = none kept.
+  int stored_responses = 1024;
+  int64_t stored_response_bytes = 64 << 20;
 };
 
 struct EngineConfig {

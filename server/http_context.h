@@ -13,6 +13,7 @@
 #include "base/metrics.h"
 #include "server/http_server.h"
 #include "server/openai_request.h"
+#include "server/response_store.h"
 
 namespace peng::server {
 
@@ -48,6 +49,7 @@ struct ServerContext {
   HttpServerDeps deps;
   ModelContext model;               // model.chat_template: the override or the model's own
   HttpMetrics metrics;
+  std::shared_ptr<ResponseStore> responses;  // the Responses API's stored responses
   int64_t created = 0;              // unix seconds at startup (model card "created")
   EventGate gate;
   // Generations whose response has not been fully written yet: Stop waits for them to flush

@@ -73,13 +73,18 @@ RouteMatch MatchRoute(const std::string& target) {
       return m;
     }
   }
-  constexpr std::string_view kModelPrefix = "/v1/models/";
-  if (path.size() > kModelPrefix.size() && path.substr(0, kModelPrefix.size()) == kModelPrefix) {
-    m.route = Route::kModel;
-    m.label = "/v1/models/{id}";
-    m.allowed = "GET";
-    m.model_id = PercentDecode(path.substr(kModelPrefix.size()));
-    return m;
+  static constexpr Entry kPrefixes[] = {
+      {"/v1/models/", Route::kModel, "GET"},
+      {"/v1/responses/", Route::kStoredResponse, "GET, DELETE"},
+  };
+  for (const Entry& e : kPrefixes) {
+    if (path.size() > e.path.size() && path.substr(0, e.path.size()) == e.path) {
+      m.route = e.route;
+      m.label = absl::StrCat(std::string(e.path), "{id}");
+      m.allowed = e.method;
+      m.id = PercentDecode(path.substr(e.path.size()));
+      return m;
+    }
   }
   m.label = "other";
   return m;
@@ -115,13 +120,13 @@ bool Authorized(const ServerContext& ctx, const std::string& authorization) {
   return BearerKeyAccepted(authorization, ctx.options.api_keys);
 }
 
-HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
+HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match, std::string_view method,
                             const std::string& body) {
   switch (match.route) {
     case Route::kModels:
       return JsonReply(200, DumpJson(ListModels(ctx.model, ctx.created)));
     case Route::kModel:
-      return StatusReply(GetModel(ctx.model, match.model_id, ctx.created));
+      return StatusReply(GetModel(ctx.model, match.id, ctx.created));
     case Route::kTokenize:
     case Route::kDetokenize: {
       absl::StatusOr<Json> parsed = ParseJsonBody(body);
@@ -151,6 +156,18 @@ HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
     }
     case Route::kVersion:
       return JsonReply(200, DumpJson(Json{{"version", ctx.options.version}}));
+    case Route::kStoredResponse: {
+      const auto not_found = [&] {
+        return ErrorReply(MakeApiError(404, absl::StrCat("Response with id '", match.id, "' not found."), "response_id"));
+      };
+      if (method == "DELETE") {
+        if (!ctx.responses->Erase(match.id)) return not_found();
+        return JsonReply(200, DumpJson(Json{{"id", match.id}, {"object", "response"}, {"deleted", true}}));
+      }
+      std::shared_ptr<const ResponseStore::Entry> entry = ctx.responses->Get(match.id);
+      if (entry == nullptr) return not_found();
+      return JsonReply(200, DumpJson(entry->response));
+    }
     default:
       return ErrorReply(MakeApiError(500, "route has no simple handler"));
   }
@@ -197,7 +214,7 @@ std::vector<std::pair<std::string, std::string>> CorsHeaders(const std::string& 
 
 HttpReply CorsPreflightReply(std::string_view request_headers) {
   HttpReply r{.status = 204, .content_type = "", .body = "", .headers = {}};
-  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, HEAD, OPTIONS");
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, DELETE, HEAD, OPTIONS");
   // Header names only (a token list): anything else in the request's list is dropped.
   std::string names;
   for (char ch : request_headers) {

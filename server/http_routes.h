@@ -16,14 +16,14 @@ namespace peng::server {
 
 enum class Route {
   kNone, kChatCompletions, kCompletions, kResponses, kModels, kModel, kTokenize, kDetokenize, kHealth,
-  kLive, kReady, kMetrics, kVersion,
+  kLive, kReady, kMetrics, kVersion, kStoredResponse,
 };
 
 struct RouteMatch {
   Route route = Route::kNone;
   std::string label;          // bounded-cardinality metrics label ("/v1/models/{id}", "other")
-  std::string allowed;        // "GET" or "POST"; empty when the path is unknown
-  std::string model_id;       // kModel: the percent-decoded id
+  std::string allowed;        // "GET", "POST" or "GET, DELETE"; empty when the path is unknown
+  std::string id;             // kModel, kStoredResponse: the percent-decoded id
 };
 
 // Matches the path (query string ignored). A known path with another method still sets
@@ -55,8 +55,8 @@ std::vector<std::pair<std::string, std::string>> CorsHeaders(const std::string& 
 // adds CorsHeaders to it, as to every reply).
 HttpReply CorsPreflightReply(std::string_view request_headers);
 
-// Answers every route except the two generation routes.
-HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match,
+// Answers every route except the generation routes. `method`: the request's (GET for HEAD).
+HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match, std::string_view method,
                             const std::string& body);
 
 // HTTP/1.1 response bytes: status line, headers (Content-Length, Connection), body.

@@ -113,6 +113,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(HttpServerOptions
   m.max_logprobs = options.max_logprobs;
   m.tokenizer = deps.tokenizer;
   m.UseChatTemplate(deps.chat_template);
+  ctx->responses = std::make_shared<ResponseStore>(static_cast<size_t>(std::max(options.stored_responses, 0)),
+                                                   static_cast<size_t>(std::max<int64_t>(options.stored_response_bytes, 0)));
   if (deps.registry != nullptr) {
     ctx->metrics.requests = &deps.registry->AddCounter(
         "peng:http_requests_total", "HTTP requests by route and status code.",

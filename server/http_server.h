@@ -47,6 +47,9 @@ struct HttpServerOptions {
   // Open connections at most; one more gets a 503 (Retry-After) and is closed, so a flood of
   // idle or slow clients cannot take every file descriptor the engine and models need.
   int max_connections = 1024;
+  // Responses API: stored responses at most, and their bytes (server/response_store.h).
+  int stored_responses = 1024;
+  int64_t stored_response_bytes = 64 << 20;
 };
 
 // What the server uses but does not own.

@@ -1,10 +1,13 @@
 #include "server/http_session.h"
 
 #include <utility>
+#include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "base/log.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
@@ -174,12 +177,14 @@ void HttpSession::Dispatch() {
     return Reply(ErrorReply(MakeApiError(404, absl::StrCat("Not Found: ", target))));
   }
   // HEAD is GET without the body, wherever GET is allowed.
-  const bool head_as_get = head_ && match_.allowed == "GET";
-  if (std::string(req.method_string()) != match_.allowed && !head_as_get) {
+  const std::vector<absl::string_view> allowed = absl::StrSplit(match_.allowed, ", ");
+  const bool get_allowed = absl::c_linear_search(allowed, "GET");
+  const std::string method = head_ && get_allowed ? "GET" : std::string(req.method_string());
+  if (!absl::c_linear_search(allowed, method)) {
     HttpReply r = ErrorReply(MakeApiError(
         405, absl::StrCat("Method ", std::string(req.method_string()), " is not allowed for ",
                           match_.label, "; use ", match_.allowed, ".")));
-    r.headers.emplace_back("Allow", match_.allowed == "GET" ? "GET, HEAD" : match_.allowed);
+    r.headers.emplace_back("Allow", get_allowed ? absl::StrCat(match_.allowed, ", HEAD") : match_.allowed);
     return Reply(std::move(r));
   }
   // Bodies are read as sent: a compressed one would only fail later as "not valid JSON".
@@ -193,7 +198,7 @@ void HttpSession::Dispatch() {
       match_.route == Route::kResponses) {
     return StartGeneration(match_.route, req.body());
   }
-  Reply(HandleSimpleRoute(*ctx_, match_, req.body()));
+  Reply(HandleSimpleRoute(*ctx_, match_, method, req.body()));
 }
 
 // ------------------------------------------------------------------------------- generation
@@ -211,13 +216,15 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   std::vector<std::string> ignored;
   // The Responses API runs as the chat request it translates to (openai_responses.h).
   nlohmann::ordered_json responses_request;
+  nlohmann::ordered_json conversation;  // null: the response is not stored
   std::string chat_text;
   if (responses) {
     responses_request = nlohmann::ordered_json::parse(body);  // valid: ParseJsonBody read it
-    absl::StatusOr<nlohmann::ordered_json> chat = ResponsesToChat(responses_request, &ignored);
+    absl::StatusOr<ResponsesChat> chat = ResponsesToChat(responses_request, ctx_->responses.get(), &ignored);
     if (!chat.ok()) return error(chat.status());
-    chat_text = chat->dump();
+    chat_text = chat->chat.dump();
     *parsed = nlohmann::json::parse(chat_text);
+    if (chat->store) conversation = std::move(chat->conversation);
   }
   absl::StatusOr<CompletionJob> job =
       ParseCompletionRequest(kind, *parsed, ctx_->model, responses ? nullptr : &ignored, responses ? chat_text : body);
@@ -238,8 +245,10 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
   gen->job = *std::move(job);
   const std::string id = RandomId(responses ? "resp_" : kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-", 32);
   if (responses) {
+    ResponseStore* store = conversation.is_null() ? nullptr : ctx_->responses.get();
     gen->responder = std::make_unique<ResponsesResponder>(gen->job, std::move(responses_request),
-                                                          *ctx_->deps.tokenizer, id, UnixNow());
+                                                          *ctx_->deps.tokenizer, id, UnixNow(), store,
+                                                          std::move(conversation));
   } else {
     gen->responder = std::make_unique<CompletionResponder>(gen->job, *ctx_->deps.tokenizer, id, UnixNow());
   }

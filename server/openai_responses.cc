@@ -140,9 +140,11 @@ absl::StatusOr<OJson> ChatTools(const OJson& tools) {
 
 }  // namespace
 
-absl::StatusOr<OJson> ResponsesToChat(const OJson& request, std::vector<std::string>* ignored) {
+absl::StatusOr<ResponsesChat> ResponsesToChat(const OJson& request, const ResponseStore* store,
+                                              std::vector<std::string>* ignored) {
   if (!request.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
-  OJson chat = OJson::object();
+  ResponsesChat out;
+  OJson& chat = out.chat = OJson::object();
   for (auto it = request.begin(); it != request.end(); ++it) {
     if (PassedOn().contains(it.key())) {
       chat[it.key()] = it.value();
@@ -150,21 +152,35 @@ absl::StatusOr<OJson> ResponsesToChat(const OJson& request, std::vector<std::str
       ignored->push_back(it.key());
     }
   }
-  if (Field(request, "previous_response_id") != nullptr) {
-    return BadParam("previous_response_id", "responses are not stored by this server: send the whole conversation as 'input'");
-  }
   if (const OJson* bg = Field(request, "background"); bg != nullptr && *bg != false) {
     return BadParam("background", "background responses are not supported by this server");
   }
+  if (const OJson* st = Field(request, "store")) {
+    if (!st->is_boolean()) return BadParam("store", "'store' must be a boolean");
+    out.store = st->get<bool>();
+  }
+  OJson messages = OJson::array();
+  if (const OJson* prev = Field(request, "previous_response_id")) {
+    if (!prev->is_string()) return BadParam("previous_response_id", "'previous_response_id' must be a string");
+    std::shared_ptr<const ResponseStore::Entry> entry = store != nullptr ? store->Get(prev->get<std::string>()) : nullptr;
+    if (entry == nullptr) {
+      return WithParam(absl::NotFoundError(absl::StrCat("Previous response with id '", prev->get<std::string>(),
+                                                        "' not found (never stored, deleted, or evicted).")),
+                       "previous_response_id");
+    }
+    messages = entry->messages;
+  }
   const OJson* input = Field(request, "input");
   if (input == nullptr) return BadParam("input", "'input' is required");
-  absl::StatusOr<OJson> messages = InputMessages(*input);
-  if (!messages.ok()) return messages.status();
+  absl::StatusOr<OJson> new_messages = InputMessages(*input);
+  if (!new_messages.ok()) return new_messages.status();
+  for (OJson& m : *new_messages) messages.push_back(std::move(m));
+  out.conversation = messages;
   if (const OJson* instructions = Field(request, "instructions")) {
     if (!instructions->is_string()) return BadParam("instructions", "'instructions' must be a string");
-    messages->insert(messages->begin(), OJson{{"role", "system"}, {"content", *instructions}});
+    messages.insert(messages.begin(), OJson{{"role", "system"}, {"content", *instructions}});
   }
-  chat["messages"] = *std::move(messages);
+  chat["messages"] = std::move(messages);
   if (const OJson* m = Field(request, "max_output_tokens")) chat["max_completion_tokens"] = *m;
   if (const OJson* text = Field(request, "text")) {
     absl::StatusOr<OJson> rf = ResponseFormat(*text);
@@ -181,7 +197,7 @@ absl::StatusOr<OJson> ResponsesToChat(const OJson& request, std::vector<std::str
     const OJson* name = tc->is_object() ? Field(*tc, "name") : nullptr;
     chat["tool_choice"] = name != nullptr ? OJson{{"type", "function"}, {"function", {{"name", *name}}}} : *tc;
   }
-  return chat;
+  return out;
 }
 
 absl::Status AsResponsesError(absl::Status status) {
@@ -196,12 +212,14 @@ absl::Status AsResponsesError(absl::Status status) {
 }
 
 ResponsesResponder::ResponsesResponder(const CompletionJob& job, OJson request, const Tokenizer& tokenizer,
-                                       std::string id, int64_t created)
+                                       std::string id, int64_t created, ResponseStore* store, OJson conversation)
     : job_(job),
       request_(std::move(request)),
       inner_(job, tokenizer, id, created),
       id_(std::move(id)),
       created_(created),
+      store_(store),
+      conversation_(std::move(conversation)),
       message_id_(RandomId("msg_", 32)) {
   if (job_.tools != nullptr) calls_.emplace(job_.tools.get());
 }
@@ -221,9 +239,9 @@ OJson ResponsesResponder::Response(const char* status, OJson output) const {
   r["model"] = job_.model;
   r["output"] = std::move(output);
   r["parallel_tool_calls"] = echo("parallel_tool_calls", true);
-  r["previous_response_id"] = nullptr;
+  r["previous_response_id"] = echo("previous_response_id", nullptr);
   r["reasoning"] = {{"effort", nullptr}, {"summary", nullptr}};
-  r["store"] = false;
+  r["store"] = store_ != nullptr;
   r["temperature"] = echo("temperature", 1.0);
   r["text"] = echo("text", OJson{{"format", {{"type", "text"}}}});
   r["tool_choice"] = echo("tool_choice", "auto");
@@ -283,7 +301,25 @@ std::string ResponsesResponder::Body() const {
     text = std::move(reply.content);
     calls = std::move(reply.calls);
   }
-  return DumpJson(Response(FinalStatus(), OutputItems(text, calls)));
+  const OJson response = Response(FinalStatus(), OutputItems(text, calls));
+  Save(response, text, calls);
+  return DumpJson(response);
+}
+
+void ResponsesResponder::Save(const OJson& response, const std::string& text, const std::vector<ToolCall>& calls) const {
+  if (store_ == nullptr) return;
+  // The reply as chat's assistant message, after the conversation it answers.
+  const bool blank = text.find_first_not_of(" \t\r\n") == std::string::npos;
+  OJson reply{{"role", "assistant"}, {"content", calls.empty() || !blank ? OJson(text) : OJson()}};
+  if (!calls.empty()) {
+    OJson& out = reply["tool_calls"] = OJson::array();
+    for (const ToolCall& c : calls) {
+      out.push_back(OJson{{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+    }
+  }
+  ResponseStore::Entry entry{response, conversation_.is_array() ? conversation_ : OJson::array()};
+  entry.messages.push_back(std::move(reply));
+  store_->Put(id_, std::move(entry));
 }
 
 std::string ResponsesResponder::Event(OJson event) {
@@ -348,8 +384,10 @@ std::vector<std::string> ResponsesResponder::StreamEvent(int prompt_index, const
   OJson items = OJson::array();
   if (message_open_) items.push_back(MessageItem(streamed_, "completed"));
   for (size_t k = 0; k < calls.size(); ++k) items.push_back(CallItem(calls[k], k, "completed"));
+  OJson response = Response(status, std::move(items));
+  Save(response, streamed_, calls);
   out.push_back(Event({{"type", std::string_view(status) == "completed" ? "response.completed" : "response.incomplete"},
-                       {"response", Response(status, std::move(items))}}));
+                       {"response", std::move(response)}}));
   return out;
 }
 

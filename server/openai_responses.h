@@ -7,9 +7,11 @@
 // Supported: input as text or a list of items (messages with text parts, function_call and
 // function_call_output items), instructions, max_output_tokens, temperature, top_p, user,
 // metadata, text.format (text, json_object, json_schema), function tools with tool_choice and
-// parallel_tool_calls, stream. Responses are not stored: previous_response_id and background
-// are 400s; store is accepted and answered as false. Built-in tools (web search, files, ...) and
-// non-text input parts are 400s naming the field.
+// parallel_tool_calls, stream. Responses are stored (server/response_store.h) unless `store` is
+// false: previous_response_id continues the conversation a stored response ends (its input and
+// output, not its instructions), and GET / DELETE /v1/responses/{id} read and remove one.
+// background is a 400. Built-in tools (web search, files, ...) and non-text input parts are
+// 400s naming the field.
 #pragma once
 
 #include <cstdint>
@@ -20,22 +22,31 @@
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "server/openai_response.h"
+#include "server/response_store.h"
 
 namespace peng::server {
 
-// The chat completions body for a Responses body (`request`, in the client's key order).
+struct ResponsesChat {
+  nlohmann::ordered_json chat;          // the chat completions body
+  nlohmann::ordered_json conversation;  // its messages but the instructions (what is stored)
+  bool store = true;                    // the request's `store`
+};
+// The chat completions body for a Responses body (`request`, in the client's key order), with a
+// previous response's conversation (from `store`; null: none is kept) before the input.
 // Fields it does not know go to `ignored` (the caller logs them).
-absl::StatusOr<nlohmann::ordered_json> ResponsesToChat(const nlohmann::ordered_json& request,
-                                                       std::vector<std::string>* ignored);
+absl::StatusOr<ResponsesChat> ResponsesToChat(const nlohmann::ordered_json& request, const ResponseStore* store,
+                                              std::vector<std::string>* ignored);
 // A chat parser's error with its param named as the Responses API names it (messages -> input).
 absl::Status AsResponsesError(absl::Status status);
 
 class ResponsesResponder : public Responder {
  public:
   // `request`: the Responses body (its settings are echoed in the response object); `job`: the
-  // chat job it became (one prompt, one choice).
+  // chat job it became (one prompt, one choice). `store` (null: not stored) keeps the finished
+  // response with `conversation` and its output.
   ResponsesResponder(const CompletionJob& job, nlohmann::ordered_json request, const Tokenizer& tokenizer,
-                     std::string id, int64_t created);
+                     std::string id, int64_t created, ResponseStore* store = nullptr,
+                     nlohmann::ordered_json conversation = nullptr);
 
   bool done() const override { return inner_.done(); }
   bool NothingServed() const override { return inner_.NothingServed(); }
@@ -55,12 +66,16 @@ class ResponsesResponder : public Responder {
   nlohmann::ordered_json CallItem(const ToolCall& call, size_t k, const char* status) const;
   const char* FinalStatus() const;
   std::string Event(nlohmann::ordered_json event);
+  // Keeps the finished response (with `store_`).
+  void Save(const nlohmann::ordered_json& response, const std::string& text, const std::vector<ToolCall>& calls) const;
 
   const CompletionJob& job_;
   nlohmann::ordered_json request_;
   CompletionResponder inner_;  // collects the text, the finish and the usage
   std::string id_;
   int64_t created_;
+  ResponseStore* store_;
+  nlohmann::ordered_json conversation_;
   std::string message_id_;
   int64_t sequence_ = 0;
   // Streaming.

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "server/openai_error.h"
+#include "server/response_store.h"
 
 namespace peng::server {
 namespace {
@@ -11,9 +13,9 @@ using OJson = nlohmann::ordered_json;
 
 OJson Chat(const char* request) {
   std::vector<std::string> ignored;
-  absl::StatusOr<OJson> chat = ResponsesToChat(OJson::parse(request), &ignored);
+  absl::StatusOr<ResponsesChat> chat = ResponsesToChat(OJson::parse(request), nullptr, &ignored);
   EXPECT_TRUE(chat.ok()) << chat.status();
-  return chat.ok() ? *chat : OJson();
+  return chat.ok() ? chat->chat : OJson();
 }
 
 TEST(ResponsesToChatTest, ItemsBecomeMessages) {
@@ -47,9 +49,10 @@ TEST(ResponsesToChatTest, ItemsBecomeMessages) {
 
 TEST(ResponsesToChatTest, TextInputAndUnknownFields) {
   std::vector<std::string> ignored;
-  absl::StatusOr<OJson> chat = ResponsesToChat(OJson::parse(R"({"input": "hi", "frobnicate": 1})"), &ignored);
+  absl::StatusOr<ResponsesChat> chat = ResponsesToChat(OJson::parse(R"({"input": "hi", "frobnicate": 1})"), nullptr, &ignored);
   ASSERT_TRUE(chat.ok());
-  EXPECT_EQ((*chat)["messages"], OJson::parse(R"([{"role": "user", "content": "hi"}])"));
+  EXPECT_EQ(chat->chat["messages"], OJson::parse(R"([{"role": "user", "content": "hi"}])"));
+  EXPECT_TRUE(chat->store);
   EXPECT_EQ(ignored, std::vector<std::string>{"frobnicate"});
 }
 
@@ -58,8 +61,59 @@ TEST(ResponsesToChatTest, ChatErrorsNameTheResponsesFields) {
   EXPECT_EQ(ParamOf(AsResponsesError(BadParam("max_completion_tokens", "x"))), "max_output_tokens");
   EXPECT_EQ(ParamOf(AsResponsesError(BadParam("temperature", "x"))), "temperature");
   std::vector<std::string> ignored;
-  EXPECT_EQ(ParamOf(ResponsesToChat(OJson::parse(R"({"input": "hi", "previous_response_id": "r"})"), &ignored).status()),
-            "previous_response_id");
+  const absl::Status unknown =
+      ResponsesToChat(OJson::parse(R"({"input": "hi", "previous_response_id": "r"})"), nullptr, &ignored).status();
+  EXPECT_TRUE(absl::IsNotFound(unknown)) << unknown;
+  EXPECT_EQ(ParamOf(unknown), "previous_response_id");
+  EXPECT_EQ(ParamOf(ResponsesToChat(OJson::parse(R"({"input": "hi", "store": "yes"})"), nullptr, &ignored).status()),
+            "store");
+}
+
+TEST(ResponsesToChatTest, APreviousResponseComesBeforeTheInputButNotItsInstructions) {
+  ResponseStore store(8, 1 << 20);
+  store.Put("resp_1", {OJson{{"id", "resp_1"}},
+                       OJson::parse(R"([{"role": "user", "content": "Call f."},
+                                        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                                         "function": {"name": "f", "arguments": "{}"}}]}])")});
+  std::vector<std::string> ignored;
+  absl::StatusOr<ResponsesChat> chat = ResponsesToChat(
+      OJson::parse(R"({"previous_response_id": "resp_1", "instructions": "Be brief.", "store": false,
+                       "input": [{"type": "function_call_output", "call_id": "c1", "output": "42"}]})"),
+      &store, &ignored);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  const OJson& m = chat->chat["messages"];
+  ASSERT_EQ(m.size(), 4u) << m.dump();
+  EXPECT_EQ(m[0]["role"], "system");
+  EXPECT_EQ(m[1]["content"], "Call f.");
+  EXPECT_EQ(m[2]["tool_calls"][0]["id"], "c1");
+  EXPECT_EQ(m[3], (OJson{{"role", "tool"}, {"tool_call_id", "c1"}, {"content", "42"}}));
+  EXPECT_EQ(chat->conversation.size(), 3u);  // the instructions are not kept
+  EXPECT_FALSE(chat->store);
+}
+
+TEST(ResponseStoreTest, KeepsTheNewestWithinItsBounds) {
+  ResponseStore store(3, 4000);
+  for (int i = 0; i < 5; ++i) store.Put(absl::StrCat("r", i), {OJson{{"i", i}}, OJson::array()});
+  EXPECT_EQ(store.size(), 3u);
+  EXPECT_EQ(store.Get("r0"), nullptr);
+  EXPECT_EQ(store.Get("r1"), nullptr);
+  ASSERT_NE(store.Get("r4"), nullptr);
+  EXPECT_EQ(store.Get("r4")->response["i"], 4);
+  EXPECT_TRUE(store.Erase("r4"));
+  EXPECT_FALSE(store.Erase("r4"));
+  EXPECT_EQ(store.size(), 2u);
+  // Bytes: a big entry pushes out the old ones; one over the whole budget is not kept.
+  store.Put("big", {OJson{{"text", std::string(3980, 'x')}}, OJson::array()});  // 3,996 bytes
+  EXPECT_EQ(store.size(), 1u);
+  EXPECT_NE(store.Get("big"), nullptr);
+  store.Put("huge", {OJson{{"text", std::string(5000, 'x')}}, OJson::array()});
+  EXPECT_EQ(store.Get("huge"), nullptr);
+  EXPECT_NE(store.Get("big"), nullptr);
+  EXPECT_LE(store.bytes(), 4000u);
+  // Replacing an id keeps one entry.
+  store.Put("big", {OJson{{"text", "small"}}, OJson::array()});
+  EXPECT_EQ(store.size(), 1u);
+  EXPECT_EQ(store.Get("big")->response["text"], "small");
 }
 
 }  // namespace

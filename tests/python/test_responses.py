@@ -1,8 +1,9 @@
 """OpenAI's Responses API (POST /v1/responses) on a live `peng serve`, through the official
 `openai` client: text in and out, streamed events, instructions, structured output with
-`responses.parse`, function calls and their outputs fed back, and the errors for what the
-server does not do (stored responses, built-in tools). The request runs as the chat completion
-it translates to, so its text must match that chat completion's at temperature 0.
+`responses.parse`, function calls and their outputs fed back, stored responses
+(`previous_response_id`, `responses.retrieve`, `responses.delete`), and the errors for what the
+server does not do (background responses, built-in tools). The request runs as the chat
+completion it translates to, so its text must match that chat completion's at temperature 0.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_text_in_text_out_matches_chat_completions(client):
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
     if c.choices[0].finish_reason == "length":
         assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
-    assert r.instructions == "You are terse." and r.max_output_tokens == 24 and r.store is False
+    assert r.instructions == "You are terse." and r.max_output_tokens == 24 and r.store is True
 
 
 def test_streamed_events_spell_the_same_text(client):
@@ -114,8 +115,9 @@ def test_streamed_function_calls(client):
 
 
 BAD = [
-    ({"input": "hi", "previous_response_id": "resp_123"}, "previous_response_id"),
     ({"input": "hi", "background": True}, "background"),
+    ({"input": "hi", "store": "yes"}, "store"),
+    ({"input": "hi", "previous_response_id": 7}, "previous_response_id"),
     ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]}, "input"),
     ({"input": [{"type": "reasoning", "summary": []}]}, "input"),
@@ -135,3 +137,68 @@ def test_bad_requests_are_400s_naming_the_field(http, body, param):
 
 def test_unknown_model_is_404(http):
     assert_error(http.post("/v1/responses", json={"model": "nope", "input": "hi"}), 404, param="model")
+
+
+def test_previous_response_id_continues_the_conversation(client):
+    """A follow-up with previous_response_id runs as the chat completion of the whole
+    conversation: the first turn's input and output, then the new input (the first turn's
+    instructions are not carried over, as in OpenAI's API)."""
+    first = client.responses.create(model=MODEL, input="My name is Ada. Say hello.", max_output_tokens=20,
+                                    temperature=0, instructions="You are terse.")
+    assert first.store is True
+    second = client.responses.create(model=MODEL, previous_response_id=first.id, input="What is my name?",
+                                     max_output_tokens=20, temperature=0)
+    assert second.previous_response_id == first.id
+    c = chat(client, messages=[{"role": "user", "content": "My name is Ada. Say hello."},
+                               {"role": "assistant", "content": first.output_text},
+                               {"role": "user", "content": "What is my name?"}],
+             max_tokens=20, temperature=0)
+    assert second.output_text == c.choices[0].message.content
+    assert second.usage.input_tokens == c.usage.prompt_tokens
+    # Streamed follow-ups chain the same way.
+    with client.responses.stream(model=MODEL, previous_response_id=second.id, input="Thanks!",
+                                 max_output_tokens=8, temperature=0) as stream:
+        third = [e for e in stream][-1].response  # response.completed, or .incomplete when cut
+    again = client.responses.retrieve(third.id)
+    assert again.id == third.id and again.output_text == third.output_text
+    assert again.previous_response_id == second.id
+
+
+def test_function_call_outputs_after_a_stored_call(client):
+    r = client.responses.create(model=MODEL, input="What is the weather in Paris?", tools=[WEATHER],
+                                tool_choice="required", parallel_tool_calls=False, max_output_tokens=60,
+                                temperature=0)
+    call = next(item for item in r.output if item.type == "function_call")
+    follow = client.responses.create(model=MODEL, previous_response_id=r.id, tools=[WEATHER], tool_choice="none",
+                                     input=[{"type": "function_call_output", "call_id": call.call_id,
+                                             "output": "18 degrees, sunny"}],
+                                     max_output_tokens=30, temperature=0)
+    c = chat(client, messages=[{"role": "user", "content": "What is the weather in Paris?"},
+                               {"role": "assistant", "content": None, "tool_calls": [
+                                   {"id": call.call_id, "type": "function",
+                                    "function": {"name": call.name, "arguments": call.arguments}}]},
+                               {"role": "tool", "tool_call_id": call.call_id, "content": "18 degrees, sunny"}],
+             tools=[{"type": "function", "function": {k: WEATHER[k] for k in ("name", "description", "parameters")}}],
+             tool_choice="none", max_tokens=30, temperature=0)
+    assert follow.output_text == c.choices[0].message.content
+
+
+def test_retrieve_delete_and_store_false(client, http):
+    r = client.responses.create(model=MODEL, input="Hi", max_output_tokens=4, temperature=0)
+    got = http.get(f"/v1/responses/{r.id}")
+    assert got.status_code == 200 and got.json()["id"] == r.id
+    assert got.json()["output"][0]["content"][0]["text"] == r.output_text
+    assert client.responses.retrieve(r.id).output_text == r.output_text
+    deleted = client.responses.delete(r.id)
+    assert deleted is None or getattr(deleted, "deleted", True)
+    assert_error(http.get(f"/v1/responses/{r.id}"), 404, param="response_id")
+    assert_error(http.delete(f"/v1/responses/{r.id}"), 404, param="response_id")
+    assert_error(http.post("/v1/responses", json={"model": MODEL, "input": "hi", "previous_response_id": r.id}),
+                 404, param="previous_response_id")
+    # store: false keeps nothing.
+    unstored = client.responses.create(model=MODEL, input="Hi", max_output_tokens=4, temperature=0, store=False)
+    assert unstored.store is False
+    assert_error(http.get(f"/v1/responses/{unstored.id}"), 404, param="response_id")
+    # Other methods on a stored response's path are 405s that list the allowed ones.
+    put = http.put(f"/v1/responses/{r.id}", json={})
+    assert put.status_code == 405 and put.headers["allow"] == "GET, DELETE, HEAD"
