@@ -69,6 +69,7 @@ class Soak:
         self.max_len = 2048
         self.headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
         self.pb = None
+        self.response_ids: list[str] = []  # stored responses to continue (previous_response_id)
 
     def fail(self, what: str, detail: str):
         self.counts["FAILED " + what] += 1
@@ -257,6 +258,9 @@ class Soak:
             body.update(input=messages, max_output_tokens=max_tokens)
             if rng.random() < 0.5:
                 body["tools"] = [{"type": "function", **t["function"]} for t in self.TOOLS]
+            if self.response_ids and rng.random() < 0.4:  # continue a stored conversation
+                body["previous_response_id"] = rng.choice(self.response_ids)
+            body["store"] = rng.random() < 0.8
         else:
             body.update(messages=messages, max_tokens=max_tokens)
             if kind == "json_object":
@@ -269,11 +273,18 @@ class Soak:
         if not stream:
             r = await client.post(self.base + path, json=body)
             if r.status_code != 200:
-                return self.check_error_body(what, r.status_code, r.text, {429, 503})
+                # 404: the previous response was evicted; 400: its conversation outgrew the context.
+                allowed = {429, 503, 404, 400} if "previous_response_id" in body else {429, 503}
+                return self.check_error_body(what, r.status_code, r.text, allowed)
             out = r.json()
             if kind == "responses":
                 if out.get("object") != "response" or out.get("status") not in ("completed", "incomplete"):
                     self.fail(what, f"not a finished response: {r.text[:300]}")
+                if body["store"]:
+                    self.response_ids = (self.response_ids + [out["id"]])[-64:]
+                    got = await client.get(self.base + "/v1/responses/" + out["id"])
+                    if got.status_code != 200 or got.json().get("id") != out["id"]:
+                        self.fail(what, f"stored response not retrievable: {got.status_code} {got.text[:200]}")
                 return
             choice = out["choices"][0]
             if choice["finish_reason"] == "tool_calls":
@@ -288,7 +299,8 @@ class Soak:
         async with client.stream("POST", self.base + path, json=body) as r:
             if r.status_code != 200:
                 await r.aread()
-                return self.check_error_body(what, r.status_code, r.text, {429, 503})
+                allowed = {429, 503, 404, 400} if "previous_response_id" in body else {429, 503}
+                return self.check_error_body(what, r.status_code, r.text, allowed)
             events, last = 0, None
             async for line in r.aiter_lines():
                 if not line.startswith("data:") or line[5:].strip() == "[DONE]":
@@ -459,7 +471,8 @@ class Soak:
                 return self.fail("grpc generate", f"{e.code()} {e.details()}")
             if last is None or last.finish_reason == 0 or last.usage.completion_tokens > req.max_tokens:
                 self.fail("grpc generate", f"last message {last}")
-            elif last.tool_calls and (last.finish_reason != pb2.FINISH_REASON_TOOL_CALLS or any(
+            elif last.tool_calls and (last.finish_reason not in (pb2.FINISH_REASON_TOOL_CALLS,
+                                                                 pb2.FINISH_REASON_LENGTH) or any(
                     c.name not in ("lookup", "add") or not isinstance(json.loads(c.arguments), dict) for c in last.tool_calls)):
                 self.fail("grpc generate", f"tool calls {last}")
             elif req.HasField("prompt_logprobs") and len(first.prompt_logprobs) != last.usage.prompt_tokens - 1:
