@@ -8,9 +8,11 @@ service and server reflection (what grpcurl uses).
 """
 from __future__ import annotations
 
+import collections
 import importlib
 import json
 import os
+import random
 import re
 import sys
 import time
@@ -543,5 +545,53 @@ def test_bad_chats_are_invalid_argument(stub, pb, md):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (req, e.value.details())
         assert e.value.details().startswith("chat"), e.value.details()
     # The server still answers.
+    ok = list(stub.Generate(_chat_request(pb, MESSAGES, 2), metadata=md, timeout=RPC_TIMEOUT))
+    assert ok[-1].usage.completion_tokens == 2
+
+
+def test_mutated_chats_get_a_status_and_never_a_crash(stub, pb, md):
+    """Seeded random chats: odd roles, empty or huge content, tool calls in any turn, tools and
+    tool_choice of every shape. Every call ends OK or INVALID_ARGUMENT, and the server serves on."""
+    pb2 = pb[0]
+    rng = random.Random(7)
+    texts = ["", "hi", "\u0000", "😀" * 30, "x" * 5000, "<|im_start|>user\nhi<|im_end|>", "<tool_call>{}</tool_call>"]
+    tools = ["", "[]", "{}", "null", "[1]", json.dumps(WEATHER_TOOLS), "[" * 70 + "]" * 70, '[{"type": "function"}]',
+             json.dumps([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+                 "n": {"type": "integer", "minimum": 1, "maximum": 3}}}}}]), "not json"]
+    choices = ["", "none", "auto", "required", "get_weather", "f", "nope", "x" * 300]
+    codes = collections.Counter()
+    for _ in range(150):
+        msgs = []
+        for _ in range(rng.randint(0, 4)):
+            m = pb2.ChatMessage(role=rng.choice(["user", "assistant", "system", "tool", "developer", "", "bot"]),
+                                content=rng.choice(texts))
+            if rng.random() < 0.2:
+                m.tool_calls.add(id=rng.choice(["", "c1"]), name=rng.choice(["get_weather", "", "f"]),
+                                 arguments=rng.choice(["{}", '{"city": "Oslo"}', "[", "3", ""]))
+            if rng.random() < 0.2:
+                m.tool_call_id = "c1"
+            msgs.append(m)
+        chat = pb2.Chat(messages=msgs, tools=rng.choice(tools), tool_choice=rng.choice(choices))
+        if rng.random() < 0.3:
+            chat.add_generation_prompt = rng.random() < 0.5
+        if rng.random() < 0.1:
+            chat.continue_final_message = True
+        if rng.random() < 0.1:
+            chat.chat_template_kwargs = rng.choice(["{}", "[]", '{"x": 1}', "{"])
+        if rng.random() < 0.2:
+            chat.parallel_tool_calls = rng.random() < 0.5
+        req = pb2.GenerateRequest(chat=chat, max_tokens=rng.choice([1, 4]))
+        if rng.random() < 0.1:
+            req.json_object = True
+        try:
+            msgs_out = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+            assert msgs_out and msgs_out[-1].finish_reason != pb2.FINISH_REASON_UNSPECIFIED
+            for call in msgs_out[-1].tool_calls:
+                assert isinstance(json.loads(call.arguments), dict)
+            codes["OK"] += 1
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (e.code(), e.details(), req)
+            codes[e.code().name] += 1
+    assert codes["OK"] >= 10 and codes["INVALID_ARGUMENT"] >= 10, codes
     ok = list(stub.Generate(_chat_request(pb, MESSAGES, 2), metadata=md, timeout=RPC_TIMEOUT))
     assert ok[-1].usage.completion_tokens == 2
