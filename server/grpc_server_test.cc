@@ -231,7 +231,7 @@ TEST_F(GrpcServerTest, ChatToolCallsComeBackOnTheLastMessage) {
   EXPECT_EQ(last.usage().completion_tokens(), 5);
   // The tools reached the prompt, and "auto" constrains a <tool_call> block the model opens.
   ASSERT_EQ(engine_->submitted().size(), 1u);
-  const GenerateRequest& sent = engine_->submitted()[0];
+  const GenerateRequest sent = engine_->submitted()[0];
   EXPECT_THAT(tokenizer_->Decode(sent.prompt, false), HasSubstr("get_weather"));
   EXPECT_NE(sent.tool_call_schema, nullptr);
   EXPECT_EQ(sent.json_schema, nullptr);
