@@ -81,11 +81,7 @@ absl::StatusOr<nlohmann::ordered_json> ChatBody(const v1::Chat& chat) {
     if (!m.tool_call_id().empty()) msg["tool_call_id"] = m.tool_call_id();
     if (m.tool_calls_size() > 0) {
       OJson& calls = msg["tool_calls"] = OJson::array();
-      for (const v1::ToolCall& c : m.tool_calls()) {
-        calls.push_back({{"id", c.id()},
-                         {"type", "function"},
-                         {"function", {{"name", c.name()}, {"arguments", c.arguments()}}}});
-      }
+      for (const v1::ToolCall& c : m.tool_calls()) calls.push_back(ChatToolCall({c.id(), c.name(), c.arguments()}));
     }
     messages.push_back(std::move(msg));
   }

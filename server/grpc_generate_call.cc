@@ -99,15 +99,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       event.text = tool_stream_->Feed(event.text);
       if (last) {
         reply = tool_stream_->Finish();
-        // Blank text around calls is not text (as HTTP's content).
-        if (reply.calls.empty() || reply.content.find_first_not_of(" \t\r\n") != std::string::npos) {
-          event.text += reply.content;
-        }
+        if (reply.HasContent()) event.text += reply.content;
       }
     }
     AppendTokenEvent(event, *tokenizer_, &pending_.back());
-    if (last) SetToolCalls(reply.calls, &pending_.back());
     if (last) {
+      SetToolCalls(reply.calls, &pending_.back());
       engine_done_ = true;
       final_status_ = grpc::Status::OK;
     }

@@ -231,9 +231,8 @@ std::vector<std::string> CompletionResponder::EventChunks(int prompt_index, cons
     text = c.tool_stream->Feed(text);
     if (finished) {
       ToolReply reply = c.tool_stream->Finish();
+      if (reply.HasContent()) text += reply.content;  // as in the collected body
       calls = std::move(reply.calls);
-      // Blank text before calls is not content (as in the collected body).
-      if (calls.empty() || reply.content.find_first_not_of(" \t\r\n") != std::string::npos) text += reply.content;
     }
   }
   if (text.empty() && !finished && !has_logprobs) return {};
@@ -322,8 +321,7 @@ std::string CompletionResponder::Body() const {
     if (job_.kind == ApiKind::kChat && job_.tools != nullptr) {
       ToolReply reply = ExtractToolCalls(c.text, *job_.tools);
       has_calls = !reply.calls.empty();
-      const bool blank = reply.content.find_first_not_of(" \t\r\n") == std::string::npos;
-      choice["message"] = {{"role", "assistant"}, {"content", has_calls && blank ? Json(nullptr) : Json(reply.content)}};
+      choice["message"] = {{"role", "assistant"}, {"content", reply.HasContent() ? Json(reply.content) : Json(nullptr)}};
       if (has_calls) choice["message"]["tool_calls"] = ToolCallsJson(reply.calls, /*stream=*/false);
     } else if (job_.kind == ApiKind::kChat) {
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};

@@ -281,11 +281,10 @@ OJson ResponsesResponder::CallItem(const ToolCall& call, size_t k, const char* s
                {"status", status}};
 }
 
-OJson ResponsesResponder::OutputItems(const std::string& text, const std::vector<ToolCall>& calls) const {
+OJson ResponsesResponder::OutputItems(const ToolReply& reply) const {
   OJson items = OJson::array();
-  const bool blank = text.find_first_not_of(" \t\r\n") == std::string::npos;
-  if (calls.empty() || !blank) items.push_back(MessageItem(text, "completed"));
-  for (size_t k = 0; k < calls.size(); ++k) items.push_back(CallItem(calls[k], k, "completed"));
+  if (reply.HasContent()) items.push_back(MessageItem(reply.content, "completed"));
+  for (size_t k = 0; k < reply.calls.size(); ++k) items.push_back(CallItem(reply.calls[k], k, "completed"));
   return items;
 }
 
@@ -294,31 +293,23 @@ const char* ResponsesResponder::FinalStatus() const {
 }
 
 std::string ResponsesResponder::Body() const {
-  std::string text = inner_.text(0);
-  std::vector<ToolCall> calls;
-  if (job_.tools != nullptr) {
-    ToolReply reply = ExtractToolCalls(text, *job_.tools);
-    text = std::move(reply.content);
-    calls = std::move(reply.calls);
-  }
-  const OJson response = Response(FinalStatus(), OutputItems(text, calls));
-  Save(response, text, calls);
+  const ToolReply reply = job_.tools != nullptr ? ExtractToolCalls(inner_.text(0), *job_.tools)
+                                                : ToolReply{inner_.text(0), {}};
+  const OJson response = Response(FinalStatus(), OutputItems(reply));
+  Save(response, reply);
   return DumpJson(response);
 }
 
-void ResponsesResponder::Save(const OJson& response, const std::string& text, const std::vector<ToolCall>& calls) const {
+void ResponsesResponder::Save(const OJson& response, const ToolReply& reply) const {
   if (store_ == nullptr) return;
   // The reply as chat's assistant message, after the conversation it answers.
-  const bool blank = text.find_first_not_of(" \t\r\n") == std::string::npos;
-  OJson reply{{"role", "assistant"}, {"content", calls.empty() || !blank ? OJson(text) : OJson()}};
-  if (!calls.empty()) {
-    OJson& out = reply["tool_calls"] = OJson::array();
-    for (const ToolCall& c : calls) {
-      out.push_back(OJson{{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
-    }
+  OJson message{{"role", "assistant"}, {"content", reply.HasContent() ? OJson(reply.content) : OJson()}};
+  if (!reply.calls.empty()) {
+    OJson& out = message["tool_calls"] = OJson::array();
+    for (const ToolCall& c : reply.calls) out.push_back(ChatToolCall(c));
   }
   ResponseStore::Entry entry{response, conversation_.is_array() ? conversation_ : OJson::array()};
-  entry.messages.push_back(std::move(reply));
+  entry.messages.push_back(std::move(message));
   store_->Put(id_, std::move(entry));
 }
 
@@ -341,8 +332,8 @@ std::vector<std::string> ResponsesResponder::StreamEvent(int prompt_index, const
   std::vector<ToolCall> calls;
   if (done() && calls_) {
     ToolReply reply = calls_->Finish();
+    if (reply.HasContent()) text += reply.content;
     calls = std::move(reply.calls);
-    if (calls.empty() || reply.content.find_first_not_of(" \t\r\n") != std::string::npos) text += reply.content;
   }
   std::vector<std::string> out;
   const OJson where{{"item_id", message_id_}, {"output_index", 0}, {"content_index", 0}};
@@ -385,7 +376,7 @@ std::vector<std::string> ResponsesResponder::StreamEvent(int prompt_index, const
   if (message_open_) items.push_back(MessageItem(streamed_, "completed"));
   for (size_t k = 0; k < calls.size(); ++k) items.push_back(CallItem(calls[k], k, "completed"));
   OJson response = Response(status, std::move(items));
-  Save(response, streamed_, calls);
+  Save(response, ToolReply{streamed_, calls});
   out.push_back(Event({{"type", std::string_view(status) == "completed" ? "response.completed" : "response.incomplete"},
                        {"response", std::move(response)}}));
   return out;

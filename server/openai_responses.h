@@ -61,13 +61,13 @@ class ResponsesResponder : public Responder {
   // The response object; `output` and `status` as given.
   nlohmann::ordered_json Response(const char* status, nlohmann::ordered_json output) const;
   // The output items of a finished reply (a message with its text, then its calls).
-  nlohmann::ordered_json OutputItems(const std::string& text, const std::vector<ToolCall>& calls) const;
+  nlohmann::ordered_json OutputItems(const ToolReply& reply) const;
   nlohmann::ordered_json MessageItem(const std::string& text, const char* status) const;
   nlohmann::ordered_json CallItem(const ToolCall& call, size_t k, const char* status) const;
   const char* FinalStatus() const;
   std::string Event(nlohmann::ordered_json event);
   // Keeps the finished response (with `store_`).
-  void Save(const nlohmann::ordered_json& response, const std::string& text, const std::vector<ToolCall>& calls) const;
+  void Save(const nlohmann::ordered_json& response, const ToolReply& reply) const;
 
   const CompletionJob& job_;
   nlohmann::ordered_json request_;

@@ -114,6 +114,10 @@ TEST(ResponseStoreTest, KeepsTheNewestWithinItsBounds) {
   store.Put("big", {OJson{{"text", "small"}}, OJson::array()});
   EXPECT_EQ(store.size(), 1u);
   EXPECT_EQ(store.Get("big")->response["text"], "small");
+  // server.stored_responses 0: nothing is kept.
+  ResponseStore none(0, 4000);
+  none.Put("r", {OJson{{"i", 1}}, OJson::array()});
+  EXPECT_EQ(none.Get("r"), nullptr);
 }
 
 }  // namespace

@@ -242,6 +242,10 @@ size_t CallsStart(std::string_view text) {
 
 }  // namespace
 
+OJson ChatToolCall(const ToolCall& call) {
+  return OJson{{"id", call.id}, {"type", "function"}, {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+}
+
 bool ToolRequest::Knows(std::string_view name) const {
   return std::any_of(functions.begin(), functions.end(), [&](const Function& f) { return f.name == name; });
 }

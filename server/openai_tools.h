@@ -90,10 +90,17 @@ struct ToolCall {
   std::string arguments;  // JSON text of an object
 };
 
+// A call as chat's message.tool_calls[i]: {"id", "type": "function", "function": {"name", "arguments"}}.
+nlohmann::ordered_json ChatToolCall(const ToolCall& call);
+
 // A reply split into its text and its calls (none: the reply is all text).
 struct ToolReply {
   std::string content;
   std::vector<ToolCall> calls;
+
+  // Whether `content` goes to the client: always without calls; beside calls only when it is
+  // not blank (whitespace around calls is not content).
+  bool HasContent() const { return calls.empty() || content.find_first_not_of(" \t\r\n") != std::string::npos; }
 };
 ToolReply ExtractToolCalls(std::string_view text, const ToolRequest& tools);
 
