@@ -11,6 +11,20 @@ bool IsHex(uint8_t c) { return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A'
 
 }  // namespace
 
+bool TakeWhitespace(uint8_t c, uint8_t* run) {
+  constexpr uint8_t kCount = 0x3F, kNewline = 0x40, kReturn = 0x80;
+  if ((*run & kCount) == JsonGrammar::kMaxWhitespace) return false;
+  if (c == '\n') {
+    if (*run & kNewline) return false;
+    *run |= kNewline;
+  } else if (c == '\r') {
+    if (*run & (kNewline | kReturn)) return false;
+    *run |= kReturn;
+  }
+  ++*run;
+  return true;
+}
+
 size_t JsonGrammar::PlainStringPrefix(std::string_view bytes) {
   size_t end = 0;  // the last character boundary of the plain prefix
   for (size_t i = 0; i < bytes.size();) {
@@ -75,11 +89,7 @@ bool JsonGrammar::StartValue(uint8_t c) {
 bool JsonGrammar::FeedOne(uint8_t c) {
   // Whitespace: wherever a token of the grammar may start, a bounded run of it.
   const bool between_tokens = mode_ != Mode::kString && mode_ != Mode::kNumber && mode_ != Mode::kLiteral;
-  if (between_tokens && IsWhitespace(c)) {
-    if (whitespace_ == kMaxWhitespace) return false;
-    ++whitespace_;
-    return true;
-  }
+  if (between_tokens && IsWhitespace(c)) return TakeWhitespace(c, &whitespace_);
   whitespace_ = 0;
   switch (mode_) {
     case Mode::kStart:

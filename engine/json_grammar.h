@@ -5,7 +5,8 @@
 // type of 16 bytes: callers copy it to try a token's bytes. Not thread-safe.
 //
 // Limits, so a constrained generation cannot stall in filler: at most kMaxDepth nested
-// containers and kMaxWhitespace whitespace bytes in a row. Strings take any byte >= 0x20 except
+// containers, and whitespace between tokens in runs of at most kMaxWhitespace bytes holding at
+// most one line break (see TakeWhitespace). Strings take any byte >= 0x20 except
 // an unescaped quote or backslash, in well-formed UTF-8 sequences (lead and continuation bytes;
 // overlong and surrogate forms are not told apart).
 #pragma once
@@ -28,6 +29,13 @@ bool FeedOrRestore(G& g, std::string_view bytes) {
   }
   return true;
 }
+
+// One byte of a run of whitespace between tokens, if the run may take it: at most
+// JsonGrammar::kMaxWhitespace bytes and one line break ("\n" or "\r\n"), the shape of
+// pretty-printed JSON. Without the line-break rule a small model fills its output with blank
+// lines (up to the byte limit, again and again) instead of writing the next value. `run` is the
+// run's state: the byte count in bits 0-5, a '\n' seen in bit 6, a '\r' in bit 7; 0 starts a run.
+bool TakeWhitespace(uint8_t c, uint8_t* run);
 
 class JsonGrammar {
  public:
@@ -97,7 +105,7 @@ class JsonGrammar {
   uint8_t sub_ = 0;
   uint8_t aux_ = 0;
   uint8_t key_ = 0;         // the string being read is a key
-  uint8_t whitespace_ = 0;  // whitespace bytes in a row
+  uint8_t whitespace_ = 0;  // the run of whitespace before the next token (TakeWhitespace)
   uint8_t utf8_ = 0;        // in a string: continuation bytes the current character still needs
   uint8_t depth_ = 0;
   uint64_t stack_ = 0;      // bit d: container d is an object (1) or an array (0)

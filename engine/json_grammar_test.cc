@@ -81,6 +81,22 @@ TEST(JsonGrammarTest, BoundsWhitespaceRunsAndDepth) {
   EXPECT_FALSE(g.Feed('['));
 }
 
+TEST(JsonGrammarTest, WhitespaceRunsHoldOneLineBreak) {
+  JsonGrammar g;
+  ASSERT_TRUE(g.FeedAll("{\n  \"a\": [\r\n    1,\n\t2 \n ]\n}"));  // pretty-printed: one break per run
+  EXPECT_TRUE(g.Complete());
+  JsonGrammar h;
+  ASSERT_TRUE(h.FeedAll("{\n  "));
+  EXPECT_FALSE(h.Feed('\n'));  // a blank line
+  EXPECT_FALSE(h.Feed('\r'));
+  ASSERT_TRUE(h.FeedAll("\"a\"\r"));
+  EXPECT_FALSE(h.Feed('\r'));
+  ASSERT_TRUE(h.Feed('\n'));
+  EXPECT_FALSE(h.Feed('\n'));
+  ASSERT_TRUE(h.FeedAll(":\n1}"));  // a new run after each token
+  EXPECT_TRUE(h.Complete());
+}
+
 // `doc` with the exponent of every number outside strings cut to one digit.
 std::string ShortExponents(std::string_view doc) {
   std::string out;

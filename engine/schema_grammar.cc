@@ -337,11 +337,7 @@ SchemaGrammar::Result SchemaGrammar::StartValue(int32_t node, uint8_t c) {
 }
 
 SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
-  const auto take_whitespace = [&] {
-    if (whitespace_ == JsonGrammar::kMaxWhitespace) return kRefused;
-    ++whitespace_;
-    return kTaken;
-  };
+  const auto take_whitespace = [&] { return TakeWhitespace(c, &whitespace_) ? kTaken : kRefused; };
   if (depth_ == 0) {
     if (IsWhitespace(c)) return take_whitespace();
     if (done_) return kRefused;
