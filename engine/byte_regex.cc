@@ -102,7 +102,8 @@ class Parser {
         break;
       }
       ++i_;
-      if (More() && (p_[i_] == '?' || p_[i_] == '+')) return Error("lazy and possessive quantifiers are not supported");
+      if (More() && p_[i_] == '+') return Error("possessive quantifiers are not supported");
+      if (More() && p_[i_] == '?') ++i_;  // lazy: the same texts match, only the search differs
       auto r = Node(Ast::Kind::kRepeat);
       r->min = lo;
       r->max = hi;
@@ -332,13 +333,16 @@ struct Nfa {
 
 }  // namespace
 
-absl::StatusOr<ByteRegex> ByteRegex::Compile(std::string_view pattern) {
+absl::StatusOr<ByteRegex> ByteRegex::Compile(std::string_view pattern, Use use) {
+  const bool whole_text = use == Use::kWholeText;
   // JSON Schema's patterns search: without an anchor, anything may come before or after.
-  const bool anchored_start = !pattern.empty() && pattern.front() == '^';
-  const bool anchored_end = pattern.size() > (anchored_start ? 1 : 0) && pattern.back() == '$' &&
-                            (pattern.size() < 2 || pattern[pattern.size() - 2] != '\\');
-  std::string_view body = pattern.substr(anchored_start ? 1 : 0);
-  if (anchored_end) body.remove_suffix(1);
+  // A whole text matches from end to end, with or without the anchors.
+  const bool has_start = !pattern.empty() && pattern.front() == '^';
+  const bool has_end = pattern.size() > (has_start ? 1 : 0) && pattern.back() == '$' &&
+                       (pattern.size() < 2 || pattern[pattern.size() - 2] != '\\');
+  std::string_view body = pattern.substr(has_start ? 1 : 0);
+  if (has_end) body.remove_suffix(1);
+  const bool anchored_start = has_start || whole_text, anchored_end = has_end || whole_text;
   Parser parser(body);
   PENG_ASSIGN_OR_RETURN(std::unique_ptr<Ast> ast, parser.Parse());
   if (!anchored_start || !anchored_end) {
@@ -358,7 +362,7 @@ absl::StatusOr<ByteRegex> ByteRegex::Compile(std::string_view pattern) {
 
   Nfa nfa;
   const auto [start, final_state] = nfa.Build(*ast);
-  const Bytes allowed = StringBytes();
+  const Bytes allowed = whole_text ? ~Bytes() : StringBytes();
   for (Nfa::State& s : nfa.states) s.bytes &= allowed;
 
   ByteRegex re;
@@ -391,7 +395,44 @@ absl::StatusOr<ByteRegex> ByteRegex::Compile(std::string_view pattern) {
       re.next_[d * 256 + c] = it->second;
     }
   }
+  re.Prune();
+  if (!re.accepting_[re.start()]) {
+    bool live = false;
+    for (int c = 0; c < 256 && !live; ++c) live = re.Next(re.start(), static_cast<uint8_t>(c)) != kDead;
+    if (!live) {
+      return absl::InvalidArgumentError(absl::StrCat("pattern '", std::string(pattern), "' matches no ",
+                                                     whole_text ? "text" : "JSON string"));
+    }
+  }
   return re;
+}
+
+void ByteRegex::Prune() {
+  // Live: accepting, or a byte leads to a live state (a fixpoint, backwards).
+  const size_t n = accepting_.size();
+  std::vector<bool> live = accepting_;
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t s = 0; s < n; ++s) {
+      if (live[s]) continue;
+      for (int c = 0; c < 256; ++c) {
+        const uint16_t t = next_[s * 256 + c];
+        if (t != kDead && live[t]) {
+          live[s] = true;
+          changed = true;
+          break;
+        }
+      }
+    }
+  }
+  final_.assign(n, true);
+  for (size_t s = 0; s < n; ++s) {
+    for (int c = 0; c < 256; ++c) {
+      uint16_t& t = next_[s * 256 + c];
+      if (t != kDead && !live[t]) t = kDead;
+      if (t != kDead) final_[s] = false;
+    }
+  }
 }
 
 bool ByteRegex::Matches(std::string_view s) const {

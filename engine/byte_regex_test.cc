@@ -18,7 +18,7 @@ ByteRegex Re(const char* p) {
 // std::regex (ECMAScript, the grammar JSON Schema names), searched as JSON Schema searches.
 TEST(ByteRegexTest, AgreesWithStdRegexOnEveryShortString) {
   const char* patterns[] = {"^a+b?$", "ab|c", "^(ab|a)*$", "^[a-c]{2,3}$", "^[^b]+$", "b$", "^a",
-                            "^(a|b)c{0,2}$", "^\\d-\\d$", "^[0-9a]{1,}x?$", "^a.c$", "^(?:ab){2}$", ""};
+                            "^(a|b)c{0,2}$", "^\\d-\\d$", "^[0-9a]{1,}x?$", "^a.c$", "^(?:ab){2}$", "", "^a+?b*?$"};
   const std::string alphabet = "abc1-x";
   for (const char* p : patterns) {
     const ByteRegex re = Re(p);
@@ -48,13 +48,56 @@ TEST(ByteRegexTest, StringsNeverTakeQuotesBackslashesOrControlBytes) {
 
 TEST(ByteRegexTest, UnsupportedSyntaxIsAnErrorThatSaysWhat) {
   for (const auto& [p, why] : std::vector<std::pair<const char*, const char*>>{
-           {"a(?=b)", "lookaround"}, {"a*?", "lazy"}, {"(a", "unclosed '('"}, {"a)", "unmatched ')'"},
+           {"a(?=b)", "lookaround"}, {"a*+", "possessive"}, {"(a", "unclosed '('"}, {"a)", "unmatched ')'"},
            {"[a", "unclosed '['"}, {"a{2,1}", "fall"}, {"a{100}", "above 64"}, {"\\p{L}", "\\p"},
            {"a^b", "anchors"}, {"*a", "nothing to repeat"}}) {
     const auto re = ByteRegex::Compile(p);
     ASSERT_FALSE(re.ok()) << p;
     EXPECT_NE(re.status().message().find(why), std::string::npos) << re.status();
   }
+}
+
+// A whole text (guided_regex) matches from end to end, anchors or not, over any bytes; the
+// verdicts agree with std::regex_match.
+TEST(ByteRegexTest, WholeTextsMatchFromEndToEnd) {
+  const char* patterns[] = {"a+b?", "^ab|c$", "(ab|a)*", "[a-c]{2,3}", "[^b]+", "\"[a-c]*\"", "a\\nb|.c"};
+  const std::string alphabet = "abc\"\n";
+  for (const char* p : patterns) {
+    const auto re = ByteRegex::Compile(p, ByteRegex::Use::kWholeText);
+    ASSERT_TRUE(re.ok()) << p << ": " << re.status();
+    std::string ecma = p;  // std::regex_match anchors by itself
+    if (ecma.front() == '^') ecma = "(?:" + ecma.substr(1, ecma.size() - 2) + ")";
+    const std::regex ref(ecma, std::regex::ECMAScript);
+    std::vector<std::string> strings = {""};
+    for (size_t at = 0; at < strings.size() && strings.size() < 4000; ++at) {
+      if (strings[at].size() < 4) {
+        for (const char c : alphabet) strings.push_back(strings[at] + c);
+      }
+    }
+    for (const std::string& s : strings) {
+      EXPECT_EQ(re->Matches(s), std::regex_match(s, ref)) << "pattern '" << p << "' string '" << s << "'";
+    }
+  }
+}
+
+// Every state the DFA can reach can still finish a match, and Final() says when nothing can
+// follow; a regex that no text (or no JSON string) matches is an error.
+TEST(ByteRegexTest, DeadEndsArePrunedAndFinalStatesKnown) {
+  const auto json = ByteRegex::Compile("^(a\"|b)c$");  // a JSON string never holds the quote
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ(json->Next(json->start(), 'a'), ByteRegex::kDead);
+  EXPECT_TRUE(json->Matches("bc"));
+  EXPECT_FALSE(ByteRegex::Compile("^a\"$").ok());
+  EXPECT_TRUE(ByteRegex::Compile("^a\"$", ByteRegex::Use::kWholeText).ok());
+
+  const auto re = ByteRegex::Compile("(yes|no)!?", ByteRegex::Use::kWholeText);
+  ASSERT_TRUE(re.ok()) << re.status();
+  uint16_t s = re->start();
+  for (const char c : std::string("no")) s = re->Next(s, static_cast<uint8_t>(c));
+  EXPECT_TRUE(re->Accepting(s));
+  EXPECT_FALSE(re->Final(s));  // '!' may follow
+  s = re->Next(s, '!');
+  EXPECT_TRUE(re->Accepting(s) && re->Final(s));
 }
 
 }  // namespace

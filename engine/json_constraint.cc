@@ -191,6 +191,8 @@ template class SharedMasks<ChoiceGrammar>;
 template class GrammarConstraint<JsonGrammar>;
 template class GrammarConstraint<SchemaGrammar>;
 template class GrammarConstraint<ChoiceGrammar>;
+template class SharedMasks<RegexGrammar>;
+template class GrammarConstraint<RegexGrammar>;
 template class SharedMasks<ToolCallBlockGrammar>;
 template class GrammarConstraint<ToolCallBlockGrammar>;
 

@@ -19,6 +19,7 @@
 #include "engine/json_grammar.h"
 #include "engine/json_schema.h"
 #include "engine/logits_constraint.h"
+#include "engine/regex_grammar.h"
 #include "engine/schema_grammar.h"
 
 namespace peng {
@@ -68,9 +69,9 @@ class SharedMasks {
 };
 
 // One sequence's constraint over grammar G (JsonGrammar: any object; SchemaGrammar: a JSON
-// schema's documents; ChoiceGrammar: one of a few strings). Masks come from a small cache of
-// its own, then from `shared` (may be null), then are computed. Instantiated for the three in
-// json_constraint.cc.
+// schema's documents; ChoiceGrammar: one of a few strings; RegexGrammar: a text matching a
+// regex; ToolCallBlockGrammar). Masks come from a small cache of its own, then from `shared`
+// (may be null), then are computed. Instantiated for those five in json_constraint.cc.
 template <class G>
 class GrammarConstraint : public LogitsConstraint {
  public:
@@ -121,5 +122,6 @@ class GrammarOver : public GrammarConstraint<G> {
 };
 using SchemaConstraint = GrammarOver<SchemaGrammar, JsonSchema>;
 using ChoiceConstraint = GrammarOver<ChoiceGrammar, ChoiceSet>;
+using RegexConstraint = GrammarOver<RegexGrammar, ByteRegex>;
 
 }  // namespace peng

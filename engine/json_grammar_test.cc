@@ -259,6 +259,39 @@ TEST(ChoiceGrammarTest, OneOfTheChoicesThenTheEnd) {
   EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{5}));
 }
 
+TEST(RegexGrammarTest, TheWholeOutputMatchesThenTheEnd) {
+  const auto re = ByteRegex::Compile("\\d{3}(-\\d{2})?", ByteRegex::Use::kWholeText);
+  ASSERT_TRUE(re.ok()) << re.status();
+  auto shared = std::make_shared<const ByteRegex>(*re);
+  RegexGrammar g(shared.get());
+  EXPECT_FALSE(g.Feed('x'));
+  ASSERT_TRUE(g.FeedAll("123"));
+  EXPECT_TRUE(g.CanStop());
+  EXPECT_FALSE(g.Complete());
+  EXPECT_FALSE(g.FeedAll("-1x"));  // refused whole: the state is as it was
+  ASSERT_TRUE(g.FeedAll("-45"));
+  EXPECT_TRUE(g.Complete());
+
+  auto vocab = std::make_shared<JsonVocabulary>();
+  for (const char* piece : {"12", "3", "-", "-4", "a", "456"}) {
+    vocab->pieces.push_back(piece);
+    vocab->kinds.push_back(JsonVocabulary::Kind::kText);
+  }
+  vocab->pieces.push_back("");
+  vocab->kinds.push_back(JsonVocabulary::Kind::kEndOfGeneration);
+  vocab->Index();
+  RegexConstraint c(vocab, shared);
+  EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{0, 1, 5}));
+  c.Accept(0);
+  EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{1}));
+  c.Accept(1);  // "123": the end, or "-" and two digits
+  EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{2, 3, 6}));
+  c.Accept(3);
+  EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{1}));
+  c.Accept(1);
+  EXPECT_EQ(Allowed(c, vocab->pieces.size()), (std::vector<int>{6}));
+}
+
 TEST(JsonConstraintTest, SequencesShareMasksByState) {
   const auto vocab = ToyVocabulary();
   const size_t n = vocab->pieces.size();

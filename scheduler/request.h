@@ -14,6 +14,7 @@
 
 namespace peng {
 
+class ByteRegex;
 class JsonSchema;
 struct ChoiceSet;
 
@@ -46,16 +47,24 @@ struct GenerateRequest {
   // end-of-generation token (engine/json_constraint.h).
   bool json_object = false;
   // Structured output (response_format json_schema): each choice's output is one document of
-  // this schema (engine/json_schema.h). At most one of json_object, json_schema and
-  // guided_choice is set (the frontends check).
+  // this schema (engine/json_schema.h). At most one of json_object, json_schema,
+  // guided_choice and guided_regex is set (the frontends check).
   std::shared_ptr<const JsonSchema> json_schema;
   // Guided choice (vLLM's guided_choice): each choice's output is exactly one of these strings.
   std::shared_ptr<const ChoiceSet> guided_choice;
+  // Guided regex (vLLM's guided_regex): each choice's whole output matches this regex
+  // (compiled with ByteRegex::Use::kWholeText).
+  std::shared_ptr<const ByteRegex> guided_regex;
   // Tool calls in "auto" mode (engine/tool_call_grammar.h): free text, but once the output
   // opens a <tool_call> block the block holds one call of this schema. Set alone, or with
-  // none of the three above.
+  // none of the four above.
   std::shared_ptr<const JsonSchema> tool_call_schema;
   std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
+
+  // The whole reply is constrained (json_object, json_schema, guided_choice or guided_regex).
+  bool ReplyConstrained() const {
+    return json_object || json_schema != nullptr || guided_choice != nullptr || guided_regex != nullptr;
+  }
 };
 
 // One sampled token's log-probability and its top alternatives.

@@ -86,14 +86,14 @@ absl::Status Scheduler::Add(std::shared_ptr<const GenerateRequest> request,
     auto sampler = Sampler::Create(params, options_.vocab_size, request->prompt);
     if (!sampler.ok()) return sampler.status();
     s->sampler.emplace(std::move(*sampler));
-    if (request->json_object || request->json_schema != nullptr || request->guided_choice != nullptr ||
-        request->tool_call_schema != nullptr) {
+    if (request->ReplyConstrained() || request->tool_call_schema != nullptr) {
       if (tokenizer_ == nullptr) return absl::InvalidArgumentError("constrained output needs the model's tokenizer");
       if (json_vocabulary_ == nullptr) {
         json_vocabulary_ = JsonVocabulary::From(*tokenizer_);
         json_masks_ = std::make_shared<SharedMasks<JsonGrammar>>();
         schema_masks_ = std::make_shared<SharedMasks<SchemaGrammar>>();
         choice_masks_ = std::make_shared<SharedMasks<ChoiceGrammar>>();
+        regex_masks_ = std::make_shared<SharedMasks<RegexGrammar>>();
         tool_call_masks_ = std::make_shared<SharedMasks<ToolCallBlockGrammar>>();
       }
       if (request->json_schema != nullptr) {
@@ -102,6 +102,9 @@ absl::Status Scheduler::Add(std::shared_ptr<const GenerateRequest> request,
       } else if (request->guided_choice != nullptr) {
         s->sampler->SetConstraint(
             std::make_unique<ChoiceConstraint>(json_vocabulary_, request->guided_choice, choice_masks_));
+      } else if (request->guided_regex != nullptr) {
+        s->sampler->SetConstraint(
+            std::make_unique<RegexConstraint>(json_vocabulary_, request->guided_regex, regex_masks_));
       } else if (request->tool_call_schema != nullptr) {
         s->sampler->SetConstraint(
             std::make_unique<ToolCallTrigger>(json_vocabulary_, request->tool_call_schema, tool_call_masks_));

@@ -167,6 +167,7 @@ class Scheduler {
   std::shared_ptr<SharedMasks<SchemaGrammar>> schema_masks_;
   std::shared_ptr<SharedMasks<ToolCallBlockGrammar>> tool_call_masks_;
   std::shared_ptr<SharedMasks<ChoiceGrammar>> choice_masks_;
+  std::shared_ptr<SharedMasks<RegexGrammar>> regex_masks_;
   SchedulerListener* listener_;
   SchedulerListener no_listener_;
   std::unordered_map<memory::SeqId, std::unique_ptr<Sequence>> seqs_;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "base/status.h"
+#include "engine/byte_regex.h"
 #include "engine/choice_grammar.h"
 #include "engine/json_schema.h"
 
@@ -168,8 +169,13 @@ absl::StatusOr<GrpcGenerate> ToGenerateRequest(const v1::GenerateRequest& in, co
     if (!set.ok()) return Bad(absl::StrCat("choices: ", set.status().message()));
     out.guided_choice = *std::move(set);
   }
-  if (out.json_object + (out.json_schema != nullptr) + (out.guided_choice != nullptr) > 1) {
-    return Bad("set at most one of json_object, json_schema and choices");
+  if (!in.regex().empty()) {
+    absl::StatusOr<ByteRegex> re = ByteRegex::Compile(in.regex(), ByteRegex::Use::kWholeText);
+    if (!re.ok()) return Bad(absl::StrCat("regex: ", re.status().message()));
+    out.guided_regex = std::make_shared<const ByteRegex>(*std::move(re));
+  }
+  if (out.json_object + (out.json_schema != nullptr) + (out.guided_choice != nullptr) + (out.guided_regex != nullptr) > 1) {
+    return Bad("set at most one of json_object, json_schema, choices and regex");
   }
   const int64_t min_tokens = in.has_prompt_logprobs() ? 0 : 1;
   if (in.has_max_tokens() && in.max_tokens() < min_tokens) {
@@ -186,8 +192,7 @@ absl::StatusOr<GrpcGenerate> ToGenerateRequest(const v1::GenerateRequest& in, co
   out.priority = in.priority();
 
   if (in.prompt_case() == v1::GenerateRequest::kChat) {
-    const bool constrained = out.json_object || out.json_schema != nullptr || out.guided_choice != nullptr;
-    PENG_ASSIGN_OR_RETURN(ChatPrompt chat, ConvertChat(in.chat(), info, constrained));
+    PENG_ASSIGN_OR_RETURN(ChatPrompt chat, ConvertChat(in.chat(), info, out.ReplyConstrained()));
     out.prompt = std::move(chat.ids);
     if (chat.reply_schema != nullptr) out.json_schema = std::move(chat.reply_schema);
     out.tool_call_schema = std::move(chat.tool_call_schema);

@@ -274,6 +274,7 @@ void HttpSession::StartGeneration(Route route, const std::string& body) {
     req->json_object = j.json_object;
     req->json_schema = j.json_schema;
     req->guided_choice = j.guided_choice;
+    req->guided_regex = j.guided_regex;
     req->tool_call_schema = j.tool_call_schema;
     req->arrival = std::chrono::steady_clock::now();
     const std::string rid = req->id;

@@ -1,14 +1,15 @@
 #include "server/openai_request.h"
 
 #include <cmath>
-#include <initializer_list>
 #include <limits>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "base/log.h"
 #include "base/status.h"
@@ -29,7 +30,8 @@ const absl::flat_hash_set<std::string>& CommonFields() {
       "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
       "stop_token_ids", "presence_penalty", "frequency_penalty", "repetition_penalty",
       "logit_bias", "logprobs", "stream", "stream_options", "priority", "user", "ignore_eos",
-      "include_stop_str_in_output", "response_format", "best_of", "guided_json", "guided_choice"};
+      "include_stop_str_in_output", "response_format", "best_of", "guided_json", "guided_choice", "guided_regex",
+      "structured_outputs"};
   return *f;
 }
 const absl::flat_hash_set<std::string>& ChatFields() {
@@ -193,8 +195,7 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> CompileCached(const ModelConte
 }
 
 absl::Status ParseMessages(const Json& body, std::string_view raw_body, const ModelContext& ctx, CompletionJob* job) {
-  const bool constrained = job->json_object || job->json_schema != nullptr || job->guided_choice != nullptr;
-  PENG_ASSIGN_OR_RETURN(ChatPrompt chat, PrepareChat(body, raw_body, ctx, constrained));
+  PENG_ASSIGN_OR_RETURN(ChatPrompt chat, PrepareChat(body, raw_body, ctx, job->ReplyConstrained()));
   if (chat.reply_schema != nullptr) job->json_schema = std::move(chat.reply_schema);
   job->tool_call_schema = std::move(chat.tool_call_schema);
   job->tools = std::move(chat.tools);
@@ -538,12 +539,12 @@ namespace {
 }  // namespace
 
 nlohmann::ordered_json InClientOrder(const Json& value, std::string_view raw_body,
-                                     std::initializer_list<const char*> path) {
+                                     const std::vector<std::string>& path) {
   if (!raw_body.empty()) {
     try {
       const nlohmann::ordered_json body = nlohmann::ordered_json::parse(raw_body);
       const nlohmann::ordered_json* at = &body;
-      for (const char* key : path) {
+      for (const std::string& key : path) {
         const auto it = at->is_object() ? at->find(key) : at->end();
         if (it == at->end()) {
           at = nullptr;
@@ -568,41 +569,78 @@ absl::Status CompileSchema(const char* param, const nlohmann::ordered_json& sche
   return absl::OkStatus();
 }
 
-// vLLM's guided decoding fields: guided_json (a schema, as an object or as JSON text) and
-// guided_choice (a list of strings). One kind of constraint per request.
+// vLLM's guided decoding: the older top-level fields guided_json (a schema, as an object or as
+// JSON text), guided_choice (a list of strings) and guided_regex, and the newer
+// structured_outputs object holding json, choice, regex or json_object. One kind of constraint
+// per request, response_format included.
 absl::Status ParseGuided(const Json& body, std::string_view raw_body, const ModelContext& ctx, CompletionJob* job) {
-  const Json* gj = Field(body, "guided_json");
-  const Json* gc = Field(body, "guided_choice");
-  if (gj != nullptr && gj->is_null()) gj = nullptr;
-  if (gc != nullptr && gc->is_null()) gc = nullptr;
-  const int kinds = (gj != nullptr) + (gc != nullptr) + (job->json_object || job->json_schema != nullptr);
-  if (kinds > 1) {
-    return BadParam(gj != nullptr ? "guided_json" : "guided_choice",
-                    "use one of response_format (json_object, json_schema), guided_json and guided_choice");
+  struct Guide {
+    std::string param;                // as the error names it
+    std::vector<std::string> path;    // its keys in the body (for the schema's client order)
+    const Json* value;
+  };
+  std::vector<Guide> guides;
+  const auto take = [&](const Json& parent, std::vector<std::string> path) {
+    const Json* v = Field(parent, path.back().c_str());
+    if (v != nullptr && !v->is_null()) guides.push_back({absl::StrJoin(path, "."), std::move(path), v});
+  };
+  for (const char* key : {"guided_choice", "guided_regex", "guided_json"}) take(body, {key});
+  if (const Json* so = Field(body, "structured_outputs"); so != nullptr && !so->is_null()) {
+    if (!so->is_object()) return TypeError("structured_outputs", "an object");
+    for (const auto& [key, value] : so->items()) {
+      if (key == "json" || key == "choice" || key == "regex" || key == "json_object") {
+        take(*so, {"structured_outputs", key});
+      } else if (key == "grammar" || key == "structural_tag" || key == "whitespace_pattern") {
+        if (!value.is_null()) {
+          return BadParam("structured_outputs." + key, absl::StrCat("structured_outputs.", key,
+                                                                    " is not supported by this server (supported: "
+                                                                    "json, choice, regex, json_object)"));
+        }
+      } else if (!absl::StartsWith(key, "disable_") && key != "backend") {
+        // disable_any_whitespace, disable_additional_properties and disable_fallback hold
+        // already (whitespace is bounded, objects hold their declared properties, and a
+        // schema is never ignored); backend names vLLM's grammar library.
+        return BadParam("structured_outputs." + key, absl::StrCat("unknown field structured_outputs.", key));
+      }
+    }
   }
-  if (gc != nullptr) {
-    if (!gc->is_array()) return TypeError("guided_choice", "an array of strings");
+  if (guides.empty()) return absl::OkStatus();
+  if (guides.size() > 1 || job->json_object || job->json_schema != nullptr) {
+    return BadParam(guides.back().param, "set one of response_format (json_object, json_schema), guided_json, "
+                                         "guided_choice, guided_regex and structured_outputs (one of its fields)");
+  }
+  const Guide& g = guides[0];
+  const std::string& kind = g.path.back();
+  if (kind == "json_object") {
+    if (!g.value->is_boolean()) return TypeError(g.param, "a boolean");
+    job->json_object = g.value->get<bool>();
+  } else if (kind == "guided_choice" || kind == "choice") {
+    if (!g.value->is_array()) return TypeError(g.param, "an array of strings");
     std::vector<std::string> choices;
-    for (const Json& c : *gc) {
-      if (!c.is_string()) return TypeError("guided_choice", "an array of strings");
+    for (const Json& c : *g.value) {
+      if (!c.is_string()) return TypeError(g.param, "an array of strings");
       choices.push_back(c.get<std::string>());
     }
     absl::StatusOr<std::shared_ptr<const ChoiceSet>> set = ChoiceSet::Create(std::move(choices));
-    if (!set.ok()) return BadParam("guided_choice", set.status().message());
+    if (!set.ok()) return BadParam(g.param, set.status().message());
     job->guided_choice = *std::move(set);
-  }
-  if (gj != nullptr) {
+  } else if (kind == "guided_regex" || kind == "regex") {
+    if (!g.value->is_string()) return TypeError(g.param, "a string (a regular expression)");
+    absl::StatusOr<ByteRegex> re = ByteRegex::Compile(g.value->get_ref<const std::string&>(), ByteRegex::Use::kWholeText);
+    if (!re.ok()) return BadParam(g.param, absl::StrCat(g.param, ": ", re.status().message()));
+    job->guided_regex = std::make_shared<const ByteRegex>(*std::move(re));
+  } else {  // guided_json, json
     nlohmann::ordered_json schema;
-    if (gj->is_string()) {
+    if (g.value->is_string()) {
       try {
-        schema = nlohmann::ordered_json::parse(gj->get<std::string>());
+        schema = nlohmann::ordered_json::parse(g.value->get<std::string>());
       } catch (const nlohmann::ordered_json::exception& e) {
-        return BadParam("guided_json", absl::StrCat("guided_json is not a JSON schema: ", e.what()));
+        return BadParam(g.param, absl::StrCat(g.param, " is not a JSON schema: ", e.what()));
       }
     } else {
-      schema = InClientOrder(*gj, raw_body, {"guided_json"});
+      schema = InClientOrder(*g.value, raw_body, g.path);
     }
-    PENG_RETURN_IF_ERROR(CompileSchema("guided_json", schema, ctx, job));
+    PENG_RETURN_IF_ERROR(CompileSchema(g.param.c_str(), schema, ctx, job));
   }
   return absl::OkStatus();
 }

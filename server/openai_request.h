@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cstdint>
-#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+#include "engine/byte_regex.h"
 #include "engine/choice_grammar.h"
 #include "engine/json_schema.h"
 #include "nlohmann/json.hpp"
@@ -76,10 +76,16 @@ struct CompletionJob {
   bool json_object = false;     // response_format {"type": "json_object"}: GenerateRequest::json_object
   std::shared_ptr<const JsonSchema> json_schema;  // response_format json_schema, compiled
   std::shared_ptr<const ChoiceSet> guided_choice;  // vLLM's guided_choice
+  std::shared_ptr<const ByteRegex> guided_regex;   // vLLM's guided_regex (Use::kWholeText)
   // Chat with tool_choice other than "none" (server/openai_tools.h): the reply's calls are read
   // back from its text; a constrained choice also sets json_schema.
   std::shared_ptr<const ToolRequest> tools;
   std::shared_ptr<const JsonSchema> tool_call_schema;  // "auto": GenerateRequest::tool_call_schema
+
+  // The whole reply is constrained (GenerateRequest::ReplyConstrained).
+  bool ReplyConstrained() const {
+    return json_object || json_schema != nullptr || guided_choice != nullptr || guided_regex != nullptr;
+  }
 
   // stop.max_tokens for prompt `i`: the request's value, or the rest of the context.
   int64_t MaxTokensFor(size_t i) const {
@@ -130,7 +136,7 @@ std::vector<int32_t> EncodeChatPrompt(const std::string& text, const Tokenizer& 
 // again from the request text as ordered_json (nlohmann::json sorts keys), or, without the
 // text, in sorted order.
 nlohmann::ordered_json InClientOrder(const nlohmann::json& value, std::string_view raw_body,
-                                     std::initializer_list<const char*> path);
+                                     const std::vector<std::string>& path);
 
 // Parses the raw body text first: invalid JSON, a non-object body and nesting deeper than
 // kMaxJsonDepth are 400s.

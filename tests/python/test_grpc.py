@@ -455,6 +455,20 @@ def test_generate_choices(stub, pb, md):
     assert text in (" yes", " no", " maybe") and msgs[-1].finish_reason == pb[0].FINISH_REASON_STOP, repr(text)
 
 
+def test_generate_regex(stub, pb, md):
+    import re
+
+    req = _greedy(pb, "The year the Berlin wall fell:", 12, regex=r" (19|20)\d\d\.?")
+    msgs = list(stub.Generate(req, metadata=md, timeout=RPC_TIMEOUT))
+    text = "".join(m.text for m in msgs)
+    assert re.fullmatch(r" (19|20)\d\d\.?", text) and msgs[-1].finish_reason == pb[0].FINISH_REASON_STOP, repr(text)
+    for bad, why in [(_greedy(pb, "x", 5, regex="a(?=b)"), "lookaround"),
+                     (_greedy(pb, "x", 5, regex="a", choices=["a"]), "at most one of")]:
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Generate(bad, metadata=md, timeout=RPC_TIMEOUT))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in e.value.details(), e.value.details()
+
+
 def _http_chat(server, body: dict) -> dict:
     import httpx
 

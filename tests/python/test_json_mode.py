@@ -277,7 +277,57 @@ def test_guided_json_is_a_schema(client):
     assert list(value) == ["city", "rank"] and isinstance(value["rank"], int)
 
 
+def test_guided_regex_output_matches_the_whole_regex(client):
+    import re
+
+    cases = [(r"\d{3}-\d{4}", "Give me a phone number."),
+             (r"(yes|no), because [a-z ]{5,40}\.", "Is the sky blue? Answer and say why."),
+             (r"[A-Z][a-z]+ \d{1,2}, (19|20)\d\d", "When was the moon landing?"),
+             (r'\{"name": "[A-Za-z ]{1,20}"\}\n?', "A name as JSON."),
+             (r"^[a-z]+(?:-[a-z]+)*?$", "A slug for a blog post about cats.")]
+    for pattern, ask in cases:
+        for seed in range(2):
+            r = chat(client, messages=[{"role": "user", "content": ask}], max_tokens=60, temperature=0.8,
+                     seed=seed, extra_body={"guided_regex": pattern})
+            text = r.choices[0].message.content
+            if r.choices[0].finish_reason == "length":
+                continue
+            assert r.choices[0].finish_reason == "stop", text
+            assert re.fullmatch(pattern.strip("^$"), text), (pattern, text)
+
+
+def test_structured_outputs_takes_vllms_newer_form(client):
+    import re
+
+    r = chat(client, messages=[{"role": "user", "content": "Is fire hot?"}], max_tokens=10, temperature=0,
+             extra_body={"structured_outputs": {"choice": ["yes", "no"]}})
+    assert r.choices[0].message.content in ("yes", "no")
+    r = chat(client, messages=[{"role": "user", "content": "A year?"}], max_tokens=10, temperature=0,
+             extra_body={"structured_outputs": {"regex": r"\d{4}", "disable_any_whitespace": True}})
+    assert re.fullmatch(r"\d{4}", r.choices[0].message.content), r.choices[0].message.content
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    r = chat(client, messages=[{"role": "user", "content": "Name a city."}], max_tokens=40, temperature=0,
+             extra_body={"structured_outputs": {"json": schema}})
+    assert list(json.loads(r.choices[0].message.content)) == ["city"]
+    r = chat(client, messages=[{"role": "user", "content": "Name a city."}], max_tokens=60, temperature=0,
+             extra_body={"structured_outputs": {"json_object": True}})
+    assert r.choices[0].finish_reason == "length" or isinstance(json.loads(r.choices[0].message.content), dict)
+    r = complete(client, prompt="The answer is", max_tokens=10, temperature=0,
+                 extra_body={"guided_regex": " (forty-two|42)"})
+    assert r.choices[0].text in (" forty-two", " 42")
+
+
 @pytest.mark.parametrize("extra,param", [
+    ({"guided_regex": "a(?=b)"}, "guided_regex"),
+    ({"guided_regex": 5}, "guided_regex"),
+    ({"guided_regex": "a", "guided_choice": ["a"]}, "guided_regex"),
+    ({"structured_outputs": {"regex": "(", "choice": ["a"]}}, "structured_outputs.regex"),
+    ({"structured_outputs": {"regex": "[z-a]"}}, "structured_outputs.regex"),
+    ({"structured_outputs": {"grammar": "root ::= \"a\""}}, "structured_outputs.grammar"),
+    ({"structured_outputs": {"bogus": 1}}, "structured_outputs.bogus"),
+    ({"structured_outputs": "json"}, "structured_outputs"),
+    ({"structured_outputs": {"json_object": "yes"}}, "structured_outputs.json_object"),
+    ({"structured_outputs": {"choice": ["a"]}, "response_format": {"type": "json_object"}}, "structured_outputs.choice"),
     ({"guided_choice": []}, "guided_choice"),
     ({"guided_choice": ["a", 1]}, "guided_choice"),
     ({"guided_choice": ["a"], "guided_json": {"type": "object"}}, "guided_json"),
