@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
 
 #include "base/check.h"
 #include "engine/tokenizer.h"
@@ -29,11 +33,17 @@ std::shared_ptr<const JsonVocabulary> JsonVocabulary::From(const Tokenizer& toke
 void JsonVocabulary::Index() {
   by_first_byte.assign(256, {});
   plain_prefix.assign(pieces.size(), 0);
+  classes.assign(pieces.size(), 0);
   for (size_t id = 0; id < pieces.size(); ++id) {
     if (kinds[id] != Kind::kText) continue;
     const std::string& p = pieces[id];
     by_first_byte[static_cast<uint8_t>(p[0])].push_back(static_cast<int32_t>(id));
     plain_prefix[id] = static_cast<uint32_t>(JsonGrammar::PlainStringPrefix(p));
+    for (const char c : p) {
+      classes[id] |= c == '"' ? kQuote : c == '}' ? kCloseBrace : c == ']' ? kCloseBracket : c == ',' ? kComma : 0;
+      if (c == ' ' || c == '\t' || c == '\n' || c == '\r') classes[id] |= kSpace;
+      if (c >= '0' && c <= '9') classes[id] |= kDigit;
+    }
   }
 }
 
@@ -98,6 +108,152 @@ std::vector<uint64_t> ComputeMask(const JsonVocabulary& vocab, const G& state) {
 }
 
 }  // namespace
+
+namespace {
+
+bool IsSpace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// Whether every integer in [lo, hi] that starts with `text` (an open integer: '-', digits)
+// is in `used`.
+bool EveryCompletionUsed(std::string_view text, int64_t lo, int64_t hi, const absl::flat_hash_set<int64_t>& used) {
+  const bool negative = !text.empty() && text[0] == '-';
+  const std::string_view digits = text.substr(negative ? 1 : 0);
+  if (digits.size() > 19) return true;  // none lies in int64
+  std::vector<std::pair<__int128, __int128>> spans;  // the values, as [a, b]
+  const auto add = [&](__int128 a, __int128 b) {  // magnitudes [a, b], with the sign
+    if (negative) std::tie(a, b) = std::pair<__int128, __int128>(-b, -a);
+    a = std::max<__int128>(a, lo);
+    b = std::min<__int128>(b, hi);
+    if (a <= b) spans.emplace_back(a, b);
+  };
+  if (digits.empty()) {
+    add(negative ? 1 : 0, static_cast<__int128>(INT64_MAX) + 1);
+  } else {
+    __int128 m = 0;
+    for (const char d : digits) m = m * 10 + (d - '0');
+    if (m == 0) {
+      add(0, 0);  // a leading zero takes no more digits
+    } else {
+      for (__int128 span = 1; m * span <= static_cast<__int128>(INT64_MAX) + 1; span *= 10) add(m * span, m * span + span - 1);
+    }
+  }
+  __int128 count = 0;
+  for (const auto& [a, b] : spans) count += b - a + 1;
+  if (count > static_cast<__int128>(used.size())) return false;
+  for (const auto& [a, b] : spans) {
+    for (__int128 v = a; v <= b; ++v) {
+      if (!used.contains(static_cast<int64_t>(v))) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool UniqueItems::Step(uint8_t c, const SchemaGrammar& after) {
+  bool fresh = true;
+  if (array_ > 0) {
+    const int depth = after.depth();
+    if (in_item_ && depth > array_) {
+      item_.push_back(static_cast<char>(c));
+    } else if (in_item_) {
+      // The item ended at this byte: with it (its closing quote, brace or bracket, a literal's
+      // last letter) or before it (a number ends at the ',', ']' or whitespace that follows).
+      if (!(c == ',' || IsSpace(c) || (c == ']' && depth < array_))) item_.push_back(static_cast<char>(c));
+      nlohmann::json v = nlohmann::json::parse(item_, nullptr, /*allow_exceptions=*/false);
+      in_item_ = false;
+      item_.clear();
+      if (!v.is_discarded()) {
+        if (seen_ != nullptr && std::find(seen_->begin(), seen_->end(), v) != seen_->end()) fresh = false;
+        auto seen = seen_ != nullptr ? std::make_shared<std::vector<nlohmann::json>>(*seen_)
+                                     : std::make_shared<std::vector<nlohmann::json>>();
+        seen->push_back(std::move(v));
+        seen_ = std::move(seen);
+      }
+    } else if (depth > array_) {
+      in_item_ = true;
+      item_.assign(1, static_cast<char>(c));
+    }
+  }
+  if (const int open = after.UniqueArrayDepth(); open != array_) {  // closed, or a new one opened
+    array_ = open;
+    in_item_ = false;
+    item_.clear();
+    seen_ = nullptr;
+  }
+  return fresh;
+}
+
+bool UniqueItems::Stuck(const SchemaGrammar& state) const {
+  using Kind = JsonSchema::Node::Kind;
+  if (!in_item_ || seen_ == nullptr || state.depth() <= array_) return false;
+  const JsonSchema::Node& item = state.NodeAt(array_ + 1);
+  if (item.kind == Kind::kInteger) {
+    absl::flat_hash_set<int64_t> used;
+    for (const nlohmann::json& v : *seen_) {
+      if (v.is_number_integer() && (!v.is_number_unsigned() || v.get<uint64_t>() <= INT64_MAX)) {
+        used.insert(v.get<int64_t>());
+      }
+    }
+    return EveryCompletionUsed(item_, item.bounded ? item.min_value : INT64_MIN,
+                               item.bounded ? item.max_value : INT64_MAX, used);
+  }
+  const char close = item.kind == Kind::kObject || item.kind == Kind::kMap ? '}' : item.kind == Kind::kArray ? ']' : 0;
+  if (close == 0 || state.depth() != array_ + 1) return false;
+  SchemaGrammar next = state;
+  if (next.Feed(',')) return false;  // another property or item may come
+  if (!next.Feed(static_cast<uint8_t>(close))) return false;
+  const nlohmann::json v = nlohmann::json::parse(item_ + close, nullptr, /*allow_exceptions=*/false);
+  return !v.is_discarded() && std::find(seen_->begin(), seen_->end(), v) != seen_->end();
+}
+
+void UniqueItems::Ban(const SchemaGrammar& state, const JsonVocabulary& vocab, const std::vector<uint64_t>& allowed,
+                      std::span<float> logits) const {
+  using Kind = JsonSchema::Node::Kind;
+  // The tokens worth simulating: inside a string or a number of an item, those with a byte
+  // that can end it (or, for a number, change it); elsewhere every allowed token.
+  uint8_t need = 0;
+  if (in_item_ && state.depth() > array_) {
+    switch (state.NodeAt(state.depth()).kind) {  // the innermost open value
+      case Kind::kString: case Kind::kPattern: need = JsonVocabulary::kQuote; break;
+      case Kind::kInteger: case Kind::kNumber:
+        need = JsonVocabulary::kComma | JsonVocabulary::kCloseBracket | JsonVocabulary::kCloseBrace |
+               JsonVocabulary::kSpace | JsonVocabulary::kDigit;
+        break;
+      default: break;
+    }
+  }
+  std::vector<int32_t> banned;
+  size_t kept = 0;
+  for (size_t w = 0; w < allowed.size(); ++w) {
+    for (uint64_t bits = allowed[w]; bits != 0; bits &= bits - 1) {
+      const size_t id = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+      if (id >= logits.size()) break;
+      if (vocab.kinds[id] != JsonVocabulary::Kind::kText || (need != 0 && !(vocab.classes[id] & need))) {
+        ++kept;
+        continue;
+      }
+      SchemaGrammar g = state;
+      UniqueItems u = *this;
+      bool fresh = true;
+      for (const char c : vocab.pieces[id]) {
+        SchemaGrammar next = g;
+        if (!next.Advance(static_cast<uint8_t>(c))) break;  // an unconstrained row's token
+        fresh = u.Step(static_cast<uint8_t>(c), next);
+        if (!fresh) break;
+        g = next;
+      }
+      if (fresh && u.Stuck(g)) fresh = false;
+      if (fresh) {
+        ++kept;
+      } else {
+        banned.push_back(static_cast<int32_t>(id));
+      }
+    }
+  }
+  if (kept == 0) return;  // every token would repeat an item: leave the grammar's mask
+  for (const int32_t id : banned) logits[id] = -std::numeric_limits<float>::infinity();
+}
 
 template <class G>
 typename SharedMasks<G>::Mask SharedMasks<G>::Find(const G& state) {
@@ -174,6 +330,9 @@ void GrammarConstraint<G>::Mask(std::span<float> logits) {
       if (!((bits >> (id & 63)) & 1)) logits[id] = kBanned;
     }
   }
+  if constexpr (kReadsSchema) {
+    if (unique_.active()) unique_.Ban(*grammar_.document(), *vocab_, allowed, logits);
+  }
 }
 
 template <class G>
@@ -182,7 +341,18 @@ void GrammarConstraint<G>::Accept(int32_t id) {
   if (vocab_->kinds[id] != JsonVocabulary::Kind::kText) return;  // an end token (ignore_eos)
   // Mask() allowed only tokens whose bytes the grammar takes; an unconstrained row (see
   // AllowedFor) may bring one it refuses, which then leaves the state as it is.
-  grammar_.FeedAll(vocab_->pieces[id]);
+  if constexpr (kReadsSchema) {
+    G g = grammar_;
+    UniqueItems unique = unique_;
+    for (const char c : vocab_->pieces[id]) {
+      if (!g.Advance(static_cast<uint8_t>(c))) return;
+      unique.Step(static_cast<uint8_t>(c), *g.document());
+    }
+    grammar_ = g;
+    unique_ = std::move(unique);
+  } else {
+    grammar_.FeedAll(vocab_->pieces[id]);
+  }
 }
 
 template class SharedMasks<JsonGrammar>;

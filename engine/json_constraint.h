@@ -15,6 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "nlohmann/json.hpp"
 #include "engine/choice_grammar.h"
 #include "engine/json_grammar.h"
 #include "engine/json_schema.h"
@@ -34,6 +35,9 @@ struct JsonVocabulary {
   // of plain string text (JsonGrammar::PlainStringPrefix), which a string takes as it is.
   std::vector<std::vector<int32_t>> by_first_byte;
   std::vector<uint32_t> plain_prefix;
+  // Per token, the kinds of byte it holds (kQuote | ...): which tokens can end a JSON value.
+  enum ByteClass : uint8_t { kQuote = 1, kCloseBrace = 2, kCloseBracket = 4, kComma = 8, kSpace = 16, kDigit = 32 };
+  std::vector<uint8_t> classes;
 
   static std::shared_ptr<const JsonVocabulary> From(const Tokenizer& tokenizer);
   // Fills the derived fields from pieces and kinds.
@@ -68,6 +72,41 @@ class SharedMasks {
   int64_t inserted_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// uniqueItems over values other than literals (pydantic's set[str], frozenset[int], ...), for
+// the grammars that read a JSON schema (G::document()). A grammar state is a plain value of a
+// fixed size and cannot hold the items written so far, so this part of the constraint does:
+// it reads the open array's items from the kept tokens and, after the grammar's mask, bans the
+// tokens that would finish an item equal (as a JSON value) to an earlier one. For an integer it
+// also bans a prefix that no unused value completes, and for an object or array a token after
+// which it can only close as an earlier item. An item can still come to a point where its only
+// completions repeat earlier items (an object whose last property is a number that can only
+// end, a pattern that few strings match); then the repeat is allowed rather than a dead end
+// (nothing is banned when everything would be).
+class UniqueItems {
+ public:
+  // Moves past byte `c`, which took the document to `after`. False: `c` finished an item equal
+  // to an earlier one.
+  bool Step(uint8_t c, const SchemaGrammar& after);
+  // Sets to -inf the logits of the tokens in `allowed` (a bit per token id, the grammar's mask
+  // for `state`) that would repeat an item of the open array.
+  void Ban(const SchemaGrammar& state, const JsonVocabulary& vocab, const std::vector<uint64_t>& allowed,
+           std::span<float> logits) const;
+  bool active() const { return array_ > 0; }
+
+ private:
+  // In `state` (after this tracker's bytes): an open item that every value it can still become
+  // repeats: an integer (a "0", or a bounded integer's last values), or an object or array
+  // that can only close now.
+  bool Stuck(const SchemaGrammar& state) const;
+
+  int array_ = 0;         // the depth of the open array (SchemaGrammar::UniqueArrayDepth), 0 = none
+  bool in_item_ = false;  // an item of it is open
+  std::string item_;      // ... and these are its bytes so far
+  // Its finished items; shared between copies (Ban simulates tokens on copies), replaced
+  // rather than changed.
+  std::shared_ptr<const std::vector<nlohmann::json>> seen_;
+};
+
 // One sequence's constraint over grammar G (JsonGrammar: any object; SchemaGrammar: a JSON
 // schema's documents; ChoiceGrammar: one of a few strings; RegexGrammar: a text matching a
 // regex; ToolCallBlockGrammar). Masks come from a small cache of its own, then from `shared`
@@ -95,9 +134,11 @@ class GrammarConstraint : public LogitsConstraint {
   static constexpr size_t kCacheSize = 8;
 
   const std::vector<uint64_t>& AllowedFor(const G& state);
+  static constexpr bool kReadsSchema = requires(const G& g) { g.document(); };
 
   std::shared_ptr<const JsonVocabulary> vocab_;
   G grammar_;
+  UniqueItems unique_;  // grammars that read a JSON schema
   std::shared_ptr<SharedMasks<G>> shared_;
   std::shared_ptr<const void> owner_;
   std::vector<CachedMask> cache_;

@@ -68,10 +68,19 @@ class SchemaCompiler {
         }
       }
     }
-    for (size_t i = 0; i < nodes_.size(); ++i) {  // items are known now ($refs filled)
-      const Node& n = nodes_[i];
-      if (n.unique_items && nodes_[n.items].kind != Kind::kLiterals) {
-        return Bad(paths_[i], "uniqueItems is supported on arrays of enum or const values only");
+    for (Node& n : nodes_) {
+      if (n.kind == Kind::kLiterals) n.distinct = static_cast<int64_t>(n.literals.size());
+      if (n.kind == Kind::kInteger && n.bounded) {
+        const uint64_t span = static_cast<uint64_t>(n.max_value) - static_cast<uint64_t>(n.min_value);
+        n.distinct = span < (uint64_t{1} << 62) ? static_cast<int64_t>(span) + 1 : -1;
+      }
+    }
+    // Unique items other than literals are told apart outside the grammar, one array at a
+    // time: none of them may hold another (items are known now: $refs are filled).
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (UniqueValues(nodes_[i]) && ReachesUniqueValues(nodes_[i].items)) {
+        return Bad(paths_[i], "uniqueItems inside the items of another uniqueItems array is supported only "
+                              "for enum or const items");
       }
     }
     const size_t compiled = nodes_.size();  // TagUnion adds nodes (none of them an anyOf)
@@ -101,6 +110,29 @@ class SchemaCompiler {
   }
 
  private:
+  bool UniqueValues(const Node& n) const { return n.unique_items && nodes_[n.items].kind != Kind::kLiterals; }
+
+  // Whether an array of unique non-literal items lies within the values of node `from`.
+  bool ReachesUniqueValues(int32_t from) const {
+    std::vector<bool> seen(nodes_.size());
+    std::vector<int32_t> todo{from};
+    while (!todo.empty()) {
+      const int32_t i = todo.back();
+      todo.pop_back();
+      if (i < 0 || seen[i]) continue;
+      seen[i] = true;
+      const Node& n = nodes_[i];
+      if (UniqueValues(n)) return true;
+      for (const JsonSchema::Property& p : n.properties) todo.push_back(p.node);
+      for (const JsonSchema::Node::KeyBranch& b : n.key_branches) todo.push_back(b.node);
+      todo.insert(todo.end(), n.prefix_items.begin(), n.prefix_items.end());
+      todo.insert(todo.end(), n.alternatives.begin(), n.alternatives.end());
+      todo.insert(todo.end(), n.tag_branches.begin(), n.tag_branches.end());
+      todo.push_back(n.items);
+    }
+    return false;
+  }
+
   // The object alternatives of anyOf node `u`, when two or more, become one kObject node with
   // tag_branches, if a tag tells them apart: the first property (in the first object's order)
   // that every object requires, whose values are literals and no two objects share one.

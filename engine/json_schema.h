@@ -4,8 +4,9 @@
 //
 // The subset (anything else is an InvalidArgument naming the keyword, never ignored):
 //   type (one or a list), properties, required, items, prefixItems (tuples), minItems, maxItems,
-//   uniqueItems (on items of enum / const values: pydantic's set of an Enum or Literal), enum,
-//   const,
+//   uniqueItems (pydantic's set and frozenset: of enum / const values in the grammar itself, of
+//   anything else by UniqueItems in engine/json_constraint.h, which compares the values written
+//   as JSON values; not inside the items of another such array), enum, const,
 //   pattern (engine/byte_regex.h), minLength, maxLength (in characters: UTF-8 sequences and
 //   escapes count one each), minimum / maximum / exclusiveMinimum / exclusiveMaximum on
 //   integers (within int64) and numbers (written without an exponent, at most 15
@@ -61,7 +62,11 @@ class JsonSchema {
     std::vector<Property> properties;     // kObject
     int32_t items = -1;                   // kArray: the items' node; kMap: the values' node
     std::vector<int32_t> prefix_items;    // kArray: the first items' nodes (prefixItems), then `items`
-    bool unique_items = false;            // kArray of literals (enum / const items): no value twice
+    bool unique_items = false;            // kArray: no value twice (uniqueItems)
+    // The values a node has, when that is a small, known number: kLiterals: literals.size();
+    // a bounded kInteger: max_value - min_value + 1 (up to 2^62); otherwise -1 (many). A unique
+    // array takes at most this many items, so it never opens an item no value can fill.
+    int64_t distinct = -1;
     int64_t min_items = 0, max_items = -1;  // kArray; -1: no bound
     std::vector<std::string> literals;    // kLiterals: serialized JSON values
     std::vector<int32_t> alternatives;    // kAnyOf

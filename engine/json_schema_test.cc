@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <random>
 #include <regex>
@@ -299,10 +300,83 @@ TEST(JsonSchemaTest, UniqueItemsOfEnumsNeverRepeat) {
       EXPECT_TRUE(std::adjacent_find(seen.begin(), seen.end()) == seen.end()) << doc;
     }
   }
-  const auto strings = JsonSchema::Compile(OJson::parse(
-      R"({"type": "object", "properties": {"s": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}})"));
-  ASSERT_FALSE(strings.ok());
-  EXPECT_NE(strings.status().message().find("enum or const values only"), std::string::npos) << strings.status();
+  // Unique arrays of other values may not hold one another (sets of frozensets).
+  const auto nested = JsonSchema::Compile(OJson::parse(R"({"type": "object", "properties": {"s": {"type": "array",
+      "uniqueItems": true, "items": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}}})"));
+  ASSERT_FALSE(nested.ok());
+  EXPECT_NE(nested.status().message().find("inside the items of another"), std::string::npos) << nested.status();
+}
+
+// A constraint over a toy vocabulary of JSON pieces, driven like a sampler: random allowed
+// tokens, then (past max_steps) the allowed token that comes first in `units`, which lists
+// the closing pieces first. Returns the text, or "" when no end token came in time.
+std::string SampleDocument(SchemaConstraint& c, const JsonVocabulary& vocab, std::mt19937& rng, int max_steps) {
+  std::string doc;
+  for (int step = 0; step < 400; ++step) {
+    std::vector<float> logits(vocab.pieces.size(), 0.0f);
+    c.Mask(logits);
+    std::vector<int> allowed;
+    for (size_t id = 0; id < logits.size(); ++id) {
+      if (logits[id] == 0.0f) allowed.push_back(static_cast<int>(id));
+    }
+    if (allowed.empty()) return "";
+    const int id = step < max_steps ? allowed[rng() % allowed.size()] : allowed.front();
+    if (vocab.kinds[id] == JsonVocabulary::Kind::kEndOfGeneration) return doc;
+    c.Accept(id);
+    doc += vocab.pieces[id];
+  }
+  return "";
+}
+
+// pydantic's set[str], set[conint(ge=1, le=3)] and a set of frozen models: the items are told
+// apart as JSON values (escapes decoded, objects whatever their spacing), and a bounded
+// integer never starts an item that only a used value completes.
+TEST(JsonSchemaTest, UniqueItemsOfAnyValueNeverRepeat) {
+  const auto schema = Compile(R"({"type": "object", "properties": {
+      "s": {"type": "array", "items": {"type": "string"}, "uniqueItems": true},
+      "n": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 12}, "uniqueItems": true},
+      "o": {"type": "array", "items": {"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]},
+            "uniqueItems": true},
+      "i": {"type": "array", "items": {"type": "integer"}, "uniqueItems": true}},
+      "required": ["s", "n", "o", "i"]})");
+  auto vocab = std::make_shared<JsonVocabulary>();
+  for (const char* piece : {"", "\"", "]", "}", "\",", ",", "]}", "1", "2", "3", "12", "0", "4",
+                            "a", "b", "\\u0061", "\\", "u", "{", "[", ":", "\"s\"", "\"n\"", "\"o\"", "\"a\"",
+                            "\"a\",", "1,", "2]", "{\"a\":", "1}", " 1", "1]", "s", "n", "o", "\"i\"", "i",
+                            "\"k\"", "k", "{\"k\":", "-", "10", "5", "6", "7", "8", "9", " ", "\n"}) {
+    vocab->pieces.push_back(piece);
+    vocab->kinds.push_back(*piece ? JsonVocabulary::Kind::kText : JsonVocabulary::Kind::kEndOfGeneration);
+  }
+  vocab->Index();
+  std::mt19937 rng(7);
+  int finished = 0;
+  for (int walk = 0; walk < 1500; ++walk) {
+    SchemaConstraint c(vocab, schema);
+    const std::string doc = SampleDocument(c, *vocab, rng, static_cast<int>(rng() % 120));
+    if (doc.empty()) continue;
+    ++finished;
+    ASSERT_TRUE(nlohmann::json::accept(doc)) << doc;
+    const nlohmann::json v = nlohmann::json::parse(doc);
+    for (const char* key : {"s", "n", "o", "i"}) {
+      const auto& items = v.at(key);
+      for (size_t i = 0; i < items.size(); ++i) {
+        for (size_t j = 0; j < i; ++j) ASSERT_NE(items[i], items[j]) << key << " repeats in: " << doc;
+      }
+    }
+    for (const auto& n : v.at("n")) ASSERT_TRUE(n.get<int>() >= 1 && n.get<int>() <= 12) << doc;
+  }
+  EXPECT_GT(finished, 1400);  // walks end: the constraint leaves no dead end to these items
+  // Two spellings of one string are one value: after "a", the string "\u0061" may not close.
+  const auto id = [&](const char* piece) {
+    return static_cast<int32_t>(std::find(vocab->pieces.begin(), vocab->pieces.end(), piece) - vocab->pieces.begin());
+  };
+  SchemaConstraint c(vocab, schema);
+  for (const char* piece : {"{", "\"s\"", ":", "[", "\"a\",", "\"", "\\u0061"}) c.Accept(id(piece));
+  std::vector<float> logits(vocab->pieces.size(), 0.0f);
+  c.Mask(logits);
+  EXPECT_EQ(logits[id("\"")], -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(logits[id("\",")], -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(logits[id("a")], 0.0f);
 }
 
 TEST(JsonSchemaTest, CacheHandsOutOneSchemaPerText) {

@@ -80,6 +80,14 @@ bool operator==(const SchemaGrammar& a, const SchemaGrammar& b) {
   return true;
 }
 
+int SchemaGrammar::UniqueArrayDepth() const {
+  for (int d = depth_; d > 0; --d) {
+    const Node& n = NodeAt(d);
+    if (n.kind == Kind::kArray && n.unique_items && !UniqueLiterals(n)) return d;
+  }
+  return 0;
+}
+
 bool SchemaGrammar::InPlainString() const {
   if (depth_ == 0) return false;
   const Frame& f = frames()[depth_ - 1];
@@ -127,7 +135,7 @@ void SchemaGrammar::PopValue() {
   if (parent.phase == kArrValue) {
     parent.phase = kArrAfter;
     ++parent.pos;
-    if (NodeOf(parent).unique_items) {  // the literal just written may not come again
+    if (UniqueLiterals(NodeOf(parent))) {  // the literal just written may not come again
       const Frame& item = frames()[depth_];
       const Node& values = NodeOf(item);
       for (uint64_t m = item.candidates; m != 0; m &= m - 1) {
@@ -470,15 +478,15 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
           return kRefused;  // kMapValue: the value's frame is above
       }
     case Kind::kArray: {
-      // Unique items: candidates holds the literals written so far.
+      // Unique literals: candidates holds the ones written so far. Unique items of a few
+      // values: no more items than values.
       const bool may_close = f.pos >= n.min_items;
-      const bool may_add = (n.max_items < 0 || f.pos < n.max_items) &&
-                           (!n.unique_items || static_cast<size_t>(std::popcount(f.candidates)) <
-                                                   schema_->nodes()[n.items].literals.size());
+      const int64_t distinct = schema_->nodes()[n.items].distinct;
+      const bool may_add = (n.max_items < 0 || f.pos < n.max_items) && (!n.unique_items || distinct < 0 || f.pos < distinct);
       const auto start_item = [&] {
         f.phase = kArrValue;
         const Result r = StartValue(f.pos < n.prefix_items.size() ? n.prefix_items[f.pos] : n.items, c);
-        if (r == kTaken && n.unique_items) {
+        if (r == kTaken && UniqueLiterals(n)) {
           Frame& item = frames()[depth_ - 1];
           item.candidates &= ~f.candidates;
           if (item.candidates == 0) return kRefused;
@@ -543,6 +551,8 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
         if (c == '"' && f.prop < n.min_length) return kRefused;
         if (c != '"' && !CountCharacter(n, c, &f.prop)) return kRefused;
       }
+      // Whitespace after a whole number ends it: the parent reads the run (one count for it).
+      if (IsWhitespace(c) && f.sub.CanEnd()) return kEnded;
       const bool integer_refuses = n.kind == Kind::kInteger && (c == '.' || c == 'e' || c == 'E');
       if (!integer_refuses && f.sub.Feed(c)) {
         // A closed string or container ends the value now; a number waits for the next byte.

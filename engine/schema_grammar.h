@@ -31,6 +31,17 @@ class SchemaGrammar {
   bool CanStop() const { return done_; }
   bool InPlainString() const;
 
+  // uniqueItems over values other than literals is kept outside the grammar, by UniqueItems
+  // (engine/json_constraint.h), from these. The depth of the innermost open array whose items
+  // must differ and are not literals (the array is the value at that depth), or 0.
+  int UniqueArrayDepth() const;
+  int depth() const { return depth_; }
+  // The node of the open value at depth d, 1 <= d <= depth().
+  const JsonSchema::Node& NodeAt(int d) const { return NodeOf(frames()[d - 1]); }
+  const JsonSchema& schema() const { return *schema_; }
+  // The JSON document this grammar reads (GrammarConstraint asks every grammar that has one).
+  const SchemaGrammar* document() const { return this; }
+
   friend bool operator==(const SchemaGrammar& a, const SchemaGrammar& b);
 
  private:
@@ -64,6 +75,10 @@ class SchemaGrammar {
   // Closes the top value: done at the top, else the parent moves past it.
   void PopValue();
   const JsonSchema::Node& NodeOf(const Frame& f) const { return schema_->nodes()[f.node]; }
+  // An array whose unique items are literals: the grammar itself keeps them apart.
+  bool UniqueLiterals(const JsonSchema::Node& array) const {
+    return array.unique_items && schema_->nodes()[array.items].kind == JsonSchema::Node::Kind::kLiterals;
+  }
 
   Frame* frames() { return reinterpret_cast<Frame*>(storage_); }
   const Frame* frames() const { return reinterpret_cast<const Frame*>(storage_); }

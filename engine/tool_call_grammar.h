@@ -34,6 +34,7 @@ class ToolCallBlockGrammar {
   bool Complete() const { return closed_ == kClose.size(); }
   bool CanStop() const { return false; }  // no end of generation inside a block
   bool InPlainString() const { return !call_.Complete() && call_.InPlainString(); }
+  const SchemaGrammar* document() const { return &call_; }  // the call (see SchemaGrammar)
 
   friend bool operator==(const ToolCallBlockGrammar& a, const ToolCallBlockGrammar& b) {
     return a.closed_ == b.closed_ && a.call_ == b.call_;

@@ -229,6 +229,34 @@ def test_openai_parse_with_number_bounds_and_tagged_unions(client):
         assert len(colours) == len(set(colours)), colours
 
 
+class Tagged(BaseModel):
+    tags: Annotated[set[str], Field(max_length=4)]          # uniqueItems over strings
+    years: Annotated[frozenset[int], Field(max_length=4)]   # ... and integers (maxItems: the small
+                                                            # model lists for ever otherwise)
+
+
+def test_sets_of_strings_and_integers_never_repeat_an_item(client):
+    # The model is asked for repeats; the constraint bans every token that would finish an item
+    # equal to an earlier one (as a JSON value).
+    seen_items = 0
+    for seed in range(4):
+        r = client.chat.completions.create(
+            model=MODEL, max_tokens=200, temperature=0.9, seed=seed,
+            messages=[{"role": "user", "content": "Tag this post with cat, cat, cat and the years 2020, 2020, 2020."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "Tagged", "schema": Tagged.model_json_schema()}})
+        if r.choices[0].finish_reason != "stop":
+            continue
+        value = json.loads(r.choices[0].message.content)
+        for key in ("tags", "years"):
+            items = [json.dumps(v) for v in value[key]]
+            assert len(items) == len(set(items)), (key, value[key])
+            seen_items += len(items)
+        Tagged.model_validate(value)
+    assert seen_items > 0, "no reply ended with items"
+    parsed = parse_replies(client, Tagged, "Tags and years for a post about the moon landing.", max_tokens=200)
+    assert parsed, "no reply ended within 200 tokens"
+
+
 def test_schema_properties_come_in_the_declared_order(http):
     schema = {"type": "object", "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "boolean"},
                                                "mid": {"enum": ["x", "y"]}},
