@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What JSON mode, structured output and tool calls cost: the same chat requests as plain text,
 with response_format json_object, with a json_schema (a record of name, age, role enum, nested
-address and a list), and with two tools and tool_choice "required" (one call), one at a time
+address and a list), with the same schema whose list is a set (uniqueItems), and with two tools and tool_choice "required" (one call), one at a time
 (concurrency 1), against a running server. Prints a table of decode rate (generated tokens /
 (end - first token); tool calls arrive whole at the end, so not for them), end-to-end rate
 (generated tokens / request time), mean time to first token and how many outputs ended by
@@ -32,8 +32,12 @@ SCHEMA = {"type": "object", "properties": {
                 "required": ["city", "country"]},
     "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5}},
     "required": ["name", "age", "role", "address", "tags"]}
+SET_SCHEMA = {**SCHEMA, "properties": {**SCHEMA["properties"], "tags": {**SCHEMA["properties"]["tags"], "uniqueItems": True}}}
 FORMATS = {"text": None, "json_object": {"type": "json_object"},
            "json_schema": {"type": "json_schema", "json_schema": {"name": "record", "schema": SCHEMA}},
+           # the same record with its tags a set (uniqueItems over strings: UniqueItems in
+           # engine/json_constraint.h simulates the tokens that can close a tag)
+           "json_schema_set": {"type": "json_schema", "json_schema": {"name": "record", "schema": SET_SCHEMA}},
            "tools": None}
 TOOLS = [{"type": "function", "function": {"name": "save_record", "description": "Save a record",
                                            "parameters": SCHEMA}},
@@ -111,9 +115,9 @@ def main() -> None:
             print(f"| {r + 1} | {mode} | {fmt(m['tok_s'])} | {m['e2e_tok_s']:.1f} | {fmt(m['ttft_ms'])} | "
                   f"{m['ended']}/{m['requests']} | {m['objects']} |", flush=True)
     print()
-    for mode in ("json_object", "json_schema"):
+    for mode in ("json_object", "json_schema", "json_schema_set"):
         print(f"{mode} decode rate / plain: {statistics.mean(rates[mode]) / statistics.mean(rates['text']):.3f}")
-    for mode in ("json_object", "json_schema", "tools"):
+    for mode in ("json_object", "json_schema", "json_schema_set", "tools"):
         print(f"{mode} end-to-end rate / plain: {statistics.mean(e2e[mode]) / statistics.mean(e2e['text']):.3f}")
 
 
