@@ -113,9 +113,11 @@ namespace {
 
 bool IsSpace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-// Whether every integer in [lo, hi] that starts with `text` (an open integer: '-', digits)
-// is in `used`.
-bool EveryCompletionUsed(std::string_view text, int64_t lo, int64_t hi, const absl::flat_hash_set<int64_t>& used) {
+// Whether every multiple of `multiple` in [lo, hi] that starts with `text` (an open integer:
+// '-', digits) is in `used`.
+bool EveryCompletionUsed(std::string_view text, int64_t lo, int64_t hi, int64_t multiple,
+                         const absl::flat_hash_set<int64_t>& used) {
+  const auto floor_div = [&](__int128 a) { return a >= 0 ? a / multiple : -((-a + multiple - 1) / multiple); };
   const bool negative = !text.empty() && text[0] == '-';
   const std::string_view digits = text.substr(negative ? 1 : 0);
   if (digits.size() > 19) return true;  // none lies in int64
@@ -137,11 +139,11 @@ bool EveryCompletionUsed(std::string_view text, int64_t lo, int64_t hi, const ab
       for (__int128 span = 1; m * span <= static_cast<__int128>(INT64_MAX) + 1; span *= 10) add(m * span, m * span + span - 1);
     }
   }
-  __int128 count = 0;
-  for (const auto& [a, b] : spans) count += b - a + 1;
+  __int128 count = 0;  // the multiples in the spans
+  for (const auto& [a, b] : spans) count += floor_div(b) - floor_div(a - 1);
   if (count > static_cast<__int128>(used.size())) return false;
   for (const auto& [a, b] : spans) {
-    for (__int128 v = a; v <= b; ++v) {
+    for (__int128 v = (floor_div(a - 1) + 1) * multiple; v <= b; v += multiple) {
       if (!used.contains(static_cast<int64_t>(v))) return false;
     }
   }
@@ -195,8 +197,7 @@ bool UniqueItems::Stuck(const SchemaGrammar& state) const {
         used.insert(v.get<int64_t>());
       }
     }
-    return EveryCompletionUsed(item_, item.bounded ? item.min_value : INT64_MIN,
-                               item.bounded ? item.max_value : INT64_MAX, used);
+    return EveryCompletionUsed(item_, item.min_value, item.max_value, item.multiple_of, used);
   }
   const char close = item.kind == Kind::kObject || item.kind == Kind::kMap ? '}' : item.kind == Kind::kArray ? ']' : 0;
   if (close == 0 || state.depth() != array_ + 1) return false;

@@ -29,9 +29,11 @@ const absl::flat_hash_set<std::string>& Enforced() {
   static const auto* kSet = new absl::flat_hash_set<std::string>{
       "type", "properties", "required", "items", "prefixItems", "minItems", "maxItems", "uniqueItems", "enum", "const",
       "anyOf", "oneOf", "allOf", "$ref", "pattern", "minLength", "maxLength", "minimum", "maximum",
-      "exclusiveMinimum", "exclusiveMaximum"};
+      "exclusiveMinimum", "exclusiveMaximum", "multipleOf"};
   return *kSet;
 }
+
+__int128 FloorDiv(__int128 a, __int128 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 absl::Status Bad(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("json_schema", path, ": ", what));
@@ -70,9 +72,10 @@ class SchemaCompiler {
     }
     for (Node& n : nodes_) {
       if (n.kind == Kind::kLiterals) n.distinct = static_cast<int64_t>(n.literals.size());
-      if (n.kind == Kind::kInteger && n.bounded) {
-        const uint64_t span = static_cast<uint64_t>(n.max_value) - static_cast<uint64_t>(n.min_value);
-        n.distinct = span < (uint64_t{1} << 62) ? static_cast<int64_t>(span) + 1 : -1;
+      if (n.kind == Kind::kInteger && n.bounded) {  // the multiples within the bounds
+        const __int128 count =
+            FloorDiv(n.max_value, n.multiple_of) - FloorDiv(static_cast<__int128>(n.min_value) - 1, n.multiple_of);
+        n.distinct = count <= (__int128{1} << 62) ? static_cast<int64_t>(count) : -1;
       }
     }
     // Unique items other than literals are told apart outside the grammar, one array at a
@@ -332,7 +335,7 @@ class SchemaCompiler {
   // Formats as patterns: strings that pydantic and the like accept for them. Dates are real
   // calendar dates of years 1000-9999, except February 29 (leap years are left out rather
   // than get February 29 of other years); times have hours 00-23, minutes and seconds 00-59,
-  // up to 6 fraction digits.
+  // up to 6 fraction digits; durations have up to 6 digits per part.
   static const char* FormatPattern(const std::string& format) {
     static const auto* kFormats = new absl::flat_hash_map<std::string, const char*>{
         {"date", R"(^[1-9]\d{3}-((0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)$)"},
@@ -341,7 +344,13 @@ class SchemaCompiler {
         {"uuid", R"(^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$)"},
         {"email", R"(^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$)"},
         {"uri", R"(^https?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:\d{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?(\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*)?$)"},
-                {"ipv4", R"(^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$)"},
+        {"ipv4", R"(^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$)"},
+        // ISO 8601 durations (pydantic's timedelta): P, then years, months, weeks and days
+        // and/or T and hours, minutes and seconds, at least one of each part that is there.
+        {"duration",
+         R"(^-?P((\d{1,6}Y(\d{1,6}M)?(\d{1,6}W)?(\d{1,6}D)?|\d{1,6}M(\d{1,6}W)?(\d{1,6}D)?|\d{1,6}W(\d{1,6}D)?|\d{1,6}D))"
+         R"((T(\d{1,6}H(\d{1,6}M)?(\d{1,6}(\.\d{1,6})?S)?|\d{1,6}M(\d{1,6}(\.\d{1,6})?S)?|\d{1,6}(\.\d{1,6})?S))?|)"
+         R"(T(\d{1,6}H(\d{1,6}M)?(\d{1,6}(\.\d{1,6})?S)?|\d{1,6}M(\d{1,6}(\.\d{1,6})?S)?|\d{1,6}(\.\d{1,6})?S))$)"},
     };
     const auto it = kFormats->find(format);
     return it == kFormats->end() ? nullptr : it->second;
@@ -378,7 +387,9 @@ class SchemaCompiler {
   }
 
   // Integer bounds, inclusive, from minimum / maximum and their exclusive forms (numbers, or
-  // draft 4's booleans beside minimum / maximum).
+  // draft 4's booleans beside minimum / maximum), and a whole multipleOf. A bounded integer
+  // lies within int64: a bound beyond it holds the output there instead (every such output
+  // meets the bound).
   absl::StatusOr<int32_t> Integer(const Json& s, const std::string& path) {
     Node n = Primitive(Kind::kInteger);
     constexpr double kLimit = 9.2e18;  // inside int64 either way
@@ -387,7 +398,12 @@ class SchemaCompiler {
       if (it == s.end() || it->is_boolean()) return absl::OkStatus();
       if (!it->is_number()) return Bad(absl::StrCat(path, ".", key), "must be a number");
       const double v = it->get<double>();
-      if (!(v > -kLimit && v < kLimit)) return Bad(absl::StrCat(path, ".", key), "must lie within 64-bit integers");
+      if (std::isnan(v)) return Bad(absl::StrCat(path, ".", key), "must be a number");
+      if (upper ? v <= -kLimit : v >= kLimit) {
+        return Bad(absl::StrCat(path, ".", key), "leaves no 64-bit integer within the bounds");
+      }
+      n.bounded = true;
+      if (upper ? v >= kLimit : v <= -kLimit) return absl::OkStatus();  // int64's own limit is tighter
       const auto ex = s.find(upper ? "exclusiveMaximum" : "exclusiveMinimum");
       const bool draft4_exclusive = !exclusive && ex != s.end() && ex->is_boolean() && ex->get<bool>();
       int64_t b;
@@ -400,14 +416,24 @@ class SchemaCompiler {
         if ((exclusive || draft4_exclusive) && static_cast<double>(b) == v) ++b;
         n.min_value = std::max(n.min_value, b);
       }
-      n.bounded = true;
       return absl::OkStatus();
     };
     PENG_RETURN_IF_ERROR(bound("minimum", false, false));
     PENG_RETURN_IF_ERROR(bound("maximum", true, false));
     PENG_RETURN_IF_ERROR(bound("exclusiveMinimum", false, true));
     PENG_RETURN_IF_ERROR(bound("exclusiveMaximum", true, true));
+    if (const auto it = s.find("multipleOf"); it != s.end()) {
+      const double k = it->is_number() ? it->get<double>() : 0;
+      if (!(k > 0) || k != std::floor(k) || k >= kLimit) {
+        return Bad(path + ".multipleOf", "on integers, must be a whole number above 0 (within 64-bit integers)");
+      }
+      n.multiple_of = static_cast<int64_t>(k);
+      if (n.multiple_of > 1) n.bounded = true;  // the bounded reader tracks the value
+    }
     if (n.min_value > n.max_value) return Bad(path, "no integer lies within its bounds");
+    if (FloorDiv(n.max_value, n.multiple_of) * n.multiple_of < n.min_value) {
+      return Bad(path, absl::StrCat("no multiple of ", n.multiple_of, " lies within its bounds"));
+    }
     if (n.bounded) {
       n.first.reset();
       if (n.min_value < 0) n.first.set('-');
@@ -419,6 +445,15 @@ class SchemaCompiler {
   // Number bounds from minimum / maximum and their exclusive forms (numbers, or draft 4's
   // booleans beside minimum / maximum); the tightest of each side wins.
   absl::StatusOr<int32_t> Number(const Json& s, const std::string& path) {
+    if (const auto it = s.find("multipleOf"); it != s.end()) {
+      // A whole multipleOf: the number is an integer multiple of it, written as an integer.
+      const double k = it->is_number() ? it->get<double>() : 0;
+      if (!(k > 0) || k != std::floor(k)) {
+        return Bad(path + ".multipleOf", "on numbers, only a whole multipleOf is supported (the output is then "
+                                         "an integer)");
+      }
+      return Integer(s, path);
+    }
     Node n = Primitive(Kind::kNumber);
     struct Bound {
       const char* key;

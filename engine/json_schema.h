@@ -9,9 +9,11 @@
 //   as JSON values; not inside the items of another such array), enum, const,
 //   pattern (engine/byte_regex.h), minLength, maxLength (in characters: UTF-8 sequences and
 //   escapes count one each), minimum / maximum / exclusiveMinimum / exclusiveMaximum on
-//   integers (within int64) and numbers (written without an exponent, at most 15
-//   significant and 20 fraction digits, compared as Python compares floats), anyOf / oneOf whose branches start with different bytes or are
-//   objects told apart by a tag (a property every branch requires, with const / enum values
+//   integers (a bounded integer is held within int64, whatever its bounds) and a whole
+//   multipleOf (on numbers too: the number is then written as an integer), the same bounds on
+//   numbers (written without an exponent, at most 15 significant and 20 fraction digits,
+//   compared as Python compares floats), anyOf / oneOf whose branches start with different
+//   bytes or are objects told apart by a tag (a property every branch requires, with const / enum values
 //   no two branches share: pydantic's discriminated unions) or by their first key (the keys
 //   each branch can start with, in declared order, are its own: pydantic's plain unions of
 //   models with different fields),
@@ -64,7 +66,7 @@ class JsonSchema {
     std::vector<int32_t> prefix_items;    // kArray: the first items' nodes (prefixItems), then `items`
     bool unique_items = false;            // kArray: no value twice (uniqueItems)
     // The values a node has, when that is a small, known number: kLiterals: literals.size();
-    // a bounded kInteger: max_value - min_value + 1 (up to 2^62); otherwise -1 (many). A unique
+    // a bounded kInteger: its multiples within the bounds (up to 2^62); otherwise -1 (many). A unique
     // array takes at most this many items, so it never opens an item no value can fill.
     int64_t distinct = -1;
     int64_t min_items = 0, max_items = -1;  // kArray; -1: no bound
@@ -74,6 +76,7 @@ class JsonSchema {
     int64_t min_length = 0, max_length = -1;  // kString, kPattern: characters; -1: no bound
     bool bounded = false;                 // kInteger / kNumber with minimum / maximum
     int64_t min_value = INT64_MIN, max_value = INT64_MAX;  // kInteger: inclusive
+    int64_t multiple_of = 1;              // kInteger: multipleOf (bounded when above 1)
     // kNumber: the bounds as doubles, each inclusive unless marked open (exclusive*).
     double min_real = -HUGE_VAL, max_real = HUGE_VAL;
     bool min_open = false, max_open = false;

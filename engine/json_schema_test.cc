@@ -141,6 +141,14 @@ TEST(JsonSchemaTest, PatternsAndFormats) {
   // A pattern string takes no escapes (its bytes are the value).
   SchemaGrammar g(schema.get());
   EXPECT_FALSE(g.FeedAll(R"({"code": "A\u0042-123")"));
+  // Durations (pydantic's timedelta): ISO 8601, each part present with at least one field.
+  const auto durations = Compile(R"({"type": "object", "properties": {"d": {"type": "string", "format": "duration"}}})");
+  for (const char* ok : {"P1Y", "P2M3D", "P1W", "PT4H", "PT5M6.5S", "P1DT2H", "-P1D", "P1Y2M3W4DT5H6M7.123456S"}) {
+    EXPECT_TRUE(Accepts(*durations, std::string(R"({"d": ")") + ok + "\"}")) << ok;
+  }
+  for (const char* bad : {"P", "PT", "P1DT", "1D", "P1H", "PT1D", "P1.5D", "P1S", "Durin's Palace"}) {
+    EXPECT_FALSE(Accepts(*durations, std::string(R"({"d": ")") + bad + "\"}")) << bad;
+  }
 }
 
 TEST(JsonSchemaTest, StringLengthsCountCharacters) {
@@ -186,6 +194,65 @@ TEST(JsonSchemaTest, IntegerBoundsAdmitExactlyTheIntegersBetween) {
     }
     EXPECT_FALSE(Accepts(**compiled, R"({"n": 07})"));
     EXPECT_FALSE(Accepts(**compiled, R"({"n": 5.0})"));
+  }
+}
+
+// multipleOf on integers (and whole multipleOf on numbers, written as integers): exactly the
+// multiples within the bounds; every prefix the grammar takes still completes to one. Bounds
+// beyond int64 hold the integer within int64.
+TEST(JsonSchemaTest, MultipleOfAdmitsExactlyTheMultiplesBetween) {
+  struct Case {
+    const char* schema;
+    int lo, hi, k;
+  };
+  const Case cases[] = {
+      {R"({"type": "integer", "multipleOf": 5})", -120, 120, 5},
+      {R"({"type": "integer", "multipleOf": 7, "minimum": -20, "exclusiveMaximum": 35})", -20, 34, 7},
+      {R"({"type": "number", "multipleOf": 2.0, "minimum": 0.5, "maximum": 9.5})", 1, 9, 2},
+      {R"({"type": "integer", "multipleOf": 1, "minimum": -3})", -3, 120, 1},
+      {R"({"type": "integer", "multipleOf": 25, "minimum": 1e30})", 0, -1, 1},  // nothing in int64: an error
+      {R"({"type": "integer", "multipleOf": 40, "minimum": 1, "maximum": 39})", 0, -1, 1},
+      {R"({"type": "integer", "minimum": -1e30, "maximum": 1e30})", -120, 120, 1},
+  };
+  for (const Case& c : cases) {
+    const OJson root = {{"type", "object"}, {"properties", {{"n", OJson::parse(c.schema)}}}, {"required", {"n"}}};
+    const auto compiled = JsonSchema::Compile(root);
+    if (c.lo > c.hi) {
+      EXPECT_FALSE(compiled.ok()) << c.schema;
+      continue;
+    }
+    ASSERT_TRUE(compiled.ok()) << c.schema << ": " << compiled.status();
+    for (int v = -120; v <= 120; ++v) {
+      const bool inside = v >= c.lo && v <= c.hi && v % c.k == 0;
+      EXPECT_EQ(Accepts(**compiled, "{\"n\": " + std::to_string(v) + "}"), inside) << c.schema << " " << v;
+      // A prefix it takes completes: digits go on until the value is a multiple in range.
+      SchemaGrammar g(compiled->get());
+      if (!g.FeedAll("{\"n\": " + std::to_string(v))) continue;
+      std::string rest = "}";
+      bool done = g.FeedAll(rest);
+      for (int d = 0; !done && d < 10; ++d) {
+        for (char digit = '0'; digit <= '9' && !done; ++digit) {
+          SchemaGrammar h = g;
+          if (h.Feed(static_cast<uint8_t>(digit))) {
+            g = h;
+            done = g.FeedAll("}");
+            break;
+          }
+        }
+      }
+      EXPECT_TRUE(done) << c.schema << ": stuck after " << v;
+    }
+  }
+  EXPECT_TRUE(Accepts(*Compile(R"({"type": "object", "properties": {"n": {"type": "integer", "maximum": 1e30}}})"),
+                      R"({"n": 9223372036854775807})"));
+  EXPECT_FALSE(Accepts(*Compile(R"({"type": "object", "properties": {"n": {"type": "integer", "maximum": 1e30}}})"),
+                       R"({"n": 9223372036854775808})"));
+  for (const char* bad : {R"({"type": "integer", "multipleOf": 2.5})", R"({"type": "number", "multipleOf": 0.01})",
+                          R"({"type": "integer", "multipleOf": 0})", R"({"type": "integer", "multipleOf": "5"})"}) {
+    const OJson root = {{"type", "object"}, {"properties", {{"n", OJson::parse(bad)}}}};
+    const auto s = JsonSchema::Compile(root);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_NE(s.status().message().find("multipleOf"), std::string::npos) << s.status();
   }
 }
 
@@ -399,7 +466,8 @@ TEST(JsonSchemaTest, UnsupportedSchemasAreErrorsThatSayWhy) {
       {R"({"type": "object", "properties": {"s": {"type": "string", "pattern": "(?<=a)b"}}})", "lookaround"},
       {R"({"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 2}}})", "minLength exceeds"},
       {R"({"type": "object", "properties": {"n": {"type": "number", "minimum": 3, "maximum": 2}}})", "no number lies"},
-      {R"({"type": "object", "properties": {"n": {"type": "number", "multipleOf": 2}}})", "'multipleOf' is not supported"},
+      {R"({"type": "object", "properties": {"n": {"type": "number", "multipleOf": 0.5}}})", "only a whole multipleOf"},
+      {R"({"type": "object", "properties": {"n": {"not": {"type": "string"}}}})", "'not' is not supported"},
       {R"({"type": "string"})", "top level must be an object"},
       {R"({"type": "object", "properties": {"x": {"anyOf": [{"type": "object", "properties": {"a": {}}},
           {"type": "object", "properties": {"a": {"type": "string"}}}]}}})",

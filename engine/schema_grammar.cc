@@ -155,18 +155,18 @@ bool SchemaGrammar::Push(int32_t node) {
 
 namespace {
 
-// Whether some integer written as `negative` sign, the digits of `magnitude` (`digits` of
-// them, 0 when only the sign is there) and maybe more digits lies in [lo, hi]. A leading zero
-// takes no more digits (JSON).
-bool IntegerReachable(bool negative, uint64_t magnitude, int digits, int64_t lo, int64_t hi) {
+// Whether some multiple of `multiple` written as `negative` sign, the digits of `magnitude`
+// (`digits` of them, 0 when only the sign is there) and maybe more digits lies in [lo, hi]. A
+// leading zero takes no more digits (JSON).
+bool IntegerReachable(bool negative, uint64_t magnitude, int digits, int64_t lo, int64_t hi, int64_t multiple) {
   const auto meets = [&](uint64_t a, uint64_t b) {  // magnitudes [a, b] with the sign
-    if (a > static_cast<uint64_t>(INT64_MAX) + (negative ? 1 : 0)) return false;
-    b = std::min<uint64_t>(b, static_cast<uint64_t>(INT64_MAX) + (negative ? 1 : 0));
-    // The values: [a, b] or [-b, -a].
-    if (!negative) return static_cast<int64_t>(a) <= hi && static_cast<int64_t>(b) >= lo;
-    const int64_t top = a == 0 ? 0 : -static_cast<int64_t>(a - 1) - 1;
-    const int64_t bottom = -static_cast<int64_t>(b - 1) - 1;
-    return bottom <= hi && top >= lo;
+    // The values: [a, b] or [-b, -a], within [lo, hi].
+    __int128 x = negative ? -static_cast<__int128>(b) : a, y = negative ? -static_cast<__int128>(a) : b;
+    x = std::max<__int128>(x, lo);
+    y = std::min<__int128>(y, hi);
+    if (x > y) return false;
+    const __int128 below_y = y >= 0 ? y / multiple : -((-y + multiple - 1) / multiple);  // floor(y / multiple)
+    return below_y * multiple >= x;
   };
   if (digits == 0) return meets(0, UINT64_MAX);
   if (magnitude == 0) return meets(0, 0);
@@ -185,12 +185,12 @@ bool SchemaGrammar::BoundedDigit(const JsonSchema::Node& n, Frame& f, uint8_t c)
   if (c == '-') {
     if (f.pos != 0 || f.phase != 0) return false;
     f.phase = 1;
-    return IntegerReachable(true, 0, 0, n.min_value, n.max_value);
+    return IntegerReachable(true, 0, 0, n.min_value, n.max_value, n.multiple_of);
   }
   if (f.pos == 1 && f.candidates == 0) return false;  // after a leading zero
   if (f.candidates > (UINT64_MAX - 9) / 10) return false;
   const uint64_t m = f.candidates * 10 + (c - '0');
-  if (!IntegerReachable(f.phase != 0, m, f.pos + 1, n.min_value, n.max_value)) return false;
+  if (!IntegerReachable(f.phase != 0, m, f.pos + 1, n.min_value, n.max_value, n.multiple_of)) return false;
   f.candidates = m;
   ++f.pos;
   return true;
@@ -540,7 +540,7 @@ SchemaGrammar::Result SchemaGrammar::FeedFrame(uint8_t c) {
         if (c >= '0' && c <= '9') return BoundedDigit(n, f, c) ? kTaken : kRefused;
         if (c == '.' || c == 'e' || c == 'E' || f.pos == 0) return kRefused;
         const int64_t v = f.phase ? -static_cast<int64_t>(f.candidates) : static_cast<int64_t>(f.candidates);
-        return v >= n.min_value && v <= n.max_value ? kEnded : kRefused;
+        return v >= n.min_value && v <= n.max_value && v % n.multiple_of == 0 ? kEnded : kRefused;
       }
       [[fallthrough]];
     default: {  // a string, a number or a free-form value, in the embedded grammar

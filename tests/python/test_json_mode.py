@@ -104,7 +104,7 @@ from typing import Annotated, Literal, Optional, Union  # noqa: E402
 from uuid import UUID  # noqa: E402
 
 import openai  # noqa: E402
-from pydantic import BaseModel, Field, StringConstraints  # noqa: E402
+from pydantic import BaseModel, Field, StringConstraints, conint  # noqa: E402
 
 
 class Address(BaseModel):
@@ -274,13 +274,26 @@ def test_schema_properties_come_in_the_declared_order(http):
 
 
 def test_schema_outside_the_subset_is_a_400_naming_the_keyword(http):
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "not": {"const": 3}}}}
     r = http.post("/v1/chat/completions", json={
         "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
         "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert err["param"] == "response_format" and "'multipleOf'" in err["message"], err
+    assert err["param"] == "response_format" and "'not'" in err["message"], err
+
+
+class Scored(BaseModel):
+    score: conint(ge=0, le=100, multiple_of=5)   # multipleOf on integers
+    step: Annotated[float, Field(multiple_of=2, ge=0, le=20)]  # a whole multipleOf on a number
+    big: Annotated[int, Field(ge=0, le=10**30)]  # a bound beyond 64-bit integers
+
+
+def test_multiple_of_and_bounds_beyond_int64(client):
+    parsed = parse_replies(client, Scored, "Score this essay out of 100, in steps of 5.", max_tokens=80)
+    assert parsed, "no reply ended within 80 tokens"
+    for p in parsed:  # pydantic validated them; and again, independently
+        assert p.score % 5 == 0 and 0 <= p.score <= 100 and p.step % 2 == 0 and 0 <= p.big <= 10**30
 
 
 # ---------------------------------------------------------------------------------------------
