@@ -4,19 +4,25 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "boost/beast/http/status.hpp"
 #include "server/api_key.h"
 #include "server/openai_api.h"
+#include "server/openai_responses.h"
 
 namespace peng::server {
 namespace {
 
 using Json = nlohmann::json;
 
-std::string PercentDecode(std::string_view s) {
+std::string PercentDecode(std::string_view s, bool plus_is_space = false) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
+    if (plus_is_space && s[i] == '+') {
+      out.push_back(' ');
+      continue;
+    }
     if (s[i] == '%' && i + 2 < s.size()) {
       auto hex = [](char c) -> int {
         if (c >= '0' && c <= '9') return c - '0';
@@ -45,8 +51,17 @@ HttpReply StatusReply(const absl::StatusOr<Json>& r) {
 
 RouteMatch MatchRoute(const std::string& target) {
   std::string_view path(target);
-  if (size_t q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
   RouteMatch m;
+  if (size_t q = path.find('?'); q != std::string_view::npos) {
+    const std::vector<std::string> pairs = absl::StrSplit(target.substr(q + 1), '&', absl::SkipEmpty());
+    for (const std::string& pair : pairs) {
+      const size_t eq = pair.find('=');
+      const std::string_view text(pair);
+      m.query.emplace_back(PercentDecode(text.substr(0, eq), true),
+                           eq == std::string::npos ? "" : PercentDecode(text.substr(eq + 1), true));
+    }
+    path = path.substr(0, q);
+  }
   struct Entry {
     std::string_view path;
     Route route;
@@ -82,7 +97,15 @@ RouteMatch MatchRoute(const std::string& target) {
       m.route = e.route;
       m.label = absl::StrCat(std::string(e.path), "{id}");
       m.allowed = e.method;
-      m.id = PercentDecode(path.substr(e.path.size()));
+      std::string_view id = path.substr(e.path.size());
+      constexpr std::string_view kInputItems = "/input_items";
+      if (e.route == Route::kStoredResponse && id.size() > kInputItems.size() && id.ends_with(kInputItems)) {
+        id.remove_suffix(kInputItems.size());
+        m.route = Route::kResponseInputItems;
+        m.label += kInputItems;
+        m.allowed = "GET";
+      }
+      m.id = PercentDecode(id);
       return m;
     }
   }
@@ -167,6 +190,11 @@ HttpReply HandleSimpleRoute(const ServerContext& ctx, const RouteMatch& match, s
       std::shared_ptr<const ResponseStore::Entry> entry = ctx.responses->Get(match.id);
       if (entry == nullptr) return not_found();
       return JsonReply(200, DumpJson(entry->response));
+    }
+    case Route::kResponseInputItems: {
+      absl::StatusOr<nlohmann::ordered_json> page = ListInputItems(*ctx.responses, match.id, match.query);
+      if (!page.ok()) return ErrorReply(ApiErrorFromStatus(page.status()));
+      return JsonReply(200, DumpJson(*page));
     }
     default:
       return ErrorReply(MakeApiError(500, "route has no simple handler"));

@@ -16,14 +16,16 @@ namespace peng::server {
 
 enum class Route {
   kNone, kChatCompletions, kCompletions, kResponses, kModels, kModel, kTokenize, kDetokenize, kHealth,
-  kLive, kReady, kMetrics, kVersion, kStoredResponse,
+  kLive, kReady, kMetrics, kVersion, kStoredResponse, kResponseInputItems,
 };
 
 struct RouteMatch {
   Route route = Route::kNone;
   std::string label;          // bounded-cardinality metrics label ("/v1/models/{id}", "other")
   std::string allowed;        // "GET", "POST" or "GET, DELETE"; empty when the path is unknown
-  std::string id;             // kModel, kStoredResponse: the percent-decoded id
+  std::string id;             // kModel, kStoredResponse, kResponseInputItems: the percent-decoded id
+  // The query string's parameters, decoded ('+' is a space), in order.
+  std::vector<std::pair<std::string, std::string>> query;
 };
 
 // Matches the path (query string ignored). A known path with another method still sets

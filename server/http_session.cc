@@ -136,7 +136,7 @@ void HttpSession::OnRead(beast::error_code ec) {
                          ec != http::error::partial_message &&
                          &ec.category() == &http::make_error_code(http::error::bad_method).category();
   if (malformed) {
-    match_ = RouteMatch{Route::kNone, "other", "", ""};
+    match_ = RouteMatch{Route::kNone, "other", "", "", {}};
     keep_alive_ = false;
     return Reply(ErrorReply(MakeApiError(400, absl::StrCat("Malformed HTTP request: ",
                                                            ec.message()))));

@@ -1,8 +1,10 @@
 #include "server/openai_responses.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/json_text.h"
 #include "server/openai_error.h"
@@ -99,6 +101,46 @@ absl::StatusOr<OJson> InputMessages(const OJson& input) {
     }
   }
   return messages;
+}
+
+// The input as the API's items, each with an id (for input_items): text as a user message,
+// message content as input_text parts (output_text for the assistant's), calls and their
+// outputs as they came. `id` (the response's) makes the ids.
+OJson InputItems(const OJson& input, const std::string& id) {
+  const std::string suffix = id.substr(id.find('_') + 1);
+  const auto item_id = [&](const char* prefix, size_t i) { return absl::StrCat(prefix, suffix, "_", i); };
+  OJson items = OJson::array();
+  const OJson list = input.is_string() ? OJson::array({OJson{{"type", "message"}, {"role", "user"}, {"content", input}}})
+                                       : input;
+  if (!list.is_array()) return items;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const OJson& item = list[i];
+    const OJson* type = Field(item, "type");
+    const std::string t = type != nullptr && type->is_string() ? type->get<std::string>() : "message";
+    const OJson* given_id = Field(item, "id");
+    if (t == "message") {
+      const std::string role = item.value("role", "user");
+      const char* part_type = role == "assistant" ? "output_text" : "input_text";
+      OJson content = OJson::array();
+      const OJson& c = item["content"];
+      if (c.is_string()) {
+        content.push_back(OJson{{"type", part_type}, {"text", c}});
+      } else if (c.is_array()) {
+        for (const OJson& part : c) content.push_back(OJson{{"type", part_type}, {"text", part.value("text", "")}});
+      }
+      items.push_back(OJson{{"id", given_id != nullptr && given_id->is_string() ? *given_id : OJson(item_id("msg_", i))},
+                            {"type", "message"}, {"role", role}, {"content", std::move(content)},
+                            {"status", "completed"}});
+    } else {
+      OJson out = item;
+      if (given_id == nullptr || !given_id->is_string()) {
+        out["id"] = item_id(t == "function_call" ? "fc_" : "fco_", i);
+      }
+      if (!out.contains("status")) out["status"] = "completed";
+      items.push_back(std::move(out));
+    }
+  }
+  return items;
 }
 
 // text.format as response_format (null for plain text).
@@ -308,7 +350,8 @@ void ResponsesResponder::Save(const OJson& response, const ToolReply& reply) con
     OJson& out = message["tool_calls"] = OJson::array();
     for (const ToolCall& c : reply.calls) out.push_back(ChatToolCall(c));
   }
-  ResponseStore::Entry entry{response, conversation_.is_array() ? conversation_ : OJson::array()};
+  ResponseStore::Entry entry{response, conversation_.is_array() ? conversation_ : OJson::array(),
+                             InputItems(request_.contains("input") ? request_["input"] : OJson(), id_)};
   entry.messages.push_back(std::move(message));
   store_->Put(id_, std::move(entry));
 }
@@ -387,6 +430,44 @@ std::vector<std::string> ResponsesResponder::StreamError(const ApiError& error) 
   failed["error"] = {{"code", "server_error"}, {"message", error.message}};
   return {Event({{"type", "error"}, {"code", "server_error"}, {"message", error.message}, {"param", nullptr}}),
           Event({{"type", "response.failed"}, {"response", std::move(failed)}})};
+}
+
+absl::StatusOr<OJson> ListInputItems(const ResponseStore& store, const std::string& id,
+                                     const std::vector<std::pair<std::string, std::string>>& query) {
+  int64_t limit = 20;
+  bool ascending = false;
+  std::string after;
+  for (const auto& [key, value] : query) {
+    if (key == "limit") {
+      if (!absl::SimpleAtoi(value, &limit) || limit < 1 || limit > 100) {
+        return BadParam("limit", absl::StrCat("'limit' must be an integer in [1, 100], got '", value, "'"));
+      }
+    } else if (key == "order") {
+      if (value != "asc" && value != "desc") return BadParam("order", absl::StrCat("'order' must be 'asc' or 'desc', got '", value, "'"));
+      ascending = value == "asc";
+    } else if (key == "after") {
+      after = value;
+    }  // include[] and others: nothing to add (the items hold no more than their text)
+  }
+  std::shared_ptr<const ResponseStore::Entry> entry = store.Get(id);
+  if (entry == nullptr) {
+    return WithParam(absl::NotFoundError(absl::StrCat("Response with id '", id, "' not found.")), "response_id");
+  }
+  std::vector<const OJson*> items;
+  for (const OJson& item : entry->input_items) items.push_back(&item);
+  if (!ascending) std::reverse(items.begin(), items.end());
+  size_t start = 0;
+  if (!after.empty()) {
+    while (start < items.size() && (*items[start])["id"] != after) ++start;
+    if (start == items.size()) return BadParam("after", absl::StrCat("no input item with id '", after, "' in this response"));
+    ++start;
+  }
+  OJson page{{"object", "list"}, {"data", OJson::array()}};
+  for (size_t k = start; k < items.size() && k < start + static_cast<size_t>(limit); ++k) page["data"].push_back(*items[k]);
+  page["first_id"] = page["data"].empty() ? OJson() : page["data"].front()["id"];
+  page["last_id"] = page["data"].empty() ? OJson() : page["data"].back()["id"];
+  page["has_more"] = start + static_cast<size_t>(limit) < items.size();
+  return page;
 }
 
 }  // namespace peng::server

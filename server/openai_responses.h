@@ -9,7 +9,8 @@
 // metadata, text.format (text, json_object, json_schema), function tools with tool_choice and
 // parallel_tool_calls, stream. Responses are stored (server/response_store.h) unless `store` is
 // false: previous_response_id continues the conversation a stored response ends (its input and
-// output, not its instructions), and GET / DELETE /v1/responses/{id} read and remove one.
+// output, not its instructions), GET / DELETE /v1/responses/{id} read and remove one, and GET
+// /v1/responses/{id}/input_items lists its input (the request's own items, with ids).
 // background is a 400. Built-in tools (web search, files, ...) and non-text input parts are
 // 400s naming the field.
 #pragma once
@@ -38,6 +39,13 @@ absl::StatusOr<ResponsesChat> ResponsesToChat(const nlohmann::ordered_json& requ
                                               std::vector<std::string>* ignored);
 // A chat parser's error with its param named as the Responses API names it (messages -> input).
 absl::Status AsResponsesError(absl::Status status);
+
+// GET /v1/responses/{id}/input_items: a page of a stored response's input items. `query`: the
+// decoded query parameters: limit 1-100 (default 20), order asc or desc (default desc), after
+// (an item id); others are ignored. 404 when the response is not stored; 400 naming a bad
+// parameter.
+absl::StatusOr<nlohmann::ordered_json> ListInputItems(
+    const ResponseStore& store, const std::string& id, const std::vector<std::pair<std::string, std::string>>& query);
 
 class ResponsesResponder : public Responder {
  public:

@@ -1,5 +1,6 @@
 // ResponseStore: the Responses API's stored responses (`store`, on by default as in OpenAI's
-// API), for `previous_response_id` and GET / DELETE /v1/responses/{id}. Kept in memory, newest
+// API), for `previous_response_id`, GET / DELETE /v1/responses/{id} and GET
+// /v1/responses/{id}/input_items. Kept in memory, newest
 // first, up to a number of responses and a number of bytes; the oldest go first, and a restart
 // forgets them all. Each entry holds the response object as it was returned and the
 // conversation it ends, as chat messages (the instructions excepted: a follow-up's own
@@ -21,8 +22,9 @@ namespace peng::server {
 class ResponseStore {
  public:
   struct Entry {
-    nlohmann::ordered_json response;  // the response object
-    nlohmann::ordered_json messages;  // chat messages: the input so far, then the output
+    nlohmann::ordered_json response;     // the response object
+    nlohmann::ordered_json messages;     // chat messages: the input so far, then the output
+    nlohmann::ordered_json input_items;  // the request's input, as items with ids (input_items)
   };
 
   ResponseStore(size_t max_responses, size_t max_bytes) : max_responses_(max_responses), max_bytes_(max_bytes) {}

@@ -202,3 +202,41 @@ def test_retrieve_delete_and_store_false(client, http):
     # Other methods on a stored response's path are 405s that list the allowed ones.
     put = http.put(f"/v1/responses/{r.id}", json={})
     assert put.status_code == 405 and put.headers["allow"] == "GET, DELETE, HEAD"
+
+
+def test_input_items_list_the_request_input(client, http):
+    r = client.responses.create(model=MODEL, max_output_tokens=4, temperature=0, input=[
+        {"role": "developer", "content": "Answer briefly."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Name a colour."}]},
+        {"type": "message", "role": "assistant", "content": "Red."},
+        {"role": "user", "content": "Another one?"}])
+    page = client.responses.input_items.list(r.id)  # newest first, by default
+    texts = [item.content[0].text for item in page.data]
+    assert texts == ["Another one?", "Red.", "Name a colour.", "Answer briefly."], texts
+    assert [item.role for item in page.data] == ["user", "assistant", "user", "developer"]
+    assert page.data[1].content[0].type == "output_text" and page.data[0].content[0].type == "input_text"
+    assert len({item.id for item in page.data}) == 4 and page.has_more is False
+    # Pages: oldest first, two at a time, then the rest after the last id seen.
+    first = http.get(f"/v1/responses/{r.id}/input_items?order=asc&limit=2").json()
+    assert [i["content"][0]["text"] for i in first["data"]] == ["Answer briefly.", "Name a colour."]
+    assert first["has_more"] is True and first["last_id"] == first["data"][1]["id"]
+    rest = http.get(f"/v1/responses/{r.id}/input_items?order=asc&limit=2&after={first['last_id']}").json()
+    assert [i["content"][0]["text"] for i in rest["data"]] == ["Red.", "Another one?"] and rest["has_more"] is False
+    # A string input is one user message; a function call's output keeps its call id.
+    s = client.responses.create(model=MODEL, input="Hi there", max_output_tokens=2, temperature=0)
+    items = http.get(f"/v1/responses/{s.id}/input_items").json()["data"]
+    assert len(items) == 1 and items[0]["role"] == "user" and items[0]["content"][0]["text"] == "Hi there"
+    f = client.responses.create(model=MODEL, max_output_tokens=2, temperature=0, input=[
+        {"role": "user", "content": "Weather?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}])
+    items = http.get(f"/v1/responses/{f.id}/input_items?order=asc").json()["data"]
+    assert [i["type"] for i in items] == ["message", "function_call", "function_call_output"]
+    assert items[2]["call_id"] == "call_1" and items[2]["output"] == "sunny"
+    # Errors: unknown response, bad limit / order / after; other methods are 405s.
+    assert_error(http.get("/v1/responses/resp_nope/input_items"), 404, param="response_id")
+    assert_error(http.get(f"/v1/responses/{r.id}/input_items?limit=0"), 400, param="limit")
+    assert_error(http.get(f"/v1/responses/{r.id}/input_items?limit=abc"), 400, param="limit")
+    assert_error(http.get(f"/v1/responses/{r.id}/input_items?order=sideways"), 400, param="order")
+    assert_error(http.get(f"/v1/responses/{r.id}/input_items?after=msg_nope"), 400, param="after")
+    assert http.delete(f"/v1/responses/{r.id}/input_items").status_code == 405
