@@ -116,6 +116,7 @@ bool Sampler::has_penalties() const {
 
 void Sampler::Accept(int32_t id) {
   PENG_CHECK(id >= 0 && id < vocab_size_);
+  ++accepted_;
   if (has_penalties()) ++history_[id].generated;
   if (constraint_ != nullptr) constraint_->Accept(id);
 }
@@ -141,8 +142,9 @@ SampledToken Sampler::Sample(std::span<const float> logits) {
 
 SampledToken Sampler::Sample(std::span<const float> logits, SamplingScratch& scratch) {
   PENG_CHECK(static_cast<int64_t>(logits.size()) == vocab_size_);
+  const bool banning = accepted_ < ban_until_ && !banned_.empty();
   if (params_.greedy() && params_.logit_bias.empty() && !has_penalties() && params_.logprobs < 0 &&
-      constraint_ == nullptr) {
+      constraint_ == nullptr && !banning) {
     // Nothing changes the row: its argmax as given, without copying 49K floats per token.
     const int32_t id = static_cast<int32_t>(kernels::ArgMax(logits.data(), vocab_size_));
     return {.id = std::isfinite(logits[id]) ? id : -1, .logprob = std::numeric_limits<float>::quiet_NaN()};
@@ -152,6 +154,15 @@ SampledToken Sampler::Sample(std::span<const float> logits, SamplingScratch& scr
   scratch.order.resize(vocab_size_);
   ApplyPenaltiesAndBias(scratch.logits);
   if (constraint_ != nullptr) constraint_->Mask(scratch.logits);
+  if (banning) {
+    bool other = false;  // a token outside the banned ones that may still come
+    for (int32_t id = 0; id < vocab_size_ && !other; ++id) {
+      other = std::isfinite(scratch.logits[id]) && std::find(banned_.begin(), banned_.end(), id) == banned_.end();
+    }
+    if (other) {
+      for (const int32_t id : banned_) scratch.logits[id] = -std::numeric_limits<float>::infinity();
+    }
+  }
 
   SampledToken result;
   if (params_.greedy()) {

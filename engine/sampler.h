@@ -111,6 +111,14 @@ class Sampler {
   void SetConstraint(std::unique_ptr<LogitsConstraint> constraint) { constraint_ = std::move(constraint); }
   const LogitsConstraint* constraint() const { return constraint_.get(); }
 
+  // vLLM's min_tokens: until `tokens` tokens are accepted, `ids` (the end-of-generation and
+  // stop token ids) are banned, after the constraint's mask, unless that would ban every
+  // token (a constraint that only lets the output end).
+  void BanUntil(int64_t tokens, std::vector<int32_t> ids) {
+    ban_until_ = tokens;
+    banned_ = std::move(ids);
+  }
+
   // Applies logit_bias, then the repetition penalty (logit > 0 ? logit / p : logit * p) over
   // prompt + accepted tokens, then logit -= presence * (count > 0) + frequency * count over
   // accepted tokens. In place; exposed for tests. Touches only the tokens concerned.
@@ -144,6 +152,9 @@ class Sampler {
   // Tokens seen in the prompt or output; filled only when a penalty is active.
   absl::flat_hash_map<int32_t, TokenHistory> history_;
   std::unique_ptr<LogitsConstraint> constraint_;
+  int64_t accepted_ = 0;     // tokens accepted so far
+  int64_t ban_until_ = 0;    // BanUntil
+  std::vector<int32_t> banned_;
   SamplingScratch own_scratch_;
 };
 

@@ -657,5 +657,30 @@ TEST(SamplerTest, ConstraintLimitsDrawsAndAlternatives) {
   }
 }
 
+// min_tokens: the banned ids (end and stop tokens) are never drawn until that many tokens are
+// accepted, on the greedy fast path too; then they come back. A constraint that allows only
+// banned ids keeps them (nothing else could be drawn).
+TEST(SamplerTest, BanUntilKeepsEndTokensOutForMinTokens) {
+  const std::vector<float> logits = {0.0f, 9.0f, 1.0f, 8.0f};  // 1 and 3 are the likeliest
+  for (const float temperature : {0.0f, 1.0f}) {
+    SamplingParams params;
+    params.temperature = temperature;
+    params.seed = 5;
+    Sampler s = MakeSampler(params, 4);
+    s.BanUntil(3, {1, 3});
+    for (int i = 0; i < 3; ++i) {
+      const SampledToken t = s.Sample(logits);
+      ASSERT_TRUE(t.id == 0 || t.id == 2) << t.id;
+      s.Accept(t.id);
+    }
+    EXPECT_EQ(s.Sample(std::vector<float>{0.0f, 9.0f, 1.0f, -50.0f}).id, 1);  // three accepted: back
+  }
+  std::vector<int32_t> accepted;
+  Sampler s = MakeSampler(SamplingParams{.temperature = 0.0f}, 4);
+  s.BanUntil(10, {1});
+  s.SetConstraint(std::make_unique<SetConstraint>(std::vector<int32_t>{1}, &accepted));
+  EXPECT_EQ(s.Sample(logits).id, 1);
+}
+
 }  // namespace
 }  // namespace peng

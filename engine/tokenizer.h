@@ -54,6 +54,7 @@ class Tokenizer {
   bool add_bos_default() const { return spec_.add_bos && spec_.bos_id >= 0; }
   // eos, eot, eom and end-of-turn control tokens (<|im_end|>, <|eot_id|>, <|endoftext|>, ...).
   bool IsEndOfGeneration(int32_t id) const { return end_of_generation_.contains(id); }
+  const absl::flat_hash_set<int32_t>& end_of_generation_ids() const { return end_of_generation_; }
   // Control and unknown tokens: skipped by Decode(skip_special=true).
   bool IsSpecial(int32_t id) const;
   // The id of the token whose stored text is exactly `text` (any kind).

@@ -29,6 +29,9 @@ struct StopConditions {
   std::vector<int32_t> stop_token_ids;     // in addition to the model's end-of-generation ids
   bool ignore_eos = false;
   bool include_stop_str_in_output = false;
+  // vLLM's min_tokens: until this many tokens are generated, end-of-generation tokens and
+  // stop_token_ids are not sampled and stop strings do not end the output (max_tokens does).
+  int64_t min_tokens = 0;
 };
 
 struct GenerateRequest {

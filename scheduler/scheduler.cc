@@ -86,6 +86,13 @@ absl::Status Scheduler::Add(std::shared_ptr<const GenerateRequest> request,
     auto sampler = Sampler::Create(params, options_.vocab_size, request->prompt);
     if (!sampler.ok()) return sampler.status();
     s->sampler.emplace(std::move(*sampler));
+    if (request->stop.min_tokens > 0) {
+      std::vector<int32_t> ids = request->stop.stop_token_ids;
+      if (tokenizer_ != nullptr && !request->stop.ignore_eos) {
+        ids.insert(ids.end(), tokenizer_->end_of_generation_ids().begin(), tokenizer_->end_of_generation_ids().end());
+      }
+      s->sampler->BanUntil(request->stop.min_tokens, std::move(ids));
+    }
     if (request->ReplyConstrained() || request->tool_call_schema != nullptr) {
       if (tokenizer_ == nullptr) return absl::InvalidArgumentError("constrained output needs the model's tokenizer");
       if (json_vocabulary_ == nullptr) {

@@ -11,10 +11,14 @@ StopChecker::StopChecker(const Tokenizer* tokenizer, const StopConditions& stop)
 
 StopChecker::Step StopChecker::Push(int32_t token, int64_t num_generated) {
   Step step;
+  // min_tokens: the first min_tokens tokens are never stop tokens (the sampler bans them; one
+  // forced there is text), and a stop string may end the output from the min_tokens-th on.
+  const bool may_stop = num_generated > stop_.min_tokens;
+  const bool may_stop_string = num_generated >= stop_.min_tokens;
   const bool eog = tokenizer_ != nullptr && !stop_.ignore_eos && tokenizer_->IsEndOfGeneration(token);
   const bool stop_id = std::find(stop_.stop_token_ids.begin(), stop_.stop_token_ids.end(), token) !=
                        stop_.stop_token_ids.end();
-  if (eog || stop_id) {
+  if ((eog || stop_id) && may_stop) {
     // The stop token itself produces no text; what was held back is released.
     step.text = std::move(pending_) + (decoder_ ? decoder_->Flush() : "");
     pending_.clear();
@@ -26,7 +30,7 @@ StopChecker::Step StopChecker::Push(int32_t token, int64_t num_generated) {
   // The earliest stop string in the pending text ends the sequence there.
   size_t best = std::string::npos, best_len = 0;
   for (const std::string& s : stop_.stop) {
-    if (s.empty()) continue;
+    if (s.empty() || !may_stop_string) continue;
     const size_t at = pending_.find(s);
     if (at != std::string::npos && at < best) {
       best = at;

@@ -100,5 +100,25 @@ TEST_F(StopCheckerTest, MultiByteCharactersAreNeverSplit) {
   EXPECT_EQ(out, "héllo 🐉 世界");
 }
 
+// min_tokens: a stop string ends the output only from the min_tokens-th token on (earlier
+// matches are text), and a stop token before then is text too.
+TEST_F(StopCheckerTest, MinTokensHoldsStopsBack) {
+  StopConditions stop;
+  stop.max_tokens = 100;
+  stop.stop = {"END"};
+  stop.min_tokens = 4;
+  const auto [text, finish, n] = Run("A END B END C", stop);
+  EXPECT_EQ(finish, FinishReason::kStop);
+  EXPECT_GE(n, 4);
+  EXPECT_EQ(text.substr(0, 5), "A END");
+  const std::vector<int32_t> ids = tok_->Encode("A END", false, false);
+  ASSERT_LT(static_cast<int>(ids.size()), 4);  // the first END lies within the first 4 tokens
+  stop.stop.clear();
+  stop.stop_token_ids = {ids[0]};
+  StopChecker checker(tok_, stop);
+  EXPECT_EQ(checker.Push(ids[0], 1).finish, FinishReason::kNone);  // the 1st token: text
+  EXPECT_EQ(checker.Push(ids[0], 5).finish, FinishReason::kStop);  // past min_tokens: a stop
+}
+
 }  // namespace
 }  // namespace peng

@@ -216,6 +216,11 @@ absl::StatusOr<GrpcGenerate> ToGenerateRequest(const v1::GenerateRequest& in, co
                             in.max_tokens(), " in the completion)"));
   }
   out.stop.max_tokens = in.has_max_tokens() ? in.max_tokens() : info.max_model_len - prompt_len;
+  if (in.min_tokens() < 0 || in.min_tokens() > out.stop.max_tokens) {
+    return Bad(absl::StrCat("min_tokens must be in [0, ", out.stop.max_tokens, "] (at most max_tokens), got ",
+                            in.min_tokens()));
+  }
+  out.stop.min_tokens = in.min_tokens();
   return converted;
 }
 

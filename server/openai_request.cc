@@ -31,7 +31,7 @@ const absl::flat_hash_set<std::string>& CommonFields() {
       "stop_token_ids", "presence_penalty", "frequency_penalty", "repetition_penalty",
       "logit_bias", "logprobs", "stream", "stream_options", "priority", "user", "ignore_eos",
       "include_stop_str_in_output", "response_format", "best_of", "guided_json", "guided_choice", "guided_regex",
-      "structured_outputs"};
+      "structured_outputs", "min_tokens"};
   return *f;
 }
 const absl::flat_hash_set<std::string>& ChatFields() {
@@ -782,6 +782,16 @@ absl::StatusOr<CompletionJob> ParseCompletionRequest(ApiKind kind, const Json& b
                                  " tokens (", longest, " in the ", where, ", ", *max_tokens,
                                  " in the completion). Please reduce the length of the ", where,
                                  " or completion."));
+  }
+  // vLLM's min_tokens: at most max_tokens (or, without it, the context's rest).
+  PENG_ASSIGN_OR_RETURN(std::optional<int64_t> min_new, GetInt(body, "min_tokens"));
+  if (min_new) {
+    const int64_t most = max_tokens ? *max_tokens : ctx.max_model_len - longest;
+    if (*min_new < 0 || *min_new > most) {
+      return BadParam("min_tokens", absl::StrCat("min_tokens must be in [0, ", most, "] (at most ", max_param,
+                                                 "), got ", *min_new));
+    }
+    job.stop.min_tokens = *min_new;
   }
   // Chat's default: the rest of the context (per prompt: see MaxTokensFor).
   job.max_tokens = max_tokens.value_or(-1);

@@ -469,6 +469,18 @@ def test_generate_regex(stub, pb, md):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in e.value.details(), e.value.details()
 
 
+def test_generate_min_tokens(stub, pb, md):
+    text = "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"
+    short = list(stub.Generate(_greedy(pb, text, 60), metadata=md, timeout=RPC_TIMEOUT))
+    n = short[-1].usage.completion_tokens
+    assert short[-1].finish_reason == pb[0].FINISH_REASON_STOP and n < 40
+    longer = list(stub.Generate(_greedy(pb, text, 60, min_tokens=n + 10), metadata=md, timeout=RPC_TIMEOUT))
+    assert longer[-1].usage.completion_tokens >= n + 10
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Generate(_greedy(pb, text, 5, min_tokens=6), metadata=md, timeout=RPC_TIMEOUT))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "min_tokens" in e.value.details()
+
+
 def _http_chat(server, body: dict) -> dict:
     import httpx
 

@@ -155,6 +155,27 @@ def test_max_tokens_gives_length(client):
     assert out.usage.completion_tokens == 6
 
 
+def test_min_tokens_holds_the_end_back(client, http):
+    # vLLM's min_tokens: a short greedy chat reply, then the same with min_tokens past its
+    # length: it goes on (the end token is banned until then) and starts with the short reply.
+    short = chat(client, messages=[{"role": "user", "content": "Say hi."}], max_tokens=60, temperature=0)
+    n = short.usage.completion_tokens
+    assert short.choices[0].finish_reason == "stop" and n < 40, short
+    longer = chat(client, messages=[{"role": "user", "content": "Say hi."}], max_tokens=60, temperature=0,
+                  extra_body={"min_tokens": n + 10})
+    assert longer.usage.completion_tokens >= n + 10, longer.usage
+    assert longer.choices[0].message.content.startswith(short.choices[0].message.content), longer
+    # A stop string inside the first min_tokens tokens does not end the output.
+    base = complete(client, max_tokens=30, temperature=0, extra_body={"ignore_eos": True})
+    first_word = base.choices[0].text.split()[0]
+    held = complete(client, max_tokens=30, temperature=0, stop=[first_word], extra_body={"min_tokens": 20})
+    assert held.usage.completion_tokens >= 20 and held.choices[0].text.startswith(base.choices[0].text[:5])
+    for bad in (-1, 61, "5"):
+        r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                                    "max_tokens": 60, "min_tokens": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_stop_strings(client, stream):
     base = complete(client, max_tokens=40, temperature=0, extra_body={"ignore_eos": True})
