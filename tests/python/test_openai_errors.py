@@ -225,7 +225,7 @@ def test_developer_role_is_the_system_role(http):
 UNSUPPORTED = [
     ("chat", {"response_format": {"type": "xml"}}, "response_format"),
     ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
-        "type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}}}}, "response_format"),
+        "type": "object", "properties": {"n": {"type": "integer", "not": {"const": 3}}}}}}}, "response_format"),
     ("chat", {"functions": [{"name": "f", "parameters": {}}]}, "functions"),
     ("completion", {"suffix": "the end"}, "suffix"),
     ("completion", {"best_of": 3}, "best_of"),

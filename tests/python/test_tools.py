@@ -198,7 +198,7 @@ BAD = [
     ({"tool_choice": "required"}, "tool_choice"),
     ({"tools": TOOLS, "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
-        "type": "object", "properties": {"n": {"type": "number", "multipleOf": 2}}}}}],
+        "type": "object", "properties": {"n": {"type": "number", "multipleOf": 0.25}}}}}],
       "tool_choice": "required"}, "tools"),
     ({"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "tool_choice"),
     ({"messages": [{"role": "assistant", "content": None, "tool_calls": "f()"}], "tools": TOOLS}, "messages"),
