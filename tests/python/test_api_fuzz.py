@@ -47,6 +47,16 @@ BASES = {
         "model": MODEL, "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}],
         "instructions": "Be brief.", "max_output_tokens": 3, "temperature": 0.5, "top_p": 0.9,
         "text": {"format": {"type": "text"}}, "store": False, "metadata": {"k": "v"}},
+    # Constrained chats (the part after '#' only names the base): a regex with min_tokens, and
+    # vLLM's structured_outputs with a set-valued schema.
+    "/v1/chat/completions#regex": {
+        "model": MODEL, "messages": [{"role": "user", "content": "A date?"}], "max_tokens": 6, "min_tokens": 2,
+        "guided_regex": "(19|20)\\d\\d-[01]\\d", "temperature": 0.5, "stop": ["-"]},
+    "/v1/chat/completions#structured": {
+        "model": MODEL, "messages": [{"role": "user", "content": "Tags?"}], "max_tokens": 8,
+        "structured_outputs": {"json": {"type": "object", "properties": {
+            "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True, "maxItems": 3},
+            "n": {"type": "integer", "multipleOf": 3, "maximum": 1e30}}, "required": ["tags", "n"]}}},
     "/tokenize": {"model": MODEL, "prompt": "hello world", "add_special_tokens": True},
     "/detokenize": {"model": MODEL, "tokens": [1, 2, 3, 100]},
 }
@@ -125,7 +135,7 @@ def test_mutated_requests_get_an_answer_and_never_a_crash(http, seed):
         path = rng.choice(list(BASES))
         # A quarter go through unmutated (streamed or not), so the answers include generations.
         body = mutate_json(rng, BASES[path]) if rng.random() < 0.75 else copy.deepcopy(BASES[path])
-        if path.startswith("/v1/") and rng.random() < 0.25:
+        if path.startswith("/v1/") and rng.random() < 0.25:  # (every base under /v1/ can stream)
             body.update(stream=True, stream_options={"include_usage": True})
         streamed = body.get("stream") is True
         raw = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
@@ -133,7 +143,7 @@ def test_mutated_requests_get_an_answer_and_never_a_crash(http, seed):
             raw = mutate_bytes(rng, raw)
         what = f"seed {seed} request {i} {path} {raw[:200]!r}"
         try:
-            r = http.post(path, content=raw, headers={"content-type": "application/json"})
+            r = http.post(path.split("#")[0], content=raw, headers={"content-type": "application/json"})
         except httpx.HTTPError as e:
             pytest.fail(f"{what}: no answer ({e!r})")
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
