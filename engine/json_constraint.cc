@@ -343,6 +343,10 @@ void GrammarConstraint<G>::Accept(int32_t id) {
   // Mask() allowed only tokens whose bytes the grammar takes; an unconstrained row (see
   // AllowedFor) may bring one it refuses, which then leaves the state as it is.
   if constexpr (kReadsSchema) {
+    if (!grammar_.document()->schema().unique_values()) {
+      grammar_.FeedAll(vocab_->pieces[id]);
+      return;
+    }
     G g = grammar_;
     UniqueItems unique = unique_;
     for (const char c : vocab_->pieces[id]) {

@@ -621,6 +621,9 @@ absl::StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(const Json
       for (JsonSchema::Node::KeyBranch& b : n.key_branches) fix(b.node);
     }
   }
+  for (const Node& n : out->nodes_) {
+    out->unique_values_ |= n.unique_items && out->nodes_[n.items].kind != Node::Kind::kLiterals;
+  }
   return std::shared_ptr<const JsonSchema>(std::move(out));
 }
 

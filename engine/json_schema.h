@@ -97,11 +97,15 @@ class JsonSchema {
   const std::vector<Node>& nodes() const { return nodes_; }
   const std::vector<ByteRegex>& regexes() const { return regexes_; }
   int32_t root() const { return 0; }
+  // Some array's unique items are not literals (UniqueItems in engine/json_constraint.h keeps
+  // them apart).
+  bool unique_values() const { return unique_values_; }
 
  private:
   friend class SchemaCompiler;
   std::vector<Node> nodes_;
   std::vector<ByteRegex> regexes_;
+  bool unique_values_ = false;
 };
 
 // Compiled schemas by their text, so that requests with one schema share one JsonSchema (and

@@ -676,7 +676,9 @@ TEST(SamplerTest, BanUntilKeepsEndTokensOutForMinTokens) {
     EXPECT_EQ(s.Sample(std::vector<float>{0.0f, 9.0f, 1.0f, -50.0f}).id, 1);  // three accepted: back
   }
   std::vector<int32_t> accepted;
-  Sampler s = MakeSampler(SamplingParams{.temperature = 0.0f}, 4);
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  Sampler s = MakeSampler(greedy, 4);
   s.BanUntil(10, {1});
   s.SetConstraint(std::make_unique<SetConstraint>(std::vector<int32_t>{1}, &accepted));
   EXPECT_EQ(s.Sample(logits).id, 1);

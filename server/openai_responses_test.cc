@@ -74,7 +74,8 @@ TEST(ResponsesToChatTest, APreviousResponseComesBeforeTheInputButNotItsInstructi
   store.Put("resp_1", {OJson{{"id", "resp_1"}},
                        OJson::parse(R"([{"role": "user", "content": "Call f."},
                                         {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
-                                         "function": {"name": "f", "arguments": "{}"}}]}])")});
+                                         "function": {"name": "f", "arguments": "{}"}}]}])"),
+                       OJson()});
   std::vector<std::string> ignored;
   absl::StatusOr<ResponsesChat> chat = ResponsesToChat(
       OJson::parse(R"({"previous_response_id": "resp_1", "instructions": "Be brief.", "store": false,
@@ -93,7 +94,7 @@ TEST(ResponsesToChatTest, APreviousResponseComesBeforeTheInputButNotItsInstructi
 
 TEST(ResponseStoreTest, KeepsTheNewestWithinItsBounds) {
   ResponseStore store(3, 4000);
-  for (int i = 0; i < 5; ++i) store.Put(absl::StrCat("r", i), {OJson{{"i", i}}, OJson::array()});
+  for (int i = 0; i < 5; ++i) store.Put(absl::StrCat("r", i), {OJson{{"i", i}}, OJson::array(), OJson()});
   EXPECT_EQ(store.size(), 3u);
   EXPECT_EQ(store.Get("r0"), nullptr);
   EXPECT_EQ(store.Get("r1"), nullptr);
@@ -103,20 +104,20 @@ TEST(ResponseStoreTest, KeepsTheNewestWithinItsBounds) {
   EXPECT_FALSE(store.Erase("r4"));
   EXPECT_EQ(store.size(), 2u);
   // Bytes: a big entry pushes out the old ones; one over the whole budget is not kept.
-  store.Put("big", {OJson{{"text", std::string(3980, 'x')}}, OJson::array()});  // 3,996 bytes
+  store.Put("big", {OJson{{"text", std::string(3980, 'x')}}, OJson::array(), OJson()});  // 3,996 bytes
   EXPECT_EQ(store.size(), 1u);
   EXPECT_NE(store.Get("big"), nullptr);
-  store.Put("huge", {OJson{{"text", std::string(5000, 'x')}}, OJson::array()});
+  store.Put("huge", {OJson{{"text", std::string(5000, 'x')}}, OJson::array(), OJson()});
   EXPECT_EQ(store.Get("huge"), nullptr);
   EXPECT_NE(store.Get("big"), nullptr);
   EXPECT_LE(store.bytes(), 4000u);
   // Replacing an id keeps one entry.
-  store.Put("big", {OJson{{"text", "small"}}, OJson::array()});
+  store.Put("big", {OJson{{"text", "small"}}, OJson::array(), OJson()});
   EXPECT_EQ(store.size(), 1u);
   EXPECT_EQ(store.Get("big")->response["text"], "small");
   // server.stored_responses 0: nothing is kept.
   ResponseStore none(0, 4000);
-  none.Put("r", {OJson{{"i", 1}}, OJson::array()});
+  none.Put("r", {OJson{{"i", 1}}, OJson::array(), OJson()});
   EXPECT_EQ(none.Get("r"), nullptr);
 }
 

@@ -6,7 +6,8 @@ namespace peng::server {
 
 void ResponseStore::Put(const std::string& id, Entry entry) {
   // The size as text: what the entry costs, near enough (nlohmann's nodes add a constant factor).
-  const size_t bytes = id.size() + entry.response.dump().size() + entry.messages.dump().size();
+  const size_t bytes = id.size() + entry.response.dump().size() + entry.messages.dump().size() +
+                       (entry.input_items.is_null() ? 0 : entry.input_items.dump().size());
   std::lock_guard<std::mutex> lock(mu_);
   if (auto it = slots_.find(id); it != slots_.end()) EraseLocked(it);
   if (bytes > max_bytes_ || max_responses_ == 0) return;

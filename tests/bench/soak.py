@@ -33,6 +33,7 @@ import importlib
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -241,11 +242,18 @@ class Soak:
     SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
                                                "n": {"type": "integer", "minimum": 0, "maximum": 9}},
               "required": ["name", "n"]}
+    SET_SCHEMA = {"type": "object", "properties": {
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "uniqueItems": True, "maxItems": 4},
+        "ids": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 6, "multipleOf": 2},
+                "uniqueItems": True}}, "required": ["tags", "ids"]}
+    REGEX = r"(yes|no), [a-z ]{3,20}\."
 
     async def structured(self, client, rng):
-        """Constrained output beside plain traffic: JSON mode, a schema, tool calls (required
-        and auto) and the Responses API, streamed or not, some streams dropped early."""
-        kind = rng.choice(["json_object", "json_schema", "tools_required", "tools_auto", "responses"])
+        """Constrained output beside plain traffic: JSON mode, a schema, a schema of sets, a
+        regex (with min_tokens), tool calls (required and auto) and the Responses API, streamed
+        or not, some streams dropped early."""
+        kind = rng.choice(["json_object", "json_schema", "json_sets", "regex", "tools_required", "tools_auto",
+                           "responses"])
         max_tokens = rng.choice([4, 16, 48])
         stream = rng.random() < 0.4
         what = f"structured {kind}{' stream' if stream else ''}"
@@ -267,6 +275,10 @@ class Soak:
                 body["response_format"] = {"type": "json_object"}
             elif kind == "json_schema":
                 body["response_format"] = {"type": "json_schema", "json_schema": {"name": "r", "schema": self.SCHEMA}}
+            elif kind == "json_sets":
+                body["structured_outputs"] = {"json": self.SET_SCHEMA}
+            elif kind == "regex":
+                body.update(guided_regex=self.REGEX, min_tokens=min(3, max_tokens))
             else:
                 body["tools"] = self.TOOLS
                 body["tool_choice"] = "required" if kind == "tools_required" else "auto"
@@ -291,9 +303,16 @@ class Soak:
                 for call in choice["message"]["tool_calls"]:
                     if not isinstance(json.loads(call["function"]["arguments"]), dict):
                         self.fail(what, f"arguments not an object: {call}")
-            elif choice["finish_reason"] == "stop" and kind in ("json_object", "json_schema"):
-                if not isinstance(json.loads(choice["message"]["content"]), dict):
+            elif choice["finish_reason"] == "stop" and kind in ("json_object", "json_schema", "json_sets"):
+                value = json.loads(choice["message"]["content"])
+                if not isinstance(value, dict):
                     self.fail(what, f"not a JSON object: {choice}")
+                elif kind == "json_sets" and any(len(value[k]) != len({json.dumps(v) for v in value[k]})
+                                                 for k in ("tags", "ids")):
+                    self.fail(what, f"a set repeats an item: {value}")
+            elif choice["finish_reason"] == "stop" and kind == "regex":
+                if not re.fullmatch(self.REGEX, choice["message"]["content"]):
+                    self.fail(what, f"does not match the regex: {choice['message']['content']!r}")
             return
         disconnect_after = rng.choice([None, None, 0, 2])
         async with client.stream("POST", self.base + path, json=body) as r:
@@ -441,6 +460,10 @@ class Soak:
                 req.chat.tools = json.dumps(self.TOOLS)
                 req.chat.tool_choice = rng.choice(["required", "auto"])
                 req.max_tokens = 48
+        elif rng.random() < 0.15:  # a regex, at least min_tokens long
+            req.regex = self.REGEX
+            req.max_tokens = 32
+            req.min_tokens = 3
         if rng.random() < 0.5:
             req.sampling.temperature = rng.choice([0.0, 0.7])
         if rng.random() < 0.3:
@@ -475,6 +498,8 @@ class Soak:
                                                                  pb2.FINISH_REASON_LENGTH) or any(
                     c.name not in ("lookup", "add") or not isinstance(json.loads(c.arguments), dict) for c in last.tool_calls)):
                 self.fail("grpc generate", f"tool calls {last}")
+            elif req.regex and last.finish_reason == pb2.FINISH_REASON_STOP and last.usage.completion_tokens < 3:
+                self.fail("grpc generate", f"min_tokens 3 but {last.usage.completion_tokens} tokens")
             elif req.HasField("prompt_logprobs") and len(first.prompt_logprobs) != last.usage.prompt_tokens - 1:
                 self.fail("grpc generate", f"{len(first.prompt_logprobs)} prompt logprobs for "
                                            f"{last.usage.prompt_tokens} prompt tokens")
