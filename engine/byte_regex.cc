@@ -14,6 +14,11 @@ namespace {
 
 using Bytes = std::bitset<256>;
 
+// A pattern as error messages quote it: the first 80 bytes.
+std::string Shown(std::string_view pattern) {
+  return pattern.size() <= 80 ? std::string(pattern) : std::string(pattern.substr(0, 80)) + "...";
+}
+
 // The bytes a JSON string may hold as they are (no escapes, no control bytes).
 Bytes StringBytes() {
   Bytes b;
@@ -60,7 +65,7 @@ class Parser {
  private:
   absl::Status Error(std::string_view what) const {
     return absl::InvalidArgumentError(
-        absl::StrCat("pattern '", std::string(p_), "': ", std::string(what), " at offset ", i_));
+        absl::StrCat("pattern '", Shown(p_), "': ", std::string(what), " at offset ", i_));
   }
   bool More() const { return i_ < p_.size(); }
 
@@ -87,7 +92,7 @@ class Parser {
 
   absl::StatusOr<std::unique_ptr<Ast>> Repeat() {
     PENG_ASSIGN_OR_RETURN(auto a, Atom());
-    while (More()) {
+    for (int stacked = 0; More(); ++stacked) {
       int lo = 0, hi = 0;
       const char c = p_[i_];
       if (c == '?') {
@@ -101,6 +106,7 @@ class Parser {
       } else {
         break;
       }
+      if (stacked == 4) return Error("more than 4 quantifiers on one atom");
       ++i_;
       if (More() && p_[i_] == '+') return Error("possessive quantifiers are not supported");
       if (More() && p_[i_] == '?') ++i_;  // lazy: the same texts match, only the search differs
@@ -203,6 +209,7 @@ class Parser {
     auto bytes = Node(Ast::Kind::kBytes);
     switch (c) {
       case '(': {
+        if (++depth_ > kMaxGroupDepth) return Error("groups nested deeper than 64");
         if (p_.substr(i_, 2) == "?:") {
           i_ += 2;
         } else if (More() && p_[i_] == '?') {
@@ -211,6 +218,7 @@ class Parser {
         PENG_ASSIGN_OR_RETURN(auto a, Alt());
         if (!More() || p_[i_] != ')') return Error("an unclosed '('");
         ++i_;
+        --depth_;
         return a;
       }
       case '[': {
@@ -237,9 +245,30 @@ class Parser {
     }
   }
 
+  static constexpr int kMaxGroupDepth = 64;  // the parser and the NFA builder recurse per group
   std::string_view p_;
   size_t i_ = 0;
+  int depth_ = 0;
 };
+
+// The NFA states `a` builds into (see Nfa::Build), at most `cap` (counted repeats copy their
+// operand, so a short pattern can ask for millions).
+int64_t NfaSize(const Ast& a, int64_t cap) {
+  int64_t n = 0;
+  switch (a.kind) {
+    case Ast::Kind::kBytes: return 2;
+    case Ast::Kind::kConcat:
+    case Ast::Kind::kAlt:
+      n = 2;
+      for (const auto& k : a.kids) n = std::min(cap, n + NfaSize(*k, cap));
+      return n;
+    case Ast::Kind::kRepeat: {
+      const int64_t copies = a.max < 0 ? a.min + 1 : a.max;
+      return std::min(cap, 2 + copies * NfaSize(*a.kids[0], cap));
+    }
+  }
+  return cap;
+}
 
 // Thompson NFA: a state has one byte edge (bytes -> out) and epsilon edges.
 struct Nfa {
@@ -360,6 +389,12 @@ absl::StatusOr<ByteRegex> ByteRegex::Compile(std::string_view pattern, Use use) 
     ast = std::move(cat);
   }
 
+  constexpr int64_t kMaxNfaStates = 20'000;
+  if (NfaSize(*ast, kMaxNfaStates + 1) > kMaxNfaStates) {
+    return absl::InvalidArgumentError(absl::StrCat("pattern '", Shown(pattern),
+                                                   "' is too large (its counted repeats expand past ", kMaxNfaStates,
+                                                   " automaton states)"));
+  }
   Nfa nfa;
   const auto [start, final_state] = nfa.Build(*ast);
   const Bytes allowed = whole_text ? ~Bytes() : StringBytes();
@@ -372,9 +407,15 @@ absl::StatusOr<ByteRegex> ByteRegex::Compile(std::string_view pattern, Use use) 
   nfa.Close(&first);
   ids.emplace(first, 0);
   sets.push_back(first);
+  int64_t work = 0;  // NFA states visited: a bound on the time a request's pattern may take
+  constexpr int64_t kMaxWork = 50'000'000;
   for (size_t d = 0; d < sets.size(); ++d) {
     re.next_.resize((d + 1) * 256, kDead);
     re.accepting_.push_back(std::binary_search(sets[d].begin(), sets[d].end(), final_state));
+    work += static_cast<int64_t>(sets[d].size()) * 256;
+    if (work > kMaxWork) {
+      return absl::InvalidArgumentError(absl::StrCat("pattern '", Shown(pattern), "' is too complex to compile"));
+    }
     for (int c = 0; c < 256; ++c) {
       std::vector<int> move;
       for (const int s : sets[d]) {
@@ -387,7 +428,7 @@ absl::StatusOr<ByteRegex> ByteRegex::Compile(std::string_view pattern, Use use) 
       auto [it, added] = ids.emplace(move, static_cast<uint16_t>(sets.size()));
       if (added) {
         if (sets.size() >= kMaxStates) {
-          return absl::InvalidArgumentError(absl::StrCat("pattern '", std::string(pattern), "' needs more than ", kMaxStates,
+          return absl::InvalidArgumentError(absl::StrCat("pattern '", Shown(pattern), "' needs more than ", kMaxStates,
                                                          " automaton states"));
         }
         sets.push_back(std::move(move));
@@ -400,7 +441,7 @@ absl::StatusOr<ByteRegex> ByteRegex::Compile(std::string_view pattern, Use use) 
     bool live = false;
     for (int c = 0; c < 256 && !live; ++c) live = re.Next(re.start(), static_cast<uint8_t>(c)) != kDead;
     if (!live) {
-      return absl::InvalidArgumentError(absl::StrCat("pattern '", std::string(pattern), "' matches no ",
+      return absl::InvalidArgumentError(absl::StrCat("pattern '", Shown(pattern), "' matches no ",
                                                      whole_text ? "text" : "JSON string"));
     }
   }

@@ -57,6 +57,25 @@ TEST(ByteRegexTest, UnsupportedSyntaxIsAnErrorThatSaysWhat) {
   }
 }
 
+// A request's pattern is bounded in what it can cost: group depth (the parser recurses per
+// group), quantifiers stacked on one atom, the NFA its counted repeats expand to, and the work
+// of the subset construction. Each is an error, quickly.
+TEST(ByteRegexTest, PatternsThatWouldCostTooMuchAreErrors) {
+  const std::string deep = std::string(200'000, '(') + "a" + std::string(200'000, ')');
+  const std::string stacked = "a" + std::string(100'000, '*');
+  for (const auto& [p, why] : std::vector<std::pair<std::string, const char*>>{
+           {deep, "nested deeper than 64"}, {stacked, "more than 4 quantifiers"},
+           {"((a{64}){64}){64}", "too large"}, {"^(a|b)*a(a|b){12}$", "automaton states"}}) {
+    for (const auto use : {ByteRegex::Use::kJsonPattern, ByteRegex::Use::kWholeText}) {
+      const auto re = ByteRegex::Compile(p, use);
+      ASSERT_FALSE(re.ok()) << p.substr(0, 40);
+      EXPECT_NE(re.status().message().find(why), std::string::npos) << re.status().message().substr(0, 200);
+    }
+  }
+  EXPECT_TRUE(ByteRegex::Compile(std::string(64, '(') + "a" + std::string(64, ')')).ok());
+  EXPECT_TRUE(ByteRegex::Compile("^(a{64}){4}$").ok());
+}
+
 // A whole text (guided_regex) matches from end to end, anchors or not, over any bytes; the
 // verdicts agree with std::regex_match.
 TEST(ByteRegexTest, WholeTextsMatchFromEndToEnd) {
