@@ -152,7 +152,7 @@ bool EveryCompletionUsed(std::string_view text, int64_t lo, int64_t hi, int64_t 
 
 }  // namespace
 
-bool UniqueItems::Step(uint8_t c, const SchemaGrammar& after) {
+bool UniqueItems::Step(uint8_t c, const SchemaGrammar& after, bool keep) {
   bool fresh = true;
   if (array_ > 0) {
     const int depth = after.depth();
@@ -166,11 +166,13 @@ bool UniqueItems::Step(uint8_t c, const SchemaGrammar& after) {
       in_item_ = false;
       item_.clear();
       if (!v.is_discarded()) {
-        if (seen_ != nullptr && std::find(seen_->begin(), seen_->end(), v) != seen_->end()) fresh = false;
-        auto seen = seen_ != nullptr ? std::make_shared<std::vector<nlohmann::json>>(*seen_)
-                                     : std::make_shared<std::vector<nlohmann::json>>();
-        seen->push_back(std::move(v));
-        seen_ = std::move(seen);
+        fresh = seen_ == nullptr || std::find(seen_->begin(), seen_->end(), v) == seen_->end();
+        if (keep) {
+          auto seen = seen_ != nullptr ? std::make_shared<std::vector<nlohmann::json>>(*seen_)
+                                       : std::make_shared<std::vector<nlohmann::json>>();
+          seen->push_back(std::move(v));
+          seen_ = std::move(seen);
+        }
       }
     } else if (depth > array_) {
       in_item_ = true;
@@ -237,11 +239,11 @@ void UniqueItems::Ban(const SchemaGrammar& state, const JsonVocabulary& vocab, c
       SchemaGrammar g = state;
       UniqueItems u = *this;
       bool fresh = true;
-      for (const char c : vocab.pieces[id]) {
+      const std::string& piece = vocab.pieces[id];
+      for (size_t b = 0; b < piece.size() && fresh; ++b) {
         SchemaGrammar next = g;
-        if (!next.Advance(static_cast<uint8_t>(c))) break;  // an unconstrained row's token
-        fresh = u.Step(static_cast<uint8_t>(c), next);
-        if (!fresh) break;
+        if (!next.Advance(static_cast<uint8_t>(piece[b]))) break;  // an unconstrained row's token
+        fresh = u.Step(static_cast<uint8_t>(piece[b]), next, /*keep=*/b + 1 < piece.size());
         g = next;
       }
       if (fresh && u.Stuck(g)) fresh = false;

@@ -85,8 +85,9 @@ class SharedMasks {
 class UniqueItems {
  public:
   // Moves past byte `c`, which took the document to `after`. False: `c` finished an item equal
-  // to an earlier one.
-  bool Step(uint8_t c, const SchemaGrammar& after);
+  // to an earlier one. `keep` false: an item `c` finishes is checked but not kept (the last
+  // byte of a token tried in Ban; copying the items for it would cost more than the check).
+  bool Step(uint8_t c, const SchemaGrammar& after, bool keep = true);
   // Sets to -inf the logits of the tokens in `allowed` (a bit per token id, the grammar's mask
   // for `state`) that would repeat an item of the open array.
   void Ban(const SchemaGrammar& state, const JsonVocabulary& vocab, const std::vector<uint64_t>& allowed,
