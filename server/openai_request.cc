@@ -597,9 +597,10 @@ absl::Status ParseGuided(const Json& body, std::string_view raw_body, const Mode
                                                                     "json, choice, regex, json_object)"));
         }
       } else if (!absl::StartsWith(key, "disable_") && key != "backend") {
-        // disable_any_whitespace, disable_additional_properties and disable_fallback hold
-        // already (whitespace is bounded, objects hold their declared properties, and a
-        // schema is never ignored); backend names vLLM's grammar library.
+        // Accepted and not needed: disable_additional_properties and disable_fallback hold
+        // already (objects hold their declared properties; a schema is never ignored), and
+        // for disable_any_whitespace the whitespace between tokens stays bounded (a run of at
+        // most one line break), not removed; backend names vLLM's grammar library.
         return BadParam("structured_outputs." + key, absl::StrCat("unknown field structured_outputs.", key));
       }
     }
