@@ -150,6 +150,21 @@ bool EveryCompletionUsed(std::string_view text, int64_t lo, int64_t hi, int64_t 
   return true;
 }
 
+// The characters of an open JSON string (`text` from its opening quote on), as a schema's
+// maxLength counts them: a UTF-8 sequence or an escape is one.
+int64_t StringCharacters(std::string_view text) {
+  int64_t n = 0;
+  for (size_t i = 1; i < text.size(); ++n) {
+    if (text[i] == '\\') {
+      i += i + 1 < text.size() && text[i + 1] == 'u' ? 6 : 2;
+    } else {
+      ++i;
+      while (i < text.size() && (static_cast<uint8_t>(text[i]) & 0xC0) == 0x80) ++i;
+    }
+  }
+  return n;
+}
+
 }  // namespace
 
 bool UniqueItems::Step(uint8_t c, const SchemaGrammar& after, bool keep) {
@@ -201,6 +216,11 @@ bool UniqueItems::Stuck(const SchemaGrammar& state) const {
     }
     return EveryCompletionUsed(item_, item.min_value, item.max_value, item.multiple_of, used);
   }
+  if (item.kind == Kind::kString && item.max_length >= 0) {  // at maxLength it can only close
+    if (state.depth() != array_ + 1 || StringCharacters(item_) < item.max_length) return false;
+    const nlohmann::json v = nlohmann::json::parse(item_ + '"', nullptr, /*allow_exceptions=*/false);
+    return !v.is_discarded() && std::find(seen_->begin(), seen_->end(), v) != seen_->end();
+  }
   const char close = item.kind == Kind::kObject || item.kind == Kind::kMap ? '}' : item.kind == Kind::kArray ? ']' : 0;
   if (close == 0 || state.depth() != array_ + 1) return false;
   SchemaGrammar next = state;
@@ -217,8 +237,12 @@ void UniqueItems::Ban(const SchemaGrammar& state, const JsonVocabulary& vocab, c
   // that can end it (or, for a number, change it); elsewhere every allowed token.
   uint8_t need = 0;
   if (in_item_ && state.depth() > array_) {
-    switch (state.NodeAt(state.depth()).kind) {  // the innermost open value
-      case Kind::kString: case Kind::kPattern: need = JsonVocabulary::kQuote; break;
+    const JsonSchema::Node& open = state.NodeAt(state.depth());  // the innermost open value
+    switch (open.kind) {
+      case Kind::kString:  // a string ends at a quote; one with a maxLength can also fill up
+        need = open.max_length >= 0 && state.depth() == array_ + 1 ? 0 : JsonVocabulary::kQuote;
+        break;
+      case Kind::kPattern: need = JsonVocabulary::kQuote; break;
       case Kind::kInteger: case Kind::kNumber:
         need = JsonVocabulary::kComma | JsonVocabulary::kCloseBracket | JsonVocabulary::kCloseBrace |
                JsonVocabulary::kSpace | JsonVocabulary::kDigit;

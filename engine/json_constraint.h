@@ -77,8 +77,8 @@ class SharedMasks {
 // fixed size and cannot hold the items written so far, so this part of the constraint does:
 // it reads the open array's items from the kept tokens and, after the grammar's mask, bans the
 // tokens that would finish an item equal (as a JSON value) to an earlier one. For an integer it
-// also bans a prefix that no unused value completes, and for an object or array a token after
-// which it can only close as an earlier item. An item can still come to a point where its only
+// also bans a prefix that no unused value completes, and for a string at its maxLength, an
+// object or an array a token after which it can only close as an earlier item. An item can still come to a point where its only
 // completions repeat earlier items (an object whose last property is a number that can only
 // end, a pattern that few strings match); then the repeat is allowed rather than a dead end
 // (nothing is banned when everything would be).
@@ -96,8 +96,8 @@ class UniqueItems {
 
  private:
   // In `state` (after this tracker's bytes): an open item that every value it can still become
-  // repeats: an integer (a "0", or a bounded integer's last values), or an object or array
-  // that can only close now.
+  // repeats: an integer (a "0", or a bounded integer's last values), a string at its maxLength,
+  // or an object or array that can only close now.
   bool Stuck(const SchemaGrammar& state) const;
 
   int array_ = 0;         // the depth of the open array (SchemaGrammar::UniqueArrayDepth), 0 = none

@@ -404,13 +404,14 @@ TEST(JsonSchemaTest, UniqueItemsOfAnyValueNeverRepeat) {
       "n": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 12}, "uniqueItems": true},
       "o": {"type": "array", "items": {"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]},
             "uniqueItems": true},
-      "i": {"type": "array", "items": {"type": "integer"}, "uniqueItems": true}},
-      "required": ["s", "n", "o", "i"]})");
+      "i": {"type": "array", "items": {"type": "integer"}, "uniqueItems": true},
+      "c": {"type": "array", "items": {"type": "string", "maxLength": 1}, "uniqueItems": true}},
+      "required": ["s", "n", "o", "i", "c"]})");
   auto vocab = std::make_shared<JsonVocabulary>();
   for (const char* piece : {"", "\"", "]", "}", "\",", ",", "]}", "1", "2", "3", "12", "0", "4",
                             "a", "b", "\\u0061", "\\", "u", "{", "[", ":", "\"s\"", "\"n\"", "\"o\"", "\"a\"",
                             "\"a\",", "1,", "2]", "{\"a\":", "1}", " 1", "1]", "s", "n", "o", "\"i\"", "i",
-                            "\"k\"", "k", "{\"k\":", "-", "10", "5", "6", "7", "8", "9", " ", "\n"}) {
+                            "\"k\"", "k", "{\"k\":", "-", "10", "5", "6", "7", "8", "9", "\"c\"", "c", " ", "\n"}) {
     vocab->pieces.push_back(piece);
     vocab->kinds.push_back(*piece ? JsonVocabulary::Kind::kText : JsonVocabulary::Kind::kEndOfGeneration);
   }
@@ -424,7 +425,7 @@ TEST(JsonSchemaTest, UniqueItemsOfAnyValueNeverRepeat) {
     ++finished;
     ASSERT_TRUE(nlohmann::json::accept(doc)) << doc;
     const nlohmann::json v = nlohmann::json::parse(doc);
-    for (const char* key : {"s", "n", "o", "i"}) {
+    for (const char* key : {"s", "n", "o", "i", "c"}) {
       const auto& items = v.at(key);
       for (size_t i = 0; i < items.size(); ++i) {
         for (size_t j = 0; j < i; ++j) ASSERT_NE(items[i], items[j]) << key << " repeats in: " << doc;

@@ -472,6 +472,7 @@ class Soak:
             req.prompt_logprobs = rng.randint(0, 3)
             if rng.random() < 0.5:
                 req.max_tokens = 0
+                req.min_tokens = 0
         md = [("authorization", f"Bearer {self.args.api_key}")] if self.args.api_key else []
         with grpc.insecure_channel(self.args.grpc) as ch:
             call = pb2_grpc.InferenceStub(ch).Generate(req, metadata=md, timeout=120)
