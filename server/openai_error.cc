@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
 
 namespace peng::server {
 namespace {
@@ -18,6 +19,10 @@ absl::Status WithParam(absl::Status status, absl::string_view param) {
 
 absl::Status BadParam(absl::string_view param, absl::string_view message) {
   return WithParam(absl::InvalidArgumentError(message), param);
+}
+
+absl::Status TypeError(absl::string_view param, absl::string_view want) {
+  return BadParam(param, absl::StrCat("'", param, "' must be ", want));
 }
 
 std::optional<std::string> ParamOf(const absl::Status& status) {

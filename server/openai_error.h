@@ -17,6 +17,8 @@ namespace peng::server {
 absl::Status WithParam(absl::Status status, absl::string_view param);
 // Shorthand for WithParam(absl::InvalidArgumentError(message), param).
 absl::Status BadParam(absl::string_view param, absl::string_view message);
+// BadParam(param, "'<param>' must be <want>"): a field of the wrong type or shape.
+absl::Status TypeError(absl::string_view param, absl::string_view want);
 std::optional<std::string> ParamOf(const absl::Status& status);
 
 struct ApiError {
