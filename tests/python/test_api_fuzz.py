@@ -55,7 +55,8 @@ BASES = {
     "/v1/chat/completions#structured": {
         "model": MODEL, "messages": [{"role": "user", "content": "Tags?"}], "max_tokens": 8,
         "structured_outputs": {"json": {"type": "object", "properties": {
-            "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True, "maxItems": 3},
+            # bounded, so a mutation that drops max_tokens still ends in seconds (sanitizer builds too)
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "uniqueItems": True, "maxItems": 3},
             "n": {"type": "integer", "multipleOf": 3, "maximum": 1e30}}, "required": ["tags", "n"]}}},
     "/tokenize": {"model": MODEL, "prompt": "hello world", "add_special_tokens": True},
     "/detokenize": {"model": MODEL, "tokens": [1, 2, 3, 100]},
