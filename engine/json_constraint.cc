@@ -117,7 +117,6 @@ bool IsSpace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'
 // '-', digits) is in `used`.
 bool EveryCompletionUsed(std::string_view text, int64_t lo, int64_t hi, int64_t multiple,
                          const absl::flat_hash_set<int64_t>& used) {
-  const auto floor_div = [&](__int128 a) { return a >= 0 ? a / multiple : -((-a + multiple - 1) / multiple); };
   const bool negative = !text.empty() && text[0] == '-';
   const std::string_view digits = text.substr(negative ? 1 : 0);
   if (digits.size() > 19) return true;  // none lies in int64
@@ -140,10 +139,10 @@ bool EveryCompletionUsed(std::string_view text, int64_t lo, int64_t hi, int64_t 
     }
   }
   __int128 count = 0;  // the multiples in the spans
-  for (const auto& [a, b] : spans) count += floor_div(b) - floor_div(a - 1);
+  for (const auto& [a, b] : spans) count += FloorDiv(b, multiple) - FloorDiv(a - 1, multiple);
   if (count > static_cast<__int128>(used.size())) return false;
   for (const auto& [a, b] : spans) {
-    for (__int128 v = (floor_div(a - 1) + 1) * multiple; v <= b; v += multiple) {
+    for (__int128 v = (FloorDiv(a - 1, multiple) + 1) * multiple; v <= b; v += multiple) {
       if (!used.contains(static_cast<int64_t>(v))) return false;
     }
   }

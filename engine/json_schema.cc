@@ -33,8 +33,6 @@ const absl::flat_hash_set<std::string>& Enforced() {
   return *kSet;
 }
 
-__int128 FloorDiv(__int128 a, __int128 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-
 absl::Status Bad(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("json_schema", path, ": ", what));
 }

@@ -42,6 +42,10 @@
 
 namespace peng {
 
+// floor(a / b) for b > 0 (C++'s division truncates toward zero): multipleOf's arithmetic, in
+// 128 bits so that int64 bounds and their neighbours never overflow.
+inline __int128 FloorDiv(__int128 a, __int128 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
 class JsonSchema {
  public:
   static constexpr size_t kMaxProperties = 64;  // per object; also the literals of an enum

@@ -165,8 +165,7 @@ bool IntegerReachable(bool negative, uint64_t magnitude, int digits, int64_t lo,
     x = std::max<__int128>(x, lo);
     y = std::min<__int128>(y, hi);
     if (x > y) return false;
-    const __int128 below_y = y >= 0 ? y / multiple : -((-y + multiple - 1) / multiple);  // floor(y / multiple)
-    return below_y * multiple >= x;
+    return FloorDiv(y, multiple) * multiple >= x;  // a multiple in [x, y]
   };
   if (digits == 0) return meets(0, UINT64_MAX);
   if (magnitude == 0) return meets(0, 0);
